@@ -1,0 +1,88 @@
+# nnparity - build, test and demo.
+#   make          library (build/libnnparity.a, build/libnnparity.so) and CLI (build/nnparity)
+#   make demo     set-up, build, write an example dump and show `ls` and `stats` on it
+#   make check    set-up, build, every test (also under ASan+UBSan); last line is the summary
+#   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS each
+#   make bench    benchmarks (bench/README.md)
+# CC=clang builds with clang; WERROR=1 turns warnings into errors (as CI does).
+
+CC      ?= gcc
+OPT     ?= -O2
+PYTHON  ?= /usr/bin/python3
+BUILD   ?= build
+WERROR  ?=
+
+WARN     = -Wall -Wextra -Wpedantic $(if $(WERROR),-Werror)
+# -fopenmp-simd only honours `#pragma omp simd` in the hot loops; no OpenMP runtime is linked.
+CFLAGS_ALL = -std=c11 $(OPT) -g -fPIC -fopenmp-simd $(WARN) $(CFLAGS)
+CPPFLAGS_ALL = -D_GNU_SOURCE -Iinclude -Isrc $(CPPFLAGS)
+LIBS     = -ljansson -lz -lpthread -lm
+
+LIB_SRC  = $(wildcard src/*.c src/formats/*.c)
+CLI_SRC  = $(wildcard cli/*.c)
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+EXAMPLE_SRC = $(wildcard examples/*.c)
+HEADERS  = include/nnparity.h $(wildcard src/*.h src/formats/*.h cli/*.h tests/unit/*.h)
+
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+
+ASAN_BUILD = $(BUILD)/asan
+ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+.PHONY: all lib cli examples setup demo check test unit unit-asan fuzz bench clean
+all: lib cli examples
+
+lib: $(BUILD)/libnnparity.a $(BUILD)/libnnparity.so
+cli: $(BUILD)/nnparity
+examples: $(EXAMPLE_BIN)
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/libnnparity.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libnnparity.so: $(LIB_OBJ) src/libnnparity.map
+	$(CC) -shared -Wl,--version-script=src/libnnparity.map -Wl,-soname,libnnparity.so $(CFLAGS_ALL) $(LIB_OBJ) -o $@ $(LIBS)
+
+$(BUILD)/nnparity: $(CLI_OBJ) $(BUILD)/libnnparity.a
+	$(CC) $(CFLAGS_ALL) $(CLI_OBJ) $(BUILD)/libnnparity.a -o $@ $(LIBS)
+
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libnnparity.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $< $(BUILD)/libnnparity.a -o $@ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libnnparity.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) -Itests/unit $(CFLAGS_ALL) $< $(BUILD)/libnnparity.a -o $@ $(LIBS) -lcmocka
+
+setup:
+	@bash scripts/setup.sh
+
+unit: $(UNIT_BIN)
+
+# The same unit tests and CLI, rebuilt with AddressSanitizer and UndefinedBehaviorSanitizer.
+unit-asan:
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples
+
+test check: setup
+	@$(MAKE) --no-print-directory all unit
+	@$(MAKE) --no-print-directory unit-asan
+	@PYTHON=$(PYTHON) BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) bash tests/run_tests.sh
+
+demo: setup all
+	@bash examples/demo.sh $(BUILD)
+
+fuzz:
+	@$(MAKE) --no-print-directory -C fuzz FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)
+
+bench: setup all
+	@bash bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

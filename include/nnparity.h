@@ -1,0 +1,246 @@
+/*
+ * nnparity.h - the public C API of libnnparity.
+ *
+ * nnparity tells people who port neural networks where and why their port stops matching the
+ * reference. This header is the whole library surface: element types (dtypes), dumps (what one
+ * run recorded, read from safetensors, sharded safetensors, npy or npz), a streaming safetensors
+ * writer, and per-tensor statistics.
+ *
+ * Conventions
+ * -----------
+ * - Every function that can fail returns an nnp_status (NNP_OK == 0). On failure the library keeps
+ *   a one-line message for the calling thread, readable with nnp_last_error(). The message names
+ *   the file, the byte offset or tensor, and the rule that failed, e.g.
+ *       model.safetensors: byte 8: header is not valid UTF-8 (InvalidHeader)
+ * - The library never exits, aborts or prints. It is safe to call from many threads on different
+ *   objects; one object (a dump, a writer) is not to be used from two threads at once unless a
+ *   function says so.
+ * - Tensor data is always presented little-endian and C-contiguous (row-major). Files that store
+ *   otherwise (big-endian or Fortran-ordered npy) are converted when their data is first asked for.
+ *
+ * Dumps
+ * -----
+ * A dump is an ordered list of records. A record is a tensor plus where it came from: the module
+ * path, the role (in0, out0, grad_out0, a tap name, a weight), the call index (the n-th call of that
+ * module) and the module type. Records are listed in execution order ("seq"). Files that nnparity
+ * wrote carry these facts in their safetensors __metadata__ (see docs/dump-format.md); any other
+ * file presents its tensors in file order with an empty module, role and type.
+ */
+#ifndef NNPARITY_H
+#define NNPARITY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NNP_VERSION_MAJOR 0
+#define NNP_VERSION_MINOR 1
+#define NNP_VERSION_PATCH 0
+#define NNP_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------------------------------------
+ * Status and errors
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum nnp_status {
+    NNP_OK = 0,
+    NNP_ERR_IO,          /* a file could not be opened, read, written or mapped */
+    NNP_ERR_FORMAT,      /* a file breaks a rule of its format */
+    NNP_ERR_UNSUPPORTED, /* a valid file uses something nnparity does not read (a dtype, a layout) */
+    NNP_ERR_ARG,         /* a caller passed a bad argument */
+    NNP_ERR_NOT_FOUND,   /* a name looked up is not there */
+    NNP_ERR_NOMEM,       /* memory ran out */
+    NNP_ERR_INTERNAL     /* a bug in nnparity */
+} nnp_status;
+
+/* The message of the last failure on this thread ("" if none). Valid until the next failing call
+ * on the same thread. */
+const char *nnp_last_error(void);
+
+/* A short constant name for a status ("format error", ...). */
+const char *nnp_status_name(nnp_status status);
+
+/* The library's version string, e.g. "0.1.0". */
+const char *nnp_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * dtypes, by their safetensors names
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum nnp_dtype {
+    NNP_DTYPE_INVALID = 0,
+    NNP_F64,
+    NNP_F32,
+    NNP_F16,
+    NNP_BF16,
+    NNP_F8_E4M3, /* 4 exponent bits, bias 7, no infinities; 0x7f and 0xff are NaN (OCP "fn") */
+    NNP_F8_E5M2, /* 5 exponent bits, bias 15, IEEE-like with infinities and NaNs */
+    NNP_I8,
+    NNP_I16,
+    NNP_I32,
+    NNP_I64,
+    NNP_U8,
+    NNP_U16,
+    NNP_U32,
+    NNP_U64,
+    NNP_BOOL,
+    NNP_DTYPE_COUNT
+} nnp_dtype;
+
+typedef enum nnp_dtype_class {
+    NNP_CLASS_FLOAT = 1, /* F64 F32 F16 BF16 F8_* */
+    NNP_CLASS_INT,       /* I* U* */
+    NNP_CLASS_BOOL
+} nnp_dtype_class;
+
+/* "F32", "BF16", ... or "INVALID". */
+const char *nnp_dtype_name(nnp_dtype dtype);
+/* The dtype with this safetensors name, or NNP_DTYPE_INVALID. */
+nnp_dtype nnp_dtype_from_name(const char *name);
+/* Bytes per element (1, 2, 4 or 8); 0 for NNP_DTYPE_INVALID. */
+size_t nnp_dtype_size(nnp_dtype dtype);
+nnp_dtype_class nnp_dtype_class_of(nnp_dtype dtype);
+
+/* Exact conversions of single values. Every f16, bf16 and f8 value is exactly representable as a
+ * float and as a double, so these are exact. NaNs come out quiet (a signalling NaN could trap in
+ * the caller's next operation). */
+float nnp_f16_to_f32(uint16_t bits);
+float nnp_bf16_to_f32(uint16_t bits);
+float nnp_f8_e4m3_to_f32(uint8_t bits);
+float nnp_f8_e5m2_to_f32(uint8_t bits);
+
+/* Convert n little-endian elements of `dtype` at `src` to double / float. Integers wider than the
+ * destination's mantissa round to nearest (as a C cast does); every float dtype narrower than the
+ * destination converts exactly. BOOL reads any non-zero byte as 1. */
+void nnp_convert_to_f64(nnp_dtype dtype, const void *src, size_t n, double *dst);
+void nnp_convert_to_f32(nnp_dtype dtype, const void *src, size_t n, float *dst);
+
+/* ---------------------------------------------------------------------------------------------
+ * Dumps: reading
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nnp_dump nnp_dump;
+
+typedef struct nnp_record {
+    const char *name;        /* tensor name as stored in the file */
+    const char *module;      /* module path, "" when the file does not say */
+    const char *role;        /* "in0", "out0", "grad_out0", a tap name, "weight"...; "" if unknown */
+    const char *module_type; /* e.g. "Linear", "" if unknown */
+    uint64_t call;           /* n-th call of (module, role), from 0 */
+    uint64_t seq;            /* position in execution order, from 0; equals the record index */
+    nnp_dtype dtype;
+    uint32_t ndim;           /* 0 for a scalar */
+    const uint64_t *shape;   /* ndim dimensions, row-major */
+    uint64_t nelem;          /* product of shape (1 for a scalar, 0 for a zero-size tensor) */
+    uint64_t nbytes;         /* nelem * dtype size */
+    const char *file;        /* the file the data lives in (a shard, an npz member's archive) */
+} nnp_record;
+
+/* Open a dump. `path` may be a .safetensors file, a sharded checkpoint's *.index.json, a directory
+ * of *.safetensors shards, an .npy file or an .npz archive; the format is found from the file's
+ * first bytes, not its name. The whole header is validated before this returns; tensor data is
+ * mapped, not read. On failure *out is NULL. */
+nnp_status nnp_dump_open(const char *path, nnp_dump **out);
+
+/* Release a dump and everything it mapped or allocated. NULL is allowed. */
+void nnp_dump_close(nnp_dump *dump);
+
+/* The path given to nnp_dump_open. */
+const char *nnp_dump_path(const nnp_dump *dump);
+
+/* "safetensors", "safetensors-sharded", "npy" or "npz". */
+const char *nnp_dump_format(const nnp_dump *dump);
+
+/* Number of records, and record i in execution order (i < count). */
+size_t nnp_dump_count(const nnp_dump *dump);
+const nnp_record *nnp_dump_record(const nnp_dump *dump, size_t i);
+
+/* Index of the record with this tensor name, or -1. O(1) on average. */
+int64_t nnp_dump_find(const nnp_dump *dump, const char *name);
+
+/* The record's elements, little-endian and C-contiguous (nbytes long; NULL allowed when nbytes is
+ * 0). Usually a pointer into the mapped file; data stored big-endian, Fortran-ordered or compressed
+ * is converted once, on first request. The pointer lives as long as the dump. Safe to call from
+ * several threads at once. */
+nnp_status nnp_dump_data(nnp_dump *dump, size_t i, const void **data);
+
+/* Metadata: the file's string-to-string pairs (safetensors __metadata__; for shards, those of the
+ * first shard), nnparity's own keys included. */
+size_t nnp_dump_meta_count(const nnp_dump *dump);
+void nnp_dump_meta_at(const nnp_dump *dump, size_t i, const char **key, const char **value);
+/* The value for `key`, or NULL. */
+const char *nnp_dump_meta_get(const nnp_dump *dump, const char *key);
+
+/* Tell the kernel that this record's pages will not be read again soon (they stay in the page
+ * cache); keeps the resident size of a pass over a huge dump bounded. */
+void nnp_dump_release(nnp_dump *dump, size_t i);
+
+/* ---------------------------------------------------------------------------------------------
+ * Dumps: writing (streaming safetensors)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nnp_writer nnp_writer;
+
+/* What the writer records about one tensor besides its data. Strings may be NULL (read as "").
+ * When `name` is NULL or "", the tensor is named "<module>/<role>" with "#<call>" appended for
+ * calls after the first. */
+typedef struct nnp_record_desc {
+    const char *name;
+    const char *module;
+    const char *role;
+    const char *module_type;
+    uint64_t call;
+    nnp_dtype dtype;
+    uint32_t ndim;
+    const uint64_t *shape;
+} nnp_record_desc;
+
+/* Start writing a safetensors file at `path`. Tensors are streamed to disk as they are added and
+ * never held in memory. Nothing is visible at `path` until nnp_writer_close succeeds: the file is
+ * built beside it as "<path>.partial" and renamed into place. `expected_records` (0 if unknown)
+ * sizes the space kept for the header so that closing needs no copy. */
+nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer **out);
+
+/* Add a string-to-string pair to __metadata__. Keys starting with "nnparity." are reserved. */
+nnp_status nnp_writer_set_meta(nnp_writer *w, const char *key, const char *value);
+
+/* Append one tensor: desc->shape describes `data`, which holds the elements little-endian and
+ * C-contiguous. Its position among the calls is its execution order. Tensor names must be unique. */
+nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void *data);
+
+/* Write the header, flush and rename the file into place. The writer is freed whatever happens;
+ * on failure nothing is left at `path` and the partial file is removed. */
+nnp_status nnp_writer_close(nnp_writer *w);
+
+/* Give up: remove the partial file and free the writer. NULL is allowed. */
+void nnp_writer_abort(nnp_writer *w);
+
+/* ---------------------------------------------------------------------------------------------
+ * Statistics
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nnp_tensor_stats {
+    uint64_t count;        /* elements */
+    uint64_t finite;       /* elements that are neither NaN nor infinite */
+    uint64_t nan;
+    uint64_t pos_inf, neg_inf;
+    uint64_t zeros;
+    /* Over the finite elements only; NaN when there are none. std is the population standard
+     * deviation (divisor n), as numpy's default. */
+    double min, max, mean, std, abs_max;
+} nnp_tensor_stats;
+
+/* Statistics of records idx[0..n) of `dump` into out[0..n), in one streaming pass, threaded over
+ * records and over chunks of large records. `threads` <= 0 means one per online CPU. The result
+ * does not depend on the number of threads. */
+nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int threads,
+                             nnp_tensor_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NNPARITY_H */

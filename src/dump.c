@@ -1,0 +1,553 @@
+/*
+ * dump.c - the dump model: an ordered list of records over any supported file format.
+ *
+ * Format readers (src/formats/) add records through the builder functions of internal.h; once
+ * every file is read, the records are put in execution order and indexed by name. Tensor data
+ * stays in the files' mappings; only data stored in another layout is converted, on demand.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t used, cap;
+    max_align_t data[];
+} arena_block;
+
+typedef struct deferred {
+    void (*fn)(void *);
+    void *p;
+} deferred;
+
+struct nnp_dump {
+    char *path;
+    const char *format;
+
+    nnp_rec *recs;
+    size_t nrecs, caprecs;
+
+    /* open addressing over record indices + 1 (0 is empty); capacity is a power of two */
+    uint32_t *slots;
+    size_t nslots;
+
+    nnp_map *maps;
+    char **map_paths;
+    size_t nmaps, capmaps;
+
+    const char **meta_keys, **meta_values;
+    size_t nmeta, capmeta;
+
+    deferred *defers;
+    size_t ndefers, capdefers;
+
+    arena_block *arena;
+    uint64_t file_index; /* the file being read, counted from 0 */
+    pthread_mutex_t lock; /* guards on-demand conversion in nnp_dump_data */
+};
+
+/* ---- growth and the arena ---- */
+
+static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t ncap = *cap ? *cap : 16;
+    while (ncap < need)
+        ncap *= 2;
+    void *p = realloc(*arr, ncap * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+void *nnp__dump_alloc(nnp_dump *d, size_t n)
+{
+    size_t align = sizeof(max_align_t);
+    size_t need = (n + align - 1) / align * align;
+    if (need < n) {
+        nnp__nomem();
+        return NULL;
+    }
+    arena_block *b = d->arena;
+    if (!b || b->cap - b->used < need) {
+        size_t cap = need > 65536 ? need : 65536;
+        b = malloc(sizeof *b + cap);
+        if (!b) {
+            nnp__nomem();
+            return NULL;
+        }
+        b->next = d->arena;
+        b->used = 0;
+        b->cap = cap;
+        d->arena = b;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += need;
+    memset(p, 0, n);
+    return p;
+}
+
+char *nnp__dump_strndup(nnp_dump *d, const char *s, size_t n)
+{
+    char *p = nnp__dump_alloc(d, n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
+}
+
+char *nnp__dump_strdup(nnp_dump *d, const char *s)
+{
+    return nnp__dump_strndup(d, s, strlen(s));
+}
+
+nnp_status nnp__dump_defer(nnp_dump *d, void (*fn)(void *), void *p)
+{
+    if (!grow((void **)&d->defers, &d->capdefers, d->ndefers + 1, sizeof *d->defers)) {
+        fn(p);
+        return nnp__nomem();
+    }
+    d->defers[d->ndefers++] = (deferred){fn, p};
+    return NNP_OK;
+}
+
+/* ---- the name index ---- */
+
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* The slot holding `name`, or the empty slot where it would go. */
+static size_t slot_of(const nnp_dump *d, const char *name)
+{
+    size_t mask = d->nslots - 1;
+    size_t i = (size_t)hash_name(name) & mask;
+    while (d->slots[i] && strcmp(d->recs[d->slots[i] - 1].pub.name, name) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static nnp_status index_rebuild(nnp_dump *d, size_t min_slots)
+{
+    size_t n = 16;
+    while (n < min_slots * 2)
+        n *= 2;
+    uint32_t *slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return nnp__nomem();
+    free(d->slots);
+    d->slots = slots;
+    d->nslots = n;
+    for (size_t r = 0; r < d->nrecs; r++)
+        d->slots[slot_of(d, d->recs[r].pub.name)] = (uint32_t)(r + 1);
+    return NNP_OK;
+}
+
+int64_t nnp_dump_find(const nnp_dump *d, const char *name)
+{
+    if (!d || !name || !d->nslots)
+        return -1;
+    uint32_t s = d->slots[slot_of(d, name)];
+    return s ? (int64_t)s - 1 : -1;
+}
+
+/* ---- the builder ---- */
+
+nnp_status nnp__dump_map(nnp_dump *d, const char *path, nnp_map *out)
+{
+    if (!grow((void **)&d->maps, &d->capmaps, d->nmaps + 1, sizeof *d->maps))
+        return nnp__nomem();
+    char **paths = realloc(d->map_paths, d->capmaps * sizeof *paths);
+    if (!paths)
+        return nnp__nomem();
+    d->map_paths = paths;
+    nnp_map m;
+    nnp_status st = nnp__map_file(path, &m);
+    if (st)
+        return st;
+    char *copy = strdup(path);
+    if (!copy) {
+        nnp__unmap(&m);
+        return nnp__nomem();
+    }
+    d->maps[d->nmaps] = m;
+    d->map_paths[d->nmaps] = copy;
+    *out = d->maps[d->nmaps++];
+    return NNP_OK;
+}
+
+uint64_t nnp__dump_next_file(nnp_dump *d)
+{
+    return ++d->file_index;
+}
+
+nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
+                         uint32_t ndim, const uint64_t *shape, nnp_rec **out)
+{
+    uint64_t nelem, nbytes;
+    if (!nnp__shape_nelem(ndim, shape, &nelem) ||
+        !nnp__mul_u64(nelem, nnp_dtype_size(dtype), &nbytes))
+        return nnp__fail(NNP_ERR_FORMAT,
+                         "%s: tensor '%s': shape's element count overflows 64 bits "
+                         "(ValidationOverflow)", file, name);
+    if (d->nrecs >= UINT32_MAX - 1)
+        return nnp__fail(NNP_ERR_UNSUPPORTED, "%s: more than %u tensors", file, UINT32_MAX - 2);
+    if (d->nrecs * 2 + 2 > d->nslots) {
+        nnp_status st = index_rebuild(d, d->nrecs + 1);
+        if (st)
+            return st;
+    }
+    size_t slot = slot_of(d, name);
+    if (d->slots[slot])
+        return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is also in %s (duplicate tensor name)",
+                         file, name, d->recs[d->slots[slot] - 1].pub.file);
+    if (!grow((void **)&d->recs, &d->caprecs, d->nrecs + 1, sizeof *d->recs))
+        return nnp__nomem();
+    nnp_rec *r = &d->recs[d->nrecs];
+    memset(r, 0, sizeof *r);
+    r->pub.name = nnp__dump_strdup(d, name);
+    /* Files are few: share one copy of each file name among its records. */
+    const char *fcopy = NULL;
+    if (d->nrecs && strcmp(d->recs[d->nrecs - 1].pub.file, file) == 0)
+        fcopy = d->recs[d->nrecs - 1].pub.file;
+    else
+        fcopy = nnp__dump_strdup(d, file);
+    uint64_t *shp = nnp__dump_alloc(d, (ndim ? ndim : 1) * sizeof *shp);
+    if (!r->pub.name || !fcopy || !shp)
+        return nnp__nomem();
+    memcpy(shp, shape, ndim * sizeof *shp);
+    r->pub.file = fcopy;
+    r->pub.module = r->pub.role = r->pub.module_type = "";
+    r->pub.dtype = dtype;
+    r->pub.ndim = ndim;
+    r->pub.shape = shp;
+    r->pub.nelem = nelem;
+    r->pub.nbytes = nbytes;
+    r->file_index = d->file_index;
+    r->file_order = d->nrecs;
+    d->slots[slot] = (uint32_t)(d->nrecs + 1);
+    d->nrecs++;
+    *out = r;
+    return NNP_OK;
+}
+
+nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value)
+{
+    for (size_t i = 0; i < d->nmeta; i++)
+        if (strcmp(d->meta_keys[i], key) == 0)
+            return NNP_OK;
+    size_t cap = d->capmeta;
+    if (!grow((void **)&d->meta_keys, &cap, d->nmeta + 1, sizeof *d->meta_keys))
+        return nnp__nomem();
+    cap = d->capmeta;
+    if (!grow((void **)&d->meta_values, &cap, d->nmeta + 1, sizeof *d->meta_values))
+        return nnp__nomem();
+    d->capmeta = cap;
+    const char *k = nnp__dump_strdup(d, key), *v = nnp__dump_strdup(d, value);
+    if (!k || !v)
+        return nnp__nomem();
+    d->meta_keys[d->nmeta] = k;
+    d->meta_values[d->nmeta] = v;
+    d->nmeta++;
+    return NNP_OK;
+}
+
+nnp_status nnp__dump_annotate(nnp_dump *d, const char *file, const char *name, const char *module,
+                              const char *role, const char *module_type, uint64_t call,
+                              uint64_t seq)
+{
+    int64_t i = nnp_dump_find(d, name);
+    if (i < 0 || strcmp(d->recs[i].pub.file, file) != 0)
+        return nnp__fail(NNP_ERR_FORMAT,
+                         "%s: metadata '%s' names tensor '%s', which the file does not hold",
+                         file, NNP_META_RECORDS_KEY, name);
+    nnp_rec *r = &d->recs[i];
+    if (r->has_meta_seq)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: metadata '%s' lists tensor '%s' twice", file,
+                         NNP_META_RECORDS_KEY, name);
+    r->pub.module = nnp__dump_strdup(d, module ? module : "");
+    r->pub.role = nnp__dump_strdup(d, role ? role : "");
+    r->pub.module_type = nnp__dump_strdup(d, module_type ? module_type : "");
+    if (!r->pub.module || !r->pub.role || !r->pub.module_type)
+        return nnp__nomem();
+    r->pub.call = call;
+    r->meta_seq = seq;
+    r->has_meta_seq = true;
+    return NNP_OK;
+}
+
+/* ---- execution order ---- */
+
+/* With nnparity metadata on every record the global sequence decides; otherwise files keep their
+ * opening order, and within a file the recorded order leads and unrecorded tensors follow. */
+static int rec_order(const void *pa, const void *pb)
+{
+    const nnp_rec *a = pa, *b = pb;
+    for (int k = 0; k < 3; k++)
+        if (a->sort_key[k] != b->sort_key[k])
+            return a->sort_key[k] < b->sort_key[k] ? -1 : 1;
+    return 0;
+}
+
+static nnp_status finalize(nnp_dump *d)
+{
+    bool all = d->nrecs > 0;
+    for (size_t i = 0; i < d->nrecs; i++)
+        all = all && d->recs[i].has_meta_seq;
+    for (size_t i = 0; i < d->nrecs; i++) {
+        nnp_rec *r = &d->recs[i];
+        uint64_t seq = r->has_meta_seq ? r->meta_seq : UINT64_MAX;
+        r->sort_key[0] = all ? seq : r->file_index;
+        r->sort_key[1] = all ? r->file_index : seq;
+        r->sort_key[2] = r->file_order;
+    }
+    qsort(d->recs, d->nrecs, sizeof *d->recs, rec_order);
+    for (size_t i = 0; i < d->nrecs; i++)
+        d->recs[i].pub.seq = i;
+    return index_rebuild(d, d->nrecs);
+}
+
+/* ---- opening ---- */
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Which reader a file needs, from its first bytes. A safetensors header length is below 2^27, so
+ * its bytes 4..7 are zero: a file whose first 8 bytes hold no NUL and that starts with '{' is JSON
+ * (a sharded checkpoint's index). */
+static nnp_status open_by_content(nnp_dump *d, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        d->format = "safetensors-sharded";
+        return nnp__sharded_load_dir(d, path);
+    }
+    unsigned char head[8] = {0};
+    size_t got = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    got = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (got >= 6 && memcmp(head, "\x93NUMPY", 6) == 0) {
+        d->format = "npy";
+        return nnp__npy_load(d, path);
+    }
+    if (got >= 4 && (memcmp(head, "PK\x03\x04", 4) == 0 || memcmp(head, "PK\x05\x06", 4) == 0)) {
+        d->format = "npz";
+        return nnp__npz_load(d, path);
+    }
+    if (got >= 4 && memcmp(head, "GGUF", 4) == 0)
+        return nnp__fail(NNP_ERR_UNSUPPORTED, "%s: byte 0: GGUF files are not read yet", path);
+    size_t first = 0;
+    while (first < got && strchr(" \t\r\n", head[first]))
+        first++;
+    bool json_like = first < got && head[first] == '{' && memchr(head, 0, got) == NULL;
+    if (json_like || ends_with(path, ".index.json")) {
+        d->format = "safetensors-sharded";
+        return nnp__sharded_load_index(d, path);
+    }
+    d->format = "safetensors";
+    return nnp__safetensors_load(d, path);
+}
+
+nnp_status nnp_dump_open(const char *path, nnp_dump **out)
+{
+    if (!out)
+        return nnp__fail(NNP_ERR_ARG, "nnp_dump_open: no place for the result");
+    *out = NULL;
+    if (!path || !*path)
+        return nnp__fail(NNP_ERR_ARG, "nnp_dump_open: empty path");
+    nnp_dump *d = calloc(1, sizeof *d);
+    if (!d)
+        return nnp__nomem();
+    if (pthread_mutex_init(&d->lock, NULL) != 0) {
+        free(d);
+        return nnp__fail(NNP_ERR_INTERNAL, "nnp_dump_open: cannot create a mutex");
+    }
+    d->path = strdup(path);
+    if (!d->path) {
+        nnp_dump_close(d);
+        return nnp__nomem();
+    }
+    nnp_status st = open_by_content(d, path);
+    if (!st)
+        st = finalize(d);
+    if (st) {
+        nnp_dump_close(d);
+        return st;
+    }
+    *out = d;
+    return NNP_OK;
+}
+
+void nnp_dump_close(nnp_dump *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->nrecs; i++)
+        free(d->recs[i].owned);
+    for (size_t i = d->ndefers; i-- > 0;)
+        d->defers[i].fn(d->defers[i].p);
+    for (size_t i = 0; i < d->nmaps; i++) {
+        nnp__unmap(&d->maps[i]);
+        free(d->map_paths[i]);
+    }
+    while (d->arena) {
+        arena_block *next = d->arena->next;
+        free(d->arena);
+        d->arena = next;
+    }
+    pthread_mutex_destroy(&d->lock);
+    free(d->recs);
+    free(d->slots);
+    free(d->maps);
+    free(d->map_paths);
+    free(d->meta_keys);
+    free(d->meta_values);
+    free(d->defers);
+    free(d->path);
+    free(d);
+}
+
+/* ---- access ---- */
+
+const char *nnp_dump_path(const nnp_dump *d)
+{
+    return d->path;
+}
+
+const char *nnp_dump_format(const nnp_dump *d)
+{
+    return d->format ? d->format : "unknown";
+}
+
+size_t nnp_dump_count(const nnp_dump *d)
+{
+    return d ? d->nrecs : 0;
+}
+
+const nnp_record *nnp_dump_record(const nnp_dump *d, size_t i)
+{
+    return d && i < d->nrecs ? &d->recs[i].pub : NULL;
+}
+
+size_t nnp_dump_meta_count(const nnp_dump *d)
+{
+    return d ? d->nmeta : 0;
+}
+
+void nnp_dump_meta_at(const nnp_dump *d, size_t i, const char **key, const char **value)
+{
+    bool ok = d && i < d->nmeta;
+    if (key)
+        *key = ok ? d->meta_keys[i] : NULL;
+    if (value)
+        *value = ok ? d->meta_values[i] : NULL;
+}
+
+const char *nnp_dump_meta_get(const nnp_dump *d, const char *key)
+{
+    for (size_t i = 0; d && key && i < d->nmeta; i++)
+        if (strcmp(d->meta_keys[i], key) == 0)
+            return d->meta_values[i];
+    return NULL;
+}
+
+/* Copy `raw` (stored with `layout`) to dst in little-endian C order. */
+static void convert_layout(const nnp_rec *r, const unsigned char *raw, unsigned char *dst)
+{
+    size_t es = nnp_dtype_size(r->pub.dtype);
+    uint64_t n = r->pub.nelem;
+    uint32_t nd = r->pub.ndim;
+    bool swap = r->layout & NNP_LAYOUT_BYTESWAP;
+    bool fortran = (r->layout & NNP_LAYOUT_FORTRAN) && nd > 1;
+    uint64_t idx[64] = {0}, cstride[64];
+    if (fortran) {
+        uint64_t s = 1;
+        for (uint32_t k = nd; k-- > 0;) {
+            cstride[k] = s;
+            s *= r->pub.shape[k];
+        }
+    }
+    uint64_t out = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const unsigned char *src = raw + i * es;
+        unsigned char *d = dst + (fortran ? out : i) * es;
+        for (size_t b = 0; b < es; b++)
+            d[b] = src[swap ? es - 1 - b : b];
+        if (fortran) { /* the source walks the first index fastest */
+            for (uint32_t k = 0; k < nd; k++) {
+                out += cstride[k];
+                if (++idx[k] < r->pub.shape[k])
+                    break;
+                out -= cstride[k] * idx[k];
+                idx[k] = 0;
+            }
+        }
+    }
+}
+
+nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
+{
+    if (!d || i >= d->nrecs || !data)
+        return nnp__fail(NNP_ERR_ARG, "nnp_dump_data: no record %zu", i);
+    nnp_rec *r = &d->recs[i];
+    if (!r->load && !r->layout) {
+        *data = r->raw;
+        return NNP_OK;
+    }
+    nnp_status st = NNP_OK;
+    pthread_mutex_lock(&d->lock);
+    if (!r->owned && r->pub.nbytes) {
+        if (r->pub.ndim > 64 && (r->layout & NNP_LAYOUT_FORTRAN)) {
+            st = nnp__fail(NNP_ERR_UNSUPPORTED, "%s: tensor '%s': Fortran order with %u dimensions",
+                           r->pub.file, r->pub.name, r->pub.ndim);
+        } else if (r->pub.nbytes > SIZE_MAX || !(r->owned = malloc((size_t)r->pub.nbytes))) {
+            st = nnp__nomem();
+        } else if (r->load) {
+            st = r->load(r->load_ctx, r->owned, r->pub.nbytes);
+            if (st) {
+                free(r->owned);
+                r->owned = NULL;
+            }
+        } else {
+            convert_layout(r, r->raw, r->owned);
+        }
+    }
+    *data = st ? NULL : r->owned;
+    pthread_mutex_unlock(&d->lock);
+    return st;
+}
+
+void nnp_dump_release(nnp_dump *d, size_t i)
+{
+    if (!d || i >= d->nrecs || !d->recs[i].raw || d->recs[i].layout || d->recs[i].load)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)d->recs[i].raw, e = a + d->recs[i].pub.nbytes;
+    a = (a + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    e &= ~((uintptr_t)page - 1);
+    /* Pages shared with a neighbouring tensor stay; whole pages inside this one go. */
+    if (e > a)
+        madvise((void *)a, e - a, MADV_DONTNEED);
+}

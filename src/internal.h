@@ -1,0 +1,165 @@
+/*
+ * internal.h - what the library's own files share and the public header does not show:
+ * error reporting, checked arithmetic, file mapping, and the builder interface through which each
+ * format reader (src/formats/) adds records to a dump.
+ */
+#ifndef NNP_INTERNAL_H
+#define NNP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nnparity.h"
+
+#if defined(__GNUC__)
+#define NNP_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define NNP_PRINTF(a, b)
+#endif
+
+/* ---- errors (util.c) ---- */
+
+/* Keep a message for nnp_last_error() and return `status`, so readers can write
+ * `return nnp__fail(NNP_ERR_FORMAT, "%s: byte %llu: ... (Rule)", path, off);` */
+nnp_status nnp__fail(nnp_status status, const char *fmt, ...) NNP_PRINTF(2, 3);
+/* The out-of-memory failure, with a fixed message that needs no allocation. */
+nnp_status nnp__nomem(void);
+
+/* ---- checked arithmetic (util.c) ---- */
+
+/* *out = a * b, or false on overflow. */
+static inline bool nnp__mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool nnp__add_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* Product of shape[0..ndim) into *nelem, or false on overflow. */
+bool nnp__shape_nelem(uint32_t ndim, const uint64_t *shape, uint64_t *nelem);
+
+/* Little-endian loads from unaligned bytes. */
+uint16_t nnp__le16(const unsigned char *p);
+uint32_t nnp__le32(const unsigned char *p);
+uint64_t nnp__le64(const unsigned char *p);
+
+/* Whether s[0..n) is valid UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF); on failure
+ * *bad is the offset of the first byte of the bad sequence. */
+bool nnp__utf8_valid(const unsigned char *s, size_t n, size_t *bad);
+
+/* ---- a growable string (util.c) ---- */
+
+typedef struct nnp_sbuf {
+    char *s;      /* NUL-terminated; NULL until the first append */
+    size_t len, cap;
+    bool failed;  /* an allocation failed: later appends do nothing */
+} nnp_sbuf;
+
+void nnp__sbuf_put(nnp_sbuf *b, const char *s, size_t n);
+void nnp__sbuf_puts(nnp_sbuf *b, const char *s);
+void nnp__sbuf_printf(nnp_sbuf *b, const char *fmt, ...) NNP_PRINTF(2, 3);
+/* Append s as a JSON string literal, quotes included (s must be valid UTF-8). */
+void nnp__sbuf_json_string(nnp_sbuf *b, const char *s);
+void nnp__sbuf_free(nnp_sbuf *b);
+
+/* ---- file mapping (util.c) ---- */
+
+typedef struct nnp_map {
+    const unsigned char *base; /* NULL for an empty file */
+    uint64_t size;
+} nnp_map;
+
+/* Map a whole regular file read-only. A directory, a missing file or an unreadable one is an
+ * NNP_ERR_IO naming the path and the system's reason. */
+nnp_status nnp__map_file(const char *path, nnp_map *out);
+void nnp__unmap(nnp_map *m);
+
+/* ---- threads (parallel.c) ---- */
+
+/* `requested` if positive (at most 256), else the number of online CPUs. */
+int nnp__thread_count(int requested);
+/* Run fn(ctx, t) for every t in [0, ntasks) on up to `threads` threads (the caller's included).
+ * Tasks are independent; each writes its result by task index. */
+nnp_status nnp__parallel_for(size_t ntasks, int threads, void (*fn)(void *ctx, size_t task),
+                             void *ctx);
+
+/* ---- dump builder (dump.c) ---- */
+
+/* How a record's stored bytes differ from little-endian C order. */
+enum {
+    NNP_LAYOUT_BYTESWAP = 1u << 0, /* elements are big-endian */
+    NNP_LAYOUT_FORTRAN = 1u << 1   /* column-major order */
+};
+
+/* Produces a record's little-endian C-ordered bytes into dst (rec->pub.nbytes long); used for data
+ * that is not in the mapped file as-is (compressed archive members). `ctx` is the loader's own. */
+typedef nnp_status (*nnp_loader_fn)(void *ctx, void *dst, uint64_t nbytes);
+
+typedef struct nnp_rec {
+    nnp_record pub;
+    const unsigned char *raw; /* stored bytes in a mapping (NULL when `load` provides them) */
+    unsigned layout;          /* NNP_LAYOUT_* flags describing `raw` */
+    nnp_loader_fn load;
+    void *load_ctx;
+    void *owned;              /* converted copy, made on the first nnp_dump_data() */
+    uint64_t file_index;      /* which file of the dump it came from, in opening order */
+    uint64_t file_order;      /* order within that file (data offset order for safetensors) */
+    uint64_t meta_seq;        /* execution order given by nnparity metadata */
+    bool has_meta_seq;
+    uint64_t sort_key[3];     /* set when the dump is complete */
+} nnp_rec;
+
+/* Map `path` and keep the mapping until the dump closes (it is owned by the dump). */
+nnp_status nnp__dump_map(nnp_dump *d, const char *path, nnp_map *out);
+
+/* Copy a string / allocate zeroed bytes that live until the dump closes; NULL on out-of-memory
+ * (with the error set). */
+char *nnp__dump_strdup(nnp_dump *d, const char *s);
+char *nnp__dump_strndup(nnp_dump *d, const char *s, size_t n);
+void *nnp__dump_alloc(nnp_dump *d, size_t n);
+
+/* Run fn(p) when the dump closes (loader contexts, inflated buffers). On failure fn(p) runs now. */
+nnp_status nnp__dump_defer(nnp_dump *d, void (*fn)(void *), void *p);
+
+/* Add a record named `name` stored in `file` (copied). nelem/nbytes are computed with overflow
+ * checks: an overflow is a format error naming the file and tensor. A name that is already in the
+ * dump is a format error naming both files. The caller then sets raw/layout or load/load_ctx;
+ * *out stays valid until the next nnp__dump_add. */
+nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
+                         uint32_t ndim, const uint64_t *shape, nnp_rec **out);
+
+/* Add a metadata pair (both copied). A key already present keeps its first value. */
+nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value);
+
+/* The index of the file being loaded: readers that open several files call this before each. */
+uint64_t nnp__dump_next_file(nnp_dump *d);
+
+/* Record `name`'s provenance from nnparity metadata (module, role, type copied; position `seq` in
+ * execution order). Unknown names are a format error naming `file`. */
+nnp_status nnp__dump_annotate(nnp_dump *d, const char *file, const char *name, const char *module,
+                              const char *role, const char *module_type, uint64_t call,
+                              uint64_t seq);
+
+/* Drop this process's mapping of bytes [off, off+len) of record i (whole pages only; the page
+ * cache keeps them), and ask the kernel to map [off, off+len) ahead of use. */
+void nnp__dump_release_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len);
+void nnp__dump_prefetch_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len);
+
+/* ---- format readers (src/formats/) ---- */
+
+/* Each reads one file (or a set of shards) into the dump under construction. */
+nnp_status nnp__safetensors_load(nnp_dump *d, const char *path);
+nnp_status nnp__sharded_load_index(nnp_dump *d, const char *index_path);
+nnp_status nnp__sharded_load_dir(nnp_dump *d, const char *dir_path);
+nnp_status nnp__npy_load(nnp_dump *d, const char *path);
+nnp_status nnp__npz_load(nnp_dump *d, const char *path);
+
+/* nnparity's own facts in a safetensors __metadata__ (docs/dump-format.md) */
+#define NNP_META_FORMAT_KEY "nnparity.format"
+#define NNP_META_FORMAT_VALUE "dump/1"
+#define NNP_META_RECORDS_KEY "nnparity.records"
+
+#endif /* NNP_INTERNAL_H */
