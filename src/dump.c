@@ -5,8 +5,8 @@
  * every file is read, the records are put in execution order and indexed by name. Tensor data
  * stays in the files' mappings; only data stored in another layout is converted, on demand.
  */
-#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -315,7 +315,8 @@ static nnp_status finalize(nnp_dump *d)
         r->sort_key[1] = all ? r->file_index : seq;
         r->sort_key[2] = r->file_order;
     }
-    qsort(d->recs, d->nrecs, sizeof *d->recs, rec_order);
+    if (d->nrecs)
+        qsort(d->recs, d->nrecs, sizeof *d->recs, rec_order);
     for (size_t i = 0; i < d->nrecs; i++)
         d->recs[i].pub.seq = i;
     return index_rebuild(d, d->nrecs);
@@ -539,15 +540,52 @@ nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
     return st;
 }
 
+/* The whole pages inside [off, off+len) of record i's mapped bytes, or false when the record is
+ * not read straight from a mapping. */
+static bool record_pages(nnp_dump *d, size_t i, uint64_t off, uint64_t len, uintptr_t *a,
+                         uintptr_t *e, bool inner)
+{
+    if (!d || i >= d->nrecs || !d->recs[i].raw || d->recs[i].layout || d->recs[i].load ||
+        off > d->recs[i].pub.nbytes || len > d->recs[i].pub.nbytes - off)
+        return false;
+    /* Only file-backed pages come back from the page cache; advice on heap memory (a reader's
+     * own buffer) would zero it. */
+    bool mapped = false;
+    for (size_t m = 0; m < d->nmaps && !mapped; m++)
+        mapped = d->recs[i].raw >= d->maps[m].base &&
+                 d->recs[i].raw + d->recs[i].pub.nbytes <= d->maps[m].base + d->maps[m].size;
+    if (!mapped)
+        return false;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)d->recs[i].raw + off, end = start + len;
+    /* Releasing keeps pages shared with a neighbour; prefetching takes them. */
+    *a = inner ? (start + page - 1) & ~(page - 1) : start & ~(page - 1);
+    *e = inner ? end & ~(page - 1) : (end + page - 1) & ~(page - 1);
+    return *e > *a;
+}
+
+void nnp__dump_release_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len)
+{
+    uintptr_t a, e;
+    if (record_pages(d, i, off, len, &a, &e, true))
+        madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+void nnp__dump_prefetch_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len)
+{
+    uintptr_t a, e;
+    if (!record_pages(d, i, off, len, &a, &e, false))
+        return;
+#ifdef MADV_POPULATE_READ
+    /* Map the pages in one call instead of one fault per few pages; older kernels say EINVAL. */
+    if (madvise((void *)a, e - a, MADV_POPULATE_READ) == 0)
+        return;
+#endif
+    madvise((void *)a, e - a, MADV_WILLNEED);
+}
+
 void nnp_dump_release(nnp_dump *d, size_t i)
 {
-    if (!d || i >= d->nrecs || !d->recs[i].raw || d->recs[i].layout || d->recs[i].load)
-        return;
-    long page = sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)d->recs[i].raw, e = a + d->recs[i].pub.nbytes;
-    a = (a + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    e &= ~((uintptr_t)page - 1);
-    /* Pages shared with a neighbouring tensor stay; whole pages inside this one go. */
-    if (e > a)
-        madvise((void *)a, e - a, MADV_DONTNEED);
+    if (d && i < d->nrecs)
+        nnp__dump_release_range(d, i, 0, d->recs[i].pub.nbytes);
 }

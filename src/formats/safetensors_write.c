@@ -1,0 +1,447 @@
+/*
+ * safetensors_write.c - the streaming safetensors writer.
+ *
+ * safetensors puts its header before the data, but a capture learns its tensors one at a time.
+ * The writer therefore keeps room for the header at the start of "<path>.partial", streams each
+ * tensor's bytes after that room as it arrives, and on close writes the header into the room,
+ * padded with spaces (JSON whitespace) to exactly fill it. Only when the header outgrows the room
+ * is the data copied once, in the kernel, behind a header of the right size. The finished file is
+ * then renamed to <path>, so <path> never holds a half-written dump.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "formats/provenance.h"
+
+typedef struct w_rec {
+    char *name, *module, *role, *module_type;
+    uint64_t call;
+    nnp_dtype dtype;
+    uint32_t ndim;
+    uint64_t *shape;
+    uint64_t begin, end;
+} w_rec;
+
+struct nnp_writer {
+    char *path, *tmp_path;
+    int fd;
+    uint64_t room;     /* bytes kept for the header after the 8-byte length */
+    uint64_t data_len; /* tensor bytes written so far */
+    w_rec *recs;
+    size_t nrecs, caprecs;
+    uint32_t *slots;   /* name set: record index + 1, open addressing */
+    size_t nslots;
+    char **meta;       /* key, value, key, value, ... */
+    size_t nmeta, capmeta;
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static size_t name_slot(const nnp_writer *w, const char *name)
+{
+    size_t mask = w->nslots - 1, i = (size_t)hash_str(name) & mask;
+    while (w->slots[i] && strcmp(w->recs[w->slots[i] - 1].name, name) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static bool grow_names(nnp_writer *w)
+{
+    size_t n = w->nslots ? w->nslots * 2 : 1024;
+    uint32_t *slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return false;
+    free(w->slots);
+    w->slots = slots;
+    w->nslots = n;
+    for (size_t r = 0; r < w->nrecs; r++)
+        w->slots[name_slot(w, w->recs[r].name)] = (uint32_t)(r + 1);
+    return true;
+}
+
+static nnp_status write_all(nnp_writer *w, int fd, const void *buf, uint64_t n, uint64_t off)
+{
+    const unsigned char *p = buf;
+    while (n) {
+        size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;
+        ssize_t k = pwrite(fd, p, chunk, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return nnp__fail(NNP_ERR_IO, "%s: cannot write at byte %llu: %s", w->tmp_path,
+                             (unsigned long long)off, k < 0 ? strerror(errno) : "no progress");
+        p += k;
+        n -= (uint64_t)k;
+        off += (uint64_t)k;
+    }
+    return NNP_OK;
+}
+
+static void free_rec(w_rec *r)
+{
+    free(r->name);
+    free(r->module);
+    free(r->role);
+    free(r->module_type);
+    free(r->shape);
+}
+
+static void writer_free(nnp_writer *w)
+{
+    for (size_t i = 0; i < w->nrecs; i++)
+        free_rec(&w->recs[i]);
+    for (size_t i = 0; i < w->nmeta * 2; i++)
+        free(w->meta[i]);
+    free(w->recs);
+    free(w->slots);
+    free(w->meta);
+    free(w->path);
+    free(w->tmp_path);
+    free(w);
+}
+
+nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer **out)
+{
+    if (!out || !path || !*path)
+        return nnp__fail(NNP_ERR_ARG, "nnp_writer_open: no path");
+    *out = NULL;
+    nnp_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return nnp__nomem();
+    w->fd = -1;
+    size_t n = strlen(path);
+    w->path = strdup(path);
+    w->tmp_path = malloc(n + sizeof ".partial");
+    if (!w->path || !w->tmp_path || !grow_names(w)) {
+        writer_free(w);
+        return nnp__nomem();
+    }
+    memcpy(w->tmp_path, path, n);
+    memcpy(w->tmp_path + n, ".partial", sizeof ".partial");
+    /* About 300 header bytes a record (entry plus provenance); 64 KiB when the count is unknown.
+     * 8 + room is a multiple of 8 so the data starts aligned. */
+    uint64_t room = expected_records ? 4096 + (uint64_t)expected_records * 320 : 65536;
+    w->room = (room + 7) / 8 * 8;
+    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        nnp_status st = nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", w->tmp_path,
+                                  strerror(errno));
+        writer_free(w);
+        return st;
+    }
+    *out = w;
+    return NNP_OK;
+}
+
+nnp_status nnp_writer_set_meta(nnp_writer *w, const char *key, const char *value)
+{
+    if (!w || !key || !value)
+        return nnp__fail(NNP_ERR_ARG, "nnp_writer_set_meta: missing key or value");
+    if (strncmp(key, "nnparity.", 9) == 0)
+        return nnp__fail(NNP_ERR_ARG, "%s: metadata key '%s' is reserved for nnparity", w->path,
+                         key);
+    size_t bad;
+    if (!nnp__utf8_valid((const unsigned char *)key, strlen(key), &bad) ||
+        !nnp__utf8_valid((const unsigned char *)value, strlen(value), &bad))
+        return nnp__fail(NNP_ERR_ARG, "%s: metadata '%s' is not valid UTF-8", w->path, key);
+    for (size_t i = 0; i < w->nmeta; i++)
+        if (strcmp(w->meta[2 * i], key) == 0) {
+            char *v = strdup(value);
+            if (!v)
+                return nnp__nomem();
+            free(w->meta[2 * i + 1]);
+            w->meta[2 * i + 1] = v;
+            return NNP_OK;
+        }
+    if (w->nmeta == w->capmeta) {
+        size_t cap = w->capmeta ? w->capmeta * 2 : 8;
+        char **m = realloc(w->meta, cap * 2 * sizeof *m);
+        if (!m)
+            return nnp__nomem();
+        w->meta = m;
+        w->capmeta = cap;
+    }
+    char *k = strdup(key), *v = strdup(value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return nnp__nomem();
+    }
+    w->meta[2 * w->nmeta] = k;
+    w->meta[2 * w->nmeta + 1] = v;
+    w->nmeta++;
+    return NNP_OK;
+}
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+/* "<module>/<role>", with "#<call>" for calls after the first. */
+static char *default_name(const nnp_record_desc *desc)
+{
+    nnp_sbuf b = {0};
+    nnp__sbuf_puts(&b, desc->module ? desc->module : "");
+    nnp__sbuf_puts(&b, "/");
+    nnp__sbuf_puts(&b, desc->role ? desc->role : "");
+    if (desc->call)
+        nnp__sbuf_printf(&b, "#%llu", (unsigned long long)desc->call);
+    if (b.failed) {
+        nnp__sbuf_free(&b);
+        return NULL;
+    }
+    return b.s;
+}
+
+static bool utf8_ok(const char *s)
+{
+    size_t bad;
+    return !s || nnp__utf8_valid((const unsigned char *)s, strlen(s), &bad);
+}
+
+nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void *data)
+{
+    if (!w || !desc)
+        return nnp__fail(NNP_ERR_ARG, "nnp_writer_add: no writer or description");
+    if (w->fd < 0)
+        return nnp__fail(NNP_ERR_ARG, "%s: writer already failed", w->path);
+    if (nnp_dtype_size(desc->dtype) == 0)
+        return nnp__fail(NNP_ERR_ARG, "%s: invalid dtype %d", w->path, (int)desc->dtype);
+    if (desc->ndim && !desc->shape)
+        return nnp__fail(NNP_ERR_ARG, "%s: %u dimensions but no shape", w->path, desc->ndim);
+    if (!utf8_ok(desc->name) || !utf8_ok(desc->module) || !utf8_ok(desc->role) ||
+        !utf8_ok(desc->module_type))
+        return nnp__fail(NNP_ERR_ARG, "%s: a name is not valid UTF-8", w->path);
+    uint64_t nelem, nbytes, end;
+    if (!nnp__shape_nelem(desc->ndim, desc->shape, &nelem) ||
+        !nnp__mul_u64(nelem, nnp_dtype_size(desc->dtype), &nbytes) ||
+        !nnp__add_u64(w->data_len, nbytes, &end))
+        return nnp__fail(NNP_ERR_ARG, "%s: shape's size overflows 64 bits", w->path);
+    if (nbytes && !data)
+        return nnp__fail(NNP_ERR_ARG, "%s: no data for a tensor of %llu bytes", w->path,
+                         (unsigned long long)nbytes);
+
+    w_rec r = {0};
+    r.name = desc->name && *desc->name ? strdup(desc->name) : default_name(desc);
+    r.module = dup_or_empty(desc->module);
+    r.role = dup_or_empty(desc->role);
+    r.module_type = dup_or_empty(desc->module_type);
+    r.shape = malloc((desc->ndim ? desc->ndim : 1) * sizeof *r.shape);
+    if (!r.name || !r.module || !r.role || !r.module_type || !r.shape) {
+        free_rec(&r);
+        return nnp__nomem();
+    }
+    if (strcmp(r.name, "__metadata__") == 0) {
+        free_rec(&r);
+        return nnp__fail(NNP_ERR_ARG, "%s: '__metadata__' cannot name a tensor", w->path);
+    }
+    if ((w->nrecs + 1) * 2 > w->nslots && !grow_names(w)) {
+        free_rec(&r);
+        return nnp__nomem();
+    }
+    size_t slot = name_slot(w, r.name);
+    if (w->slots[slot]) {
+        nnp_status st = nnp__fail(NNP_ERR_ARG, "%s: tensor '%s' added twice", w->path, r.name);
+        free_rec(&r);
+        return st;
+    }
+    if (w->nrecs == w->caprecs) {
+        size_t cap = w->caprecs ? w->caprecs * 2 : 64;
+        w_rec *p = realloc(w->recs, cap * sizeof *p);
+        if (!p) {
+            free_rec(&r);
+            return nnp__nomem();
+        }
+        w->recs = p;
+        w->caprecs = cap;
+    }
+    nnp_status st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
+    if (st) {
+        free_rec(&r);
+        return st;
+    }
+    if (desc->ndim)
+        memcpy(r.shape, desc->shape, desc->ndim * sizeof *r.shape);
+    r.call = desc->call;
+    r.dtype = desc->dtype;
+    r.ndim = desc->ndim;
+    r.begin = w->data_len;
+    r.end = end;
+    w->data_len = end;
+    w->recs[w->nrecs] = r;
+    w->slots[slot] = (uint32_t)(++w->nrecs);
+    return NNP_OK;
+}
+
+/* The whole header JSON, unpadded. */
+static char *build_header(nnp_writer *w, size_t *len)
+{
+    nnp_sbuf prov = {0}, h = {0};
+    nnp__sbuf_puts(&prov, "[");
+    for (size_t i = 0; i < w->nrecs; i++) {
+        w_rec *r = &w->recs[i];
+        nnp__provenance_entry(&prov, i == 0, r->name, r->module, r->role, r->module_type, r->call,
+                              i);
+    }
+    nnp__sbuf_puts(&prov, "]");
+
+    nnp__sbuf_puts(&h, "{\"__metadata__\":{");
+    for (size_t i = 0; i < w->nmeta; i++) {
+        nnp__sbuf_json_string(&h, w->meta[2 * i]);
+        nnp__sbuf_puts(&h, ":");
+        nnp__sbuf_json_string(&h, w->meta[2 * i + 1]);
+        nnp__sbuf_puts(&h, ",");
+    }
+    nnp__sbuf_puts(&h, "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE "\",");
+    nnp__sbuf_puts(&h, "\"" NNP_META_RECORDS_KEY "\":");
+    nnp__sbuf_json_string(&h, prov.failed ? "" : prov.s);
+    nnp__sbuf_puts(&h, "}");
+    for (size_t i = 0; i < w->nrecs; i++) {
+        w_rec *r = &w->recs[i];
+        nnp__sbuf_puts(&h, ",");
+        nnp__sbuf_json_string(&h, r->name);
+        nnp__sbuf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(r->dtype));
+        for (uint32_t k = 0; k < r->ndim; k++)
+            nnp__sbuf_printf(&h, k ? ",%llu" : "%llu", (unsigned long long)r->shape[k]);
+        nnp__sbuf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)r->begin,
+                         (unsigned long long)r->end);
+    }
+    nnp__sbuf_puts(&h, "}");
+    bool failed = prov.failed || h.failed;
+    nnp__sbuf_free(&prov);
+    if (failed) {
+        nnp__sbuf_free(&h);
+        return NULL;
+    }
+    *len = h.len;
+    return h.s;
+}
+
+/* Write the 8-byte length and the header padded with spaces to `room` bytes at the start of fd. */
+static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room)
+{
+    unsigned char prefix[8];
+    for (int i = 0; i < 8; i++)
+        prefix[i] = (unsigned char)(room >> (8 * i));
+    char *padded = malloc((size_t)room);
+    if (!padded)
+        return nnp__nomem();
+    memcpy(padded, hdr, len);
+    memset(padded + len, ' ', (size_t)(room - len));
+    nnp_status st = write_all(w, fd, prefix, 8, 0);
+    if (!st)
+        st = write_all(w, fd, padded, room, 8);
+    free(padded);
+    return st;
+}
+
+/* The header outgrew its room: build "<path>.partial2" with a header of the right size and the
+ * data copied behind it (copy_file_range copies inside the kernel), then make it the partial. */
+static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t room)
+{
+    size_t n = strlen(w->path);
+    char *tmp2 = malloc(n + sizeof ".partial2");
+    if (!tmp2)
+        return nnp__nomem();
+    memcpy(tmp2, w->path, n);
+    memcpy(tmp2 + n, ".partial2", sizeof ".partial2");
+    nnp_status st = NNP_OK;
+    int in = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
+    int out = open(tmp2, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (in < 0 || out < 0) {
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot reopen to grow its header: %s", w->tmp_path,
+                       strerror(errno));
+        goto out;
+    }
+    if ((st = put_header(w, out, hdr, len, room)))
+        goto out;
+    off_t src = (off_t)(8 + w->room), dst = (off_t)(8 + room);
+    uint64_t left = w->data_len;
+    while (left) {
+        size_t chunk = left > (1u << 30) ? (1u << 30) : (size_t)left;
+        ssize_t k = copy_file_range(in, &src, out, &dst, chunk, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            st = nnp__fail(NNP_ERR_IO, "%s: cannot copy data to grow the header: %s", tmp2,
+                           k < 0 ? strerror(errno) : "unexpected end of file");
+            goto out;
+        }
+        left -= (uint64_t)k;
+    }
+    if (fdatasync(out) != 0 || close(out) != 0) {
+        out = -1;
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot flush: %s", tmp2, strerror(errno));
+        goto out;
+    }
+    out = -1;
+    if (rename(tmp2, w->tmp_path) != 0)
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot rename to %s: %s", tmp2, w->tmp_path,
+                       strerror(errno));
+out:
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (st)
+        unlink(tmp2);
+    free(tmp2);
+    return st;
+}
+
+nnp_status nnp_writer_close(nnp_writer *w)
+{
+    if (!w)
+        return nnp__fail(NNP_ERR_ARG, "nnp_writer_close: no writer");
+    nnp_status st = w->fd < 0 ? nnp__fail(NNP_ERR_ARG, "%s: writer already failed", w->path)
+                              : NNP_OK;
+    size_t len = 0;
+    char *hdr = st ? NULL : build_header(w, &len);
+    if (!st && !hdr)
+        st = nnp__nomem();
+    if (!st && len > 100000000u)
+        st = nnp__fail(NNP_ERR_ARG, "%s: header of %zu bytes is over safetensors' 100,000,000 "
+                       "byte limit (too many records)", w->path, len);
+    if (!st && len <= w->room) {
+        st = put_header(w, w->fd, hdr, len, w->room);
+    } else if (!st) {
+        st = relocate(w, hdr, len, (len + 7) / 8 * 8);
+    }
+    free(hdr);
+    if (w->fd >= 0) {
+        if (!st && fdatasync(w->fd) != 0)
+            st = nnp__fail(NNP_ERR_IO, "%s: cannot flush: %s", w->tmp_path, strerror(errno));
+        if (close(w->fd) != 0 && !st)
+            st = nnp__fail(NNP_ERR_IO, "%s: cannot close: %s", w->tmp_path, strerror(errno));
+        w->fd = -1;
+    }
+    if (!st && rename(w->tmp_path, w->path) != 0)
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot rename to %s: %s", w->tmp_path, w->path,
+                       strerror(errno));
+    if (st)
+        unlink(w->tmp_path);
+    writer_free(w);
+    return st;
+}
+
+void nnp_writer_abort(nnp_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    unlink(w->tmp_path);
+    writer_free(w);
+}
