@@ -1,0 +1,121 @@
+/*
+ * cmd_ls.c - `nnparity ls`: one line per record, in execution order.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "cli.h"
+#include "json_out.h"
+
+static const char ls_usage[] =
+    "usage: nnparity ls [--json] [--meta] FILE...\n"
+    "\n"
+    "List the records of each dump in execution order: sequence, name, dtype, shape and size\n"
+    "(and the module type when the dump records it).\n"
+    "\n"
+    "  --json    one JSON document on stdout (schema nnparity.ls/1)\n"
+    "  --meta    also print each file's metadata\n"
+    "  -h        this help\n";
+
+static int name_width(const nnp_dump *d)
+{
+    size_t w = 4;
+    for (size_t i = 0; i < nnp_dump_count(d); i++) {
+        size_t n = strlen(nnp_dump_record(d, i)->name);
+        w = n > w ? n : w;
+    }
+    return (int)(w > 60 ? 60 : w);
+}
+
+static void print_meta_text(const nnp_dump *d)
+{
+    size_t n = nnp_dump_meta_count(d);
+    printf("metadata (%zu):\n", n);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        nnp_dump_meta_at(d, i, &k, &v);
+        /* The provenance list is what the table above already shows. */
+        if (strcmp(k, "nnparity.records") == 0)
+            printf("  %s: (provenance of the %zu %s above)\n", k, nnp_dump_count(d),
+                   cli_plural(nnp_dump_count(d), "record", "records"));
+        else
+            printf("  %s: %s\n", k, v);
+    }
+}
+
+static void print_text(const nnp_dump *d, bool meta)
+{
+    unsigned long long total = 0;
+    bool typed = false;
+    for (size_t i = 0; i < nnp_dump_count(d); i++) {
+        total += nnp_dump_record(d, i)->nbytes;
+        typed = typed || *nnp_dump_record(d, i)->module_type;
+    }
+    char size[32], shape[256];
+    cli_format_bytes(size, sizeof size, total);
+    printf("%s: %s, %zu %s, %s\n", nnp_dump_path(d), nnp_dump_format(d), nnp_dump_count(d),
+           cli_plural(nnp_dump_count(d), "record", "records"), size);
+    int w = name_width(d);
+    printf("%6s  %-*s  %-7s  %-20s  %10s%s\n", "seq", w, "name", "dtype", "shape", "size",
+           typed ? "  type" : "");
+    for (size_t i = 0; i < nnp_dump_count(d); i++) {
+        const nnp_record *r = nnp_dump_record(d, i);
+        cli_format_shape(shape, sizeof shape, r);
+        cli_format_bytes(size, sizeof size, r->nbytes);
+        printf("%6llu  %-*s  %-7s  %-20s  %10s%s%s\n", (unsigned long long)r->seq, w, r->name,
+               nnp_dtype_name(r->dtype), shape, size, typed ? "  " : "", r->module_type);
+    }
+    if (meta)
+        print_meta_text(d);
+}
+
+static int run_ls(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"meta", no_argument, NULL, 'm'}, {0, 0, 0, 0}};
+    bool json = false, meta = false;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'j')
+            json = true;
+        else if (c == 'm')
+            meta = true;
+        else
+            return cli_usage_error(&cli_ls, "unknown option '%s'", argv[optind - 1]);
+    }
+    if (optind >= argc)
+        return cli_usage_error(&cli_ls, "no FILE given");
+
+    json_t *files = json ? json_array() : NULL;
+    int rc = EXIT_AGREE;
+    for (int a = optind; a < argc; a++) {
+        nnp_dump *d;
+        nnp_status st = nnp_dump_open(argv[a], &d);
+        if (st) {
+            rc = cli_fail(st);
+            break;
+        }
+        if (json)
+            json_array_append_new(files, json_out_dump(d, meta));
+        else {
+            if (a > optind)
+                putchar('\n');
+            print_text(d, meta);
+        }
+        nnp_dump_close(d);
+    }
+    if (json) {
+        if (rc == EXIT_AGREE) {
+            json_t *doc = json_pack("{s:s, s:o}", "schema", "nnparity.ls/1", "files", files);
+            rc = json_out_print(doc);
+        } else {
+            json_decref(files);
+        }
+    }
+    return rc;
+}
+
+const cli_command cli_ls = {"ls", "list the records of dumps in execution order", ls_usage,
+                            run_ls};

@@ -1,0 +1,92 @@
+/*
+ * common.c - helpers shared by the subcommands: error lines, usage, formatting.
+ */
+#include <fnmatch.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("nnparity: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "nnparity %s: ", cmd->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n\n%s", cmd->usage);
+    return EXIT_BAD_INPUT;
+}
+
+int cli_fail(nnp_status st)
+{
+    cli_error("%s", nnp_last_error());
+    return st == NNP_ERR_NOMEM || st == NNP_ERR_INTERNAL ? EXIT_INTERNAL : EXIT_BAD_INPUT;
+}
+
+bool cli_wants_help(const cli_command *cmd, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(cmd->usage, stdout);
+            return true;
+        }
+    }
+    return false;
+}
+
+void cli_format_shape(char *buf, size_t n, const nnp_record *r)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (uint32_t k = 0; k < r->ndim && used < n; k++)
+        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
+                                 (unsigned long long)r->shape[k]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+}
+
+void cli_format_bytes(char *buf, size_t n, unsigned long long bytes)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+    if (bytes < 1024) {
+        snprintf(buf, n, "%llu B", bytes);
+        return;
+    }
+    double v = (double)bytes / 1024;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, n, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+void cli_format_number(char *buf, size_t n, double v)
+{
+    if (isnan(v))
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%.5g", v);
+}
+
+bool cli_name_matches(const char *pattern, const char *name)
+{
+    if (!pattern)
+        return true;
+    if (strpbrk(pattern, "*?["))
+        return fnmatch(pattern, name, 0) == 0;
+    return strstr(name, pattern) != NULL;
+}

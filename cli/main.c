@@ -1,0 +1,84 @@
+/*
+ * main.c - the nnparity command: finds the subcommand and hands it the arguments.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const cli_command *const commands[] = {&cli_ls, &cli_stats};
+#define NCOMMANDS (sizeof commands / sizeof *commands)
+
+static void print_help(FILE *out)
+{
+    fputs("usage: nnparity <command> [options] [args]\n"
+          "\n"
+          "nnparity finds where and why a ported neural network stops matching its reference.\n"
+          "\n"
+          "commands:\n", out);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %-8s %s\n", commands[i]->name, commands[i]->summary);
+    fputs("  help     show a command's options: nnparity help <command>\n"
+          "\n"
+          "options:\n"
+          "  -h, --help     this help\n"
+          "  --version      print the version\n"
+          "\n"
+          "Files: safetensors (single, sharded *.index.json or a directory of shards), npy, npz.\n"
+          "Exit codes: 0 nothing wrong, 1 a problem found, 2 bad usage or input, 3 internal error.\n",
+          out);
+}
+
+static const cli_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i]->name, name) == 0)
+            return commands[i];
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_help(stderr);
+        return EXIT_BAD_INPUT;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0) {
+        print_help(stdout);
+        return EXIT_AGREE;
+    }
+    if (strcmp(name, "--version") == 0) {
+        printf("nnparity %s\n", nnp_version());
+        return EXIT_AGREE;
+    }
+    if (strcmp(name, "help") == 0) {
+        if (argc < 3) {
+            print_help(stdout);
+            return EXIT_AGREE;
+        }
+        const cli_command *cmd = find_command(argv[2]);
+        if (!cmd) {
+            cli_error("no command '%s' (see 'nnparity --help')", argv[2]);
+            return EXIT_BAD_INPUT;
+        }
+        fputs(cmd->usage, stdout);
+        return EXIT_AGREE;
+    }
+    const cli_command *cmd = find_command(name);
+    if (!cmd) {
+        cli_error("unknown command '%s'", name);
+        fputc('\n', stderr);
+        print_help(stderr);
+        return EXIT_BAD_INPUT;
+    }
+    if (cli_wants_help(cmd, argc - 1, argv + 1))
+        return EXIT_AGREE;
+    int rc = cmd->run(argc - 1, argv + 1);
+    /* A full disk or a closed pipe on stdout must not pass for success. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        cli_error("cannot write the output: %s", strerror(errno));
+        return EXIT_BAD_INPUT;
+    }
+    return rc;
+}
