@@ -1,0 +1,93 @@
+"""Shared fixtures for the Python tests: where the nnparity binary, library and conformance
+files are, a runner for the CLI, and a safetensors writer that lays files out the way the
+reference writer does (so tests can make files without the safetensors package)."""
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("NNPARITY_BIN", ROOT / "build" / "nnparity"))
+LIB = Path(os.environ.get("NNPARITY_LIB", ROOT / "build" / "libnnparity.so"))
+CONFORMANCE = Path(os.environ.get("NNP_CONFORMANCE", ROOT.parent / "shared" / "conformance"))
+EXAMPLES = BIN.parent / "examples"
+
+# numpy dtype -> safetensors name
+ST_DTYPES = {
+    np.dtype("float64"): "F64", np.dtype("float32"): "F32", np.dtype("float16"): "F16",
+    np.dtype("int8"): "I8", np.dtype("int16"): "I16", np.dtype("int32"): "I32",
+    np.dtype("int64"): "I64", np.dtype("uint8"): "U8", np.dtype("uint16"): "U16",
+    np.dtype("uint32"): "U32", np.dtype("uint64"): "U64", np.dtype("bool"): "BOOL",
+}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Write {name: numpy array or (dtype_name, shape, raw bytes)} in the reference layout:
+    header padded with spaces to a multiple of 8, data in insertion order."""
+    header, blobs, offset = {}, [], 0
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, t in tensors.items():
+        if isinstance(t, tuple):
+            dtype, shape, raw = t
+        else:
+            arr = np.ascontiguousarray(t)
+            dtype, shape, raw = ST_DTYPES[arr.dtype.newbyteorder("=")], list(arr.shape), \
+                arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - (8 + len(text)) % 8) % 8)
+    Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def read_safetensors(path):
+    """A strict reader following the reference rules, for checking nnparity's own output."""
+    raw = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert n <= 100_000_000 and 8 + n <= len(raw)
+    header = json.loads(raw[8:8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", None)
+    if meta is not None:
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    names = sorted(header, key=lambda k: tuple(header[k]["data_offsets"]))
+    pos, out = 0, {}
+    sizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+             "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+    for k in names:
+        info = header[k]
+        b, e = info["data_offsets"]
+        assert b == pos and e >= b, (k, b, e, pos)
+        assert e - b == int(np.prod(info["shape"], dtype=np.int64)) * sizes[info["dtype"]]
+        out[k] = (info["dtype"], info["shape"], raw[8 + n + b:8 + n + e])
+        pos = e
+    assert 8 + n + pos == len(raw)
+    return meta, out
+
+
+def run(*args, check=None):
+    """Run nnparity with args; returns CompletedProcess (text)."""
+    p = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True, timeout=120)
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+@pytest.fixture
+def nnp():
+    if not BIN.exists():
+        pytest.fail(f"{BIN} is not built")
+    return run
+
+
+@pytest.fixture
+def conformance():
+    if not CONFORMANCE.is_dir():
+        pytest.fail(f"conformance files not found at {CONFORMANCE}")
+    return CONFORMANCE
