@@ -97,9 +97,13 @@ static int run_ls(int argc, char **argv)
             rc = cli_fail(st);
             break;
         }
-        if (json)
-            json_array_append_new(files, json_out_dump(d, meta));
-        else {
+        if (json) {
+            if (json_array_append_new(files, json_out_dump(d, meta)) != 0) {
+                nnp_dump_close(d);
+                rc = json_out_print(NULL);
+                break;
+            }
+        } else {
             if (a > optind)
                 putchar('\n');
             print_text(d, meta);

@@ -79,8 +79,14 @@ static int print_json(const nnp_dump *d, const size_t *idx, size_t n, const nnp_
     json_t *recs = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *r = json_out_record(nnp_dump_record(d, idx[i]));
-        json_object_set_new(r, "stats", stats_json(&s[i]));
-        json_array_append_new(recs, r);
+        bool ok = r && json_object_set_new(r, "stats", stats_json(&s[i])) == 0;
+        if (!ok)
+            json_decref(r);
+        /* json_array_append_new takes r even when it fails */
+        if (!ok || json_array_append_new(recs, r) != 0) {
+            json_decref(recs);
+            return json_out_print(NULL);
+        }
     }
     json_t *bad = first_bad < 0 ? json_null() : json_string(nnp_dump_record(d, idx[first_bad])->name);
     return json_out_print(json_pack("{s:s, s:s, s:s, s:o, s:o}", "schema", "nnparity.stats/1",

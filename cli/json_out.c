@@ -28,7 +28,10 @@ json_t *json_out_dump(const nnp_dump *d, bool with_meta)
 {
     json_t *recs = json_array();
     for (size_t i = 0; i < nnp_dump_count(d); i++)
-        json_array_append_new(recs, json_out_record(nnp_dump_record(d, i)));
+        if (json_array_append_new(recs, json_out_record(nnp_dump_record(d, i))) != 0) {
+            json_decref(recs);
+            return NULL;
+        }
     json_t *o = json_pack("{s:s, s:s, s:o}", "path", nnp_dump_path(d), "format",
                           nnp_dump_format(d), "records", recs);
     if (o && with_meta) {
@@ -46,8 +49,10 @@ json_t *json_out_dump(const nnp_dump *d, bool with_meta)
 int json_out_print(json_t *doc)
 {
     if (!doc) {
-        cli_error("cannot build the JSON output (out of memory)");
-        return EXIT_INTERNAL;
+        /* jansson refuses strings that are not UTF-8 (a file name can be anything) */
+        cli_error("cannot build the JSON output: a name or path is not valid UTF-8, or memory "
+                  "ran out");
+        return EXIT_BAD_INPUT;
     }
     int rc = json_dumpf(doc, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(doc);

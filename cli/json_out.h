@@ -10,11 +10,12 @@
 
 /* {"seq", "name", "module", "role", "call", "type", "dtype", "shape", "nelem", "nbytes", "file"} */
 json_t *json_out_record(const nnp_record *r);
-/* {"path", "format", "records": [...], "metadata": {...} when with_meta} */
+/* {"path", "format", "records": [...], "metadata": {...} when with_meta}; NULL when a string is not
+ * valid UTF-8 */
 json_t *json_out_dump(const nnp_dump *d, bool with_meta);
 /* A number, or null for NaN and infinities (JSON has neither). */
 json_t *json_out_number(double v);
-/* Print `doc` (stolen) to stdout with a newline; EXIT_INTERNAL if it could not be built. */
+/* Print `doc` (stolen) to stdout with a newline; an error when it is NULL (it could not be built). */
 int json_out_print(json_t *doc);
 
 #endif

@@ -73,7 +73,8 @@ def read_safetensors(path):
 
 def run(*args, check=None):
     """Run nnparity with args; returns CompletedProcess (text)."""
-    p = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
+                       errors="replace", timeout=120)
     if check is not None:
         assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
     return p

@@ -165,3 +165,12 @@ def test_unsupported_npy(nnp, conformance, name, needle):
     p = nnp("ls", conformance / "numpy" / name, check=2)
     assert len(p.stderr.splitlines()) == 1
     assert name in p.stderr and needle in p.stderr.lower()
+
+
+def test_json_refuses_names_that_are_not_utf8(nnp, conformance, tmp_path):
+    f = tmp_path / "bad\udcffname.npy"  # surrogateescape: the byte 0xff in the file name
+    f.write_bytes((conformance / "numpy" / "f32.npy").read_bytes())
+    for cmd in ("ls", "stats"):
+        p = nnp(cmd, "--json", f, check=2)
+        assert p.stdout == "" and "not valid UTF-8" in p.stderr
+    assert "bad" in nnp("ls", f, check=0).stdout
