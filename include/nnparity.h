@@ -29,6 +29,7 @@
 #ifndef NNPARITY_H
 #define NNPARITY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -217,6 +218,100 @@ nnp_status nnp_writer_close(nnp_writer *w);
 
 /* Give up: remove the partial file and free the writer. NULL is allowed. */
 void nnp_writer_abort(nnp_writer *w);
+
+/* Finish a dump that a killed or failed writer left behind: `path` is the dump's final path (or
+ * its "<path>.partial"). Every record whose data and journal line were complete is kept; the
+ * file is given its real header and renamed to <path>, and the journal removed. *records gets
+ * the number of records kept (may be NULL). */
+nnp_status nnp_recover(const char *path, size_t *records);
+
+/* ---------------------------------------------------------------------------------------------
+ * Rules: mapping one side's tensor names onto the other's (docs/rules.md)
+ *
+ *     rename  REGEX  REPLACEMENT    rewrite the first match; \0..\9 insert the match and groups
+ *     ignore  REGEX                 drop matching names
+ *     # comments
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nnp_rules nnp_rules;
+
+/* Parse rules from a file / from text (`origin` names it in errors: "FILE: line L, column C"). */
+nnp_status nnp_rules_load(const char *path, nnp_rules **out);
+nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out);
+void nnp_rules_free(nnp_rules *rules);
+
+/* Map `name` through the rules in order: *out is a new string (free() it), *ignored is set when
+ * an ignore rule matched. NULL rules map every name to itself. */
+nnp_status nnp_rules_map(const nnp_rules *rules, const char *name, char **out, bool *ignored);
+
+/* ---------------------------------------------------------------------------------------------
+ * Capture and injection
+ *
+ * One capture session per process records every tapped tensor into a dump, in the order the taps
+ * happen, and/or feeds a reference dump's tensors into the engine's layer inputs (injection), so
+ * that each layer can be compared on the reference's inputs. A session is opened explicitly or,
+ * with no code change, from the environment on the first tap:
+ *     NNPARITY_CAPTURE=port.safetensors   record every tap
+ *     NNPARITY_INJECT=ref.safetensors     feed the reference's inputs to nnp_tap_input
+ *     NNPARITY_RULES=port.rules           map this engine's names onto the reference's
+ * (an environment-opened session is finished when the process exits normally). With no session
+ * the tap functions return NNP_OK at once: a few nanoseconds. Taps may come from many threads at
+ * once; they are serialized, so the recorded order is one consistent global order.
+ *
+ * Records are named "<name>/<role>", with "#<call>" for calls after the first, where <name> is
+ * the module path or tap name and the call index counts the taps of each (name, role) from 0.
+ * A killed process leaves "<path>.partial" and "<path>.journal": nnparity reads the partial dump
+ * as it is, and nnp_recover (`nnparity recover`) turns it into a normal file.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nnp_capture_options {
+    const char *inject_path;  /* reference dump to inject from; NULL: no injection */
+    const char *rules_path;   /* rules mapping this engine's record names to the reference's */
+    size_t expected_records;  /* sizes the header room (0: unknown) */
+} nnp_capture_options;
+
+/* Open the process's session: record into `path` (NULL: inject only) and inject as `opts` says
+ * (NULL: record only). Fails if a session is already open. The injection file and rules are
+ * read and checked here, before any layer runs. */
+nnp_status nnp_capture_open(const char *path, const nnp_capture_options *opts);
+
+/* Finish the session: the dump is written and renamed into place. NNP_OK when none is open. */
+nnp_status nnp_capture_close(void);
+
+/* Whether a session is open (opening one from the environment if it says so): 1 recording,
+ * 2 injecting, 3 both, 0 neither. */
+int nnp_capture_active(void);
+
+/* One tapped tensor. */
+typedef struct nnp_tap_desc {
+    const char *name;        /* module path or tap name */
+    const char *role;        /* "in0", "out0", "grad_out0", "attn_probs", ... */
+    const char *module_type; /* e.g. "Linear"; may be NULL */
+    nnp_dtype dtype;
+    uint32_t ndim;
+    const uint64_t *shape;
+} nnp_tap_desc;
+
+/* Record `data` (little-endian, C-contiguous). */
+nnp_status nnp_tap_record(const nnp_tap_desc *desc, const void *data);
+
+/* A layer input: when injecting, first overwrite `data` in place with the reference record of the
+ * same name, role and call (after the rules), converted to desc->dtype (any dtype converts to
+ * F64, F32, F16 or BF16, rounding to nearest even; integer and bool destinations need the same
+ * dtype); then record it. A shape that differs from the reference's is NNP_ERR_ARG naming both
+ * shapes, and `data` is left as it was; a record the reference does not hold is NNP_ERR_NOT_FOUND
+ * (data untouched, still recorded). */
+nnp_status nnp_tap_inject(const nnp_tap_desc *desc, void *data);
+
+/* Shorthands for nnp_tap_record / nnp_tap_inject without a module type. */
+nnp_status nnp_tap(const char *name, const char *role, nnp_dtype dtype, uint32_t ndim,
+                   const uint64_t *shape, const void *data);
+nnp_status nnp_tap_input(const char *name, const char *role, nnp_dtype dtype, uint32_t ndim,
+                         const uint64_t *shape, void *data);
+
+/* Convert n elements between dtypes: any dtype to F64, F32, F16 or BF16 (round to nearest even;
+ * values beyond the range become infinities), or between identical dtypes. */
+nnp_status nnp_convert(nnp_dtype from, const void *src, size_t n, nnp_dtype to, void *dst);
 
 /* ---------------------------------------------------------------------------------------------
  * Statistics

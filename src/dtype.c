@@ -159,3 +159,70 @@ void nnp_convert_to_f32(nnp_dtype dtype, const void *src, size_t n, float *dst)
 {
     CONVERT_ALL(float)
 }
+
+/* The bits of x in a binary format with `man` mantissa bits and `exp` exponent bits (F16: 10, 5;
+ * BF16: 7, 8), rounded to nearest even straight from double: rounding through float first would
+ * round twice. Values past the largest finite become infinities; NaNs stay NaN (quiet). */
+static uint32_t encode_binary(double x, int man, int exp)
+{
+    int bias = (1 << (exp - 1)) - 1;
+    uint32_t sign = signbit(x) ? 1u << (man + exp) : 0;
+    uint32_t inf = ((1u << exp) - 1) << man;
+    if (isnan(x))
+        return sign | inf | (1u << (man - 1));
+    double a = fabs(x);
+    if (isinf(a))
+        return sign | inf;
+    if (a == 0)
+        return sign;
+    int k;
+    frexp(a, &k); /* a = f * 2^k, f in [0.5, 1) */
+    int e = k - 1;
+    if (e < 1 - bias) /* subnormal: a multiple of 2^(1-bias-man); the scaling is exact */
+        return sign | (uint32_t)rint(ldexp(a, man + bias - 1));
+    double m = rint(ldexp(a, man - e)); /* in [2^man, 2^(man+1)], ties to even */
+    if (m == ldexp(1.0, man + 1)) {
+        m /= 2;
+        e++;
+    }
+    if (e + bias >= (1 << exp) - 1)
+        return sign | inf;
+    return sign | ((uint32_t)(e + bias) << man) | ((uint32_t)m - (1u << man));
+}
+
+nnp_status nnp_convert(nnp_dtype from, const void *src, size_t n, nnp_dtype to, void *dst)
+{
+    if (!dtype_valid(from) || !dtype_valid(to))
+        return nnp__fail(NNP_ERR_ARG, "nnp_convert: invalid dtype");
+    if (from == to) {
+        if (n)
+            memcpy(dst, src, n * nnp_dtype_size(to));
+        return NNP_OK;
+    }
+    if (to == NNP_F64) {
+        nnp_convert_to_f64(from, src, n, dst);
+        return NNP_OK;
+    }
+    if (to == NNP_F32) {
+        nnp_convert_to_f32(from, src, n, dst);
+        return NNP_OK;
+    }
+    if (to != NNP_F16 && to != NNP_BF16)
+        return nnp__fail(NNP_ERR_ARG, "cannot convert %s to %s", nnp_dtype_name(from),
+                         nnp_dtype_name(to));
+    const unsigned char *s = src;
+    size_t es = nnp_dtype_size(from);
+    uint16_t *d = dst;
+    double block[256];
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < 256 ? n - done : 256;
+        nnp_convert_to_f64(from, s + done * es, k, block);
+        for (size_t i = 0; i < k; i++) {
+            uint16_t v = (uint16_t)(to == NNP_F16 ? encode_binary(block[i], 10, 5)
+                                                  : encode_binary(block[i], 7, 8));
+            memcpy(&d[done + i], &v, sizeof v);
+        }
+        done += k;
+    }
+    return NNP_OK;
+}

@@ -49,6 +49,7 @@ struct nnp_dump {
 
     arena_block *arena;
     uint64_t file_index; /* the file being read, counted from 0 */
+    uint64_t header_room; /* header length of the first safetensors file read */
     pthread_mutex_t lock; /* guards on-demand conversion in nnp_dump_data */
 };
 
@@ -188,6 +189,22 @@ nnp_status nnp__dump_map(nnp_dump *d, const char *path, nnp_map *out)
     d->map_paths[d->nmaps] = copy;
     *out = d->maps[d->nmaps++];
     return NNP_OK;
+}
+
+void nnp__dump_set_format(nnp_dump *d, const char *format)
+{
+    d->format = format;
+}
+
+uint64_t nnp__dump_header_room(const nnp_dump *d)
+{
+    return d->header_room;
+}
+
+void nnp__dump_set_header_room(nnp_dump *d, uint64_t room)
+{
+    if (!d->header_room)
+        d->header_room = room;
 }
 
 uint64_t nnp__dump_next_file(nnp_dump *d)

@@ -134,6 +134,12 @@ nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dt
 /* Add a metadata pair (both copied). A key already present keeps its first value. */
 nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value);
 
+/* The format name nnp_dump_format reports (a constant string). */
+void nnp__dump_set_format(nnp_dump *d, const char *format);
+/* Header length of the dump's first safetensors file (0 for other formats): a partial dump's room. */
+uint64_t nnp__dump_header_room(const nnp_dump *d);
+void nnp__dump_set_header_room(nnp_dump *d, uint64_t room);
+
 /* The index of the file being loaded: readers that open several files call this before each. */
 uint64_t nnp__dump_next_file(nnp_dump *d);
 
@@ -161,5 +167,17 @@ nnp_status nnp__npz_load(nnp_dump *d, const char *path);
 #define NNP_META_FORMAT_KEY "nnparity.format"
 #define NNP_META_FORMAT_VALUE "dump/1"
 #define NNP_META_RECORDS_KEY "nnparity.records"
+/* In a partial dump's placeholder header: the journal file (beside it) that lists its records. */
+#define NNP_META_PARTIAL_KEY "nnparity.partial"
+
+/* Stop writing but keep "<path>.partial" and its journal for nnp_recover: a capture that lost
+ * records must not pass for a finished dump. Returns the partial file's path (valid until the
+ * next call on this thread). */
+const char *nnp__writer_abandon(nnp_writer *w);
+
+/* Read a partial dump through its journal (formats/journal.c): `m` maps `path`, whose header of
+ * `hlen` bytes named the journal `journal_name`. */
+nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, uint64_t hlen,
+                             const char *journal_name);
 
 #endif /* NNP_INTERNAL_H */

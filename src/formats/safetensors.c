@@ -109,7 +109,8 @@ static nnp_status parse_entry(const char *path, const char *name, json_t *v, st_
 }
 
 /* __metadata__: null or an object of strings. */
-static nnp_status read_metadata(nnp_dump *d, const char *path, json_t *meta, const char **records)
+static nnp_status read_metadata(nnp_dump *d, const char *path, json_t *meta, const char **records,
+                                const char **partial)
 {
     if (json_is_null(meta))
         return NNP_OK;
@@ -127,6 +128,8 @@ static nnp_status read_metadata(nnp_dump *d, const char *path, json_t *meta, con
             return st;
         if (strcmp(k, NNP_META_RECORDS_KEY) == 0)
             *records = json_string_value(v);
+        if (strcmp(k, NNP_META_PARTIAL_KEY) == 0)
+            *partial = json_string_value(v);
     }
     return NNP_OK;
 }
@@ -211,11 +214,11 @@ nnp_status nnp__safetensors_load(nnp_dump *d, const char *path)
         st = nnp__nomem();
         goto out;
     }
-    const char *records = NULL, *key;
+    const char *records = NULL, *partial = NULL, *key;
     json_t *val;
     json_object_foreach(root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
-            if ((st = read_metadata(d, path, val, &records)))
+            if ((st = read_metadata(d, path, val, &records, &partial)))
                 goto out;
             continue;
         }
@@ -224,6 +227,13 @@ nnp_status nnp__safetensors_load(nnp_dump *d, const char *path)
         n++; /* counted before parsing so its shape is freed on failure */
         if ((st = parse_entry(path, key, val, &es[n - 1])))
             goto out;
+    }
+    nnp__dump_set_header_room(d, hlen);
+    if (partial) {
+        /* a writer that never finished: its records are listed in the journal */
+        st = n ? nnp__fail(NNP_ERR_FORMAT, "%s: a partial dump's header lists tensors", path)
+               : nnp__journal_load(d, path, &m, hlen, partial);
+        goto out;
     }
     qsort(es, n, sizeof *es, entry_by_offsets);
     uint64_t data_len = 0;

@@ -7,6 +7,11 @@
  * padded with spaces (JSON whitespace) to exactly fill it. Only when the header outgrows the room
  * is the data copied once, in the kernel, behind a header of the right size. The finished file is
  * then renamed to <path>, so <path> never holds a half-written dump.
+ *
+ * Until then the room holds a placeholder header that names "<path>.journal", to which each
+ * record appends one JSON line once its data is on disk. A process killed mid-capture thus leaves
+ * a partial dump that nnparity reads as it is (formats/journal.c), and that nnp_recover finishes
+ * by resuming the writer from the journal.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,8 +33,8 @@ typedef struct w_rec {
 } w_rec;
 
 struct nnp_writer {
-    char *path, *tmp_path;
-    int fd;
+    char *path, *tmp_path, *journal_path;
+    int fd, jfd;          /* the partial file and the journal (-1 when closed) */
     uint64_t room;     /* bytes kept for the header after the 8-byte length */
     uint64_t data_len; /* tensor bytes written so far */
     w_rec *recs;
@@ -108,7 +113,83 @@ static void writer_free(nnp_writer *w)
     free(w->meta);
     free(w->path);
     free(w->tmp_path);
+    free(w->journal_path);
     free(w);
+}
+
+static char *with_suffix(const char *path, const char *suffix)
+{
+    size_t n = strlen(path), m = strlen(suffix);
+    char *p = malloc(n + m + 1);
+    if (p) {
+        memcpy(p, path, n);
+        memcpy(p + n, suffix, m + 1);
+    }
+    return p;
+}
+
+/* A writer for final path `path`, with no files opened yet. */
+static nnp_status writer_new(const char *path, nnp_writer **out)
+{
+    nnp_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return nnp__nomem();
+    w->fd = w->jfd = -1;
+    w->path = strdup(path);
+    w->tmp_path = with_suffix(path, ".partial");
+    w->journal_path = with_suffix(path, ".journal");
+    if (!w->path || !w->tmp_path || !w->journal_path || !grow_names(w)) {
+        writer_free(w);
+        return nnp__nomem();
+    }
+    *out = w;
+    return NNP_OK;
+}
+
+static nnp_status journal_append(nnp_writer *w, nnp_sbuf *line)
+{
+    if (line->failed)
+        return nnp__nomem();
+    const char *p = line->s;
+    size_t n = line->len;
+    while (n) {
+        ssize_t k = write(w->jfd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return nnp__fail(NNP_ERR_IO, "%s: cannot write: %s", w->journal_path,
+                             k < 0 ? strerror(errno) : "no progress");
+        p += k;
+        n -= (size_t)k;
+    }
+    return NNP_OK;
+}
+
+static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room);
+
+/* The header a partial file carries until close: it names the journal that lists its records. */
+static nnp_status write_placeholder(nnp_writer *w)
+{
+    const char *base = strrchr(w->journal_path, '/');
+    base = base ? base + 1 : w->journal_path;
+    nnp_sbuf h = {0}, j = {0};
+    nnp__sbuf_puts(&h, "{\"__metadata__\":{\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE
+                       "\",\"" NNP_META_PARTIAL_KEY "\":");
+    nnp__sbuf_json_string(&h, base);
+    nnp__sbuf_puts(&h, "}}");
+    if (h.failed) {
+        nnp__sbuf_free(&h);
+        return nnp__nomem();
+    }
+    if (h.len > w->room) /* a very long file name */
+        w->room = (h.len + 7) / 8 * 8;
+    nnp__sbuf_printf(&j, "{\"nnparity.journal\":1,\"room\":%llu}\n", (unsigned long long)w->room);
+    nnp_status st = put_header(w, w->fd, h.s, h.len, w->room);
+    if (!st)
+        st = journal_append(w, &j);
+    nnp__sbuf_free(&h);
+    nnp__sbuf_free(&j);
+    return st;
 }
 
 nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer **out)
@@ -116,28 +197,27 @@ nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer
     if (!out || !path || !*path)
         return nnp__fail(NNP_ERR_ARG, "nnp_writer_open: no path");
     *out = NULL;
-    nnp_writer *w = calloc(1, sizeof *w);
-    if (!w)
-        return nnp__nomem();
-    w->fd = -1;
-    size_t n = strlen(path);
-    w->path = strdup(path);
-    w->tmp_path = malloc(n + sizeof ".partial");
-    if (!w->path || !w->tmp_path || !grow_names(w)) {
-        writer_free(w);
-        return nnp__nomem();
-    }
-    memcpy(w->tmp_path, path, n);
-    memcpy(w->tmp_path + n, ".partial", sizeof ".partial");
+    nnp_writer *w;
+    nnp_status st = writer_new(path, &w);
+    if (st)
+        return st;
     /* About 300 header bytes a record (entry plus provenance); 64 KiB when the count is unknown.
      * 8 + room is a multiple of 8 so the data starts aligned. */
     uint64_t room = expected_records ? 4096 + (uint64_t)expected_records * 320 : 65536;
     w->room = (room + 7) / 8 * 8;
     w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
-        nnp_status st = nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", w->tmp_path,
-                                  strerror(errno));
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", w->tmp_path, strerror(errno));
         writer_free(w);
+        return st;
+    }
+    w->jfd = open(w->journal_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (w->jfd < 0)
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", w->journal_path, strerror(errno));
+    if (!st)
+        st = write_placeholder(w);
+    if (st) {
+        nnp_writer_abort(w);
         return st;
     }
     *out = w;
@@ -155,6 +235,16 @@ nnp_status nnp_writer_set_meta(nnp_writer *w, const char *key, const char *value
     if (!nnp__utf8_valid((const unsigned char *)key, strlen(key), &bad) ||
         !nnp__utf8_valid((const unsigned char *)value, strlen(value), &bad))
         return nnp__fail(NNP_ERR_ARG, "%s: metadata '%s' is not valid UTF-8", w->path, key);
+    nnp_sbuf line = {0};
+    nnp__sbuf_puts(&line, "{\"meta\":[");
+    nnp__sbuf_json_string(&line, key);
+    nnp__sbuf_puts(&line, ",");
+    nnp__sbuf_json_string(&line, value);
+    nnp__sbuf_puts(&line, "]}\n");
+    nnp_status st = w->jfd >= 0 ? journal_append(w, &line) : NNP_OK;
+    nnp__sbuf_free(&line);
+    if (st)
+        return st;
     for (size_t i = 0; i < w->nmeta; i++)
         if (strcmp(w->meta[2 * i], key) == 0) {
             char *v = strdup(value);
@@ -203,6 +293,27 @@ static char *default_name(const nnp_record_desc *desc)
         return NULL;
     }
     return b.s;
+}
+
+/* One journal line: the record's provenance and its safetensors entry. It is appended only once
+ * the data is written, so every journalled record is complete on disk. */
+static nnp_status journal_record(nnp_writer *w, const nnp_record_desc *desc, const char *name,
+                                 uint64_t begin, uint64_t end)
+{
+    nnp_sbuf line = {0};
+    nnp__provenance_entry(&line, true, name, desc->module ? desc->module : "",
+                          desc->role ? desc->role : "", desc->module_type ? desc->module_type : "",
+                          desc->call, w->nrecs);
+    if (!line.failed)
+        line.len--; /* reopen the object the entry closed */
+    nnp__sbuf_printf(&line, ",\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(desc->dtype));
+    for (uint32_t k = 0; k < desc->ndim; k++)
+        nnp__sbuf_printf(&line, k ? ",%llu" : "%llu", (unsigned long long)desc->shape[k]);
+    nnp__sbuf_printf(&line, "],\"data_offsets\":[%llu,%llu]}\n", (unsigned long long)begin,
+                     (unsigned long long)end);
+    nnp_status st = journal_append(w, &line);
+    nnp__sbuf_free(&line);
+    return st;
 }
 
 static bool utf8_ok(const char *s)
@@ -268,6 +379,8 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
         w->caprecs = cap;
     }
     nnp_status st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
+    if (!st)
+        st = journal_record(w, desc, r.name, w->data_len, end);
     if (st) {
         free_rec(&r);
         return st;
@@ -414,6 +527,9 @@ nnp_status nnp_writer_close(nnp_writer *w)
     if (!st && len > 100000000u)
         st = nnp__fail(NNP_ERR_ARG, "%s: header of %zu bytes is over safetensors' 100,000,000 "
                        "byte limit (too many records)", w->path, len);
+    /* A resumed writer's file may end in the torn bytes of a record that was never journalled. */
+    if (!st && ftruncate(w->fd, (off_t)(8 + w->room + w->data_len)) != 0)
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot truncate: %s", w->tmp_path, strerror(errno));
     if (!st && len <= w->room) {
         st = put_header(w, w->fd, hdr, len, w->room);
     } else if (!st) {
@@ -430,8 +546,17 @@ nnp_status nnp_writer_close(nnp_writer *w)
     if (!st && rename(w->tmp_path, w->path) != 0)
         st = nnp__fail(NNP_ERR_IO, "%s: cannot rename to %s: %s", w->tmp_path, w->path,
                        strerror(errno));
-    if (st)
-        unlink(w->tmp_path);
+    if (w->jfd >= 0)
+        close(w->jfd);
+    w->jfd = -1;
+    if (!st) {
+        unlink(w->journal_path);
+    } else {
+        /* What was written is kept for `nnparity recover`, never presented as a finished dump. */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nnp_last_error());
+        st = nnp__fail(st, "%s; the records written so far stay in %s", msg, w->tmp_path);
+    }
     writer_free(w);
     return st;
 }
@@ -442,6 +567,126 @@ void nnp_writer_abort(nnp_writer *w)
         return;
     if (w->fd >= 0)
         close(w->fd);
+    if (w->jfd >= 0)
+        close(w->jfd);
     unlink(w->tmp_path);
+    unlink(w->journal_path);
     writer_free(w);
+}
+
+const char *nnp__writer_abandon(nnp_writer *w)
+{
+    static _Thread_local char kept[1024];
+    kept[0] = 0;
+    if (!w)
+        return kept;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->jfd >= 0)
+        close(w->jfd);
+    snprintf(kept, sizeof kept, "%s", w->tmp_path);
+    writer_free(w);
+    return kept;
+}
+
+/* Append a copy of dump record r (its data already in the partial file) to the writer's list. */
+static nnp_status resume_record(nnp_writer *w, const nnp_record *r)
+{
+    if ((w->nrecs + 1) * 2 > w->nslots && !grow_names(w))
+        return nnp__nomem();
+    if (w->nrecs == w->caprecs) {
+        size_t cap = w->caprecs ? w->caprecs * 2 : 64;
+        w_rec *p = realloc(w->recs, cap * sizeof *p);
+        if (!p)
+            return nnp__nomem();
+        w->recs = p;
+        w->caprecs = cap;
+    }
+    w_rec x = {0};
+    x.name = strdup(r->name);
+    x.module = strdup(r->module);
+    x.role = strdup(r->role);
+    x.module_type = strdup(r->module_type);
+    x.shape = malloc((r->ndim ? r->ndim : 1) * sizeof *x.shape);
+    if (!x.name || !x.module || !x.role || !x.module_type || !x.shape) {
+        free_rec(&x);
+        return nnp__nomem();
+    }
+    if (r->ndim)
+        memcpy(x.shape, r->shape, r->ndim * sizeof *x.shape);
+    x.ndim = r->ndim;
+    x.dtype = r->dtype;
+    x.call = r->call;
+    /* journalled records are contiguous in execution order (journal.c checks) */
+    x.begin = w->data_len;
+    x.end = w->data_len += r->nbytes;
+    w->recs[w->nrecs++] = x;
+    w->slots[name_slot(w, x.name)] = (uint32_t)w->nrecs;
+    return NNP_OK;
+}
+
+/* Rebuild the writer's state from a partial dump (read through its journal) so that
+ * nnp_writer_close can finish it. */
+static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t *nrecs)
+{
+    nnp_writer *w;
+    nnp_status st = writer_new(final_path, &w);
+    if (st)
+        return st;
+    nnp_dump *d = NULL;
+    if ((st = nnp_dump_open(w->tmp_path, &d)))
+        goto fail;
+    if (!nnp_dump_meta_get(d, NNP_META_PARTIAL_KEY)) {
+        st = nnp__fail(NNP_ERR_ARG, "%s: not a partial dump (its header is complete)",
+                       w->tmp_path);
+        goto fail;
+    }
+    for (size_t i = 0; i < nnp_dump_meta_count(d) && !st; i++) {
+        const char *k, *v;
+        nnp_dump_meta_at(d, i, &k, &v);
+        if (strncmp(k, "nnparity.", 9) != 0)
+            st = nnp_writer_set_meta(w, k, v);
+    }
+    for (size_t i = 0; i < nnp_dump_count(d) && !st; i++)
+        st = resume_record(w, nnp_dump_record(d, i));
+    if (st)
+        goto fail;
+    w->room = nnp__dump_header_room(d);
+    *nrecs = nnp_dump_count(d);
+    nnp_dump_close(d);
+    d = NULL;
+    w->fd = open(w->tmp_path, O_WRONLY | O_CLOEXEC);
+    if (w->fd < 0) {
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot open for writing: %s", w->tmp_path,
+                       strerror(errno));
+        goto fail;
+    }
+    *out = w;
+    return NNP_OK;
+fail:
+    nnp_dump_close(d);
+    writer_free(w);
+    return st;
+}
+
+nnp_status nnp_recover(const char *path, size_t *records)
+{
+    if (records)
+        *records = 0;
+    if (!path || !*path)
+        return nnp__fail(NNP_ERR_ARG, "nnp_recover: no path");
+    size_t n = strlen(path), k = strlen(".partial");
+    char *final_path = n > k && strcmp(path + n - k, ".partial") == 0 ? strndup(path, n - k)
+                                                                      : strdup(path);
+    if (!final_path)
+        return nnp__nomem();
+    nnp_writer *w = NULL;
+    size_t count = 0;
+    nnp_status st = writer_resume(final_path, &w, &count);
+    free(final_path);
+    if (!st)
+        st = nnp_writer_close(w);
+    if (records && !st)
+        *records = count;
+    return st;
 }

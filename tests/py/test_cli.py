@@ -174,3 +174,43 @@ def test_json_refuses_names_that_are_not_utf8(nnp, conformance, tmp_path):
         p = nnp(cmd, "--json", f, check=2)
         assert p.stdout == "" and "not valid UTF-8" in p.stderr
     assert "bad" in nnp("ls", f, check=0).stdout
+
+
+KILLED_CAPTURE = r"""
+import ctypes, os, signal, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.nnp_capture_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+lib.nnp_tap.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32,
+                        ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p]
+assert lib.nnp_capture_open(sys.argv[2].encode(), None) == 0
+shape = (ctypes.c_uint64 * 1)(1000)
+buf = (ctypes.c_float * 1000)()
+for k in range(7):
+    for i in range(1000):
+        buf[i] = k + i / 1000
+    assert lib.nnp_tap(b"layer", b"out0", 2, 1, shape, buf) == 0
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_recover_after_sigkill(nnp, tmp_path):
+    import subprocess
+    import sys
+    from conftest import LIB
+    f = tmp_path / "cap.safetensors"
+    p = subprocess.run([sys.executable, "-c", KILLED_CAPTURE, str(LIB), str(f)])
+    assert p.returncode == -9
+    assert not f.exists()
+    p = nnp("ls", f"{f}.partial", check=0)
+    assert "safetensors-partial, 7 records" in p.stdout
+    assert "layer/out0#6" in p.stdout
+    assert nnp("recover", f, check=0).stdout == "recovered 7 records\n"
+    assert not (tmp_path / "cap.safetensors.partial").exists()
+    assert not (tmp_path / "cap.safetensors.journal").exists()
+    doc = json.loads(nnp("stats", "--json", f, check=0).stdout)
+    assert [r["stats"]["min"] for r in doc["records"]] == pytest.approx(list(range(7)))
+    assert doc["records"][6]["call"] == 6
+    p = nnp("recover", f, check=2)
+    assert "cap.safetensors.partial: cannot open" in p.stderr
+    nnp("recover", check=2)
+    nnp("recover", "--force", f, check=2)

@@ -87,3 +87,35 @@ def test_fp8_all_patterns(lib, dtype, exp_bits, man_bits, bias, ieee):
         assert np.nanmax(want) == 448.0
     else:
         assert np.nanmax(want[np.isfinite(want)]) == 57344.0
+
+
+def nnp_convert(lib, x, to):
+    lib.nnp_convert.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                ctypes.c_void_p]
+    out = np.empty(x.size, np.uint16)
+    assert lib.nnp_convert(1, x.ctypes.data, x.size, DTYPE[to], out.ctypes.data) == 0
+    return out
+
+
+def test_rounding_to_f16_and_bf16(lib):
+    """Doubles to F16 and BF16 round to nearest even straight from double, as numpy's float16
+    does; BF16 against torch on values exact in float32 (torch rounds through float)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(200_000) * 10.0 ** rng.integers(-9, 6, 200_000)
+    edges = [65504, 65519.99, 65520, 1e9, -1e9, 0.0, -0.0, np.inf, -np.inf, 5.96e-8, 2.98e-8,
+             2.9802322387695312e-08, 1e-40, 3.4e38, 3.4e39, 1.0009765625, 1.00048828125]
+    x = np.concatenate([x, edges])
+    with np.errstate(over="ignore"):
+        want16 = x.astype(np.float16).view(np.uint16)
+        x32 = x.astype(np.float32).astype(np.float64)
+    assert np.array_equal(nnp_convert(lib, x, "F16"), want16)
+    want_bf = torch.from_numpy(x32.astype(np.float32)).to(torch.bfloat16).view(torch.int16)
+    assert np.array_equal(nnp_convert(lib, x32, "BF16"), want_bf.numpy().view(np.uint16))
+    # every half value survives the round trip through double
+    bits = np.arange(65536, dtype=np.uint16)
+    as64, _ = convert(lib, "F16", bits)
+    back = nnp_convert(lib, as64, "F16")
+    finite = ~np.isnan(as64)
+    assert np.array_equal(back[finite], bits[finite])
+    assert np.all(np.isnan(bits[~finite].view(np.float16)))
+    assert np.all((back[~finite] & 0x7e00) == 0x7e00)  # NaN stays a quiet NaN

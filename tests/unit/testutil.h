@@ -28,6 +28,7 @@ static inline const char *conf_path(char *buf, size_t n, const char *rel)
 }
 
 static char test_dir[256];
+static pid_t test_dir_owner;
 
 static inline int rm_entry(const char *p, const struct stat *s, int flag, struct FTW *f)
 {
@@ -37,10 +38,10 @@ static inline int rm_entry(const char *p, const struct stat *s, int flag, struct
     return remove(p);
 }
 
-/* A fresh scratch directory, removed when the program ends. */
+/* A fresh scratch directory, removed when the program ends (not when a forked child exits). */
 static inline void scratch_cleanup(void)
 {
-    if (test_dir[0])
+    if (test_dir[0] && getpid() == test_dir_owner)
         nftw(test_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -50,6 +51,7 @@ static inline const char *scratch(char *buf, size_t n, const char *name)
         snprintf(test_dir, sizeof test_dir, "/tmp/nnp-test-XXXXXX");
         if (!mkdtemp(test_dir))
             fail_msg("cannot create a scratch directory");
+        test_dir_owner = getpid();
         atexit(scratch_cleanup);
     }
     snprintf(buf, n, "%s/%s", test_dir, name);

@@ -1,0 +1,156 @@
+/*
+ * journal.c - reads a partial dump: a safetensors file whose writer has not finished (it was
+ * killed, or the disk filled). Its placeholder header names "<path>.journal", where the writer
+ * appended one JSON line per record once that record's data was on disk:
+ *     {"nnparity.journal":1,"room":N}                                  first line
+ *     {"tensor":..,"module":..,"role":..,"type":..,"call":..,"seq":..,
+ *      "dtype":..,"shape":[..],"data_offsets":[b,e]}                   one per record
+ *     {"meta":["key","value"]}                                        metadata set on the way
+ * A last line without its newline was cut short by the kill and is ignored; records are checked
+ * to be contiguous and inside the file, as the reference reader checks a header.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* The journal's contents, or NULL with the error set. */
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        nnp__fail(NNP_ERR_IO, "%s: cannot open the journal of a partial dump: %s", path,
+                  strerror(errno));
+        return NULL;
+    }
+    nnp_sbuf b = {0};
+    char chunk[65536];
+    size_t k;
+    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
+        nnp__sbuf_put(&b, chunk, k);
+    bool err = ferror(f);
+    fclose(f);
+    if (err || b.failed) {
+        nnp__sbuf_free(&b);
+        nnp__fail(err ? NNP_ERR_IO : NNP_ERR_NOMEM, "%s: cannot read", path);
+        return NULL;
+    }
+    *len = b.len;
+    return b.s ? b.s : strdup("");
+}
+
+static nnp_status bad_line(const char *jpath, size_t line, const char *what)
+{
+    return nnp__fail(NNP_ERR_FORMAT, "%s: line %zu: %s", jpath, line, what);
+}
+
+static bool get_u64(json_t *v, uint64_t *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return false;
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+static nnp_status add_record(nnp_dump *d, const char *path, const char *jpath, size_t line,
+                             json_t *e, const unsigned char *data, uint64_t data_size,
+                             uint64_t *expect)
+{
+    json_t *jt = json_object_get(e, "tensor"), *jd = json_object_get(e, "dtype"),
+           *js = json_object_get(e, "shape"), *jo = json_object_get(e, "data_offsets");
+    uint64_t begin, end, call = 0, seq = 0;
+    if (!json_is_string(jt) || !json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) ||
+        json_array_size(jo) != 2 || !get_u64(json_array_get(jo, 0), &begin) ||
+        !get_u64(json_array_get(jo, 1), &end) ||
+        (json_object_get(e, "call") && !get_u64(json_object_get(e, "call"), &call)) ||
+        !get_u64(json_object_get(e, "seq"), &seq))
+        return bad_line(jpath, line, "not a record entry");
+    nnp_dtype dt = nnp_dtype_from_name(json_string_value(jd));
+    if (dt == NNP_DTYPE_INVALID)
+        return bad_line(jpath, line, "unknown dtype");
+    size_t nd = json_array_size(js);
+    uint64_t shape[64];
+    if (nd > 64)
+        return bad_line(jpath, line, "more than 64 dimensions");
+    for (size_t k = 0; k < nd; k++)
+        if (!get_u64(json_array_get(js, k), &shape[k]))
+            return bad_line(jpath, line, "a dimension is not a non-negative integer");
+    if (begin != *expect || end < begin || end > data_size)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: line %zu: tensor '%s' at data bytes [%llu, %llu] "
+                         "is not contiguous with the previous one or lies past the end of %s",
+                         jpath, line, json_string_value(jt), (unsigned long long)begin,
+                         (unsigned long long)end, path);
+    nnp_rec *r;
+    nnp_status st = nnp__dump_add(d, path, json_string_value(jt), dt, (uint32_t)nd, shape, &r);
+    if (st)
+        return st;
+    if (r->pub.nbytes != end - begin)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: line %zu: tensor '%s' spans %llu bytes but its "
+                         "shape and dtype need %llu (TensorInvalidInfo)", jpath, line,
+                         json_string_value(jt), (unsigned long long)(end - begin),
+                         (unsigned long long)r->pub.nbytes);
+    r->raw = data + begin;
+    *expect = end;
+    json_t *m = json_object_get(e, "module"), *ro = json_object_get(e, "role"),
+           *ty = json_object_get(e, "type");
+    return nnp__dump_annotate(d, path, json_string_value(jt), m ? json_string_value(m) : "",
+                              ro ? json_string_value(ro) : "", ty ? json_string_value(ty) : "",
+                              call, seq);
+}
+
+nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, uint64_t hlen,
+                             const char *journal_name)
+{
+    if (!*journal_name || strchr(journal_name, '/'))
+        return nnp__fail(NNP_ERR_FORMAT, "%s: the journal of a partial dump must be a file beside "
+                         "it, not '%s'", path, journal_name);
+    const char *slash = strrchr(path, '/');
+    nnp_sbuf jp = {0};
+    if (slash)
+        nnp__sbuf_put(&jp, path, (size_t)(slash - path + 1));
+    nnp__sbuf_puts(&jp, journal_name);
+    if (jp.failed)
+        return nnp__nomem();
+    size_t len = 0;
+    char *text = read_all(jp.s, &len);
+    nnp_status st = text ? NNP_OK : nnp_last_error()[0] ? NNP_ERR_IO : NNP_ERR_NOMEM;
+    nnp__dump_set_format(d, "safetensors-partial");
+    const unsigned char *data = m->base + 8 + hlen;
+    uint64_t data_size = m->size - 8 - hlen, expect = 0;
+    size_t line = 0;
+    for (char *p = text; !st && p && p < text + len;) {
+        char *nl = memchr(p, '\n', (size_t)(text + len - p));
+        if (!nl)
+            break; /* the line being written when the process died */
+        line++;
+        json_error_t jerr;
+        json_t *e = json_loadb(p, (size_t)(nl - p), JSON_REJECT_DUPLICATES, &jerr);
+        p = nl + 1;
+        if (!json_is_object(e)) {
+            st = bad_line(jp.s, line, "not a JSON object");
+        } else if (line == 1) {
+            uint64_t room;
+            if (!get_u64(json_object_get(e, "room"), &room) || room != hlen)
+                st = bad_line(jp.s, line, "does not describe this partial dump's header");
+        } else if (json_object_get(e, "meta")) {
+            json_t *kv = json_object_get(e, "meta");
+            if (!json_is_array(kv) || json_array_size(kv) != 2 ||
+                !json_is_string(json_array_get(kv, 0)) || !json_is_string(json_array_get(kv, 1)))
+                st = bad_line(jp.s, line, "\"meta\" is not a [key, value] pair");
+            else
+                st = nnp__dump_add_meta(d, json_string_value(json_array_get(kv, 0)),
+                                        json_string_value(json_array_get(kv, 1)));
+        } else {
+            st = add_record(d, path, jp.s, line, e, data, data_size, &expect);
+        }
+        json_decref(e);
+    }
+    if (!st && line == 0)
+        st = nnp__fail(NNP_ERR_FORMAT, "%s: the journal of partial dump %s is empty", jp.s, path);
+    free(text);
+    nnp__sbuf_free(&jp);
+    return st;
+}

@@ -1,0 +1,424 @@
+/*
+ * test_capture.c - the capture session: records and call indices, many threads tapping at once,
+ * injection (dtype conversion, rules, shape mismatch, missing records), sessions from the
+ * environment, a child killed with SIGKILL mid-capture (every completed record recovered byte
+ * for byte), and a file-size limit standing in for a full disk.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "testutil.h"
+
+static bool exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static nnp_dump *open_ok(const char *path)
+{
+    nnp_dump *d = NULL;
+    if (nnp_dump_open(path, &d))
+        fail_msg("%s", nnp_last_error());
+    return d;
+}
+
+/* The deterministic content of record k in the multi-record tests. */
+static void fill(float *x, size_t n, unsigned k)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)k * 1000.0f + (float)i;
+}
+
+/* Runs first, before this process taps anything: the environment opens a session in a child,
+ * which finishes the dump when it exits. */
+static void test_session_from_environment(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "env.safetensors");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("NNPARITY_CAPTURE", p, 1);
+        float x[2] = {1, 2};
+        uint64_t two = 2;
+        int ok = nnp_capture_active() == 1 &&
+                 nnp_tap("layer", "out0", NNP_F32, 1, &two, x) == NNP_OK &&
+                 nnp_tap("layer", "out0", NNP_F32, 1, &two, x) == NNP_OK;
+        exit(ok ? 0 : 1); /* exit() runs the library's handler that closes the session */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    nnp_dump *d = open_ok(p);
+    assert_int_equal(nnp_dump_count(d), 2);
+    assert_string_equal(nnp_dump_record(d, 1)->name, "layer/out0#1");
+    nnp_dump_close(d);
+}
+
+static void test_no_session_is_a_no_op(void **state)
+{
+    (void)state;
+    assert_int_equal(nnp_capture_active(), 0);
+    float x = 1;
+    uint64_t one = 1;
+    assert_int_equal(nnp_tap("a", "out0", NNP_F32, 1, &one, &x), NNP_OK);
+    assert_int_equal(nnp_tap_input("a", "in0", NNP_F32, 1, &one, &x), NNP_OK);
+    assert_true(x == 1);
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+}
+
+static void test_records_and_call_indices(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "calls.safetensors");
+    assert_int_equal(nnp_capture_open(p, NULL), NNP_OK);
+    assert_int_equal(nnp_capture_active(), 1);
+    assert_int_equal(nnp_capture_open(p, NULL), NNP_ERR_ARG); /* one session at a time */
+    float x[3] = {1, 2, 3};
+    uint64_t three = 3;
+    nnp_tap_desc d = {"enc.0.mlp", "in0", "MLP", NNP_F32, 1, &three};
+    assert_int_equal(nnp_tap_input(d.name, d.role, d.dtype, d.ndim, d.shape, x), NNP_OK);
+    assert_int_equal(nnp_tap_record(&d, x), NNP_OK);
+    d.role = "out0";
+    assert_int_equal(nnp_tap_record(&d, x), NNP_OK);
+    nnp_tap_desc bad = {"x", "", NULL, NNP_F32, 1, &three};
+    assert_int_equal(nnp_tap_record(&bad, x), NNP_ERR_ARG);
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+    assert_int_equal(nnp_capture_active(), 0);
+
+    nnp_dump *dump = open_ok(p);
+    assert_int_equal(nnp_dump_count(dump), 3);
+    const char *names[] = {"enc.0.mlp/in0", "enc.0.mlp/in0#1", "enc.0.mlp/out0"};
+    const uint64_t calls[] = {0, 1, 0};
+    for (int i = 0; i < 3; i++) {
+        const nnp_record *r = nnp_dump_record(dump, (size_t)i);
+        assert_string_equal(r->name, names[i]);
+        assert_int_equal(r->call, calls[i]);
+        assert_string_equal(r->module, "enc.0.mlp");
+    }
+    assert_string_equal(nnp_dump_record(dump, 0)->module_type, "");
+    assert_string_equal(nnp_dump_record(dump, 1)->module_type, "MLP");
+    nnp_dump_close(dump);
+}
+
+typedef struct {
+    int thread;
+} worker_arg;
+
+enum { THREADS = 4, TAPS = 300, ELEMS = 64 };
+
+static void *tap_worker(void *arg)
+{
+    int t = ((worker_arg *)arg)->thread;
+    char name[32];
+    snprintf(name, sizeof name, "worker.%d", t);
+    float x[ELEMS];
+    uint64_t n = ELEMS;
+    for (unsigned k = 0; k < TAPS; k++) {
+        fill(x, ELEMS, (unsigned)t * TAPS + k);
+        if (nnp_tap(name, "out0", NNP_F32, 1, &n, x) != NNP_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_many_threads(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "threads.safetensors");
+    assert_int_equal(nnp_capture_open(p, NULL), NNP_OK);
+    pthread_t th[THREADS];
+    worker_arg args[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        args[t].thread = t;
+        assert_int_equal(pthread_create(&th[t], NULL, tap_worker, &args[t]), 0);
+    }
+    for (int t = 0; t < THREADS; t++) {
+        void *rv;
+        pthread_join(th[t], &rv);
+        assert_null(rv);
+    }
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+    nnp_dump *d = open_ok(p);
+    assert_int_equal(nnp_dump_count(d), THREADS * TAPS);
+    /* each thread's records appear in its own call order, with its own data */
+    uint64_t next[THREADS] = {0};
+    float want[ELEMS];
+    for (size_t i = 0; i < nnp_dump_count(d); i++) {
+        const nnp_record *r = nnp_dump_record(d, i);
+        int t = r->module[7] - '0';
+        assert_true(t >= 0 && t < THREADS);
+        assert_int_equal(r->call, next[t]);
+        const void *data;
+        assert_int_equal(nnp_dump_data(d, i, &data), NNP_OK);
+        fill(want, ELEMS, (unsigned)t * TAPS + (unsigned)next[t]);
+        assert_memory_equal(data, want, sizeof want);
+        next[t]++;
+    }
+    nnp_dump_close(d);
+}
+
+/* A reference dump with records "blocks.0/in0" (f32 [2,3]) and "blocks.0/in0#1". */
+static void write_reference(const char *path)
+{
+    nnp_writer *w;
+    assert_int_equal(nnp_writer_open(path, 2, &w), NNP_OK);
+    float a[6] = {0.1f, -2.5f, 3.0f, 1e-3f, 65504.0f, -0.0f};
+    float b[6] = {7, 8, 9, 10, 11, 12};
+    uint64_t shape[2] = {2, 3};
+    nnp_record_desc d = {.module = "blocks.0", .role = "in0", .dtype = NNP_F32, .ndim = 2,
+                         .shape = shape};
+    assert_int_equal(nnp_writer_add(w, &d, a), NNP_OK);
+    d.call = 1;
+    assert_int_equal(nnp_writer_add(w, &d, b), NNP_OK);
+    assert_int_equal(nnp_writer_close(w), NNP_OK);
+}
+
+static void test_injection(void **state)
+{
+    (void)state;
+    char ref[512], rules[512], out[512];
+    scratch(ref, sizeof ref, "ref.safetensors");
+    scratch(rules, sizeof rules, "port.rules");
+    scratch(out, sizeof out, "port.safetensors");
+    write_reference(ref);
+    const char *text = "# the port calls its first block blk.0\n"
+                       "rename ^blk\\.([0-9]+)/ blocks.\\1/\n"
+                       "ignore ^scratch/\n";
+    write_bytes(rules, text, strlen(text));
+    nnp_capture_options o = {.inject_path = ref, .rules_path = rules};
+    assert_int_equal(nnp_capture_open(out, &o), NNP_OK);
+    assert_int_equal(nnp_capture_active(), 3);
+
+    /* call 0 into a double buffer: exact */
+    double x64[6] = {0};
+    uint64_t shape[2] = {2, 3};
+    assert_int_equal(nnp_tap_input("blk.0", "in0", NNP_F64, 2, shape, x64), NNP_OK);
+    assert_true(x64[0] == (double)0.1f && x64[1] == -2.5 && x64[4] == 65504.0);
+    assert_true(x64[5] == 0.0 && signbit(x64[5]));
+    /* call 1 into a half buffer: rounded to nearest even */
+    uint16_t h[6];
+    assert_int_equal(nnp_tap_input("blk.0", "in0", NNP_F16, 2, shape, h), NNP_OK);
+    assert_true(nnp_f16_to_f32(h[0]) == 7.0f && nnp_f16_to_f32(h[5]) == 12.0f);
+    /* call 2: the reference has none; the input is recorded untouched */
+    float keep[6] = {5, 5, 5, 5, 5, 5};
+    assert_int_equal(nnp_tap_input("blk.0", "in0", NNP_F32, 2, shape, keep), NNP_ERR_NOT_FOUND);
+    assert_non_null(strstr(nnp_last_error(), "blocks.0/in0#2"));
+    assert_true(keep[0] == 5);
+    /* a shape mismatch names both shapes and leaves the data alone */
+    float wrong[6] = {4, 4, 4, 4, 4, 4};
+    uint64_t shape32[2] = {3, 2};
+    assert_int_equal(nnp_tap_input("blk.0", "in1", NNP_F32, 2, shape32, wrong),
+                     NNP_ERR_NOT_FOUND);
+    nnp_tap_desc mis = {"blocks.0", "in0", NULL, NNP_F32, 2, shape32};
+    assert_int_equal(nnp_tap_inject(&mis, wrong), NNP_ERR_ARG);
+    assert_non_null(strstr(nnp_last_error(), "[3, 2]"));
+    assert_non_null(strstr(nnp_last_error(), "[2, 3]"));
+    assert_true(wrong[0] == 4);
+    /* an integer input cannot take float reference data */
+    int32_t ints[6];
+    nnp_tap_desc id = {"blocks.0", "in0", NULL, NNP_I32, 2, shape};
+    assert_int_equal(nnp_tap_inject(&id, ints), NNP_ERR_ARG);
+    assert_non_null(strstr(nnp_last_error(), "cannot convert F32 to I32"));
+    /* ignored by the rules */
+    assert_int_equal(nnp_tap_input("scratch", "in0", NNP_F32, 2, shape, keep), NNP_ERR_NOT_FOUND);
+    assert_non_null(strstr(nnp_last_error(), "ignored"));
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+
+    /* the port's capture holds what its layers saw: the injected values */
+    nnp_dump *d = open_ok(out);
+    int64_t i = nnp_dump_find(d, "blk.0/in0");
+    assert_true(i >= 0);
+    const void *data;
+    assert_int_equal(nnp_dump_data(d, (size_t)i, &data), NNP_OK);
+    assert_memory_equal(data, x64, sizeof x64);
+    assert_true(nnp_dump_find(d, "blk.0/in0#2") >= 0);
+    assert_int_equal(nnp_dump_find(d, "blocks.0/in0"), -1); /* the mismatched tap was not kept */
+    nnp_dump_close(d);
+}
+
+static void test_open_errors(void **state)
+{
+    (void)state;
+    char out[512], rules[512], ref[512];
+    scratch(out, sizeof out, "never.safetensors");
+    scratch(rules, sizeof rules, "bad.rules");
+    scratch(ref, sizeof ref, "ref2.safetensors");
+    write_reference(ref);
+    nnp_capture_options o = {.inject_path = "/nonexistent/ref.safetensors"};
+    assert_int_equal(nnp_capture_open(out, &o), NNP_ERR_IO);
+    assert_non_null(strstr(nnp_last_error(), "/nonexistent/ref.safetensors"));
+    write_bytes(rules, "rename (unclosed x\n", 19);
+    o.inject_path = ref;
+    o.rules_path = rules;
+    assert_int_equal(nnp_capture_open(out, &o), NNP_ERR_FORMAT);
+    assert_non_null(strstr(nnp_last_error(), "bad.rules: line 1, column 8"));
+    write_bytes(rules, "frobnicate x\n", 13);
+    assert_int_equal(nnp_capture_open(out, &o), NNP_ERR_FORMAT);
+    assert_non_null(strstr(nnp_last_error(), "unknown rule 'frobnicate'"));
+    assert_false(exists(out)); /* nothing created before the inputs were checked */
+    assert_int_equal(nnp_capture_open("/nonexistent-dir/x.safetensors", NULL), NNP_ERR_IO);
+    assert_int_equal(nnp_capture_open(NULL, NULL), NNP_ERR_ARG);
+    assert_int_equal(nnp_capture_active(), 0);
+}
+
+/* A child taps records k = 0, 1, 2, ... and reports each; the parent kills it with SIGKILL
+ * mid-stream. Every record the child finished is readable from the partial file, byte for byte,
+ * and `recover` turns the partial file into a normal dump. */
+static void test_sigkill_mid_capture(void **state)
+{
+    (void)state;
+    char p[512], part[600], journal[600];
+    scratch(p, sizeof p, "killed.safetensors");
+    snprintf(part, sizeof part, "%s.partial", p);
+    snprintf(journal, sizeof journal, "%s.journal", p);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (nnp_capture_open(p, NULL) != NNP_OK)
+            _exit(1);
+        static float x[4096];
+        uint64_t n = 4096;
+        for (unsigned k = 0;; k++) {
+            fill(x, 4096, k);
+            if (nnp_tap("layer", "out0", NNP_F32, 1, &n, x) != NNP_OK)
+                _exit(1);
+            if (write(fds[1], &k, sizeof k) != sizeof k)
+                _exit(1);
+        }
+    }
+    close(fds[1]);
+    unsigned k, done = 0;
+    while (done < 200 && read(fds[0], &k, sizeof k) == sizeof k)
+        done = k + 1;
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    close(fds[0]);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_false(exists(p));
+
+    static float want[4096];
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 0: the partial file as it is; pass 1: after recovery */
+        nnp_dump *d = open_ok(pass ? p : part);
+        assert_string_equal(nnp_dump_format(d), pass ? "safetensors" : "safetensors-partial");
+        size_t n = nnp_dump_count(d);
+        assert_true(n >= done);
+        for (size_t i = 0; i < n; i++) {
+            const void *data;
+            assert_int_equal(nnp_dump_data(d, i, &data), NNP_OK);
+            fill(want, 4096, (unsigned)i);
+            assert_memory_equal(data, want, sizeof want);
+            assert_int_equal(nnp_dump_record(d, i)->call, i);
+        }
+        nnp_dump_close(d);
+        if (pass == 0) {
+            size_t recovered;
+            assert_int_equal(nnp_recover(part, &recovered), NNP_OK);
+            assert_int_equal(recovered, n);
+            assert_false(exists(part));
+            assert_false(exists(journal));
+        }
+    }
+    assert_int_equal(nnp_recover(p, NULL), NNP_ERR_IO); /* nothing left to recover */
+}
+
+/* RLIMIT_FSIZE makes writes fail as a full disk would: the tap says so, later taps are refused,
+ * closing reports it, and the records written before stay readable. */
+static void test_write_limit(void **state)
+{
+    (void)state;
+    char p[512], part[600];
+    scratch(p, sizeof p, "full.safetensors");
+    snprintf(part, sizeof part, "%s.partial", p);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit lim = {1 << 20, 1 << 20};
+        if (setrlimit(RLIMIT_FSIZE, &lim) != 0 || nnp_capture_open(p, NULL) != NNP_OK)
+            _exit(10);
+        static float x[16384]; /* 64 KiB a record */
+        uint64_t n = 16384;
+        unsigned k = 0;
+        nnp_status st;
+        while ((st = nnp_tap("layer", "out0", NNP_F32, 1, &n, x)) == NNP_OK)
+            k++;
+        if (st != NNP_ERR_IO || !strstr(nnp_last_error(), "File too large"))
+            _exit(11);
+        if (nnp_tap("layer", "out0", NNP_F32, 1, &n, x) != NNP_ERR_IO ||
+            !strstr(nnp_last_error(), "capture stopped"))
+            _exit(12);
+        if (nnp_capture_close() == NNP_OK || !strstr(nnp_last_error(), ".partial"))
+            _exit(13);
+        _exit(k >= 10 && k < 16 ? 0 : 14);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_false(exists(p));
+    nnp_dump *d = open_ok(part);
+    assert_true(nnp_dump_count(d) >= 10);
+    nnp_dump_close(d);
+    assert_int_equal(nnp_recover(p, NULL), NNP_OK);
+    d = open_ok(p);
+    assert_true(nnp_dump_count(d) >= 10);
+    nnp_dump_close(d);
+}
+
+static void test_journal_tampering(void **state)
+{
+    (void)state;
+    char p[512], part[600], journal[600];
+    scratch(p, sizeof p, "tamper.safetensors");
+    snprintf(part, sizeof part, "%s.partial", p);
+    snprintf(journal, sizeof journal, "%s.journal", p);
+    nnp_writer *w;
+    assert_int_equal(nnp_writer_open(p, 0, &w), NNP_OK);
+    float x[4] = {1, 2, 3, 4};
+    uint64_t four = 4;
+    nnp_record_desc d = {.name = "t", .dtype = NNP_F32, .ndim = 1, .shape = &four};
+    assert_int_equal(nnp_writer_add(w, &d, x), NNP_OK);
+    /* leave the writer unfinished, as a killed process would: read while it is open */
+    nnp_dump *dump = open_ok(part);
+    assert_int_equal(nnp_dump_count(dump), 1);
+    nnp_dump_close(dump);
+    /* a journal that claims bytes the file does not hold is refused */
+    FILE *f = fopen(journal, "a");
+    fputs("{\"tensor\":\"u\",\"seq\":1,\"dtype\":\"F32\",\"shape\":[100],"
+          "\"data_offsets\":[16,416]}\n", f);
+    fclose(f);
+    expect_open_error(part, NNP_ERR_FORMAT, "line 3", "'u'", NULL);
+    nnp_writer_abort(w);
+    assert_false(exists(part));
+    assert_false(exists(journal));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_session_from_environment),
+        cmocka_unit_test(test_no_session_is_a_no_op),
+        cmocka_unit_test(test_records_and_call_indices),
+        cmocka_unit_test(test_many_threads),
+        cmocka_unit_test(test_injection),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_sigkill_mid_capture),
+        cmocka_unit_test(test_write_limit),
+        cmocka_unit_test(test_journal_tampering),
+    };
+    return cmocka_run_group_tests_name("capture", tests, NULL, NULL);
+}
