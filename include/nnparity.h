@@ -254,14 +254,16 @@ nnp_status nnp_rules_map(const nnp_rules *rules, const char *name, char **out, b
  *     NNPARITY_CAPTURE=port.safetensors   record every tap
  *     NNPARITY_INJECT=ref.safetensors     feed the reference's inputs to nnp_tap_input
  *     NNPARITY_RULES=port.rules           map this engine's names onto the reference's
- * (an environment-opened session is finished when the process exits normally). With no session
+ * (an environment-opened session is finished when the process exits normally; an explicit
+ * nnp_capture_open takes its place, and the environment is then ignored). With no session
  * the tap functions return NNP_OK at once: a few nanoseconds. Taps may come from many threads at
  * once; they are serialized, so the recorded order is one consistent global order.
  *
  * Records are named "<name>/<role>", with "#<call>" for calls after the first, where <name> is
  * the module path or tap name and the call index counts the taps of each (name, role) from 0.
  * A killed process leaves "<path>.partial" and "<path>.journal": nnparity reads the partial dump
- * as it is, and nnp_recover (`nnparity recover`) turns it into a normal file.
+ * as it is, and nnp_recover (`nnparity recover`) turns it into a normal file. Dumps are safe
+ * against the process dying, not against the machine losing power: nothing is fsync'ed.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct nnp_capture_options {
@@ -292,7 +294,7 @@ typedef struct nnp_tap_desc {
     const uint64_t *shape;
 } nnp_tap_desc;
 
-/* Record `data` (little-endian, C-contiguous). */
+/* Record `data` (little-endian, C-contiguous; may be NULL when the shape holds no element). */
 nnp_status nnp_tap_record(const nnp_tap_desc *desc, const void *data);
 
 /* A layer input: when injecting, first overwrite `data` in place with the reference record of the

@@ -32,11 +32,14 @@ typedef struct session {
 } session;
 
 static _Atomic(session *) active;
+static void open_from_env(void);
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Taps hold it shared while they use the session; closing holds it exclusively, so a session is
  * never freed under a tap that is still using it. */
 static pthread_rwlock_t use_lock = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+/* Set by an explicit nnp_capture_open: the environment is then not consulted. */
+static atomic_bool env_overridden;
 
 static uint64_t hash_key(const char *s)
 {
@@ -131,7 +134,8 @@ static nnp_status session_open(const char *path, const nnp_capture_options *opts
     return NNP_OK;
 }
 
-nnp_status nnp_capture_open(const char *path, const nnp_capture_options *opts)
+/* Make `path`/`opts` the process's session. */
+static nnp_status open_session(const char *path, const nnp_capture_options *opts)
 {
     pthread_mutex_lock(&open_lock);
     nnp_status st;
@@ -142,6 +146,14 @@ nnp_status nnp_capture_open(const char *path, const nnp_capture_options *opts)
         atomic_store(&active, s);
     pthread_mutex_unlock(&open_lock);
     return st;
+}
+
+nnp_status nnp_capture_open(const char *path, const nnp_capture_options *opts)
+{
+    /* An explicit session takes the place of one from the environment. */
+    atomic_store(&env_overridden, true);
+    pthread_once(&env_once, open_from_env);
+    return open_session(path, opts);
 }
 
 nnp_status nnp_capture_close(void)
@@ -180,10 +192,10 @@ static void close_at_exit(void)
 static void open_from_env(void)
 {
     const char *cap = getenv("NNPARITY_CAPTURE"), *inj = getenv("NNPARITY_INJECT");
-    if ((!cap || !*cap) && (!inj || !*inj))
+    if (atomic_load(&env_overridden) || ((!cap || !*cap) && (!inj || !*inj)))
         return;
     nnp_capture_options o = {.inject_path = inj, .rules_path = getenv("NNPARITY_RULES")};
-    if (nnp_capture_open(cap, &o) != NNP_OK) {
+    if (open_session(cap, &o) != NNP_OK) {
         fprintf(stderr, "nnparity: %s\n", nnp_last_error());
         return;
     }
@@ -243,8 +255,13 @@ static nnp_status check_desc(const nnp_tap_desc *d, const void *data)
     if (nnp_dtype_size(d->dtype) == 0)
         return nnp__fail(NNP_ERR_ARG, "tap '%s/%s': invalid dtype %d", d->name, d->role,
                          (int)d->dtype);
-    if ((d->ndim && !d->shape) || !data)
-        return nnp__fail(NNP_ERR_ARG, "tap '%s/%s': no shape or no data", d->name, d->role);
+    uint64_t n = 1;
+    if (d->ndim && !d->shape)
+        return nnp__fail(NNP_ERR_ARG, "tap '%s/%s': no shape", d->name, d->role);
+    if (!nnp__shape_nelem(d->ndim, d->shape, &n))
+        return nnp__fail(NNP_ERR_ARG, "tap '%s/%s': shape's size overflows", d->name, d->role);
+    if (n && !data)
+        return nnp__fail(NNP_ERR_ARG, "tap '%s/%s': no data", d->name, d->role);
     return NNP_OK;
 }
 

@@ -23,7 +23,8 @@ trap 'rm -rf "$log"' EXIT
 
 run_cmocka() { # binary label
     local bin=$1 label=$2 out="$log/$(basename "$1").$2.txt" p f rc
-    "$bin" >"$out" 2>&1
+    # a hung test fails in minutes, not at CI's time limit
+    timeout 600 "$bin" >"$out" 2>&1
     rc=$?
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n1)
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n1)
@@ -44,7 +45,7 @@ run_cmocka() { # binary label
 run_pytest() { # label, pytest args...
     local label=$1 out="$log/pytest.$1.txt" line p f e
     shift
-    "$PYTHON" -m pytest -q -p no:cacheprovider "$@" >"$out" 2>&1
+    timeout 1200 "$PYTHON" -m pytest -q -p no:cacheprovider "$@" >"$out" 2>&1
     line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error)' "$out" | tail -n1)
     p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')
     f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')

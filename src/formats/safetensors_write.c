@@ -494,9 +494,9 @@ static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t 
         }
         left -= (uint64_t)k;
     }
-    if (fdatasync(out) != 0 || close(out) != 0) {
+    if (close(out) != 0) {
         out = -1;
-        st = nnp__fail(NNP_ERR_IO, "%s: cannot flush: %s", tmp2, strerror(errno));
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot close: %s", tmp2, strerror(errno));
         goto out;
     }
     out = -1;
@@ -537,8 +537,9 @@ nnp_status nnp_writer_close(nnp_writer *w)
     }
     free(hdr);
     if (w->fd >= 0) {
-        if (!st && fdatasync(w->fd) != 0)
-            st = nnp__fail(NNP_ERR_IO, "%s: cannot flush: %s", w->tmp_path, strerror(errno));
+        /* No fsync: the journal makes a dump safe against the process dying, and forcing every
+         * capture to the platters would cost more than the capture (a dump is reproducible).
+         * close() still reports a write-back error a file system defers to it. */
         if (close(w->fd) != 0 && !st)
             st = nnp__fail(NNP_ERR_IO, "%s: cannot close: %s", w->tmp_path, strerror(errno));
         w->fd = -1;

@@ -61,6 +61,32 @@ static void test_session_from_environment(void **state)
     nnp_dump_close(d);
 }
 
+/* In a child, so this process's one-time look at the environment stays unspent: an explicit
+ * session takes the environment's place instead of clashing with it. */
+static void test_explicit_session_overrides_environment(void **state)
+{
+    (void)state;
+    char env_path[512], own[512];
+    scratch(env_path, sizeof env_path, "from-env.safetensors");
+    scratch(own, sizeof own, "explicit.safetensors");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("NNPARITY_CAPTURE", env_path, 1);
+        float x = 1;
+        uint64_t one = 1;
+        int ok = nnp_capture_open(own, NULL) == NNP_OK &&
+                 nnp_tap("a", "out0", NNP_F32, 1, &one, &x) == NNP_OK &&
+                 nnp_capture_close() == NNP_OK && nnp_capture_active() == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(exists(own));
+    assert_false(exists(env_path));
+}
+
 static void test_no_session_is_a_no_op(void **state)
 {
     (void)state;
@@ -411,6 +437,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_session_from_environment),
+        cmocka_unit_test(test_explicit_session_overrides_environment),
         cmocka_unit_test(test_no_session_is_a_no_op),
         cmocka_unit_test(test_records_and_call_indices),
         cmocka_unit_test(test_many_threads),
