@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# run.sh - builds the benchmark helpers, writes the data files once (bench/data/, about 2.1 GB)
+# and runs every benchmark; see bench/README.md for what each measures.
+#
+#   bash bench/run.sh BUILD      (what `make bench` runs, BUILD being the library's build dir)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-build}
+data=${BENCH_DATA:-$here/data}
+cc=${CC:-cc}
+
+for f in "$build/libnnparity.a" "$build/nnparity"; do
+    [ -f "$f" ] || { echo "run.sh: $f is missing; run make first" >&2; exit 1; }
+done
+mkdir -p "$build/bench" "$data"
+# -O2 without -march: the same code generation choices as the library's default build.
+"$cc" -std=c11 -O2 -g -Wall -Wextra "$here/bwprobe.c" -o "$build/bench/bwprobe" -lpthread
+"$cc" -std=c11 -O2 -g -Wall -Wextra -I"$here/../include" "$here/gen_dump.c" \
+    "$build/libnnparity.a" -o "$build/bench/gen_dump" -ljansson -lz -lpthread -lm
+
+big="$data/f32_2g.safetensors"
+if [ ! -f "$big" ]; then
+    echo "writing $big (8 x 256 MiB of F32)..."
+    "$build/bench/gen_dump" big "$big" 8 256
+fi
+
+echo "== $(date -u +%F), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+out1=$(bash "$here/stats_vs_probe.sh" "$build" "$big")
+echo "$out1"
+out2=$(bash "$here/open_100k.sh" "$build" "$data")
+echo "$out2"
+echo "== summary"
+echo "$out1" | grep 'ratio probe/stats' | sed 's/^ */stats vs bandwidth probe: /'
+echo "$out2" | grep 'with metadata' | sed 's/^ */open 100k tensors: /'
+echo "$out2" | grep 'plain file' | sed 's/^ */open 100k tensors: /'
