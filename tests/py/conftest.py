@@ -92,3 +92,10 @@ def conformance():
     if not CONFORMANCE.is_dir():
         pytest.fail(f"conformance files not found at {CONFORMANCE}")
     return CONFORMANCE
+
+
+# The PyTorch bridge (python/nnparity) is imported from the source tree; it finds the library
+# through NNPARITY_LIB, like the tests above.
+import sys  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "python"))

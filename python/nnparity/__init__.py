@@ -1,0 +1,12 @@
+"""nnparity's PyTorch bridge: capture every layer of a model into a dump, inject a reference's
+layer inputs into a port, tap tensors inside forward code, and load dumps back as tensors. Pure
+Python over libnnparity.so (ctypes); see python/README.md."""
+from ._lib import NnparityError, NotFoundError
+from ._session import tap
+from .auto import auto
+from .capture import capture
+from .dump import Dump, RecordInfo, load
+from .inject import inject
+
+__all__ = ["capture", "inject", "auto", "tap", "load", "Dump", "RecordInfo", "NnparityError",
+           "NotFoundError"]

@@ -1,0 +1,214 @@
+"""Loading libnnparity.so through ctypes: the C signatures the bridge uses, the nnp_tap_desc
+structure, the mapping between torch dtypes and nnp_dtype, and NnparityError for failing calls.
+
+Everything else in the package goes through this module, so it is the one place that has to agree
+with include/nnparity.h."""
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+import torch
+
+# nnp_status (include/nnparity.h)
+NNP_OK = 0
+NNP_ERR_IO = 1
+NNP_ERR_FORMAT = 2
+NNP_ERR_UNSUPPORTED = 3
+NNP_ERR_ARG = 4
+NNP_ERR_NOT_FOUND = 5
+NNP_ERR_NOMEM = 6
+NNP_ERR_INTERNAL = 7
+
+# nnp_dtype (include/nnparity.h); the numbers are the enum's values.
+NNP_F64, NNP_F32, NNP_F16, NNP_BF16 = 1, 2, 3, 4
+NNP_F8_E4M3, NNP_F8_E5M2 = 5, 6
+NNP_I8, NNP_I16, NNP_I32, NNP_I64 = 7, 8, 9, 10
+NNP_U8, NNP_U16, NNP_U32, NNP_U64 = 11, 12, 13, 14
+NNP_BOOL = 15
+
+
+class NnparityError(RuntimeError):
+    """A libnnparity call failed. `status` is the nnp_status number, the message the library's
+    one-line explanation (nnp_last_error)."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+NnparityError.__module__ = "nnparity"
+
+
+class NotFoundError(NnparityError):
+    """NNP_ERR_NOT_FOUND: a name looked up is not there (e.g. the reference lacks a record).
+    A separate class so that injection can let such an input run unchanged."""
+
+
+NotFoundError.__module__ = "nnparity"
+
+
+def _torch_dtype_table():
+    table = [
+        (torch.float64, NNP_F64), (torch.float32, NNP_F32), (torch.float16, NNP_F16),
+        (torch.bfloat16, NNP_BF16), (torch.int8, NNP_I8), (torch.int16, NNP_I16),
+        (torch.int32, NNP_I32), (torch.int64, NNP_I64), (torch.uint8, NNP_U8),
+        (torch.bool, NNP_BOOL),
+    ]
+    # Newer torch releases have these; older ones (1.13) do not, and such records then load
+    # through the fallbacks in LOAD_FALLBACK.
+    for attr, code in (("float8_e4m3fn", NNP_F8_E4M3), ("float8_e5m2", NNP_F8_E5M2),
+                       ("uint16", NNP_U16), ("uint32", NNP_U32), ("uint64", NNP_U64)):
+        dt = getattr(torch, attr, None)
+        if isinstance(dt, torch.dtype):
+            table.append((dt, code))
+    return table
+
+
+TORCH_TO_NNP = dict(_torch_dtype_table())
+NNP_TO_TORCH = {code: dt for dt, code in TORCH_TO_NNP.items()}
+# Records whose dtype this torch lacks: (torch dtype to load as, how to get there from the raw
+# little-endian bits). Unsigned ints widen exactly; f8 stays as its raw bits; U64 keeps its bits
+# in an int64 (values from 2**63 up read negative).
+LOAD_FALLBACK = {
+    NNP_U16: (torch.int32, "widen_u16"),
+    NNP_U32: (torch.int64, "widen_u32"),
+    NNP_U64: (torch.int64, "bits"),
+    NNP_F8_E4M3: (torch.uint8, "bits"),
+    NNP_F8_E5M2: (torch.uint8, "bits"),
+}
+DTYPE_SIZE = {NNP_F64: 8, NNP_F32: 4, NNP_F16: 2, NNP_BF16: 2, NNP_F8_E4M3: 1, NNP_F8_E5M2: 1,
+              NNP_I8: 1, NNP_I16: 2, NNP_I32: 4, NNP_I64: 8, NNP_U8: 1, NNP_U16: 2, NNP_U32: 4,
+              NNP_U64: 8, NNP_BOOL: 1}
+
+
+class TapDesc(ctypes.Structure):
+    """struct nnp_tap_desc, field for field in header order."""
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("role", ctypes.c_char_p),
+        ("module_type", ctypes.c_char_p),
+        ("dtype", ctypes.c_int),
+        ("ndim", ctypes.c_uint32),
+        ("shape", ctypes.POINTER(ctypes.c_uint64)),
+    ]
+
+
+class CaptureOptions(ctypes.Structure):
+    """struct nnp_capture_options."""
+    _fields_ = [
+        ("inject_path", ctypes.c_char_p),
+        ("rules_path", ctypes.c_char_p),
+        ("expected_records", ctypes.c_size_t),
+    ]
+
+
+class Record(ctypes.Structure):
+    """struct nnp_record, as nnp_dump_record returns it."""
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("module", ctypes.c_char_p),
+        ("role", ctypes.c_char_p),
+        ("module_type", ctypes.c_char_p),
+        ("call", ctypes.c_uint64),
+        ("seq", ctypes.c_uint64),
+        ("dtype", ctypes.c_int),
+        ("ndim", ctypes.c_uint32),
+        ("shape", ctypes.POINTER(ctypes.c_uint64)),
+        ("nelem", ctypes.c_uint64),
+        ("nbytes", ctypes.c_uint64),
+        ("file", ctypes.c_char_p),
+    ]
+
+
+_c_int, _c_char_p, _c_void_p = ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p
+_SIGNATURES = {
+    # name: (restype, argtypes)
+    "nnp_last_error": (_c_char_p, []),
+    "nnp_status_name": (_c_char_p, [_c_int]),
+    "nnp_version": (_c_char_p, []),
+    "nnp_dump_open": (_c_int, [_c_char_p, ctypes.POINTER(_c_void_p)]),
+    "nnp_dump_close": (None, [_c_void_p]),
+    "nnp_dump_count": (ctypes.c_size_t, [_c_void_p]),
+    "nnp_dump_record": (ctypes.POINTER(Record), [_c_void_p, ctypes.c_size_t]),
+    "nnp_dump_data": (_c_int, [_c_void_p, ctypes.c_size_t, ctypes.POINTER(_c_void_p)]),
+    "nnp_dump_meta_get": (_c_char_p, [_c_void_p, _c_char_p]),
+    "nnp_capture_open": (_c_int, [_c_char_p, ctypes.POINTER(CaptureOptions)]),
+    "nnp_capture_close": (_c_int, []),
+    "nnp_capture_active": (_c_int, []),
+    "nnp_tap_record": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p]),
+    "nnp_tap_inject": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p]),
+    "nnp_convert": (_c_int, [_c_int, _c_void_p, ctypes.c_size_t, _c_int, _c_void_p]),
+    "nnp_recover": (_c_int, [_c_char_p, ctypes.POINTER(ctypes.c_size_t)]),
+}
+
+
+def _find_library():
+    env = os.environ.get("NNPARITY_LIB")
+    if env:
+        return env
+    # python/nnparity/_lib.py -> the repository's build/libnnparity.so
+    in_repo = Path(__file__).resolve().parents[2] / "build" / "libnnparity.so"
+    if in_repo.exists():
+        return str(in_repo)
+    found = ctypes.util.find_library("nnparity")
+    if found:
+        return found
+    raise OSError("libnnparity.so not found: set NNPARITY_LIB or build it with `make`")
+
+
+class _Lib:
+    """The loaded library. A function the library lacks (an older build) raises when called,
+    not when the package is imported, so reading dumps keeps working without the capture API."""
+
+    def __init__(self, path):
+        self.path = path
+        self.dll = ctypes.CDLL(path)
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            try:
+                fn = getattr(self.dll, name)
+            except AttributeError:
+                setattr(self, name, _missing(path, name))
+                continue
+            fn.restype = restype
+            fn.argtypes = argtypes
+            setattr(self, name, fn)
+
+
+def _missing(path, name):
+    def fail(*_args):
+        raise NnparityError(NNP_ERR_UNSUPPORTED, f"{path} has no {name}; rebuild libnnparity")
+    return fail
+
+
+_lib = None
+
+
+def lib():
+    """The loaded library (loaded on first use)."""
+    global _lib
+    if _lib is None:
+        _lib = _Lib(_find_library())
+    return _lib
+
+
+def last_error():
+    msg = lib().nnp_last_error()
+    return msg.decode("utf-8", "replace") if msg else ""
+
+
+def error(status, context=None):
+    """The exception for a failing status: the library's message, prefixed by `context`."""
+    msg = last_error()
+    if not msg:
+        name = lib().nnp_status_name(status)
+        msg = name.decode() if name else f"status {status}"
+    if context:
+        msg = f"{context}: {msg}"
+    cls = NotFoundError if status == NNP_ERR_NOT_FOUND else NnparityError
+    return cls(status, msg)
+
+
+def check(status, context=None):
+    if status != NNP_OK:
+        raise error(status, context)

@@ -1,0 +1,449 @@
+"""The capture/injection session behind capture(), inject(), auto() and tap(): the hooks on a
+model's modules, the stack of running modules that tap() names its records after, and the calls
+that hand tensors to libnnparity.
+
+Naming, the same for every entry point:
+  - a module's record name is its path from model.named_modules(); the root module (path "") is
+    called `root` ("model" unless given);
+  - inputs are the tensors found by flattening the positional arguments (and keyword arguments,
+    where torch passes them to hooks) depth-first through tuples, lists and dicts (in the dict's
+    own order); they are numbered in0, in1, ... in that order, whatever their dtype; outputs are
+    numbered out0, out1, ... the same way;
+  - gradients (grads=True) are grad_out<i> and grad_in<i>, i being the position in torch's
+    grad_output / grad_input tuples (None entries are skipped but keep their number, so grad_in<i>
+    is the gradient of in<i> whenever the inputs are plain positional tensors);
+  - tap(name, t) inside a module's forward records role <name> under that module; outside every
+    module it records under the name itself with role "out0"; gradients of taps are
+    grad_<role>.
+The C library counts calls per (name, role), so a module run twice gets call 0 and call 1."""
+import ctypes
+import fnmatch
+import inspect
+import os
+import threading
+
+import torch
+
+from . import _lib
+from ._lib import NNP_ERR_ARG, NNP_ERR_NOT_FOUND, NNP_OK, NnparityError, TapDesc
+
+# The session tap() reports to; None when no session is active (tap() is then a no-op).
+_active = None
+
+_PRE_HOOK_KWARGS = "with_kwargs" in inspect.signature(
+    torch.nn.Module.register_forward_pre_hook).parameters
+
+
+def active_session():
+    return _active
+
+
+# ------------------------------------------------------------------------------------------------
+# Flattening
+
+def flatten(obj, out):
+    """Append the tensors in obj to out, depth-first through tuples, lists and dicts."""
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif isinstance(obj, (tuple, list)):
+        for x in obj:
+            flatten(x, out)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            flatten(x, out)
+    return out
+
+
+def remap(obj, fn):
+    """obj with each tensor t replaced by fn(t), in flatten()'s order; containers holding no
+    replaced tensor are returned as they are."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (tuple, list)):
+        items = [remap(x, fn) for x in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        if isinstance(obj, list):
+            return type(obj)(items) if type(obj) is not list else items
+        if hasattr(obj, "_fields"):  # a namedtuple
+            return type(obj)(*items)
+        return type(obj)(items) if type(obj) is not tuple else tuple(items)
+    if isinstance(obj, dict):
+        new = {k: remap(v, fn) for k, v in obj.items()}
+        if all(new[k] is v for k, v in obj.items()):
+            return obj
+        out = obj.copy()
+        for k, v in new.items():
+            out[k] = v
+        return out
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------
+# Handing tensors to the library
+
+def host_view(t):
+    """(tensor on the host, C-contiguous, nnp dtype) for t, or None when the library has no dtype
+    for it. A contiguous CPU tensor is returned as it is, so its memory is read in place."""
+    code = _lib.TORCH_TO_NNP.get(t.dtype)
+    if code is None or t.layout != torch.strided or t.device.type == "meta":
+        return None
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.to("cpu")
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return t, code
+
+
+# The library wants a non-NULL data pointer even for a tensor with no elements, whose data_ptr()
+# may be 0; this byte stands in (nothing is read from or written to it).
+_EMPTY = ctypes.c_uint64(0)
+_EMPTY_ADDR = ctypes.addressof(_EMPTY)
+
+
+def make_desc(name_b, role_b, type_b, code, shape):
+    n = len(shape)
+    dims = (ctypes.c_uint64 * n)(*shape) if n else None
+    # The shape array must outlive the call: keep it with the descriptor.
+    desc = TapDesc(name_b, role_b, type_b, code, n, dims)
+    desc._dims = dims
+    return desc
+
+
+def record_tensor(name_b, role_b, type_b, t):
+    hv = host_view(t)
+    if hv is None:
+        return
+    h, code = hv
+    desc = make_desc(name_b, role_b, type_b, code, h.shape)
+    status = _lib.lib().nnp_tap_record(ctypes.byref(desc), h.data_ptr() or _EMPTY_ADDR)
+    if status != NNP_OK:
+        raise _lib.error(status, f"recording {name_b.decode()}/{role_b.decode()}")
+
+
+class _Replace(torch.autograd.Function):
+    """Forward: the injected value; backward: the gradient passes to the original input, so a
+    port can still run backward under injection. The value travels in a list, not as an
+    argument, so autograd does not treat it as a view of an input (in-place ops on it stay
+    legal)."""
+
+    @staticmethod
+    def forward(ctx, original, box):
+        return box[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def inject_tensor(name_b, role_b, type_b, t):
+    """The reference's tensor for (name, role, this call), in t's dtype and on t's device, or t
+    itself when the reference lacks that record or the dtype has no nnp equivalent. The library
+    also records the result when the session records."""
+    code = _lib.TORCH_TO_NNP.get(t.dtype)
+    if code is None or t.layout != torch.strided or t.device.type == "meta":
+        return t
+    src = t.detach()
+    # A private copy: the library overwrites it, and the caller's tensor must stay untouched.
+    if src.device.type == "cpu":
+        buf = src.clone(memory_format=torch.contiguous_format)
+    else:
+        buf = src.to("cpu").contiguous()
+    desc = make_desc(name_b, role_b, type_b, code, buf.shape)
+    status = _lib.lib().nnp_tap_inject(ctypes.byref(desc), buf.data_ptr() or _EMPTY_ADDR)
+    if status == NNP_ERR_NOT_FOUND:
+        return t
+    if status != NNP_OK:
+        # The library's message names the record and, for a shape mismatch, both shapes.
+        raise _lib.error(status)
+    new = buf if t.device.type == "cpu" else buf.to(t.device)
+    if t.requires_grad and torch.is_grad_enabled():
+        new = _Replace.apply(t, [new])
+    return new
+
+
+# ------------------------------------------------------------------------------------------------
+# Selection
+
+def _patterns(p):
+    if p is None:
+        return None
+    if isinstance(p, (str, bytes, os.PathLike)):
+        return [os.fspath(p)]
+    return [os.fspath(x) for x in p]
+
+
+def _matches(name, patterns):
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+class _Mod:
+    """What the hooks of one module need, computed once."""
+    __slots__ = ("name", "name_b", "type_b", "rec_in", "rec_out", "grads", "inject")
+
+    def __init__(self, name, module, rec_in, rec_out, grads, inject):
+        self.name = name
+        self.name_b = name.encode()
+        self.type_b = type(module).__name__.encode()
+        self.rec_in, self.rec_out, self.grads, self.inject = rec_in, rec_out, grads, inject
+
+
+_ROLE_CACHE = {}
+
+
+def role_bytes(prefix, i):
+    key = (prefix, i)
+    b = _ROLE_CACHE.get(key)
+    if b is None:
+        b = _ROLE_CACHE[key] = f"{prefix}{i}".encode()
+    return b
+
+
+# ------------------------------------------------------------------------------------------------
+# The session
+
+class Session:
+    """One `with` block of capture(), inject() or auto(). `path`: where to record (None: no
+    recording); `inject_path`: the reference to inject from (None: no injection). With
+    env=True the library's environment-configured session is used instead of opening one; it
+    stays open for the rest of the process."""
+
+    def __init__(self, model, path=None, *, inject_path=None, rules=None, only=None, grads=False,
+                 include=None, exclude=None, leaves_only=False, inputs=True, outputs=True,
+                 root="model", env=False):
+        self.model = model
+        self.path = os.fspath(path) if path is not None else None
+        self.inject_path = os.fspath(inject_path) if inject_path is not None else None
+        self.rules = os.fspath(rules) if rules is not None else None
+        self.only = _patterns(only)
+        self.grads = bool(grads)
+        self.include = _patterns(include)
+        self.exclude = _patterns(exclude)
+        self.leaves_only = bool(leaves_only)
+        self.inputs = bool(inputs)
+        self.outputs = bool(outputs)
+        self.root = root
+        self.env = env
+        self.recording = self.path is not None
+        self.injecting = self.inject_path is not None
+        self._handles = []
+        self._full_bw_flags = []
+        self._local = threading.local()
+        self._entered = False
+
+    # -- selection --------------------------------------------------------------------------
+
+    def _modules(self):
+        if self.model is None:
+            return []
+        out = []
+        for path, module in self.model.named_modules():
+            name = path if path else self.root
+            selected = ((self.include is None or _matches(name, self.include))
+                        and not (self.exclude and _matches(name, self.exclude))
+                        and not (self.leaves_only and next(module.children(), None) is not None))
+            inject = self.injecting and (self.only is None or _matches(name, self.only))
+            out.append((module, _Mod(name, module, selected and self.inputs and self.recording,
+                                     selected and self.outputs and self.recording,
+                                     selected and self.grads and self.recording, inject)))
+        return out
+
+    # -- the module stack ---------------------------------------------------------------------
+
+    def stack(self):
+        s = getattr(self._local, "stack", None)
+        if s is None:
+            s = self._local.stack = []
+        return s
+
+    def _pop(self, mod):
+        s = self.stack()
+        # Pop down to this module: entries above it belong to forwards that raised and were
+        # caught inside this one.
+        for i in range(len(s) - 1, -1, -1):
+            if s[i] is mod:
+                del s[i:]
+                return
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def _inputs(self, mod, args, kwargs):
+        """Record or inject the tensors of (args, kwargs); returns the new (args, kwargs) when
+        something was injected, else None."""
+        if mod.inject:
+            counter = iter(range(1 << 62))
+
+            def fn(t):
+                return inject_tensor(mod.name_b, role_bytes("in", next(counter)), mod.type_b, t)
+            new_args = remap(args, fn)
+            new_kwargs = remap(kwargs, fn) if kwargs else kwargs
+            if new_args is args and new_kwargs is kwargs:
+                return None
+            return new_args, new_kwargs
+        if mod.rec_in:
+            tensors = flatten(args, [])
+            if kwargs:
+                flatten(kwargs, tensors)
+            for i, t in enumerate(tensors):
+                record_tensor(mod.name_b, role_bytes("in", i), mod.type_b, t)
+        return None
+
+    def _make_hooks(self, mod):
+        session = self
+
+        def pre_hook(module, args):
+            session.stack().append(mod)
+            r = session._inputs(mod, args, None)
+            return None if r is None else r[0]
+
+        def pre_hook_kwargs(module, args, kwargs):
+            session.stack().append(mod)
+            return session._inputs(mod, args, kwargs)
+
+        def fwd_hook(module, args, output):
+            session._pop(mod)
+            if mod.rec_out:
+                for i, t in enumerate(flatten(output, [])):
+                    record_tensor(mod.name_b, role_bytes("out", i), mod.type_b, t)
+
+        def bw_hook(module, grad_input, grad_output):
+            # Backward may run after the block ended (torch keeps the hooks of a forward that
+            # ran inside it): record only while this session is the active one.
+            if _active is not session:
+                return None
+            for prefix, grads in (("grad_out", grad_output), ("grad_in", grad_input)):
+                for i, g in enumerate(grads):
+                    if isinstance(g, torch.Tensor):
+                        record_tensor(mod.name_b, role_bytes(prefix, i), mod.type_b, g)
+            return None
+
+        return (pre_hook_kwargs if _PRE_HOOK_KWARGS else pre_hook), fwd_hook, bw_hook
+
+    def _register(self):
+        for module, mod in self._modules():
+            pre, fwd, bw = self._make_hooks(mod)
+            if _PRE_HOOK_KWARGS:
+                self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            else:
+                self._handles.append(module.register_forward_pre_hook(pre))
+            self._handles.append(module.register_forward_hook(fwd))
+            if mod.grads:
+                self._full_bw_flags.append((module, getattr(module, "_is_full_backward_hook",
+                                                            None)))
+                self._handles.append(module.register_full_backward_hook(bw))
+
+    def _unregister(self):
+        handles, self._handles = self._handles, []
+        for h in handles:
+            h.remove()
+        # register_full_backward_hook marks the module for good, which would forbid the user's
+        # own register_backward_hook later; put the mark back as it was.
+        flags, self._full_bw_flags = self._full_bw_flags, []
+        for module, flag in flags:
+            if not module._backward_hooks and hasattr(module, "_is_full_backward_hook"):
+                module._is_full_backward_hook = flag
+
+    # -- taps ---------------------------------------------------------------------------------
+
+    def tap(self, name, tensor, grad):
+        s = self.stack()
+        top = s[-1] if s else None
+        if top is not None:
+            name_b, role, type_b = top.name_b, name, top.type_b
+            inject = top.inject
+        else:
+            name_b, role, type_b = name.encode(), "out0", None
+            inject = self.injecting and (self.only is None or _matches(name, self.only))
+        role_b = role.encode()
+        if inject:
+            tensor = inject_tensor(name_b, role_b, type_b, tensor)
+        elif self.recording:
+            record_tensor(name_b, role_b, type_b, tensor)
+        if grad and self.recording and tensor.requires_grad:
+            grad_role_b = ("grad_" + role).encode()
+            session = self
+
+            def on_grad(g):
+                if _active is session:
+                    record_tensor(name_b, grad_role_b, type_b, g)
+                return None
+            tensor.register_hook(on_grad)
+        return tensor
+
+    # -- open and close -----------------------------------------------------------------------
+
+    def _open(self):
+        L = _lib.lib()
+        if self.env:
+            state = L.nnp_capture_active()
+            if state == 0:
+                # The library did not open a session from the environment; opening it here with
+                # the same paths gives the failure a status and a message, or works around it.
+                self._open_explicit(L)
+                state = L.nnp_capture_active()
+            self.recording = bool(state & 1)
+            self.injecting = bool(state & 2)
+            return
+        self._open_explicit(L)
+
+    def _open_explicit(self, L):
+        n_mod = sum(1 for _ in self.model.modules()) if self.model is not None else 0
+        per = (1 if self.inputs else 0) + (1 if self.outputs else 0) + (2 if self.grads else 0)
+        opts = _lib.CaptureOptions(
+            os.fsencode(self.inject_path) if self.inject_path else None,
+            os.fsencode(self.rules) if self.rules else None,
+            n_mod * per + 16 if self.recording else 0)
+        status = L.nnp_capture_open(os.fsencode(self.path) if self.path else None,
+                                    ctypes.byref(opts))
+        _lib.check(status, "opening the capture session")
+
+    def __enter__(self):
+        global _active
+        if _active is not None:
+            raise NnparityError(NNP_ERR_ARG, "an nnparity session is already active in this "
+                                             "process; sessions do not nest")
+        if self._entered:
+            raise NnparityError(NNP_ERR_ARG, "this session was already used; make a new one")
+        self._entered = True
+        # Checked before the session opens, so that a refusal leaves no file behind.
+        if self.model is not None and self.root and any(
+                p == self.root for p, _ in self.model.named_modules()):
+            raise NnparityError(NNP_ERR_ARG, f"a submodule of the model is named {self.root!r}, "
+                                             "the root module's record name; pass root=... "
+                                             "with another name")
+        self._open()
+        try:
+            self._register()
+        except BaseException:
+            self._unregister()
+            if not self.env:
+                _lib.lib().nnp_capture_close()
+            raise
+        _active = self
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        global _active
+        try:
+            self._unregister()
+        finally:
+            _active = None
+            self._local = threading.local()
+            if not self.env:
+                status = _lib.lib().nnp_capture_close()
+                if status != NNP_OK and exc_type is None:
+                    raise _lib.error(status, "closing the capture session")
+        return False
+
+
+def tap(name, tensor, grad=False):
+    """Record `tensor` as role `name` of the module whose forward is running (see the module
+    docstring) and return it; under injection, return the reference's tensor instead (same
+    shape, converted to tensor's dtype and device). grad=True also records the tensor's
+    gradient, as role grad_<name>, when backward reaches it. Without an active session this
+    returns `tensor` at once."""
+    s = _active
+    if s is None or not isinstance(tensor, torch.Tensor):
+        return tensor
+    return s.tap(name, tensor, grad)
