@@ -86,6 +86,21 @@ int nnp__thread_count(int requested);
 nnp_status nnp__parallel_for(size_t ntasks, int threads, void (*fn)(void *ctx, size_t task),
                              void *ctx);
 
+/* ---- statistics kernels (kernels_f32.c) ---- */
+
+/* Moments of a block of finite values: the mean and sum of squared deviations are of x - shift. */
+typedef struct nnp_block_moments {
+    uint64_t n, zeros;
+    double min, max, abs_max, mean, m2;
+} nnp_block_moments;
+
+/* The moments of n float32 values (4-byte aligned), or false when one is NaN or infinite (the
+ * caller then takes the slow path for the block). Uses the best kernel the CPU runs. */
+bool nnp__f32_block_moments(const float *x, size_t n, double shift, nnp_block_moments *m);
+/* The portable kernel, for comparing against the vector ones in tests. */
+bool nnp__f32_block_moments_portable(const float *x, size_t n, double shift,
+                                     nnp_block_moments *m);
+
 /* ---- dump builder (dump.c) ---- */
 
 /* How a record's stored bytes differ from little-endian C order. */

@@ -8,7 +8,9 @@
  * finite element: for data with a large offset (1e9 + noise) that subtraction is exact, and the
  * block means then keep full precision instead of carrying the offset's rounding into the merge.
  * The result does not depend on the number of threads: chunk boundaries and the merge order are
- * fixed.
+ * fixed. float32 blocks skip the conversion and go through the fused kernels of kernels_f32.c.
+ * Values so large that their moments overflow a double (near 1e308) are summed again exactly in
+ * long double.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -154,6 +156,20 @@ static void summarize_block(double *x, size_t n, double shift, part *acc)
     }
 }
 
+static void merge_moments(part *acc, const nnp_block_moments *m)
+{
+    part b;
+    part_init(&b);
+    b.count = b.finite = m->n;
+    b.zeros = m->zeros;
+    b.min = m->min;
+    b.max = m->max;
+    b.abs_max = m->abs_max;
+    b.mean = m->mean;
+    b.m2 = m->m2;
+    part_merge(acc, &b);
+}
+
 static void run_chunk(void *ctx, size_t t)
 {
     stats_job *job = ctx;
@@ -161,18 +177,51 @@ static void run_chunk(void *ctx, size_t t)
     const nnp_record *r = nnp_dump_record(job->dump, c->rec);
     size_t es = nnp_dtype_size(r->dtype);
     const unsigned char *base = (const unsigned char *)job->data[c->out] + c->first * es;
+    /* float32 read in place where it is aligned (a file may place a tensor at any offset) */
+    bool direct = r->dtype == NNP_F32 && (uintptr_t)base % sizeof(float) == 0;
     double buf[STATS_BLOCK_ELEMS];
     part acc;
     part_init(&acc);
     nnp__dump_prefetch_range(job->dump, c->rec, c->first * es, c->n * es);
     for (uint64_t done = 0; done < c->n;) {
         size_t n = c->n - done < STATS_BLOCK_ELEMS ? (size_t)(c->n - done) : STATS_BLOCK_ELEMS;
-        nnp_convert_to_f64(r->dtype, base + done * es, n, buf);
-        summarize_block(buf, n, c->shift, &acc);
+        nnp_block_moments m;
+        if (direct && nnp__f32_block_moments((const float *)(const void *)(base + done * es), n,
+                                             c->shift, &m)) {
+            merge_moments(&acc, &m);
+        } else {
+            nnp_convert_to_f64(r->dtype, base + done * es, n, buf);
+            summarize_block(buf, n, c->shift, &acc);
+        }
         done += n;
     }
     nnp__dump_release_range(job->dump, c->rec, c->first * es, c->n * es);
     job->parts[t] = acc;
+}
+
+/* Mean and population std of the finite elements in long double, whose range no double overflows:
+ * for the rare tensors whose double moments overflowed. */
+static void exact_moments(const nnp_record *r, const void *data, double *mean, double *std)
+{
+    size_t es = nnp_dtype_size(r->dtype);
+    long double sum = 0, m2 = 0;
+    uint64_t n = 0;
+    double v;
+    for (uint64_t i = 0; i < r->nelem; i++) {
+        nnp_convert_to_f64(r->dtype, (const unsigned char *)data + i * es, 1, &v);
+        if (isfinite(v)) {
+            sum += v;
+            n++;
+        }
+    }
+    long double mu = sum / (long double)n;
+    for (uint64_t i = 0; i < r->nelem; i++) {
+        nnp_convert_to_f64(r->dtype, (const unsigned char *)data + i * es, 1, &v);
+        if (isfinite(v))
+            m2 += ((long double)v - mu) * ((long double)v - mu);
+    }
+    *mean = (double)mu;
+    *std = (double)sqrtl(m2 / (long double)n);
 }
 
 /* K: the first finite element among the first few, else 0. */
@@ -245,6 +294,8 @@ nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int th
             s->abs_max = any ? acc.abs_max : NAN;
             s->mean = any ? shifts[i] + acc.mean : NAN;
             s->std = any ? sqrt(acc.m2 / (double)acc.finite) : NAN;
+            if (any && (!isfinite(s->mean) || !isfinite(s->std)))
+                exact_moments(nnp_dump_record(dump, idx[i]), data[i], &s->mean, &s->std);
         }
     }
     free(data);

@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "testutil.h"
+#include "internal.h"
 
 /* Write the given tensors to a scratch safetensors file and open it. */
 typedef struct { const char *name; nnp_dtype dtype; uint64_t n; const void *data; } tensor;
@@ -120,6 +121,62 @@ static void test_accuracy_and_threads(void **state)
     nnp_dump_close(d);
 }
 
+/* The vector kernels (whichever this CPU runs) agree with the portable one: min, max, abs-max
+ * and zeros exactly, the sums to rounding; any NaN or infinity sends the block to the slow path. */
+static void test_f32_kernels_agree(void **state)
+{
+    (void)state;
+    static float x[2048 + 64];
+    uint64_t seed = 3;
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(seed >> 11) / 9007199254740992.0 * 200.0 - 100.0);
+        if (i % 37 == 0)
+            x[i] = 0.0f;
+        if (i % 101 == 0)
+            x[i] = -0.0f;
+    }
+    const size_t lengths[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 2047, 2048};
+    for (size_t l = 0; l < sizeof lengths / sizeof *lengths; l++)
+        for (size_t off = 0; off < 3; off++) {
+            size_t n = lengths[l];
+            nnp_block_moments a, b;
+            assert_true(nnp__f32_block_moments(x + off, n, 1.5, &a));
+            assert_true(nnp__f32_block_moments_portable(x + off, n, 1.5, &b));
+            assert_int_equal(a.n, n);
+            assert_int_equal(a.zeros, b.zeros);
+            assert_true(a.min == b.min && a.max == b.max && a.abs_max == b.abs_max);
+            assert_true(fabs(a.mean - b.mean) <= 1e-12 * (1 + fabs(b.mean)));
+            assert_true(fabs(a.m2 - b.m2) <= 1e-12 * (1 + b.m2));
+            float saved = x[off + n - 1];
+            x[off + n - 1] = l % 2 ? NAN : -INFINITY;
+            assert_false(nnp__f32_block_moments(x + off, n, 1.5, &a));
+            assert_false(nnp__f32_block_moments_portable(x + off, n, 1.5, &a));
+            x[off + n - 1] = saved;
+        }
+}
+
+/* Values near the largest double: the shifted sums overflow, the exact path takes over. */
+static void test_huge_values(void **state)
+{
+    (void)state;
+    double a[] = {1e308, -1e308, 1e308};
+    double b[5000];
+    for (int i = 0; i < 5000; i++)
+        b[i] = i % 2 ? -1.7e308 : 1.7e308;
+    tensor t[] = {{"a", NNP_F64, 3, a}, {"b", NNP_F64, 5000, b}};
+    nnp_dump *d = dump_of("huge.safetensors", t, 2);
+    nnp_tensor_stats s[2];
+    all_stats(d, 2, s);
+    assert_true(fabs(s[0].mean - 1e308 / 3) < 1e293);
+    /* deviations 2/3, -4/3, 2/3 (x 1e308): variance 8/9 x 1e616 */
+    assert_true(fabs(s[0].std / 1e308 - sqrt(8.0 / 9.0)) < 1e-15);
+    assert_true(s[1].mean == 0.0);
+    assert_true(fabs(s[1].std - 1.7e308) / 1.7e308 < 1e-15);
+    assert_true(s[0].max == 1e308 && s[1].min == -1.7e308);
+    nnp_dump_close(d);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -139,6 +196,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_values),
         cmocka_unit_test(test_accuracy_and_threads),
+        cmocka_unit_test(test_f32_kernels_agree),
+        cmocka_unit_test(test_huge_values),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests_name("stats", tests, NULL, NULL);
