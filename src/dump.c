@@ -229,9 +229,14 @@ nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dt
             return st;
     }
     size_t slot = slot_of(d, name);
-    if (d->slots[slot])
+    if (d->slots[slot]) {
+        const char *other = d->recs[d->slots[slot] - 1].pub.file;
+        if (strcmp(other, file) == 0)
+            return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' appears twice (duplicate key)", file,
+                             name);
         return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is also in %s (duplicate tensor name)",
-                         file, name, d->recs[d->slots[slot] - 1].pub.file);
+                         file, name, other);
+    }
     if (!grow((void **)&d->recs, &d->caprecs, d->nrecs + 1, sizeof *d->recs))
         return nnp__nomem();
     nnp_rec *r = &d->recs[d->nrecs];

@@ -3,9 +3,10 @@
  * order, of {"tensor", "module", "role", "call", "type", "seq"} objects (see docs/dump-format.md).
  * Only "tensor" is required; "seq" defaults to the entry's position in the array.
  */
-#include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "formats/json_scan.h"
 #include "formats/provenance.h"
 
 static nnp_status bad(const char *file, size_t i, const char *what)
@@ -14,69 +15,93 @@ static nnp_status bad(const char *file, size_t i, const char *what)
                      NNP_META_RECORDS_KEY, i, what);
 }
 
-/* An optional string field: absent reads as "", anything but a string is an error. */
-static bool opt_string(json_t *o, const char *key, const char **out)
+/* The scanner found text that is not JSON. */
+static nnp_status syntax(const char *file, const nnp_json *j)
 {
-    json_t *v = json_object_get(o, key);
-    *out = v ? json_string_value(v) : "";
-    return *out != NULL;
+    return nnp__fail(NNP_ERR_FORMAT, "%s: metadata '%s' is not valid JSON at character %zu: %s",
+                     file, NNP_META_RECORDS_KEY, j->where, j->what ? j->what : "unexpected text");
 }
 
-static bool opt_u64(json_t *o, const char *key, uint64_t dflt, uint64_t *out)
+typedef struct {
+    char *tensor, *module, *role, *type;
+    uint64_t call, seq;
+    bool has_seq;
+} prov_entry;
+
+static void entry_free(prov_entry *e)
 {
-    json_t *v = json_object_get(o, key);
-    if (!v) {
-        *out = dflt;
-        return true;
+    free(e->tensor);
+    free(e->module);
+    free(e->role);
+    free(e->type);
+    memset(e, 0, sizeof *e);
+}
+
+/* One {"tensor", "module", "role", "type", "call", "seq"} object; unknown fields are skipped. */
+static nnp_status parse_entry(nnp_json *j, const char *file, size_t i, prov_entry *e)
+{
+    if (!nnp__json_expect(j, '{'))
+        return bad(file, i, "not an object");
+    if (nnp__json_peek(j) == '}') {
+        j->p++;
+        return bad(file, i, "\"tensor\" is missing");
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-        return false;
-    *out = (uint64_t)json_integer_value(v);
-    return true;
+    do {
+        if (!nnp__json_string(j) || !nnp__json_expect(j, ':'))
+            return syntax(file, j);
+        char **str = strcmp(j->text.s, "tensor") == 0   ? &e->tensor
+                     : strcmp(j->text.s, "module") == 0 ? &e->module
+                     : strcmp(j->text.s, "role") == 0   ? &e->role
+                     : strcmp(j->text.s, "type") == 0   ? &e->type
+                                                        : NULL;
+        bool is_call = strcmp(j->text.s, "call") == 0, is_seq = strcmp(j->text.s, "seq") == 0;
+        if (str) {
+            if (*str)
+                return bad(file, i, "a field appears twice");
+            if (nnp__json_peek(j) != '"' || !nnp__json_string(j))
+                return bad(file, i, "\"tensor\", \"module\", \"role\" and \"type\" must be "
+                                    "strings");
+            if (!(*str = strdup(j->text.s)))
+                return nnp__nomem();
+        } else if (is_call || is_seq) {
+            bool negative;
+            if (!nnp__json_u64(j, is_call ? &e->call : &e->seq, &negative))
+                return bad(file, i, "\"call\" and \"seq\" must be non-negative integers");
+            e->has_seq = e->has_seq || is_seq;
+        } else if (!nnp__json_skip(j)) {
+            return syntax(file, j);
+        }
+    } while (nnp__json_more(j, '}'));
+    if (j->what)
+        return syntax(file, j);
+    return e->tensor ? NNP_OK : bad(file, i, "\"tensor\" is missing");
 }
 
 nnp_status nnp__provenance_apply(nnp_dump *d, const char *file, const char *json)
 {
-    json_error_t jerr;
-    json_t *arr = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
-    if (!arr)
-        return nnp__fail(NNP_ERR_FORMAT, "%s: metadata '%s' is not valid JSON at character %d: %s",
-                         file, NNP_META_RECORDS_KEY, jerr.position, jerr.text);
+    nnp_json j;
+    nnp__json_init(&j, json, strlen(json));
     nnp_status st = NNP_OK;
-    if (!json_is_array(arr)) {
-        st = nnp__fail(NNP_ERR_FORMAT, "%s: metadata '%s' is not a JSON array", file,
-                       NNP_META_RECORDS_KEY);
-        goto out;
+    size_t i = 0;
+    if (!nnp__json_expect(&j, '[')) {
+        st = syntax(file, &j);
+    } else if (nnp__json_peek(&j) == ']') {
+        j.p++;
+    } else {
+        do {
+            prov_entry e = {0};
+            st = parse_entry(&j, file, i, &e);
+            if (!st)
+                st = nnp__dump_annotate(d, file, e.tensor, e.module ? e.module : "",
+                                        e.role ? e.role : "", e.type ? e.type : "", e.call,
+                                        e.has_seq ? e.seq : i);
+            entry_free(&e);
+            i++;
+        } while (!st && nnp__json_more(&j, ']'));
     }
-    size_t i;
-    json_t *e;
-    json_array_foreach(arr, i, e) {
-        const char *tensor, *module, *role, *type;
-        uint64_t call, seq;
-        if (!json_is_object(e)) {
-            st = bad(file, i, "not an object");
-            goto out;
-        }
-        json_t *t = json_object_get(e, "tensor");
-        if (!json_is_string(t)) {
-            st = bad(file, i, "\"tensor\" is missing or not a string");
-            goto out;
-        }
-        tensor = json_string_value(t);
-        if (!opt_string(e, "module", &module) || !opt_string(e, "role", &role) ||
-            !opt_string(e, "type", &type)) {
-            st = bad(file, i, "\"module\", \"role\" and \"type\" must be strings");
-            goto out;
-        }
-        if (!opt_u64(e, "call", 0, &call) || !opt_u64(e, "seq", i, &seq)) {
-            st = bad(file, i, "\"call\" and \"seq\" must be non-negative integers");
-            goto out;
-        }
-        if ((st = nnp__dump_annotate(d, file, tensor, module, role, type, call, seq)))
-            goto out;
-    }
-out:
-    json_decref(arr);
+    if (!st && (j.what || !nnp__json_end(&j)))
+        st = syntax(file, &j);
+    nnp__json_free(&j);
     return st;
 }
 

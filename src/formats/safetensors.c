@@ -14,23 +14,41 @@
  *   MetadataIncompleteBuffer      8 + header length + last end != file size
  * JSON whitespace before and after the object is accepted, as is a header padded with spaces.
  */
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+#include "formats/json_scan.h"
 #include "formats/provenance.h"
 
 #define ST_MAX_HEADER 100000000ull
 
 typedef struct {
-    const char *name;
-    nnp_dtype dtype;
+    size_t name;  /* offset of the NUL-terminated name in the names buffer */
+    size_t shape; /* index of the first dimension in the dims array */
     uint32_t ndim;
-    uint64_t *shape;
+    nnp_dtype dtype;
     uint64_t begin, end;
     size_t order; /* position in the header, to keep ties (zero-size tensors) stable */
 } st_entry;
+
+/* What parsing a header collects: entries, and their names and dimensions in flat arrays. */
+typedef struct {
+    const char *path;
+    st_entry *es;
+    size_t n, cap;
+    nnp_sbuf names;
+    uint64_t *dims;
+    size_t ndims, capdims;
+    char *records, *partial; /* nnparity's metadata values, when present */
+    char **meta_keys;        /* this file's metadata keys, for duplicate detection */
+    size_t nmeta;
+} st_header;
+
+static const char *name_of(const st_header *h, const st_entry *e)
+{
+    return h->names.s + e->name;
+}
 
 static int entry_by_offsets(const void *pa, const void *pb)
 {
@@ -40,15 +58,6 @@ static int entry_by_offsets(const void *pa, const void *pb)
     if (a->end != b->end)
         return a->end < b->end ? -1 : 1;
     return a->order < b->order ? -1 : a->order > b->order;
-}
-
-/* A JSON integer that is >= 0, or false. */
-static bool json_u64(const json_t *v, uint64_t *out)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-        return false;
-    *out = (uint64_t)json_integer_value(v);
-    return true;
 }
 
 /* dtypes that newer safetensors writers use and nnparity does not convert: refused by name rather
@@ -62,100 +71,264 @@ static bool known_unsupported(const char *dtype)
     return false;
 }
 
-static nnp_status bad_entry(const char *path, const char *name, const char *what)
+static nnp_status syntax_error(const st_header *h, const nnp_json *j)
 {
-    return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': %s (InvalidHeaderDeserialization)", path,
-                     name, what);
+    return nnp__fail(NNP_ERR_FORMAT, "%s: byte %llu: header is not valid JSON: %s "
+                     "(InvalidHeaderDeserialization)", h->path,
+                     (unsigned long long)(8 + j->where), j->what);
 }
 
-/* Check one tensor entry's fields and fill `e` (shape allocated with malloc). */
-static nnp_status parse_entry(const char *path, const char *name, json_t *v, st_entry *e)
+static nnp_status bad_entry(const st_header *h, const char *name, const char *what)
 {
-    if (!json_is_object(v))
-        return bad_entry(path, name, "entry is not an object");
-    json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
-           *jo = json_object_get(v, "data_offsets");
-    if (!json_is_string(jd))
-        return bad_entry(path, name, "missing or non-string \"dtype\"");
-    e->dtype = nnp_dtype_from_name(json_string_value(jd));
-    if (e->dtype == NNP_DTYPE_INVALID && known_unsupported(json_string_value(jd)))
-        return nnp__fail(NNP_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is not supported", path,
-                         name, json_string_value(jd));
-    if (e->dtype == NNP_DTYPE_INVALID)
-        return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\" "
-                         "(InvalidHeaderDeserialization)", path, name, json_string_value(jd));
-    if (!json_is_array(js))
-        return bad_entry(path, name, "missing or non-array \"shape\"");
-    if (!json_is_array(jo) || json_array_size(jo) != 2 ||
-        !json_u64(json_array_get(jo, 0), &e->begin) || !json_u64(json_array_get(jo, 1), &e->end))
-        return bad_entry(path, name, "\"data_offsets\" is not two non-negative integers");
-    size_t nd = json_array_size(js);
-    if (nd > UINT32_MAX)
-        return bad_entry(path, name, "too many dimensions");
-    e->ndim = (uint32_t)nd;
-    e->shape = malloc((nd ? nd : 1) * sizeof *e->shape);
-    if (!e->shape)
-        return nnp__nomem();
-    for (size_t k = 0; k < nd; k++) {
-        json_t *dim = json_array_get(js, k);
-        if (json_is_integer(dim) && json_integer_value(dim) < 0)
-            return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': dimension %zu is negative (%lld) "
-                             "(InvalidHeaderDeserialization)", path, name, k,
-                             (long long)json_integer_value(dim));
-        if (!json_u64(dim, &e->shape[k]))
-            return bad_entry(path, name, "\"shape\" holds a value that is not an integer");
+    return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': %s (InvalidHeaderDeserialization)",
+                     h->path, name, what);
+}
+
+static bool push_dim(st_header *h, uint64_t v)
+{
+    if (h->ndims == h->capdims) {
+        size_t cap = h->capdims ? h->capdims * 2 : 256;
+        uint64_t *p = realloc(h->dims, cap * sizeof *p);
+        if (!p)
+            return false;
+        h->dims = p;
+        h->capdims = cap;
     }
+    h->dims[h->ndims++] = v;
+    return true;
+}
+
+/* "shape": [d0, d1, ...] */
+static nnp_status parse_shape(st_header *h, nnp_json *j, st_entry *e, const char *name)
+{
+    e->shape = h->ndims;
+    e->ndim = 0;
+    if (!nnp__json_expect(j, '['))
+        return bad_entry(h, name, "\"shape\" is not an array");
+    if (nnp__json_peek(j) == ']') {
+        j->p++;
+        return NNP_OK;
+    }
+    do {
+        uint64_t v;
+        bool negative;
+        if (!nnp__json_u64(j, &v, &negative)) {
+            if (negative)
+                return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': dimension %u is negative "
+                                 "(InvalidHeaderDeserialization)", h->path, name, e->ndim);
+            return j->what && strcmp(j->what, "expected an integer") != 0 &&
+                           strcmp(j->what, "integer does not fit 64 bits") != 0
+                       ? syntax_error(h, j)
+                       : bad_entry(h, name, "\"shape\" holds a value that is not an integer");
+        }
+        if (e->ndim == UINT32_MAX)
+            return bad_entry(h, name, "too many dimensions");
+        if (!push_dim(h, v))
+            return nnp__nomem();
+        e->ndim++;
+    } while (nnp__json_more(j, ']'));
+    return j->what ? syntax_error(h, j) : NNP_OK;
+}
+
+/* "data_offsets": [begin, end] */
+static nnp_status parse_offsets(st_header *h, nnp_json *j, st_entry *e, const char *name)
+{
+    bool negative;
+    if (!nnp__json_expect(j, '[') || !nnp__json_u64(j, &e->begin, &negative) ||
+        !nnp__json_expect(j, ',') || !nnp__json_u64(j, &e->end, &negative) ||
+        !nnp__json_expect(j, ']'))
+        return bad_entry(h, name, "\"data_offsets\" is not two non-negative integers");
+    return NNP_OK;
+}
+
+/* One tensor entry: {"dtype": ..., "shape": [...], "data_offsets": [b, e]}, other fields
+ * ignored as the reference reader ignores them. */
+static nnp_status parse_entry(st_header *h, nnp_json *j, st_entry *e)
+{
+    char *name = h->names.s + e->name; /* stable: no name is added while parsing an entry */
+    enum { DTYPE = 1, SHAPE = 2, OFFSETS = 4 };
+    unsigned seen = 0;
+    nnp_status st;
+    if (nnp__json_peek(j) != '{')
+        return nnp__json_skip(j) ? bad_entry(h, name, "entry is not an object")
+                                 : syntax_error(h, j);
+    j->p++;
+    if (nnp__json_peek(j) == '}') {
+        j->p++;
+    } else {
+        do {
+            if (!nnp__json_string(j) || !nnp__json_expect(j, ':'))
+                return syntax_error(h, j);
+            unsigned field = strcmp(j->text.s, "dtype") == 0          ? DTYPE
+                             : strcmp(j->text.s, "shape") == 0        ? SHAPE
+                             : strcmp(j->text.s, "data_offsets") == 0 ? OFFSETS
+                                                                      : 0;
+            if (field & seen)
+                return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': duplicate field \"%s\" "
+                                 "(InvalidHeaderDeserialization)", h->path, name, j->text.s);
+            seen |= field;
+            if (field == DTYPE) {
+                if (nnp__json_peek(j) != '"')
+                    return bad_entry(h, name, "\"dtype\" is not a string");
+                if (!nnp__json_string(j))
+                    return syntax_error(h, j);
+                e->dtype = nnp_dtype_from_name(j->text.s);
+                if (e->dtype == NNP_DTYPE_INVALID && known_unsupported(j->text.s))
+                    return nnp__fail(NNP_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is not "
+                                     "supported", h->path, name, j->text.s);
+                if (e->dtype == NNP_DTYPE_INVALID)
+                    return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\" "
+                                     "(InvalidHeaderDeserialization)", h->path, name, j->text.s);
+            } else if (field == SHAPE) {
+                if ((st = parse_shape(h, j, e, name)))
+                    return st;
+            } else if (field == OFFSETS) {
+                if ((st = parse_offsets(h, j, e, name)))
+                    return st;
+            } else if (!nnp__json_skip(j)) {
+                return syntax_error(h, j);
+            }
+        } while (nnp__json_more(j, '}'));
+        if (j->what)
+            return syntax_error(h, j);
+    }
+    if (!(seen & DTYPE))
+        return bad_entry(h, name, "missing \"dtype\"");
+    if (!(seen & SHAPE))
+        return bad_entry(h, name, "missing \"shape\"");
+    if (!(seen & OFFSETS))
+        return bad_entry(h, name, "missing \"data_offsets\"");
     return NNP_OK;
 }
 
 /* __metadata__: null or an object of strings. */
-static nnp_status read_metadata(nnp_dump *d, const char *path, json_t *meta, const char **records,
-                                const char **partial)
+static nnp_status parse_metadata(st_header *h, nnp_json *j, nnp_dump *d)
 {
-    if (json_is_null(meta))
+    if (nnp__json_peek(j) == 'n')
+        return nnp__json_null(j) ? NNP_OK : syntax_error(h, j);
+    if (nnp__json_peek(j) != '{')
+        return nnp__json_skip(j) ? nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ is not an object "
+                                             "(InvalidHeaderDeserialization)", h->path)
+                                 : syntax_error(h, j);
+    j->p++;
+    if (nnp__json_peek(j) == '}') {
+        j->p++;
         return NNP_OK;
-    if (!json_is_object(meta))
-        return nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ is not an object "
-                         "(InvalidHeaderDeserialization)", path);
-    const char *k;
-    json_t *v;
-    json_object_foreach(meta, k, v) {
-        if (!json_is_string(v))
-            return nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string "
-                             "(InvalidHeaderDeserialization)", path, k);
-        nnp_status st = nnp__dump_add_meta(d, k, json_string_value(v));
+    }
+    do {
+        if (!nnp__json_string(j) || !nnp__json_expect(j, ':'))
+            return syntax_error(h, j);
+        char *key = strdup(j->text.s);
+        char **keys = realloc(h->meta_keys, (h->nmeta + 1) * sizeof *keys);
+        if (!key || !keys) {
+            free(key);
+            if (keys)
+                h->meta_keys = keys;
+            return nnp__nomem();
+        }
+        h->meta_keys = keys;
+        for (size_t i = 0; i < h->nmeta; i++)
+            if (strcmp(keys[i], key) == 0) {
+                nnp_status st = nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ has key '%s' twice "
+                                          "(InvalidHeaderDeserialization)", h->path, key);
+                free(key);
+                return st;
+            }
+        keys[h->nmeta++] = key;
+        if (nnp__json_peek(j) != '"')
+            return nnp__json_skip(j) ? nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ value of '%s' "
+                                                 "is not a string (InvalidHeaderDeserialization)",
+                                                 h->path, key)
+                                     : syntax_error(h, j);
+        if (!nnp__json_string(j))
+            return syntax_error(h, j);
+        nnp_status st = nnp__dump_add_meta(d, key, j->text.s);
         if (st)
             return st;
-        if (strcmp(k, NNP_META_RECORDS_KEY) == 0)
-            *records = json_string_value(v);
-        if (strcmp(k, NNP_META_PARTIAL_KEY) == 0)
-            *partial = json_string_value(v);
+        char **slot = strcmp(key, NNP_META_RECORDS_KEY) == 0   ? &h->records
+                      : strcmp(key, NNP_META_PARTIAL_KEY) == 0 ? &h->partial
+                                                               : NULL;
+        if (slot && !(*slot = strdup(j->text.s)))
+            return nnp__nomem();
+    } while (nnp__json_more(j, '}'));
+    return j->what ? syntax_error(h, j) : NNP_OK;
+}
+
+static nnp_status parse_header(st_header *h, nnp_json *j, nnp_dump *d)
+{
+    if (nnp__json_peek(j) != '{') {
+        size_t at = (size_t)(j->p - j->base);
+        return nnp__json_skip(j) && nnp__json_end(j)
+                   ? nnp__fail(NNP_ERR_FORMAT, "%s: byte %llu: header is not a JSON object "
+                               "(InvalidHeaderDeserialization)", h->path,
+                               (unsigned long long)(8 + at))
+                   : syntax_error(h, j);
     }
-    return NNP_OK;
+    j->p++;
+    bool metadata_seen = false;
+    if (nnp__json_peek(j) == '}') {
+        j->p++;
+    } else {
+        do {
+            if (!nnp__json_string(j) || !nnp__json_expect(j, ':'))
+                return syntax_error(h, j);
+            nnp_status st;
+            if (strcmp(j->text.s, "__metadata__") == 0) {
+                if (metadata_seen)
+                    return nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ appears twice "
+                                     "(InvalidHeaderDeserialization)", h->path);
+                metadata_seen = true;
+                if ((st = parse_metadata(h, j, d)))
+                    return st;
+                continue;
+            }
+            if (h->n == h->cap) {
+                size_t cap = h->cap ? h->cap * 2 : 256;
+                st_entry *es = realloc(h->es, cap * sizeof *es);
+                if (!es)
+                    return nnp__nomem();
+                h->es = es;
+                h->cap = cap;
+            }
+            st_entry *e = &h->es[h->n];
+            memset(e, 0, sizeof *e);
+            e->order = h->n++;
+            e->name = h->names.len;
+            nnp__sbuf_put(&h->names, j->text.s, j->text.len + 1);
+            if (h->names.failed)
+                return nnp__nomem();
+            if ((st = parse_entry(h, j, e)))
+                return st;
+        } while (nnp__json_more(j, '}'));
+        if (j->what)
+            return syntax_error(h, j);
+    }
+    return nnp__json_end(j) ? NNP_OK : syntax_error(h, j);
 }
 
 /* The reference reader's offset and size rules over entries sorted by offset. */
-static nnp_status validate_layout(const char *path, st_entry *es, size_t n, uint64_t *data_len)
+static nnp_status validate_layout(const st_header *h, uint64_t *data_len)
 {
     uint64_t expect = 0;
-    for (size_t i = 0; i < n; i++) {
-        st_entry *e = &es[i];
+    for (size_t i = 0; i < h->n; i++) {
+        const st_entry *e = &h->es[i];
+        const char *name = name_of(h, e);
         if (e->begin != expect || e->end < e->begin)
             return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] %s "
-                             "(InvalidOffset)", path, e->name, (unsigned long long)e->begin,
+                             "(InvalidOffset)", h->path, name, (unsigned long long)e->begin,
                              (unsigned long long)e->end,
                              e->end < e->begin ? "end before begin"
                              : e->begin > expect ? "leave a gap after the previous tensor"
                                                  : "overlap the previous tensor");
         expect = e->end;
         uint64_t nelem, nbytes;
-        if (!nnp__shape_nelem(e->ndim, e->shape, &nelem) ||
+        if (!nnp__shape_nelem(e->ndim, h->dims + e->shape, &nelem) ||
             !nnp__mul_u64(nelem, nnp_dtype_size(e->dtype), &nbytes))
             return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': element count overflows 64 bits "
-                             "(ValidationOverflow)", path, e->name);
+                             "(ValidationOverflow)", h->path, name);
         if (e->end - e->begin != nbytes)
             return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': data_offsets span %llu bytes but "
-                             "shape and dtype %s need %llu (TensorInvalidInfo)", path, e->name,
+                             "shape and dtype %s need %llu (TensorInvalidInfo)", h->path, name,
                              (unsigned long long)(e->end - e->begin), nnp_dtype_name(e->dtype),
                              (unsigned long long)nbytes);
     }
@@ -185,6 +358,31 @@ static nnp_status check_prefix(const char *path, const nnp_map *m, uint64_t *hle
     return NNP_OK;
 }
 
+static nnp_status load_records(nnp_dump *d, st_header *h, const nnp_map *m, uint64_t hlen)
+{
+    if (h->n)
+        qsort(h->es, h->n, sizeof *h->es, entry_by_offsets);
+    uint64_t data_len = 0;
+    nnp_status st = validate_layout(h, &data_len);
+    if (st)
+        return st;
+    if (data_len != m->size - 8 - hlen)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: byte %llu: tensors end at byte %llu but the file has "
+                         "%llu bytes (MetadataIncompleteBuffer)", h->path,
+                         (unsigned long long)(8 + hlen + data_len),
+                         (unsigned long long)(8 + hlen + data_len), (unsigned long long)m->size);
+    const unsigned char *data = m->base + 8 + hlen;
+    for (size_t i = 0; i < h->n; i++) {
+        nnp_rec *r;
+        const st_entry *e = &h->es[i];
+        if ((st = nnp__dump_add(d, h->path, name_of(h, e), e->dtype, e->ndim, h->dims + e->shape,
+                                &r)))
+            return st;
+        r->raw = data + e->begin;
+    }
+    return h->records ? nnp__provenance_apply(d, h->path, h->records) : NNP_OK;
+}
+
 nnp_status nnp__safetensors_load(nnp_dump *d, const char *path)
 {
     nnp_map m;
@@ -194,71 +392,26 @@ nnp_status nnp__safetensors_load(nnp_dump *d, const char *path)
     uint64_t hlen = 0;
     if ((st = check_prefix(path, &m, &hlen)))
         return st;
-
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)m.base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES,
-                              &jerr);
-    if (!root)
-        return nnp__fail(NNP_ERR_FORMAT, "%s: byte %llu: header is not valid JSON: %s "
-                         "(InvalidHeaderDeserialization)", path,
-                         (unsigned long long)(8 + (uint64_t)jerr.position), jerr.text);
-    st_entry *es = NULL;
-    size_t n = 0;
-    if (!json_is_object(root)) {
-        st = nnp__fail(NNP_ERR_FORMAT, "%s: byte 8: header is not a JSON object "
-                       "(InvalidHeaderDeserialization)", path);
-        goto out;
-    }
-    es = calloc(json_object_size(root) + 1, sizeof *es);
-    if (!es) {
-        st = nnp__nomem();
-        goto out;
-    }
-    const char *records = NULL, *partial = NULL, *key;
-    json_t *val;
-    json_object_foreach(root, key, val) {
-        if (strcmp(key, "__metadata__") == 0) {
-            if ((st = read_metadata(d, path, val, &records, &partial)))
-                goto out;
-            continue;
-        }
-        es[n].name = key;
-        es[n].order = n;
-        n++; /* counted before parsing so its shape is freed on failure */
-        if ((st = parse_entry(path, key, val, &es[n - 1])))
-            goto out;
-    }
+    st_header h = {.path = path};
+    nnp_json j;
+    nnp__json_init(&j, (const char *)m.base + 8, (size_t)hlen);
+    st = parse_header(&h, &j, d);
     nnp__dump_set_header_room(d, hlen);
-    if (partial) {
+    if (!st && h.partial) {
         /* a writer that never finished: its records are listed in the journal */
-        st = n ? nnp__fail(NNP_ERR_FORMAT, "%s: a partial dump's header lists tensors", path)
-               : nnp__journal_load(d, path, &m, hlen, partial);
-        goto out;
+        st = h.n ? nnp__fail(NNP_ERR_FORMAT, "%s: a partial dump's header lists tensors", path)
+                 : nnp__journal_load(d, path, &m, hlen, h.partial);
+    } else if (!st) {
+        st = load_records(d, &h, &m, hlen);
     }
-    qsort(es, n, sizeof *es, entry_by_offsets);
-    uint64_t data_len = 0;
-    if ((st = validate_layout(path, es, n, &data_len)))
-        goto out;
-    if (data_len != m.size - 8 - hlen) {
-        st = nnp__fail(NNP_ERR_FORMAT, "%s: byte %llu: tensors end at byte %llu but the file has "
-                       "%llu bytes (MetadataIncompleteBuffer)", path,
-                       (unsigned long long)(8 + hlen + data_len),
-                       (unsigned long long)(8 + hlen + data_len), (unsigned long long)m.size);
-        goto out;
-    }
-    const unsigned char *data = m.base + 8 + hlen;
-    for (size_t i = 0; i < n; i++) {
-        nnp_rec *r;
-        if ((st = nnp__dump_add(d, path, es[i].name, es[i].dtype, es[i].ndim, es[i].shape, &r)))
-            goto out;
-        r->raw = data + es[i].begin;
-    }
-    if (records)
-        st = nnp__provenance_apply(d, path, records);
-out:
-    for (size_t i = 0; i < n; i++)
-        free(es[i].shape);
-    free(es);
-    json_decref(root);
+    nnp__json_free(&j);
+    for (size_t i = 0; i < h.nmeta; i++)
+        free(h.meta_keys[i]);
+    free(h.meta_keys);
+    free(h.es);
+    free(h.dims);
+    free(h.records);
+    free(h.partial);
+    nnp__sbuf_free(&h.names);
     return st;
 }
