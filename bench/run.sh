@@ -18,6 +18,9 @@ mkdir -p "$build/bench" "$data"
 "$cc" -std=c11 -O2 -g -Wall -Wextra -I"$here/../include" "$here/gen_dump.c" \
     "$build/libnnparity.a" -o "$build/bench/gen_dump" -ljansson -lz -lpthread -lm
 
+"$cc" -std=c11 -O2 -g -Wall -Wextra -I"$here/../include" "$here/capture_c.c" \
+    "$build/libnnparity.a" -o "$build/bench/capture_c" -ljansson -lz -lpthread -lm
+
 big="$data/f32_2g.safetensors"
 if [ ! -f "$big" ]; then
     echo "writing $big (8 x 256 MiB of F32)..."
@@ -29,7 +32,10 @@ out1=$(bash "$here/stats_vs_probe.sh" "$build" "$big")
 echo "$out1"
 out2=$(bash "$here/open_100k.sh" "$build" "$data")
 echo "$out2"
+out3=$(bash "$here/capture_vs_dd.sh" "$build" "$data")
+echo "$out3"
 echo "== summary"
 echo "$out1" | grep 'ratio probe/stats' | sed 's/^ */stats vs bandwidth probe: /'
 echo "$out2" | grep 'with metadata' | sed 's/^ */open 100k tensors: /'
 echo "$out2" | grep 'plain file' | sed 's/^ */open 100k tensors: /'
+echo "$out3" | grep 'ratio dd/capture' | sed 's/^ */C capture vs dd: /'
