@@ -4,13 +4,13 @@
 #   make check    set-up, build, every test (also under ASan+UBSan); last line is the summary
 #   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS each
 #   make bench    benchmarks (bench/README.md)
-# CC=clang builds with clang; WERROR=1 turns warnings into errors (as CI does).
+# CC=clang builds with clang; WERROR=1 turns warnings into errors (CI=true, as CI sets it, does too).
 
 CC      ?= gcc
 OPT     ?= -O2
 PYTHON  ?= /usr/bin/python3
 BUILD   ?= build
-WERROR  ?=
+WERROR  ?= $(CI)
 
 WARN     = -Wall -Wextra -Wpedantic $(if $(WERROR),-Werror)
 # -fopenmp-simd only honours `#pragma omp simd` in the hot loops; no OpenMP runtime is linked.
@@ -32,7 +32,7 @@ EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 ASAN_BUILD = $(BUILD)/asan
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all lib cli examples setup demo check test unit unit-asan fuzz bench clean
+.PHONY: all lib cli examples setup demo check check-clang test unit unit-asan fuzz bench clean
 all: lib cli examples
 
 lib: $(BUILD)/libnnparity.a $(BUILD)/libnnparity.so
@@ -70,9 +70,14 @@ unit: $(UNIT_BIN)
 unit-asan:
 	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples
 
+# The library and CLI must also build warning-free with clang.
+check-clang:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/clang CC=clang WERROR=1 lib cli
+
 test check: setup
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory check-clang
 	@PYTHON=$(PYTHON) BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) bash tests/run_tests.sh
 
 demo: setup all
