@@ -41,14 +41,6 @@ static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 /* Set by an explicit nnp_capture_open: the environment is then not consulted. */
 static atomic_bool env_overridden;
 
-static uint64_t hash_key(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static void session_free(session *s)
 {
     if (!s)
@@ -74,7 +66,7 @@ static nnp_status next_call(session *s, const char *name, const char *role, uint
         for (size_t i = 0; i < s->capcalls; i++) {
             if (!s->calls[i].key)
                 continue;
-            size_t j = (size_t)hash_key(s->calls[i].key) & (cap - 1);
+            size_t j = (size_t)nnp__hash_str(s->calls[i].key) & (cap - 1);
             while (n[j].key)
                 j = (j + 1) & (cap - 1);
             n[j] = s->calls[i];
@@ -90,7 +82,7 @@ static nnp_status next_call(session *s, const char *name, const char *role, uint
     memcpy(key, name, nl);
     key[nl] = '\x1f';
     memcpy(key + nl + 1, role, rl + 1);
-    size_t j = (size_t)hash_key(key) & (s->capcalls - 1);
+    size_t j = (size_t)nnp__hash_str(key) & (s->capcalls - 1);
     while (s->calls[j].key && strcmp(s->calls[j].key, key) != 0)
         j = (j + 1) & (s->capcalls - 1);
     if (!s->calls[j].key) {

@@ -55,21 +55,6 @@ struct nnp_dump {
 
 /* ---- growth and the arena ---- */
 
-static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t ncap = *cap ? *cap : 16;
-    while (ncap < need)
-        ncap *= 2;
-    void *p = realloc(*arr, ncap * elem);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = ncap;
-    return true;
-}
-
 void *nnp__dump_alloc(nnp_dump *d, size_t n)
 {
     size_t align = sizeof(max_align_t);
@@ -114,7 +99,7 @@ char *nnp__dump_strdup(nnp_dump *d, const char *s)
 
 nnp_status nnp__dump_defer(nnp_dump *d, void (*fn)(void *), void *p)
 {
-    if (!grow((void **)&d->defers, &d->capdefers, d->ndefers + 1, sizeof *d->defers)) {
+    if (!nnp__grow((void **)&d->defers, &d->capdefers, d->ndefers + 1, sizeof *d->defers)) {
         fn(p);
         return nnp__nomem();
     }
@@ -124,19 +109,11 @@ nnp_status nnp__dump_defer(nnp_dump *d, void (*fn)(void *), void *p)
 
 /* ---- the name index ---- */
 
-static uint64_t hash_name(const char *s)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 /* The slot holding `name`, or the empty slot where it would go. */
 static size_t slot_of(const nnp_dump *d, const char *name)
 {
     size_t mask = d->nslots - 1;
-    size_t i = (size_t)hash_name(name) & mask;
+    size_t i = (size_t)nnp__hash_str(name) & mask;
     while (d->slots[i] && strcmp(d->recs[d->slots[i] - 1].pub.name, name) != 0)
         i = (i + 1) & mask;
     return i;
@@ -170,7 +147,7 @@ int64_t nnp_dump_find(const nnp_dump *d, const char *name)
 
 nnp_status nnp__dump_map(nnp_dump *d, const char *path, nnp_map *out)
 {
-    if (!grow((void **)&d->maps, &d->capmaps, d->nmaps + 1, sizeof *d->maps))
+    if (!nnp__grow((void **)&d->maps, &d->capmaps, d->nmaps + 1, sizeof *d->maps))
         return nnp__nomem();
     char **paths = realloc(d->map_paths, d->capmaps * sizeof *paths);
     if (!paths)
@@ -237,7 +214,7 @@ nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dt
         return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is also in %s (duplicate tensor name)",
                          file, name, other);
     }
-    if (!grow((void **)&d->recs, &d->caprecs, d->nrecs + 1, sizeof *d->recs))
+    if (!nnp__grow((void **)&d->recs, &d->caprecs, d->nrecs + 1, sizeof *d->recs))
         return nnp__nomem();
     nnp_rec *r = &d->recs[d->nrecs];
     memset(r, 0, sizeof *r);
@@ -273,10 +250,10 @@ nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value)
         if (strcmp(d->meta_keys[i], key) == 0)
             return NNP_OK;
     size_t cap = d->capmeta;
-    if (!grow((void **)&d->meta_keys, &cap, d->nmeta + 1, sizeof *d->meta_keys))
+    if (!nnp__grow((void **)&d->meta_keys, &cap, d->nmeta + 1, sizeof *d->meta_keys))
         return nnp__nomem();
     cap = d->capmeta;
-    if (!grow((void **)&d->meta_values, &cap, d->nmeta + 1, sizeof *d->meta_values))
+    if (!nnp__grow((void **)&d->meta_values, &cap, d->nmeta + 1, sizeof *d->meta_values))
         return nnp__nomem();
     d->capmeta = cap;
     const char *k = nnp__dump_strdup(d, key), *v = nnp__dump_strdup(d, value);

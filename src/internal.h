@@ -38,6 +38,13 @@ static inline bool nnp__add_u64(uint64_t a, uint64_t b, uint64_t *out)
     return !__builtin_add_overflow(a, b, out);
 }
 
+/* Make room for `need` elements of `elem` bytes in *arr (capacity *cap, doubled as needed);
+ * false when memory runs out (*arr is then unchanged). */
+bool nnp__grow(void **arr, size_t *cap, size_t need, size_t elem);
+
+/* FNV-1a of a NUL-terminated string, for the name indexes. */
+uint64_t nnp__hash_str(const char *s);
+
 /* Product of shape[0..ndim) into *nelem, or false on overflow. */
 bool nnp__shape_nelem(uint32_t ndim, const uint64_t *shape, uint64_t *nelem);
 
@@ -64,6 +71,8 @@ void nnp__sbuf_printf(nnp_sbuf *b, const char *fmt, ...) NNP_PRINTF(2, 3);
 /* Append s as a JSON string literal, quotes included (s must be valid UTF-8). */
 void nnp__sbuf_json_string(nnp_sbuf *b, const char *s);
 void nnp__sbuf_free(nnp_sbuf *b);
+/* Append the whole of a file to b; an unreadable file is NNP_ERR_IO naming it. */
+nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path);
 
 /* ---- file mapping (util.c) ---- */
 

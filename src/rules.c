@@ -12,9 +12,7 @@
  * of the ones before. `ignore REGEX` drops the names it matches. Blank lines and text after '#'
  * are comments. Errors name the file, line and column.
  */
-#include <errno.h>
 #include <regex.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,14 +91,8 @@ static nnp_status parse_line(nnp_rules *r, const char *origin, size_t lineno, co
         return nnp__fail(NNP_ERR_FORMAT, "%s: line %zu, column %zu: unexpected '%.*s' after the "
                          "rule", origin, lineno, (size_t)(extra - line) + 1, (int)extra_len,
                          extra);
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16;
-        rule *nr = realloc(r->rules, cap * sizeof *nr);
-        if (!nr)
-            return nnp__nomem();
-        r->rules = nr;
-        r->cap = cap;
-    }
+    if (!nnp__grow((void **)&r->rules, &r->cap, r->n + 1, sizeof *r->rules))
+        return nnp__nomem();
     rule *ru = &r->rules[r->n];
     memset(ru, 0, sizeof *ru);
     ru->kind = kind;
@@ -166,23 +158,13 @@ nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out
 nnp_status nnp_rules_load(const char *path, nnp_rules **out)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     nnp_sbuf b = {0};
-    char chunk[4096];
-    size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
-        nnp__sbuf_put(&b, chunk, k);
-    bool err = ferror(f);
-    fclose(f);
-    nnp_status st = err ? nnp__fail(NNP_ERR_IO, "%s: cannot read", path)
-                    : b.failed ? nnp__nomem() : NNP_OK;
+    nnp_status st = nnp__sbuf_read_file(&b, path);
     size_t bad;
-    if (!st && b.s && (strlen(b.s) != b.len || !nnp__utf8_valid((unsigned char *)b.s, b.len, &bad)))
+    if (!st && (strlen(b.s) != b.len || !nnp__utf8_valid((unsigned char *)b.s, b.len, &bad)))
         st = nnp__fail(NNP_ERR_FORMAT, "%s: not a text file (NUL bytes or invalid UTF-8)", path);
     if (!st)
-        st = nnp_rules_parse(b.s ? b.s : "", path, out);
+        st = nnp_rules_parse(b.s, path, out);
     nnp__sbuf_free(&b);
     return st;
 }

@@ -62,6 +62,32 @@ const char *nnp_version(void)
     return NNP_VERSION_STRING;
 }
 
+bool nnp__grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t ncap = *cap ? *cap : 16;
+    while (ncap < need) {
+        if (ncap > SIZE_MAX / 2 / elem)
+            return false;
+        ncap *= 2;
+    }
+    void *p = realloc(*arr, ncap * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+uint64_t nnp__hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
 bool nnp__shape_nelem(uint32_t ndim, const uint64_t *shape, uint64_t *nelem)
 {
     uint64_t n = 1;
@@ -209,6 +235,25 @@ void nnp__sbuf_free(nnp_sbuf *b)
 {
     free(b->s);
     memset(b, 0, sizeof *b);
+}
+
+nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    char chunk[65536];
+    size_t k;
+    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
+        nnp__sbuf_put(b, chunk, k);
+    bool err = ferror(f);
+    fclose(f);
+    if (err)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot read", path);
+    if (b->failed)
+        return nnp__nomem();
+    nnp__sbuf_put(b, "", 0); /* a NUL-terminated string even for an empty file */
+    return b->failed ? nnp__nomem() : NNP_OK;
 }
 
 nnp_status nnp__map_file(const char *path, nnp_map *out)

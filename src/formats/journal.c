@@ -9,38 +9,11 @@
  * A last line without its newline was cut short by the kill and is ignored; records are checked
  * to be contiguous and inside the file, as the reference reader checks a header.
  */
-#include <errno.h>
 #include <jansson.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
-
-/* The journal's contents, or NULL with the error set. */
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        nnp__fail(NNP_ERR_IO, "%s: cannot open the journal of a partial dump: %s", path,
-                  strerror(errno));
-        return NULL;
-    }
-    nnp_sbuf b = {0};
-    char chunk[65536];
-    size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
-        nnp__sbuf_put(&b, chunk, k);
-    bool err = ferror(f);
-    fclose(f);
-    if (err || b.failed) {
-        nnp__sbuf_free(&b);
-        nnp__fail(err ? NNP_ERR_IO : NNP_ERR_NOMEM, "%s: cannot read", path);
-        return NULL;
-    }
-    *len = b.len;
-    return b.s ? b.s : strdup("");
-}
 
 static nnp_status bad_line(const char *jpath, size_t line, const char *what)
 {
@@ -114,9 +87,10 @@ nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, ui
     nnp__sbuf_puts(&jp, journal_name);
     if (jp.failed)
         return nnp__nomem();
-    size_t len = 0;
-    char *text = read_all(jp.s, &len);
-    nnp_status st = text ? NNP_OK : nnp_last_error()[0] ? NNP_ERR_IO : NNP_ERR_NOMEM;
+    nnp_sbuf content = {0};
+    nnp_status st = nnp__sbuf_read_file(&content, jp.s);
+    char *text = content.s;
+    size_t len = content.len;
     nnp__dump_set_format(d, "safetensors-partial");
     const unsigned char *data = m->base + 8 + hlen;
     uint64_t data_size = m->size - 8 - hlen, expect = 0;
@@ -150,7 +124,7 @@ nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, ui
     }
     if (!st && line == 0)
         st = nnp__fail(NNP_ERR_FORMAT, "%s: the journal of partial dump %s is empty", jp.s, path);
-    free(text);
+    nnp__sbuf_free(&content);
     nnp__sbuf_free(&jp);
     return st;
 }

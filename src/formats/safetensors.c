@@ -86,14 +86,8 @@ static nnp_status bad_entry(const st_header *h, const char *name, const char *wh
 
 static bool push_dim(st_header *h, uint64_t v)
 {
-    if (h->ndims == h->capdims) {
-        size_t cap = h->capdims ? h->capdims * 2 : 256;
-        uint64_t *p = realloc(h->dims, cap * sizeof *p);
-        if (!p)
-            return false;
-        h->dims = p;
-        h->capdims = cap;
-    }
+    if (!nnp__grow((void **)&h->dims, &h->capdims, h->ndims + 1, sizeof *h->dims))
+        return false;
     h->dims[h->ndims++] = v;
     return true;
 }
@@ -282,14 +276,8 @@ static nnp_status parse_header(st_header *h, nnp_json *j, nnp_dump *d)
                     return st;
                 continue;
             }
-            if (h->n == h->cap) {
-                size_t cap = h->cap ? h->cap * 2 : 256;
-                st_entry *es = realloc(h->es, cap * sizeof *es);
-                if (!es)
-                    return nnp__nomem();
-                h->es = es;
-                h->cap = cap;
-            }
+            if (!nnp__grow((void **)&h->es, &h->cap, h->n + 1, sizeof *h->es))
+                return nnp__nomem();
             st_entry *e = &h->es[h->n];
             memset(e, 0, sizeof *e);
             e->order = h->n++;

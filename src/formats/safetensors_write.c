@@ -45,17 +45,9 @@ struct nnp_writer {
     size_t nmeta, capmeta;
 };
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static size_t name_slot(const nnp_writer *w, const char *name)
 {
-    size_t mask = w->nslots - 1, i = (size_t)hash_str(name) & mask;
+    size_t mask = w->nslots - 1, i = (size_t)nnp__hash_str(name) & mask;
     while (w->slots[i] && strcmp(w->recs[w->slots[i] - 1].name, name) != 0)
         i = (i + 1) & mask;
     return i;
@@ -295,6 +287,19 @@ static char *default_name(const nnp_record_desc *desc)
     return b.s;
 }
 
+/* Take ownership of r as the next record (its name known to be new); r is freed on failure. */
+static nnp_status push_rec(nnp_writer *w, w_rec *r)
+{
+    if (((w->nrecs + 1) * 2 > w->nslots && !grow_names(w)) ||
+        !nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs)) {
+        free_rec(r);
+        return nnp__nomem();
+    }
+    w->recs[w->nrecs] = *r;
+    w->slots[name_slot(w, r->name)] = (uint32_t)(++w->nrecs);
+    return NNP_OK;
+}
+
 /* One journal line: the record's provenance and its safetensors entry. It is appended only once
  * the data is written, so every journalled record is complete on disk. */
 static nnp_status journal_record(nnp_writer *w, const nnp_record_desc *desc, const char *name,
@@ -362,21 +367,10 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
         free_rec(&r);
         return nnp__nomem();
     }
-    size_t slot = name_slot(w, r.name);
-    if (w->slots[slot]) {
+    if (w->slots[name_slot(w, r.name)]) {
         nnp_status st = nnp__fail(NNP_ERR_ARG, "%s: tensor '%s' added twice", w->path, r.name);
         free_rec(&r);
         return st;
-    }
-    if (w->nrecs == w->caprecs) {
-        size_t cap = w->caprecs ? w->caprecs * 2 : 64;
-        w_rec *p = realloc(w->recs, cap * sizeof *p);
-        if (!p) {
-            free_rec(&r);
-            return nnp__nomem();
-        }
-        w->recs = p;
-        w->caprecs = cap;
     }
     nnp_status st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
     if (!st)
@@ -392,9 +386,9 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     r.ndim = desc->ndim;
     r.begin = w->data_len;
     r.end = end;
+    if ((st = push_rec(w, &r)))
+        return st;
     w->data_len = end;
-    w->recs[w->nrecs] = r;
-    w->slots[slot] = (uint32_t)(++w->nrecs);
     return NNP_OK;
 }
 
@@ -593,16 +587,6 @@ const char *nnp__writer_abandon(nnp_writer *w)
 /* Append a copy of dump record r (its data already in the partial file) to the writer's list. */
 static nnp_status resume_record(nnp_writer *w, const nnp_record *r)
 {
-    if ((w->nrecs + 1) * 2 > w->nslots && !grow_names(w))
-        return nnp__nomem();
-    if (w->nrecs == w->caprecs) {
-        size_t cap = w->caprecs ? w->caprecs * 2 : 64;
-        w_rec *p = realloc(w->recs, cap * sizeof *p);
-        if (!p)
-            return nnp__nomem();
-        w->recs = p;
-        w->caprecs = cap;
-    }
     w_rec x = {0};
     x.name = strdup(r->name);
     x.module = strdup(r->module);
@@ -620,10 +604,11 @@ static nnp_status resume_record(nnp_writer *w, const nnp_record *r)
     x.call = r->call;
     /* journalled records are contiguous in execution order (journal.c checks) */
     x.begin = w->data_len;
-    x.end = w->data_len += r->nbytes;
-    w->recs[w->nrecs++] = x;
-    w->slots[name_slot(w, x.name)] = (uint32_t)w->nrecs;
-    return NNP_OK;
+    x.end = w->data_len + r->nbytes;
+    nnp_status st = push_rec(w, &x);
+    if (!st)
+        w->data_len = x.end;
+    return st;
 }
 
 /* Rebuild the writer's state from a partial dump (read through its journal) so that
