@@ -12,7 +12,8 @@
  *   a one-line message for the calling thread, readable with nnp_last_error(). The message names
  *   the file, the byte offset or tensor, and the rule that failed, e.g.
  *       model.safetensors: byte 8: header is not valid UTF-8 (InvalidHeader)
- * - The library never exits, aborts or prints. It is safe to call from many threads on different
+ * - The library never exits or aborts, and prints nothing (but for one line when a capture session
+ *   configured by the environment cannot start). It is safe to call from many threads on different
  *   objects; one object (a dump, a writer) is not to be used from two threads at once unless a
  *   function says so.
  * - Tensor data is always presented little-endian and C-contiguous (row-major). Files that store
@@ -212,8 +213,10 @@ nnp_status nnp_writer_set_meta(nnp_writer *w, const char *key, const char *value
  * C-contiguous. Its position among the calls is its execution order. Tensor names must be unique. */
 nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void *data);
 
-/* Write the header, flush and rename the file into place. The writer is freed whatever happens;
- * on failure nothing is left at `path` and the partial file is removed. */
+/* Write the header and rename the file into place. The writer is freed whatever happens. On
+ * failure (or after a failed nnp_writer_add: a writer stops at its first failed write) nothing is
+ * left at `path`, and "<path>.partial" with its journal keep every record written before, for
+ * nnp_recover. */
 nnp_status nnp_writer_close(nnp_writer *w);
 
 /* Give up: remove the partial file and free the writer. NULL is allowed. */
@@ -254,8 +257,11 @@ nnp_status nnp_rules_map(const nnp_rules *rules, const char *name, char **out, b
  *     NNPARITY_CAPTURE=port.safetensors   record every tap
  *     NNPARITY_INJECT=ref.safetensors     feed the reference's inputs to nnp_tap_input
  *     NNPARITY_RULES=port.rules           map this engine's names onto the reference's
- * (an environment-opened session is finished when the process exits normally; an explicit
- * nnp_capture_open takes its place, and the environment is then ignored). With no session
+ * (an environment-opened session is finished when the process exits normally). An explicit
+ * nnp_capture_open before the first tap takes the environment's place; once a tap has opened the
+ * environment's session, an explicit open fails as any second open does. If the environment's
+ * session cannot start, the library says why in one line on stderr (there is no caller to tell):
+ * the only place it prints. With no session
  * the tap functions return NNP_OK at once: a few nanoseconds. Taps may come from many threads at
  * once; they are serialized, so the recorded order is one consistent global order.
  *
@@ -312,7 +318,8 @@ nnp_status nnp_tap_input(const char *name, const char *role, nnp_dtype dtype, ui
                          const uint64_t *shape, void *data);
 
 /* Convert n elements between dtypes: any dtype to F64, F32, F16 or BF16 (round to nearest even;
- * values beyond the range become infinities), or between identical dtypes. */
+ * values beyond the range become infinities), or between identical dtypes. Integers beyond 2^53
+ * are rounded to double first, as torch does, so they may round twice on the way to F16/BF16. */
 nnp_status nnp_convert(nnp_dtype from, const void *src, size_t n, nnp_dtype to, void *dst);
 
 /* ---------------------------------------------------------------------------------------------

@@ -151,8 +151,11 @@ nnp_status nnp_capture_open(const char *path, const nnp_capture_options *opts)
 nnp_status nnp_capture_close(void)
 {
     pthread_mutex_lock(&open_lock);
-    pthread_rwlock_wrlock(&use_lock);
+    /* New taps see no session from here on; taking the lock exclusively then waits only for the
+     * taps already using it. (Taking it first could wait for ever: glibc's rwlock lets readers
+     * keep overtaking a waiting writer while threads keep tapping.) */
     session *s = atomic_exchange(&active, NULL);
+    pthread_rwlock_wrlock(&use_lock);
     pthread_rwlock_unlock(&use_lock);
     nnp_status st = NNP_OK;
     if (s) {
@@ -201,6 +204,8 @@ static session *current(void)
     if (!atomic_load_explicit(&active, memory_order_acquire))
         return NULL; /* the common case when nothing is captured: no lock at all */
     pthread_rwlock_rdlock(&use_lock);
+    /* Loaded again under the lock: a close may have cleared it in between, and a session seen
+     * here cannot be freed until the lock is released. */
     session *s = atomic_load_explicit(&active, memory_order_acquire);
     if (!s)
         pthread_rwlock_unlock(&use_lock);

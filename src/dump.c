@@ -228,7 +228,8 @@ nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dt
     uint64_t *shp = nnp__dump_alloc(d, (ndim ? ndim : 1) * sizeof *shp);
     if (!r->pub.name || !fcopy || !shp)
         return nnp__nomem();
-    memcpy(shp, shape, ndim * sizeof *shp);
+    if (ndim)
+        memcpy(shp, shape, ndim * sizeof *shp);
     r->pub.file = fcopy;
     r->pub.module = r->pub.role = r->pub.module_type = "";
     r->pub.dtype = dtype;
@@ -263,6 +264,19 @@ nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value)
     d->meta_values[d->nmeta] = v;
     d->nmeta++;
     return NNP_OK;
+}
+
+nnp_status nnp__dump_set_meta(nnp_dump *d, const char *key, const char *value)
+{
+    for (size_t i = 0; i < d->nmeta; i++)
+        if (strcmp(d->meta_keys[i], key) == 0) {
+            const char *v = nnp__dump_strdup(d, value);
+            if (!v)
+                return nnp__nomem();
+            d->meta_values[i] = v;
+            return NNP_OK;
+        }
+    return nnp__dump_add_meta(d, key, value);
 }
 
 nnp_status nnp__dump_annotate(nnp_dump *d, const char *file, const char *name, const char *module,
@@ -370,10 +384,8 @@ static nnp_status open_by_content(nnp_dump *d, const char *path)
     return nnp__safetensors_load(d, path);
 }
 
-nnp_status nnp_dump_open(const char *path, nnp_dump **out)
+static nnp_status dump_new(const char *path, nnp_dump **out)
 {
-    if (!out)
-        return nnp__fail(NNP_ERR_ARG, "nnp_dump_open: no place for the result");
     *out = NULL;
     if (!path || !*path)
         return nnp__fail(NNP_ERR_ARG, "nnp_dump_open: empty path");
@@ -389,7 +401,13 @@ nnp_status nnp_dump_open(const char *path, nnp_dump **out)
         nnp_dump_close(d);
         return nnp__nomem();
     }
-    nnp_status st = open_by_content(d, path);
+    *out = d;
+    return NNP_OK;
+}
+
+/* Order and index the records read, or undo everything on failure. */
+static nnp_status dump_finish(nnp_dump *d, nnp_status st, nnp_dump **out)
+{
     if (!st)
         st = finalize(d);
     if (st) {
@@ -398,6 +416,30 @@ nnp_status nnp_dump_open(const char *path, nnp_dump **out)
     }
     *out = d;
     return NNP_OK;
+}
+
+nnp_status nnp_dump_open(const char *path, nnp_dump **out)
+{
+    if (!out)
+        return nnp__fail(NNP_ERR_ARG, "nnp_dump_open: no place for the result");
+    *out = NULL;
+    nnp_dump *d;
+    nnp_status st = dump_new(path, &d);
+    return st ? st : dump_finish(d, open_by_content(d, path), out);
+}
+
+nnp_status nnp__dump_open_journal(const char *partial, const char *journal_name, nnp_dump **out)
+{
+    *out = NULL;
+    nnp_dump *d;
+    nnp_status st = dump_new(partial, &d);
+    if (st)
+        return st;
+    nnp_map m;
+    st = nnp__dump_map(d, partial, &m);
+    if (!st)
+        st = nnp__journal_load(d, partial, &m, 0, journal_name);
+    return dump_finish(d, st, out);
 }
 
 void nnp_dump_close(nnp_dump *d)
@@ -433,7 +475,7 @@ void nnp_dump_close(nnp_dump *d)
 
 const char *nnp_dump_path(const nnp_dump *d)
 {
-    return d->path;
+    return d ? d->path : "";
 }
 
 const char *nnp_dump_format(const nnp_dump *d)

@@ -155,8 +155,10 @@ nnp_status nnp__dump_defer(nnp_dump *d, void (*fn)(void *), void *p);
 nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
                          uint32_t ndim, const uint64_t *shape, nnp_rec **out);
 
-/* Add a metadata pair (both copied). A key already present keeps its first value. */
+/* Add a metadata pair (both copied). A key already present keeps its first value (shards: the
+ * first shard's); nnp__dump_set_meta replaces it instead (a journal's later value wins). */
 nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value);
+nnp_status nnp__dump_set_meta(nnp_dump *d, const char *key, const char *value);
 
 /* The format name nnp_dump_format reports (a constant string). */
 void nnp__dump_set_format(nnp_dump *d, const char *format);
@@ -199,9 +201,13 @@ nnp_status nnp__npz_load(nnp_dump *d, const char *path);
  * next call on this thread). */
 const char *nnp__writer_abandon(nnp_writer *w);
 
-/* Read a partial dump through its journal (formats/journal.c): `m` maps `path`, whose header of
- * `hlen` bytes named the journal `journal_name`. */
+/* Read a partial dump through its journal (formats/journal.c): `m` maps `path`; the journal is
+ * the file `journal_name` beside it. `hlen` is the header length the file declares, which must be
+ * the room the journal names; 0 takes the room from the journal alone (recovery, when the header
+ * itself may be torn). */
 nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, uint64_t hlen,
                              const char *journal_name);
+/* Open `partial` through the journal `journal_name` beside it, whatever its header holds. */
+nnp_status nnp__dump_open_journal(const char *partial, const char *journal_name, nnp_dump **out);
 
 #endif /* NNP_INTERNAL_H */

@@ -130,6 +130,10 @@ static nnp_status parse_line(nnp_rules *r, const char *origin, size_t lineno, co
 nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out)
 {
     *out = NULL;
+    if (!text)
+        return nnp__fail(NNP_ERR_ARG, "nnp_rules_parse: no text");
+    if (!origin)
+        origin = "rules";
     nnp_rules *r = calloc(1, sizeof *r);
     if (!r)
         return nnp__nomem();

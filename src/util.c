@@ -246,10 +246,10 @@ nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path)
     size_t k;
     while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
         nnp__sbuf_put(b, chunk, k);
-    bool err = ferror(f);
+    int err = ferror(f) ? errno : 0;
     fclose(f);
     if (err)
-        return nnp__fail(NNP_ERR_IO, "%s: cannot read", path);
+        return nnp__fail(NNP_ERR_IO, "%s: cannot read: %s", path, strerror(err));
     if (b->failed)
         return nnp__nomem();
     nnp__sbuf_put(b, "", 0); /* a NUL-terminated string even for an empty file */

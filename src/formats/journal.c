@@ -6,8 +6,9 @@
  *     {"tensor":..,"module":..,"role":..,"type":..,"call":..,"seq":..,
  *      "dtype":..,"shape":[..],"data_offsets":[b,e]}                   one per record
  *     {"meta":["key","value"]}                                        metadata set on the way
- * A last line without its newline was cut short by the kill and is ignored; records are checked
- * to be contiguous and inside the file, as the reference reader checks a header.
+ * A last line without its newline was cut short by the kill and is ignored, and so is a record
+ * whose data lies past the end of the file as mapped (a capture still being written). Records
+ * are checked to follow each other in execution order, as the reference reader checks a header.
  */
 #include <jansson.h>
 #include <stdlib.h>
@@ -28,9 +29,11 @@ static bool get_u64(json_t *v, uint64_t *out)
     return true;
 }
 
+/* Add one record line. *stop is set (and nothing added) when its data lies past the end of the
+ * mapping: a capture still being written, read by another process, has journalled it since. */
 static nnp_status add_record(nnp_dump *d, const char *path, const char *jpath, size_t line,
                              json_t *e, const unsigned char *data, uint64_t data_size,
-                             uint64_t *expect)
+                             uint64_t *expect, uint64_t *count, bool *stop)
 {
     json_t *jt = json_object_get(e, "tensor"), *jd = json_object_get(e, "dtype"),
            *js = json_object_get(e, "shape"), *jo = json_object_get(e, "data_offsets");
@@ -41,6 +44,10 @@ static nnp_status add_record(nnp_dump *d, const char *path, const char *jpath, s
         (json_object_get(e, "call") && !get_u64(json_object_get(e, "call"), &call)) ||
         !get_u64(json_object_get(e, "seq"), &seq))
         return bad_line(jpath, line, "not a record entry");
+    /* The writer journals records in execution order, each right after the one before: recovery
+     * relies on line order, seq order and offset order being one order. */
+    if (seq != *count)
+        return bad_line(jpath, line, "records are not in execution order");
     nnp_dtype dt = nnp_dtype_from_name(json_string_value(jd));
     if (dt == NNP_DTYPE_INVALID)
         return bad_line(jpath, line, "unknown dtype");
@@ -51,11 +58,15 @@ static nnp_status add_record(nnp_dump *d, const char *path, const char *jpath, s
     for (size_t k = 0; k < nd; k++)
         if (!get_u64(json_array_get(js, k), &shape[k]))
             return bad_line(jpath, line, "a dimension is not a non-negative integer");
-    if (begin != *expect || end < begin || end > data_size)
+    if (begin != *expect || end < begin)
         return nnp__fail(NNP_ERR_FORMAT, "%s: line %zu: tensor '%s' at data bytes [%llu, %llu] "
-                         "is not contiguous with the previous one or lies past the end of %s",
-                         jpath, line, json_string_value(jt), (unsigned long long)begin,
-                         (unsigned long long)end, path);
+                         "does not follow the previous record", jpath, line,
+                         json_string_value(jt), (unsigned long long)begin,
+                         (unsigned long long)end);
+    if (end > data_size) {
+        *stop = true;
+        return NNP_OK;
+    }
     nnp_rec *r;
     nnp_status st = nnp__dump_add(d, path, json_string_value(jt), dt, (uint32_t)nd, shape, &r);
     if (st)
@@ -67,11 +78,24 @@ static nnp_status add_record(nnp_dump *d, const char *path, const char *jpath, s
                          (unsigned long long)r->pub.nbytes);
     r->raw = data + begin;
     *expect = end;
+    (*count)++;
     json_t *m = json_object_get(e, "module"), *ro = json_object_get(e, "role"),
            *ty = json_object_get(e, "type");
     return nnp__dump_annotate(d, path, json_string_value(jt), m ? json_string_value(m) : "",
                               ro ? json_string_value(ro) : "", ty ? json_string_value(ty) : "",
                               call, seq);
+}
+
+/* The first line: {"nnparity.journal":1,"room":N}, with N the header room of the partial file. */
+static nnp_status read_room(const char *jpath, json_t *e, const nnp_map *m, uint64_t hlen,
+                            uint64_t *room)
+{
+    if (!get_u64(json_object_get(e, "room"), room) || *room % 8 != 0 || m->size < 8 ||
+        *room > m->size - 8 || *room > 100000000u)
+        return bad_line(jpath, 1, "does not describe a partial dump's header room");
+    if (hlen && *room != hlen)
+        return bad_line(jpath, 1, "names a header room that is not the partial dump's");
+    return NNP_OK;
 }
 
 nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, uint64_t hlen,
@@ -92,10 +116,11 @@ nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, ui
     char *text = content.s;
     size_t len = content.len;
     nnp__dump_set_format(d, "safetensors-partial");
-    const unsigned char *data = m->base + 8 + hlen;
-    uint64_t data_size = m->size - 8 - hlen, expect = 0;
+    const unsigned char *data = NULL;
+    uint64_t room = 0, data_size = 0, expect = 0, count = 0;
     size_t line = 0;
-    for (char *p = text; !st && p && p < text + len;) {
+    bool stop = false;
+    for (char *p = text; !st && !stop && p && p < text + len;) {
         char *nl = memchr(p, '\n', (size_t)(text + len - p));
         if (!nl)
             break; /* the line being written when the process died */
@@ -103,22 +128,27 @@ nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, ui
         json_error_t jerr;
         json_t *e = json_loadb(p, (size_t)(nl - p), JSON_REJECT_DUPLICATES, &jerr);
         p = nl + 1;
-        if (!json_is_object(e)) {
+        if (!e) {
+            st = nnp__fail(NNP_ERR_FORMAT, "%s: line %zu, column %d: %s", jp.s, line,
+                           jerr.column, jerr.text);
+        } else if (!json_is_object(e)) {
             st = bad_line(jp.s, line, "not a JSON object");
         } else if (line == 1) {
-            uint64_t room;
-            if (!get_u64(json_object_get(e, "room"), &room) || room != hlen)
-                st = bad_line(jp.s, line, "does not describe this partial dump's header");
+            if (!(st = read_room(jp.s, e, m, hlen, &room))) {
+                nnp__dump_set_header_room(d, room);
+                data = m->base + 8 + room;
+                data_size = m->size - 8 - room;
+            }
         } else if (json_object_get(e, "meta")) {
             json_t *kv = json_object_get(e, "meta");
             if (!json_is_array(kv) || json_array_size(kv) != 2 ||
                 !json_is_string(json_array_get(kv, 0)) || !json_is_string(json_array_get(kv, 1)))
                 st = bad_line(jp.s, line, "\"meta\" is not a [key, value] pair");
-            else
-                st = nnp__dump_add_meta(d, json_string_value(json_array_get(kv, 0)),
+            else /* set again later in the run: the last value is the one a close would write */
+                st = nnp__dump_set_meta(d, json_string_value(json_array_get(kv, 0)),
                                         json_string_value(json_array_get(kv, 1)));
         } else {
-            st = add_record(d, path, jp.s, line, e, data, data_size, &expect);
+            st = add_record(d, path, jp.s, line, e, data, data_size, &expect, &count, &stop);
         }
         json_decref(e);
     }

@@ -44,7 +44,7 @@ bool nnp__json_expect(nnp_json *j, char c)
         static const char *const msgs[] = {"expected '{'", "expected '}'", "expected '['",
                                            "expected ']'", "expected ':'", "expected ','"};
         const char *chars = "{}[]:,";
-        const char *at = strchr(chars, c);
+        const char *at = c ? strchr(chars, c) : NULL;
         return nnp__json_fail(j, at ? msgs[at - chars] : "unexpected character");
     }
     j->p++;
@@ -217,13 +217,10 @@ bool nnp__json_u64(nnp_json *j, uint64_t *out, bool *negative)
         return nnp__json_fail(j, "expected an integer");
     }
     if (*start == '-') {
-        *negative = !(j->p - start == 2 && start[1] == '0');
-        if (*negative) {
-            j->p = start;
-            return nnp__json_fail(j, "negative integer");
-        }
-        *out = 0;
-        return true;
+        /* -0 too: the reference reader reads it as a float, not as an unsigned integer */
+        *negative = true;
+        j->p = start;
+        return nnp__json_fail(j, "negative integer");
     }
     uint64_t v = 0;
     for (const char *q = start; q < j->p; q++)

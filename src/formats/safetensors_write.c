@@ -43,6 +43,8 @@ struct nnp_writer {
     size_t nslots;
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
+    nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
+    char failure[512];
 };
 
 static size_t name_slot(const nnp_writer *w, const char *name)
@@ -193,9 +195,13 @@ nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer
     nnp_status st = writer_new(path, &w);
     if (st)
         return st;
-    /* About 300 header bytes a record (entry plus provenance); 64 KiB when the count is unknown.
-     * 8 + room is a multiple of 8 so the data starts aligned. */
-    uint64_t room = expected_records ? 4096 + (uint64_t)expected_records * 320 : 65536;
+    /* About 300 header bytes a record (entry plus provenance); 64 KiB when the count is unknown;
+     * never past safetensors' header limit. 8 + room is a multiple of 8 so the data starts
+     * aligned. */
+    uint64_t room = 65536, limit = 100000000u / 8 * 8;
+    if (expected_records)
+        room = expected_records > (limit - 4096) / 320 ? limit
+                                                       : 4096 + (uint64_t)expected_records * 320;
     w->room = (room + 7) / 8 * 8;
     w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
@@ -223,6 +229,9 @@ nnp_status nnp_writer_set_meta(nnp_writer *w, const char *key, const char *value
     if (strncmp(key, "nnparity.", 9) == 0)
         return nnp__fail(NNP_ERR_ARG, "%s: metadata key '%s' is reserved for nnparity", w->path,
                          key);
+    if (w->failed)
+        return nnp__fail(w->failed, "%s: nothing more is written after an earlier failure: %s",
+                         w->path, w->failure);
     size_t bad;
     if (!nnp__utf8_valid((const unsigned char *)key, strlen(key), &bad) ||
         !nnp__utf8_valid((const unsigned char *)value, strlen(value), &bad))
@@ -331,8 +340,9 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
 {
     if (!w || !desc)
         return nnp__fail(NNP_ERR_ARG, "nnp_writer_add: no writer or description");
-    if (w->fd < 0)
-        return nnp__fail(NNP_ERR_ARG, "%s: writer already failed", w->path);
+    if (w->failed)
+        return nnp__fail(w->failed, "%s: nothing more is written after an earlier failure: %s",
+                         w->path, w->failure);
     if (nnp_dtype_size(desc->dtype) == 0)
         return nnp__fail(NNP_ERR_ARG, "%s: invalid dtype %d", w->path, (int)desc->dtype);
     if (desc->ndim && !desc->shape)
@@ -376,6 +386,10 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     if (!st)
         st = journal_record(w, desc, r.name, w->data_len, end);
     if (st) {
+        /* Stop here: a torn journal line must stay the journal's last, and what was written
+         * before stays recoverable. */
+        w->failed = st;
+        snprintf(w->failure, sizeof w->failure, "%s", nnp_last_error());
         free_rec(&r);
         return st;
     }
@@ -512,7 +526,8 @@ nnp_status nnp_writer_close(nnp_writer *w)
 {
     if (!w)
         return nnp__fail(NNP_ERR_ARG, "nnp_writer_close: no writer");
-    nnp_status st = w->fd < 0 ? nnp__fail(NNP_ERR_ARG, "%s: writer already failed", w->path)
+    nnp_status st = w->failed ? nnp__fail(w->failed, "%s: a write failed: %s", w->path,
+                                          w->failure)
                               : NNP_OK;
     size_t len = 0;
     char *hdr = st ? NULL : build_header(w, &len);
@@ -611,22 +626,20 @@ static nnp_status resume_record(nnp_writer *w, const nnp_record *r)
     return st;
 }
 
-/* Rebuild the writer's state from a partial dump (read through its journal) so that
- * nnp_writer_close can finish it. */
+/* Rebuild the writer's state from a partial dump, read through its journal whatever its header
+ * holds (the placeholder, a header torn by a kill during close, or a complete one written just
+ * before the kill), so that nnp_writer_close can finish it. */
 static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t *nrecs)
 {
     nnp_writer *w;
     nnp_status st = writer_new(final_path, &w);
     if (st)
         return st;
+    const char *journal = strrchr(w->journal_path, '/');
+    journal = journal ? journal + 1 : w->journal_path;
     nnp_dump *d = NULL;
-    if ((st = nnp_dump_open(w->tmp_path, &d)))
+    if ((st = nnp__dump_open_journal(w->tmp_path, journal, &d)))
         goto fail;
-    if (!nnp_dump_meta_get(d, NNP_META_PARTIAL_KEY)) {
-        st = nnp__fail(NNP_ERR_ARG, "%s: not a partial dump (its header is complete)",
-                       w->tmp_path);
-        goto fail;
-    }
     for (size_t i = 0; i < nnp_dump_meta_count(d) && !st; i++) {
         const char *k, *v;
         nnp_dump_meta_at(d, i, &k, &v);

@@ -86,8 +86,15 @@ static nnp_status check_weight_map(nnp_dump *d, const char *index_path, const ch
 
 nnp_status nnp__sharded_load_index(nnp_dump *d, const char *index_path)
 {
+    nnp_sbuf text = {0};
+    nnp_status rd = nnp__sbuf_read_file(&text, index_path);
+    if (rd) {
+        nnp__sbuf_free(&text);
+        return rd;
+    }
     json_error_t jerr;
-    json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(text.s, text.len, JSON_REJECT_DUPLICATES, &jerr);
+    nnp__sbuf_free(&text);
     if (!root)
         return nnp__fail(NNP_ERR_FORMAT, "%s: byte %d: not a valid JSON index: %s", index_path,
                          jerr.position, jerr.text);

@@ -50,6 +50,7 @@ def test_escaped_solidus_and_whitespace(nnp, tmp_path):
     ('{"a\\q":1}', None, True),                             # unknown escape
     ('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}', None, True),  # unterminated
     ('[' * 200 + ']' * 200, None, False),                     # not an object, deeply nested
+    ('{"a":{"dtype":"U8","shape":[-0],"data_offsets":[0,1]}}', None, False),  # -0 is no size
 ])
 def test_not_json_is_refused(nnp, tmp_path, text, where, python_refuses):
     f = tmp_path / "bad.safetensors"

@@ -4,8 +4,10 @@
  * environment, a child killed with SIGKILL mid-capture (every completed record recovered byte
  * for byte), and a file-size limit standing in for a full disk.
  */
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -405,7 +407,16 @@ static void test_write_limit(void **state)
     nnp_dump_close(d);
 }
 
-static void test_journal_tampering(void **state)
+static void append_line(const char *path, const char *line)
+{
+    FILE *f = fopen(path, "a");
+    assert_non_null(f);
+    fputs(line, f);
+    fclose(f);
+}
+
+/* What a partial dump's journal may and may not say. */
+static void test_journal_rules(void **state)
 {
     (void)state;
     char p[512], part[600], journal[600];
@@ -417,20 +428,140 @@ static void test_journal_tampering(void **state)
     float x[4] = {1, 2, 3, 4};
     uint64_t four = 4;
     nnp_record_desc d = {.name = "t", .dtype = NNP_F32, .ndim = 1, .shape = &four};
+    assert_int_equal(nnp_writer_set_meta(w, "k", "old"), NNP_OK);
     assert_int_equal(nnp_writer_add(w, &d, x), NNP_OK);
-    /* leave the writer unfinished, as a killed process would: read while it is open */
+    assert_int_equal(nnp_writer_set_meta(w, "k", "new"), NNP_OK);
+    /* the writer is left unfinished, as a killed process leaves it; read it as it is */
     nnp_dump *dump = open_ok(part);
     assert_int_equal(nnp_dump_count(dump), 1);
+    assert_string_equal(nnp_dump_meta_get(dump, "k"), "new"); /* the last value wins */
     nnp_dump_close(dump);
-    /* a journal that claims bytes the file does not hold is refused */
-    FILE *f = fopen(journal, "a");
-    fputs("{\"tensor\":\"u\",\"seq\":1,\"dtype\":\"F32\",\"shape\":[100],"
-          "\"data_offsets\":[16,416]}\n", f);
+    FILE *f = fopen(journal, "rb");
+    char saved[4096];
+    size_t saved_len = fread(saved, 1, sizeof saved, f);
     fclose(f);
-    expect_open_error(part, NNP_ERR_FORMAT, "line 3", "'u'", NULL);
-    nnp_writer_abort(w);
-    assert_false(exists(part));
-    assert_false(exists(journal));
+
+    /* a record whose bytes are not in the file yet (a capture still running) is not shown */
+    append_line(journal, "{\"tensor\":\"u\",\"seq\":1,\"dtype\":\"F32\",\"shape\":[100],"
+                         "\"data_offsets\":[16,416]}\n");
+    dump = open_ok(part);
+    assert_int_equal(nnp_dump_count(dump), 1);
+    nnp_dump_close(dump);
+    /* records out of execution order, or not following each other, are refused */
+    write_bytes(journal, saved, saved_len);
+    append_line(journal, "{\"tensor\":\"u\",\"seq\":5,\"dtype\":\"F32\",\"shape\":[0],"
+                         "\"data_offsets\":[16,16]}\n");
+    expect_open_error(part, NNP_ERR_FORMAT, "line 5", "not in execution order", NULL);
+    write_bytes(journal, saved, saved_len);
+    append_line(journal, "{\"tensor\":\"u\",\"seq\":1,\"dtype\":\"F32\",\"shape\":[0],"
+                         "\"data_offsets\":[8,8]}\n");
+    expect_open_error(part, NNP_ERR_FORMAT, "line 5", "does not follow", NULL);
+    write_bytes(journal, saved, saved_len);
+    append_line(journal, "{\"tensor\":\"u\",\"seq\":1,\"dtype\":\"F32\",\"shape\":[0],"
+                         "\"data_offsets\":[16,16]}\n{\"tensor\":\"v\"");
+    dump = open_ok(part); /* a zero-size record, then a line cut short by the kill */
+    assert_int_equal(nnp_dump_count(dump), 2);
+    nnp_dump_close(dump);
+    write_bytes(journal, saved, saved_len);
+
+    size_t n;
+    assert_int_equal(nnp_recover(p, &n), NNP_OK);
+    assert_int_equal(n, 1);
+    dump = open_ok(p);
+    assert_string_equal(nnp_dump_meta_get(dump, "k"), "new");
+    nnp_dump_close(dump);
+    nnp_writer_abort(w); /* its files are gone already: nothing happens */
+    assert_true(exists(p));
+}
+
+/* A process killed while closing: with the header half written over the placeholder, or with a
+ * complete header just before the rename. Either way the journal rebuilds the dump. */
+static void test_recover_after_kill_during_close(void **state)
+{
+    (void)state;
+    char p[512], part[600], journal[600];
+    scratch(p, sizeof p, "closing.safetensors");
+    snprintf(part, sizeof part, "%s.partial", p);
+    snprintf(journal, sizeof journal, "%s.journal", p);
+    float x[3] = {1, 2, 3};
+    uint64_t three = 3;
+    for (int scenario = 0; scenario < 2; scenario++) {
+        nnp_writer *w;
+        assert_int_equal(nnp_writer_open(p, 0, &w), NNP_OK);
+        for (int k = 0; k < 3; k++) {
+            char name[16];
+            snprintf(name, sizeof name, "r%d", k);
+            nnp_record_desc d = {.name = name, .dtype = NNP_F32, .ndim = 1, .shape = &three};
+            x[0] = (float)k;
+            assert_int_equal(nnp_writer_add(w, &d, x), NNP_OK);
+        }
+        FILE *f = fopen(journal, "rb");
+        char saved[8192];
+        size_t saved_len = fread(saved, 1, sizeof saved, f);
+        fclose(f);
+        if (scenario == 0) {
+            /* the first bytes of the real header over the placeholder, then the kill */
+            int fd = open(part, O_WRONLY);
+            assert_true(fd >= 0);
+            assert_int_equal(pwrite(fd, "{\"r0\":{\"dty", 12, 8), 12);
+            close(fd);
+            nnp_dump *d;
+            assert_int_equal(nnp_dump_open(part, &d), NNP_ERR_FORMAT); /* the header is torn */
+        } else {
+            /* closed completely, then put back as it was just before the rename */
+            assert_int_equal(nnp_writer_close(w), NNP_OK);
+            w = NULL;
+            assert_int_equal(rename(p, part), 0);
+            write_bytes(journal, saved, saved_len);
+        }
+        size_t n;
+        assert_int_equal(nnp_recover(p, &n), NNP_OK);
+        assert_int_equal(n, 3);
+        nnp_dump *d = open_ok(p);
+        const void *data;
+        assert_int_equal(nnp_dump_data(d, 2, &data), NNP_OK);
+        assert_true(((const float *)data)[0] == 2.0f);
+        nnp_dump_close(d);
+        assert_false(exists(part));
+        assert_false(exists(journal));
+        nnp_writer_abort(w); /* scenario 0's writer, killed in spirit: its files are gone already */
+        unlink(p);
+    }
+}
+
+static atomic_bool keep_tapping;
+
+static void *tap_until_told(void *arg)
+{
+    (void)arg;
+    float x[16] = {0};
+    uint64_t n = 16;
+    while (atomic_load(&keep_tapping))
+        nnp_tap("busy", "out0", NNP_F32, 1, &n, x);
+    return NULL;
+}
+
+/* Closing while several threads keep tapping returns (taps after it are no-ops). */
+static void test_close_while_tapping(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "busy.safetensors");
+    assert_int_equal(nnp_capture_open(p, NULL), NNP_OK);
+    atomic_store(&keep_tapping, true);
+    pthread_t th[6];
+    for (int t = 0; t < 6; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, tap_until_told, NULL), 0);
+    usleep(50000);
+    alarm(60); /* a close that never returns ends the test program */
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+    alarm(0);
+    atomic_store(&keep_tapping, false);
+    for (int t = 0; t < 6; t++)
+        pthread_join(th[t], NULL);
+    nnp_dump *d = open_ok(p);
+    assert_true(nnp_dump_count(d) > 0);
+    nnp_dump_close(d);
 }
 
 int main(void)
@@ -445,7 +576,9 @@ int main(void)
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_sigkill_mid_capture),
         cmocka_unit_test(test_write_limit),
-        cmocka_unit_test(test_journal_tampering),
+        cmocka_unit_test(test_journal_rules),
+        cmocka_unit_test(test_recover_after_kill_during_close),
+        cmocka_unit_test(test_close_while_tapping),
     };
     return cmocka_run_group_tests_name("capture", tests, NULL, NULL);
 }

@@ -209,9 +209,69 @@ static void test_write_failure(void **state)
     assert_int_equal(st, NNP_ERR_IO);
     assert_non_null(strstr(nnp_last_error(), "limited.safetensors.partial"));
     assert_non_null(strstr(nnp_last_error(), strerror(EFBIG)));
-    nnp_writer_abort(w);
+    /* the writer stops at its first failure, even for writes that would now fit */
+    float one_value = 1;
+    uint64_t one = 1;
+    nnp_record_desc small = {.name = "small", .dtype = NNP_F32, .ndim = 1, .shape = &one};
+    assert_int_equal(nnp_writer_add(w, &small, &one_value), NNP_ERR_IO);
+    assert_non_null(strstr(nnp_last_error(), "earlier failure"));
+    assert_int_equal(nnp_writer_set_meta(w, "k", "v"), NNP_ERR_IO);
+    /* closing reports it, leaves nothing at the destination and keeps the partial file */
+    assert_int_equal(nnp_writer_close(w), NNP_ERR_IO);
+    assert_non_null(strstr(nnp_last_error(), "stay in"));
     assert_false(exists(p));
+    assert_true(exists(part));
+    size_t kept;
+    assert_int_equal(nnp_recover(p, &kept), NNP_OK);
+    assert_int_equal(kept, 0);
     assert_false(exists(part));
+}
+
+/* More records announced than a header may hold: the room stops at safetensors' limit. */
+static void test_room_is_capped(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "capped.safetensors");
+    nnp_writer *w;
+    assert_int_equal(nnp_writer_open(p, 400000, &w), NNP_OK);
+    uint8_t v = 1;
+    uint64_t one = 1;
+    nnp_record_desc d = {.name = "v", .dtype = NNP_U8, .ndim = 1, .shape = &one};
+    assert_int_equal(nnp_writer_add(w, &d, &v), NNP_OK);
+    assert_int_equal(nnp_writer_close(w), NNP_OK);
+    nnp_dump *dump;
+    assert_int_equal(nnp_dump_open(p, &dump), NNP_OK);
+    assert_int_equal(nnp_dump_count(dump), 1);
+    nnp_dump_close(dump);
+    unlink(p);
+    assert_int_equal(nnp_writer_open(p, SIZE_MAX, &w), NNP_OK); /* no overflow either */
+    nnp_writer_abort(w);
+}
+
+/* A dump of scalars only (a loss, a step count) has no dimension at all. */
+static void test_scalars_only(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "scalars.safetensors");
+    nnp_writer *w;
+    assert_int_equal(nnp_writer_open(p, 0, &w), NNP_OK);
+    double loss = 0.5;
+    int64_t step = 7;
+    nnp_record_desc a = {.name = "loss", .dtype = NNP_F64};
+    nnp_record_desc b = {.name = "step", .dtype = NNP_I64};
+    assert_int_equal(nnp_writer_add(w, &a, &loss), NNP_OK);
+    assert_int_equal(nnp_writer_add(w, &b, &step), NNP_OK);
+    assert_int_equal(nnp_writer_close(w), NNP_OK);
+    nnp_dump *d;
+    assert_int_equal(nnp_dump_open(p, &d), NNP_OK);
+    size_t idx[2] = {0, 1};
+    nnp_tensor_stats s[2];
+    assert_int_equal(nnp_stats_compute(d, idx, 2, 1, s), NNP_OK);
+    assert_true(s[0].mean == 0.5 && s[1].max == 7);
+    assert_int_equal(nnp_dump_record(d, 1)->ndim, 0);
+    nnp_dump_close(d);
 }
 
 int main(void)
@@ -220,6 +280,8 @@ int main(void)
         cmocka_unit_test(test_round_trip),           cmocka_unit_test(test_header_layout),
         cmocka_unit_test(test_header_outgrows_room), cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_write_failure),
+        cmocka_unit_test(test_room_is_capped),
+        cmocka_unit_test(test_scalars_only),
     };
     return cmocka_run_group_tests_name("writer", tests, NULL, NULL);
 }
