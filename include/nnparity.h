@@ -177,7 +177,9 @@ void nnp_dump_meta_at(const nnp_dump *dump, size_t i, const char **key, const ch
 const char *nnp_dump_meta_get(const nnp_dump *dump, const char *key);
 
 /* Tell the kernel that this record's pages will not be read again soon (they stay in the page
- * cache); keeps the resident size of a pass over a huge dump bounded. */
+ * cache); keeps the resident size of a pass over a huge dump bounded. Only records read in place
+ * from a mapping are released; converted copies (npz deflated members, big-endian or Fortran
+ * npy) stay in memory until the dump is closed. */
 void nnp_dump_release(nnp_dump *dump, size_t i);
 
 /* ---------------------------------------------------------------------------------------------
