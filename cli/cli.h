@@ -25,7 +25,7 @@ typedef struct cli_command {
     int (*run)(int argc, char **argv);
 } cli_command;
 
-extern const cli_command cli_ls, cli_stats, cli_recover;
+extern const cli_command cli_ls, cli_stats, cli_diff, cli_recover;
 
 /* One line on stderr: "nnparity: <message>". */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -6,7 +6,7 @@
 
 #include "cli.h"
 
-static const cli_command *const commands[] = {&cli_ls, &cli_stats, &cli_recover};
+static const cli_command *const commands[] = {&cli_ls, &cli_stats, &cli_diff, &cli_recover};
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
 static void print_help(FILE *out)

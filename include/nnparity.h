@@ -231,6 +231,50 @@ void nnp_writer_abort(nnp_writer *w);
 nnp_status nnp_recover(const char *path, size_t *records);
 
 /* ---------------------------------------------------------------------------------------------
+ * Comparing two tensors (one pass over both buffers)
+ *
+ * d = port - ref, every value converted exactly to double. Moments are over the elements where
+ * both sides are finite; NaN and Inf are counted per side. Degenerate cases are defined, never
+ * left to 0/0:
+ *   rel_l2 = ||d|| / ||ref||, nmse = ||d||^2 / ||ref||^2: 0 when both norms are 0, +inf when
+ *            only the reference's is;
+ *   snr_db = 10 log10(||ref||^2 / ||d||^2): +inf for identical tensors;
+ *   cosine = <port, ref> / (||port|| ||ref||): 1 when both are all zeros, 0 when only one is;
+ *   pcc    = Pearson correlation: when either side is constant it is 1 only if the two tensors
+ *            are identical and 0 otherwise, so a constant tensor never scores as a match (a
+ *            constant offset on a varying tensor keeps pcc = 1, as the definition says: max_abs
+ *            and allclose are what catch it).
+ * With no element at all every error metric is 0 and cosine = pcc = 1; with no finite pair the
+ * moment metrics are NaN.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nnp_compare_options {
+    double atol, rtol; /* an element agrees when |port - ref| <= atol + rtol * |ref| */
+    int threads;       /* <= 0: one per CPU */
+} nnp_compare_options;
+
+typedef struct nnp_metrics {
+    uint64_t count;           /* elements compared */
+    uint64_t finite;          /* elements finite on both sides: the moments are over these */
+    uint64_t nan_ref, nan_port, inf_ref, inf_port;
+    uint64_t allclose_fail;   /* elements that disagree; a NaN on either side disagrees, the same
+                               * infinity on both sides agrees */
+    double allclose_fail_pct; /* 100 * allclose_fail / count */
+    double mse, rmse, mean_abs;
+    double max_abs;           /* the largest |port - ref| over finite pairs ... */
+    uint64_t max_index;       /* ... at this flat (row-major) index ... */
+    double ref_at_max, port_at_max; /* ... where the two sides hold these values */
+    double rel_l2, nmse, snr_db, cosine, pcc;
+} nnp_metrics;
+
+/* Compare n elements of `port` (dtype port_dtype) against `ref`, in one pass over both,
+ * threaded over chunks; the result does not depend on the number of threads. Any dtype may meet
+ * any other (a BF16 port against an F32 reference compares exactly after conversion). */
+nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtype,
+                       const void *port, uint64_t n, const nnp_compare_options *opts,
+                       nnp_metrics *out);
+
+/* ---------------------------------------------------------------------------------------------
  * Rules: mapping one side's tensor names onto the other's (docs/rules.md)
  *
  *     rename  REGEX  REPLACEMENT    rewrite the first match; \0..\9 insert the match and groups
@@ -248,6 +292,56 @@ void nnp_rules_free(nnp_rules *rules);
 /* Map `name` through the rules in order: *out is a new string (free() it), *ignored is set when
  * an ignore rule matched. NULL rules map every name to itself. */
 nnp_status nnp_rules_map(const nnp_rules *rules, const char *name, char **out, bool *ignored);
+
+/* ---------------------------------------------------------------------------------------------
+ * Diffing two dumps: pair the records, compare each pair, localize the first divergence
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum nnp_verdict {
+    NNP_PASS = 0,       /* every element within tolerance */
+    NNP_WARN,           /* at most 0.1% of the elements outside tolerance, and no new NaN/Inf */
+    NNP_FAIL,           /* more than that, or a NaN/Inf the reference does not have */
+    NNP_SHAPE_MISMATCH, /* not compared: the shapes differ */
+    NNP_DTYPE_MISMATCH  /* not compared: float against integer or bool */
+} nnp_verdict;
+
+/* "pass", "warn", "fail", "shape", "dtype". */
+const char *nnp_verdict_name(nnp_verdict v);
+
+/* The default tolerances for a pair, from its lower-precision side (docs/diff.md says why):
+ * F64 1e-12 + 1e-9|ref|, F32 1e-5 + 1e-4|ref|, F16 1e-3 + 1e-2|ref|, BF16 1e-2 + 4e-2|ref|,
+ * F8_E4M3 1e-2 + 0.125|ref|, F8_E5M2 1e-2 + 0.25|ref|, integers and bool exact. */
+void nnp_default_tolerance(nnp_dtype a, nnp_dtype b, double *atol, double *rtol);
+
+typedef struct nnp_diff_options {
+    const nnp_rules *rules; /* maps the port's record names onto the reference's; NULL: none */
+    double atol, rtol;      /* < 0: by dtype (nnp_default_tolerance) */
+    int threads;            /* <= 0: one per CPU */
+} nnp_diff_options;
+
+typedef struct nnp_diff_pair {
+    size_t ref, port;       /* record indices in the two dumps */
+    nnp_verdict verdict;
+    double atol, rtol;      /* the tolerances used */
+    nnp_metrics metrics;    /* all zero for shape and dtype mismatches */
+} nnp_diff_pair;
+
+typedef struct nnp_diff {
+    nnp_diff_pair *pairs;   /* in the reference's execution order */
+    size_t npairs;
+    size_t *unmatched_ref, nunmatched_ref;   /* reference records with no port record */
+    size_t *unmatched_port, nunmatched_port; /* port records with no reference record (and not
+                                              * ignored by the rules) */
+    int64_t first_divergence; /* index into pairs of the first FAIL or mismatch; -1: none */
+    int64_t order_violation;  /* index into pairs of the first pair that runs earlier on the port
+                               * side than the pair before it; -1: the same order */
+} nnp_diff;
+
+/* Pair `port`'s records with `ref`'s by name (after the rules; repeated calls pair by call index
+ * through their "#<call>" names), compare every pair and check the execution order. */
+nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
+                          nnp_diff **out);
+void nnp_diff_free(nnp_diff *diff);
 
 /* ---------------------------------------------------------------------------------------------
  * Capture and injection

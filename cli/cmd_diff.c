@@ -1,0 +1,370 @@
+/*
+ * cmd_diff.c - `nnparity diff REF PORT`: does the port agree with the reference, and if not,
+ * where does it start to diverge and by how much.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "json_out.h"
+
+static const char diff_usage[] =
+    "usage: nnparity diff [options] REF PORT\n"
+    "\n"
+    "Pair the port's records with the reference's by name (after --rules), compare every pair in\n"
+    "one pass, and report the verdict, the first divergence in execution order, the worst pairs,\n"
+    "the per-pair table, unmatched records and whether both ran in the same order.\n"
+    "\n"
+    "  --rules FILE     map the port's names onto the reference's (docs/rules.md)\n"
+    "  --atol X         absolute tolerance for every pair (default: by dtype, docs/diff.md)\n"
+    "  --rtol X         relative tolerance for every pair (default: by dtype)\n"
+    "  --json FILE      also write the report as JSON (schema nnparity.diff/1; '-' for stdout,\n"
+    "                   which then replaces the text report)\n"
+    "  --all            list every pair, not only those that are not a pass\n"
+    "  -j, --threads N  threads (default: one per CPU)\n"
+    "  -h               this help\n"
+    "\n"
+    "Exit codes: 0 every pair within tolerance and the same order, 1 a divergence or a reordering,\n"
+    "2 bad usage or input, 3 internal error.\n";
+
+/* "[i, j, k]" of a flat row-major index. */
+static void format_index(char *buf, size_t n, const nnp_record *r, uint64_t flat)
+{
+    uint64_t idx[64];
+    uint32_t nd = r->ndim < 64 ? r->ndim : 64;
+    for (uint32_t k = nd; k-- > 0;) {
+        idx[k] = r->shape[k] ? flat % r->shape[k] : 0;
+        flat = r->shape[k] ? flat / r->shape[k] : 0;
+    }
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (uint32_t k = 0; k < nd && used < n; k++)
+        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
+                                 (unsigned long long)idx[k]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+}
+
+static void num(char *buf, size_t n, double v)
+{
+    if (isnan(v))
+        snprintf(buf, n, "-");
+    else if (isinf(v))
+        snprintf(buf, n, v > 0 ? "inf" : "-inf");
+    else
+        snprintf(buf, n, "%.3g", v);
+}
+
+static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const nnp_diff_pair *p)
+{
+    const nnp_record *r = nnp_dump_record(ref, p->ref), *q = nnp_dump_record(port, p->port);
+    char a[256], b[256];
+    if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
+        cli_format_shape(a, sizeof a, r);
+        cli_format_shape(b, sizeof b, q);
+        printf("  reference %s %s, port %s %s: not compared\n", nnp_dtype_name(r->dtype), a,
+               nnp_dtype_name(q->dtype), b);
+        return;
+    }
+    const nnp_metrics *m = &p->metrics;
+    char v[6][32];
+    format_index(a, sizeof a, r, m->max_index);
+    num(v[0], sizeof v[0], m->max_abs);
+    printf("  max-abs %s at %s: reference %.7g, port %.7g\n", v[0], a, m->ref_at_max,
+           m->port_at_max);
+    num(v[1], sizeof v[1], m->rel_l2);
+    num(v[2], sizeof v[2], m->mse);
+    snprintf(v[3], sizeof v[3], "%.6f", m->cosine);
+    snprintf(v[4], sizeof v[4], "%.6f", m->pcc);
+    num(v[5], sizeof v[5], m->snr_db);
+    printf("  rel-L2 %s  mse %s  cosine %s  pcc %s  snr %s dB\n", v[1], v[2], v[3], v[4], v[5]);
+    printf("  outside atol %.3g + rtol %.3g: %llu of %llu (%.3g%%)", p->atol, p->rtol,
+           (unsigned long long)m->allclose_fail, (unsigned long long)m->count,
+           m->allclose_fail_pct);
+    if (m->nan_ref || m->nan_port || m->inf_ref || m->inf_port)
+        printf("; NaN %llu/%llu, Inf %llu/%llu (ref/port)", (unsigned long long)m->nan_ref,
+               (unsigned long long)m->nan_port, (unsigned long long)m->inf_ref,
+               (unsigned long long)m->inf_port);
+    printf("\n");
+}
+
+static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
+{
+    const nnp_record *r = nnp_dump_record(ref, p->ref);
+    char a[32], b[32], c[32];
+    if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
+        printf("%6llu  %-5s  %9s  %9s  %8s  %6s  %s\n", (unsigned long long)r->seq,
+               nnp_verdict_name(p->verdict), "-", "-", "-", "-", r->name);
+        return;
+    }
+    num(a, sizeof a, p->metrics.max_abs);
+    num(b, sizeof b, p->metrics.rel_l2);
+    snprintf(c, sizeof c, "%.5f", p->metrics.cosine);
+    printf("%6llu  %-5s  %9s  %9s  %8s  %6.2f  %s\n", (unsigned long long)r->seq,
+           nnp_verdict_name(p->verdict), a, b, c, p->metrics.allclose_fail_pct, r->name);
+}
+
+static int by_rel_l2(const void *a, const void *b, void *unused);
+
+static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d, bool all)
+{
+    size_t counts[5] = {0};
+    for (size_t i = 0; i < d->npairs; i++)
+        counts[d->pairs[i].verdict]++;
+    printf("reference: %s (%zu records)\nport:      %s (%zu records)\n", nnp_dump_path(ref),
+           nnp_dump_count(ref), nnp_dump_path(port), nnp_dump_count(port));
+    printf("pairs: %zu: %zu pass, %zu warn, %zu fail, %zu shape mismatch, %zu dtype mismatch; "
+           "unmatched: %zu in the reference, %zu in the port\n",
+           d->npairs, counts[NNP_PASS], counts[NNP_WARN], counts[NNP_FAIL],
+           counts[NNP_SHAPE_MISMATCH], counts[NNP_DTYPE_MISMATCH], d->nunmatched_ref,
+           d->nunmatched_port);
+    if (d->first_divergence < 0 && d->order_violation < 0)
+        printf("\nverdict: the port agrees with the reference%s\n",
+               counts[NNP_WARN] ? " (some pairs only nearly: see warn)" : "");
+    if (d->first_divergence >= 0) {
+        const nnp_diff_pair *p = &d->pairs[d->first_divergence];
+        const nnp_record *r = nnp_dump_record(ref, p->ref);
+        printf("\nverdict: the port diverges. First divergence, pair %lld of %zu in execution "
+               "order:\n  %s%s%s%s (%s)\n", (long long)d->first_divergence + 1, d->npairs,
+               r->name, *r->module_type ? " [" : "", r->module_type, *r->module_type ? "]" : "",
+               nnp_verdict_name(p->verdict));
+        print_pair_details(ref, port, p);
+    }
+    if (d->order_violation >= 0) {
+        size_t i = (size_t)d->order_violation;
+        printf("\norder: the port runs pair %zu earlier than the pair before it:\n", i + 1);
+        printf("  %6s %6s  %s\n", "ref", "port", "name (reference)");
+        for (size_t k = i >= 2 ? i - 2 : 0; k <= i + 1 && k < d->npairs; k++)
+            printf("%s %6llu %6llu  %s\n", k == i ? ">" : " ",
+                   (unsigned long long)nnp_dump_record(ref, d->pairs[k].ref)->seq,
+                   (unsigned long long)nnp_dump_record(port, d->pairs[k].port)->seq,
+                   nnp_dump_record(ref, d->pairs[k].ref)->name);
+    } else {
+        printf("order: the matched pairs run in the same order on both sides\n");
+    }
+    /* the five pairs with the largest relative error */
+    size_t *order = malloc((d->npairs ? d->npairs : 1) * sizeof *order), n = 0;
+    for (size_t i = 0; order && i < d->npairs; i++)
+        if (d->pairs[i].verdict == NNP_WARN || d->pairs[i].verdict == NNP_FAIL)
+            order[n++] = i;
+    if (order && n) {
+        qsort_r(order, n, sizeof *order, by_rel_l2, (void *)d);
+        printf("\nworst pairs by rel-L2:\n");
+        for (size_t k = 0; k < n && k < 5; k++)
+            print_row(ref, &d->pairs[order[k]]);
+    }
+    free(order);
+    printf("\n%6s  %-5s  %9s  %9s  %8s  %6s  %s\n", "seq", "verd.", "max-abs", "rel-L2",
+           "cosine", "out%", "name (reference)");
+    size_t shown = 0;
+    for (size_t i = 0; i < d->npairs; i++)
+        if (all || d->pairs[i].verdict != NNP_PASS) {
+            print_row(ref, &d->pairs[i]);
+            shown++;
+        }
+    if (!all && shown < d->npairs)
+        printf("%6s  (%zu pairs pass; --all lists them)\n", "", d->npairs - shown);
+    for (int side = 0; side < 2; side++) {
+        size_t count = side ? d->nunmatched_port : d->nunmatched_ref;
+        const size_t *list = side ? d->unmatched_port : d->unmatched_ref;
+        const nnp_dump *dump = side ? port : ref;
+        if (!count)
+            continue;
+        printf("\nonly in the %s (%zu):\n", side ? "port" : "reference", count);
+        for (size_t k = 0; k < count && k < 20; k++)
+            printf("  %s\n", nnp_dump_record(dump, list[k])->name);
+        if (count > 20)
+            printf("  ... and %zu more\n", count - 20);
+    }
+}
+
+static int by_rel_l2(const void *a, const void *b, void *ctx)
+{
+    const nnp_diff *d = ctx;
+    double x = d->pairs[*(const size_t *)a].metrics.rel_l2;
+    double y = d->pairs[*(const size_t *)b].metrics.rel_l2;
+    if (isnan(x)) x = INFINITY;
+    if (isnan(y)) y = INFINITY;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static json_t *metrics_json(const nnp_record *r, const nnp_diff_pair *p)
+{
+    const nnp_metrics *m = &p->metrics;
+    json_t *idx = json_array();
+    uint64_t flat = m->max_index;
+    uint64_t tmp[64];
+    uint32_t nd = r->ndim < 64 ? r->ndim : 64;
+    for (uint32_t k = nd; k-- > 0;) {
+        tmp[k] = r->shape[k] ? flat % r->shape[k] : 0;
+        flat = r->shape[k] ? flat / r->shape[k] : 0;
+    }
+    for (uint32_t k = 0; k < nd; k++)
+        json_array_append_new(idx, json_integer((json_int_t)tmp[k]));
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+                     "s:o, s:o, s:o, s:o, s:o}",
+                     "count", (json_int_t)m->count, "finite", (json_int_t)m->finite, "nan_ref",
+                     (json_int_t)m->nan_ref, "nan_port", (json_int_t)m->nan_port, "inf_ref",
+                     (json_int_t)m->inf_ref, "inf_port", (json_int_t)m->inf_port,
+                     "allclose_fail", (json_int_t)m->allclose_fail, "allclose_fail_pct",
+                     json_out_number(m->allclose_fail_pct), "mse", json_out_number(m->mse),
+                     "rmse", json_out_number(m->rmse), "mean_abs", json_out_number(m->mean_abs),
+                     "max_abs", json_out_number(m->max_abs), "max_index", idx, "ref_at_max",
+                     json_out_number(m->ref_at_max), "port_at_max",
+                     json_out_number(m->port_at_max), "rel_l2", json_out_number(m->rel_l2),
+                     "nmse", json_out_number(m->nmse), "snr_db", json_out_number(m->snr_db),
+                     "cosine", json_out_number(m->cosine), "pcc", json_out_number(m->pcc));
+}
+
+static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d)
+{
+    json_t *pairs = json_array(), *ur = json_array(), *up = json_array();
+    for (size_t i = 0; i < d->npairs; i++) {
+        const nnp_diff_pair *p = &d->pairs[i];
+        const nnp_record *r = nnp_dump_record(ref, p->ref), *q = nnp_dump_record(port, p->port);
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:f, s:f}", "ref", r->name,
+                              "port", q->name, "ref_seq", (json_int_t)r->seq, "port_seq",
+                              (json_int_t)q->seq, "type", r->module_type, "verdict",
+                              nnp_verdict_name(p->verdict), "dtypes",
+                              nnp_dtype_name(q->dtype), "atol", p->atol, "rtol", p->rtol);
+        if (!o)
+            goto fail;
+        json_object_set_new(o, "ref_dtype", json_string(nnp_dtype_name(r->dtype)));
+        if (p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH)
+            json_object_set_new(o, "metrics", metrics_json(r, p));
+        json_object_del(o, "dtypes");
+        json_object_set_new(o, "port_dtype", json_string(nnp_dtype_name(q->dtype)));
+        if (json_array_append_new(pairs, o) != 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < d->nunmatched_ref; i++)
+        json_array_append_new(ur, json_string(nnp_dump_record(ref, d->unmatched_ref[i])->name));
+    for (size_t i = 0; i < d->nunmatched_port; i++)
+        json_array_append_new(up, json_string(nnp_dump_record(port, d->unmatched_port[i])->name));
+    return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o}", "schema", "nnparity.diff/1",
+                     "ref", nnp_dump_path(ref), "port", nnp_dump_path(port), "agree",
+                     d->first_divergence < 0 && d->order_violation < 0, "first_divergence",
+                     d->first_divergence < 0 ? json_null() : json_integer(d->first_divergence),
+                     "order_violation",
+                     d->order_violation < 0 ? json_null() : json_integer(d->order_violation),
+                     "pairs", pairs, "unmatched_ref", ur, "unmatched_port", up);
+fail:
+    json_decref(pairs);
+    json_decref(ur);
+    json_decref(up);
+    return NULL;
+}
+
+static int write_json(json_t *doc, const char *path)
+{
+    if (strcmp(path, "-") == 0)
+        return json_out_print(doc);
+    if (!doc)
+        return json_out_print(NULL);
+    /* written beside the target and renamed, so a failed write never leaves half a report */
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 5);
+    if (!tmp) {
+        json_decref(doc);
+        cli_error("out of memory");
+        return EXIT_INTERNAL;
+    }
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp", 5);
+    int rc = json_dump_file(doc, tmp, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    json_decref(doc);
+    if (rc != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        cli_error("%s: cannot write the JSON report", path);
+        free(tmp);
+        return EXIT_BAD_INPUT;
+    }
+    free(tmp);
+    return EXIT_AGREE;
+}
+
+static bool parse_tol(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || !(v >= 0) || isinf(v))
+        return false;
+    *out = v;
+    return true;
+}
+
+static int run_diff(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"rules", required_argument, NULL, 'r'}, {"atol", required_argument, NULL, 'a'},
+        {"rtol", required_argument, NULL, 'R'},  {"json", required_argument, NULL, 'J'},
+        {"all", no_argument, NULL, 'A'},         {"threads", required_argument, NULL, 'j'},
+        {0, 0, 0, 0}};
+    const char *rules_path = NULL, *json_path = NULL;
+    double atol = -1, rtol = -1;
+    bool all = false;
+    int threads = 0, c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
+        if (c == 'r') {
+            rules_path = optarg;
+        } else if (c == 'J') {
+            json_path = optarg;
+        } else if (c == 'A') {
+            all = true;
+        } else if (c == 'a' || c == 'R') {
+            if (!parse_tol(optarg, c == 'a' ? &atol : &rtol))
+                return cli_usage_error(&cli_diff, "--%s takes a non-negative number, not '%s'",
+                                       c == 'a' ? "atol" : "rtol", optarg);
+        } else if (c == 'j') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 256)
+                return cli_usage_error(&cli_diff, "-j takes a thread count from 1 to 256, not '%s'",
+                                       optarg);
+            threads = (int)v;
+        } else {
+            return cli_usage_error(&cli_diff, "unknown option or missing value: '%s'",
+                                   argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 2)
+        return cli_usage_error(&cli_diff, "REF and PORT are needed, and nothing else");
+    if ((atol < 0) != (rtol < 0)) {
+        /* one given: the other from the dtype would mix two rules; take it as zero */
+        if (atol < 0) atol = 0;
+        if (rtol < 0) rtol = 0;
+    }
+    nnp_rules *rules = NULL;
+    nnp_dump *ref = NULL, *port = NULL;
+    nnp_diff *d = NULL;
+    nnp_status st = rules_path ? nnp_rules_load(rules_path, &rules) : NNP_OK;
+    if (!st)
+        st = nnp_dump_open(argv[optind], &ref);
+    if (!st)
+        st = nnp_dump_open(argv[optind + 1], &port);
+    nnp_diff_options o = {rules, atol, rtol, threads};
+    if (!st)
+        st = nnp_diff_dumps(ref, port, &o, &d);
+    int rc;
+    if (st) {
+        rc = cli_fail(st);
+    } else {
+        rc = EXIT_AGREE;
+        if (!json_path || strcmp(json_path, "-") != 0)
+            print_text(ref, port, d, all);
+        if (json_path)
+            rc = write_json(diff_json(ref, port, d), json_path);
+        if (rc == EXIT_AGREE && (d->first_divergence >= 0 || d->order_violation >= 0))
+            rc = EXIT_FOUND;
+    }
+    nnp_diff_free(d);
+    nnp_dump_close(ref);
+    nnp_dump_close(port);
+    nnp_rules_free(rules);
+    return rc;
+}
+
+const cli_command cli_diff = {"diff", "compare a port's dump with the reference's", diff_usage,
+                              run_diff};

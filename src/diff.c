@@ -1,0 +1,274 @@
+/*
+ * diff.c - pairs a port's records with the reference's, compares every pair, and finds where the
+ * port starts to diverge and whether it runs its layers in the same order.
+ *
+ * Pairing is by name after the rules (the port's names are rewritten into the reference's), so
+ * repeated calls pair by call index through their "#<call>" names. Small pairs are compared
+ * many at a time, one thread each; large ones one at a time, threaded over chunks.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+const char *nnp_verdict_name(nnp_verdict v)
+{
+    switch (v) {
+    case NNP_PASS: return "pass";
+    case NNP_WARN: return "warn";
+    case NNP_FAIL: return "fail";
+    case NNP_SHAPE_MISMATCH: return "shape";
+    case NNP_DTYPE_MISMATCH: return "dtype";
+    }
+    return "?";
+}
+
+/* About ten times each format's rounding error, so that a port that only sums in another order
+ * passes, while a wrong formula (an approximated GELU, a wrong epsilon) does not. */
+static void tolerance_of(nnp_dtype t, double *atol, double *rtol)
+{
+    switch (t) {
+    case NNP_F64: *atol = 1e-12; *rtol = 1e-9; break;
+    case NNP_F32: *atol = 1e-5; *rtol = 1e-4; break;
+    case NNP_F16: *atol = 1e-3; *rtol = 1e-2; break;
+    case NNP_BF16: *atol = 1e-2; *rtol = 4e-2; break;
+    case NNP_F8_E4M3: *atol = 1e-2; *rtol = 0.125; break;
+    case NNP_F8_E5M2: *atol = 1e-2; *rtol = 0.25; break;
+    default: *atol = 0; *rtol = 0; break; /* integers and bool compare exactly */
+    }
+}
+
+void nnp_default_tolerance(nnp_dtype a, nnp_dtype b, double *atol, double *rtol)
+{
+    double aa, ar, ba, br;
+    tolerance_of(a, &aa, &ar);
+    tolerance_of(b, &ba, &br);
+    /* the lower-precision side decides */
+    *atol = aa > ba ? aa : ba;
+    *rtol = ar > br ? ar : br;
+}
+
+void nnp_diff_free(nnp_diff *d)
+{
+    if (!d)
+        return;
+    free(d->pairs);
+    free(d->unmatched_ref);
+    free(d->unmatched_port);
+    free(d);
+}
+
+typedef struct {
+    char *name; /* the port record's name in the reference's terms */
+    size_t port;
+} mapped;
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const mapped *)a)->name, ((const mapped *)b)->name);
+}
+
+typedef struct {
+    nnp_dump *ref, *port;
+    nnp_diff_pair *pairs;
+    const size_t *todo;
+    const void **rdata, **pdata;
+    int threads;
+    nnp_status *status;
+} cmp_ctx;
+
+static void verdict_of(nnp_diff_pair *p)
+{
+    const nnp_metrics *m = &p->metrics;
+    bool new_nonfinite = m->nan_port > m->nan_ref || m->inf_port > m->inf_ref;
+    if (m->allclose_fail == 0)
+        p->verdict = NNP_PASS;
+    else if (!new_nonfinite && m->allclose_fail * 1000 <= m->count)
+        p->verdict = NNP_WARN;
+    else
+        p->verdict = NNP_FAIL;
+}
+
+static void compare_pair(void *c, size_t t)
+{
+    cmp_ctx *ctx = c;
+    nnp_diff_pair *p = &ctx->pairs[ctx->todo[t]];
+    const nnp_record *r = nnp_dump_record(ctx->ref, p->ref), *q = nnp_dump_record(ctx->port, p->port);
+    nnp_compare_options o = {p->atol, p->rtol, ctx->threads};
+    nnp_status st = nnp_compare(r->dtype, ctx->rdata[ctx->todo[t]], q->dtype,
+                                ctx->pdata[ctx->todo[t]], r->nelem, &o, &p->metrics);
+    if (st)
+        ctx->status[t] = st;
+    else
+        verdict_of(p);
+    nnp_dump_release(ctx->ref, p->ref);
+    nnp_dump_release(ctx->port, p->port);
+}
+
+/* Map every port name through the rules and sort, for lookup by reference name. */
+static nnp_status map_port(nnp_dump *port, const nnp_rules *rules, mapped **out, size_t *n,
+                           bool **ignored)
+{
+    size_t count = nnp_dump_count(port);
+    mapped *m = calloc(count ? count : 1, sizeof *m);
+    bool *ign = calloc(count ? count : 1, sizeof *ign);
+    if (!m || !ign) {
+        free(m);
+        free(ign);
+        return nnp__nomem();
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < count; i++) {
+        char *name;
+        nnp_status st = nnp_rules_map(rules, nnp_dump_record(port, i)->name, &name, &ign[i]);
+        if (st) {
+            for (size_t j = 0; j < k; j++)
+                free(m[j].name);
+            free(m);
+            free(ign);
+            return st;
+        }
+        if (ign[i])
+            free(name);
+        else
+            m[k++] = (mapped){name, i};
+    }
+    qsort(m, k, sizeof *m, by_name);
+    *out = m;
+    *n = k;
+    *ignored = ign;
+    return NNP_OK;
+}
+
+static bool same_shape(const nnp_record *a, const nnp_record *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (uint32_t k = 0; k < a->ndim; k++)
+        if (a->shape[k] != b->shape[k])
+            return false;
+    return true;
+}
+
+static bool comparable_dtypes(nnp_dtype a, nnp_dtype b)
+{
+    nnp_dtype_class ca = nnp_dtype_class_of(a), cb = nnp_dtype_class_of(b);
+    return ca == cb || (ca != NNP_CLASS_FLOAT && cb != NNP_CLASS_FLOAT);
+}
+
+/* Compare the pairs that need it: small ones many at a time, large ones with every thread. */
+static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads)
+{
+    size_t n = d->npairs;
+    size_t *small = malloc((n ? n : 1) * sizeof *small), *large = malloc((n ? n : 1) * sizeof *large);
+    const void **rdata = calloc(n ? n : 1, sizeof *rdata), **pdata = calloc(n ? n : 1, sizeof *pdata);
+    nnp_status *status = calloc(n ? n : 1, sizeof *status);
+    nnp_status st = !small || !large || !rdata || !pdata || !status ? nnp__nomem() : NNP_OK;
+    size_t ns = 0, nl = 0;
+    for (size_t i = 0; i < n && !st; i++) {
+        nnp_diff_pair *p = &d->pairs[i];
+        if (p->verdict != NNP_PASS)
+            continue; /* a mismatch, decided without comparing */
+        if ((st = nnp_dump_data(ref, p->ref, &rdata[i])) ||
+            (st = nnp_dump_data(port, p->port, &pdata[i])))
+            break;
+        if (nnp_dump_record(ref, p->ref)->nelem < (1u << 20))
+            small[ns++] = i;
+        else
+            large[nl++] = i;
+    }
+    if (!st) {
+        cmp_ctx ctx = {ref, port, d->pairs, small, rdata, pdata, 1, status};
+        nnp__parallel_for(ns, threads, compare_pair, &ctx);
+        for (size_t i = 0; i < ns && !st; i++)
+            st = status[i];
+        ctx.todo = large;
+        ctx.threads = threads;
+        for (size_t i = 0; i < nl && !st; i++) {
+            status[0] = NNP_OK;
+            compare_pair(&ctx, i);
+            st = status[0];
+        }
+    }
+    free(small);
+    free(large);
+    free(rdata);
+    free(pdata);
+    free(status);
+    return st;
+}
+
+nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
+                          nnp_diff **out)
+{
+    if (!ref || !port || !out)
+        return nnp__fail(NNP_ERR_ARG, "nnp_diff_dumps: missing dump or output");
+    *out = NULL;
+    nnp_diff_options o = opts ? *opts : (nnp_diff_options){NULL, -1, -1, 0};
+    nnp_diff *d = calloc(1, sizeof *d);
+    size_t nref = nnp_dump_count(ref), nport = nnp_dump_count(port);
+    mapped *m = NULL;
+    size_t nm = 0;
+    bool *ignored = NULL, *used = calloc(nport ? nport : 1, sizeof *used);
+    nnp_status st = d && used ? map_port(port, o.rules, &m, &nm, &ignored) : nnp__nomem();
+    if (!st) {
+        d->pairs = calloc(nref ? nref : 1, sizeof *d->pairs);
+        d->unmatched_ref = calloc(nref ? nref : 1, sizeof *d->unmatched_ref);
+        d->unmatched_port = calloc(nport ? nport : 1, sizeof *d->unmatched_port);
+        if (!d->pairs || !d->unmatched_ref || !d->unmatched_port)
+            st = nnp__nomem();
+    }
+    for (size_t i = 0; i < nref && !st; i++) {
+        const nnp_record *r = nnp_dump_record(ref, i);
+        mapped key = {(char *)r->name, 0};
+        mapped *hit = nm ? bsearch(&key, m, nm, sizeof *m, by_name) : NULL;
+        if (!hit || used[hit->port]) {
+            d->unmatched_ref[d->nunmatched_ref++] = i;
+            continue;
+        }
+        used[hit->port] = true;
+        const nnp_record *q = nnp_dump_record(port, hit->port);
+        nnp_diff_pair *p = &d->pairs[d->npairs++];
+        p->ref = i;
+        p->port = hit->port;
+        if (o.atol >= 0 && o.rtol >= 0) {
+            p->atol = o.atol;
+            p->rtol = o.rtol;
+        } else {
+            nnp_default_tolerance(r->dtype, q->dtype, &p->atol, &p->rtol);
+        }
+        p->verdict = !same_shape(r, q)                       ? NNP_SHAPE_MISMATCH
+                     : !comparable_dtypes(r->dtype, q->dtype) ? NNP_DTYPE_MISMATCH
+                                                              : NNP_PASS;
+    }
+    for (size_t i = 0; i < nport && !st; i++)
+        if (!used[i] && !ignored[i])
+            d->unmatched_port[d->nunmatched_port++] = i;
+    if (!st)
+        st = compare_all(d, ref, port, o.threads);
+    if (!st) {
+        d->first_divergence = d->order_violation = -1;
+        uint64_t last_seq = 0;
+        for (size_t i = 0; i < d->npairs; i++) {
+            nnp_verdict v = d->pairs[i].verdict;
+            if (d->first_divergence < 0 && v != NNP_PASS && v != NNP_WARN)
+                d->first_divergence = (int64_t)i;
+            uint64_t seq = nnp_dump_record(port, d->pairs[i].port)->seq;
+            if (d->order_violation < 0 && i > 0 && seq < last_seq)
+                d->order_violation = (int64_t)i;
+            last_seq = seq;
+        }
+    }
+    for (size_t i = 0; i < nm; i++)
+        free(m[i].name);
+    free(m);
+    free(ignored);
+    free(used);
+    if (st) {
+        nnp_diff_free(d);
+        return st;
+    }
+    *out = d;
+    return NNP_OK;
+}

@@ -1,0 +1,160 @@
+"""`nnparity diff`: metrics against numpy, verdicts and exit codes, pairing through rules,
+unmatched records, the execution-order check, and a torchvision model captured in float64,
+float32 and bfloat16."""
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import LIB, ROOT, write_safetensors
+
+pytestmark = pytest.mark.cli
+
+
+def records_meta(order):
+    """nnparity provenance listing tensors in the given execution order."""
+    return {"nnparity.format": "dump/1",
+            "nnparity.records": json.dumps([{"tensor": t, "seq": i} for i, t in enumerate(order)])}
+
+
+def diff_json(nnp, ref, port, *args, check):
+    return json.loads(nnp("diff", "--json", "-", ref, port, *args, check=check).stdout)
+
+
+def test_metrics_match_numpy(nnp, tmp_path):
+    rng = np.random.default_rng(1)
+    r = rng.standard_normal((64, 33))
+    p = (r + rng.standard_normal(r.shape) * 1e-3).astype(np.float32)
+    write_safetensors(tmp_path / "r.safetensors", {"x": r})
+    write_safetensors(tmp_path / "p.safetensors", {"x": p})
+    doc = diff_json(nnp, tmp_path / "r.safetensors", tmp_path / "p.safetensors",
+                    "--atol", "1e-3", "--rtol", "1e-3", check=1)
+    m = doc["pairs"][0]["metrics"]
+    d = p.astype(np.float64) - r
+    assert m["count"] == r.size
+    assert m["mse"] == pytest.approx(np.mean(d * d), rel=1e-12)
+    assert m["mean_abs"] == pytest.approx(np.mean(np.abs(d)), rel=1e-12)
+    assert m["max_abs"] == np.abs(d).max()
+    assert m["max_index"] == list(np.unravel_index(np.abs(d).argmax(), r.shape))
+    assert m["ref_at_max"] == r.flat[np.abs(d).argmax()]
+    assert m["rel_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(r), rel=1e-12)
+    p64 = p.astype(np.float64)
+    assert m["cosine"] == pytest.approx(r.ravel() @ p64.ravel() /
+                                        np.linalg.norm(r) / np.linalg.norm(p64), rel=1e-12)
+    assert m["pcc"] == pytest.approx(np.corrcoef(r.ravel(), p64.ravel())[0, 1], rel=1e-12)
+    assert m["snr_db"] == pytest.approx(10 * np.log10((r * r).sum() / (d * d).sum()), rel=1e-12)
+    fails = (np.abs(d) > 1e-3 + 1e-3 * np.abs(r)).sum()
+    assert m["allclose_fail"] == fails and fails > 0
+    assert doc["pairs"][0]["verdict"] == "fail" and doc["first_divergence"] == 0
+
+
+def test_verdicts_rules_unmatched_and_exit_codes(nnp, tmp_path):
+    rng = np.random.default_rng(2)
+    layers = {f"blocks.{i}/out0": rng.standard_normal((4, 8)).astype(np.float32) for i in range(4)}
+    ref = tmp_path / "ref.safetensors"
+    write_safetensors(ref, {**layers, "head/out0": np.ones(3, np.float32)})
+    port = {k.replace("blocks.", "blk."): v.copy() for k, v in layers.items()}
+    port["blk.2/out0"][1, 3] += 0.5          # one element off: a divergence at block 2
+    port["scratch/out0"] = np.zeros(2, np.float32)
+    port["extra/out0"] = np.zeros(2, np.float32)
+    pf = tmp_path / "port.safetensors"
+    write_safetensors(pf, port)
+    rules = tmp_path / "port.rules"
+    rules.write_text("# the port's block names\nrename ^blk\\. blocks.\nignore ^scratch/\n")
+    p = nnp("diff", "--rules", rules, ref, pf, check=1)
+    assert "First divergence, pair 3 of 4" in p.stdout
+    assert "blocks.2/out0 (fail)" in p.stdout
+    assert "max-abs 0.5 at [1, 3]" in p.stdout
+    assert "only in the reference (1):\n  head/out0" in p.stdout
+    assert "only in the port (1):\n  extra/out0" in p.stdout   # scratch is ignored
+    doc = diff_json(nnp, ref, pf, "--rules", rules, check=1)
+    assert [x["verdict"] for x in doc["pairs"]] == ["pass", "pass", "fail", "pass"]
+    assert doc["unmatched_ref"] == ["head/out0"] and doc["unmatched_port"] == ["extra/out0"]
+    # without the rules nothing pairs
+    doc = diff_json(nnp, ref, pf, check=0)
+    assert doc["pairs"] == [] and len(doc["unmatched_ref"]) == 5
+    # loose enough tolerances make it agree
+    nnp("diff", "--rules", rules, "--atol", "0.6", ref, pf, check=0)
+    # a JSON report file is written whole
+    out = tmp_path / "report.json"
+    nnp("diff", "--rules", rules, "--json", out, ref, pf, check=1)
+    assert json.loads(out.read_text())["schema"] == "nnparity.diff/1"
+
+
+def test_warn_shape_and_dtype_mismatch(nnp, tmp_path):
+    r = np.arange(4000, dtype=np.float32)
+    p = r.copy()
+    p[7] += 1    # one element in 4000: under 0.1%, a warning
+    write_safetensors(tmp_path / "r.safetensors", {"a": r, "b": np.zeros((2, 3), np.float32),
+                                                   "c": np.zeros(3, np.float32)})
+    write_safetensors(tmp_path / "p.safetensors", {"a": p, "b": np.zeros((3, 2), np.float32),
+                                                   "c": np.zeros(3, np.int32)})
+    doc = diff_json(nnp, tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
+    v = {x["ref"]: x["verdict"] for x in doc["pairs"]}
+    assert v == {"a": "warn", "b": "shape", "c": "dtype"}
+    text = nnp("diff", tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1).stdout
+    assert "reference F32 [2, 3], port F32 [3, 2]: not compared" in text
+
+
+def test_order_violation(nnp, tmp_path):
+    t = {n: np.full(2, i, np.float32) for i, n in enumerate(["a", "b", "c", "d"])}
+    write_safetensors(tmp_path / "r.safetensors", t, records_meta(["a", "b", "c", "d"]))
+    write_safetensors(tmp_path / "p.safetensors", t, records_meta(["a", "c", "b", "d"]))
+    p = nnp("diff", tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
+    assert "order: the port runs pair 3 earlier than the pair before it" in p.stdout
+    assert ">      2      1  c" in p.stdout
+    doc = diff_json(nnp, tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
+    assert doc["order_violation"] == 2 and doc["first_divergence"] is None
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("x",), "REF and PORT are needed"),
+    (("--atol", "-1", "a", "b"), "--atol takes a non-negative number"),
+    (("--rtol", "nan", "a", "b"), "--rtol takes a non-negative number"),
+    (("--bogus", "a", "b"), "unknown option"),
+])
+def test_usage(nnp, args, needle):
+    assert needle in nnp("diff", *args, check=2).stderr
+
+
+def test_bad_rules_file(nnp, tmp_path):
+    write_safetensors(tmp_path / "r.safetensors", {"a": np.zeros(1, np.float32)})
+    (tmp_path / "bad.rules").write_text("rename (x y\n")
+    p = nnp("diff", "--rules", tmp_path / "bad.rules", tmp_path / "r.safetensors",
+            tmp_path / "r.safetensors", check=2)
+    assert "bad.rules: line 1, column 8: bad regex" in p.stderr
+
+
+VIT = r"""
+import copy, sys, torch, torchvision
+sys.path.insert(0, sys.argv[1])
+import nnparity
+torch.manual_seed(0)
+m = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                         hidden_dim=32, mlp_dim=64, num_classes=10).eval()
+x = torch.randn(1, 3, 32, 32)
+for name, dtype in [("f32", torch.float32), ("f64", torch.float64), ("bf16", torch.bfloat16)]:
+    mod = copy.deepcopy(m).to(dtype)
+    with torch.no_grad(), nnparity.capture(mod, f"{sys.argv[2]}/vit_{name}.safetensors"):
+        mod(x.to(dtype))
+"""
+
+
+def test_torchvision_float64_float32_bfloat16(nnp, tmp_path):
+    import os
+    env = dict(os.environ, NNPARITY_LIB=str(LIB))
+    subprocess.run([sys.executable, "-c", VIT, str(ROOT / "python"), str(tmp_path)], check=True,
+                   env=env)
+    f64, f32, bf16 = (tmp_path / f"vit_{n}.safetensors" for n in ("f64", "f32", "bf16"))
+    doc = diff_json(nnp, f64, f32, check=0)      # float32 agrees with float64
+    assert len(doc["pairs"]) == 58 and all(x["verdict"] == "pass" for x in doc["pairs"])
+    assert doc["pairs"][5]["atol"] == 1e-5 and doc["pairs"][5]["rtol"] == 1e-4
+    doc = diff_json(nnp, f32, bf16, check=1)     # bfloat16 does not
+    first = doc["pairs"][doc["first_divergence"]]
+    assert first["ref"] == "conv_proj/out0" and first["type"] == "Conv2d"
+    assert first["port_dtype"] == "BF16" and first["rtol"] == 4e-2
+    # the model's input, rounded to bf16, is within bf16's tolerance
+    assert doc["pairs"][0]["ref"] == "model/in0" and doc["pairs"][0]["verdict"] == "pass"
