@@ -107,6 +107,95 @@ static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
 
 static int by_rel_l2(const void *a, const void *b, void *unused);
 
+/* Per-component statistics over the compared pairs, as in a layer-by-layer verification report. */
+static const char *const components[] = {"embedding", "attention", "mlp", "normalization", "head",
+                                         "other"};
+#define NCOMP (sizeof components / sizeof *components)
+
+typedef struct {
+    size_t pairs, verdicts[5], compared;
+    double rel_min, rel_max, rel_sum, abs_max, cos_min;
+} comp_stats;
+
+static void component_stats(const nnp_dump *ref, const nnp_diff *d, comp_stats *c)
+{
+    memset(c, 0, NCOMP * sizeof *c);
+    for (size_t k = 0; k < NCOMP; k++) {
+        c[k].rel_min = INFINITY;
+        c[k].cos_min = INFINITY;
+    }
+    for (size_t i = 0; i < d->npairs; i++) {
+        const nnp_diff_pair *p = &d->pairs[i];
+        const nnp_record *r = nnp_dump_record(ref, p->ref);
+        const char *name = nnp_component(r->name, r->module_type);
+        size_t k = 0;
+        while (k + 1 < NCOMP && strcmp(components[k], name) != 0)
+            k++;
+        c[k].pairs++;
+        c[k].verdicts[p->verdict]++;
+        if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH ||
+            p->metrics.finite == 0)
+            continue;
+        const nnp_metrics *m = &p->metrics;
+        c[k].compared++;
+        c[k].rel_min = fmin(c[k].rel_min, m->rel_l2);
+        c[k].rel_max = fmax(c[k].rel_max, m->rel_l2);
+        c[k].rel_sum += m->rel_l2;
+        c[k].abs_max = fmax(c[k].abs_max, m->max_abs);
+        c[k].cos_min = fmin(c[k].cos_min, m->cosine);
+    }
+}
+
+static void print_components(const nnp_dump *ref, const nnp_diff *d)
+{
+    comp_stats c[NCOMP];
+    component_stats(ref, d, c);
+    printf("\n%-13s %5s %4s %4s %4s  %9s %9s %9s  %9s  %8s\n", "component", "pairs", "pass",
+           "warn", "fail", "rel-L2 min", "mean", "max", "max-abs", "cos min");
+    for (size_t k = 0; k < NCOMP; k++) {
+        if (!c[k].pairs)
+            continue;
+        char a[32] = "-", b[32] = "-", e[32] = "-", f[32] = "-", g[32] = "-";
+        if (c[k].compared) {
+            num(a, sizeof a, c[k].rel_min);
+            num(b, sizeof b, c[k].rel_sum / (double)c[k].compared);
+            num(e, sizeof e, c[k].rel_max);
+            num(f, sizeof f, c[k].abs_max);
+            snprintf(g, sizeof g, "%.5f", c[k].cos_min);
+        }
+        size_t failed = c[k].verdicts[NNP_FAIL] + c[k].verdicts[NNP_SHAPE_MISMATCH] +
+                        c[k].verdicts[NNP_DTYPE_MISMATCH];
+        printf("%-13s %5zu %4zu %4zu %4zu  %9s %9s %9s  %9s  %8s\n", components[k], c[k].pairs,
+               c[k].verdicts[NNP_PASS], c[k].verdicts[NNP_WARN], failed, a, b, e, f, g);
+    }
+}
+
+static json_t *components_json(const nnp_dump *ref, const nnp_diff *d)
+{
+    comp_stats c[NCOMP];
+    component_stats(ref, d, c);
+    json_t *o = json_object();
+    for (size_t k = 0; k < NCOMP; k++) {
+        if (!c[k].pairs)
+            continue;
+        bool any = c[k].compared > 0;
+        json_object_set_new(
+            o, components[k],
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "pairs",
+                      (json_int_t)c[k].pairs, "compared", (json_int_t)c[k].compared, "pass",
+                      (json_int_t)c[k].verdicts[NNP_PASS], "warn",
+                      (json_int_t)c[k].verdicts[NNP_WARN], "fail",
+                      (json_int_t)(c[k].verdicts[NNP_FAIL] + c[k].verdicts[NNP_SHAPE_MISMATCH] +
+                                   c[k].verdicts[NNP_DTYPE_MISMATCH]),
+                      "rel_l2_min", json_out_number(any ? c[k].rel_min : NAN), "rel_l2_mean",
+                      json_out_number(any ? c[k].rel_sum / (double)c[k].compared : NAN),
+                      "rel_l2_max", json_out_number(any ? c[k].rel_max : NAN), "max_abs",
+                      json_out_number(any ? c[k].abs_max : NAN), "cosine_min",
+                      json_out_number(any ? c[k].cos_min : NAN)));
+    }
+    return o;
+}
+
 static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d, bool all)
 {
     size_t counts[5] = {0};
@@ -165,6 +254,8 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         }
     if (!all && shown < d->npairs)
         printf("%6s  (%zu pairs pass; --all lists them)\n", "", d->npairs - shown);
+    if (d->npairs)
+        print_components(ref, d);
     for (int side = 0; side < 2; side++) {
         size_t count = side ? d->nunmatched_port : d->nunmatched_ref;
         const size_t *list = side ? d->unmatched_port : d->unmatched_ref;
@@ -242,7 +333,8 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
         json_array_append_new(ur, json_string(nnp_dump_record(ref, d->unmatched_ref[i])->name));
     for (size_t i = 0; i < d->nunmatched_port; i++)
         json_array_append_new(up, json_string(nnp_dump_record(port, d->unmatched_port[i])->name));
-    return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o}", "schema", "nnparity.diff/1",
+    return json_pack("{s:s, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o}", "schema",
+                     "nnparity.diff/1", "components", components_json(ref, d),
                      "ref", nnp_dump_path(ref), "port", nnp_dump_path(port), "agree",
                      d->first_divergence < 0 && d->order_violation < 0, "first_divergence",
                      d->first_divergence < 0 ? json_null() : json_integer(d->first_divergence),

@@ -3,8 +3,8 @@
  *
  * nnparity tells people who port neural networks where and why their port stops matching the
  * reference. This header is the whole library surface: element types (dtypes), dumps (what one
- * run recorded, read from safetensors, sharded safetensors, npy or npz), a streaming safetensors
- * writer, and per-tensor statistics.
+ * run recorded, read from safetensors, sharded safetensors, npy, npz or PyTorch checkpoints), a
+ * streaming safetensors writer, and per-tensor statistics.
  *
  * Conventions
  * -----------
@@ -142,9 +142,10 @@ typedef struct nnp_record {
 } nnp_record;
 
 /* Open a dump. `path` may be a .safetensors file, a sharded checkpoint's *.index.json, a directory
- * of *.safetensors shards, an .npy file or an .npz archive; the format is found from the file's
- * first bytes, not its name. The whole header is validated before this returns; tensor data is
- * mapped, not read. On failure *out is NULL. */
+ * of *.safetensors shards, an .npy file, an .npz archive or a PyTorch checkpoint (torch.save's
+ * zip format: .pt, .pth, .bin; its pickle is read by a restricted unpickler that runs nothing);
+ * the format is found from the file's first bytes, not its name. The whole header is validated
+ * before this returns; tensor data is mapped, not read. On failure *out is NULL. */
 nnp_status nnp_dump_open(const char *path, nnp_dump **out);
 
 /* Release a dump and everything it mapped or allocated. NULL is allowed. */
@@ -153,7 +154,7 @@ void nnp_dump_close(nnp_dump *dump);
 /* The path given to nnp_dump_open. */
 const char *nnp_dump_path(const nnp_dump *dump);
 
-/* "safetensors", "safetensors-sharded", "npy" or "npz". */
+/* "safetensors", "safetensors-sharded", "npy", "npz" or "torch". */
 const char *nnp_dump_format(const nnp_dump *dump);
 
 /* Number of records, and record i in execution order (i < count). */
@@ -179,7 +180,7 @@ const char *nnp_dump_meta_get(const nnp_dump *dump, const char *key);
 /* Tell the kernel that this record's pages will not be read again soon (they stay in the page
  * cache); keeps the resident size of a pass over a huge dump bounded. Only records read in place
  * from a mapping are released; converted copies (npz deflated members, big-endian or Fortran
- * npy) stay in memory until the dump is closed. */
+ * npy, strided torch views) stay in memory until the dump is closed. */
 void nnp_dump_release(nnp_dump *dump, size_t i);
 
 /* ---------------------------------------------------------------------------------------------
@@ -336,6 +337,10 @@ typedef struct nnp_diff {
     int64_t order_violation;  /* index into pairs of the first pair that runs earlier on the port
                                * side than the pair before it; -1: the same order */
 } nnp_diff;
+
+/* The component a record belongs to, from its module type and then its name: "attention",
+ * "mlp", "normalization", "embedding", "head" or "other" (docs/diff.md lists the patterns). */
+const char *nnp_component(const char *name, const char *module_type);
 
 /* Pair `port`'s records with `ref`'s by name (after the rules; repeated calls pair by call index
  * through their "#<call>" names), compare every pair and check the execution order. */

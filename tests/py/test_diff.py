@@ -158,3 +158,8 @@ def test_torchvision_float64_float32_bfloat16(nnp, tmp_path):
     assert first["port_dtype"] == "BF16" and first["rtol"] == 4e-2
     # the model's input, rounded to bf16, is within bf16's tolerance
     assert doc["pairs"][0]["ref"] == "model/in0" and doc["pairs"][0]["verdict"] == "pass"
+    comp = doc["components"]
+    assert set(comp) == {"embedding", "attention", "mlp", "normalization", "head", "other"}
+    assert comp["mlp"]["pairs"] == 24 and comp["mlp"]["fail"] == 24
+    assert comp["embedding"]["pairs"] == 2 and comp["embedding"]["rel_l2_max"] > 0.01
+    assert sum(c["pairs"] for c in comp.values()) == 58
