@@ -24,7 +24,8 @@ static void print_help(FILE *out)
           "  -h, --help     this help\n"
           "  --version      print the version\n"
           "\n"
-          "Files: safetensors (single, sharded *.index.json or a directory of shards), npy, npz.\n"
+          "Files: safetensors (single, sharded *.index.json or a directory of shards), npy, npz,\n"
+          "PyTorch checkpoints (read without running their pickle) and GGUF (dequantized).\n"
           "Exit codes: 0 nothing wrong, 1 a problem found, 2 bad usage or input, 3 internal error.\n",
           out);
 }

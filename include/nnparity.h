@@ -3,7 +3,7 @@
  *
  * nnparity tells people who port neural networks where and why their port stops matching the
  * reference. This header is the whole library surface: element types (dtypes), dumps (what one
- * run recorded, read from safetensors, sharded safetensors, npy, npz or PyTorch checkpoints), a
+ * run recorded, read from safetensors, sharded safetensors, npy, npz, PyTorch checkpoints or GGUF), a
  * streaming safetensors writer, and per-tensor statistics.
  *
  * Conventions
@@ -143,8 +143,9 @@ typedef struct nnp_record {
 
 /* Open a dump. `path` may be a .safetensors file, a sharded checkpoint's *.index.json, a directory
  * of *.safetensors shards, an .npy file, an .npz archive or a PyTorch checkpoint (torch.save's
- * zip format: .pt, .pth, .bin; its pickle is read by a restricted unpickler that runs nothing);
- * the format is found from the file's first bytes, not its name. The whole header is validated
+ * zip format: .pt, .pth, .bin; its pickle is read by a restricted unpickler that runs nothing)
+ * or a GGUF file (quantized tensors read as F32, dequantized on first access); the format is found
+ * from the file's first bytes, not its name. The whole header is validated
  * before this returns; tensor data is mapped, not read. On failure *out is NULL. */
 nnp_status nnp_dump_open(const char *path, nnp_dump **out);
 
@@ -154,7 +155,7 @@ void nnp_dump_close(nnp_dump *dump);
 /* The path given to nnp_dump_open. */
 const char *nnp_dump_path(const nnp_dump *dump);
 
-/* "safetensors", "safetensors-sharded", "npy", "npz" or "torch". */
+/* "safetensors", "safetensors-sharded", "safetensors-partial", "npy", "npz", "torch" or "gguf". */
 const char *nnp_dump_format(const nnp_dump *dump);
 
 /* Number of records, and record i in execution order (i < count). */

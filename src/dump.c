@@ -355,7 +355,7 @@ static nnp_status open_by_content(nnp_dump *d, const char *path)
         d->format = "safetensors-sharded";
         return nnp__sharded_load_dir(d, path);
     }
-    unsigned char head[8] = {0};
+    unsigned char head[32] = {0}; /* torch's legacy magic number sits up to 23 bytes in */
     size_t got = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -367,15 +367,23 @@ static nnp_status open_by_content(nnp_dump *d, const char *path)
         return nnp__npy_load(d, path);
     }
     if (got >= 4 && (memcmp(head, "PK\x03\x04", 4) == 0 || memcmp(head, "PK\x05\x06", 4) == 0)) {
-        d->format = "npz";
-        return nnp__npz_load(d, path);
+        /* npz archives and torch checkpoints are both zips: their members tell them apart */
+        bool torch = nnp__torch_is_checkpoint(path);
+        d->format = torch ? "torch" : "npz";
+        return torch ? nnp__torch_load(d, path) : nnp__npz_load(d, path);
     }
-    if (got >= 4 && memcmp(head, "GGUF", 4) == 0)
-        return nnp__fail(NNP_ERR_UNSUPPORTED, "%s: byte 0: GGUF files are not read yet", path);
-    size_t first = 0;
-    while (first < got && strchr(" \t\r\n", head[first]))
+    if (nnp__torch_is_legacy(head, got)) {
+        d->format = "torch";
+        return nnp__torch_load(d, path); /* refused there, with advice */
+    }
+    if (got >= 4 && memcmp(head, "GGUF", 4) == 0) {
+        d->format = "gguf";
+        return nnp__gguf_load(d, path);
+    }
+    size_t first = 0, got8 = got < 8 ? got : 8;
+    while (first < got8 && strchr(" \t\r\n", head[first]))
         first++;
-    bool json_like = first < got && head[first] == '{' && memchr(head, 0, got) == NULL;
+    bool json_like = first < got8 && head[first] == '{' && memchr(head, 0, got8) == NULL;
     if (json_like || ends_with(path, ".index.json")) {
         d->format = "safetensors-sharded";
         return nnp__sharded_load_index(d, path);

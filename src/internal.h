@@ -188,6 +188,16 @@ nnp_status nnp__sharded_load_index(nnp_dump *d, const char *index_path);
 nnp_status nnp__sharded_load_dir(nnp_dump *d, const char *dir_path);
 nnp_status nnp__npy_load(nnp_dump *d, const char *path);
 nnp_status nnp__npz_load(nnp_dump *d, const char *path);
+/* A PyTorch checkpoint (formats/torch_pt.c): a torch.save zip, read through a restricted
+ * unpickler; the legacy pre-1.6 format is refused with advice. */
+nnp_status nnp__torch_load(nnp_dump *d, const char *path);
+/* Whether the zip at `path` is a torch checkpoint (it holds <archive>/data.pkl) rather than an
+ * npz; false also when it cannot be read as a zip, which the npz reader then reports. */
+bool nnp__torch_is_checkpoint(const char *path);
+/* Whether a file's first n bytes start torch's legacy (pre-1.6) serialization: a pickle whose
+ * first value is torch's magic number. */
+bool nnp__torch_is_legacy(const unsigned char *head, size_t n);
+nnp_status nnp__gguf_load(nnp_dump *d, const char *path);
 
 /* nnparity's own facts in a safetensors __metadata__ (docs/dump-format.md) */
 #define NNP_META_FORMAT_KEY "nnparity.format"

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "formats/npy.h"
+#include "formats/torch_pt.h"
 #include "formats/zip.h"
 
 /* What a deflated member's loader needs after the zip's directory is gone. */
@@ -121,15 +122,14 @@ nnp_status nnp__npz_load(nnp_dump *d, const char *path)
     nnp_zip z;
     if ((st = nnp__zip_open(path_copy, map.base, map.size, &z)))
         return st;
-    /* A torch checkpoint is a zip too; say so instead of failing on its first member. */
-    for (size_t i = 0; i < z.count; i++) {
-        const char *n = z.entries[i].name;
-        if (strcmp(n, "data.pkl") == 0 || ends_with(n, strlen(n), "/data.pkl")) {
-            st = nnp__fail(NNP_ERR_UNSUPPORTED, "%s: member '%s': this zip is a PyTorch "
-                           "checkpoint, not an npz archive of .npy files", path, n);
-            nnp__zip_close(&z);
-            return st;
-        }
+    /* A torch checkpoint is a zip too. dump.c sends those to torch_pt.c by the same test; a
+     * caller that comes here with one is told so, rather than failing on its first member. */
+    const nnp_zip_entry *pkl = nnp__torch_pickle_entry(&z);
+    if (pkl) {
+        st = nnp__fail(NNP_ERR_UNSUPPORTED, "%s: member '%s': this zip is a PyTorch checkpoint, "
+                       "not an npz archive of .npy files", path, pkl->name);
+        nnp__zip_close(&z);
+        return st;
     }
     for (size_t i = 0; i < z.count && !st; i++) {
         const nnp_zip_entry *e = &z.entries[i];
