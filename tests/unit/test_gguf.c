@@ -48,33 +48,6 @@ static void expect_meta(const nnp_dump *d, const char *key, const char *want)
         fail_msg("metadata '%s' is '%s', expected '%s'", key, got, want);
 }
 
-/* A growing byte buffer for building files. */
-typedef struct buf {
-    unsigned char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *d, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    if (n)
-        memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-
-static void put_le(buf *b, uint64_t v, int bytes)
-{
-    unsigned char t[8];
-    assert_true(bytes <= 8);
-    for (int i = 0; i < bytes; i++)
-        t[i] = (unsigned char)(v >> (8 * i));
-    put(b, t, (size_t)bytes);
-}
-
 static void put_zeros(buf *b, size_t n)
 {
     while (n--)

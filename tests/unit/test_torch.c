@@ -86,32 +86,6 @@ static void assert_shape(const nnp_record *r, uint32_t ndim, const uint64_t *sha
                      (unsigned long long)r->shape[k], (unsigned long long)shape[k]);
 }
 
-/* A growing byte buffer. */
-typedef struct buf {
-    unsigned char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *d, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    if (n)
-        memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-
-static void put_le(buf *b, uint64_t v, int bytes)
-{
-    unsigned char t[8];
-    for (int i = 0; i < bytes; i++)
-        t[i] = (unsigned char)(v >> (8 * i));
-    put(b, t, (size_t)bytes);
-}
-
 static void put_byte(buf *b, unsigned c)
 {
     unsigned char x = (unsigned char)c;

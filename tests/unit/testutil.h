@@ -66,6 +66,34 @@ static inline void write_bytes(const char *path, const void *data, size_t n)
     assert_int_equal(fclose(f), 0);
 }
 
+/* A growing byte buffer for building test files. */
+typedef struct buf {
+    unsigned char *p;
+    size_t n, cap;
+} buf;
+
+static inline void put(buf *b, const void *d, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    if (n)
+        memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+/* `bytes` (at most 8) little-endian bytes of v. */
+static inline void put_le(buf *b, uint64_t v, int bytes)
+{
+    unsigned char t[8];
+    assert_true(bytes <= 8);
+    for (int i = 0; i < bytes; i++)
+        t[i] = (unsigned char)(v >> (8 * i));
+    put(b, t, (size_t)bytes);
+}
+
 /* A safetensors file from a header string and `data_len` data bytes (filled with `fill`). */
 static inline void write_safetensors(const char *path, const char *header, size_t data_len,
                                      unsigned char fill)
