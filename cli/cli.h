@@ -49,6 +49,10 @@ static inline const char *cli_plural(unsigned long long n, const char *one, cons
     return n == 1 ? one : many;
 }
 
+/* Write `text` to `path` whole: into "<path>.tmp", then renamed, so that a failed write (a full
+ * disk) never leaves half a report. An error is printed; returns EXIT_AGREE or EXIT_BAD_INPUT. */
+int cli_write_file(const char *path, const char *text, size_t len);
+
 /* Whether `name` matches a glob pattern; a pattern without * ? [ matches as a substring. */
 bool cli_name_matches(const char *pattern, const char *name);
 

@@ -22,6 +22,7 @@ static const char diff_usage[] =
     "  --rtol X         relative tolerance for every pair (default: by dtype)\n"
     "  --json FILE      also write the report as JSON (schema nnparity.diff/1; '-' for stdout,\n"
     "                   which then replaces the text report)\n"
+    "  --markdown FILE  also write a short Markdown report (fits a pull request comment)\n"
     "  --all            list every pair, not only those that are not a pass\n"
     "  -j, --threads N  threads (default: one per CPU)\n"
     "  -h               this help\n"
@@ -232,6 +233,15 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
     } else {
         printf("order: the matched pairs run in the same order on both sides\n");
     }
+    if (d->nonfinite_origin >= 0) {
+        const nnp_diff_pair *p = &d->pairs[d->nonfinite_origin];
+        const nnp_record *r = nnp_dump_record(ref, p->ref);
+        printf("NaN/Inf: first appear at %s%s%s%s (pair %lld): NaN %llu/%llu, Inf %llu/%llu "
+               "(ref/port)\n", r->name, *r->module_type ? " [" : "", r->module_type,
+               *r->module_type ? "]" : "", (long long)d->nonfinite_origin + 1,
+               (unsigned long long)p->metrics.nan_ref, (unsigned long long)p->metrics.nan_port,
+               (unsigned long long)p->metrics.inf_ref, (unsigned long long)p->metrics.inf_port);
+    }
     /* the five pairs with the largest relative error */
     size_t *order = malloc((d->npairs ? d->npairs : 1) * sizeof *order), n = 0;
     for (size_t i = 0; order && i < d->npairs; i++)
@@ -333,8 +343,10 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
         json_array_append_new(ur, json_string(nnp_dump_record(ref, d->unmatched_ref[i])->name));
     for (size_t i = 0; i < d->nunmatched_port; i++)
         json_array_append_new(up, json_string(nnp_dump_record(port, d->unmatched_port[i])->name));
-    return json_pack("{s:s, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o}", "schema",
+    return json_pack("{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o}", "schema",
                      "nnparity.diff/1", "components", components_json(ref, d),
+                     "nonfinite_origin",
+                     d->nonfinite_origin < 0 ? json_null() : json_integer(d->nonfinite_origin),
                      "ref", nnp_dump_path(ref), "port", nnp_dump_path(port), "agree",
                      d->first_divergence < 0 && d->order_violation < 0, "first_divergence",
                      d->first_divergence < 0 ? json_null() : json_integer(d->first_divergence),
@@ -350,30 +362,104 @@ fail:
 
 static int write_json(json_t *doc, const char *path)
 {
-    if (strcmp(path, "-") == 0)
+    if (strcmp(path, "-") == 0 || !doc)
         return json_out_print(doc);
-    if (!doc)
+    char *text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    json_decref(doc);
+    if (!text)
         return json_out_print(NULL);
-    /* written beside the target and renamed, so a failed write never leaves half a report */
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 5);
-    if (!tmp) {
-        json_decref(doc);
+    int rc = cli_write_file(path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+/* The report as Markdown, short enough for a pull request comment. */
+static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d)
+{
+    bool agree = d->first_divergence < 0 && d->order_violation < 0;
+    fprintf(o, "### nnparity diff: the port %s\n\n", agree ? "agrees with the reference"
+                                                             : "diverges from the reference");
+    fprintf(o, "| | reference | port |\n|---|---|---|\n| file | `%s` | `%s` |\n"
+               "| records | %zu | %zu |\n| unmatched | %zu | %zu |\n\n",
+            nnp_dump_path(ref), nnp_dump_path(port), nnp_dump_count(ref), nnp_dump_count(port),
+            d->nunmatched_ref, d->nunmatched_port);
+    char a[32], b[32], idx[256];
+    if (d->first_divergence >= 0) {
+        const nnp_diff_pair *p = &d->pairs[d->first_divergence];
+        const nnp_record *r = nnp_dump_record(ref, p->ref);
+        fprintf(o, "**First divergence:** `%s`%s%s%s, %s", r->name, *r->module_type ? " (" : "",
+                r->module_type, *r->module_type ? ")" : "", nnp_verdict_name(p->verdict));
+        if (p->verdict == NNP_FAIL) {
+            format_index(idx, sizeof idx, r, p->metrics.max_index);
+            num(a, sizeof a, p->metrics.max_abs);
+            num(b, sizeof b, p->metrics.rel_l2);
+            fprintf(o, ": max-abs %s at %s (reference %.7g, port %.7g), rel-L2 %s, %.3g%% of "
+                       "the elements outside tolerance", a, idx, p->metrics.ref_at_max,
+                    p->metrics.port_at_max, b, p->metrics.allclose_fail_pct);
+        }
+        fprintf(o, "\n\n");
+    }
+    if (d->nonfinite_origin >= 0)
+        fprintf(o, "**NaN/Inf first appear at:** `%s`\n\n",
+                nnp_dump_record(ref, d->pairs[d->nonfinite_origin].ref)->name);
+    if (d->order_violation >= 0)
+        fprintf(o, "**Order:** the port runs `%s` earlier than the pair before it\n\n",
+                nnp_dump_record(ref, d->pairs[d->order_violation].ref)->name);
+    comp_stats c[NCOMP];
+    component_stats(ref, d, c);
+    fprintf(o, "| component | pairs | pass | warn | fail | rel-L2 max | max-abs |\n"
+               "|---|---:|---:|---:|---:|---:|---:|\n");
+    for (size_t k = 0; k < NCOMP; k++) {
+        if (!c[k].pairs)
+            continue;
+        num(a, sizeof a, c[k].compared ? c[k].rel_max : NAN);
+        num(b, sizeof b, c[k].compared ? c[k].abs_max : NAN);
+        fprintf(o, "| %s | %zu | %zu | %zu | %zu | %s | %s |\n", components[k], c[k].pairs,
+                c[k].verdicts[NNP_PASS], c[k].verdicts[NNP_WARN],
+                c[k].verdicts[NNP_FAIL] + c[k].verdicts[NNP_SHAPE_MISMATCH] +
+                    c[k].verdicts[NNP_DTYPE_MISMATCH], a, b);
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < d->npairs; i++)
+        bad += d->pairs[i].verdict != NNP_PASS;
+    if (!bad)
+        return;
+    fprintf(o, "\n<details><summary>%zu of %zu pairs are not a pass</summary>\n\n"
+               "| seq | verdict | max-abs | rel-L2 | name |\n|---:|---|---:|---:|---|\n",
+            bad, d->npairs);
+    size_t shown = 0;
+    for (size_t i = 0; i < d->npairs && shown < 50; i++) {
+        const nnp_diff_pair *p = &d->pairs[i];
+        if (p->verdict == NNP_PASS)
+            continue;
+        bool cmp = p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH;
+        num(a, sizeof a, cmp ? p->metrics.max_abs : NAN);
+        num(b, sizeof b, cmp ? p->metrics.rel_l2 : NAN);
+        const nnp_record *r = nnp_dump_record(ref, p->ref);
+        fprintf(o, "| %llu | %s | %s | %s | `%s` |\n", (unsigned long long)r->seq,
+                nnp_verdict_name(p->verdict), a, b, r->name);
+        shown++;
+    }
+    if (shown < bad)
+        fprintf(o, "\n... and %zu more (see the JSON report)\n", bad - shown);
+    fprintf(o, "\n</details>\n");
+}
+
+static int write_markdown(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
+                          const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *o = open_memstream(&text, &len);
+    if (!o) {
         cli_error("out of memory");
         return EXIT_INTERNAL;
     }
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp", 5);
-    int rc = json_dump_file(doc, tmp, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
-    json_decref(doc);
-    if (rc != 0 || rename(tmp, path) != 0) {
-        remove(tmp);
-        cli_error("%s: cannot write the JSON report", path);
-        free(tmp);
-        return EXIT_BAD_INPUT;
-    }
-    free(tmp);
-    return EXIT_AGREE;
+    markdown(o, ref, port, d);
+    fclose(o);
+    int rc = cli_write_file(path, text, len);
+    free(text);
+    return rc;
 }
 
 static bool parse_tol(const char *s, double *out)
@@ -392,8 +478,9 @@ static int run_diff(int argc, char **argv)
         {"rules", required_argument, NULL, 'r'}, {"atol", required_argument, NULL, 'a'},
         {"rtol", required_argument, NULL, 'R'},  {"json", required_argument, NULL, 'J'},
         {"all", no_argument, NULL, 'A'},         {"threads", required_argument, NULL, 'j'},
+        {"markdown", required_argument, NULL, 'M'},
         {0, 0, 0, 0}};
-    const char *rules_path = NULL, *json_path = NULL;
+    const char *rules_path = NULL, *json_path = NULL, *md_path = NULL;
     double atol = -1, rtol = -1;
     bool all = false;
     int threads = 0, c;
@@ -405,6 +492,8 @@ static int run_diff(int argc, char **argv)
             json_path = optarg;
         } else if (c == 'A') {
             all = true;
+        } else if (c == 'M') {
+            md_path = optarg;
         } else if (c == 'a' || c == 'R') {
             if (!parse_tol(optarg, c == 'a' ? &atol : &rtol))
                 return cli_usage_error(&cli_diff, "--%s takes a non-negative number, not '%s'",
@@ -448,6 +537,8 @@ static int run_diff(int argc, char **argv)
             print_text(ref, port, d, all);
         if (json_path)
             rc = write_json(diff_json(ref, port, d), json_path);
+        if (md_path && rc == EXIT_AGREE)
+            rc = write_markdown(ref, port, d, md_path);
         if (rc == EXIT_AGREE && (d->first_divergence >= 0 || d->order_violation >= 0))
             rc = EXIT_FOUND;
     }

@@ -1,9 +1,11 @@
 /*
  * common.c - helpers shared by the subcommands: error lines, usage, formatting.
  */
+#include <errno.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -80,6 +82,30 @@ void cli_format_number(char *buf, size_t n, double v)
         snprintf(buf, n, "-");
     else
         snprintf(buf, n, "%.5g", v);
+}
+
+int cli_write_file(const char *path, const char *text, size_t len)
+{
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 5);
+    if (!tmp) {
+        cli_error("out of memory");
+        return EXIT_INTERNAL;
+    }
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp", 5);
+    FILE *f = fopen(tmp, "wb");
+    bool ok = f && fwrite(text, 1, len, f) == len;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok || rename(tmp, path) != 0) {
+        cli_error("%s: cannot write: %s", path, strerror(errno));
+        remove(tmp);
+        free(tmp);
+        return EXIT_BAD_INPUT;
+    }
+    free(tmp);
+    return EXIT_AGREE;
 }
 
 bool cli_name_matches(const char *pattern, const char *name)

@@ -337,6 +337,10 @@ typedef struct nnp_diff {
     int64_t first_divergence; /* index into pairs of the first FAIL or mismatch; -1: none */
     int64_t order_violation;  /* index into pairs of the first pair that runs earlier on the port
                                * side than the pair before it; -1: the same order */
+    int64_t nonfinite_origin; /* index into pairs of where NaN/Inf start: the first pair, in the
+                               * port's execution order, whose port side holds a NaN or Inf the
+                               * reference's does not while the inputs recorded for that module
+                               * call (roles in0, in1, ...) are finite; -1: none */
 } nnp_diff;
 
 /* The component a record belongs to, from its module type and then its name: "attention",

@@ -269,6 +269,95 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int th
     return st;
 }
 
+static bool new_nonfinite(const nnp_diff_pair *p)
+{
+    return p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH &&
+           (p->metrics.nan_port > p->metrics.nan_ref || p->metrics.inf_port > p->metrics.inf_ref);
+}
+
+/* Whether record i holds a NaN or an infinity (a float record; others never do). */
+static nnp_status holds_nonfinite(nnp_dump *d, size_t i, bool *out)
+{
+    const nnp_record *r = nnp_dump_record(d, i);
+    *out = false;
+    if (nnp_dtype_class_of(r->dtype) != NNP_CLASS_FLOAT || !r->nelem)
+        return NNP_OK;
+    nnp_tensor_stats s;
+    nnp_status st = nnp_stats_compute(d, &i, 1, 1, &s);
+    *out = !st && (s.nan || s.pos_inf || s.neg_inf);
+    return st;
+}
+
+typedef struct {
+    uint64_t seq;
+    size_t pair;
+} by_seq;
+
+static int seq_order(const void *a, const void *b)
+{
+    uint64_t x = ((const by_seq *)a)->seq, y = ((const by_seq *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* Whether the inputs the port recorded for this record's module call ("<module>/in<k>" with
+ * "#<call>" after the first call: the capture naming) are all finite. */
+static nnp_status inputs_finite(nnp_dump *port, const nnp_record *q, bool *out)
+{
+    *out = true;
+    if (!*q->module)
+        return NNP_OK;
+    for (unsigned k = 0; *out; k++) {
+        nnp_sbuf name = {0};
+        nnp__sbuf_printf(&name, "%s/in%u", q->module, k);
+        if (q->call)
+            nnp__sbuf_printf(&name, "#%llu", (unsigned long long)q->call);
+        if (name.failed)
+            return nnp__nomem();
+        int64_t i = nnp_dump_find(port, name.s);
+        nnp__sbuf_free(&name);
+        if (i < 0)
+            break;
+        bool bad;
+        nnp_status st = holds_nonfinite(port, (size_t)i, &bad);
+        if (st)
+            return st;
+        *out = !bad;
+    }
+    return NNP_OK;
+}
+
+/* Where NaN/Inf start on the port side: the first pair, in the port's order, that has new ones
+ * while its module call's recorded inputs are finite (they are upstream of it, and its own
+ * computation made them). Candidates are taken in order and the search stops at the first hit,
+ * so a NaN that spreads through every later layer costs one look per layer before the origin. */
+static nnp_status find_nonfinite_origin(nnp_diff *d, nnp_dump *port)
+{
+    d->nonfinite_origin = -1;
+    by_seq *c = malloc((d->npairs ? d->npairs : 1) * sizeof *c);
+    if (!c)
+        return nnp__nomem();
+    size_t n = 0;
+    for (size_t i = 0; i < d->npairs; i++) {
+        const nnp_record *q = nnp_dump_record(port, d->pairs[i].port);
+        if (new_nonfinite(&d->pairs[i]) && strncmp(q->role, "in", 2) != 0)
+            c[n++] = (by_seq){q->seq, i};
+    }
+    if (n)
+        qsort(c, n, sizeof *c, seq_order);
+    nnp_status st = NNP_OK;
+    for (size_t k = 0; k < n && !st && d->nonfinite_origin < 0; k++) {
+        bool ok;
+        st = inputs_finite(port, nnp_dump_record(port, d->pairs[c[k].pair].port), &ok);
+        if (!st && ok)
+            d->nonfinite_origin = (int64_t)c[k].pair;
+    }
+    /* every candidate's inputs already held NaN/Inf: the earliest is the best lead there is */
+    if (!st && d->nonfinite_origin < 0 && n)
+        d->nonfinite_origin = (int64_t)c[0].pair;
+    free(c);
+    return st;
+}
+
 nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
                           nnp_diff **out)
 {
@@ -329,6 +418,7 @@ nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options 
                 d->order_violation = (int64_t)i;
             last_seq = seq;
         }
+        st = find_nonfinite_origin(d, port);
     }
     for (size_t i = 0; i < nm; i++)
         free(m[i].name);

@@ -163,3 +163,47 @@ def test_torchvision_float64_float32_bfloat16(nnp, tmp_path):
     assert comp["mlp"]["pairs"] == 24 and comp["mlp"]["fail"] == 24
     assert comp["embedding"]["pairs"] == 2 and comp["embedding"]["rel_l2_max"] > 0.01
     assert sum(c["pairs"] for c in comp.values()) == 58
+
+
+def test_nonfinite_origin_and_markdown(nnp, tmp_path):
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    from conftest import EXAMPLES
+    subprocess.run([str(EXAMPLES / "tiny_mlp"), str(good)], check=True)
+    subprocess.run([str(EXAMPLES / "tiny_mlp"), str(bad), "--bad-eps"], check=True)
+    doc = diff_json(nnp, good, bad, check=1)
+    origin = doc["pairs"][doc["nonfinite_origin"]]
+    assert origin["ref"] == "block.norm/out0#1" and origin["type"] == "LayerNorm"
+    text = nnp("diff", good, bad, check=1).stdout
+    assert "NaN/Inf: first appear at block.norm/out0#1 [LayerNorm]" in text
+    md = tmp_path / "report.md"
+    nnp("diff", "--markdown", md, good, bad, check=1)
+    m = md.read_text()
+    assert m.startswith("### nnparity diff: the port diverges from the reference")
+    assert "**First divergence:** `block.norm/out0` (LayerNorm), fail: max-abs" in m
+    assert "**NaN/Inf first appear at:** `block.norm/out0#1`" in m
+    assert "| normalization | 4 | 2 | 0 | 2 |" in m and "</details>" in m
+    p = nnp("diff", "--markdown", tmp_path / "no" / "r.md", good, bad, check=2)
+    assert len(p.stderr.splitlines()) == 1 and "r.md: cannot write" in p.stderr
+    nnp("diff", "--markdown", md, good, good, check=0)
+    assert "agrees with the reference" in md.read_text() and "<details>" not in md.read_text()
+
+
+def test_nonfinite_origin_follows_inputs(nnp, tmp_path):
+    """NaN made by layer a reaches layer b through b's input: a is the origin, though b's
+    output is compared first in the reference's order."""
+    nan = np.array([1.0, np.nan], np.float32)
+    ok = np.array([1.0, 2.0], np.float32)
+    order = ["b/in0", "b/out0", "a/in0", "a/out0"]
+    meta = {"nnparity.format": "dump/1", "nnparity.records": json.dumps(
+        [{"tensor": t, "module": t.split("/")[0], "role": t.split("/")[1], "seq": i}
+         for i, t in enumerate(order)])}
+    write_safetensors(tmp_path / "r.safetensors", {t: ok for t in order}, meta)
+    # the port runs a before b, and a's output feeds b
+    port_order = ["a/in0", "a/out0", "b/in0", "b/out0"]
+    meta_p = {"nnparity.format": "dump/1", "nnparity.records": json.dumps(
+        [{"tensor": t, "module": t.split("/")[0], "role": t.split("/")[1], "seq": i}
+         for i, t in enumerate(port_order)])}
+    write_safetensors(tmp_path / "p.safetensors",
+                      {"a/in0": ok, "a/out0": nan, "b/in0": nan, "b/out0": nan}, meta_p)
+    doc = diff_json(nnp, tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
+    assert doc["pairs"][doc["nonfinite_origin"]]["ref"] == "a/out0"
