@@ -367,15 +367,11 @@ static nnp_status open_by_content(nnp_dump *d, const char *path)
         return nnp__npy_load(d, path);
     }
     if (got >= 4 && (memcmp(head, "PK\x03\x04", 4) == 0 || memcmp(head, "PK\x05\x06", 4) == 0)) {
-        /* npz archives and torch checkpoints are both zips: their members tell them apart */
-        bool torch = nnp__torch_is_checkpoint(path);
-        d->format = torch ? "torch" : "npz";
-        return torch ? nnp__torch_load(d, path) : nnp__npz_load(d, path);
+        /* npz archives and torch checkpoints are both zips; the zip's members tell them apart */
+        return nnp__npz_load(d, path);
     }
-    if (nnp__torch_is_legacy(head, got)) {
-        d->format = "torch";
+    if (nnp__torch_is_legacy(head, got))
         return nnp__torch_load(d, path); /* refused there, with advice */
-    }
     if (got >= 4 && memcmp(head, "GGUF", 4) == 0) {
         d->format = "gguf";
         return nnp__gguf_load(d, path);

@@ -191,9 +191,9 @@ nnp_status nnp__npz_load(nnp_dump *d, const char *path);
 /* A PyTorch checkpoint (formats/torch_pt.c): a torch.save zip, read through a restricted
  * unpickler; the legacy pre-1.6 format is refused with advice. */
 nnp_status nnp__torch_load(nnp_dump *d, const char *path);
-/* Whether the zip at `path` is a torch checkpoint (it holds <archive>/data.pkl) rather than an
- * npz; false also when it cannot be read as a zip, which the npz reader then reports. */
-bool nnp__torch_is_checkpoint(const char *path);
+/* The same over `path` already mapped into the dump (npz.c hands over zips that hold
+ * <archive>/data.pkl, so a zip is mapped and read once). */
+nnp_status nnp__torch_load_map(nnp_dump *d, const char *path, const nnp_map *m);
 /* Whether a file's first n bytes start torch's legacy (pre-1.6) serialization: a pickle whose
  * first value is torch's magic number. */
 bool nnp__torch_is_legacy(const unsigned char *head, size_t n);

@@ -122,15 +122,13 @@ nnp_status nnp__npz_load(nnp_dump *d, const char *path)
     nnp_zip z;
     if ((st = nnp__zip_open(path_copy, map.base, map.size, &z)))
         return st;
-    /* A torch checkpoint is a zip too. dump.c sends those to torch_pt.c by the same test; a
-     * caller that comes here with one is told so, rather than failing on its first member. */
-    const nnp_zip_entry *pkl = nnp__torch_pickle_entry(&z);
-    if (pkl) {
-        st = nnp__fail(NNP_ERR_UNSUPPORTED, "%s: member '%s': this zip is a PyTorch checkpoint, "
-                       "not an npz archive of .npy files", path, pkl->name);
+    /* A torch checkpoint is a zip too: its members tell it apart, and the file, already mapped,
+     * goes to torch_pt.c. */
+    if (nnp__torch_pickle_entry(&z)) {
         nnp__zip_close(&z);
-        return st;
+        return nnp__torch_load_map(d, path, &map);
     }
+    nnp__dump_set_format(d, "npz");
     for (size_t i = 0; i < z.count && !st; i++) {
         const nnp_zip_entry *e = &z.entries[i];
         size_t len = strlen(e->name);

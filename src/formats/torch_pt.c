@@ -1271,18 +1271,6 @@ const nnp_zip_entry *nnp__torch_pickle_entry(const nnp_zip *z)
     return NULL;
 }
 
-bool nnp__torch_is_checkpoint(const char *path)
-{
-    nnp_map m;
-    if (nnp__map_file(path, &m))
-        return false;
-    nnp_zip z;
-    bool yes = nnp__zip_open(path, m.base, m.size, &z) == NNP_OK && nnp__torch_pickle_entry(&z);
-    nnp__zip_close(&z);
-    nnp__unmap(&m);
-    return yes;
-}
-
 /* torch.save before 1.6 (or with _use_new_zipfile_serialization=False) writes pickles back to
  * back, the first holding the magic number 0x1950a86a20f9469cfc6c as a 10-byte LONG1. */
 static const unsigned char legacy_magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9,
@@ -1380,8 +1368,14 @@ nnp_status nnp__torch_load(nnp_dump *d, const char *path)
 {
     nnp_map m;
     nnp_status st = nnp__dump_map(d, path, &m);
-    if (st)
-        return st;
+    return st ? st : nnp__torch_load_map(d, path, &m);
+}
+
+nnp_status nnp__torch_load_map(nnp_dump *d, const char *path, const nnp_map *map)
+{
+    nnp_map m = *map;
+    nnp_status st;
+    nnp__dump_set_format(d, "torch");
     if (nnp__torch_is_legacy(m.base, m.base ? (size_t)(m.size < 64 ? m.size : 64) : 0))
         return nnp__fail(NNP_ERR_UNSUPPORTED, "%s: byte 0: this is PyTorch's legacy "
                          "serialization format (torch < 1.6, or "
