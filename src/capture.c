@@ -293,9 +293,7 @@ static void format_shape(char *buf, size_t n, uint32_t ndim, const uint64_t *sha
 static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call, void *data)
 {
     nnp_sbuf name = {0};
-    nnp__sbuf_printf(&name, "%s/%s", d->name, d->role);
-    if (call)
-        nnp__sbuf_printf(&name, "#%llu", (unsigned long long)call);
+    nnp__record_name(&name, d->name, d->role, call);
     if (name.failed)
         return nnp__nomem();
     char *mapped = NULL;

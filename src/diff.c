@@ -7,6 +7,7 @@
  * many at a time, one thread each; large ones one at a time, threaded over chunks.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -307,10 +308,10 @@ static nnp_status inputs_finite(nnp_dump *port, const nnp_record *q, bool *out)
     if (!*q->module)
         return NNP_OK;
     for (unsigned k = 0; *out; k++) {
+        char role[16];
+        snprintf(role, sizeof role, "in%u", k);
         nnp_sbuf name = {0};
-        nnp__sbuf_printf(&name, "%s/in%u", q->module, k);
-        if (q->call)
-            nnp__sbuf_printf(&name, "#%llu", (unsigned long long)q->call);
+        nnp__record_name(&name, q->module, role, q->call);
         if (name.failed)
             return nnp__nomem();
         int64_t i = nnp_dump_find(port, name.s);

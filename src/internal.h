@@ -211,6 +211,10 @@ nnp_status nnp__gguf_load(nnp_dump *d, const char *path);
  * next call on this thread). */
 const char *nnp__writer_abandon(nnp_writer *w);
 
+/* A record's name by nnparity's convention: "<module>/<role>", with "#<call>" for calls after the
+ * first (formats/provenance.c). NULL strings read as "". Appended to b. */
+void nnp__record_name(nnp_sbuf *b, const char *module, const char *role, uint64_t call);
+
 /* Read a partial dump through its journal (formats/journal.c): `m` maps `path`; the journal is
  * the file `journal_name` beside it. `hlen` is the header length the file declares, which must be
  * the room the journal names; 0 takes the room from the journal alone (recovery, when the header

@@ -105,6 +105,15 @@ nnp_status nnp__provenance_apply(nnp_dump *d, const char *file, const char *json
     return st;
 }
 
+void nnp__record_name(nnp_sbuf *b, const char *module, const char *role, uint64_t call)
+{
+    nnp__sbuf_puts(b, module ? module : "");
+    nnp__sbuf_puts(b, "/");
+    nnp__sbuf_puts(b, role ? role : "");
+    if (call)
+        nnp__sbuf_printf(b, "#%llu", (unsigned long long)call);
+}
+
 void nnp__provenance_entry(nnp_sbuf *b, bool first, const char *tensor, const char *module,
                            const char *role, const char *module_type, uint64_t call,
                            uint64_t seq)

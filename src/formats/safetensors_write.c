@@ -280,15 +280,10 @@ static char *dup_or_empty(const char *s)
     return strdup(s ? s : "");
 }
 
-/* "<module>/<role>", with "#<call>" for calls after the first. */
 static char *default_name(const nnp_record_desc *desc)
 {
     nnp_sbuf b = {0};
-    nnp__sbuf_puts(&b, desc->module ? desc->module : "");
-    nnp__sbuf_puts(&b, "/");
-    nnp__sbuf_puts(&b, desc->role ? desc->role : "");
-    if (desc->call)
-        nnp__sbuf_printf(&b, "#%llu", (unsigned long long)desc->call);
+    nnp__record_name(&b, desc->module, desc->role, desc->call);
     if (b.failed) {
         nnp__sbuf_free(&b);
         return NULL;
