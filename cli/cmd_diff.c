@@ -30,15 +30,22 @@ static const char diff_usage[] =
     "Exit codes: 0 every pair within tolerance and the same order, 1 a divergence or a reordering,\n"
     "2 bad usage or input, 3 internal error.\n";
 
-/* "[i, j, k]" of a flat row-major index. */
-static void format_index(char *buf, size_t n, const nnp_record *r, uint64_t flat)
+/* The coordinates of a flat row-major index into idx (at most 64); returns how many. */
+static uint32_t unravel(const nnp_record *r, uint64_t flat, uint64_t *idx)
 {
-    uint64_t idx[64];
     uint32_t nd = r->ndim < 64 ? r->ndim : 64;
     for (uint32_t k = nd; k-- > 0;) {
         idx[k] = r->shape[k] ? flat % r->shape[k] : 0;
         flat = r->shape[k] ? flat / r->shape[k] : 0;
     }
+    return nd;
+}
+
+/* "[i, j, k]" of a flat row-major index. */
+static void format_index(char *buf, size_t n, const nnp_record *r, uint64_t flat)
+{
+    uint64_t idx[64];
+    uint32_t nd = unravel(r, flat, idx);
     size_t used = (size_t)snprintf(buf, n, "[");
     for (uint32_t k = 0; k < nd && used < n; k++)
         used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
@@ -294,13 +301,8 @@ static json_t *metrics_json(const nnp_record *r, const nnp_diff_pair *p)
 {
     const nnp_metrics *m = &p->metrics;
     json_t *idx = json_array();
-    uint64_t flat = m->max_index;
     uint64_t tmp[64];
-    uint32_t nd = r->ndim < 64 ? r->ndim : 64;
-    for (uint32_t k = nd; k-- > 0;) {
-        tmp[k] = r->shape[k] ? flat % r->shape[k] : 0;
-        flat = r->shape[k] ? flat / r->shape[k] : 0;
-    }
+    uint32_t nd = unravel(r, m->max_index, tmp);
     for (uint32_t k = 0; k < nd; k++)
         json_array_append_new(idx, json_integer((json_int_t)tmp[k]));
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
@@ -324,18 +326,16 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
         const nnp_record *r = nnp_dump_record(ref, p->ref), *q = nnp_dump_record(port, p->port);
-        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:f, s:f}", "ref", r->name,
-                              "port", q->name, "ref_seq", (json_int_t)r->seq, "port_seq",
-                              (json_int_t)q->seq, "type", r->module_type, "verdict",
-                              nnp_verdict_name(p->verdict), "dtypes",
-                              nnp_dtype_name(q->dtype), "atol", p->atol, "rtol", p->rtol);
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:f, s:f}", "ref",
+                              r->name, "port", q->name, "ref_seq", (json_int_t)r->seq,
+                              "port_seq", (json_int_t)q->seq, "type", r->module_type, "verdict",
+                              nnp_verdict_name(p->verdict), "ref_dtype",
+                              nnp_dtype_name(r->dtype), "port_dtype", nnp_dtype_name(q->dtype),
+                              "atol", p->atol, "rtol", p->rtol);
         if (!o)
             goto fail;
-        json_object_set_new(o, "ref_dtype", json_string(nnp_dtype_name(r->dtype)));
         if (p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH)
             json_object_set_new(o, "metrics", metrics_json(r, p));
-        json_object_del(o, "dtypes");
-        json_object_set_new(o, "port_dtype", json_string(nnp_dtype_name(q->dtype)));
         if (json_array_append_new(pairs, o) != 0)
             goto fail;
     }
