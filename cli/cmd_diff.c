@@ -113,7 +113,7 @@ static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
            nnp_verdict_name(p->verdict), a, b, c, p->metrics.allclose_fail_pct, r->name);
 }
 
-static int by_rel_l2(const void *a, const void *b, void *unused);
+static int by_rel_l2(const void *a, const void *b, void *diff);
 
 /* Per-component statistics over the compared pairs, as in a layer-by-layer verification report. */
 static const char *const components[] = {"embedding", "attention", "mlp", "normalization", "head",
