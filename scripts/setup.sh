@@ -4,10 +4,11 @@
 # when the package lists are missing); otherwise it prints the exact command and stops.
 set -euo pipefail
 
-# Build: compilers, the unit-test framework, JSON, zlib. Tests: numpy, torch and pytest for the
-# interpreter Debian's packages install into (/usr/bin/python3).
+# Build: compilers, the unit-test framework, JSON, zlib. Tests: numpy, torch, torchvision (real
+# models with random weights) and pytest for the interpreter Debian's packages install into
+# (/usr/bin/python3).
 packages=(gcc make clang libcmocka-dev libjansson-dev zlib1g-dev
-          python3 python3-numpy python3-torch python3-pytest)
+          python3 python3-numpy python3-torch python3-torchvision python3-pytest)
 
 missing=()
 for p in "${packages[@]}"; do
