@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "json_out.h"
@@ -13,11 +15,16 @@
 static const char diff_usage[] =
     "usage: nnparity diff [options] REF PORT\n"
     "\n"
-    "Pair the port's records with the reference's by name (after --rules), compare every pair in\n"
-    "one pass, and report the verdict, the first divergence in execution order, the worst pairs,\n"
+    "Pair the port's records with the reference's by name (after --rules), then what is left by\n"
+    "automatic alignment (execution order, shape, name similarity); compare every pair in one\n"
+    "pass, and report the verdict, the first divergence in execution order, the worst pairs,\n"
     "the per-pair table, unmatched records and whether both ran in the same order.\n"
     "\n"
-    "  --rules FILE     map the port's names onto the reference's (docs/rules.md)\n"
+    "  --rules FILE     map the port's names onto the reference's and adapt their layouts\n"
+    "                   (docs/rules.md)\n"
+    "  --no-align       do not pair what names leave unmatched by automatic alignment\n"
+    "  --emit-rules FILE  write the rules (--rules' and the aligned pairs' renames) that pair\n"
+    "                   the same records by name: review, edit and reuse them\n"
     "  --atol X         absolute tolerance for every pair (default: by dtype, docs/diff.md)\n"
     "  --rtol X         relative tolerance for every pair (default: by dtype)\n"
     "  --json FILE      also write the report as JSON (schema nnparity.diff/1; '-' for stdout,\n"
@@ -30,22 +37,24 @@ static const char diff_usage[] =
     "Exit codes: 0 every pair within tolerance and the same order, 1 a divergence or a reordering,\n"
     "2 bad usage or input, 3 internal error.\n";
 
-/* The coordinates of a flat row-major index into idx (at most 64); returns how many. */
-static uint32_t unravel(const nnp_record *r, uint64_t flat, uint64_t *idx)
+/* The coordinates of a flat row-major index into the shape the pair was compared at (after the
+ * adapters), into idx (at most 64); returns how many. */
+static uint32_t unravel(const nnp_diff_pair *p, uint64_t flat, uint64_t *idx)
 {
-    uint32_t nd = r->ndim < 64 ? r->ndim : 64;
+    uint32_t nd = p->ref_ndim < 64 ? p->ref_ndim : 64;
     for (uint32_t k = nd; k-- > 0;) {
-        idx[k] = r->shape[k] ? flat % r->shape[k] : 0;
-        flat = r->shape[k] ? flat / r->shape[k] : 0;
+        uint64_t len = p->ref_shape[k];
+        idx[k] = len ? flat % len : 0;
+        flat = len ? flat / len : 0;
     }
     return nd;
 }
 
 /* "[i, j, k]" of a flat row-major index. */
-static void format_index(char *buf, size_t n, const nnp_record *r, uint64_t flat)
+void format_index(char *buf, size_t n, const nnp_diff_pair *p, uint64_t flat)
 {
     uint64_t idx[64];
-    uint32_t nd = unravel(r, flat, idx);
+    uint32_t nd = unravel(p, flat, idx);
     size_t used = (size_t)snprintf(buf, n, "[");
     for (uint32_t k = 0; k < nd && used < n; k++)
         used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
@@ -64,20 +73,55 @@ static void num(char *buf, size_t n, double v)
         snprintf(buf, n, "%.3g", v);
 }
 
+/* Verdicts in colour, only on a terminal and unless NO_COLOR is set (no-color.org). */
+static bool use_colour;
+
+static const char *verdict_text(nnp_verdict v, char *buf, size_t n)
+{
+    static const char *const colour[] = {"32", "33", "31", "31", "31"};
+    if (!use_colour)
+        return nnp_verdict_name(v);
+    snprintf(buf, n, "\033[%sm%-5s\033[0m", colour[v], nnp_verdict_name(v));
+    return buf;
+}
+
+static void format_dims(char *buf, size_t n, uint32_t ndim, const uint64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (uint32_t k = 0; k < ndim && used < n; k++)
+        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
+                                 (unsigned long long)shape[k]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+}
+
 static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const nnp_diff_pair *p)
 {
-    const nnp_record *r = nnp_dump_record(ref, p->ref), *q = nnp_dump_record(port, p->port);
+    (void)ref;
     char a[256], b[256];
+    if (p->aligned || p->nparts > 1) {
+        printf("  port record%s: %s", p->nparts > 1 ? "s" : "",
+               nnp_dump_record(port, p->parts[0])->name);
+        for (uint32_t k = 1; k < p->nparts; k++)
+            printf(", %s", nnp_dump_record(port, p->parts[k])->name);
+        printf("%s\n", p->aligned ? " (paired by alignment)" : "");
+    }
+    if (p->adapters)
+        printf("  adapted: %s\n", p->adapters);
+    if (p->problem) {
+        printf("  not compared: %s\n", p->problem);
+        return;
+    }
     if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
-        cli_format_shape(a, sizeof a, r);
-        cli_format_shape(b, sizeof b, q);
-        printf("  reference %s %s, port %s %s: not compared\n", nnp_dtype_name(r->dtype), a,
-               nnp_dtype_name(q->dtype), b);
+        format_dims(a, sizeof a, p->ref_ndim, p->ref_shape);
+        format_dims(b, sizeof b, p->port_ndim, p->port_shape);
+        printf("  reference %s %s, port %s %s%s: not compared\n", nnp_dtype_name(p->ref_dtype),
+               a, nnp_dtype_name(p->port_dtype), b, p->adapters ? " (adapted)" : "");
         return;
     }
     const nnp_metrics *m = &p->metrics;
     char v[6][32];
-    format_index(a, sizeof a, r, m->max_index);
+    format_index(a, sizeof a, p, m->max_index);
     num(v[0], sizeof v[0], m->max_abs);
     printf("  max-abs %s at %s: reference %.7g, port %.7g\n", v[0], a, m->ref_at_max,
            m->port_at_max);
@@ -97,20 +141,24 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
     printf("\n");
 }
 
+/* One line of the pair table; '~' before the name marks a pair made by alignment, '*' one the
+ * rules adapted. */
 static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
 {
     const nnp_record *r = nnp_dump_record(ref, p->ref);
-    char a[32], b[32], c[32];
+    char a[32], b[32], c[32], v[32];
+    const char *mark = p->aligned ? "~" : p->adapters ? "*" : "";
     if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
-        printf("%6llu  %-5s  %9s  %9s  %8s  %6s  %s\n", (unsigned long long)r->seq,
-               nnp_verdict_name(p->verdict), "-", "-", "-", "-", r->name);
+        printf("%6llu  %-5s  %9s  %9s  %8s  %6s  %s%s\n", (unsigned long long)r->seq,
+               verdict_text(p->verdict, v, sizeof v), "-", "-", "-", "-", mark, r->name);
         return;
     }
     num(a, sizeof a, p->metrics.max_abs);
     num(b, sizeof b, p->metrics.rel_l2);
     snprintf(c, sizeof c, "%.5f", p->metrics.cosine);
-    printf("%6llu  %-5s  %9s  %9s  %8s  %6.2f  %s\n", (unsigned long long)r->seq,
-           nnp_verdict_name(p->verdict), a, b, c, p->metrics.allclose_fail_pct, r->name);
+    printf("%6llu  %-5s  %9s  %9s  %8s  %6.2f  %s%s\n", (unsigned long long)r->seq,
+           verdict_text(p->verdict, v, sizeof v), a, b, c, p->metrics.allclose_fail_pct, mark,
+           r->name);
 }
 
 static int by_rel_l2(const void *a, const void *b, void *diff);
@@ -222,10 +270,11 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
     if (d->first_divergence >= 0) {
         const nnp_diff_pair *p = &d->pairs[d->first_divergence];
         const nnp_record *r = nnp_dump_record(ref, p->ref);
+        char v[32];
         printf("\nverdict: the port diverges. First divergence, pair %lld of %zu in execution "
                "order:\n  %s%s%s%s (%s)\n", (long long)d->first_divergence + 1, d->npairs,
                r->name, *r->module_type ? " [" : "", r->module_type, *r->module_type ? "]" : "",
-               nnp_verdict_name(p->verdict));
+               verdict_text(p->verdict, v, sizeof v));
         print_pair_details(ref, port, p);
     }
     if (d->order_violation >= 0) {
@@ -285,6 +334,20 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         if (count > 20)
             printf("  ... and %zu more\n", count - 20);
     }
+    if (d->naligned) {
+        printf("\npaired by automatic alignment (%zu; '~' in the table), port -> reference:\n",
+               d->naligned);
+        size_t shown_aligned = 0;
+        for (size_t i = 0; i < d->npairs && shown_aligned < 20; i++)
+            if (d->pairs[i].aligned) {
+                printf("  %s -> %s\n", nnp_dump_record(port, d->pairs[i].port)->name,
+                       nnp_dump_record(ref, d->pairs[i].ref)->name);
+                shown_aligned++;
+            }
+        if (d->naligned > 20)
+            printf("  ... and %zu more\n", d->naligned - 20);
+        printf("  (--emit-rules FILE writes these as rules to review and reuse)\n");
+    }
 }
 
 static int by_rel_l2(const void *a, const void *b, void *ctx)
@@ -297,12 +360,12 @@ static int by_rel_l2(const void *a, const void *b, void *ctx)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static json_t *metrics_json(const nnp_record *r, const nnp_diff_pair *p)
+json_t *metrics_json(const nnp_diff_pair *p)
 {
     const nnp_metrics *m = &p->metrics;
     json_t *idx = json_array();
     uint64_t tmp[64];
-    uint32_t nd = unravel(r, m->max_index, tmp);
+    uint32_t nd = unravel(p, m->max_index, tmp);
     for (uint32_t k = 0; k < nd; k++)
         json_array_append_new(idx, json_integer((json_int_t)tmp[k]));
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
@@ -320,22 +383,43 @@ static json_t *metrics_json(const nnp_record *r, const nnp_diff_pair *p)
                      "cosine", json_out_number(m->cosine), "pcc", json_out_number(m->pcc));
 }
 
+static json_t *shape_json(uint32_t ndim, const uint64_t *shape)
+{
+    json_t *a = json_array();
+    for (uint32_t k = 0; k < ndim; k++)
+        json_array_append_new(a, json_integer((json_int_t)shape[k]));
+    return a;
+}
+
 static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d)
 {
     json_t *pairs = json_array(), *ur = json_array(), *up = json_array();
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
         const nnp_record *r = nnp_dump_record(ref, p->ref), *q = nnp_dump_record(port, p->port);
-        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:f, s:f}", "ref",
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:f, s:f, s:b, s:o, s:o, "
+                              "s:o, s:o}", "ref",
                               r->name, "port", q->name, "ref_seq", (json_int_t)r->seq,
                               "port_seq", (json_int_t)q->seq, "type", r->module_type, "verdict",
                               nnp_verdict_name(p->verdict), "ref_dtype",
-                              nnp_dtype_name(r->dtype), "port_dtype", nnp_dtype_name(q->dtype),
-                              "atol", p->atol, "rtol", p->rtol);
+                              nnp_dtype_name(p->ref_dtype), "port_dtype",
+                              nnp_dtype_name(p->port_dtype), "atol", p->atol, "rtol", p->rtol,
+                              "aligned", p->aligned, "ref_shape",
+                              shape_json(p->ref_ndim, p->ref_shape), "port_shape",
+                              shape_json(p->port_ndim, p->port_shape), "adapters",
+                              p->adapters ? json_string(p->adapters) : json_null(), "problem",
+                              p->problem ? json_string(p->problem) : json_null());
         if (!o)
             goto fail;
+        if (p->nparts > 1) {
+            json_t *parts = json_array();
+            for (uint32_t k = 0; k < p->nparts; k++)
+                json_array_append_new(parts,
+                                      json_string(nnp_dump_record(port, p->parts[k])->name));
+            json_object_set_new(o, "port_parts", parts);
+        }
         if (p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH)
-            json_object_set_new(o, "metrics", metrics_json(r, p));
+            json_object_set_new(o, "metrics", metrics_json(p));
         if (json_array_append_new(pairs, o) != 0)
             goto fail;
     }
@@ -343,7 +427,7 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
         json_array_append_new(ur, json_string(nnp_dump_record(ref, d->unmatched_ref[i])->name));
     for (size_t i = 0; i < d->nunmatched_port; i++)
         json_array_append_new(up, json_string(nnp_dump_record(port, d->unmatched_port[i])->name));
-    return json_pack("{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o}", "schema",
+    return json_pack("{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:I}", "schema",
                      "nnparity.diff/1", "components", components_json(ref, d),
                      "nonfinite_origin",
                      d->nonfinite_origin < 0 ? json_null() : json_integer(d->nonfinite_origin),
@@ -352,7 +436,8 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
                      d->first_divergence < 0 ? json_null() : json_integer(d->first_divergence),
                      "order_violation",
                      d->order_violation < 0 ? json_null() : json_integer(d->order_violation),
-                     "pairs", pairs, "unmatched_ref", ur, "unmatched_port", up);
+                     "pairs", pairs, "unmatched_ref", ur, "unmatched_port", up, "aligned",
+                     (json_int_t)d->naligned);
 fail:
     json_decref(pairs);
     json_decref(ur);
@@ -390,7 +475,7 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
         fprintf(o, "**First divergence:** `%s`%s%s%s, %s", r->name, *r->module_type ? " (" : "",
                 r->module_type, *r->module_type ? ")" : "", nnp_verdict_name(p->verdict));
         if (p->verdict == NNP_FAIL) {
-            format_index(idx, sizeof idx, r, p->metrics.max_index);
+            format_index(idx, sizeof idx, p, p->metrics.max_index);
             num(a, sizeof a, p->metrics.max_abs);
             num(b, sizeof b, p->metrics.rel_l2);
             fprintf(o, ": max-abs %s at %s (reference %.7g, port %.7g), rel-L2 %s, %.3g%% of "
@@ -472,17 +557,82 @@ static bool parse_tol(const char *s, double *out)
     return true;
 }
 
+/* A progress line on stderr while a long diff runs, on a terminal only, at most ten times a
+ * second. */
+typedef struct {
+    bool tty;
+    double last;
+    bool shown;
+} progress_line;
+
+static void show_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    progress_line *l = ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    if (!l->tty || (l->shown && now - l->last < 0.1) || (!l->shown && l->last == 0)) {
+        if (l->last == 0)
+            l->last = now; /* nothing for the first tenth of a second: short diffs stay quiet */
+        return;
+    }
+    char a[32], b[32];
+    cli_format_bytes(a, sizeof a, done);
+    cli_format_bytes(b, sizeof b, total);
+    fprintf(stderr, "\r\033[Kdiff: %s of %s compared (%.0f%%)", a, b,
+            total ? 100.0 * (double)done / (double)total : 100.0);
+    l->last = now;
+    l->shown = true;
+}
+
+/* --emit-rules: the rules the diff ran with, then the renames alignment proposes. */
+static int emit_rules(const nnp_diff *d, const nnp_dump *ref, const char *rules_path,
+                      const char *path)
+{
+    char *aligned = NULL;
+    nnp_status st = nnp_diff_aligned_rules(d, ref, &aligned);
+    if (st)
+        return cli_fail(st);
+    char *given = NULL;
+    size_t given_len = 0;
+    FILE *o = open_memstream(&given, &given_len);
+    if (!o) {
+        free(aligned);
+        cli_error("out of memory");
+        return EXIT_INTERNAL;
+    }
+    if (rules_path) {
+        FILE *in = fopen(rules_path, "r");
+        char buf[4096];
+        size_t n;
+        while (in && (n = fread(buf, 1, sizeof buf, in)) > 0)
+            fwrite(buf, 1, n, o);
+        if (in)
+            fclose(in);
+        fprintf(o, "\n");
+    }
+    if (!*aligned)
+        fprintf(o, "# automatic alignment paired nothing: the rules above pair every record\n");
+    fputs(aligned, o);
+    fclose(o);
+    free(aligned);
+    int rc = cli_write_file(path, given, given_len);
+    free(given);
+    return rc;
+}
+
 static int run_diff(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"rules", required_argument, NULL, 'r'}, {"atol", required_argument, NULL, 'a'},
         {"rtol", required_argument, NULL, 'R'},  {"json", required_argument, NULL, 'J'},
         {"all", no_argument, NULL, 'A'},         {"threads", required_argument, NULL, 'j'},
-        {"markdown", required_argument, NULL, 'M'},
+        {"markdown", required_argument, NULL, 'M'}, {"no-align", no_argument, NULL, 'N'},
+        {"emit-rules", required_argument, NULL, 'E'},
         {0, 0, 0, 0}};
-    const char *rules_path = NULL, *json_path = NULL, *md_path = NULL;
+    const char *rules_path = NULL, *json_path = NULL, *md_path = NULL, *emit_path = NULL;
     double atol = -1, rtol = -1;
-    bool all = false;
+    bool all = false, no_align = false;
     int threads = 0, c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
@@ -494,6 +644,10 @@ static int run_diff(int argc, char **argv)
             all = true;
         } else if (c == 'M') {
             md_path = optarg;
+        } else if (c == 'N') {
+            no_align = true;
+        } else if (c == 'E') {
+            emit_path = optarg;
         } else if (c == 'a' || c == 'R') {
             if (!parse_tol(optarg, c == 'a' ? &atol : &rtol))
                 return cli_usage_error(&cli_diff, "--%s takes a non-negative number, not '%s'",
@@ -525,17 +679,22 @@ static int run_diff(int argc, char **argv)
         st = nnp_dump_open(argv[optind], &ref);
     if (!st)
         st = nnp_dump_open(argv[optind + 1], &port);
-    nnp_diff_options o = {rules, atol, rtol, threads};
+    bool to_stdout = json_path && strcmp(json_path, "-") == 0;
+    use_colour = !to_stdout && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+    progress_line line = {isatty(STDERR_FILENO), 0, false};
+    nnp_diff_options o = {rules, atol, rtol, threads, no_align, show_progress, &line};
     if (!st)
         st = nnp_diff_dumps(ref, port, &o, &d);
+    if (line.shown)
+        fprintf(stderr, "\r\033[K");
     int rc;
     if (st) {
         rc = cli_fail(st);
     } else {
-        rc = EXIT_AGREE;
-        if (!json_path || strcmp(json_path, "-") != 0)
+        rc = emit_path ? emit_rules(d, ref, rules_path, emit_path) : EXIT_AGREE;
+        if (rc == EXIT_AGREE && !to_stdout)
             print_text(ref, port, d, all);
-        if (json_path)
+        if (json_path && rc == EXIT_AGREE)
             rc = write_json(diff_json(ref, port, d), json_path);
         if (md_path && rc == EXIT_AGREE)
             rc = write_markdown(ref, port, d, md_path);

@@ -277,10 +277,19 @@ nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtyp
                        nnp_metrics *out);
 
 /* ---------------------------------------------------------------------------------------------
- * Rules: mapping one side's tensor names onto the other's (docs/rules.md)
+ * Rules: mapping the port's tensor names onto the reference's, and their layouts (docs/rules.md)
  *
- *     rename  REGEX  REPLACEMENT    rewrite the first match; \0..\9 insert the match and groups
- *     ignore  REGEX                 drop matching names
+ *     rename    REGEX REPLACEMENT   rewrite the first match; \0..\9 insert the match and groups
+ *     ignore    REGEX               drop matching names
+ *     tolerance REGEX ATOL RTOL     the tolerances of matching pairs
+ *     transpose REGEX [AXES]        adapters, applied to the port's tensor before comparing
+ *     reshape   REGEX [SHAPE]       (with `ref` before them, to the reference's): transpose or
+ *     slice     REGEX AXIS A:B      permute, reshape, slice, select one index, cast to a float
+ *     select    REGEX AXIS INDEX    dtype, undo llama.cpp's rotary row permutation
+ *     cast      REGEX DTYPE
+ *     rotary    REGEX HEADS
+ *     concat    REGEX AXIS LABELS   port records that differ in group 1 join in LABELS order
+ *     split     REGEX AXIS LABELS   one port record splits into parts named by LABELS
  *     # comments
  * ------------------------------------------------------------------------------------------- */
 
@@ -292,7 +301,8 @@ nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out
 void nnp_rules_free(nnp_rules *rules);
 
 /* Map `name` through the rules in order: *out is a new string (free() it), *ignored is set when
- * an ignore rule matched. NULL rules map every name to itself. */
+ * an ignore rule matched. NULL rules map every name to itself. Only the name is mapped: adapters
+ * are for comparing (nnp_diff_dumps), and a split name maps to its first part. */
 nnp_status nnp_rules_map(const nnp_rules *rules, const char *name, char **out, bool *ignored);
 
 /* ---------------------------------------------------------------------------------------------
@@ -317,15 +327,30 @@ void nnp_default_tolerance(nnp_dtype a, nnp_dtype b, double *atol, double *rtol)
 
 typedef struct nnp_diff_options {
     const nnp_rules *rules; /* maps the port's record names onto the reference's; NULL: none */
-    double atol, rtol;      /* < 0: by dtype (nnp_default_tolerance) */
+    double atol, rtol;      /* < 0: by dtype (nnp_default_tolerance); a rule's tolerance wins */
     int threads;            /* <= 0: one per CPU */
+    bool no_align;          /* do not pair what names leave unmatched by automatic alignment */
+    /* Called after each pair is compared with the bytes compared so far and in all (one call at
+     * a time, from any of the diff's threads); NULL: none. */
+    void (*progress)(void *ctx, uint64_t done_bytes, uint64_t total_bytes);
+    void *progress_ctx;
 } nnp_diff_options;
 
 typedef struct nnp_diff_pair {
-    size_t ref, port;       /* record indices in the two dumps */
+    size_t ref, port;       /* record indices in the two dumps (port: the first part of a join) */
     nnp_verdict verdict;
     double atol, rtol;      /* the tolerances used */
     nnp_metrics metrics;    /* all zero for shape and dtype mismatches */
+    bool aligned;           /* paired by automatic alignment rather than by name */
+    uint32_t nparts;        /* port records joined into this pair by a concat rule (1: none) */
+    const size_t *parts;    /* their indices, in joining order (parts[0] == port) */
+    const char *adapters;   /* the adapters applied, as a rules file writes them
+                             * ("transpose 1,0; ref select 1 -1"); NULL: compared as recorded */
+    const char *problem;    /* why the pair could not be compared (an adapter that does not fit
+                             * the tensor: verdict NNP_SHAPE_MISMATCH); NULL otherwise */
+    nnp_dtype ref_dtype, port_dtype;         /* as compared: after casts */
+    uint32_t ref_ndim, port_ndim;            /* as compared: after the adapters */
+    const uint64_t *ref_shape, *port_shape;
 } nnp_diff_pair;
 
 typedef struct nnp_diff {
@@ -341,6 +366,8 @@ typedef struct nnp_diff {
                                * port's execution order, whose port side holds a NaN or Inf the
                                * reference's does not while the inputs recorded for that module
                                * call (roles in0, in1, ...) are finite; -1: none */
+    size_t naligned;          /* pairs made by automatic alignment */
+    void *owned;              /* the library's: shapes and texts the pairs point to */
 } nnp_diff;
 
 /* The component a record belongs to, from its module type and then its name: "attention",
@@ -348,10 +375,18 @@ typedef struct nnp_diff {
 const char *nnp_component(const char *name, const char *module_type);
 
 /* Pair `port`'s records with `ref`'s by name (after the rules; repeated calls pair by call index
- * through their "#<call>" names), compare every pair and check the execution order. */
+ * through their "#<call>" names), then what is left by automatic alignment (execution order,
+ * role, shape, dtype class and name similarity); adapt the pairs the rules say, compare every
+ * pair and check the execution order. */
 nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
                           nnp_diff **out);
 void nnp_diff_free(nnp_diff *diff);
+
+/* The pairs automatic alignment made, as rules (rename lines, generalized where that is safe)
+ * that map the port's names, as the given rules left them, onto the reference's; *text is a new
+ * string (free() it), "" when nothing was aligned. Appended to the rules the diff ran with, they
+ * pair the same records by name. */
+nnp_status nnp_diff_aligned_rules(const nnp_diff *diff, const nnp_dump *ref, char **text);
 
 /* ---------------------------------------------------------------------------------------------
  * Capture and injection

@@ -2,9 +2,10 @@
  * diff.c - pairs a port's records with the reference's, compares every pair, and finds where the
  * port starts to diverge and whether it runs its layers in the same order.
  *
- * Pairing is by name after the rules (the port's names are rewritten into the reference's), so
- * repeated calls pair by call index through their "#<call>" names. Small pairs are compared
- * many at a time, one thread each; large ones one at a time, threaded over chunks.
+ * Pairing (pairing.c) is by name after the rules, so repeated calls pair by call index through
+ * their "#<call>" names, then by automatic alignment. Small pairs are compared many at a time,
+ * one thread each; large ones one at a time, threaded over chunks. A pair the rules adapt is
+ * made into buffers of its own right before it is compared and freed after.
  */
 #include <math.h>
 #include <stdio.h>
@@ -124,6 +125,7 @@ void nnp_diff_free(nnp_diff *d)
 {
     if (!d)
         return;
+    nnp__pairing_free(d->owned);
     free(d->pairs);
     free(d->unmatched_ref);
     free(d->unmatched_port);
@@ -131,23 +133,35 @@ void nnp_diff_free(nnp_diff *d)
 }
 
 typedef struct {
-    char *name; /* the port record's name in the reference's terms */
-    size_t port;
-} mapped;
-
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(((const mapped *)a)->name, ((const mapped *)b)->name);
-}
-
-typedef struct {
     nnp_dump *ref, *port;
-    nnp_diff_pair *pairs;
+    const nnp_diff *diff;
     const size_t *todo;
     const void **rdata, **pdata;
     int threads;
     nnp_status *status;
+    const nnp_diff_options *opts; /* for the progress callback */
+    pthread_mutex_t lock;         /* one progress call at a time */
+    uint64_t done, total;         /* bytes compared, of all */
 } cmp_ctx;
+
+/* The bytes a pair reads: its reference record and every port part. */
+static uint64_t pair_bytes(const cmp_ctx *ctx, const nnp_diff_pair *p)
+{
+    uint64_t n = nnp_dump_record(ctx->ref, p->ref)->nbytes;
+    for (uint32_t k = 0; k < p->nparts; k++)
+        n += nnp_dump_record(ctx->port, p->parts[k])->nbytes;
+    return n;
+}
+
+static void report_progress(cmp_ctx *ctx, const nnp_diff_pair *p)
+{
+    if (!ctx->opts->progress)
+        return;
+    pthread_mutex_lock(&ctx->lock);
+    ctx->done += pair_bytes(ctx, p);
+    ctx->opts->progress(ctx->opts->progress_ctx, ctx->done, ctx->total);
+    pthread_mutex_unlock(&ctx->lock);
+}
 
 static void verdict_of(nnp_diff_pair *p)
 {
@@ -161,76 +175,41 @@ static void verdict_of(nnp_diff_pair *p)
         p->verdict = NNP_FAIL;
 }
 
+/* Compare one pair: straight from the dumps' data, or, when the rules adapt it, from the
+ * buffers the adapters make (freed right after). */
 static void compare_pair(void *c, size_t t)
 {
     cmp_ctx *ctx = c;
-    nnp_diff_pair *p = &ctx->pairs[ctx->todo[t]];
-    const nnp_record *r = nnp_dump_record(ctx->ref, p->ref), *q = nnp_dump_record(ctx->port, p->port);
+    size_t i = ctx->todo[t];
+    nnp_diff_pair *p = &ctx->diff->pairs[i];
     nnp_compare_options o = {p->atol, p->rtol, ctx->threads};
-    nnp_status st = nnp_compare(r->dtype, ctx->rdata[ctx->todo[t]], q->dtype,
-                                ctx->pdata[ctx->todo[t]], r->nelem, &o, &p->metrics);
+    nnp_status st;
+    if (p->adapters) {
+        nnp_tensor rt, pt;
+        st = nnp__pair_tensors(ctx->diff, i, ctx->ref, ctx->port, &rt, &pt);
+        if (!st)
+            st = nnp_compare(rt.dtype, rt.data, pt.dtype, pt.data, rt.nelem, &o, &p->metrics);
+        nnp__tensor_free(&rt);
+        nnp__tensor_free(&pt);
+    } else {
+        st = nnp_compare(p->ref_dtype, ctx->rdata[i], p->port_dtype, ctx->pdata[i],
+                         nnp_dump_record(ctx->ref, p->ref)->nelem, &o, &p->metrics);
+    }
     if (st)
         ctx->status[t] = st;
     else
         verdict_of(p);
     nnp_dump_release(ctx->ref, p->ref);
-    nnp_dump_release(ctx->port, p->port);
-}
-
-/* Map every port name through the rules and sort, for lookup by reference name. */
-static nnp_status map_port(nnp_dump *port, const nnp_rules *rules, mapped **out, size_t *n,
-                           bool **ignored)
-{
-    size_t count = nnp_dump_count(port);
-    mapped *m = calloc(count ? count : 1, sizeof *m);
-    bool *ign = calloc(count ? count : 1, sizeof *ign);
-    if (!m || !ign) {
-        free(m);
-        free(ign);
-        return nnp__nomem();
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < count; i++) {
-        char *name;
-        nnp_status st = nnp_rules_map(rules, nnp_dump_record(port, i)->name, &name, &ign[i]);
-        if (st) {
-            for (size_t j = 0; j < k; j++)
-                free(m[j].name);
-            free(m);
-            free(ign);
-            return st;
-        }
-        if (ign[i])
-            free(name);
-        else
-            m[k++] = (mapped){name, i};
-    }
-    qsort(m, k, sizeof *m, by_name);
-    *out = m;
-    *n = k;
-    *ignored = ign;
-    return NNP_OK;
-}
-
-static bool same_shape(const nnp_record *a, const nnp_record *b)
-{
-    if (a->ndim != b->ndim)
-        return false;
-    for (uint32_t k = 0; k < a->ndim; k++)
-        if (a->shape[k] != b->shape[k])
-            return false;
-    return true;
-}
-
-static bool comparable_dtypes(nnp_dtype a, nnp_dtype b)
-{
-    nnp_dtype_class ca = nnp_dtype_class_of(a), cb = nnp_dtype_class_of(b);
-    return ca == cb || (ca != NNP_CLASS_FLOAT && cb != NNP_CLASS_FLOAT);
+    for (uint32_t k = 0; k < p->nparts; k++)
+        nnp_dump_release(ctx->port, p->parts[k]);
+    report_progress(ctx, p);
 }
 
 /* Compare the pairs that need it: small ones many at a time, large ones with every thread. */
-static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads)
+static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
+                              const nnp_diff_options *opts)
 {
+    int threads = opts->threads;
     size_t n = d->npairs;
     size_t *small = malloc((n ? n : 1) * sizeof *small), *large = malloc((n ? n : 1) * sizeof *large);
     const void **rdata = calloc(n ? n : 1, sizeof *rdata), **pdata = calloc(n ? n : 1, sizeof *pdata);
@@ -241,8 +220,9 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int th
         nnp_diff_pair *p = &d->pairs[i];
         if (p->verdict != NNP_PASS)
             continue; /* a mismatch, decided without comparing */
-        if ((st = nnp_dump_data(ref, p->ref, &rdata[i])) ||
-            (st = nnp_dump_data(port, p->port, &pdata[i])))
+        /* adapted pairs fetch their data when they are compared */
+        if (!p->adapters && ((st = nnp_dump_data(ref, p->ref, &rdata[i])) ||
+                             (st = nnp_dump_data(port, p->port, &pdata[i]))))
             break;
         if (nnp_dump_record(ref, p->ref)->nelem < (1u << 20))
             small[ns++] = i;
@@ -250,7 +230,12 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int th
             large[nl++] = i;
     }
     if (!st) {
-        cmp_ctx ctx = {ref, port, d->pairs, small, rdata, pdata, 1, status};
+        cmp_ctx ctx = {ref, port, d, small, rdata, pdata, 1, status, opts,
+                       PTHREAD_MUTEX_INITIALIZER, 0, 0};
+        for (size_t i = 0; i < ns; i++)
+            ctx.total += pair_bytes(&ctx, &d->pairs[small[i]]);
+        for (size_t i = 0; i < nl; i++)
+            ctx.total += pair_bytes(&ctx, &d->pairs[large[i]]);
         nnp__parallel_for(ns, threads, compare_pair, &ctx);
         for (size_t i = 0; i < ns && !st; i++)
             st = status[i];
@@ -365,48 +350,11 @@ nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options 
     if (!ref || !port || !out)
         return nnp__fail(NNP_ERR_ARG, "nnp_diff_dumps: missing dump or output");
     *out = NULL;
-    nnp_diff_options o = opts ? *opts : (nnp_diff_options){NULL, -1, -1, 0};
+    nnp_diff_options o = opts ? *opts : (nnp_diff_options){NULL, -1, -1, 0, false, NULL, NULL};
     nnp_diff *d = calloc(1, sizeof *d);
-    size_t nref = nnp_dump_count(ref), nport = nnp_dump_count(port);
-    mapped *m = NULL;
-    size_t nm = 0;
-    bool *ignored = NULL, *used = calloc(nport ? nport : 1, sizeof *used);
-    nnp_status st = d && used ? map_port(port, o.rules, &m, &nm, &ignored) : nnp__nomem();
-    if (!st) {
-        d->pairs = calloc(nref ? nref : 1, sizeof *d->pairs);
-        d->unmatched_ref = calloc(nref ? nref : 1, sizeof *d->unmatched_ref);
-        d->unmatched_port = calloc(nport ? nport : 1, sizeof *d->unmatched_port);
-        if (!d->pairs || !d->unmatched_ref || !d->unmatched_port)
-            st = nnp__nomem();
-    }
-    for (size_t i = 0; i < nref && !st; i++) {
-        const nnp_record *r = nnp_dump_record(ref, i);
-        mapped key = {(char *)r->name, 0};
-        mapped *hit = nm ? bsearch(&key, m, nm, sizeof *m, by_name) : NULL;
-        if (!hit || used[hit->port]) {
-            d->unmatched_ref[d->nunmatched_ref++] = i;
-            continue;
-        }
-        used[hit->port] = true;
-        const nnp_record *q = nnp_dump_record(port, hit->port);
-        nnp_diff_pair *p = &d->pairs[d->npairs++];
-        p->ref = i;
-        p->port = hit->port;
-        if (o.atol >= 0 && o.rtol >= 0) {
-            p->atol = o.atol;
-            p->rtol = o.rtol;
-        } else {
-            nnp_default_tolerance(r->dtype, q->dtype, &p->atol, &p->rtol);
-        }
-        p->verdict = !same_shape(r, q)                       ? NNP_SHAPE_MISMATCH
-                     : !comparable_dtypes(r->dtype, q->dtype) ? NNP_DTYPE_MISMATCH
-                                                              : NNP_PASS;
-    }
-    for (size_t i = 0; i < nport && !st; i++)
-        if (!used[i] && !ignored[i])
-            d->unmatched_port[d->nunmatched_port++] = i;
+    nnp_status st = d ? nnp__pair_records(ref, port, &o, d) : nnp__nomem();
     if (!st)
-        st = compare_all(d, ref, port, o.threads);
+        st = compare_all(d, ref, port, &o);
     if (!st) {
         d->first_divergence = d->order_violation = -1;
         uint64_t last_seq = 0;
@@ -421,11 +369,6 @@ nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options 
         }
         st = find_nonfinite_origin(d, port);
     }
-    for (size_t i = 0; i < nm; i++)
-        free(m[i].name);
-    free(m);
-    free(ignored);
-    free(used);
     if (st) {
         nnp_diff_free(d);
         return st;

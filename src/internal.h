@@ -110,6 +110,149 @@ bool nnp__f32_block_moments(const float *x, size_t n, double shift, nnp_block_mo
 bool nnp__f32_block_moments_portable(const float *x, size_t n, double shift,
                                      nnp_block_moments *m);
 
+/* ---- rules: what a name maps to (rules.c) and the adapters that bring layouts together
+ * (adapt.c) ---- */
+
+#define NNP_ADAPT_MAX_DIMS 16
+
+typedef enum nnp_op_kind {
+    NNP_OP_TRANSPOSE, /* permute the axes as dims[0..n) says (n 0: reverse them) */
+    NNP_OP_RESHAPE,   /* to dims[0..n), one of them may be -1 (n 0: the other side's shape) */
+    NNP_OP_SLICE,     /* [start, end) along axis; negative from the end, end INT64_MAX: to it */
+    NNP_OP_PART,      /* part `start` of `end` equal parts along axis */
+    NNP_OP_SELECT,    /* index `start` along axis, dropping the axis */
+    NNP_OP_CAST,      /* round to dtype */
+    NNP_OP_ROTARY     /* undo llama.cpp's q/k row permutation for `start` heads */
+} nnp_op_kind;
+
+typedef struct nnp_op {
+    nnp_op_kind kind;
+    bool on_ref;      /* applies to the reference's tensor of the pair, not the port's */
+    uint32_t n;
+    int64_t dims[NNP_ADAPT_MAX_DIMS];
+    int64_t axis, start, end;
+    nnp_dtype dtype;
+} nnp_op;
+
+/* Where one port record goes: the reference name, the adapters in rule order, a tolerance given
+ * by a rule, and, when it is one part of a record the reference holds fused, which part. */
+typedef struct nnp_mapping {
+    char *name;
+    nnp_op *ops;
+    size_t nops;
+    bool has_tolerance;
+    double atol, rtol;
+    uint32_t part, nparts; /* nparts 0: not a part */
+    int64_t join_axis;
+} nnp_mapping;
+
+/* Map a name through every rule: *n mappings (0: ignored; more than one: a split). */
+nnp_status nnp__rules_apply(const nnp_rules *rules, const char *name, nnp_mapping **out,
+                            size_t *n);
+void nnp__mappings_free(nnp_mapping *m, size_t n);
+/* Whether a `ref ignore` rule drops this reference record name (matched as it is). */
+bool nnp__rules_ref_ignored(const nnp_rules *rules, const char *name);
+/* How an adapter reads in a rules file ("transpose 1,0", "ref select 1 -1", "part 2/3 of axis 0"). */
+void nnp__op_describe(nnp_sbuf *b, const nnp_op *op);
+
+/* A tensor in C order: its bytes are `data` (NULL: only the shape is known), a copy owned here
+ * when `owned` is set. */
+typedef struct nnp_tensor {
+    nnp_dtype dtype;
+    uint32_t ndim;
+    uint64_t shape[NNP_ADAPT_MAX_DIMS];
+    uint64_t nelem;
+    const void *data;
+    void *owned;
+} nnp_tensor;
+
+/* Apply the ops of one side (on_ref) in order. `other` is the other side's tensor (its shape is
+ * what `reshape` without dims takes). An adapter that does not fit is NNP_ERR_ARG saying why;
+ * t->data is then NULL. With t->data NULL only the shape is worked out. */
+nnp_status nnp__adapt(nnp_tensor *t, const nnp_op *ops, size_t nops, bool on_ref,
+                      const nnp_tensor *other);
+/* Join n parts along axis into a new tensor (shape only when the parts have no data). */
+nnp_status nnp__concat(const nnp_tensor *parts, size_t n, int64_t axis, nnp_tensor *out);
+void nnp__tensor_free(nnp_tensor *t);
+
+/* ---- pairing (pairing.c) and automatic alignment (match.c) ---- */
+
+/* Pair the records of a diff (d->pairs, unmatched lists, d->owned): by the names the rules give,
+ * joining parts, then by alignment; shapes after the adapters, verdicts for what cannot be
+ * compared, tolerances. */
+nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
+                             nnp_diff *d);
+/* Both sides of pair i with their data, as the adapters leave them (for adapted pairs); free with
+ * nnp__tensor_free. */
+nnp_status nnp__pair_tensors(const nnp_diff *d, size_t i, nnp_dump *ref, nnp_dump *port,
+                             nnp_tensor *rt, nnp_tensor *pt);
+void nnp__pairing_free(void *owned);
+
+typedef struct nnp__align_item {
+    const char *name;       /* record name, e.g. "blk.3.attn_q/out0" */
+    const char *role;       /* "out0", "in0", "weight", ... ("" if unknown) */
+    uint32_t ndim;
+    const uint64_t *shape;
+    nnp_dtype dtype;
+} nnp__align_item;
+
+/* Items are given in execution order. On return port_to_ref[j] is the index into ref of the
+ * record port[j] is aligned with, or -1. The result is one-to-one and monotonic (if port j<k
+ * are both aligned, their ref indices increase). score[j] (may be NULL) in [0,1] says how sure. */
+nnp_status nnp__align(const nnp__align_item *ref, size_t nref, const nnp__align_item *port,
+                      size_t nport, int64_t *port_to_ref, double *score);
+/* Rules text that renames each port_names[i] to ref_names[i], generalized where that is safe;
+ * it round-trips through nnp_rules_parse and nnp_rules_map. */
+nnp_status nnp__align_rules(const char *const *port_names, const char *const *ref_names, size_t n,
+                            nnp_sbuf *out);
+
+/* ---- comparison kernels (kernels_cmp.c) and the comparing pass (metrics.c) ---- */
+
+/* Pairs per block of the comparison kernels: 2 x 8 KiB of F32, still in L1 when a block must be
+ * summed a second time (kernels_cmp.c). */
+#define NNP_CMP_BLOCK 2048u
+
+/* What a block of finite pairs contributes to nnp_compare's metrics. */
+typedef struct nnp_cmp_sums {
+    uint64_t n, fail;                  /* pairs; pairs outside atol + rtol |ref| */
+    double sd2, sad, srr, spp, spr;    /* sums of d^2, |d|, r^2, p^2, p*r (d = p - r) */
+    double max_abs;                    /* the largest |d| (the caller finds where) */
+    double mean_r, mean_p, m2_r, m2_p, c_rp; /* Pearson moments about the block's own means */
+} nnp_cmp_sums;
+
+/* Whether the kernels read this dtype in place: F32, BF16 and F16, each exactly a float. */
+bool nnp__cmp_fast_dtype(nnp_dtype t);
+/* The sums of n (1..NNP_CMP_BLOCK) pairs stored as rt at ref and pt at port (any alignment, both
+ * fast dtypes), or false when an element is NaN or infinite: the caller then takes its exact
+ * slow path for the block. Uses the best kernel the CPU runs. */
+bool nnp__cmp_block(nnp_dtype rt, const void *ref, nnp_dtype pt, const void *port, size_t n,
+                    double atol, double rtol, nnp_cmp_sums *out);
+/* The portable kernel, for comparing against the vector one in tests. */
+bool nnp__cmp_block_portable(nnp_dtype rt, const void *ref, nnp_dtype pt, const void *port,
+                             size_t n, double atol, double rtol, nnp_cmp_sums *out);
+
+/* One side of a comparison: n elements of `dtype` at `data`. When `dump` is set, `data` is what
+ * nnp_dump_data gave for its record `rec`: the pass then releases each chunk's mapped pages
+ * once compared, so that comparing a tensor of any size keeps only the chunks in flight
+ * resident (the page cache keeps the file). NULL: memory the caller owns, left alone. */
+typedef struct nnp_cmp_side {
+    nnp_dtype dtype;
+    const void *data;
+    nnp_dump *dump;
+    size_t rec;
+} nnp_cmp_side;
+
+/* nnp_compare over two sides that may live in dumps (above). */
+nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
+                              const nnp_compare_options *opts, nnp_metrics *out);
+
+/* Compare record `ref_rec` of `ref` with record `port_rec` of `port` (the same number of
+ * elements, any dtypes, as nnp_compare), releasing each chunk's mapped pages behind the scan
+ * and both records' remaining pages at the end. What `nnparity diff` calls per pair: its
+ * resident size stays a few chunks whatever the dump's size. */
+nnp_status nnp__compare_records(nnp_dump *ref, size_t ref_rec, nnp_dump *port, size_t port_rec,
+                                const nnp_compare_options *opts, nnp_metrics *out);
+
 /* ---- dump builder (dump.c) ---- */
 
 /* How a record's stored bytes differ from little-endian C order. */

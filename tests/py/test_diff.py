@@ -73,8 +73,8 @@ def test_verdicts_rules_unmatched_and_exit_codes(nnp, tmp_path):
     doc = diff_json(nnp, ref, pf, "--rules", rules, check=1)
     assert [x["verdict"] for x in doc["pairs"]] == ["pass", "pass", "fail", "pass"]
     assert doc["unmatched_ref"] == ["head/out0"] and doc["unmatched_port"] == ["extra/out0"]
-    # without the rules nothing pairs
-    doc = diff_json(nnp, ref, pf, check=0)
+    # without the rules (and without alignment) nothing pairs
+    doc = diff_json(nnp, ref, pf, "--no-align", check=0)
     assert doc["pairs"] == [] and len(doc["unmatched_ref"]) == 5
     # loose enough tolerances make it agree
     nnp("diff", "--rules", rules, "--atol", "0.6", ref, pf, check=0)
@@ -207,3 +207,28 @@ def test_nonfinite_origin_follows_inputs(nnp, tmp_path):
                       {"a/in0": ok, "a/out0": nan, "b/in0": nan, "b/out0": nan}, meta_p)
     doc = diff_json(nnp, tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
     assert doc["pairs"][doc["nonfinite_origin"]]["ref"] == "a/out0"
+
+
+def test_json_fields_are_the_documented_ones(nnp, tmp_path):
+    """Every field the JSON report writes is in docs/report-schema.md, and the report has every
+    documented top-level and pair field."""
+    import re
+    doc_text = (ROOT / "docs" / "report-schema.md").read_text()
+    tables = {}
+    for title, body in re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", doc_text, re.S | re.M):
+        names = set()
+        for cell in re.findall(r"^\| (.+?) \|", body, re.M):
+            names.update(re.findall(r"`([a-z_0-9]+)`", cell))
+        tables[title] = names
+    rng = np.random.default_rng(3)
+    r = rng.standard_normal((4, 8)).astype(np.float32)
+    write_safetensors(tmp_path / "r.safetensors", {"a/out0": r, "mlp/out0": r, "x/out0": r})
+    write_safetensors(tmp_path / "p.safetensors", {"a/out0": r + 1, "mlp/out0": r,
+                                                   "y/out0": r[:2]})
+    rep = diff_json(nnp, tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
+    assert set(rep) == tables["Top level"]
+    pair = rep["pairs"][0]
+    assert set(pair) | {"port_parts"} == tables["A pair"]
+    assert set(pair["metrics"]) == tables["Metrics"]
+    for comp in rep["components"].values():
+        assert set(comp) == tables["Components"]
