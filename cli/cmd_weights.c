@@ -1,0 +1,430 @@
+/*
+ * cmd_weights.c - `nnparity weights SRC DST`: does a converted checkpoint hold what its source
+ * holds? Every source tensor is found in the destination through the rules (renames, fused parts,
+ * transposes, the rotary row order, tied aliases), compared element for element, and sorted into
+ * exactly equal, within tolerance, different, missing, unexpected, shape mismatches and dtype
+ * changes. Quantized GGUF tensors are judged by the error their quantization type allows.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "json_out.h"
+
+static const char weights_usage[] =
+    "usage: nnparity weights [options] SRC DST\n"
+    "\n"
+    "Check a converted checkpoint DST against its source SRC (any readable format: safetensors,\n"
+    "sharded safetensors (a directory or an index.json), npz, torch .pt/.bin, GGUF). The rules\n"
+    "map DST's names onto SRC's and bring their layouts together (docs/rules.md): renames, concat\n"
+    "of separate q/k/v into a fused weight, split, transpose, rotary, cast, alias for tied\n"
+    "weights. Quantized GGUF tensors compare after dequantization, judged by the error their\n"
+    "type allows (docs/weights.md).\n"
+    "\n"
+    "  --rules FILE     map DST's names onto SRC's\n"
+    "  --atol X         absolute tolerance for every pair (default: by dtype)\n"
+    "  --rtol X         relative tolerance for every pair (default: by dtype)\n"
+    "  --json FILE      also write the report as JSON (schema nnparity.weights/1; '-' for stdout,\n"
+    "                   which then replaces the text report)\n"
+    "  --markdown FILE  also write a short Markdown report\n"
+    "  --all            list every tensor, not only those that need a look\n"
+    "  -j, --threads N  threads (default: one per CPU)\n"
+    "  -h               this help\n"
+    "\n"
+    "Exit codes: 0 every source tensor found and within tolerance, nothing unexpected; 1 a tensor\n"
+    "different, missing, unexpected or of another shape; 2 bad usage or input; 3 internal error.\n";
+
+/* What a pair of weights is, worst first within the table's order. */
+typedef enum { W_EQUAL, W_WITHIN, W_DIFFERENT, W_SHAPE, W_COUNT } w_class;
+static const char *const class_name[] = {"equal", "within", "different", "shape"};
+
+/* How far a dequantized tensor may be from its source, as rel-L2 = ||dst - src|| / ||src||.
+ * A uniform quantizer of step s has an RMS error of s/sqrt(12); for weights spread like a
+ * Gaussian the blocks' steps give roughly the "expected" column, and the bound is three to four
+ * times that, so a correct conversion passes and a wrong one (a swapped block, a wrong scale, a
+ * transposed tensor) does not. */
+static const struct {
+    const char *type;
+    double bound;
+} quant_bounds[] = {
+    {"Q8_0", 0.02},  {"Q6_K", 0.05}, {"Q5_0", 0.12}, {"Q5_1", 0.10}, {"Q5_K", 0.10},
+    {"Q4_0", 0.25},  {"Q4_1", 0.20}, {"Q4_K", 0.20}, {"Q3_K", 0.40}, {"Q2_K", 0.60},
+};
+
+/* The quantization type of a DST record (GGUF keeps it in the dump's metadata), or NULL. */
+static const char *quant_type(const nnp_dump *dst, const nnp_record *q, double *bound)
+{
+    char key[1024];
+    snprintf(key, sizeof key, "gguf.tensor_type.%s", q->name);
+    const char *t = nnp_dump_meta_get(dst, key);
+    for (size_t i = 0; t && i < sizeof quant_bounds / sizeof *quant_bounds; i++)
+        if (strcmp(quant_bounds[i].type, t) == 0) {
+            *bound = quant_bounds[i].bound;
+            return t;
+        }
+    return NULL;
+}
+
+typedef struct {
+    w_class cls;
+    const char *quant; /* the destination's quantization type, or NULL */
+    double bound;
+} w_pair;
+
+static bool identical(const nnp_metrics *m)
+{
+    return m->allclose_fail == 0 && m->max_abs == 0 && m->nan_ref == m->nan_port &&
+           m->inf_ref == m->inf_port && m->finite + m->nan_ref + m->inf_ref == m->count;
+}
+
+static void classify(const nnp_dump *dst, const nnp_diff *d, w_pair *w)
+{
+    for (size_t i = 0; i < d->npairs; i++) {
+        const nnp_diff_pair *p = &d->pairs[i];
+        w[i].quant = p->nparts == 1 && !p->adapters
+                         ? quant_type(dst, nnp_dump_record(dst, p->port), &w[i].bound)
+                         : NULL;
+        if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH)
+            w[i].cls = W_SHAPE;
+        else if (identical(&p->metrics))
+            w[i].cls = W_EQUAL;
+        else if (w[i].quant)
+            w[i].cls = p->metrics.rel_l2 <= w[i].bound && !p->metrics.nan_port &&
+                               !p->metrics.inf_port
+                           ? W_WITHIN
+                           : W_DIFFERENT;
+        else
+            w[i].cls = p->verdict == NNP_PASS || p->verdict == NNP_WARN ? W_WITHIN : W_DIFFERENT;
+    }
+}
+
+typedef struct {
+    size_t count[W_COUNT], dtype_changes;
+} w_totals;
+
+static w_totals totals_of(const nnp_diff *d, const w_pair *w)
+{
+    w_totals t = {{0}, 0};
+    for (size_t i = 0; i < d->npairs; i++) {
+        t.count[w[i].cls]++;
+        t.dtype_changes += d->pairs[i].ref_dtype != d->pairs[i].port_dtype;
+    }
+    return t;
+}
+
+static bool agrees(const nnp_diff *d, const w_totals *t)
+{
+    return !t->count[W_DIFFERENT] && !t->count[W_SHAPE] && !d->nunmatched_ref &&
+           !d->nunmatched_port;
+}
+
+static void dims_text(char *buf, size_t n, uint32_t ndim, const uint64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (uint32_t k = 0; k < ndim && used < n; k++)
+        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
+                                 (unsigned long long)shape[k]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+}
+
+static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_pair *p,
+                       const w_pair *w)
+{
+    const nnp_record *r = nnp_dump_record(src, p->ref);
+    char a[256], b[256];
+    printf("  %-9s %s", class_name[w->cls], r->name);
+    if (strcmp(r->name, nnp_dump_record(dst, p->port)->name) != 0 || p->nparts > 1) {
+        printf(" <- %s", nnp_dump_record(dst, p->parts[0])->name);
+        for (uint32_t k = 1; k < p->nparts; k++)
+            printf(" + %s", nnp_dump_record(dst, p->parts[k])->name);
+    }
+    printf("\n");
+    if (p->adapters)
+        printf("            adapted: %s\n", p->adapters);
+    if (p->problem) {
+        printf("            not compared: %s\n", p->problem);
+        return;
+    }
+    if (w->cls == W_SHAPE) {
+        dims_text(a, sizeof a, p->ref_ndim, p->ref_shape);
+        dims_text(b, sizeof b, p->port_ndim, p->port_shape);
+        printf("            source %s %s, destination %s %s\n", nnp_dtype_name(p->ref_dtype), a,
+               nnp_dtype_name(p->port_dtype), b);
+        return;
+    }
+    if (w->cls == W_EQUAL)
+        return;
+    format_index(a, sizeof a, p, p->metrics.max_index);
+    printf("            max-abs %.3g at %s (source %.7g, destination %.7g), rel-L2 %.3g",
+           p->metrics.max_abs, a, p->metrics.ref_at_max, p->metrics.port_at_max,
+           p->metrics.rel_l2);
+    if (w->quant)
+        printf(" (%s allows %.3g)", w->quant, w->bound);
+    else
+        printf(", %.3g%% outside atol %.3g + rtol %.3g", p->metrics.allclose_fail_pct, p->atol,
+               p->rtol);
+    printf("\n");
+}
+
+static void print_text(const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,
+                       const w_pair *w, bool all)
+{
+    w_totals t = totals_of(d, w);
+    printf("source:      %s (%zu tensors)\ndestination: %s (%zu tensors)\n", nnp_dump_path(src),
+           nnp_dump_count(src), nnp_dump_path(dst), nnp_dump_count(dst));
+    printf("\n%6zu exactly equal\n%6zu within tolerance\n%6zu different\n%6zu shape mismatch\n"
+           "%6zu missing in the destination\n%6zu unexpected in the destination\n"
+           "%6zu dtype changes (compared after conversion)\n",
+           t.count[W_EQUAL], t.count[W_WITHIN], t.count[W_DIFFERENT], t.count[W_SHAPE],
+           d->nunmatched_ref, d->nunmatched_port, t.dtype_changes);
+    printf("\nverdict: %s\n", agrees(d, &t) ? "the destination holds the source's weights"
+                                             : "the destination differs from the source");
+    /* what needs a look first: different and mismatched tensors, then the rest with --all */
+    for (int pass = 0; pass < 2; pass++) {
+        bool header = false;
+        for (size_t i = 0; i < d->npairs; i++) {
+            bool bad = w[i].cls == W_DIFFERENT || w[i].cls == W_SHAPE;
+            if (pass == 0 ? !bad : (bad || !all))
+                continue;
+            if (!header)
+                printf("\n%s:\n", pass == 0 ? "to look at" : "the rest");
+            header = true;
+            print_pair(src, dst, &d->pairs[i], &w[i]);
+        }
+    }
+    for (int side = 0; side < 2; side++) {
+        size_t count = side ? d->nunmatched_port : d->nunmatched_ref;
+        const size_t *list = side ? d->unmatched_port : d->unmatched_ref;
+        if (!count)
+            continue;
+        printf("\n%s (%zu):\n", side ? "unexpected in the destination (no source tensor maps to it)"
+                                      : "missing in the destination",
+               count);
+        for (size_t k = 0; k < count && (all || k < 20); k++) {
+            const nnp_record *r = nnp_dump_record(side ? dst : src, list[k]);
+            char shape[256];
+            cli_format_shape(shape, sizeof shape, r);
+            printf("  %s %s %s\n", r->name, nnp_dtype_name(r->dtype), shape);
+        }
+        if (!all && count > 20)
+            printf("  ... and %zu more (--all lists them)\n", count - 20);
+    }
+}
+
+static json_t *shape_json(uint32_t ndim, const uint64_t *shape)
+{
+    json_t *a = json_array();
+    for (uint32_t k = 0; k < ndim; k++)
+        json_array_append_new(a, json_integer((json_int_t)shape[k]));
+    return a;
+}
+
+static json_t *names_json(const nnp_dump *dump, const size_t *list, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(nnp_dump_record(dump, list[i])->name));
+    return a;
+}
+
+static json_t *weights_json(const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,
+                            const w_pair *w)
+{
+    w_totals t = totals_of(d, w);
+    json_t *pairs = json_array();
+    for (size_t i = 0; i < d->npairs; i++) {
+        const nnp_diff_pair *p = &d->pairs[i];
+        json_t *parts = json_array();
+        for (uint32_t k = 0; k < p->nparts; k++)
+            json_array_append_new(parts, json_string(nnp_dump_record(dst, p->parts[k])->name));
+        json_t *o = json_pack(
+            "{s:s, s:o, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:f, s:f}", "source",
+            nnp_dump_record(src, p->ref)->name, "destination", parts, "class",
+            class_name[w[i].cls], "source_dtype", nnp_dtype_name(p->ref_dtype),
+            "destination_dtype", nnp_dtype_name(p->port_dtype), "shape",
+            shape_json(p->ref_ndim, p->ref_shape), "quantization",
+            w[i].quant ? json_string(w[i].quant) : json_null(), "rel_l2_bound",
+            w[i].quant ? json_real(w[i].bound) : json_null(), "adapters",
+            p->adapters ? json_string(p->adapters) : json_null(), "problem",
+            p->problem ? json_string(p->problem) : json_null(), "atol", p->atol, "rtol", p->rtol);
+        if (o && w[i].cls != W_SHAPE)
+            json_object_set_new(o, "metrics", metrics_json(p));
+        if (!o || json_array_append_new(pairs, o) != 0) {
+            json_decref(pairs);
+            return NULL;
+        }
+    }
+    return json_pack("{s:s, s:s, s:s, s:b, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:o, s:o}",
+                     "schema", "nnparity.weights/1", "source", nnp_dump_path(src), "destination",
+                     nnp_dump_path(dst), "agree", agrees(d, &t), "totals", "equal",
+                     (json_int_t)t.count[W_EQUAL], "within", (json_int_t)t.count[W_WITHIN],
+                     "different", (json_int_t)t.count[W_DIFFERENT], "shape",
+                     (json_int_t)t.count[W_SHAPE], "missing", (json_int_t)d->nunmatched_ref,
+                     "unexpected", (json_int_t)d->nunmatched_port, "dtype_changes",
+                     (json_int_t)t.dtype_changes, "pairs", pairs, "missing",
+                     names_json(src, d->unmatched_ref, d->nunmatched_ref), "unexpected",
+                     names_json(dst, d->unmatched_port, d->nunmatched_port));
+}
+
+static void markdown(FILE *o, const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,
+                     const w_pair *w)
+{
+    w_totals t = totals_of(d, w);
+    fprintf(o, "### nnparity weights: %s\n\n",
+            agrees(d, &t) ? "the destination holds the source's weights"
+                          : "the destination differs from the source");
+    fprintf(o, "| source | destination |\n|---|---|\n| `%s` (%zu tensors) | `%s` (%zu tensors) |\n\n",
+            nnp_dump_path(src), nnp_dump_count(src), nnp_dump_path(dst), nnp_dump_count(dst));
+    fprintf(o, "| equal | within tolerance | different | shape | missing | unexpected | dtype "
+               "changes |\n|---:|---:|---:|---:|---:|---:|---:|\n| %zu | %zu | %zu | %zu | %zu | "
+               "%zu | %zu |\n",
+            t.count[W_EQUAL], t.count[W_WITHIN], t.count[W_DIFFERENT], t.count[W_SHAPE],
+            d->nunmatched_ref, d->nunmatched_port, t.dtype_changes);
+    size_t shown = 0;
+    for (size_t i = 0; i < d->npairs && shown < 50; i++) {
+        if (w[i].cls != W_DIFFERENT && w[i].cls != W_SHAPE)
+            continue;
+        if (!shown++)
+            fprintf(o, "\n| tensor | verdict | rel-L2 |\n|---|---|---:|\n");
+        fprintf(o, "| `%s` | %s | %.3g |\n", nnp_dump_record(src, d->pairs[i].ref)->name,
+                class_name[w[i].cls], w[i].cls == W_SHAPE ? NAN : d->pairs[i].metrics.rel_l2);
+    }
+    for (size_t k = 0; k < d->nunmatched_ref && k < 50; k++)
+        fprintf(o, "%s- missing: `%s`\n", k ? "" : "\n",
+                nnp_dump_record(src, d->unmatched_ref[k])->name);
+    for (size_t k = 0; k < d->nunmatched_port && k < 50; k++)
+        fprintf(o, "%s- unexpected: `%s`\n", k ? "" : "\n",
+                nnp_dump_record(dst, d->unmatched_port[k])->name);
+}
+
+static bool parse_tol(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= 0) || isinf(v))
+        return false;
+    *out = v;
+    return true;
+}
+
+static int write_json(json_t *doc, const char *path)
+{
+    if (strcmp(path, "-") == 0 || !doc)
+        return json_out_print(doc);
+    char *text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    json_decref(doc);
+    if (!text)
+        return json_out_print(NULL);
+    int rc = cli_write_file(path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+static int write_markdown(const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,
+                          const w_pair *w, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *o = open_memstream(&text, &len);
+    if (!o) {
+        cli_error("out of memory");
+        return EXIT_INTERNAL;
+    }
+    markdown(o, src, dst, d, w);
+    fclose(o);
+    int rc = cli_write_file(path, text, len);
+    free(text);
+    return rc;
+}
+
+static int run_weights(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"rules", required_argument, NULL, 'r'}, {"atol", required_argument, NULL, 'a'},
+        {"rtol", required_argument, NULL, 'R'},  {"json", required_argument, NULL, 'J'},
+        {"all", no_argument, NULL, 'A'},         {"threads", required_argument, NULL, 'j'},
+        {"markdown", required_argument, NULL, 'M'},
+        {0, 0, 0, 0}};
+    const char *rules_path = NULL, *json_path = NULL, *md_path = NULL;
+    double atol = -1, rtol = -1;
+    bool all = false;
+    int threads = 0, c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
+        if (c == 'r') {
+            rules_path = optarg;
+        } else if (c == 'J') {
+            json_path = optarg;
+        } else if (c == 'A') {
+            all = true;
+        } else if (c == 'M') {
+            md_path = optarg;
+        } else if (c == 'a' || c == 'R') {
+            if (!parse_tol(optarg, c == 'a' ? &atol : &rtol))
+                return cli_usage_error(&cli_weights, "--%s takes a non-negative number, not '%s'",
+                                       c == 'a' ? "atol" : "rtol", optarg);
+        } else if (c == 'j') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 256)
+                return cli_usage_error(&cli_weights,
+                                       "-j takes a thread count from 1 to 256, not '%s'", optarg);
+            threads = (int)v;
+        } else {
+            return cli_usage_error(&cli_weights, "unknown option or missing value: '%s'",
+                                   argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 2)
+        return cli_usage_error(&cli_weights, "SRC and DST are needed, and nothing else");
+    if ((atol < 0) != (rtol < 0)) {
+        if (atol < 0) atol = 0;
+        if (rtol < 0) rtol = 0;
+    }
+    nnp_rules *rules = NULL;
+    nnp_dump *src = NULL, *dst = NULL;
+    nnp_diff *d = NULL;
+    nnp_status st = rules_path ? nnp_rules_load(rules_path, &rules) : NNP_OK;
+    if (!st)
+        st = nnp_dump_open(argv[optind], &src);
+    if (!st)
+        st = nnp_dump_open(argv[optind + 1], &dst);
+    /* checkpoints have no execution order to align by: pairs come from names and rules only */
+    nnp_diff_options o = {rules, atol, rtol, threads, true, NULL, NULL};
+    if (!st)
+        st = nnp_diff_dumps(src, dst, &o, &d);
+    w_pair *w = NULL;
+    int rc;
+    if (st) {
+        rc = cli_fail(st);
+    } else if (!(w = calloc(d->npairs ? d->npairs : 1, sizeof *w))) {
+        cli_error("out of memory");
+        rc = EXIT_INTERNAL;
+    } else {
+        classify(dst, d, w);
+        w_totals t = totals_of(d, w);
+        rc = EXIT_AGREE;
+        if (!json_path || strcmp(json_path, "-") != 0)
+            print_text(src, dst, d, w, all);
+        if (json_path)
+            rc = write_json(weights_json(src, dst, d, w), json_path);
+        if (md_path && rc == EXIT_AGREE)
+            rc = write_markdown(src, dst, d, w, md_path);
+        if (rc == EXIT_AGREE && !agrees(d, &t))
+            rc = EXIT_FOUND;
+    }
+    free(w);
+    nnp_diff_free(d);
+    nnp_dump_close(src);
+    nnp_dump_close(dst);
+    nnp_rules_free(rules);
+    return rc;
+}
+
+const cli_command cli_weights = {"weights", "check a converted checkpoint against its source",
+                                 weights_usage, run_weights};
