@@ -1,6 +1,6 @@
 # nnparity - build, test and demo.
 #   make          library (build/libnnparity.a, build/libnnparity.so) and CLI (build/nnparity)
-#   make demo     set-up, build, write an example dump and show `ls` and `stats` on it
+#   make demo     set-up, build, record the ViT example, and run `nnparity run` on its port with a bug
 #   make check    set-up, build, every test (also under ASan+UBSan); last line is the summary
 #   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS each
 #   make bench    benchmarks (bench/README.md)
@@ -17,6 +17,8 @@ WARN     = -Wall -Wextra -Wpedantic $(if $(WERROR),-Werror)
 CFLAGS_ALL = -std=c11 $(OPT) -g -fPIC -fopenmp-simd $(WARN) $(CFLAGS)
 CPPFLAGS_ALL = -D_GNU_SOURCE -Iinclude -Isrc $(CPPFLAGS)
 LIBS     = -ljansson -lz -lpthread -lm
+# The CLI also writes PNG plots (nnparity run --plot FILE.png).
+CLI_LIBS = -lpng
 
 LIB_SRC  = $(wildcard src/*.c src/formats/*.c)
 CLI_SRC  = $(wildcard cli/*.c)
@@ -51,7 +53,7 @@ $(BUILD)/libnnparity.so: $(LIB_OBJ) src/libnnparity.map
 	$(CC) -shared -Wl,--version-script=src/libnnparity.map -Wl,-soname,libnnparity.so $(CFLAGS_ALL) $(LIB_OBJ) -o $@ $(LIBS)
 
 $(BUILD)/nnparity: $(CLI_OBJ) $(BUILD)/libnnparity.a
-	$(CC) $(CFLAGS_ALL) $(CLI_OBJ) $(BUILD)/libnnparity.a -o $@ $(LIBS)
+	$(CC) $(CFLAGS_ALL) $(CLI_OBJ) $(BUILD)/libnnparity.a -o $@ $(LIBS) $(CLI_LIBS)
 
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libnnparity.a $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -25,7 +25,8 @@ typedef struct cli_command {
     int (*run)(int argc, char **argv);
 } cli_command;
 
-extern const cli_command cli_ls, cli_stats, cli_diff, cli_recover;
+extern const cli_command cli_ls, cli_stats, cli_diff, cli_recover, cli_run, cli_weights;
+extern const cli_command cli_convert;
 
 /* One line on stderr: "nnparity: <message>". */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -55,5 +56,11 @@ int cli_write_file(const char *path, const char *text, size_t len);
 
 /* Whether `name` matches a glob pattern; a pattern without * ? [ matches as a substring. */
 bool cli_name_matches(const char *pattern, const char *name);
+
+/* From cmd_diff.c, shared with `nnparity run`: "[i, j, k]" of a flat row-major index into the
+ * shape the pair was compared at, and a pair's metrics as the JSON object of schema
+ * nnparity.diff/1. */
+void format_index(char *buf, size_t n, const nnp_diff_pair *p, uint64_t flat);
+struct json_t *metrics_json(const nnp_diff_pair *p);
 
 #endif

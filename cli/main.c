@@ -6,7 +6,8 @@
 
 #include "cli.h"
 
-static const cli_command *const commands[] = {&cli_ls, &cli_stats, &cli_diff, &cli_recover};
+static const cli_command *const commands[] = {&cli_ls,  &cli_stats,   &cli_diff,
+                                              &cli_run, &cli_weights, &cli_convert, &cli_recover};
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
 static void print_help(FILE *out)

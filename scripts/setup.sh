@@ -4,11 +4,11 @@
 # when the package lists are missing); otherwise it prints the exact command and stops.
 set -euo pipefail
 
-# Build: compilers, the unit-test framework, JSON, zlib. Tests: numpy, torch, torchvision (real
-# models with random weights) and pytest for the interpreter Debian's packages install into
-# (/usr/bin/python3).
-packages=(gcc make clang libcmocka-dev libjansson-dev zlib1g-dev
-          python3 python3-numpy python3-torch python3-torchvision python3-pytest)
+# Build: compilers, the unit-test framework, JSON, zlib, libpng (PNG plots). Tests: numpy, torch,
+# torchvision (real models with random weights) and pytest for the interpreter Debian's packages
+# install into (/usr/bin/python3), and chromium, which opens the HTML report headless.
+packages=(gcc make clang libcmocka-dev libjansson-dev zlib1g-dev libpng-dev
+          python3 python3-numpy python3-torch python3-torchvision python3-pytest chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,154 @@
+/*
+ * report.h - the report of `nnparity run` as plain data (the three command runs, the standard and
+ * injection diffs, one row per reference record with its own/inherited label), and the renderers
+ * that turn it into text, JSON, Markdown, an HTML page, an SVG or PNG plot and a reproducer.
+ */
+#ifndef NNP_CLI_REPORT_H
+#define NNP_CLI_REPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "nnparity.h"
+
+/* Histogram of |port - ref| over one pair, in log-spaced bins: exactly 0, below 1e-10, one bin
+ * per decade from 1e-10 to 1e2, 1e2 and above, and elements that are not finite on either side. */
+enum { HIST_LO_EXP = -10, HIST_DECADES = 12, HIST_BINS = HIST_DECADES + 4 };
+typedef struct run_hist {
+    uint64_t bin[HIST_BINS];
+    bool done; /* computed (the pair was compared) */
+} run_hist;
+/* The bin's range as text, e.g. "1e-05 .. 1e-04", "0", "not finite". */
+void run_hist_label(int bin, char *buf, size_t n);
+
+typedef enum run_label {
+    RUN_OK,        /* within tolerance in both scenarios */
+    RUN_OWN,       /* differs even on the reference's inputs: the layer's own error */
+    RUN_INHERITED, /* differs only on its own upstream's outputs: the error comes from before it */
+    RUN_UNKNOWN,   /* differs, and the injection scenario did not capture it */
+    RUN_MISSING    /* the port did not capture it in the standard scenario */
+} run_label;
+/* "ok", "own", "inherited", "unknown", "missing". */
+const char *run_label_name(run_label label);
+
+/* The three commands: the reference, the port, the port under injection. */
+enum { SIDE_REF, SIDE_PORT, SIDE_INJ, NSIDES };
+
+typedef struct run_side {
+    const char *role;     /* "reference", "port", "injected" */
+    const char *command;  /* run through sh -c */
+    char *capture;        /* DIR/<name>.safetensors */
+    char *stderr_file;    /* DIR/<name>.stderr: the command's whole stderr */
+    bool ran;             /* the command was started */
+    bool failed;          /* it exited non-zero or was killed */
+    int exit_status;      /* when it exited; -1 otherwise */
+    int signal;           /* the signal that killed it; 0 if none */
+    char status[160];     /* "exited with status 0", "was killed by signal 6 (Aborted)" */
+    char *tail;           /* the last lines of its stderr ("" when it wrote none) */
+    size_t tail_lines;
+    bool recovered;       /* the capture was a partial file, finished here */
+    nnp_dump *dump;       /* what it captured; NULL: nothing */
+} run_side;
+
+typedef struct run_row {
+    size_t ref;                     /* record index in the reference dump */
+    const nnp_record *rec;
+    const char *component;          /* nnp_component() */
+    const nnp_diff_pair *std, *inj; /* the pairs in both scenarios; NULL: not captured there */
+    run_label label;
+    double ratio;                   /* injected rel-L2 / standard rel-L2; NaN when undefined */
+    run_hist std_hist, inj_hist;
+    bool input;                     /* a layer input (role in0, in1, ...): left out of the plot */
+} run_row;
+
+/* Per-component counts and worst errors, over the rows. */
+typedef struct run_component {
+    const char *name;
+    size_t rows, compared, own, inherited, std_fail, inj_fail;
+    double std_rel_max, inj_rel_max, std_abs_max, inj_abs_max;
+} run_component;
+enum { RUN_NCOMPONENTS = 6 };
+
+typedef struct run_report {
+    run_side side[NSIDES];
+    const char *out_dir;
+    const char *rules_path;        /* NULL: none */
+    double atol, rtol;             /* < 0: by dtype */
+    bool plot_max_abs;             /* the plot's metric: max-abs instead of rel-L2 */
+    nnp_diff *std, *inj;           /* NULL when that scenario has nothing to compare */
+    run_row *rows;                 /* one per reference record, in execution order */
+    size_t nrows;
+    int64_t first_divergence;      /* row of the standard scenario's first divergence; -1 */
+    int64_t first_own;             /* first row labelled own; -1 */
+    int64_t order_violation;       /* row where the port's order breaks; -1 */
+    size_t inherited_after;        /* layers after the first divergence that only inherit */
+    size_t own_layers;             /* layers with an own error */
+    run_component components[RUN_NCOMPONENTS];
+    char *verdict;                 /* plain language, a few sentences */
+    bool agree;
+    int exit_code;
+    char *html_path;
+    char *repro_file, *repro_readme; /* NULL: no reproducer */
+    char *repro_layer;
+} run_report;
+
+/* report_model.c: rows, labels, histograms, components and the verdict, from the sides' dumps and
+ * the two diffs. Returns an exit code (EXIT_AGREE on success). */
+int run_report_build(run_report *r);
+void run_report_free(run_report *r);
+/* Say "out of memory" and return EXIT_INTERNAL. */
+int run_nomem(void);
+/* The layer a row belongs to, for people: "block.norm", "block.norm (call 1)", or the record's
+ * name when its file has no module path. */
+void run_row_layer(const run_row *row, char *buf, size_t n);
+/* A number with 3 significant digits; "-" for NaN, "inf" for infinity. */
+void run_num(char *buf, size_t n, double v);
+
+/* report_repro.c: the reproducer for the first layer with its own error, in DIR/repro/
+ * (layer.safetensors and README.md); run_repro_clear removes an earlier run's. */
+void run_repro_clear(const char *out_dir);
+int run_write_repro(run_report *r);
+
+/* report_text.c, report_json.c, report_markdown.c, report_html.c */
+void run_report_text(FILE *o, const run_report *r, bool all);
+int run_report_json(const run_report *r, const char *path); /* "-": stdout */
+void run_report_markdown(FILE *o, const run_report *r);
+void run_report_html(FILE *o, const run_report *r);
+/* Write `s` with &, <, >, " and ' escaped for HTML text and attributes. */
+void html_escape(FILE *o, const char *s);
+
+/* The plot: error per layer in execution order, both scenarios, coloured by component. */
+typedef struct plot_layout {
+    int width, height;
+    int left, right, top, bottom; /* the plotting area, in pixels from the top left */
+    int lo, hi;                   /* the y axis runs over the decades 10^lo .. 10^hi */
+    size_t npoints;               /* records plotted */
+    int64_t marker;               /* the point of the first divergence; -1 */
+    bool all_rows;                /* no layer outputs: every record is plotted */
+} plot_layout;
+/* plot_layout.c */
+void plot_layout_of(const run_report *r, plot_layout *g);
+/* Whether a row is plotted: layer outputs are; inputs repeat the output before them. */
+bool plot_has(const plot_layout *g, const run_row *row);
+/* The value plotted for a row in scenario 0 (standard) or 1 (injected); NaN: none. */
+double plot_value(const run_report *r, const run_row *row, int scenario);
+double plot_x(const plot_layout *g, size_t point);
+/* Zero and values below the axis sit on the "0" line under it; infinities at the top. */
+double plot_y(const plot_layout *g, double v);
+/* The y of the "0" line, and of decade e. */
+double plot_y_zero(const plot_layout *g);
+double plot_y_decade(const plot_layout *g, int e);
+/* Label every n-th point on the x axis: at most 20 labels. */
+size_t plot_tick_step(const plot_layout *g);
+/* A component's colour, 0xRRGGBB; and its index among the components (for the legend). */
+unsigned plot_color(const char *component);
+extern const char *const run_component_names[RUN_NCOMPONENTS];
+const char *plot_metric_name(const run_report *r);
+
+/* plot_svg.c: the plot as SVG; `standalone` adds the XML declaration for a file of its own. */
+void plot_svg(FILE *o, const run_report *r, bool standalone);
+/* plot_png.c: the plot rasterized into a PNG file (written whole or not at all). */
+int plot_png(const run_report *r, const char *path);
+
+#endif

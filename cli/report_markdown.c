@@ -1,0 +1,104 @@
+/*
+ * report_markdown.c - a short Markdown report of `nnparity run`, sized for a pull request
+ * comment: the verdict, the runs, the first divergence in both scenarios, the components and
+ * (folded) the records that are not within tolerance.
+ */
+#include <string.h>
+
+#include "cli.h"
+#include "report.h"
+
+/* Markdown table cells must not hold '|' or line breaks; code spans must not hold '`'. */
+static void cell(FILE *o, const char *s)
+{
+    for (; *s; s++)
+        fputc(*s == '|' || *s == '\n' || *s == '`' ? ' ' : *s, o);
+}
+
+static void metrics_cell(FILE *o, const nnp_diff_pair *p)
+{
+    char a[32], b[32], idx[256];
+    if (!p) {
+        fputs("not captured", o);
+        return;
+    }
+    if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
+        fprintf(o, "%s mismatch", nnp_verdict_name(p->verdict));
+        return;
+    }
+    format_index(idx, sizeof idx, p, p->metrics.max_index);
+    run_num(a, sizeof a, p->metrics.max_abs);
+    run_num(b, sizeof b, p->metrics.rel_l2);
+    fprintf(o, "%s: max-abs %s at %s (reference %.7g, port %.7g), rel-L2 %s",
+            nnp_verdict_name(p->verdict), a, idx, p->metrics.ref_at_max, p->metrics.port_at_max,
+            b);
+}
+
+void run_report_markdown(FILE *o, const run_report *r)
+{
+    fprintf(o, "### nnparity run: %s\n\n", r->agree ? "the port agrees with the reference"
+                                                    : "the port does not match the reference");
+    fprintf(o, "%s\n\n", r->verdict);
+    fprintf(o, "| run | command | result | records |\n|---|---|---|---:|\n");
+    for (int s = 0; s < NSIDES; s++) {
+        const run_side *d = &r->side[s];
+        fprintf(o, "| %s | `", d->role);
+        cell(o, d->command);
+        fprintf(o, "` | %s | %zu |\n", d->status, d->dump ? nnp_dump_count(d->dump) : 0);
+    }
+    if (r->first_divergence >= 0) {
+        const run_row *row = &r->rows[r->first_divergence];
+        fprintf(o, "\n**First divergence:** `");
+        cell(o, row->rec->name);
+        fprintf(o, "`%s%s%s, **%s**\n\n- standard: ", *row->rec->module_type ? " (" : "",
+                row->rec->module_type, *row->rec->module_type ? ")" : "",
+                run_label_name(row->label));
+        metrics_cell(o, row->std);
+        fprintf(o, "\n- on the reference's inputs: ");
+        metrics_cell(o, row->inj);
+        fprintf(o, "\n");
+    }
+    if (r->repro_file)
+        fprintf(o, "\n**Reproducer:** `%s` (see `%s`)\n", r->repro_file, r->repro_readme);
+    fprintf(o, "\n| component | records | own | inherited | std rel-L2 max | inj rel-L2 max |\n"
+               "|---|---:|---:|---:|---:|---:|\n");
+    for (size_t k = 0; k < RUN_NCOMPONENTS; k++) {
+        const run_component *c = &r->components[k];
+        char a[32] = "-", b[32] = "-";
+        if (!c->rows)
+            continue;
+        if (c->compared) {
+            run_num(a, sizeof a, c->std_rel_max);
+            run_num(b, sizeof b, c->inj_rel_max);
+        }
+        fprintf(o, "| %s | %zu | %zu | %zu | %s | %s |\n", c->name, c->rows, c->own,
+                c->inherited, a, b);
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < r->nrows; i++)
+        bad += r->rows[i].label != RUN_OK;
+    if (!bad)
+        return;
+    fprintf(o, "\n<details><summary>%zu of %zu records are not within tolerance</summary>\n\n"
+               "| seq | label | std rel-L2 | inj rel-L2 | name |\n|---:|---|---:|---:|---|\n",
+            bad, r->nrows);
+    size_t shown = 0;
+    for (size_t i = 0; i < r->nrows && shown < 50; i++) {
+        const run_row *row = &r->rows[i];
+        if (row->label == RUN_OK)
+            continue;
+        char a[32] = "-", b[32] = "-";
+        if (row->std && row->std->verdict <= NNP_FAIL)
+            run_num(a, sizeof a, row->std->metrics.rel_l2);
+        if (row->inj && row->inj->verdict <= NNP_FAIL)
+            run_num(b, sizeof b, row->inj->metrics.rel_l2);
+        fprintf(o, "| %llu | %s | %s | %s | `", (unsigned long long)row->rec->seq,
+                run_label_name(row->label), a, b);
+        cell(o, row->rec->name);
+        fprintf(o, "` |\n");
+        shown++;
+    }
+    if (shown < bad)
+        fprintf(o, "\n... and %zu more (see the JSON or HTML report)\n", bad - shown);
+    fprintf(o, "\n</details>\n");
+}

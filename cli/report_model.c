@@ -1,0 +1,432 @@
+/*
+ * report_model.c - builds the report of `nnparity run` from the two diffs: one row per reference
+ * record with its standard and injected pairs, the own/inherited label, error histograms,
+ * per-component statistics, and the verdict in plain language. Every renderer reads only this.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "report.h"
+
+const char *run_label_name(run_label label)
+{
+    static const char *const names[] = {"ok", "own", "inherited", "unknown", "missing"};
+    return (unsigned)label < sizeof names / sizeof *names ? names[label] : "?";
+}
+
+int run_nomem(void)
+{
+    cli_error("out of memory");
+    return EXIT_INTERNAL;
+}
+
+void run_num(char *buf, size_t n, double v)
+{
+    if (isnan(v))
+        snprintf(buf, n, "-");
+    else if (isinf(v))
+        snprintf(buf, n, v > 0 ? "inf" : "-inf");
+    else
+        snprintf(buf, n, "%.3g", v);
+}
+
+void run_hist_label(int bin, char *buf, size_t n)
+{
+    if (bin == 0)
+        snprintf(buf, n, "0");
+    else if (bin == 1)
+        snprintf(buf, n, "< 1e%d", HIST_LO_EXP);
+    else if (bin == HIST_BINS - 2)
+        snprintf(buf, n, ">= 1e%d", HIST_LO_EXP + HIST_DECADES);
+    else if (bin == HIST_BINS - 1)
+        snprintf(buf, n, "not finite");
+    else
+        snprintf(buf, n, "1e%d .. 1e%d", HIST_LO_EXP + bin - 2, HIST_LO_EXP + bin - 1);
+}
+
+void run_row_layer(const run_row *row, char *buf, size_t n)
+{
+    const nnp_record *r = row->rec;
+    if (!*r->module)
+        snprintf(buf, n, "%s", r->name);
+    else if (r->call)
+        snprintf(buf, n, "%s (call %llu)", r->module, (unsigned long long)r->call);
+    else
+        snprintf(buf, n, "%s", r->module);
+}
+
+static bool compared(const nnp_diff_pair *p)
+{
+    return p && p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH;
+}
+
+/* Whether the pair's two records hold the same tensor element for element, so that a pass over
+ * both records' data sees what was compared (not so for pairs the rules join or adapt). */
+static bool same_layout(const nnp_diff_pair *p, const nnp_dump *ref, const nnp_dump *port)
+{
+    return compared(p) && p->nparts <= 1 && !p->adapters &&
+           nnp_dump_record(ref, p->ref)->nelem == nnp_dump_record(port, p->port)->nelem;
+}
+
+static bool fails(const nnp_diff_pair *p)
+{
+    return p && p->verdict != NNP_PASS && p->verdict != NNP_WARN;
+}
+
+/* The decade edges 1e-10 .. 1e2 of the histogram. */
+static double edges[HIST_DECADES + 1];
+
+static void init_edges(void)
+{
+    for (int k = 0; k <= HIST_DECADES; k++)
+        edges[k] = pow(10.0, HIST_LO_EXP + k);
+}
+
+static int hist_bin(double ref, double port)
+{
+    double d = fabs(port - ref);
+    if (!isfinite(d) || !isfinite(ref) || !isfinite(port))
+        return HIST_BINS - 1;
+    if (d == 0)
+        return 0;
+    /* The decade from the binary exponent, with no log10 per element: 2^e <= d < 2^(e+1) puts
+     * log10(d) within [e log10(2), (e+1) log10(2)), a span shorter than one, so the decade is k
+     * or k + 1, and one comparison with an edge tells which. */
+    int e;
+    frexp(d, &e);
+    int k = (int)floor((e - 1) * 0.30102999566398120);
+    if (k + 1 >= HIST_LO_EXP && k + 1 <= HIST_LO_EXP + HIST_DECADES &&
+        d >= edges[k + 1 - HIST_LO_EXP])
+        k++;
+    if (k < HIST_LO_EXP)
+        return 1;
+    if (k >= HIST_LO_EXP + HIST_DECADES)
+        return HIST_BINS - 2;
+    return 2 + k - HIST_LO_EXP;
+}
+
+/* |port - ref| into log-spaced bins, in one pass over both records in chunks. */
+static nnp_status histogram(nnp_dump *ref, nnp_dump *port, const nnp_diff_pair *p, run_hist *h)
+{
+    enum { CHUNK = 2048 };
+    const nnp_record *a = nnp_dump_record(ref, p->ref), *b = nnp_dump_record(port, p->port);
+    const void *da, *db;
+    nnp_status st = nnp_dump_data(ref, p->ref, &da);
+    if (!st)
+        st = nnp_dump_data(port, p->port, &db);
+    if (st)
+        return st;
+    double x[CHUNK], y[CHUNK];
+    if (edges[0] == 0)
+        init_edges();
+    size_t sa = nnp_dtype_size(a->dtype), sb = nnp_dtype_size(b->dtype);
+    uint64_t n = a->nelem;
+    for (uint64_t at = 0; at < n; at += CHUNK) {
+        size_t k = n - at < CHUNK ? (size_t)(n - at) : CHUNK;
+        nnp_convert_to_f64(a->dtype, (const char *)da + at * sa, k, x);
+        nnp_convert_to_f64(b->dtype, (const char *)db + at * sb, k, y);
+        for (size_t i = 0; i < k; i++)
+            h->bin[hist_bin(x[i], y[i])]++;
+    }
+    h->done = true;
+    nnp_dump_release(ref, p->ref);
+    nnp_dump_release(port, p->port);
+    return NNP_OK;
+}
+
+/* The layer key of a row: module and call, or the record's name when there is no module. */
+static char *layer_key(const run_row *row)
+{
+    const nnp_record *r = row->rec;
+    size_t n = strlen(*r->module ? r->module : r->name) + 32;
+    char *k = malloc(n);
+    if (k)
+        snprintf(k, n, "%s\x1f%llu", *r->module ? r->module : r->name,
+                 (unsigned long long)(*r->module ? r->call : 0));
+    return k;
+}
+
+typedef struct {
+    char *key;
+    size_t row;
+} keyed;
+
+static int by_key(const void *a, const void *b)
+{
+    const keyed *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : x->row < y->row ? -1 : x->row > y->row;
+}
+
+/* Count layers (module calls) rather than records: a layer's input and output are one layer.
+ * inherited_after: layers between the first divergence and the next layer with an error of its
+ * own whose records only inherit (the error they inherit is the first divergence's); own_layers:
+ * layers with a record of their own error; *other_own: the first row of the first such layer
+ * that is not the first divergence's (-1: none). */
+static nnp_status count_layers(run_report *r, int64_t *other_own)
+{
+    *other_own = -1;
+    keyed *k = calloc(r->nrows ? r->nrows : 1, sizeof *k);
+    if (!k)
+        return NNP_ERR_NOMEM;
+    nnp_status st = NNP_OK;
+    for (size_t i = 0; i < r->nrows && !st; i++) {
+        k[i].row = i;
+        if (!(k[i].key = layer_key(&r->rows[i])))
+            st = NNP_ERR_NOMEM;
+    }
+    /* where the next own error starts: what follows it inherits that one */
+    size_t until = r->nrows;
+    if (!st && r->first_divergence >= 0) {
+        const char *fd = k[r->first_divergence].key;
+        for (size_t i = (size_t)r->first_divergence + 1; i < r->nrows && until == r->nrows; i++)
+            if (r->rows[i].label == RUN_OWN && strcmp(k[i].key, fd) != 0)
+                until = i;
+    }
+    if (!st) {
+        qsort(k, r->nrows, sizeof *k, by_key);
+        const char *fd_key = NULL;
+        for (size_t i = 0; i < r->nrows; i++)
+            if ((int64_t)k[i].row == r->first_divergence)
+                fd_key = k[i].key;
+        for (size_t i = 0; i < r->nrows;) {
+            size_t j = i;
+            bool own = false, inherited_after = false;
+            int64_t first_own = -1;
+            for (; j < r->nrows && strcmp(k[j].key, k[i].key) == 0; j++) {
+                const run_row *row = &r->rows[k[j].row];
+                if (row->label == RUN_OWN) {
+                    own = true;
+                    if (first_own < 0)
+                        first_own = (int64_t)k[j].row;
+                }
+                if (row->label == RUN_INHERITED && (int64_t)k[j].row > r->first_divergence &&
+                    k[j].row < until)
+                    inherited_after = true;
+            }
+            bool is_fd = fd_key && strcmp(fd_key, k[i].key) == 0;
+            r->own_layers += own;
+            if (r->first_divergence >= 0 && inherited_after && !own && !is_fd)
+                r->inherited_after++;
+            if (own && !is_fd && (*other_own < 0 || first_own < *other_own))
+                *other_own = first_own;
+            i = j;
+        }
+    }
+    for (size_t i = 0; i < r->nrows; i++)
+        free(k[i].key);
+    free(k);
+    return st;
+}
+
+const char *const run_component_names[RUN_NCOMPONENTS] = {"embedding", "attention",     "mlp",
+                                                          "normalization", "head", "other"};
+
+static void components(run_report *r)
+{
+    for (size_t c = 0; c < RUN_NCOMPONENTS; c++)
+        r->components[c] = (run_component){.name = run_component_names[c]};
+    for (size_t i = 0; i < r->nrows; i++) {
+        const run_row *row = &r->rows[i];
+        size_t c = 0;
+        while (c + 1 < RUN_NCOMPONENTS && strcmp(run_component_names[c], row->component) != 0)
+            c++;
+        run_component *k = &r->components[c];
+        k->rows++;
+        k->own += row->label == RUN_OWN;
+        k->inherited += row->label == RUN_INHERITED;
+        k->std_fail += fails(row->std);
+        k->inj_fail += fails(row->inj);
+        if (compared(row->std) && row->std->metrics.finite) {
+            k->compared++;
+            k->std_rel_max = fmax(k->std_rel_max, row->std->metrics.rel_l2);
+            k->std_abs_max = fmax(k->std_abs_max, row->std->metrics.max_abs);
+        }
+        if (compared(row->inj) && row->inj->metrics.finite) {
+            k->inj_rel_max = fmax(k->inj_rel_max, row->inj->metrics.rel_l2);
+            k->inj_abs_max = fmax(k->inj_abs_max, row->inj->metrics.max_abs);
+        }
+    }
+}
+
+static size_t count_label(const run_report *r, run_label l)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->nrows; i++)
+        n += r->rows[i].label == l;
+    return n;
+}
+
+static void say_failures(FILE *o, const run_report *r)
+{
+    const run_side *ref = &r->side[SIDE_REF], *port = &r->side[SIDE_PORT],
+                   *inj = &r->side[SIDE_INJ];
+    if (ref->failed)
+        fprintf(o, "The reference %s after capturing %zu records: only those are compared. ",
+                ref->status, nnp_dump_count(ref->dump));
+    if (port->failed) {
+        size_t missing = count_label(r, RUN_MISSING);
+        fprintf(o, "The port %s after capturing %zu records", port->status,
+                nnp_dump_count(port->dump));
+        if (missing)
+            fprintf(o, "; %zu of the reference's records are missing from its capture", missing);
+        fprintf(o, ". ");
+    }
+    if (!inj->dump)
+        fprintf(o, "Under injection the port captured nothing (it %s), so an own error cannot be "
+                   "told from an inherited one. ", inj->status);
+    else if (inj->failed)
+        fprintf(o, "Under injection the port %s after capturing %zu records. ", inj->status,
+                nnp_dump_count(inj->dump));
+}
+
+static void say_divergence(FILE *o, const run_report *r, int64_t other_own)
+{
+    char a[512], b[512];
+    if (r->first_divergence >= 0) {
+        const run_row *row = &r->rows[r->first_divergence];
+        run_row_layer(row, a, sizeof a);
+        if (row->label == RUN_OWN) {
+            fprintf(o, "%s differs from the reference on its own inputs: its own error; ", a);
+            if (r->inherited_after)
+                fprintf(o, "the %zu %s after it inherit%s it.", r->inherited_after,
+                        cli_plural(r->inherited_after, "layer", "layers"),
+                        r->inherited_after == 1 ? "s" : "");
+            else
+                fprintf(o, "no layer after it inherits it.");
+            if (other_own >= 0) {
+                run_row_layer(&r->rows[other_own], b, sizeof b);
+                size_t others = r->own_layers - 1;
+                if (others == 1)
+                    fprintf(o, " 1 other layer has an error of its own too: %s.", b);
+                else
+                    fprintf(o, " %zu other layers have errors of their own too, the first %s.",
+                            others, b);
+            }
+        } else if (row->label == RUN_INHERITED) {
+            fprintf(o, "The port first differs at %s (%s), but given the reference's inputs it "
+                       "agrees: the error comes from before every captured layer (the model's "
+                       "input, or code that is not tapped).", a, row->rec->name);
+            if (r->first_own >= 0) {
+                run_row_layer(&r->rows[r->first_own], b, sizeof b);
+                fprintf(o, " The first layer with an error of its own is %s.", b);
+            }
+        } else {
+            fprintf(o, "The port first differs at %s (%s); the injection run did not capture it, "
+                       "so whether the error is its own cannot be told.", a, row->rec->name);
+        }
+    } else if (r->first_own >= 0) {
+        run_row_layer(&r->rows[r->first_own], a, sizeof a);
+        fprintf(o, "Every pair agrees in the standard scenario, but %s differs from the reference "
+                   "on the reference's own inputs: an error of its own that the standard run "
+                   "hides.", a);
+    } else if (!r->std->npairs) {
+        fprintf(o, "No reference record has a partner in the port's capture: check the record "
+                   "names (--rules, docs/rules.md).");
+    } else {
+        bool failed = r->side[SIDE_REF].failed || r->side[SIDE_PORT].failed ||
+                      r->side[SIDE_INJ].failed;
+        fprintf(o, "%s %zu compared %s within tolerance%s.",
+                failed ? "The" : "The port agrees with the reference: all", r->std->npairs,
+                cli_plural(r->std->npairs, "record is", "records are"),
+                r->inj ? " in both scenarios" : "");
+    }
+    if (r->order_violation >= 0)
+        fprintf(o, " The order differs: the port runs %s earlier than the record before it.",
+                r->rows[r->order_violation].rec->name);
+}
+
+int run_report_build(run_report *r)
+{
+    nnp_dump *ref = r->side[SIDE_REF].dump;
+    r->nrows = nnp_dump_count(ref);
+    r->rows = calloc(r->nrows ? r->nrows : 1, sizeof *r->rows);
+    if (!r->rows)
+        return run_nomem();
+    for (size_t i = 0; i < r->nrows; i++) {
+        run_row *row = &r->rows[i];
+        row->ref = i;
+        row->rec = nnp_dump_record(ref, i);
+        row->component = nnp_component(row->rec->name, row->rec->module_type);
+        const char *role = row->rec->role;
+        row->input = role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
+    }
+    for (size_t i = 0; i < r->std->npairs; i++)
+        r->rows[r->std->pairs[i].ref].std = &r->std->pairs[i];
+    for (size_t i = 0; r->inj && i < r->inj->npairs; i++)
+        r->rows[r->inj->pairs[i].ref].inj = &r->inj->pairs[i];
+
+    for (size_t i = 0; i < r->nrows; i++) {
+        run_row *row = &r->rows[i];
+        /* an error that stays on the reference's inputs is the layer's own */
+        row->label = fails(row->inj)   ? RUN_OWN
+                     : !row->std       ? RUN_MISSING
+                     : !fails(row->std) ? RUN_OK
+                     : row->inj        ? RUN_INHERITED
+                                       : RUN_UNKNOWN;
+        row->ratio = NAN;
+        if (compared(row->std) && compared(row->inj)) {
+            double s = row->std->metrics.rel_l2, j = row->inj->metrics.rel_l2;
+            row->ratio = s > 0 ? j / s : j > 0 ? INFINITY : NAN;
+        }
+        nnp_status st = NNP_OK;
+        if (same_layout(row->std, ref, r->side[SIDE_PORT].dump))
+            st = histogram(ref, r->side[SIDE_PORT].dump, row->std, &row->std_hist);
+        if (!st && same_layout(row->inj, ref, r->side[SIDE_INJ].dump))
+            st = histogram(ref, r->side[SIDE_INJ].dump, row->inj, &row->inj_hist);
+        if (st)
+            return cli_fail(st);
+        if (row->label == RUN_OWN && r->first_own < 0)
+            r->first_own = (int64_t)i;
+    }
+    if (r->std->first_divergence >= 0)
+        r->first_divergence = (int64_t)r->std->pairs[r->std->first_divergence].ref;
+    if (r->std->order_violation >= 0)
+        r->order_violation = (int64_t)r->std->pairs[r->std->order_violation].ref;
+    int64_t other_own;
+    if (count_layers(r, &other_own))
+        return run_nomem();
+    components(r);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *o = open_memstream(&text, &len);
+    if (!o)
+        return run_nomem();
+    say_failures(o, r);
+    say_divergence(o, r, other_own);
+    if (fclose(o) != 0 || !text) {
+        free(text);
+        return run_nomem();
+    }
+    r->verdict = text;
+
+    bool failed = false;
+    for (int s = 0; s < NSIDES; s++)
+        failed |= r->side[s].failed;
+    r->agree = !failed && r->std->npairs > 0 && r->std->first_divergence < 0 &&
+               r->std->order_violation < 0 && r->inj && r->inj->first_divergence < 0;
+    r->exit_code = !r->side[SIDE_INJ].dump ? EXIT_BAD_INPUT : r->agree ? EXIT_AGREE : EXIT_FOUND;
+    return EXIT_AGREE;
+}
+
+void run_report_free(run_report *r)
+{
+    for (int s = 0; s < NSIDES; s++) {
+        run_side *d = &r->side[s];
+        free(d->capture);
+        free(d->stderr_file);
+        free(d->tail);
+        nnp_dump_close(d->dump);
+    }
+    nnp_diff_free(r->std);
+    nnp_diff_free(r->inj);
+    free(r->rows);
+    free(r->verdict);
+    free(r->html_path);
+    free(r->repro_file);
+    free(r->repro_readme);
+    free(r->repro_layer);
+}

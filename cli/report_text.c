@@ -1,0 +1,230 @@
+/*
+ * report_text.c - the text report of `nnparity run` on stdout, for an 80-column terminal: the
+ * three runs, the verdict, the first divergence in both scenarios, the order check, the records
+ * that are not within tolerance with their own/inherited label, and the components.
+ */
+#include <string.h>
+
+#include "cli.h"
+#include "report.h"
+
+enum { WIDTH = 80, MISSING_SHOWN = 10 };
+
+/* `text` after `first` (the first line's prefix), wrapped at WIDTH with continuation lines
+ * indented by `indent`; words longer than a line are not broken. */
+static void wrap(FILE *o, const char *first, const char *text, int indent)
+{
+    int col = fprintf(o, "%s", first);
+    bool line_start = true;
+    while (*text) {
+        while (*text == ' ')
+            text++;
+        size_t w = strcspn(text, " ");
+        if (!w)
+            break;
+        if (!line_start && col + 1 + (int)w > WIDTH) {
+            col = fprintf(o, "\n%*s", indent, "") - 1;
+            line_start = true;
+        }
+        col += fprintf(o, "%s%.*s", line_start ? "" : " ", (int)w, text);
+        line_start = false;
+        text += w;
+    }
+    fputc('\n', o);
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+static void print_side(FILE *o, const run_side *s)
+{
+    char line[1024], head[16];
+    size_t n = s->dump ? nnp_dump_count(s->dump) : 0;
+    snprintf(head, sizeof head, "%-10s ", s->role);
+    if (s->dump)
+        snprintf(line, sizeof line, "%s: %zu %s in %s%s", s->status, n,
+                 cli_plural(n, "record", "records"), base_name(nnp_dump_path(s->dump)),
+                 s->recovered ? " (finished from its partial capture)" : "");
+    else
+        snprintf(line, sizeof line, "%s: captured nothing", s->status);
+    wrap(o, head, line, 11);
+    if ((s->failed || !s->dump) && s->tail && *s->tail) {
+        fprintf(o, "  stderr, last %zu %s (all of it in %s):\n", s->tail_lines,
+                cli_plural(s->tail_lines, "line", "lines"), base_name(s->stderr_file));
+        for (const char *p = s->tail; *p;) {
+            size_t len = strcspn(p, "\n");
+            fprintf(o, "  | %.*s\n", (int)len, p);
+            p += len + (p[len] == '\n');
+        }
+    }
+}
+
+/* "standard 16 (2 pass, 14 fail)": warnings and failures only when there are some. */
+static int counts(char *buf, size_t n, const char *label, const nnp_diff *d)
+{
+    size_t c[5] = {0};
+    for (size_t i = 0; i < d->npairs; i++)
+        c[d->pairs[i].verdict]++;
+    size_t fail = c[NNP_FAIL] + c[NNP_SHAPE_MISMATCH] + c[NNP_DTYPE_MISMATCH];
+    char warn[32] = "", failed[32] = "";
+    if (c[NNP_WARN])
+        snprintf(warn, sizeof warn, ", %zu warn", c[NNP_WARN]);
+    if (fail)
+        snprintf(failed, sizeof failed, ", %zu fail", fail);
+    return snprintf(buf, n, "%s %zu (%zu pass%s%s)", label, d->npairs, c[NNP_PASS], warn, failed);
+}
+
+static void print_scenario(FILE *o, const char *label, const nnp_diff_pair *p)
+{
+    if (!p) {
+        fprintf(o, "  %-9s not captured\n", label);
+        return;
+    }
+    if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
+        fprintf(o, "  %-9s %s mismatch: not compared%s%s\n", label, nnp_verdict_name(p->verdict),
+                p->problem ? ": " : "", p->problem ? p->problem : "");
+        return;
+    }
+    const nnp_metrics *m = &p->metrics;
+    char idx[256], a[32], b[32];
+    format_index(idx, sizeof idx, p, m->max_index);
+    run_num(a, sizeof a, m->max_abs);
+    run_num(b, sizeof b, m->rel_l2);
+    fprintf(o, "  %-9s %s: max-abs %s at %s: reference %.7g, port %.7g\n", label,
+            nnp_verdict_name(p->verdict), a, idx, m->ref_at_max, m->port_at_max);
+    fprintf(o, "  %-9s rel-L2 %s; %llu of %llu outside atol %.3g + rtol %.3g\n", "", b,
+            (unsigned long long)m->allclose_fail, (unsigned long long)m->count, p->atol,
+            p->rtol);
+}
+
+static void metric(char *buf, size_t n, const nnp_diff_pair *p)
+{
+    if (!p)
+        snprintf(buf, n, "-");
+    else if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH)
+        snprintf(buf, n, "%s", nnp_verdict_name(p->verdict));
+    else
+        run_num(buf, n, p->metrics.rel_l2);
+}
+
+static void print_row(FILE *o, const run_row *row)
+{
+    char a[32], b[32], c[32];
+    metric(a, sizeof a, row->std);
+    metric(b, sizeof b, row->inj);
+    if (row->ratio != row->ratio)
+        snprintf(c, sizeof c, "-");
+    else
+        snprintf(c, sizeof c, "%.2f", row->ratio);
+    fprintf(o, "%6llu  %-9s  %10s  %10s  %7s  %s\n", (unsigned long long)row->rec->seq,
+            run_label_name(row->label), a, b, c, row->rec->name);
+}
+
+static void print_table(FILE *o, const run_report *r, bool all)
+{
+    fprintf(o, "\n%6s  %-9s  %10s  %10s  %7s  %s\n", "seq", "label", "std rel-L2", "inj rel-L2",
+            "inj/std", "name (reference)");
+    size_t hidden_ok = 0, missing = 0, missing_hidden = 0;
+    for (size_t i = 0; i < r->nrows; i++) {
+        const run_row *row = &r->rows[i];
+        if (row->label == RUN_OK && !all) {
+            hidden_ok++;
+            continue;
+        }
+        if (row->label == RUN_MISSING && !all && ++missing > MISSING_SHOWN) {
+            missing_hidden++;
+            continue;
+        }
+        print_row(o, row);
+    }
+    if (missing_hidden)
+        fprintf(o, "%6s  (%zu more records missing from the port's capture; --all lists them)\n",
+                "", missing_hidden);
+    if (hidden_ok)
+        fprintf(o, "%6s  (%zu %s within tolerance in both scenarios; --all lists them)\n", "",
+                hidden_ok, cli_plural(hidden_ok, "record", "records"));
+}
+
+static void print_components(FILE *o, const run_report *r)
+{
+    fprintf(o, "\n%-13s  %7s  %4s  %9s  %14s  %14s\n", "component", "records", "own", "inherited",
+            "std rel-L2 max", "inj rel-L2 max");
+    for (size_t k = 0; k < RUN_NCOMPONENTS; k++) {
+        const run_component *c = &r->components[k];
+        if (!c->rows)
+            continue;
+        char a[32] = "-", b[32] = "-";
+        if (c->compared) {
+            run_num(a, sizeof a, c->std_rel_max);
+            run_num(b, sizeof b, c->inj_rel_max);
+        }
+        fprintf(o, "%-13s  %7zu  %4zu  %9zu  %14s  %14s\n", c->name, c->rows, c->own,
+                c->inherited, a, b);
+    }
+}
+
+static void print_unmatched(FILE *o, const char *what, const nnp_dump *dump, const size_t *list,
+                            size_t count)
+{
+    if (!count)
+        return;
+    fprintf(o, "\nonly in the %s (%zu):\n", what, count);
+    for (size_t k = 0; k < count && k < 10; k++)
+        fprintf(o, "  %s\n", nnp_dump_record(dump, list[k])->name);
+    if (count > 10)
+        fprintf(o, "  ... and %zu more\n", count - 10);
+}
+
+void run_report_text(FILE *o, const run_report *r, bool all)
+{
+    fprintf(o, "nnparity run: %s\n", r->agree ? "the port agrees with the reference"
+                                               : "the port does not match the reference");
+    char line[1024];
+    snprintf(line, sizeof line, "%s/ (the commands' stderr: *.stderr)", r->out_dir);
+    wrap(o, "captures in ", line, 2);
+    for (int s = 0; s < NSIDES; s++)
+        print_side(o, &r->side[s]);
+    int n = counts(line, sizeof line, "standard", r->std);
+    if (r->inj && n > 0 && (size_t)n + 2 < sizeof line) {
+        memcpy(line + n, ", ", 3);
+        counts(line + n + 2, sizeof line - (size_t)n - 2, "injected", r->inj);
+    }
+    wrap(o, "pairs: ", line, 2);
+
+    fputc('\n', o);
+    wrap(o, "verdict: ", r->verdict, 2);
+    if (r->first_divergence >= 0) {
+        const run_row *row = &r->rows[r->first_divergence];
+        const nnp_record *rec = row->rec;
+        fprintf(o, "first divergence: %s%s%s%s, record %llu of %zu: %s\n", rec->name,
+                *rec->module_type ? " [" : "", rec->module_type, *rec->module_type ? "]" : "",
+                (unsigned long long)rec->seq + 1, r->nrows, run_label_name(row->label));
+        print_scenario(o, "standard", row->std);
+        print_scenario(o, "injected", row->inj);
+    } else if (r->first_own >= 0) {
+        const run_row *row = &r->rows[r->first_own];
+        fprintf(o, "first own error: %s\n", row->rec->name);
+        print_scenario(o, "standard", row->std);
+        print_scenario(o, "injected", row->inj);
+    }
+    if (r->order_violation >= 0)
+        fprintf(o, "order: the port runs %s earlier than the record before it\n",
+                r->rows[r->order_violation].rec->name);
+    else
+        fprintf(o, "order: the matched pairs run in the same order on both sides\n");
+    if (r->repro_file) {
+        char line[2048];
+        snprintf(line, sizeof line, "%s (%s); how to re-run it: %s", r->repro_file,
+                 r->repro_layer, r->repro_readme);
+        wrap(o, "reproducer: ", line, 2);
+    }
+    fprintf(o, "report: %s\n", r->html_path);
+
+    print_table(o, r, all);
+    print_components(o, r);
+    print_unmatched(o, "port", r->side[SIDE_PORT].dump, r->std->unmatched_port,
+                    r->std->nunmatched_port);
+}
