@@ -163,6 +163,9 @@ static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
 
 static int by_rel_l2(const void *a, const void *b, void *diff);
 
+/* The rules' `component` lines, for the per-component statistics. */
+static const nnp_rules *component_rules;
+
 /* Per-component statistics over the compared pairs, as in a layer-by-layer verification report. */
 static const char *const components[] = {"embedding", "attention", "mlp", "normalization", "head",
                                          "other"};
@@ -183,7 +186,7 @@ static void component_stats(const nnp_dump *ref, const nnp_diff *d, comp_stats *
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
         const nnp_record *r = nnp_dump_record(ref, p->ref);
-        const char *name = nnp_component(r->name, r->module_type);
+        const char *name = nnp_component_of(component_rules, r->name, r->module_type);
         size_t k = 0;
         while (k + 1 < NCOMP && strcmp(components[k], name) != 0)
             k++;
@@ -680,6 +683,7 @@ static int run_diff(int argc, char **argv)
     if (!st)
         st = nnp_dump_open(argv[optind + 1], &port);
     bool to_stdout = json_path && strcmp(json_path, "-") == 0;
+    component_rules = rules;
     use_colour = !to_stdout && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
     progress_line line = {isatty(STDERR_FILENO), 0, false};
     nnp_diff_options o = {rules, atol, rtol, threads, no_align, show_progress, &line};

@@ -282,6 +282,7 @@ nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtyp
  *     rename    REGEX REPLACEMENT   rewrite the first match; \0..\9 insert the match and groups
  *     ignore    REGEX               drop matching names
  *     tolerance REGEX ATOL RTOL     the tolerances of matching pairs
+ *     component REGEX NAME          the component of matching reference records
  *     transpose REGEX [AXES]        adapters, applied to the port's tensor before comparing
  *     reshape   REGEX [SHAPE]       (with `ref` before them, to the reference's): transpose or
  *     slice     REGEX AXIS A:B      permute, reshape, slice, select one index, cast to a float
@@ -373,6 +374,9 @@ typedef struct nnp_diff {
 /* The component a record belongs to, from its module type and then its name: "attention",
  * "mlp", "normalization", "embedding", "head" or "other" (docs/diff.md lists the patterns). */
 const char *nnp_component(const char *name, const char *module_type);
+/* The same, where `component REGEX NAME` rules (matched on the reference's record name) come
+ * first; NULL rules: nnp_component. */
+const char *nnp_component_of(const nnp_rules *rules, const char *name, const char *module_type);
 
 /* Pair `port`'s records with `ref`'s by name (after the rules; repeated calls pair by call index
  * through their "#<call>" names), then what is left by automatic alignment (execution order,

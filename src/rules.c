@@ -37,7 +37,8 @@ typedef enum {
     RULE_TOLERANCE,
     RULE_ADAPT,
     RULE_CONCAT,
-    RULE_SPLIT
+    RULE_SPLIT,
+    RULE_COMPONENT
 } rule_kind;
 
 #define MAX_LABELS 16
@@ -62,7 +63,8 @@ struct nnp_rules {
 static void rule_free(rule *ru)
 {
     regfree(&ru->re);
-    free(ru->replacement);
+    if (ru->kind != RULE_COMPONENT)
+        free(ru->replacement);
     for (size_t i = 0; i < ru->nlabels; i++)
         free(ru->labels[i]);
 }
@@ -114,6 +116,8 @@ static const struct verb {
     {"rotary", RULE_ADAPT, NNP_OP_ROTARY, 1, 1, "a regex and the number of heads"},
     {"concat", RULE_CONCAT, 0, 3, MAX_LABELS + 1, "a regex, an axis and two or more labels"},
     {"split", RULE_SPLIT, 0, 3, MAX_LABELS + 1, "a regex, an axis and two or more labels"},
+    {"component", RULE_COMPONENT, 0, 1, 1,
+     "a regex and a component (embedding, attention, mlp, normalization, head or other)"},
 };
 
 typedef struct {
@@ -195,6 +199,17 @@ static nnp_status parse_args(rule *ru, const where *w, const char *const *a, con
         return NNP_OK;
     case RULE_IGNORE:
         return NNP_OK;
+    case RULE_COMPONENT: {
+        static const char *const known[] = {"embedding", "attention", "mlp", "normalization",
+                                            "head", "other"};
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+            if (strlen(known[i]) == alen[0] && memcmp(known[i], a[0], alen[0]) == 0) {
+                ru->replacement = (char *)known[i]; /* static: not freed (see rule_free) */
+                return NNP_OK;
+            }
+        return bad(w, a[0], "'%.*s' is not a component (embedding, attention, mlp, "
+                   "normalization, head or other)", a[0], alen[0]);
+    }
     case RULE_TOLERANCE:
         for (size_t i = 0; i < 2; i++)
             if (!word_double(a[i], alen[i], i ? &ru->rtol : &ru->atol))
@@ -345,8 +360,8 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
             v = &verbs[i];
     if (!v)
         return bad(w, word, "unknown rule '%.*s' (expected rename, alias, ignore, tolerance, "
-                   "transpose, permute, reshape, slice, select, cast, rotary, concat or split)",
-                   word, len);
+                   "component, transpose, permute, reshape, slice, select, cast, rotary, concat "
+                   "or split)", word, len);
     if (on_ref && v->kind != RULE_ADAPT && v->kind != RULE_IGNORE)
         return bad(w, ref_word, "%.*s'ref' goes only before ignore or an adapter (transpose, "
                    "permute, reshape, slice, select, cast, rotary)", "", 0);
@@ -562,7 +577,7 @@ static nnp_status apply_rule(const rule *ru, nnp_mapping *m, mapping_list *next)
 {
     regmatch_t g[2];
     /* `ref ignore` is about the reference's names (nnp__rules_ref_ignored) */
-    bool hit = !(ru->kind == RULE_IGNORE && ru->op.on_ref) &&
+    bool hit = !(ru->kind == RULE_IGNORE && ru->op.on_ref) && ru->kind != RULE_COMPONENT &&
                regexec(&ru->re, m->name, 2, g, 0) == 0;
     nnp_status st = NNP_OK;
     if (hit && ru->kind == RULE_RENAME) {
@@ -678,6 +693,15 @@ bool nnp__rules_ref_ignored(const nnp_rules *r, const char *name)
             regexec(&r->rules[i].re, name, 0, NULL, 0) == 0)
             return true;
     return false;
+}
+
+const char *nnp_component_of(const nnp_rules *r, const char *name, const char *module_type)
+{
+    /* the last matching rule wins, as later renames win over earlier ones */
+    for (size_t i = r ? r->n : 0; i-- > 0;)
+        if (r->rules[i].kind == RULE_COMPONENT && regexec(&r->rules[i].re, name, 0, NULL, 0) == 0)
+            return r->rules[i].replacement;
+    return nnp_component(name, module_type);
 }
 
 void nnp__op_describe(nnp_sbuf *b, const nnp_op *op)

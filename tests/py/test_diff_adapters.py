@@ -168,6 +168,15 @@ def test_ref_ignore_drops_reference_records(nnp, tmp_path):
     assert doc["pairs"] == [] and doc["unmatched_port"] == ["a/out0"]
 
 
+def test_component_rules_place_records(nnp, tmp_path):
+    x = np.ones(3, np.float32)
+    ref = {"blocks.0.mixer/out0": x, "blocks.0.norm_f/out0": x}
+    doc = diff(nnp, tmp_path, ref, ref, None, check=0)
+    assert set(doc["components"]) == {"other", "normalization"}
+    doc = diff(nnp, tmp_path, ref, ref, "component \\.mixer/ attention\n", check=0)
+    assert set(doc["components"]) == {"attention", "normalization"}
+
+
 def test_text_report_shows_adapters_and_unfit_rules(nnp, tmp_path):
     write_safetensors(tmp_path / "ref.safetensors", {"w": np.zeros((2, 3), np.float32)})
     write_safetensors(tmp_path / "port.safetensors", {"w": np.ones((2, 3, 1), np.float32)})
@@ -188,6 +197,7 @@ def test_text_report_shows_adapters_and_unfit_rules(nnp, tmp_path):
     ("slice ^w$ 0 3", "'3' is not a range START:END"),
     ("tolerance ^w$ 1e-3", "needs a regex, an atol and an rtol"),
     ("rotary ^w$ 0", "is not a number of heads"),
+    ("component ^w$ mixer", "'mixer' is not a component"),
     ("reshape ^w$ -1,-1", "at most one -1"),
     # stacked repetitions make glibc's regcomp exponential: refused before it runs
     ("rename a" + "+" * 30 + " b", "line 1, column 10: bad regex"),
