@@ -73,7 +73,46 @@ typedef struct {
     w_class cls;
     const char *quant; /* the destination's quantization type, or NULL */
     double bound;
+    uint32_t parts_differ; /* a joined pair that differs: bit k set when part k does */
 } w_pair;
+
+/* For a different pair joined from parts stacked on the first axis (q, k and v rows of a fused
+ * in_proj), which parts differ: each part against its rows of the source, so that q and k
+ * swapped read as both wrong rather than as one fused tensor. Parts joined any other way are
+ * left to the pair's own metrics. */
+static void parts_that_differ(nnp_dump *src, nnp_dump *dst, const nnp_diff_pair *p, w_pair *w)
+{
+    if (p->nparts < 2 || p->nparts > 32 || strncmp(p->adapters, "concat", 6) != 0 ||
+        p->ref_ndim == 0)
+        return;
+    const nnp_record *r = nnp_dump_record(src, p->ref);
+    uint64_t rows = 0, row_elems = r->ndim ? r->nelem / (r->shape[0] ? r->shape[0] : 1) : 0;
+    for (uint32_t k = 0; k < p->nparts; k++) {
+        const nnp_record *q = nnp_dump_record(dst, p->parts[k]);
+        if (q->ndim != r->ndim || memcmp(q->shape + 1, r->shape + 1,
+                                         (r->ndim - 1) * sizeof *r->shape) != 0)
+            return;
+        rows += q->shape[0];
+    }
+    const void *sd;
+    if (rows != r->shape[0] || nnp_dump_data(src, p->ref, &sd) != NNP_OK)
+        return;
+    uint64_t at = 0;
+    for (uint32_t k = 0; k < p->nparts; k++) {
+        const nnp_record *q = nnp_dump_record(dst, p->parts[k]);
+        const void *qd;
+        nnp_metrics m;
+        nnp_compare_options o = {p->atol, p->rtol, 0};
+        if (nnp_dump_data(dst, p->parts[k], &qd) == NNP_OK &&
+            nnp_compare(r->dtype, (const char *)sd + at * nnp_dtype_size(r->dtype), q->dtype, qd,
+                        q->nelem, &o, &m) == NNP_OK &&
+            m.allclose_fail)
+            w->parts_differ |= 1u << k;
+        nnp_dump_release(dst, p->parts[k]);
+        at += q->shape[0] * row_elems;
+    }
+    nnp_dump_release(src, p->ref);
+}
 
 static bool identical(const nnp_metrics *m)
 {
@@ -81,7 +120,7 @@ static bool identical(const nnp_metrics *m)
            m->inf_ref == m->inf_port && m->finite + m->nan_ref + m->inf_ref == m->count;
 }
 
-static void classify(const nnp_dump *dst, const nnp_diff *d, w_pair *w)
+static void classify(nnp_dump *src, nnp_dump *dst, const nnp_diff *d, w_pair *w)
 {
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
@@ -99,6 +138,8 @@ static void classify(const nnp_dump *dst, const nnp_diff *d, w_pair *w)
                            : W_DIFFERENT;
         else
             w[i].cls = p->verdict == NNP_PASS || p->verdict == NNP_WARN ? W_WITHIN : W_DIFFERENT;
+        if (w[i].cls == W_DIFFERENT)
+            parts_that_differ(src, dst, p, &w[i]);
     }
 }
 
@@ -146,6 +187,13 @@ static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_
     printf("\n");
     if (p->adapters)
         printf("            adapted: %s\n", p->adapters);
+    if (w->parts_differ) {
+        printf("            differing parts:");
+        for (uint32_t k = 0; k < p->nparts; k++)
+            if (w->parts_differ & (1u << k))
+                printf(" %s", nnp_dump_record(dst, p->parts[k])->name);
+        printf("\n");
+    }
     if (p->problem) {
         printf("            not compared: %s\n", p->problem);
         return;
@@ -254,6 +302,14 @@ static json_t *weights_json(const nnp_dump *src, const nnp_dump *dst, const nnp_
             p->problem ? json_string(p->problem) : json_null(), "atol", p->atol, "rtol", p->rtol);
         if (o && w[i].cls != W_SHAPE)
             json_object_set_new(o, "metrics", metrics_json(p));
+        if (o && w[i].parts_differ) {
+            json_t *differ = json_array();
+            for (uint32_t k = 0; k < p->nparts; k++)
+                if (w[i].parts_differ & (1u << k))
+                    json_array_append_new(differ,
+                                          json_string(nnp_dump_record(dst, p->parts[k])->name));
+            json_object_set_new(o, "differing_parts", differ);
+        }
         if (!o || json_array_append_new(pairs, o) != 0) {
             json_decref(pairs);
             return NULL;
@@ -406,7 +462,7 @@ static int run_weights(int argc, char **argv)
         cli_error("out of memory");
         rc = EXIT_INTERNAL;
     } else {
-        classify(dst, d, w);
+        classify(src, dst, d, w);
         w_totals t = totals_of(d, w);
         rc = EXIT_AGREE;
         if (!json_path || strcmp(json_path, "-") != 0)

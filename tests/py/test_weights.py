@@ -78,6 +78,8 @@ def test_swapped_and_transposed_tensors(nnp, vit, tmp_path):
     by = {p["source"]: p for p in doc["pairs"]}
     qkv = by["encoder.layers.encoder_layer_0.self_attention.in_proj_weight"]
     assert qkv["class"] == "different" and qkv["metrics"]["max_index"][0] < 128
+    # both swapped tensors are named, the one left in place is not
+    assert qkv["differing_parts"] == ["blk.0.attn_q.weight", "blk.0.attn_k.weight"]
     assert by["encoder.layers.encoder_layer_2.mlp.0.weight"]["class"] == "shape"
     assert doc["totals"]["different"] == 1 and doc["totals"]["shape"] == 1
     # a port that keeps that matrix transposed on purpose says so in its rules (rules see the
