@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("NNPARITY_BIN", ROOT / "build" / "nnparity"))
-LIB = Path(os.environ.get("NNPARITY_LIB", ROOT / "build" / "libnnparity.so"))
+# absolute, so that tests may run commands from another working directory
+BIN = Path(os.environ.get("NNPARITY_BIN", ROOT / "build" / "nnparity")).resolve()
+LIB = Path(os.environ.get("NNPARITY_LIB", ROOT / "build" / "libnnparity.so")).resolve()
 CONFORMANCE = Path(os.environ.get("NNP_CONFORMANCE", ROOT.parent / "shared" / "conformance"))
 EXAMPLES = BIN.parent / "examples"
 
