@@ -34,8 +34,15 @@ out2=$(bash "$here/open_100k.sh" "$build" "$data")
 echo "$out2"
 out3=$(bash "$here/capture_vs_dd.sh" "$build" "$data")
 echo "$out3"
+# diff: writes its dumps on first use (five more files of 2 GiB: F32 port, BF16 and F16 pairs)
+out_diff=$(bash "$here/diff_vs_probe.sh" "$build" "$data")
+echo "$out_diff"
+out4=$(bash "$here/align_100k.sh" "$build")
+echo "$out4"
 echo "== summary"
 echo "$out1" | grep 'ratio probe/stats' | sed 's/^ */stats vs bandwidth probe: /'
 echo "$out2" | grep 'with metadata' | sed 's/^ */open 100k tensors: /'
 echo "$out2" | grep 'plain file' | sed 's/^ */open 100k tensors: /'
 echo "$out3" | grep 'ratio dd/capture' | sed 's/^ */C capture vs dd: /'
+echo "$out_diff" | sed -n '/^== diff summary/,$p' | tail -n +2 | sed 's/^/diff /'
+echo "$out4" | grep -E '^  (total|aligned)' | sed 's/^ */align 100k x 100k: /'

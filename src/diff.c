@@ -192,8 +192,12 @@ static void compare_pair(void *c, size_t t)
         nnp__tensor_free(&rt);
         nnp__tensor_free(&pt);
     } else {
-        st = nnp_compare(p->ref_dtype, ctx->rdata[i], p->port_dtype, ctx->pdata[i],
-                         nnp_dump_record(ctx->ref, p->ref)->nelem, &o, &p->metrics);
+        /* straight from the mappings, releasing each chunk's pages behind the scan, so that
+         * the resident size stays a few chunks whatever the dumps' size */
+        nnp_cmp_side r = {p->ref_dtype, ctx->rdata[i], ctx->ref, p->ref};
+        nnp_cmp_side q = {p->port_dtype, ctx->pdata[i], ctx->port, p->port};
+        st = nnp__compare_sides(&r, &q, nnp_dump_record(ctx->ref, p->ref)->nelem, &o,
+                                &p->metrics);
     }
     if (st)
         ctx->status[t] = st;

@@ -1,12 +1,18 @@
 /*
  * metrics.c - how far a port's tensor is from the reference's, in one pass over both buffers.
  *
- * Both sides are converted a block at a time into double buffers small enough to stay in L1, so
- * any dtype meets any other exactly. Each block yields plain sums (squared and absolute error,
- * norms, the dot product), the worst element, and Pearson co-moments taken about the block's own
- * means; blocks merge into chunks and chunks into the tensor with Chan's formulas, in a fixed
- * order, so the result does not depend on the number of threads. A block holding a NaN or an
- * infinity takes a slower path that counts them and compares only the finite pairs.
+ * A tensor is cut into fixed chunks that threads take in order; each chunk is read a block at a
+ * time. F32, BF16 and F16 blocks are summed in place by the kernels of kernels_cmp.c; any other
+ * dtype is converted to double buffers small enough to stay in L1, so any dtype meets any other
+ * exactly. Each block yields plain sums (squared and absolute error, norms, the dot product), the
+ * worst element, and Pearson co-moments taken about the block's own means; blocks merge into
+ * chunks and chunks into the tensor with Chan's formulas, in a fixed order, so the result does
+ * not depend on the number of threads. A block holding a NaN or an infinity takes a slower path
+ * that counts them and compares only the finite pairs.
+ *
+ * When a side lives in a dump, each chunk's pages are dropped from the process once it is
+ * compared: a diff of dumps larger than memory keeps only the chunks in flight resident, and
+ * the page cache, not the process, holds the files.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -27,8 +33,7 @@ typedef struct {
 } acc;
 
 typedef struct {
-    nnp_dtype rt, pt;
-    const unsigned char *ref, *port;
+    nnp_cmp_side ref, port;
     uint64_t n;
     double atol, rtol;
     acc *parts;
@@ -169,21 +174,95 @@ static void compare_block(double *r, double *p, size_t n, uint64_t first, double
     }
 }
 
+/* Where in a finite block the largest error lies: the first element that reaches it. */
+static void locate_worst(const cmp_job *job, const unsigned char *r, const unsigned char *p,
+                         size_t n, uint64_t first, double max_abs, acc *b)
+{
+    double x[CMP_BLOCK], y[CMP_BLOCK];
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < CMP_BLOCK ? n - done : CMP_BLOCK;
+        nnp_convert_to_f64(job->ref.dtype, r + done * nnp_dtype_size(job->ref.dtype), k, x);
+        nnp_convert_to_f64(job->port.dtype, p + done * nnp_dtype_size(job->port.dtype), k, y);
+        for (size_t i = 0; i < k; i++)
+            if (fabs(y[i] - x[i]) == max_abs) {
+                b->has_max = true;
+                b->max_abs = max_abs;
+                b->max_index = first + done + i;
+                b->ref_at_max = x[i];
+                b->port_at_max = y[i];
+                return;
+            }
+        done += k;
+    }
+}
+
+/* One block of F32/BF16/F16 pairs through the kernel; false when it holds a NaN or Inf. */
+static bool fast_block(const cmp_job *job, const unsigned char *r, const unsigned char *p,
+                       size_t n, uint64_t first, acc *total)
+{
+    nnp_cmp_sums s;
+    if (!nnp__cmp_block(job->ref.dtype, r, job->port.dtype, p, n, job->atol, job->rtol, &s))
+        return false;
+    acc b = {0};
+    b.count = b.finite = s.n;
+    b.fail = s.fail;
+    b.sd2 = s.sd2;
+    b.sad = s.sad;
+    b.srr = s.srr;
+    b.spp = s.spp;
+    b.spr = s.spr;
+    b.mean_r = s.mean_r;
+    b.mean_p = s.mean_p;
+    b.m2_r = s.m2_r;
+    b.m2_p = s.m2_p;
+    b.c_rp = s.c_rp;
+    /* Only a block that beats the worst so far needs to say where its worst is (an equal one
+     * loses the tie to the earlier element): rare after the first few blocks. */
+    if (!total->has_max || s.max_abs > total->max_abs)
+        locate_worst(job, r, p, n, first, s.max_abs, &b);
+    acc_merge(total, &b);
+    return true;
+}
+
+/* A block in double buffers: every dtype, and the exact path for blocks with NaN or Inf. */
+static void slow_block(const cmp_job *job, const unsigned char *r, const unsigned char *p,
+                       size_t n, uint64_t first, acc *total)
+{
+    size_t rs = nnp_dtype_size(job->ref.dtype), ps = nnp_dtype_size(job->port.dtype);
+    double x[CMP_BLOCK], y[CMP_BLOCK];
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < CMP_BLOCK ? n - done : CMP_BLOCK;
+        nnp_convert_to_f64(job->ref.dtype, r + done * rs, k, x);
+        nnp_convert_to_f64(job->port.dtype, p + done * ps, k, y);
+        compare_block(x, y, k, first + done, job->atol, job->rtol, total);
+        done += k;
+    }
+}
+
 static void run_chunk(void *ctx, size_t t)
 {
     cmp_job *job = ctx;
     uint64_t first = (uint64_t)t * CMP_CHUNK;
     uint64_t n = job->n - first < CMP_CHUNK ? job->n - first : CMP_CHUNK;
-    size_t rs = nnp_dtype_size(job->rt), ps = nnp_dtype_size(job->pt);
-    double r[CMP_BLOCK], p[CMP_BLOCK];
+    size_t rs = nnp_dtype_size(job->ref.dtype), ps = nnp_dtype_size(job->port.dtype);
+    const unsigned char *ref = job->ref.data, *port = job->port.data;
+    bool fast = nnp__cmp_fast_dtype(job->ref.dtype) && nnp__cmp_fast_dtype(job->port.dtype);
+    size_t block = fast ? NNP_CMP_BLOCK : CMP_BLOCK;
+    /* No prefetch: mapping a chunk ahead with MADV_POPULATE_READ cost more system time than
+     * the page faults it saves (the kernel maps 16 pages a fault from the page cache), and
+     * MADV_WILLNEED more again; both were slower, warm and cold. */
     acc total = {0};
     for (uint64_t done = 0; done < n;) {
-        size_t k = n - done < CMP_BLOCK ? (size_t)(n - done) : CMP_BLOCK;
-        nnp_convert_to_f64(job->rt, job->ref + (first + done) * rs, k, r);
-        nnp_convert_to_f64(job->pt, job->port + (first + done) * ps, k, p);
-        compare_block(r, p, k, first + done, job->atol, job->rtol, &total);
+        size_t k = n - done < block ? (size_t)(n - done) : block;
+        const unsigned char *r = ref + (first + done) * rs, *p = port + (first + done) * ps;
+        if (!fast || !fast_block(job, r, p, k, first + done, &total))
+            slow_block(job, r, p, k, first + done, &total);
         done += k;
     }
+    if (job->ref.dump)
+        nnp__dump_release_range(job->ref.dump, job->ref.rec, first * rs, n * rs);
+    if (job->port.dump)
+        nnp__dump_release_range(job->port.dump, job->port.rec, first * ps, n * ps);
     job->parts[t] = total;
 }
 
@@ -239,12 +318,11 @@ static void finish(const acc *a, nnp_metrics *m)
     if (m->pcc < -1) m->pcc = -1;
 }
 
-nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtype,
-                       const void *port, uint64_t n, const nnp_compare_options *opts,
-                       nnp_metrics *out)
+nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
+                              const nnp_compare_options *opts, nnp_metrics *out)
 {
-    if (!out || nnp_dtype_size(ref_dtype) == 0 || nnp_dtype_size(port_dtype) == 0 ||
-        (n && (!ref || !port)))
+    if (!out || !ref || !port || nnp_dtype_size(ref->dtype) == 0 ||
+        nnp_dtype_size(port->dtype) == 0 || (n && (!ref->data || !port->data)))
         return nnp__fail(NNP_ERR_ARG, "nnp_compare: missing data, dtype or output");
     nnp_compare_options o = opts ? *opts : (nnp_compare_options){0};
     if (!(o.atol >= 0) || !(o.rtol >= 0))
@@ -253,7 +331,7 @@ nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtyp
     acc *parts = calloc(nchunks ? nchunks : 1, sizeof *parts);
     if (!parts)
         return nnp__nomem();
-    cmp_job job = {ref_dtype, port_dtype, ref, port, n, o.atol, o.rtol, parts};
+    cmp_job job = {*ref, *port, n, o.atol, o.rtol, parts};
     nnp_status st = nnp__parallel_for(nchunks, o.threads, run_chunk, &job);
     if (!st) {
         acc total = {0};
@@ -262,5 +340,37 @@ nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtyp
         finish(&total, out);
     }
     free(parts);
+    return st;
+}
+
+nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtype,
+                       const void *port, uint64_t n, const nnp_compare_options *opts,
+                       nnp_metrics *out)
+{
+    nnp_cmp_side r = {ref_dtype, ref, NULL, 0}, p = {port_dtype, port, NULL, 0};
+    return nnp__compare_sides(&r, &p, n, opts, out);
+}
+
+nnp_status nnp__compare_records(nnp_dump *ref, size_t ref_rec, nnp_dump *port, size_t port_rec,
+                                const nnp_compare_options *opts, nnp_metrics *out)
+{
+    const nnp_record *a = nnp_dump_record(ref, ref_rec), *b = nnp_dump_record(port, port_rec);
+    if (!a || !b)
+        return nnp__fail(NNP_ERR_ARG, "nnp_compare: no such record");
+    if (a->nelem != b->nelem)
+        return nnp__fail(NNP_ERR_ARG, "nnp_compare: '%s' has %llu elements, '%s' %llu", a->name,
+                         (unsigned long long)a->nelem, b->name, (unsigned long long)b->nelem);
+    nnp_cmp_side r = {a->dtype, NULL, ref, ref_rec}, p = {b->dtype, NULL, port, port_rec};
+    nnp_status st = nnp_dump_data(ref, ref_rec, &r.data);
+    if (!st)
+        st = nnp_dump_data(port, port_rec, &p.data);
+    if (!st)
+        st = nnp__compare_sides(&r, &p, a->nelem, opts, out);
+    /* the pages the chunks could not release, those two chunks share (one chunk released all
+     * of a record's whole pages: no second call for the many small records of a capture) */
+    if (st || a->nelem > CMP_CHUNK) {
+        nnp_dump_release(ref, ref_rec);
+        nnp_dump_release(port, port_rec);
+    }
     return st;
 }
