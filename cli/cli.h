@@ -40,9 +40,13 @@ int cli_fail(nnp_status st);
 bool cli_wants_help(const cli_command *cmd, int argc, char **argv);
 
 /* Formatting into caller buffers. */
+void cli_format_dims(char *buf, size_t n, uint32_t ndim, const uint64_t *shape); /* "[2, 3]" */
 void cli_format_shape(char *buf, size_t n, const nnp_record *r);
 void cli_format_bytes(char *buf, size_t n, unsigned long long bytes);
 void cli_format_number(char *buf, size_t n, double v);
+
+/* A tolerance option's value: a finite number >= 0. */
+bool cli_parse_tolerance(const char *s, double *out);
 
 /* "record" or "records" for a count. */
 static inline const char *cli_plural(unsigned long long n, const char *one, const char *many)

@@ -85,16 +85,6 @@ static const char *verdict_text(nnp_verdict v, char *buf, size_t n)
     return buf;
 }
 
-static void format_dims(char *buf, size_t n, uint32_t ndim, const uint64_t *shape)
-{
-    size_t used = (size_t)snprintf(buf, n, "[");
-    for (uint32_t k = 0; k < ndim && used < n; k++)
-        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
-                                 (unsigned long long)shape[k]);
-    if (used < n)
-        snprintf(buf + used, n - used, "]");
-}
-
 static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const nnp_diff_pair *p)
 {
     (void)ref;
@@ -113,8 +103,8 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
         return;
     }
     if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
-        format_dims(a, sizeof a, p->ref_ndim, p->ref_shape);
-        format_dims(b, sizeof b, p->port_ndim, p->port_shape);
+        cli_format_dims(a, sizeof a, p->ref_ndim, p->ref_shape);
+        cli_format_dims(b, sizeof b, p->port_ndim, p->port_shape);
         printf("  reference %s %s, port %s %s%s: not compared\n", nnp_dtype_name(p->ref_dtype),
                a, nnp_dtype_name(p->port_dtype), b, p->adapters ? " (adapted)" : "");
         return;
@@ -386,14 +376,6 @@ json_t *metrics_json(const nnp_diff_pair *p)
                      "cosine", json_out_number(m->cosine), "pcc", json_out_number(m->pcc));
 }
 
-static json_t *shape_json(uint32_t ndim, const uint64_t *shape)
-{
-    json_t *a = json_array();
-    for (uint32_t k = 0; k < ndim; k++)
-        json_array_append_new(a, json_integer((json_int_t)shape[k]));
-    return a;
-}
-
 static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d)
 {
     json_t *pairs = json_array(), *ur = json_array(), *up = json_array();
@@ -408,8 +390,8 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
                               nnp_dtype_name(p->ref_dtype), "port_dtype",
                               nnp_dtype_name(p->port_dtype), "atol", p->atol, "rtol", p->rtol,
                               "aligned", p->aligned, "ref_shape",
-                              shape_json(p->ref_ndim, p->ref_shape), "port_shape",
-                              shape_json(p->port_ndim, p->port_shape), "adapters",
+                              json_out_shape(p->ref_ndim, p->ref_shape), "port_shape",
+                              json_out_shape(p->port_ndim, p->port_shape), "adapters",
                               p->adapters ? json_string(p->adapters) : json_null(), "problem",
                               p->problem ? json_string(p->problem) : json_null());
         if (!o)
@@ -446,19 +428,6 @@ fail:
     json_decref(ur);
     json_decref(up);
     return NULL;
-}
-
-static int write_json(json_t *doc, const char *path)
-{
-    if (strcmp(path, "-") == 0 || !doc)
-        return json_out_print(doc);
-    char *text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
-    json_decref(doc);
-    if (!text)
-        return json_out_print(NULL);
-    int rc = cli_write_file(path, text, strlen(text));
-    free(text);
-    return rc;
 }
 
 /* The report as Markdown, short enough for a pull request comment. */
@@ -548,16 +517,6 @@ static int write_markdown(const nnp_dump *ref, const nnp_dump *port, const nnp_d
     int rc = cli_write_file(path, text, len);
     free(text);
     return rc;
-}
-
-static bool parse_tol(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !(v >= 0) || isinf(v))
-        return false;
-    *out = v;
-    return true;
 }
 
 /* A progress line on stderr while a long diff runs, on a terminal only, at most ten times a
@@ -652,7 +611,7 @@ static int run_diff(int argc, char **argv)
         } else if (c == 'E') {
             emit_path = optarg;
         } else if (c == 'a' || c == 'R') {
-            if (!parse_tol(optarg, c == 'a' ? &atol : &rtol))
+            if (!cli_parse_tolerance(optarg, c == 'a' ? &atol : &rtol))
                 return cli_usage_error(&cli_diff, "--%s takes a non-negative number, not '%s'",
                                        c == 'a' ? "atol" : "rtol", optarg);
         } else if (c == 'j') {
@@ -699,7 +658,7 @@ static int run_diff(int argc, char **argv)
         if (rc == EXIT_AGREE && !to_stdout)
             print_text(ref, port, d, all);
         if (json_path && rc == EXIT_AGREE)
-            rc = write_json(diff_json(ref, port, d), json_path);
+            rc = json_out_write(diff_json(ref, port, d), json_path);
         if (md_path && rc == EXIT_AGREE)
             rc = write_markdown(ref, port, d, md_path);
         if (rc == EXIT_AGREE && (d->first_divergence >= 0 || d->order_violation >= 0))

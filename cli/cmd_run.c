@@ -377,16 +377,6 @@ static void say_nothing_captured(const run_side *s, bool injected)
     }
 }
 
-static bool parse_tol(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !(v >= 0) || isinf(v))
-        return false;
-    *out = v;
-    return true;
-}
-
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
@@ -452,7 +442,7 @@ static int parse_args(int argc, char **argv, run_args *a)
         case 'A': a->all = true; break;
         case 'a':
         case 'R':
-            if (!parse_tol(optarg, c == 'a' ? &a->atol : &a->rtol))
+            if (!cli_parse_tolerance(optarg, c == 'a' ? &a->atol : &a->rtol))
                 return cli_usage_error(&cli_run, "--%s takes a non-negative number, not '%s'",
                                        c == 'a' ? "atol" : "rtol", optarg);
             break;

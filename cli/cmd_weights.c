@@ -163,16 +163,6 @@ static bool agrees(const nnp_diff *d, const w_totals *t)
            !d->nunmatched_port;
 }
 
-static void dims_text(char *buf, size_t n, uint32_t ndim, const uint64_t *shape)
-{
-    size_t used = (size_t)snprintf(buf, n, "[");
-    for (uint32_t k = 0; k < ndim && used < n; k++)
-        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
-                                 (unsigned long long)shape[k]);
-    if (used < n)
-        snprintf(buf + used, n - used, "]");
-}
-
 static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_pair *p,
                        const w_pair *w)
 {
@@ -199,8 +189,8 @@ static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_
         return;
     }
     if (w->cls == W_SHAPE) {
-        dims_text(a, sizeof a, p->ref_ndim, p->ref_shape);
-        dims_text(b, sizeof b, p->port_ndim, p->port_shape);
+        cli_format_dims(a, sizeof a, p->ref_ndim, p->ref_shape);
+        cli_format_dims(b, sizeof b, p->port_ndim, p->port_shape);
         printf("            source %s %s, destination %s %s\n", nnp_dtype_name(p->ref_dtype), a,
                nnp_dtype_name(p->port_dtype), b);
         return;
@@ -264,14 +254,6 @@ static void print_text(const nnp_dump *src, const nnp_dump *dst, const nnp_diff 
     }
 }
 
-static json_t *shape_json(uint32_t ndim, const uint64_t *shape)
-{
-    json_t *a = json_array();
-    for (uint32_t k = 0; k < ndim; k++)
-        json_array_append_new(a, json_integer((json_int_t)shape[k]));
-    return a;
-}
-
 static json_t *names_json(const nnp_dump *dump, const size_t *list, size_t n)
 {
     json_t *a = json_array();
@@ -295,7 +277,7 @@ static json_t *weights_json(const nnp_dump *src, const nnp_dump *dst, const nnp_
             nnp_dump_record(src, p->ref)->name, "destination", parts, "class",
             class_name[w[i].cls], "source_dtype", nnp_dtype_name(p->ref_dtype),
             "destination_dtype", nnp_dtype_name(p->port_dtype), "shape",
-            shape_json(p->ref_ndim, p->ref_shape), "quantization",
+            json_out_shape(p->ref_ndim, p->ref_shape), "quantization",
             w[i].quant ? json_string(w[i].quant) : json_null(), "rel_l2_bound",
             w[i].quant ? json_real(w[i].bound) : json_null(), "adapters",
             p->adapters ? json_string(p->adapters) : json_null(), "problem",
@@ -358,29 +340,6 @@ static void markdown(FILE *o, const nnp_dump *src, const nnp_dump *dst, const nn
                 nnp_dump_record(dst, d->unmatched_port[k])->name);
 }
 
-static bool parse_tol(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (!*s || *end || !(v >= 0) || isinf(v))
-        return false;
-    *out = v;
-    return true;
-}
-
-static int write_json(json_t *doc, const char *path)
-{
-    if (strcmp(path, "-") == 0 || !doc)
-        return json_out_print(doc);
-    char *text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
-    json_decref(doc);
-    if (!text)
-        return json_out_print(NULL);
-    int rc = cli_write_file(path, text, strlen(text));
-    free(text);
-    return rc;
-}
-
 static int write_markdown(const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,
                           const w_pair *w, const char *path)
 {
@@ -421,7 +380,7 @@ static int run_weights(int argc, char **argv)
         } else if (c == 'M') {
             md_path = optarg;
         } else if (c == 'a' || c == 'R') {
-            if (!parse_tol(optarg, c == 'a' ? &atol : &rtol))
+            if (!cli_parse_tolerance(optarg, c == 'a' ? &atol : &rtol))
                 return cli_usage_error(&cli_weights, "--%s takes a non-negative number, not '%s'",
                                        c == 'a' ? "atol" : "rtol", optarg);
         } else if (c == 'j') {
@@ -468,7 +427,7 @@ static int run_weights(int argc, char **argv)
         if (!json_path || strcmp(json_path, "-") != 0)
             print_text(src, dst, d, w, all);
         if (json_path)
-            rc = write_json(weights_json(src, dst, d, w), json_path);
+            rc = json_out_write(weights_json(src, dst, d, w), json_path);
         if (md_path && rc == EXIT_AGREE)
             rc = write_markdown(src, dst, d, w, md_path);
         if (rc == EXIT_AGREE && !agrees(d, &t))

@@ -50,14 +50,29 @@ bool cli_wants_help(const cli_command *cmd, int argc, char **argv)
     return false;
 }
 
-void cli_format_shape(char *buf, size_t n, const nnp_record *r)
+void cli_format_dims(char *buf, size_t n, uint32_t ndim, const uint64_t *shape)
 {
     size_t used = (size_t)snprintf(buf, n, "[");
-    for (uint32_t k = 0; k < r->ndim && used < n; k++)
+    for (uint32_t k = 0; k < ndim && used < n; k++)
         used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
-                                 (unsigned long long)r->shape[k]);
+                                 (unsigned long long)shape[k]);
     if (used < n)
         snprintf(buf + used, n - used, "]");
+}
+
+void cli_format_shape(char *buf, size_t n, const nnp_record *r)
+{
+    cli_format_dims(buf, n, r->ndim, r->shape);
+}
+
+bool cli_parse_tolerance(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= 0) || isinf(v))
+        return false;
+    *out = v;
+    return true;
 }
 
 void cli_format_bytes(char *buf, size_t n, unsigned long long bytes)

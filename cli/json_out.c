@@ -3,6 +3,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "json_out.h"
@@ -62,4 +63,25 @@ int json_out_print(json_t *doc)
     }
     putchar('\n');
     return EXIT_AGREE;
+}
+
+int json_out_write(json_t *doc, const char *path)
+{
+    if (strcmp(path, "-") == 0 || !doc)
+        return json_out_print(doc);
+    char *text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    json_decref(doc);
+    if (!text)
+        return json_out_print(NULL);
+    int rc = cli_write_file(path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+json_t *json_out_shape(uint32_t ndim, const uint64_t *shape)
+{
+    json_t *a = json_array();
+    for (uint32_t k = 0; k < ndim; k++)
+        json_array_append_new(a, json_integer((json_int_t)shape[k]));
+    return a;
 }

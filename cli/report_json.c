@@ -149,14 +149,5 @@ static json_t *report_json(const run_report *r)
 
 int run_report_json(const run_report *r, const char *path)
 {
-    json_t *doc = report_json(r);
-    if (strcmp(path, "-") == 0 || !doc)
-        return json_out_print(doc);
-    char *text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
-    json_decref(doc);
-    if (!text)
-        return json_out_print(NULL);
-    int rc = cli_write_file(path, text, strlen(text));
-    free(text);
-    return rc;
+    return json_out_write(report_json(r), path);
 }

@@ -66,8 +66,8 @@ static uint64_t view_nelem(const view *v)
 /* Gather the view's elements into a new C-ordered buffer, so it can be reshaped or cast. */
 static nnp_status materialize(view *v)
 {
-    if (!v->base || (is_contiguous(v) && v->owned && v->offset == 0))
-        return NNP_OK;
+    if (!v->base)
+        return NNP_OK; /* shape only */
     size_t es = nnp_dtype_size(v->dtype);
     uint64_t n = view_nelem(v);
     unsigned char *dst = malloc(n ? n * es : 1);
@@ -108,23 +108,13 @@ static nnp_status materialize(view *v)
     return NNP_OK;
 }
 
-static void shape_text(char *buf, size_t n, const uint64_t *shape, uint32_t ndim)
-{
-    size_t used = (size_t)snprintf(buf, n, "[");
-    for (uint32_t k = 0; k < ndim && used < n; k++)
-        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
-                                 (unsigned long long)shape[k]);
-    if (used < n)
-        snprintf(buf + used, n - used, "]");
-}
-
 /* An adapter that does not fit the tensor it meets: the pair cannot be compared. */
 static nnp_status unfit(const view *v, const nnp_op *op, const char *why)
 {
     nnp_sbuf d = {0};
     nnp__op_describe(&d, op);
     char shape[256];
-    shape_text(shape, sizeof shape, v->shape, v->ndim);
+    nnp__format_shape(shape, sizeof shape, v->ndim, v->shape);
     nnp_status st = nnp__fail(NNP_ERR_ARG, "'%s' does not fit a tensor of shape %s: %s",
                               d.s ? d.s : "?", shape, why);
     nnp__sbuf_free(&d);
@@ -382,8 +372,8 @@ nnp_status nnp__concat(const nnp_tensor *parts, size_t n, int64_t axis, nnp_tens
             same = k == a || p->shape[k] == p0->shape[k];
         if (!same) {
             char s0[256], s1[256];
-            shape_text(s0, sizeof s0, p0->shape, p0->ndim);
-            shape_text(s1, sizeof s1, p->shape, p->ndim);
+            nnp__format_shape(s0, sizeof s0, p0->ndim, p0->shape);
+            nnp__format_shape(s1, sizeof s1, p->ndim, p->shape);
             return nnp__fail(NNP_ERR_ARG, "parts %s %s and %s %s do not join along axis %u",
                              nnp_dtype_name(p0->dtype), s0, nnp_dtype_name(p->dtype), s1, a);
         }

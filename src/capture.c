@@ -279,16 +279,6 @@ nnp_status nnp_tap_record(const nnp_tap_desc *d, const void *data)
     return st;
 }
 
-static void format_shape(char *buf, size_t n, uint32_t ndim, const uint64_t *shape)
-{
-    size_t used = (size_t)snprintf(buf, n, "[");
-    for (uint32_t k = 0; k < ndim && used < n; k++)
-        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
-                                 (unsigned long long)shape[k]);
-    if (used < n)
-        snprintf(buf + used, n - used, "]");
-}
-
 /* Overwrite data with the reference record for (d, call), under the session lock. */
 static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call, void *data)
 {
@@ -311,8 +301,8 @@ static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call
         same = r->shape[k] == d->shape[k];
     if (!st && !same) {
         char port[256], ref[256];
-        format_shape(port, sizeof port, d->ndim, d->shape);
-        format_shape(ref, sizeof ref, r->ndim, r->shape);
+        nnp__format_shape(port, sizeof port, d->ndim, d->shape);
+        nnp__format_shape(ref, sizeof ref, r->ndim, r->shape);
         st = nnp__fail(NNP_ERR_ARG, "inject '%s': shape mismatch: the port's input is %s, "
                        "reference record '%s' is %s", name.s, port, r->name, ref);
     }

@@ -45,6 +45,9 @@ bool nnp__grow(void **arr, size_t *cap, size_t need, size_t elem);
 /* FNV-1a of a NUL-terminated string, for the name indexes. */
 uint64_t nnp__hash_str(const char *s);
 
+/* "[2, 3, 4]" into buf (cut short when it does not fit), for messages. */
+void nnp__format_shape(char *buf, size_t n, uint32_t ndim, const uint64_t *shape);
+
 /* Product of shape[0..ndim) into *nelem, or false on overflow. */
 bool nnp__shape_nelem(uint32_t ndim, const uint64_t *shape, uint64_t *nelem);
 

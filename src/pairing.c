@@ -215,12 +215,12 @@ static nnp_status plan_pair(owned *o, nnp_dump *ref, nnp_dump *port, nnp_diff_pa
     p->port_shape = q->shape;
     if (adapted(p, maps)) {
         nnp_sbuf text = {0};
-        for (uint32_t k = 0; k < p->nparts && k < 1; k++)
-            for (size_t i = 0; i < maps[k]->nops; i++) {
-                if (text.len)
-                    nnp__sbuf_puts(&text, "; ");
-                nnp__op_describe(&text, &maps[k]->ops[i]);
-            }
+        /* the first part's adapters stand for all: the parts come from one rules chain */
+        for (size_t i = 0; i < maps[0]->nops; i++) {
+            if (text.len)
+                nnp__sbuf_puts(&text, "; ");
+            nnp__op_describe(&text, &maps[0]->ops[i]);
+        }
         if (p->nparts > 1)
             nnp__sbuf_printf(&text, "%sconcat %u parts on axis %lld", text.len ? "; " : "",
                              p->nparts, (long long)maps[0]->join_axis);

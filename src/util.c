@@ -296,3 +296,13 @@ void nnp__unmap(nnp_map *m)
     m->base = NULL;
     m->size = 0;
 }
+
+void nnp__format_shape(char *buf, size_t n, uint32_t ndim, const uint64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (uint32_t k = 0; k < ndim && used < n; k++)
+        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
+                                 (unsigned long long)shape[k]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+}
