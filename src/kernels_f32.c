@@ -2,10 +2,10 @@
  * kernels_f32.c - the statistics of a block of float32 values, read straight from the dump.
  *
  * float32 is what most captures hold, and a pass over it must run near memory speed, so this
- * kernel reads the floats directly (no conversion buffer) and does everything but the squared
- * deviations in one pass: min, max, abs-max, zeros, a non-finite check and a double-precision sum,
- * with several independent accumulators so that additions do not wait on each other. On x86-64
- * an AVX2+FMA version is chosen at run time where the CPU has it; SSE2 is the baseline; other
+ * kernel reads the floats directly (no conversion buffer): min, max, abs-max, zeros and the
+ * double-precision sums, with independent accumulators so that additions do not wait on each
+ * other. On x86-64 an AVX2+FMA version, which needs one pass (see block_avx2), is chosen at run
+ * time where the CPU has it; SSE2 is the baseline and takes two passes; other
  * machines use the portable loop. Every version computes min/max/zeros exactly and the sums in
  * double; they differ only in the order of the additions.
  */
@@ -128,27 +128,37 @@ static bool block_sse2(const float *x, size_t n, double shift, nnp_block_moments
     return true;
 }
 
-/* AVX2 + FMA: sixteen floats a step through two independent sets of accumulators, so that no
- * addition waits on the one before (the loop is then limited by throughput, not latency). */
+/* AVX2 + FMA: sixteen floats a step, one pass. The sums of x = v - shift and of x^2 give the
+ * block's m2 = sum x^2 - (sum x)^2 / n; when the subtracted term is more than NNP_F32_PIVOT_LIMIT
+ * times the result (the shift far from this block's values) the block is summed again about its
+ * mean, so cancellation never costs more than that factor in rounding. Four sets of double
+ * accumulators keep each addition from waiting on the one before. No element is tested for NaN
+ * or infinity: sums of squares of finite floats cannot overflow a double, so the block is finite
+ * exactly when the sum of squares is. */
+#define NNP_F32_PIVOT_LIMIT 16.0
+
 typedef struct {
-    __m256 min, max, abs, zero, bad;
-    __m256d s0, s1;
+    __m256 min, max, abs;
+    __m256i zero;
+    __m256d s[4], q[4];
 } avx_acc;
 
-__attribute__((target("avx2,fma"))) static inline void avx_step(avx_acc *a, __m256 v,
+__attribute__((target("avx2,fma"))) static inline void avx_step(avx_acc *a, __m256 v, int k,
                                                                 __m256d shift)
 {
-    const __m256 one = _mm256_set1_ps(1.0f);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     a->min = _mm256_min_ps(a->min, v);
     a->max = _mm256_max_ps(a->max, v);
     a->abs = _mm256_max_ps(a->abs, _mm256_and_ps(v, absmask));
-    a->zero = _mm256_add_ps(a->zero,
-                            _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_EQ_OQ), one));
-    __m256 d = _mm256_sub_ps(v, v); /* NaN exactly where v is NaN or infinite */
-    a->bad = _mm256_or_ps(a->bad, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
-    a->s0 = _mm256_add_pd(a->s0, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), shift));
-    a->s1 = _mm256_add_pd(a->s1, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), shift));
+    /* a true comparison is all ones, -1 as an integer */
+    a->zero = _mm256_sub_epi32(a->zero,
+                               _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_EQ_OQ)));
+    __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), shift);
+    __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), shift);
+    a->s[2 * k] = _mm256_add_pd(a->s[2 * k], lo);
+    a->s[2 * k + 1] = _mm256_add_pd(a->s[2 * k + 1], hi);
+    a->q[2 * k] = _mm256_fmadd_pd(lo, lo, a->q[2 * k]);
+    a->q[2 * k + 1] = _mm256_fmadd_pd(hi, hi, a->q[2 * k + 1]);
 }
 
 __attribute__((target("avx2,fma"))) static float hmin256(__m256 v)
@@ -173,67 +183,66 @@ __attribute__((target("avx2,fma"))) static bool block_avx2(const float *x, size_
     if (n8 == 0)
         return block_sse2(x, n, shift, m);
     __m256d vshift = _mm256_set1_pd(shift);
-    avx_acc a[2];
-    for (int k = 0; k < 2; k++) {
-        a[k].min = _mm256_set1_ps(INFINITY);
-        a[k].max = _mm256_set1_ps(-INFINITY);
-        a[k].abs = a[k].zero = a[k].bad = _mm256_setzero_ps();
-        a[k].s0 = a[k].s1 = _mm256_setzero_pd();
-    }
+    avx_acc a;
+    a.min = _mm256_set1_ps(INFINITY);
+    a.max = _mm256_set1_ps(-INFINITY);
+    a.abs = _mm256_setzero_ps();
+    a.zero = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++)
+        a.s[k] = a.q[k] = _mm256_setzero_pd();
     size_t i = 0;
     for (; i + 16 <= n8; i += 16) {
-        avx_step(&a[0], _mm256_loadu_ps(x + i), vshift);
-        avx_step(&a[1], _mm256_loadu_ps(x + i + 8), vshift);
+        avx_step(&a, _mm256_loadu_ps(x + i), 0, vshift);
+        avx_step(&a, _mm256_loadu_ps(x + i + 8), 1, vshift);
     }
     if (i < n8)
-        avx_step(&a[0], _mm256_loadu_ps(x + i), vshift);
-    if (_mm256_movemask_ps(_mm256_or_ps(a[0].bad, a[1].bad)))
+        avx_step(&a, _mm256_loadu_ps(x + i), 0, vshift);
+    double sum = hsum256d(_mm256_add_pd(_mm256_add_pd(a.s[0], a.s[1]), _mm256_add_pd(a.s[2], a.s[3])));
+    double sq = hsum256d(_mm256_add_pd(_mm256_add_pd(a.q[0], a.q[1]), _mm256_add_pd(a.q[2], a.q[3])));
+    if (!isfinite(sq))
         return false;
     nnp_block_moments tail = {0};
     if (n8 < n && !block_portable(x + n8, n - n8, shift, &tail))
         return false;
-    double sum = hsum256d(_mm256_add_pd(_mm256_add_pd(a[0].s0, a[0].s1),
-                                        _mm256_add_pd(a[1].s0, a[1].s1))) +
-                 tail.mean * (double)tail.n;
-    double mean = sum / (double)n;
-    __m256d vmean = _mm256_set1_pd(mean + shift);
-    __m256d q[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
-                    _mm256_setzero_pd()};
-    for (i = 0; i + 16 <= n8; i += 16)
-        for (int k = 0; k < 2; k++) {
-            __m256 v = _mm256_loadu_ps(x + i + 8 * (size_t)k);
+    double tail_sum = tail.mean * (double)tail.n;
+    for (i = n8; i < n; i++) {
+        double d = (double)x[i] - shift;
+        sq += d * d;
+    }
+    sum += tail_sum;
+    double mean = sum / (double)n, c = sum * mean, m2 = sq - c;
+    if (!(c <= NNP_F32_PIVOT_LIMIT * m2)) {
+        /* the shift lies far out in this block: its moment about its own mean, two-pass */
+        __m256d vmean = _mm256_set1_pd(mean + shift);
+        __m256d q0 = _mm256_setzero_pd(), q1 = _mm256_setzero_pd();
+        for (i = 0; i < n8; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
             __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), vmean);
             __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), vmean);
-            q[2 * k] = _mm256_fmadd_pd(lo, lo, q[2 * k]);
-            q[2 * k + 1] = _mm256_fmadd_pd(hi, hi, q[2 * k + 1]);
+            q0 = _mm256_fmadd_pd(lo, lo, q0);
+            q1 = _mm256_fmadd_pd(hi, hi, q1);
         }
-    if (i < n8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), vmean);
-        __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), vmean);
-        q[0] = _mm256_fmadd_pd(lo, lo, q[0]);
-        q[1] = _mm256_fmadd_pd(hi, hi, q[1]);
+        m2 = hsum256d(_mm256_add_pd(q0, q1));
+        for (i = n8; i < n; i++) {
+            double d = ((double)x[i] - shift) - mean;
+            m2 += d * d;
+        }
     }
-    double m2 = hsum256d(_mm256_add_pd(_mm256_add_pd(q[0], q[1]), _mm256_add_pd(q[2], q[3])));
-    for (i = n8; i < n; i++) {
-        double d = ((double)x[i] - shift) - mean;
-        m2 += d * d;
-    }
-    float zc[8];
-    _mm256_storeu_ps(zc, _mm256_add_ps(a[0].zero, a[1].zero));
-    double z = 0;
+    int32_t zc[8];
+    _mm256_storeu_si256((__m256i *)(void *)zc, a.zero);
+    uint64_t z = 0;
     for (int k = 0; k < 8; k++)
-        z += zc[k];
-    m->min = hmin256(_mm256_min_ps(a[0].min, a[1].min));
-    m->max = hmax256(_mm256_max_ps(a[0].max, a[1].max));
-    m->abs_max = hmax256(_mm256_max_ps(a[0].abs, a[1].abs));
+        z += (uint32_t)zc[k];
+    m->min = hmin256(a.min);
+    m->max = hmax256(a.max);
+    m->abs_max = hmax256(a.abs);
     if (tail.n) {
         m->min = tail.min < m->min ? tail.min : m->min;
         m->max = tail.max > m->max ? tail.max : m->max;
         m->abs_max = tail.abs_max > m->abs_max ? tail.abs_max : m->abs_max;
     }
     m->n = n;
-    m->zeros = (uint64_t)z + tail.zeros;
+    m->zeros = z + tail.zeros;
     m->mean = mean;
     m->m2 = m2;
     return true;

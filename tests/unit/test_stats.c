@@ -156,6 +156,33 @@ static void test_f32_kernels_agree(void **state)
         }
 }
 
+/* A shift far from a block's values (a record's pivot, while this block sits elsewhere) must not
+ * cost the moments their precision: values 1000 + u (u in [0, 1)) about shift 0, where the
+ * one-pass sums would cancel all but 1e-7 of themselves; and a constant block, whose m2 is 0. */
+static void test_f32_kernel_far_shift(void **state)
+{
+    (void)state;
+    static float x[2048];
+    uint64_t seed = 11;
+    long double sum = 0, m2 = 0;
+    for (size_t i = 0; i < 2048; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = 1000.0f + (float)((double)(seed >> 40) / 16777216.0);
+        sum += x[i];
+    }
+    long double mean = sum / 2048;
+    for (size_t i = 0; i < 2048; i++)
+        m2 += (x[i] - mean) * (x[i] - mean);
+    nnp_block_moments a;
+    assert_true(nnp__f32_block_moments(x, 2048, 0.0, &a));
+    assert_true(fabs(a.m2 - (double)m2) <= 1e-12 * (double)m2);
+    assert_true(fabs(a.mean - (double)mean) <= 1e-15 * (double)mean);
+    for (size_t i = 0; i < 2048; i++)
+        x[i] = 3.25f;
+    assert_true(nnp__f32_block_moments(x, 2048, 1.0, &a));
+    assert_true(a.m2 == 0.0 && a.mean == 2.25);
+}
+
 /* Values near the largest double: the shifted sums overflow, the exact path takes over. */
 static void test_huge_values(void **state)
 {
@@ -197,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_known_values),
         cmocka_unit_test(test_accuracy_and_threads),
         cmocka_unit_test(test_f32_kernels_agree),
+        cmocka_unit_test(test_f32_kernel_far_shift),
         cmocka_unit_test(test_huge_values),
         cmocka_unit_test(test_bad_arguments),
     };
