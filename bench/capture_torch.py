@@ -4,9 +4,9 @@ against the same forward with plain hooks that keep the same tensors and torch.s
 Both sides record every module's inputs and outputs and end with a complete file on disk. The
 plain hooks must clone what they keep, as the bridge's records are taken at hook time: resnet18's
 ReLUs work in place and would otherwise change tensors after they were seen. Prints the median of
-5 runs of each and the ratio capture / (hooks + torch.save); the target is <= 1.3. The capture
-syncs its file to disk before renaming it into place, torch.save does not; a third line times
-torch.save followed by fdatasync, the same guarantee.
+5 runs of each and the ratio capture / (hooks + torch.save); the target is <= 1.3. Neither side
+syncs its file to disk (the capture's journal already keeps a killed run's records); a third line
+times torch.save followed by fdatasync, for comparison with a writer that does.
 
     NNPARITY_LIB=build/libnnparity.so /usr/bin/python3 bench/capture_torch.py [--model vit]
 """

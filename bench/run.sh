@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# run.sh - builds the benchmark helpers, writes the data files once (bench/data/, about 2.1 GB)
-# and runs every benchmark; see bench/README.md for what each measures.
+# run.sh - builds the benchmark helpers, writes the data files once (bench/data/, about 12 GB, and
+# 16 GB more for the 8 GiB memory run) and runs every benchmark; see bench/README.md for what each
+# measures.
 #
 #   bash bench/run.sh BUILD      (what `make bench` runs, BUILD being the library's build dir)
+#   BIG=0 bash bench/run.sh BUILD    skips the diff of two 8 GiB dumps (peak memory only)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-build}
@@ -39,6 +41,14 @@ out_diff=$(bash "$here/diff_vs_probe.sh" "$build" "$data")
 echo "$out_diff"
 out4=$(bash "$here/align_100k.sh" "$build")
 echo "$out4"
+out5=$(NNPARITY_LIB="$build/libnnparity.so" /usr/bin/python3 "$here/capture_torch.py")
+echo "$out5"
+# peak memory must not grow with the dump: the same diff on two 8 GiB dumps (F32 only, no numpy)
+out6=""
+if [ "${BIG:-1}" != 0 ]; then
+    out6=$(RUNS=3 NUMPY_RUNS=0 DTYPES=F32 TENSOR_MIB=1024 bash "$here/diff_vs_probe.sh" "$build" "$data")
+    echo "$out6"
+fi
 echo "== summary"
 echo "$out1" | grep 'ratio probe/stats' | sed 's/^ */stats vs bandwidth probe: /'
 echo "$out2" | grep 'with metadata' | sed 's/^ */open 100k tensors: /'
@@ -46,3 +56,7 @@ echo "$out2" | grep 'plain file' | sed 's/^ */open 100k tensors: /'
 echo "$out3" | grep 'ratio dd/capture' | sed 's/^ */C capture vs dd: /'
 echo "$out_diff" | sed -n '/^== diff summary/,$p' | tail -n +2 | sed 's/^/diff /'
 echo "$out4" | grep -E '^  (total|aligned)' | sed 's/^ */align 100k x 100k: /'
+echo "$out5" | grep -E '^ratio' | sed 's/^ */PyTorch capture: /'
+if [ -n "$out6" ]; then
+    echo "$out6" | grep -E 'peak RSS|ratio probe' | sed 's/^ */diff 2 x 8 GiB: /'
+fi
