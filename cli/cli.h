@@ -27,6 +27,7 @@ typedef struct cli_command {
 
 extern const cli_command cli_ls, cli_stats, cli_diff, cli_recover, cli_run, cli_weights;
 extern const cli_command cli_convert;
+extern const cli_command cli_relevance;
 
 /* One line on stderr: "nnparity: <message>". */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -60,6 +61,12 @@ int cli_write_file(const char *path, const char *text, size_t len);
 
 /* Whether `name` matches a glob pattern; a pattern without * ? [ matches as a substring. */
 bool cli_name_matches(const char *pattern, const char *name);
+
+/* 8-bit RGB images as PNG, w x h pixels of 3 bytes, row-major: written whole or not at all
+ * (plot_png.c), and read from any PNG colour type and depth, alpha dropped (png_read.c; *rgb is
+ * a new buffer to free()). An error is printed; they return EXIT_AGREE or an exit code. */
+int cli_png_write_rgb(const char *path, int w, int h, const unsigned char *rgb);
+int cli_png_read_rgb(const char *path, unsigned char **rgb, int *w, int *h);
 
 /* From cmd_diff.c, shared with `nnparity run`: "[i, j, k]" of a flat row-major index into the
  * shape the pair was compared at, and a pair's metrics as the JSON object of schema

@@ -7,7 +7,8 @@
 #include "cli.h"
 
 static const cli_command *const commands[] = {&cli_ls,  &cli_stats,   &cli_diff,
-                                              &cli_run, &cli_weights, &cli_convert, &cli_recover};
+                                              &cli_run, &cli_weights, &cli_convert, &cli_recover,
+                                              &cli_relevance};
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
 static void print_help(FILE *out)
@@ -18,8 +19,8 @@ static void print_help(FILE *out)
           "\n"
           "commands:\n", out);
     for (size_t i = 0; i < NCOMMANDS; i++)
-        fprintf(out, "  %-8s %s\n", commands[i]->name, commands[i]->summary);
-    fputs("  help     show a command's options: nnparity help <command>\n"
+        fprintf(out, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+    fputs("  help       show a command's options: nnparity help <command>\n"
           "\n"
           "options:\n"
           "  -h, --help     this help\n"

@@ -1,7 +1,8 @@
 /*
  * plot_png.c - the plot of `nnparity run` rasterized into a PNG (--plot FILE.png) with libpng: the
  * same layout as the SVG (plot_layout.c), drawn with a small line, disc and square rasterizer and
- * a built-in 5x7 bitmap font, so that no font file is needed.
+ * a built-in 5x7 bitmap font, so that no font file is needed. The same encoder writes any RGB
+ * image (cli_png_write_rgb: the heatmaps of `nnparity relevance`).
  */
 #include <math.h>
 #include <png.h>
@@ -360,5 +361,29 @@ out:
     free(m.data);
     free(rows);
     free(c.px);
+    return rc;
+}
+
+int cli_png_write_rgb(const char *path, int w, int h, const unsigned char *rgb)
+{
+    /* encode() only reads the canvas */
+    canvas c = {w, h, (unsigned char *)rgb};
+    png_bytep *rows = malloc((size_t)(h > 0 ? h : 1) * sizeof *rows);
+    membuf m = {0};
+    int rc;
+    if (!rows) {
+        cli_error("out of memory");
+        return EXIT_INTERNAL;
+    }
+    for (int y = 0; y < h; y++)
+        rows[y] = c.px + (size_t)y * (size_t)w * 3;
+    if (w <= 0 || h <= 0 || !encode(&c, rows, &m)) {
+        cli_error("%s: cannot encode the PNG", path);
+        rc = EXIT_INTERNAL;
+    } else {
+        rc = cli_write_file(path, (const char *)m.data, m.len);
+    }
+    free(m.data);
+    free(rows);
     return rc;
 }

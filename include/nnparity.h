@@ -488,6 +488,115 @@ typedef struct nnp_tensor_stats {
 nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int threads,
                              nnp_tensor_stats *out);
 
+/* ---------------------------------------------------------------------------------------------
+ * Relevance: which input tokens an output relied on, from recorded attention maps
+ * (docs/relevance.md)
+ *
+ * Each layer gives attention probabilities of shape [heads, N, N] (post-softmax, rows are
+ * queries) and, for the gradient methods, their gradients of the same shape. Every method builds
+ * one N x N matrix per layer and chains them from the first layer used to the last:
+ *   rollout         F = heads fused by mean, max or min; A' = rownorm(0.5 F + 0.5 I);
+ *                   J = A'_L ... A'_s (Abnar & Zuidema 2020)
+ *   grad_rollout    the same with F = max(0, mean over heads of grad * attn)
+ *   chefer          Abar = mean over heads of max(0, grad * attn); R = (I + Abar_L) ... (I +
+ *                   Abar_s), i.e. R <- R + Abar R layer by layer from R = I (Chefer et al. 2021)
+ *   chefer_rollout  rollout with F = Abar
+ * Values are converted exactly to double and accumulated in double. Only the rows asked for are
+ * computed: the chain is multiplied from the left, so one row costs O(layers * N^2), not N^3.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum nnp_relevance_method {
+    NNP_REL_ROLLOUT = 0,
+    NNP_REL_GRAD_ROLLOUT,
+    NNP_REL_CHEFER,
+    NNP_REL_CHEFER_ROLLOUT
+} nnp_relevance_method;
+
+typedef enum nnp_head_fusion {
+    NNP_FUSION_MEAN = 0,
+    NNP_FUSION_MAX,
+    NNP_FUSION_MIN
+} nnp_head_fusion;
+
+/* One layer: `heads` maps of n x n elements of `dtype` (a float dtype), C order, rows are
+ * queries; `grad` (NULL: none) holds their gradients in the same layout. */
+typedef struct nnp_attn_layer {
+    const char *name;       /* the attention record, for messages */
+    nnp_dtype dtype;
+    const void *attn;
+    const char *grad_name;  /* the gradient record (NULL: none) */
+    nnp_dtype grad_dtype;
+    const void *grad;
+    uint64_t heads, n;
+    size_t attn_rec, grad_rec; /* record indices in the dump (SIZE_MAX: not from a dump) */
+} nnp_attn_layer;
+
+/* The layers of `dump`: the records whose name matches `attn_pattern` (a POSIX extended regex,
+ * searched anywhere in the name as `nnparity ls` prints it), in execution order. Each must be a
+ * float tensor of shape [heads, N, N], [1, heads, N, N] or [N, N], all of the same shape, and
+ * none may be a gradient record (role grad_*). With `grads`, each layer also gets its gradient:
+ * with `grad_pattern` NULL, the record "<module>/grad_<role>" of the same call (what a tap with
+ * gradients records); otherwise the records matching `grad_pattern`, one per layer, paired by
+ * those names when every one pairs so, else in reverse execution order (backward visits the
+ * last layer first). *layers is a new array of *count layers (free() it) that points into the
+ * dump. No match, a count or shape mismatch, a non-float dtype or a bad regex is NNP_ERR_ARG or
+ * NNP_ERR_NOT_FOUND with a message naming the record. *paired_by_name (may be NULL) tells how
+ * the gradients were paired. */
+nnp_status nnp_attn_layers_find(nnp_dump *dump, const char *attn_pattern,
+                                const char *grad_pattern, bool grads, nnp_attn_layer **layers,
+                                size_t *count, bool *paired_by_name);
+
+typedef struct nnp_relevance_options {
+    nnp_relevance_method method;
+    nnp_head_fusion fusion; /* rollout only: the others fuse by their own rule */
+    double discard;         /* rollout methods: zero the floor(discard * N * N) smallest entries
+                             * of F (ties: lower flat index first), but never F[0][0]; 0 <= d < 1 */
+    size_t start_layer;     /* the first layer used (0-based); the ones before it are skipped */
+    int threads;            /* <= 0: one per CPU */
+} nnp_relevance_options;
+
+/* Rows rows[0..nrows) of the chained matrix (J or R above, nothing zeroed) into
+ * out[nrows * n]. Every layer must have the same n; the gradient methods need every layer's
+ * grad. A NaN or Inf in a map is NNP_ERR_ARG naming the record and [head, row, column]. */
+nnp_status nnp_relevance_rows(const nnp_attn_layer *layers, size_t nlayers,
+                              const nnp_relevance_options *opts, const uint64_t *rows,
+                              size_t nrows, double *out);
+
+/* The relevance vector of query row `query`: r = row `query` of the chained matrix, with
+ * r[query] = 0 for chefer (its identity start says nothing about the input). r holds n. */
+nnp_status nnp_relevance(const nnp_attn_layer *layers, size_t nlayers,
+                         const nnp_relevance_options *opts, uint64_t query, double *r);
+
+/* The 4 ViT patches (row-major indices into an h x w grid, h and w even) that pixel-shuffle
+ * token `token` of one tile was made from, as an InternVL-style projector with downsample 0.5
+ * does it: version 2 takes token t to i = t / (w/2), j = t % (w/2); version 1 (no final permute)
+ * to i = t % (h/2), j = t / (h/2); the patches are (2i+m, 2j+k) for m, k in {0, 1}, in that
+ * order. */
+nnp_status nnp_pixel_shuffle_patches(int version, uint64_t h, uint64_t w, uint64_t token,
+                                     uint64_t patches[4]);
+
+/* Spread ntokens token values (a whole number of tiles of (h/2)(w/2) tokens each) over their
+ * patches: grid[tiles * h * w], each patch the value of its token (split: a quarter of it). */
+nnp_status nnp_backmap(int version, bool split, const double *tokens, uint64_t ntokens,
+                       uint64_t h, uint64_t w, double *grid);
+
+typedef enum nnp_norm {
+    NNP_NORM_MIN_MAX = 0, /* (x - min) / (max - min); all zeros when max == min */
+    NNP_NORM_MAX,         /* x / max; all zeros when max <= 0 */
+    NNP_NORM_NONE
+} nnp_norm;
+
+/* Normalize n finite values in place, after clipping them from above at their
+ * `clip_percentile`-th percentile (linear interpolation between sorted values, as numpy's
+ * default; 0: no clipping, else 0 < p <= 100). */
+nnp_status nnp_relevance_normalize(double *x, size_t n, nnp_norm norm, double clip_percentile);
+
+/* Bilinear resize of an sh x sw map to dh x dw with half-pixel centres (source coordinate
+ * (d + 0.5) * s / d' - 0.5, clamped to the map), as torch's interpolate with
+ * align_corners=False. */
+nnp_status nnp_resize_bilinear(const double *src, uint64_t sh, uint64_t sw, double *dst,
+                               uint64_t dh, uint64_t dw);
+
 #ifdef __cplusplus
 }
 #endif
