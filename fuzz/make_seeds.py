@@ -92,6 +92,16 @@ def st_seeds():
              "weight_map": {"a": "model-00001-of-00002.safetensors",
                             "b": "model-00002-of-00002.safetensors"}}
     write("fuzz_safetensors", "index.json", json.dumps(index).encode())
+    # The same for the index target, with the shapes an index takes in the wild: extra metadata,
+    # one shard holding both tensors, a tensor named twice, a shard that is not there.
+    write("fuzz_index", "index.json", json.dumps(index).encode())
+    write("fuzz_index", "index_one_shard.json", json.dumps(
+        {"metadata": {"total_size": 8, "format": "pt"},
+         "weight_map": {"a": "model-00001-of-00002.safetensors"}}).encode())
+    write("fuzz_index", "index_spaced.json", json.dumps(index, indent=2).encode())
+    write("fuzz_index", "index_missing_shard.json", json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors",
+                        "c": "model-00003-of-00003.safetensors"}}).encode())
 
 
 # ---- npy --------------------------------------------------------------------------------------
