@@ -34,7 +34,7 @@ EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 ASAN_BUILD = $(BUILD)/asan
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all lib cli examples setup demo check check-clang test unit unit-asan fuzz bench clean
+.PHONY: all lib cli examples setup demo check check-clang test unit unit-asan unit-tsan fuzz bench clean
 all: lib cli examples
 
 lib: $(BUILD)/libnnparity.a $(BUILD)/libnnparity.so
@@ -72,6 +72,14 @@ unit: $(UNIT_BIN)
 unit-asan:
 	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples
 
+# The threaded unit tests (capture sessions, the thread pool of compare and stats), rebuilt with
+# ThreadSanitizer: no data race under many tapping threads.
+TSAN_BUILD = $(BUILD)/tsan
+TSAN_TESTS = test_capture_threads test_capture test_metrics test_stats
+unit-tsan:
+	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 CFLAGS="-fsanitize=thread $(CFLAGS)" \
+		$(TSAN_TESTS:%=$(TSAN_BUILD)/tests/%)
+
 # The library and CLI must also build warning-free with clang.
 check-clang:
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/clang CC=clang WERROR=1 lib cli
@@ -79,8 +87,10 @@ check-clang:
 test check: setup
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory unit-tsan
 	@$(MAKE) --no-print-directory check-clang
-	@PYTHON=$(PYTHON) BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) bash tests/run_tests.sh
+	@PYTHON=$(PYTHON) BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) TSAN_BUILD=$(TSAN_BUILD) \
+		bash tests/run_tests.sh
 
 demo: setup all
 	@bash examples/demo.sh $(BUILD)

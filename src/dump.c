@@ -43,6 +43,10 @@ struct nnp_dump {
 
     const char **meta_keys, **meta_values;
     size_t nmeta, capmeta;
+    /* metadata keys indexed like the names: a file may hold millions of them, and a linear
+     * search per key would make reading it quadratic */
+    uint32_t *meta_slots;
+    size_t meta_nslots;
 
     deferred *defers;
     size_t ndefers, capdefers;
@@ -245,11 +249,52 @@ nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dt
     return NNP_OK;
 }
 
+/* The slot holding metadata key `key`, or the empty slot where it would go. */
+static size_t meta_slot_of(const nnp_dump *d, const char *key)
+{
+    size_t mask = d->meta_nslots - 1;
+    size_t i = (size_t)nnp__hash_str(key) & mask;
+    while (d->meta_slots[i] && strcmp(d->meta_keys[d->meta_slots[i] - 1], key) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* The index of metadata key `key`, or -1. */
+static int64_t meta_find(const nnp_dump *d, const char *key)
+{
+    if (!d->meta_nslots)
+        return -1;
+    uint32_t s = d->meta_slots[meta_slot_of(d, key)];
+    return s ? (int64_t)s - 1 : -1;
+}
+
+static nnp_status meta_index_rebuild(nnp_dump *d, size_t min_slots)
+{
+    size_t n = 16;
+    while (n < min_slots * 2)
+        n *= 2;
+    uint32_t *slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return nnp__nomem();
+    free(d->meta_slots);
+    d->meta_slots = slots;
+    d->meta_nslots = n;
+    for (size_t i = 0; i < d->nmeta; i++)
+        d->meta_slots[meta_slot_of(d, d->meta_keys[i])] = (uint32_t)(i + 1);
+    return NNP_OK;
+}
+
 nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value)
 {
-    for (size_t i = 0; i < d->nmeta; i++)
-        if (strcmp(d->meta_keys[i], key) == 0)
-            return NNP_OK;
+    if (meta_find(d, key) >= 0)
+        return NNP_OK;
+    if (d->nmeta >= UINT32_MAX - 1)
+        return nnp__fail(NNP_ERR_UNSUPPORTED, "more than %u metadata keys", UINT32_MAX - 2);
+    if (d->nmeta * 2 + 2 > d->meta_nslots) {
+        nnp_status st = meta_index_rebuild(d, d->nmeta + 1);
+        if (st)
+            return st;
+    }
     size_t cap = d->capmeta;
     if (!nnp__grow((void **)&d->meta_keys, &cap, d->nmeta + 1, sizeof *d->meta_keys))
         return nnp__nomem();
@@ -262,20 +307,21 @@ nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value)
         return nnp__nomem();
     d->meta_keys[d->nmeta] = k;
     d->meta_values[d->nmeta] = v;
+    d->meta_slots[meta_slot_of(d, k)] = (uint32_t)(d->nmeta + 1);
     d->nmeta++;
     return NNP_OK;
 }
 
 nnp_status nnp__dump_set_meta(nnp_dump *d, const char *key, const char *value)
 {
-    for (size_t i = 0; i < d->nmeta; i++)
-        if (strcmp(d->meta_keys[i], key) == 0) {
-            const char *v = nnp__dump_strdup(d, value);
-            if (!v)
-                return nnp__nomem();
-            d->meta_values[i] = v;
-            return NNP_OK;
-        }
+    int64_t i = meta_find(d, key);
+    if (i >= 0) {
+        const char *v = nnp__dump_strdup(d, value);
+        if (!v)
+            return nnp__nomem();
+        d->meta_values[i] = v;
+        return NNP_OK;
+    }
     return nnp__dump_add_meta(d, key, value);
 }
 
@@ -470,6 +516,7 @@ void nnp_dump_close(nnp_dump *d)
     free(d->map_paths);
     free(d->meta_keys);
     free(d->meta_values);
+    free(d->meta_slots);
     free(d->defers);
     free(d->path);
     free(d);
@@ -513,10 +560,8 @@ void nnp_dump_meta_at(const nnp_dump *d, size_t i, const char **key, const char 
 
 const char *nnp_dump_meta_get(const nnp_dump *d, const char *key)
 {
-    for (size_t i = 0; d && key && i < d->nmeta; i++)
-        if (strcmp(d->meta_keys[i], key) == 0)
-            return d->meta_values[i];
-    return NULL;
+    int64_t i = d && key ? meta_find(d, key) : -1;
+    return i >= 0 ? d->meta_values[i] : NULL;
 }
 
 /* Copy `raw` (stored with `layout`) to dst in little-endian C order. */

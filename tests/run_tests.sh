@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # run_tests.sh - runs every test suite and ends with one summary line, "check: N passed, N failed".
-#   1. the C unit tests (cmocka), as built normally and under ASan+UBSan;
+#   1. the C unit tests (cmocka), as built normally and under ASan+UBSan, and the threaded ones
+#      under ThreadSanitizer;
 #   2. the Python tests (pytest): CLI golden tests, interop with numpy and torch, exhaustive dtypes;
 #   3. the CLI tests again against the sanitized CLI.
-# Called by `make check` with BUILD, ASAN_BUILD and PYTHON set.
+# Called by `make check` with BUILD, ASAN_BUILD, TSAN_BUILD and PYTHON set.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 ASAN_BUILD=${ASAN_BUILD:-build/asan}
+TSAN_BUILD=${TSAN_BUILD:-build/tsan}
 PYTHON=${PYTHON:-/usr/bin/python3}
 export NNP_CONFORMANCE=${NNP_CONFORMANCE:-$(cd .. && pwd)/shared/conformance}
 export CMOCKA_MESSAGE_OUTPUT=stdout
 # Leaks are failures; a sanitizer report ends the test binary with an error.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=86}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=87}
+# A data race is a failure too.
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=88}
 
 passed=0
 failed=0
@@ -69,6 +73,9 @@ for t in "$BUILD"/tests/test_*; do
 done
 for t in "$ASAN_BUILD"/tests/test_*; do
     [ -x "$t" ] && run_cmocka "$t" asan
+done
+for t in "$TSAN_BUILD"/tests/test_*; do
+    [ -x "$t" ] && run_cmocka "$t" tsan
 done
 
 NNPARITY_BIN="$BUILD/nnparity" NNPARITY_LIB="$BUILD/libnnparity.so" \

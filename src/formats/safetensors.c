@@ -12,6 +12,9 @@
  *   ValidationOverflow            element count or byte size overflows 64 bits
  *   TensorInvalidInfo             end - begin != element count * dtype size
  *   MetadataIncompleteBuffer      8 + header length + last end != file size
+ * and one cap of nnparity's own (the reference reader has none):
+ *   metadata count cap            __metadata__ over 1,048,576 entries; real files carry a few,
+ *                                 and a header of millions costs a gigabyte to index
  * JSON whitespace before and after the object is accepted, as is a header padded with spaces.
  */
 #include <stdlib.h>
@@ -22,6 +25,8 @@
 #include "formats/provenance.h"
 
 #define ST_MAX_HEADER 100000000ull
+/* The most __metadata__ entries read, as GGUF's key-value pairs are capped (gguf.c). */
+#define ST_MAX_META (1u << 20)
 
 typedef struct {
     size_t name;  /* offset of the NUL-terminated name in the names buffer */
@@ -42,7 +47,11 @@ typedef struct {
     size_t ndims, capdims;
     char *records, *partial; /* nnparity's metadata values, when present */
     char **meta_keys;        /* this file's metadata keys, for duplicate detection */
-    size_t nmeta;
+    size_t nmeta, capmeta;
+    size_t *meta_slots;      /* index + 1 into meta_keys, open addressing: a header may hold
+                              * millions of keys, and comparing each with all before it would
+                              * take hours */
+    size_t meta_nslots;
 } st_header;
 
 static const char *name_of(const st_header *h, const st_entry *e)
@@ -195,6 +204,30 @@ static nnp_status parse_entry(st_header *h, nnp_json *j, st_entry *e)
     return NNP_OK;
 }
 
+/* The slot of metadata key `key` in h->meta_slots, or the empty slot where it would go. */
+static size_t meta_slot(const st_header *h, const char *key)
+{
+    size_t mask = h->meta_nslots - 1, i = (size_t)nnp__hash_str(key) & mask;
+    while (h->meta_slots[i] && strcmp(h->meta_keys[h->meta_slots[i] - 1], key) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Double the key set's slots (at least 64). */
+static bool meta_rehash(st_header *h)
+{
+    size_t n = h->meta_nslots ? h->meta_nslots * 2 : 64;
+    size_t *slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return false;
+    free(h->meta_slots);
+    h->meta_slots = slots;
+    h->meta_nslots = n;
+    for (size_t i = 0; i < h->nmeta; i++)
+        h->meta_slots[meta_slot(h, h->meta_keys[i])] = i + 1;
+    return true;
+}
+
 /* __metadata__: null or an object of strings. */
 static nnp_status parse_metadata(st_header *h, nnp_json *j, nnp_dump *d)
 {
@@ -210,25 +243,34 @@ static nnp_status parse_metadata(st_header *h, nnp_json *j, nnp_dump *d)
         return NNP_OK;
     }
     do {
+        if (h->nmeta == ST_MAX_META) {
+            nnp__json_peek(j);
+            return nnp__fail(NNP_ERR_FORMAT, "%s: byte %llu: __metadata__ has more than %u "
+                             "entries (metadata count cap)", h->path,
+                             (unsigned long long)(8 + (size_t)(j->p - j->base)), ST_MAX_META);
+        }
         if (!nnp__json_string(j) || !nnp__json_expect(j, ':'))
             return syntax_error(h, j);
         char *key = strdup(j->text.s);
-        char **keys = realloc(h->meta_keys, (h->nmeta + 1) * sizeof *keys);
-        if (!key || !keys) {
+        if (!key || !nnp__grow((void **)&h->meta_keys, &h->capmeta, h->nmeta + 1,
+                               sizeof *h->meta_keys)) {
             free(key);
-            if (keys)
-                h->meta_keys = keys;
             return nnp__nomem();
         }
-        h->meta_keys = keys;
-        for (size_t i = 0; i < h->nmeta; i++)
-            if (strcmp(keys[i], key) == 0) {
-                nnp_status st = nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ has key '%s' twice "
-                                          "(InvalidHeaderDeserialization)", h->path, key);
-                free(key);
-                return st;
-            }
+        char **keys = h->meta_keys;
+        if ((h->nmeta + 1) * 2 > h->meta_nslots && !meta_rehash(h)) {
+            free(key);
+            return nnp__nomem();
+        }
+        size_t at = meta_slot(h, key);
+        if (h->meta_slots[at]) {
+            nnp_status st = nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ has key '%s' twice "
+                                      "(InvalidHeaderDeserialization)", h->path, key);
+            free(key);
+            return st;
+        }
         keys[h->nmeta++] = key;
+        h->meta_slots[at] = h->nmeta;
         if (nnp__json_peek(j) != '"')
             return nnp__json_skip(j) ? nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ value of '%s' "
                                                  "is not a string (InvalidHeaderDeserialization)",
@@ -396,6 +438,7 @@ nnp_status nnp__safetensors_load(nnp_dump *d, const char *path)
     for (size_t i = 0; i < h.nmeta; i++)
         free(h.meta_keys[i]);
     free(h.meta_keys);
+    free(h.meta_slots);
     free(h.es);
     free(h.dims);
     free(h.records);

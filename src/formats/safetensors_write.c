@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -69,12 +71,26 @@ static bool grow_names(nnp_writer *w)
     return true;
 }
 
+/* How many of n bytes may be written at offset off. A write that starts at or past the
+ * RLIMIT_FSIZE limit raises SIGXFSZ, whose default action kills the process; a host running
+ * under such a limit (a batch scheduler's ulimit -f) would lose its run mid-capture. Stopping at
+ * the limit gives the EFBIG error instead, which is handled like a full disk. */
+static size_t under_size_limit(uint64_t off, size_t n)
+{
+    struct rlimit r;
+    if (getrlimit(RLIMIT_FSIZE, &r) != 0 || r.rlim_cur == RLIM_INFINITY)
+        return n;
+    uint64_t lim = (uint64_t)r.rlim_cur;
+    return off >= lim ? 0 : lim - off < n ? (size_t)(lim - off) : n;
+}
+
 static nnp_status write_all(nnp_writer *w, int fd, const void *buf, uint64_t n, uint64_t off)
 {
     const unsigned char *p = buf;
     while (n) {
-        size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;
-        ssize_t k = pwrite(fd, p, chunk, (off_t)off);
+        size_t chunk = under_size_limit(off, n > (1u << 30) ? (1u << 30) : (size_t)n);
+        errno = EFBIG;
+        ssize_t k = chunk ? pwrite(fd, p, chunk, (off_t)off) : -1;
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -147,7 +163,10 @@ static nnp_status journal_append(nnp_writer *w, nnp_sbuf *line)
     const char *p = line->s;
     size_t n = line->len;
     while (n) {
-        ssize_t k = write(w->jfd, p, n);
+        struct stat sb;
+        size_t chunk = fstat(w->jfd, &sb) == 0 ? under_size_limit((uint64_t)sb.st_size, n) : n;
+        errno = EFBIG;
+        ssize_t k = chunk ? write(w->jfd, p, chunk) : -1;
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -486,8 +505,10 @@ static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t 
     off_t src = (off_t)(8 + w->room), dst = (off_t)(8 + room);
     uint64_t left = w->data_len;
     while (left) {
-        size_t chunk = left > (1u << 30) ? (1u << 30) : (size_t)left;
-        ssize_t k = copy_file_range(in, &src, out, &dst, chunk, 0);
+        size_t chunk = under_size_limit((uint64_t)dst, left > (1u << 30) ? (1u << 30)
+                                                                        : (size_t)left);
+        errno = EFBIG;
+        ssize_t k = chunk ? copy_file_range(in, &src, out, &dst, chunk, 0) : -1;
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {

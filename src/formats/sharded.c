@@ -101,6 +101,7 @@ nnp_status nnp__sharded_load_index(nnp_dump *d, const char *index_path)
     nnp_status st = NNP_OK;
     char *dir = NULL;
     const char **shards = NULL;
+    json_t *seen = NULL;
     json_t *map = json_object_get(root, "weight_map");
     if (!json_is_object(root) || !json_is_object(map)) {
         st = nnp__fail(NNP_ERR_FORMAT, "%s: index has no \"weight_map\" object", index_path);
@@ -111,27 +112,35 @@ nnp_status nnp__sharded_load_index(nnp_dump *d, const char *index_path)
         st = nnp__nomem();
         goto out;
     }
-    /* Shards in order of first mention, each once. */
+    /* Shards in order of first mention, each once. The names seen go into a hash (a JSON
+     * object): an index naming a shard per tensor would make a search of the list quadratic. */
     size_t nshards = 0;
     const char *tensor;
     json_t *v;
+    if (!(seen = json_object())) {
+        st = nnp__nomem();
+        goto out;
+    }
     json_object_foreach(map, tensor, v) {
         if (!json_is_string(v) || !plain_file_name(json_string_value(v))) {
             st = nnp__fail(NNP_ERR_FORMAT, "%s: weight_map: tensor '%s' must name a file beside "
                            "the index", index_path, tensor);
             goto out;
         }
-        bool seen = false;
-        for (size_t k = nshards; k-- > 0 && !seen;)
-            seen = strcmp(shards[k], json_string_value(v)) == 0;
-        if (!seen)
-            shards[nshards++] = json_string_value(v);
+        if (json_object_get(seen, json_string_value(v)))
+            continue;
+        if (json_object_set_new(seen, json_string_value(v), json_true()) != 0) {
+            st = nnp__nomem();
+            goto out;
+        }
+        shards[nshards++] = json_string_value(v);
     }
     for (size_t k = 0; k < nshards; k++)
         if ((st = load_shard(d, dir, shards[k])))
             goto out;
     st = check_weight_map(d, index_path, dir, map);
 out:
+    json_decref(seen);
     free(shards);
     free(dir);
     json_decref(root);
