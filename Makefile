@@ -17,8 +17,8 @@ WARN     = -Wall -Wextra -Wpedantic $(if $(WERROR),-Werror)
 CFLAGS_ALL = -std=c11 $(OPT) -g -fPIC -fopenmp-simd $(WARN) $(CFLAGS)
 CPPFLAGS_ALL = -D_GNU_SOURCE -Iinclude -Isrc $(CPPFLAGS)
 LIBS     = -ljansson -lz -lpthread -lm
-# The CLI also writes PNG plots (nnparity run --plot FILE.png).
-CLI_LIBS = -lpng
+# The CLI also writes PNG plots (nnparity run --plot FILE.png) and loads the MPI plugin (dlopen).
+CLI_LIBS = -lpng -ldl
 
 LIB_SRC  = $(wildcard src/*.c src/formats/*.c)
 CLI_SRC  = $(wildcard cli/*.c)
@@ -54,6 +54,16 @@ $(BUILD)/libnnparity.so: $(LIB_OBJ) src/libnnparity.map
 
 $(BUILD)/nnparity: $(CLI_OBJ) $(BUILD)/libnnparity.a
 	$(CC) $(CFLAGS_ALL) $(CLI_OBJ) $(BUILD)/libnnparity.a -o $@ $(LIBS) $(CLI_LIBS)
+
+# MPI: `nnparity diff --mpi` loads $(BUILD)/libnnparity_mpi.so (src/mpi/), made with mpicc when
+# mpicc is found; nnparity and libnnparity never link MPI and build the same without it.
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPI_PLUGIN = $(if $(MPICC),$(BUILD)/libnnparity_mpi.so)
+all: $(MPI_PLUGIN)
+
+$(BUILD)/libnnparity_mpi.so: src/mpi/nnparity_mpi.c include/nnparity.h
+	@mkdir -p $(dir $@)
+	$(MPICC) -shared $(CPPFLAGS_ALL) $(CFLAGS_ALL) $< -o $@
 
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libnnparity.a $(HEADERS)
 	@mkdir -p $(dir $@)

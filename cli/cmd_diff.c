@@ -2,6 +2,7 @@
  * cmd_diff.c - `nnparity diff REF PORT`: does the port agree with the reference, and if not,
  * where does it start to diverge and by how much.
  */
+#include <dlfcn.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -31,7 +32,10 @@ static const char diff_usage[] =
     "                   which then replaces the text report)\n"
     "  --markdown FILE  also write a short Markdown report (fits a pull request comment)\n"
     "  --all            list every pair, not only those that are not a pass\n"
-    "  -j, --threads N  threads (default: one per CPU)\n"
+    "  -j, --threads N  threads (default: one per CPU; with --mpi, per process)\n"
+    "  --mpi            share the comparing among the processes of an MPI job\n"
+    "                   (mpirun -np N / srun nnparity diff --mpi ...): process 0 writes the\n"
+    "                   report, the same one a single process writes (docs/scale.md)\n"
     "  -h               this help\n"
     "\n"
     "Exit codes: 0 every pair within tolerance and the same order, 1 a divergence or a reordering,\n"
@@ -257,6 +261,10 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
            d->npairs, counts[NNP_PASS], counts[NNP_WARN], counts[NNP_FAIL],
            counts[NNP_SHAPE_MISMATCH], counts[NNP_DTYPE_MISMATCH], d->nunmatched_ref,
            d->nunmatched_port);
+    if (d->rank0_default)
+        printf("ranks: %zu %s that several ranks of the port hold no gather rule covers: each "
+               "compared as its lowest rank's copy (docs/scale.md)\n", d->rank0_default,
+               cli_plural(d->rank0_default, "name", "names"));
     if (d->first_divergence < 0 && d->order_violation < 0)
         printf("\nverdict: the port agrees with the reference%s\n",
                counts[NNP_WARN] ? " (some pairs only nearly: see warn)" : "");
@@ -583,6 +591,53 @@ static int emit_rules(const nnp_diff *d, const nnp_dump *ref, const char *rules_
     return rc;
 }
 
+/* --mpi: the MPI transport, a plugin loaded only when asked for, so that nnparity itself never
+ * depends on MPI (docs/scale.md). It sits beside the nnparity binary, or where
+ * NNPARITY_MPI_PLUGIN says. */
+static void (*mpi_close)(void);
+
+static int mpi_start(nnp_comm *comm)
+{
+    char path[4096];
+    const char *env = getenv("NNPARITY_MPI_PLUGIN");
+    ssize_t n = env && *env ? -1 : readlink("/proc/self/exe", path, sizeof path - 32);
+    if (env && *env)
+        snprintf(path, sizeof path, "%s", env);
+    else if (n <= 0)
+        snprintf(path, sizeof path, "libnnparity_mpi.so");
+    else {
+        path[n] = 0;
+        strcpy(strrchr(path, '/') + 1, "libnnparity_mpi.so");
+    }
+    /* global: MPI's own components, which it loads in turn, look for its symbols */
+    void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    if (!h) {
+        cli_error("--mpi needs the MPI plugin: %s (it is built by `make` where mpicc is "
+                  "installed; NNPARITY_MPI_PLUGIN names another; docs/scale.md)", dlerror());
+        return EXIT_BAD_INPUT;
+    }
+    int (*open_fn)(nnp_comm *, char *, size_t) = NULL;
+    void *a = dlsym(h, "nnp_mpi_open"), *b = dlsym(h, "nnp_mpi_close");
+    memcpy(&open_fn, &a, sizeof a); /* ISO C has no cast from an object to a function pointer */
+    memcpy(&mpi_close, &b, sizeof b);
+    char why[256] = "";
+    if (!open_fn || !mpi_close) {
+        cli_error("%s: not an nnparity MPI plugin (no nnp_mpi_open)", path);
+        return EXIT_BAD_INPUT;
+    }
+    if (open_fn(comm, why, sizeof why)) {
+        cli_error("--mpi: %s", why);
+        return EXIT_BAD_INPUT;
+    }
+    return EXIT_AGREE;
+}
+
+/* The exit code for a failure another process reported (process 0 prints it). */
+static int exit_code_of(nnp_status st)
+{
+    return st == NNP_ERR_NOMEM || st == NNP_ERR_INTERNAL ? EXIT_INTERNAL : EXIT_BAD_INPUT;
+}
+
 static int run_diff(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -590,11 +645,11 @@ static int run_diff(int argc, char **argv)
         {"rtol", required_argument, NULL, 'R'},  {"json", required_argument, NULL, 'J'},
         {"all", no_argument, NULL, 'A'},         {"threads", required_argument, NULL, 'j'},
         {"markdown", required_argument, NULL, 'M'}, {"no-align", no_argument, NULL, 'N'},
-        {"emit-rules", required_argument, NULL, 'E'},
+        {"emit-rules", required_argument, NULL, 'E'}, {"mpi", no_argument, NULL, 'P'},
         {0, 0, 0, 0}};
     const char *rules_path = NULL, *json_path = NULL, *md_path = NULL, *emit_path = NULL;
     double atol = -1, rtol = -1;
-    bool all = false, no_align = false;
+    bool all = false, no_align = false, mpi = false;
     int threads = 0, c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
@@ -610,6 +665,8 @@ static int run_diff(int argc, char **argv)
             no_align = true;
         } else if (c == 'E') {
             emit_path = optarg;
+        } else if (c == 'P') {
+            mpi = true;
         } else if (c == 'a' || c == 'R') {
             if (!cli_parse_tolerance(optarg, c == 'a' ? &atol : &rtol))
                 return cli_usage_error(&cli_diff, "--%s takes a non-negative number, not '%s'",
@@ -633,6 +690,11 @@ static int run_diff(int argc, char **argv)
         if (atol < 0) atol = 0;
         if (rtol < 0) rtol = 0;
     }
+    nnp_comm comm = {0, 1, NULL, NULL, NULL};
+    int rc;
+    if (mpi && (rc = mpi_start(&comm)))
+        return rc;
+    bool root = comm.rank == 0;
     nnp_rules *rules = NULL;
     nnp_dump *ref = NULL, *port = NULL;
     nnp_diff *d = NULL;
@@ -641,18 +703,22 @@ static int run_diff(int argc, char **argv)
         st = nnp_dump_open(argv[optind], &ref);
     if (!st)
         st = nnp_dump_open(argv[optind + 1], &port);
+    if (mpi) /* every process opened the files itself (a shared file system) */
+        st = nnp_comm_agree(&comm, st);
     bool to_stdout = json_path && strcmp(json_path, "-") == 0;
     component_rules = rules;
-    use_colour = !to_stdout && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+    /* mpirun hands its processes a terminal of its own, whatever stdout finally is */
+    use_colour = !mpi && !to_stdout && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
     progress_line line = {isatty(STDERR_FILENO), 0, false};
-    nnp_diff_options o = {rules, atol, rtol, threads, no_align, show_progress, &line};
+    nnp_diff_options o = {rules, atol, rtol, threads, no_align, mpi ? NULL : show_progress, &line};
     if (!st)
-        st = nnp_diff_dumps(ref, port, &o, &d);
+        st = mpi ? nnp_diff_dumps_comm(ref, port, &o, &comm, &d) : nnp_diff_dumps(ref, port, &o, &d);
     if (line.shown)
         fprintf(stderr, "\r\033[K");
-    int rc;
     if (st) {
-        rc = cli_fail(st);
+        rc = root ? cli_fail(st) : exit_code_of(st);
+    } else if (!root) {
+        rc = EXIT_AGREE; /* process 0 reports, and says how every process exits */
     } else {
         rc = emit_path ? emit_rules(d, ref, rules_path, emit_path) : EXIT_AGREE;
         if (rc == EXIT_AGREE && !to_stdout)
@@ -664,10 +730,21 @@ static int run_diff(int argc, char **argv)
         if (rc == EXIT_AGREE && (d->first_divergence >= 0 || d->order_violation >= 0))
             rc = EXIT_FOUND;
     }
+    /* Process 0 exits with the diff's code and the others with 0, which mpirun and srun pass
+     * on; a process that exits non-zero first would make mpirun stop process 0 while it still
+     * writes the report. The broadcast keeps the others until process 0 has written it. */
+    fflush(stdout);
+    int root_rc = rc;
+    if (mpi && comm.bcast(comm.ctx, &root_rc, sizeof root_rc))
+        rc = EXIT_INTERNAL;
+    else if (mpi && !root)
+        rc = EXIT_AGREE;
     nnp_diff_free(d);
     nnp_dump_close(ref);
     nnp_dump_close(port);
     nnp_rules_free(rules);
+    if (mpi)
+        mpi_close();
     return rc;
 }
 

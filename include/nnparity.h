@@ -139,10 +139,14 @@ typedef struct nnp_record {
     uint64_t nelem;          /* product of shape (1 for a scalar, 0 for a zero-size tensor) */
     uint64_t nbytes;         /* nelem * dtype size */
     const char *file;        /* the file the data lives in (a shard, an npz member's archive) */
+    int32_t rank;            /* in a capture of several ranks (docs/scale.md): the rank that
+                              * recorded it; -1 otherwise */
+    uint32_t world_size;     /* ... and how many ranks the capture has; 0 otherwise */
 } nnp_record;
 
 /* Open a dump. `path` may be a .safetensors file, a sharded checkpoint's *.index.json, a directory
- * of *.safetensors shards, an .npy file, an .npz archive or a PyTorch checkpoint (torch.save's
+ * of *.safetensors shards (or of a capture's rank-R-of-N.safetensors files, one per rank: read as
+ * one dump, see docs/scale.md), an .npy file, an .npz archive or a PyTorch checkpoint (torch.save's
  * zip format: .pt, .pth, .bin; its pickle is read by a restricted unpickler that runs nothing)
  * or a GGUF file (quantized tensors read as F32, dequantized on first access); the format is found
  * from the file's first bytes, not its name. The whole header is validated
@@ -155,7 +159,8 @@ void nnp_dump_close(nnp_dump *dump);
 /* The path given to nnp_dump_open. */
 const char *nnp_dump_path(const nnp_dump *dump);
 
-/* "safetensors", "safetensors-sharded", "safetensors-partial", "npy", "npz", "torch" or "gguf". */
+/* "safetensors", "safetensors-sharded", "safetensors-ranks" (a capture of several ranks),
+ * "safetensors-partial", "npy", "npz", "torch" or "gguf". */
 const char *nnp_dump_format(const nnp_dump *dump);
 
 /* Number of records, and record i in execution order (i < count). */
@@ -369,6 +374,9 @@ typedef struct nnp_diff {
                                * call (roles in0, in1, ...) are finite; -1: none */
     size_t naligned;          /* pairs made by automatic alignment */
     void *owned;              /* the library's: shapes and texts the pairs point to */
+    size_t rank0_default;     /* names of the port that several ranks of a rank capture hold
+                               * and that no gather rule covers: each was compared as its
+                               * lowest rank's copy (docs/scale.md) */
 } nnp_diff;
 
 /* The component a record belongs to, from its module type and then its name: "attention",
@@ -385,6 +393,41 @@ const char *nnp_component_of(const nnp_rules *rules, const char *name, const cha
 nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
                           nnp_diff **out);
 void nnp_diff_free(nnp_diff *diff);
+
+/* ---------------------------------------------------------------------------------------------
+ * Distributed diff: the processes of one job (MPI ranks, say) share the comparing
+ *
+ * Every process opens both dumps (headers only: data is mapped, and each process reads only
+ * the chunks it compares) and pairs them the same way; the pairs, and the chunks of large
+ * pairs, are split among the processes by bytes, in contiguous ranges; process 0 merges the
+ * chunks' partial results in the order a single process merges them, so its diff equals
+ * nnp_diff_dumps's bit for bit (docs/scale.md). The transport is the caller's: `nnparity diff
+ * --mpi` fills it from an MPI plugin, and the library itself never links MPI. Processes must
+ * run the same architecture (partial results travel as raw bytes).
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nnp_comm {
+    int rank, size; /* this process, of `size` (size 1: a plain diff) */
+    void *ctx;      /* the transport's own */
+    /* Every process calls it with n bytes at `send`; at process 0, *all gets a new buffer
+     * (free() it) of every process's bytes, rank after rank, and lens[r] (size entries) their
+     * lengths; elsewhere *all is NULL. Returns 0, or non-zero when the transport failed. */
+    int (*gather)(void *ctx, const void *send, uint64_t n, void **all, uint64_t *lens);
+    /* Every process calls it: process 0's n bytes at buf go to buf on every process. */
+    int (*bcast)(void *ctx, void *buf, uint64_t n);
+} nnp_comm;
+
+/* Every process passes its own status (its message, nnp_last_error(), with it); every process
+ * gets the first failure in rank order, with that process's message ("rank R: " before it when
+ * it is another process's), or NNP_OK when all succeeded. A transport failure is
+ * NNP_ERR_INTERNAL. */
+nnp_status nnp_comm_agree(const nnp_comm *comm, nnp_status status);
+
+/* nnp_diff_dumps shared among comm->size processes: every process calls it with the same
+ * dumps and options; process 0 gets the diff in *out, the others NULL. Every process returns
+ * the same status (nnp_comm_agree). opts->progress is not called. */
+nnp_status nnp_diff_dumps_comm(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
+                               const nnp_comm *comm, nnp_diff **out);
 
 /* The pairs automatic alignment made, as rules (rename lines, generalized where that is safe)
  * that map the port's names, as the given rules left them, onto the reference's; *text is a new
@@ -421,6 +464,14 @@ typedef struct nnp_capture_options {
     const char *inject_path;  /* reference dump to inject from; NULL: no injection */
     const char *rules_path;   /* rules mapping this engine's record names to the reference's */
     size_t expected_records;  /* sizes the header room (0: unknown) */
+    /* This process's rank among world_size processes of one distributed run. world_size 0:
+     * from the environment the launchers set (RANK/WORLD_SIZE, OMPI_COMM_WORLD_RANK/_SIZE,
+     * PMI_RANK/PMI_SIZE, SLURM_PROCID/SLURM_NTASKS, in that order; none: one process). When
+     * there are several ranks, or the capture path is a directory or ends with '/', the path
+     * names a directory (made if missing) and this rank records into
+     * "<path>/rank-RRRRR-of-NNNNN.safetensors"; opening the directory reads every rank's file
+     * as one dump (docs/scale.md). */
+    int rank, world_size;
 } nnp_capture_options;
 
 /* Open the process's session: record into `path` (NULL: inject only) and inject as `opts` says

@@ -6,9 +6,12 @@ set -euo pipefail
 
 # Build: compilers, the unit-test framework, JSON, zlib, libpng (PNG plots). Tests: numpy, torch,
 # torchvision (real models with random weights) and pytest for the interpreter Debian's packages
-# install into (/usr/bin/python3), and chromium, which opens the HTML report headless.
+# install into (/usr/bin/python3), and chromium, which opens the HTML report headless. Open MPI
+# (mpicc builds the plugin behind `nnparity diff --mpi`; mpirun runs its tests); nnparity itself
+# never links it.
 packages=(gcc make clang libcmocka-dev libjansson-dev zlib1g-dev libpng-dev
-          python3 python3-numpy python3-torch python3-torchvision python3-pytest chromium)
+          python3 python3-numpy python3-torch python3-torchvision python3-pytest chromium
+          openmpi-bin libopenmpi-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -8,10 +8,12 @@
  * the data is written straight from the caller's buffer. With no session, a tap costs one
  * pthread_once check and one atomic load.
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -97,6 +99,83 @@ static nnp_status next_call(session *s, const char *name, const char *role, uint
     return NNP_OK;
 }
 
+/* ---- the ranks of a distributed run (docs/scale.md) ---- */
+
+/* The variables that launchers set, in the order they are believed: torchrun's, Open MPI's,
+ * MPICH's (PMI), Slurm's. A family counts only when both of its variables are set: salloc sets
+ * SLURM_NTASKS without SLURM_PROCID for the shell it starts. */
+static const char *const rank_vars[][2] = {{"RANK", "WORLD_SIZE"},
+                                           {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+                                           {"PMI_RANK", "PMI_SIZE"},
+                                           {"SLURM_PROCID", "SLURM_NTASKS"}};
+
+static bool decimal(const char *s, long *v)
+{
+    char *end;
+    errno = 0;
+    *v = strtol(s, &end, 10);
+    return *s >= '0' && *s <= '9' && !*end && !errno && *v <= 1000000000L;
+}
+
+/* This process's rank and world size from the environment (one process when none is set). */
+static nnp_status rank_from_env(int *rank, int *world)
+{
+    *rank = 0;
+    *world = 1;
+    for (size_t i = 0; i < sizeof rank_vars / sizeof *rank_vars; i++) {
+        const char *r = getenv(rank_vars[i][0]), *w = getenv(rank_vars[i][1]);
+        if (!r || !*r || !w || !*w)
+            continue;
+        long rv, wv;
+        if (!decimal(r, &rv) || !decimal(w, &wv) || wv < 1 || rv >= wv)
+            return nnp__fail(NNP_ERR_ARG, "capture: %s=%s and %s=%s are not a rank below a world "
+                             "size", rank_vars[i][0], r, rank_vars[i][1], w);
+        *rank = (int)rv;
+        *world = (int)wv;
+        return NNP_OK;
+    }
+    return NNP_OK;
+}
+
+/* Where this process records: `path` itself, or, for one rank of several (or when `path` is a
+ * directory or ends with '/'), "<path>/rank-RRRRR-of-NNNNN.safetensors", the directory made
+ * if missing (ranks race to make it: one that finds it made is content). *out is new. */
+static nnp_status rank_path(const char *path, const nnp_capture_options *opts, char **out)
+{
+    int rank = opts ? opts->rank : 0, world = opts ? opts->world_size : 0;
+    nnp_status st = NNP_OK;
+    if (world < 0 || (world > 0 && (rank < 0 || rank >= world)))
+        return nnp__fail(NNP_ERR_ARG, "nnp_capture_open: rank %d of %d ranks does not exist", rank,
+                         world);
+    if (world == 0 && (st = rank_from_env(&rank, &world)))
+        return st;
+    size_t len = strlen(path);
+    struct stat sb;
+    bool exists = stat(path, &sb) == 0;
+    bool dir = world > 1 || path[len - 1] == '/' || (exists && S_ISDIR(sb.st_mode));
+    if (!dir) {
+        *out = strdup(path);
+        return *out ? NNP_OK : nnp__nomem();
+    }
+    if (exists && !S_ISDIR(sb.st_mode))
+        return nnp__fail(NNP_ERR_ARG, "%s: a capture of %d ranks records into a directory of "
+                         "rank files, and this is a file", path, world);
+    if (!exists && mkdir(path, 0777) != 0 && errno != EEXIST)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot make the capture directory: %s", path,
+                         strerror(errno));
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    nnp_sbuf b = {0};
+    nnp__sbuf_put(&b, path, len);
+    nnp__sbuf_printf(&b, "/rank-%05d-of-%05d.safetensors", rank, world);
+    if (b.failed) {
+        nnp__sbuf_free(&b);
+        return nnp__nomem();
+    }
+    *out = b.s;
+    return NNP_OK;
+}
+
 static nnp_status session_open(const char *path, const nnp_capture_options *opts, session **out)
 {
     session *s = calloc(1, sizeof *s);
@@ -113,8 +192,10 @@ static nnp_status session_open(const char *path, const nnp_capture_options *opts
         st = nnp_dump_open(opts->inject_path, &s->ref);
     if (!st && opts && opts->rules_path && *opts->rules_path)
         st = nnp_rules_load(opts->rules_path, &s->rules);
-    if (!st && path && *path)
-        st = nnp_writer_open(path, opts ? opts->expected_records : 0, &s->writer);
+    char *file = NULL;
+    if (!st && path && *path && !(st = rank_path(path, opts, &file)))
+        st = nnp_writer_open(file, opts ? opts->expected_records : 0, &s->writer);
+    free(file);
     if (!st && !s->writer && !s->ref)
         st = nnp__fail(NNP_ERR_ARG, "nnp_capture_open: neither a capture path nor an injection "
                        "file");

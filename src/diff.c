@@ -163,7 +163,7 @@ static void report_progress(cmp_ctx *ctx, const nnp_diff_pair *p)
     pthread_mutex_unlock(&ctx->lock);
 }
 
-static void verdict_of(nnp_diff_pair *p)
+void nnp__diff_verdict(nnp_diff_pair *p)
 {
     const nnp_metrics *m = &p->metrics;
     bool new_nonfinite = m->nan_port > m->nan_ref || m->inf_port > m->inf_ref;
@@ -202,7 +202,7 @@ static void compare_pair(void *c, size_t t)
     if (st)
         ctx->status[t] = st;
     else
-        verdict_of(p);
+        nnp__diff_verdict(p);
     nnp_dump_release(ctx->ref, p->ref);
     for (uint32_t k = 0; k < p->nparts; k++)
         nnp_dump_release(ctx->port, p->parts[k]);
@@ -359,24 +359,28 @@ nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options 
     nnp_status st = d ? nnp__pair_records(ref, port, &o, d) : nnp__nomem();
     if (!st)
         st = compare_all(d, ref, port, &o);
-    if (!st) {
-        d->first_divergence = d->order_violation = -1;
-        uint64_t last_seq = 0;
-        for (size_t i = 0; i < d->npairs; i++) {
-            nnp_verdict v = d->pairs[i].verdict;
-            if (d->first_divergence < 0 && v != NNP_PASS && v != NNP_WARN)
-                d->first_divergence = (int64_t)i;
-            uint64_t seq = nnp_dump_record(port, d->pairs[i].port)->seq;
-            if (d->order_violation < 0 && i > 0 && seq < last_seq)
-                d->order_violation = (int64_t)i;
-            last_seq = seq;
-        }
-        st = find_nonfinite_origin(d, port);
-    }
+    if (!st)
+        st = nnp__diff_conclude(d, port);
     if (st) {
         nnp_diff_free(d);
         return st;
     }
     *out = d;
     return NNP_OK;
+}
+
+nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port)
+{
+    d->first_divergence = d->order_violation = -1;
+    uint64_t last_seq = 0;
+    for (size_t i = 0; i < d->npairs; i++) {
+        nnp_verdict v = d->pairs[i].verdict;
+        if (d->first_divergence < 0 && v != NNP_PASS && v != NNP_WARN)
+            d->first_divergence = (int64_t)i;
+        uint64_t seq = nnp_dump_record(port, d->pairs[i].port)->seq;
+        if (d->order_violation < 0 && i > 0 && seq < last_seq)
+            d->order_violation = (int64_t)i;
+        last_seq = seq;
+    }
+    return find_nonfinite_origin(d, port);
 }

@@ -54,6 +54,12 @@ struct nnp_dump {
     arena_block *arena;
     uint64_t file_index; /* the file being read, counted from 0 */
     uint64_t header_room; /* header length of the first safetensors file read */
+    /* While a rank capture's files are read (formats/ranks.c): the rank of the file being read
+     * (-1: not a rank capture), its world size, and "@rank<R>", which its names take so that
+     * the ranks' equal names stay apart */
+    int32_t rank;
+    uint32_t world;
+    char rank_suffix[24];
     pthread_mutex_t lock; /* guards on-demand conversion in nnp_dump_data */
 };
 
@@ -193,8 +199,58 @@ uint64_t nnp__dump_next_file(nnp_dump *d)
     return ++d->file_index;
 }
 
+void nnp__dump_set_rank(nnp_dump *d, int32_t rank, uint32_t world)
+{
+    d->rank = rank;
+    d->world = world;
+    if (rank >= 0)
+        snprintf(d->rank_suffix, sizeof d->rank_suffix, "@rank%d", (int)rank);
+    else
+        d->rank_suffix[0] = 0;
+}
+
+nnp_rec *nnp__dump_recs(nnp_dump *d, size_t *n)
+{
+    *n = d->nrecs;
+    return d->recs;
+}
+
+/* `name` as the dump stores it: with the rank's suffix while a rank capture is read. *tmp gets
+ * what must be freed (NULL when nothing); NULL when memory runs out. */
+static const char *stored_name(const nnp_dump *d, const char *name, char **tmp)
+{
+    *tmp = NULL;
+    if (!d->rank_suffix[0])
+        return name;
+    size_t a = strlen(name), b = strlen(d->rank_suffix);
+    if (!(*tmp = malloc(a + b + 1)))
+        return NULL;
+    memcpy(*tmp, name, a);
+    memcpy(*tmp + a, d->rank_suffix, b + 1);
+    return *tmp;
+}
+
+static nnp_status dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
+                           uint32_t ndim, const uint64_t *shape, nnp_rec **out);
+
 nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
                          uint32_t ndim, const uint64_t *shape, nnp_rec **out)
+{
+    char *tmp;
+    const char *stored = stored_name(d, name, &tmp);
+    if (!stored)
+        return nnp__nomem();
+    nnp_status st = dump_add(d, file, stored, dtype, ndim, shape, out);
+    free(tmp);
+    if (!st) {
+        (*out)->pub.rank = d->rank;
+        (*out)->pub.world_size = d->rank >= 0 ? d->world : 0;
+    }
+    return st;
+}
+
+static nnp_status dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
+                           uint32_t ndim, const uint64_t *shape, nnp_rec **out)
 {
     uint64_t nelem, nbytes;
     if (!nnp__shape_nelem(ndim, shape, &nelem) ||
@@ -329,7 +385,12 @@ nnp_status nnp__dump_annotate(nnp_dump *d, const char *file, const char *name, c
                               const char *role, const char *module_type, uint64_t call,
                               uint64_t seq)
 {
-    int64_t i = nnp_dump_find(d, name);
+    char *tmp;
+    const char *stored = stored_name(d, name, &tmp);
+    if (!stored)
+        return nnp__nomem();
+    int64_t i = nnp_dump_find(d, stored);
+    free(tmp);
     if (i < 0 || strcmp(d->recs[i].pub.file, file) != 0)
         return nnp__fail(NNP_ERR_FORMAT,
                          "%s: metadata '%s' names tensor '%s', which the file does not hold",
@@ -446,6 +507,7 @@ static nnp_status dump_new(const char *path, nnp_dump **out)
         free(d);
         return nnp__fail(NNP_ERR_INTERNAL, "nnp_dump_open: cannot create a mutex");
     }
+    d->rank = -1;
     d->path = strdup(path);
     if (!d->path) {
         nnp_dump_close(d);

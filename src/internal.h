@@ -139,6 +139,10 @@ typedef struct nnp_op {
 
 /* Where one port record goes: the reference name, the adapters in rule order, a tolerance given
  * by a rule, and, when it is one part of a record the reference holds fused, which part. */
+/* How a `gather` rule joins the copies of a name that several ranks of a rank capture hold
+ * (docs/scale.md). */
+enum { NNP_GATHER_NONE = 0, NNP_GATHER_CONCAT, NNP_GATHER_SUM, NNP_GATHER_RANK0 };
+
 typedef struct nnp_mapping {
     char *name;
     nnp_op *ops;
@@ -147,6 +151,9 @@ typedef struct nnp_mapping {
     double atol, rtol;
     uint32_t part, nparts; /* nparts 0: not a part */
     int64_t join_axis;
+    bool join_sum;         /* the parts are summed, not joined along join_axis */
+    int gather;            /* NNP_GATHER_*: the first gather rule that matched the name */
+    int64_t gather_axis;
 } nnp_mapping;
 
 /* Map a name through every rule: *n mappings (0: ignored; more than one: a split). */
@@ -256,6 +263,24 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
 nnp_status nnp__compare_records(nnp_dump *ref, size_t ref_rec, nnp_dump *port, size_t port_rec,
                                 const nnp_compare_options *opts, nnp_metrics *out);
 
+/* The comparing pass cut at its chunks, for processes that share a tensor's chunks
+ * (distrib.c): chunk `chunk` of n elements (nnp__cmp_chunk_elems() each, the last one shorter)
+ * into `partial` (nnp__cmp_partial_size() bytes of plain data), releasing its pages as
+ * nnp__compare_sides does; nnp__compare_merge then merges the partials of every chunk, in
+ * chunk order, into the same metrics as nnp__compare_sides gives, bit for bit. */
+size_t nnp__cmp_partial_size(void);
+uint64_t nnp__cmp_chunk_elems(void);
+void nnp__compare_chunk(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
+                        double atol, double rtol, uint64_t chunk, void *partial);
+void nnp__compare_merge(const void *partials, size_t nchunks, nnp_metrics *out);
+
+/* ---- the stages of a diff (diff.c), shared with the distributed diff (distrib.c) ---- */
+
+/* pass, warn or fail from a compared pair's metrics */
+void nnp__diff_verdict(nnp_diff_pair *p);
+/* Once every pair is compared: the first divergence, the order check, where NaN/Inf start. */
+nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port);
+
 /* ---- dump builder (dump.c) ---- */
 
 /* How a record's stored bytes differ from little-endian C order. */
@@ -315,6 +340,15 @@ void nnp__dump_set_header_room(nnp_dump *d, uint64_t room);
 /* The index of the file being loaded: readers that open several files call this before each. */
 uint64_t nnp__dump_next_file(nnp_dump *d);
 
+/* While a rank capture is read: the records added from now on were recorded by `rank` of
+ * `world` (rank -1: not a rank capture). Their names get "@rank<R>" appended, here and in
+ * nnp__dump_annotate, so that equal names of different ranks stay apart until
+ * formats/ranks.c settles them. */
+void nnp__dump_set_rank(nnp_dump *d, int32_t rank, uint32_t world);
+/* The records added so far, in adding order (valid until the next nnp__dump_add). A reader may
+ * rename them (arena strings) and set their meta_seq: the dump is indexed and ordered after. */
+nnp_rec *nnp__dump_recs(nnp_dump *d, size_t *n);
+
 /* Record `name`'s provenance from nnparity metadata (module, role, type copied; position `seq` in
  * execution order). Unknown names are a format error naming `file`. */
 nnp_status nnp__dump_annotate(nnp_dump *d, const char *file, const char *name, const char *module,
@@ -332,6 +366,13 @@ void nnp__dump_prefetch_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len)
 nnp_status nnp__safetensors_load(nnp_dump *d, const char *path);
 nnp_status nnp__sharded_load_index(nnp_dump *d, const char *index_path);
 nnp_status nnp__sharded_load_dir(nnp_dump *d, const char *dir_path);
+/* A directory whose *.safetensors files (names[0..n), in natural order) are a capture's
+ * rank-R-of-N files (formats/ranks.c): every rank must be there; read as one dump. *handled is
+ * false, and nothing is read, when no name is a rank file's. */
+nnp_status nnp__ranks_load_dir(nnp_dump *d, const char *dir_path, char *const *names, size_t n,
+                               bool *handled);
+/* Parse "rank-R-of-N.safetensors" (any number of digits); false when `name` is not one. */
+bool nnp__rank_file_name(const char *name, uint32_t *rank, uint32_t *world);
 nnp_status nnp__npy_load(nnp_dump *d, const char *path);
 nnp_status nnp__npz_load(nnp_dump *d, const char *path);
 /* A PyTorch checkpoint (formats/torch_pt.c): a torch.save zip, read through a restricted

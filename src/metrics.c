@@ -374,3 +374,47 @@ nnp_status nnp__compare_records(nnp_dump *ref, size_t ref_rec, nnp_dump *port, s
     }
     return st;
 }
+
+/* ---- the pass cut at its chunks, for processes that share one tensor's chunks (distrib.c) ----
+ * A chunk's partial result is what run_chunk leaves for it; merging the partials of every chunk
+ * in chunk order, as nnp__compare_sides does, gives its metrics bit for bit, whichever process
+ * computed which chunk. */
+
+size_t nnp__cmp_partial_size(void)
+{
+    return sizeof(acc);
+}
+
+uint64_t nnp__cmp_chunk_elems(void)
+{
+    return CMP_CHUNK;
+}
+
+void nnp__compare_chunk(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
+                        double atol, double rtol, uint64_t chunk, void *partial)
+{
+    /* run_chunk over a view that starts at the chunk: the same blocks over the same bytes;
+     * only the index of the worst element is relative to the view */
+    uint64_t first = chunk * CMP_CHUNK, len = n - first < CMP_CHUNK ? n - first : CMP_CHUNK;
+    size_t rs = nnp_dtype_size(ref->dtype), ps = nnp_dtype_size(port->dtype);
+    cmp_job job = {{ref->dtype, (const unsigned char *)ref->data + first * rs, NULL, 0},
+                   {port->dtype, (const unsigned char *)port->data + first * ps, NULL, 0},
+                   len, atol, rtol, partial};
+    run_chunk(&job, 0);
+    acc *a = partial;
+    if (a->has_max)
+        a->max_index += first;
+    if (ref->dump)
+        nnp__dump_release_range(ref->dump, ref->rec, first * rs, len * rs);
+    if (port->dump)
+        nnp__dump_release_range(port->dump, port->rec, first * ps, len * ps);
+}
+
+void nnp__compare_merge(const void *partials, size_t nchunks, nnp_metrics *out)
+{
+    const acc *parts = partials;
+    acc total = {0};
+    for (size_t i = 0; i < nchunks; i++)
+        acc_merge(&total, &parts[i]);
+    finish(&total, out);
+}

@@ -2,11 +2,14 @@
  * pairing.c - which port record(s) each reference record is compared with, and how: the names
  * the rules give the port's records, the parts a concat rule joins, automatic alignment for what
  * names leave unmatched, and the shape each side is compared at once the adapters have run.
+ * The copies of a name that several ranks of a rank capture hold ("<name>@rank<R>") are parts
+ * too: a gather rule joins or sums them, or keeps the lowest rank's (docs/scale.md).
  *
  * Shapes are worked out before any data is read (the adapters run in shape-only mode), so
  * mismatches are known up front; the data of an adapted pair is made when it is compared
  * (nnp__pair_tensors), one pair at a time, and freed right after.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,7 +112,7 @@ static uint32_t pick_entries(entry *e, size_t n, size_t at, const char *name, si
             return 0; /* a part is missing: the join cannot be made */
         pick[k] = i;
     }
-    return nparts;
+    return nparts <= 64 ? nparts : 0; /* more parts than adapt_pair holds: left unmatched */
 }
 
 /* The tensor a record holds, without its data. */
@@ -120,6 +123,60 @@ static void tensor_of(const nnp_record *r, nnp_tensor *t)
     t->ndim = r->ndim;
     memcpy(t->shape, r->shape, r->ndim * sizeof *r->shape);
     t->nelem = r->nelem;
+}
+
+/* The sum of n parts of one shape, each rounded to double and added in part (rank) order, then
+ * rounded once to the parts' float dtype (F64 for integer parts or mixed dtypes); shape only
+ * when the parts have no data. Made a block at a time: no buffer beyond the result. */
+static nnp_status sum_parts(const nnp_tensor *parts, size_t n, nnp_tensor *out)
+{
+    memset(out, 0, sizeof *out);
+    const nnp_tensor *p0 = &parts[0];
+    nnp_dtype dt = p0->dtype;
+    for (size_t i = 0; i < n; i++) {
+        const nnp_tensor *p = &parts[i];
+        bool same = p->ndim == p0->ndim && !memcmp(p->shape, p0->shape, p->ndim * sizeof *p->shape);
+        if (!same) {
+            char s0[256], s1[256];
+            nnp__format_shape(s0, sizeof s0, p0->ndim, p0->shape);
+            nnp__format_shape(s1, sizeof s1, p->ndim, p->shape);
+            return nnp__fail(NNP_ERR_ARG, "parts %s and %s do not sum: the shapes differ", s0, s1);
+        }
+        if (p->dtype != dt || nnp_dtype_class_of(p->dtype) != NNP_CLASS_FLOAT ||
+            p->dtype == NNP_F8_E4M3 || p->dtype == NNP_F8_E5M2)
+            dt = NNP_F64;
+    }
+    *out = *p0;
+    out->owned = NULL;
+    out->dtype = dt;
+    if (!p0->data) {
+        out->data = NULL;
+        return NNP_OK;
+    }
+    size_t es = nnp_dtype_size(dt);
+    unsigned char *dst = malloc(out->nelem ? out->nelem * es : 1);
+    if (!dst)
+        return nnp__nomem();
+    double acc[1024], x[1024];
+    for (uint64_t at = 0; at < out->nelem; at += 1024) {
+        size_t k = out->nelem - at < 1024 ? (size_t)(out->nelem - at) : 1024;
+        memset(acc, 0, sizeof acc);
+        for (size_t i = 0; i < n; i++) {
+            nnp_convert_to_f64(parts[i].dtype,
+                               (const unsigned char *)parts[i].data +
+                                   at * nnp_dtype_size(parts[i].dtype), k, x);
+            for (size_t j = 0; j < k; j++)
+                acc[j] += x[j];
+        }
+        nnp_status st = nnp_convert(NNP_F64, acc, k, dt, dst + at * es);
+        if (st) {
+            free(dst);
+            return st;
+        }
+    }
+    out->owned = dst;
+    out->data = dst;
+    return NNP_OK;
 }
 
 static bool adapted(const nnp_diff_pair *p, const nnp_mapping *const *maps)
@@ -160,6 +217,8 @@ static nnp_status adapt_pair(nnp_dump *ref, nnp_dump *port, const nnp_diff_pair 
     if (!st && n == 1) {
         *pt = parts[0];
         made = 0;
+    } else if (!st && maps[0]->join_sum) {
+        st = sum_parts(parts, n, pt);
     } else if (!st) {
         st = nnp__concat(parts, n, maps[0]->join_axis, pt);
     }
@@ -221,7 +280,12 @@ static nnp_status plan_pair(owned *o, nnp_dump *ref, nnp_dump *port, nnp_diff_pa
                 nnp__sbuf_puts(&text, "; ");
             nnp__op_describe(&text, &maps[0]->ops[i]);
         }
-        if (p->nparts > 1)
+        if (p->nparts > 1 && maps[0]->gather == NNP_GATHER_SUM)
+            nnp__sbuf_printf(&text, "%sgather sum of %u ranks", text.len ? "; " : "", p->nparts);
+        else if (p->nparts > 1 && maps[0]->gather == NNP_GATHER_CONCAT)
+            nnp__sbuf_printf(&text, "%sgather concat of %u ranks on axis %lld",
+                             text.len ? "; " : "", p->nparts, (long long)maps[0]->join_axis);
+        else if (p->nparts > 1)
             nnp__sbuf_printf(&text, "%sconcat %u parts on axis %lld", text.len ? "; " : "",
                              p->nparts, (long long)maps[0]->join_axis);
         if (text.failed || !(p->adapters = arena_text(o, text.s))) {
@@ -380,17 +444,109 @@ static nnp_status sort_pairs(owned *o, nnp_diff *d)
     return NNP_OK;
 }
 
+/* Where a port record stands among the copies of its name in a rank capture: the length of
+ * the name without "@rank<R>", its place among the ranks that hold the name, and how many do
+ * (holders 0: a name one rank alone holds, or not a rank capture). */
+typedef struct {
+    size_t base_len;
+    uint32_t index, holders;
+    size_t rec;
+} rank_copy;
+
+static int by_copy(const void *pa, const void *pb, void *ctx)
+{
+    const rank_copy *a = pa, *b = pb;
+    nnp_dump *port = ctx;
+    const nnp_record *x = nnp_dump_record(port, a->rec), *y = nnp_dump_record(port, b->rec);
+    size_t n = a->base_len < b->base_len ? a->base_len : b->base_len;
+    int c = memcmp(x->name, y->name, n);
+    if (c)
+        return c;
+    if (a->base_len != b->base_len)
+        return a->base_len < b->base_len ? -1 : 1;
+    return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+static nnp_status rank_copies(nnp_dump *port, rank_copy *rc)
+{
+    size_t n = nnp_dump_count(port), k = 0;
+    rank_copy *t = malloc((n ? n : 1) * sizeof *t);
+    if (!t)
+        return nnp__nomem();
+    for (size_t i = 0; i < n; i++) {
+        const nnp_record *r = nnp_dump_record(port, i);
+        rc[i] = (rank_copy){0, 0, 0, i};
+        char suffix[24];
+        size_t len = strlen(r->name),
+               sl = r->rank >= 0 ? (size_t)snprintf(suffix, sizeof suffix, "@rank%d", r->rank) : 0;
+        if (sl && len > sl && strcmp(r->name + len - sl, suffix) == 0)
+            t[k++] = (rank_copy){len - sl, 0, 0, i};
+    }
+    qsort_r(t, k, sizeof *t, by_copy, port);
+    for (size_t i = 0; i < k;) {
+        size_t j = i + 1;
+        while (j < k && t[j].base_len == t[i].base_len &&
+               memcmp(nnp_dump_record(port, t[j].rec)->name,
+                      nnp_dump_record(port, t[i].rec)->name, t[i].base_len) == 0)
+            j++;
+        for (size_t m = i; m < j; m++)
+            rc[t[m].rec] = (rank_copy){t[m].base_len, (uint32_t)(m - i), (uint32_t)(j - i),
+                                       t[m].rec};
+        i = j;
+    }
+    free(t);
+    return NNP_OK;
+}
+
+/* What a gather rule makes of one rank's copy: a part of a join or sum over the holders, or,
+ * for rank0 (also when no gather rule matched), the lowest rank's copy alone: the others'
+ * mappings are dropped, as an ignore rule drops them. */
+static void apply_gather(nnp_mapping *m, size_t *n, const rank_copy *rc, size_t *defaulted)
+{
+    size_t kept = 0;
+    for (size_t j = 0; j < *n; j++) {
+        int mode = m[j].gather ? m[j].gather : NNP_GATHER_RANK0;
+        if (mode == NNP_GATHER_RANK0 && rc->index != 0) {
+            free(m[j].name);
+            free(m[j].ops);
+            continue;
+        }
+        if (mode == NNP_GATHER_RANK0 && !m[j].gather && j == 0)
+            (*defaulted)++;
+        if (mode != NNP_GATHER_RANK0) {
+            m[j].part = rc->index;
+            m[j].nparts = rc->holders;
+            m[j].join_axis = m[j].gather_axis;
+            m[j].join_sum = mode == NNP_GATHER_SUM;
+        }
+        m[kept++] = m[j];
+    }
+    *n = kept;
+}
+
 static nnp_status map_port_names(owned *o, nnp_dump *port, const nnp_rules *rules, entry **out,
-                                 size_t *nentries)
+                                 size_t *nentries, size_t *defaulted)
 {
     size_t ne = 0;
-    for (size_t i = 0; i < o->nport; i++) {
-        nnp_status st = nnp__rules_apply(rules, nnp_dump_record(port, i)->name, &o->maps[i],
-                                         &o->nmaps[i]);
-        if (st)
-            return st;
-        ne += o->nmaps[i];
+    rank_copy *rc = malloc((o->nport ? o->nport : 1) * sizeof *rc);
+    nnp_status st = rc ? rank_copies(port, rc) : nnp__nomem();
+    for (size_t i = 0; !st && i < o->nport; i++) {
+        const char *name = nnp_dump_record(port, i)->name;
+        /* the rules see a rank's copy under the name the ranks share */
+        char *base = rc[i].holders ? strndup(name, rc[i].base_len) : NULL;
+        if (rc[i].holders && !base)
+            st = nnp__nomem();
+        if (!st)
+            st = nnp__rules_apply(rules, base ? base : name, &o->maps[i], &o->nmaps[i]);
+        free(base);
+        if (!st && rc[i].holders)
+            apply_gather(o->maps[i], &o->nmaps[i], &rc[i], defaulted);
+        if (!st)
+            ne += o->nmaps[i];
     }
+    free(rc);
+    if (st)
+        return st;
     entry *e = malloc((ne ? ne : 1) * sizeof *e);
     if (!e)
         return nnp__nomem();
@@ -425,7 +581,7 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
     nnp_status st = o->maps && o->nmaps && o->pair_maps && d->pairs && d->unmatched_ref &&
                     d->unmatched_port && ref_used && port_used ? NNP_OK : nnp__nomem();
     if (!st)
-        st = map_port_names(o, port, opts->rules, &e, &ne);
+        st = map_port_names(o, port, opts->rules, &e, &ne, &d->rank0_default);
     /* reference records a `ref ignore` rule drops count as used: not paired, not listed */
     for (size_t i = 0; !st && i < nref; i++)
         ref_used[i] = nnp__rules_ref_ignored(opts->rules, nnp_dump_record(ref, i)->name);

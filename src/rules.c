@@ -16,8 +16,9 @@
  * `ignore` drops the name (`ref ignore` drops reference names, as they are); adapters (transpose/permute, reshape, slice, select, cast, rotary, and
  * with `ref` before them the same on the reference's tensor) are collected in order; `concat`
  * marks the name as one part of a fused record, `split` forks it into parts; `tolerance` sets the
- * pair's tolerances. Blank lines and text after '#' are comments. Errors name the file, line and
- * column.
+ * pair's tolerances; `gather` says how the copies of a name that several ranks of a distributed
+ * capture hold are joined (the first gather rule that matches decides; pairing.c joins them).
+ * Blank lines and text after '#' are comments. Errors name the file, line and column.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -38,7 +39,8 @@ typedef enum {
     RULE_ADAPT,
     RULE_CONCAT,
     RULE_SPLIT,
-    RULE_COMPONENT
+    RULE_COMPONENT,
+    RULE_GATHER
 } rule_kind;
 
 #define MAX_LABELS 16
@@ -53,6 +55,7 @@ typedef struct {
     char *labels[MAX_LABELS];   /* concat, split */
     int64_t sizes[MAX_LABELS];  /* split: each part's length along the axis; -1: equal parts */
     size_t nlabels;
+    int gather;                 /* gather: NNP_GATHER_* */
 } rule;
 
 struct nnp_rules {
@@ -118,6 +121,7 @@ static const struct verb {
     {"split", RULE_SPLIT, 0, 3, MAX_LABELS + 1, "a regex, an axis and two or more labels"},
     {"component", RULE_COMPONENT, 0, 1, 1,
      "a regex and a component (embedding, attention, mlp, normalization, head or other)"},
+    {"gather", RULE_GATHER, 0, 1, 2, "a regex and how: concat AXIS, sum or rank0"},
 };
 
 typedef struct {
@@ -199,6 +203,26 @@ static nnp_status parse_args(rule *ru, const where *w, const char *const *a, con
         return NNP_OK;
     case RULE_IGNORE:
         return NNP_OK;
+    case RULE_GATHER: {
+        static const struct { const char *word; int mode; size_t nargs; } modes[] = {
+            {"concat", NNP_GATHER_CONCAT, 2}, {"sum", NNP_GATHER_SUM, 1},
+            {"rank0", NNP_GATHER_RANK0, 1}};
+        for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+            if (strlen(modes[i].word) != alen[0] || memcmp(modes[i].word, a[0], alen[0]) != 0)
+                continue;
+            if (nargs < modes[i].nargs)
+                return bad(w, a[0] + alen[0], "%.*s'gather REGEX concat' needs the axis to join "
+                           "along", "", 0);
+            if (nargs > modes[i].nargs)
+                return bad(w, a[1], "unexpected '%.*s' after the rule", a[1], alen[1]);
+            if (nargs == 2 && !word_int(a[1], alen[1], &ru->axis))
+                return bad(w, a[1], "'%.*s' is not an axis (an integer)", a[1], alen[1]);
+            ru->gather = modes[i].mode;
+            return NNP_OK;
+        }
+        return bad(w, a[0], "'%.*s' is not a way to gather (concat AXIS, sum or rank0)", a[0],
+                   alen[0]);
+    }
     case RULE_COMPONENT: {
         static const char *const known[] = {"embedding", "attention", "mlp", "normalization",
                                             "head", "other"};
@@ -360,8 +384,8 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
             v = &verbs[i];
     if (!v)
         return bad(w, word, "unknown rule '%.*s' (expected rename, alias, ignore, tolerance, "
-                   "component, transpose, permute, reshape, slice, select, cast, rotary, concat "
-                   "or split)", word, len);
+                   "component, transpose, permute, reshape, slice, select, cast, rotary, concat, "
+                   "split or gather)", word, len);
     if (on_ref && v->kind != RULE_ADAPT && v->kind != RULE_IGNORE)
         return bad(w, ref_word, "%.*s'ref' goes only before ignore or an adapter (transpose, "
                    "permute, reshape, slice, select, cast, rotary)", "", 0);
@@ -610,6 +634,11 @@ static nnp_status apply_rule(const rule *ru, nnp_mapping *m, mapping_list *next)
     } else if (hit && ru->kind == RULE_IGNORE) {
         mapping_clear(m);
         return NNP_OK;
+    } else if (hit && ru->kind == RULE_GATHER) {
+        if (!m->gather) {
+            m->gather = ru->gather;
+            m->gather_axis = ru->axis;
+        }
     } else if (hit && ru->kind == RULE_TOLERANCE) {
         m->has_tolerance = true;
         m->atol = ru->atol;

@@ -100,6 +100,8 @@ class CaptureOptions(ctypes.Structure):
         ("inject_path", ctypes.c_char_p),
         ("rules_path", ctypes.c_char_p),
         ("expected_records", ctypes.c_size_t),
+        ("rank", ctypes.c_int),
+        ("world_size", ctypes.c_int),
     ]
 
 
@@ -118,6 +120,8 @@ class Record(ctypes.Structure):
         ("nelem", ctypes.c_uint64),
         ("nbytes", ctypes.c_uint64),
         ("file", ctypes.c_char_p),
+        ("rank", ctypes.c_int32),
+        ("world_size", ctypes.c_uint32),
     ]
 
 

@@ -15,7 +15,13 @@ Naming, the same for every entry point:
   - tap(name, t) inside a module's forward records role <name> under that module; outside every
     module it records under the name itself with role "out0"; gradients of taps are
     grad_<role>.
-The C library counts calls per (name, role), so a module run twice gets call 0 and call 1."""
+The C library counts calls per (name, role), so a module run twice gets call 0 and call 1.
+
+Distributed runs: each process records its own file. rank/world_size given to capture() or
+inject() win; else torch.distributed's, when it is initialized; else the library reads the
+launcher's environment (RANK/WORLD_SIZE, OMPI_COMM_WORLD_*, PMI_*, SLURM_PROCID/SLURM_NTASKS).
+With several ranks the path names a directory that gets one rank-R-of-N.safetensors per rank
+(docs/scale.md)."""
 import ctypes
 import fnmatch
 import inspect
@@ -211,7 +217,12 @@ class Session:
 
     def __init__(self, model, path=None, *, inject_path=None, rules=None, only=None, grads=False,
                  include=None, exclude=None, leaves_only=False, inputs=True, outputs=True,
-                 root="model", env=False):
+                 root="model", env=False, rank=None, world_size=None):
+        if (rank is None) != (world_size is None):
+            raise NnparityError(NNP_ERR_ARG, "give rank and world_size together, or neither")
+        if world_size is not None and not 0 <= int(rank) < int(world_size):
+            raise NnparityError(NNP_ERR_ARG, f"rank {rank} of {world_size} ranks does not exist")
+        self.rank, self.world_size = rank, world_size
         self.model = model
         self.path = os.fspath(path) if path is not None else None
         self.inject_path = os.fspath(inject_path) if inject_path is not None else None
@@ -390,10 +401,11 @@ class Session:
     def _open_explicit(self, L):
         n_mod = sum(1 for _ in self.model.modules()) if self.model is not None else 0
         per = (1 if self.inputs else 0) + (1 if self.outputs else 0) + (2 if self.grads else 0)
+        rank, world = distributed_rank(self.rank, self.world_size)
         opts = _lib.CaptureOptions(
             os.fsencode(self.inject_path) if self.inject_path else None,
             os.fsencode(self.rules) if self.rules else None,
-            n_mod * per + 16 if self.recording else 0)
+            n_mod * per + 16 if self.recording else 0, rank, world)
         status = L.nnp_capture_open(os.fsencode(self.path) if self.path else None,
                                     ctypes.byref(opts))
         _lib.check(status, "opening the capture session")
@@ -435,6 +447,17 @@ class Session:
                 if status != NNP_OK and exc_type is None:
                     raise _lib.error(status, "closing the capture session")
         return False
+
+
+def distributed_rank(rank=None, world_size=None):
+    """(rank, world size) to hand the library: the ones given, else torch.distributed's when it
+    is initialized, else (0, 0), which lets the library read the launcher's environment."""
+    if world_size is not None:
+        return int(rank), int(world_size)
+    dist = getattr(torch, "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 0
 
 
 def tap(name, tensor, grad=False):

@@ -11,7 +11,7 @@ from ._session import Session
 
 
 def capture(model, path, grads=False, include=None, exclude=None, leaves_only=False,
-            inputs=True, outputs=True, root="model"):
+            inputs=True, outputs=True, root="model", rank=None, world_size=None):
     """A context manager that records `model` into the dump at `path` (model None: only
     nnparity.tap() records).
 
@@ -25,8 +25,12 @@ def capture(model, path, grads=False, include=None, exclude=None, leaves_only=Fa
     leaves_only  record only modules without children
     inputs/outputs  whether to record the modules' inputs / outputs
     root         the record name of the root module
+    rank, world_size  this process's place in a distributed run (default: torch.distributed's
+                 when initialized, else the launcher's environment); with several ranks `path`
+                 names a directory and this rank records rank-RRRRR-of-NNNNN.safetensors in it
 
     Modules left out are still tracked, so nnparity.tap() inside them names its records after
     them. The model computes exactly what it computes without capture."""
     return Session(model, path, grads=grads, include=include, exclude=exclude,
-                   leaves_only=leaves_only, inputs=inputs, outputs=outputs, root=root)
+                   leaves_only=leaves_only, inputs=inputs, outputs=outputs, root=root,
+                   rank=rank, world_size=world_size)

@@ -8,7 +8,11 @@ import torch
 
 from . import _lib
 
-RecordInfo = collections.namedtuple("RecordInfo", "name module role call module_type seq")
+class RecordInfo(collections.namedtuple("RecordInfo", "name module role call module_type seq")):
+    """One record's provenance. `rank`: in a capture of several ranks (docs/scale.md), the rank
+    that recorded it, else -1; an attribute rather than a field, so that a record still compares
+    equal to its 6-tuple."""
+    rank = -1
 
 
 class Dump(collections.OrderedDict):
@@ -65,9 +69,12 @@ def load(path):
             _lib.check(L.nnp_dump_data(handle, i, ctypes.byref(ptr)))
             name = rec.name.decode()
             out[name] = _tensor(rec, ptr.value)
-            out.records.append(RecordInfo(
+            info = RecordInfo(
                 name, (rec.module or b"").decode(), (rec.role or b"").decode(), rec.call,
-                (rec.module_type or b"").decode(), rec.seq))
+                (rec.module_type or b"").decode(), rec.seq)
+            if rec.rank >= 0:
+                info.rank = rec.rank
+            out.records.append(info)
         return out
     finally:
         L.nnp_dump_close(handle)

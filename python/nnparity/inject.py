@@ -12,7 +12,7 @@ from ._session import Session
 
 def inject(model, reference, rules=None, only=None, capture_path=None, grads=False,
            include=None, exclude=None, leaves_only=False, inputs=True, outputs=True,
-           root="model"):
+           root="model", rank=None, world_size=None):
     """A context manager that feeds `reference`'s recorded inputs to `model`'s modules.
 
     rules         a rules file mapping this model's record names onto the reference's
@@ -21,6 +21,7 @@ def inject(model, reference, rules=None, only=None, capture_path=None, grads=Fal
     capture_path  also record this run (the port under injection) into a dump; the other
                   keywords then say what is recorded, as for capture(). Injected inputs are
                   always recorded, as injected.
+    rank, world_size  as for capture(): where capture_path records in a distributed run
 
     An input the reference has no record for runs unchanged. An input whose shape differs from
     the reference's raises NnparityError naming both shapes. Integer and bool inputs need the
@@ -29,4 +30,5 @@ def inject(model, reference, rules=None, only=None, capture_path=None, grads=Fal
     2.0 on, and then they are replaced too)."""
     return Session(model, capture_path, inject_path=reference, rules=rules, only=only,
                    grads=grads, include=include, exclude=exclude, leaves_only=leaves_only,
-                   inputs=inputs, outputs=outputs, root=root)
+                   inputs=inputs, outputs=outputs, root=root, rank=rank,
+                   world_size=world_size)

@@ -185,7 +185,9 @@ nnp_status nnp__sharded_load_dir(nnp_dump *d, const char *dir_path)
         goto out;
     }
     qsort(names, n, sizeof *names, natural_order);
-    for (size_t i = 0; i < n && !st; i++)
+    bool ranks = false;
+    st = nnp__ranks_load_dir(d, dir_path, names, n, &ranks);
+    for (size_t i = 0; i < n && !st && !ranks; i++)
         st = load_shard(d, dir_path, names[i]);
 out:
     for (size_t i = 0; i < n; i++)
