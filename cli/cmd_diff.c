@@ -129,30 +129,41 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
            (unsigned long long)m->allclose_fail, (unsigned long long)m->count,
            m->allclose_fail_pct);
     if (m->nan_ref || m->nan_port || m->inf_ref || m->inf_port)
-        printf("; NaN %llu/%llu, Inf %llu/%llu (ref/port)", (unsigned long long)m->nan_ref,
+        printf("\n  NaN %llu/%llu, Inf %llu/%llu (ref/port)", (unsigned long long)m->nan_ref,
                (unsigned long long)m->nan_port, (unsigned long long)m->inf_ref,
                (unsigned long long)m->inf_port);
     printf("\n");
 }
+
+/* The figures of a table row take ROW_FIGURES columns; a name that would carry the row past 80
+ * goes on a line of its own below them, whole (it is what a user searches for). */
+#define ROW_FIGURES 55
+#define ROW_NAME_INDENT 8
 
 /* One line of the pair table; '~' before the name marks a pair made by alignment, '*' one the
  * rules adapted. */
 static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
 {
     const nnp_record *r = nnp_dump_record(ref, p->ref);
-    char a[32], b[32], c[32], v[32];
+    char a[32], b[32], c[32], v[32], pct[32];
     const char *mark = p->aligned ? "~" : p->adapters ? "*" : "";
     if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
-        printf("%6llu  %-5s  %9s  %9s  %8s  %6s  %s%s\n", (unsigned long long)r->seq,
-               verdict_text(p->verdict, v, sizeof v), "-", "-", "-", "-", mark, r->name);
-        return;
+        snprintf(a, sizeof a, "-");
+        snprintf(b, sizeof b, "-");
+        snprintf(c, sizeof c, "-");
+        snprintf(pct, sizeof pct, "-");
+    } else {
+        num(a, sizeof a, p->metrics.max_abs);
+        num(b, sizeof b, p->metrics.rel_l2);
+        snprintf(c, sizeof c, "%.5f", p->metrics.cosine);
+        snprintf(pct, sizeof pct, "%.2f", p->metrics.allclose_fail_pct);
     }
-    num(a, sizeof a, p->metrics.max_abs);
-    num(b, sizeof b, p->metrics.rel_l2);
-    snprintf(c, sizeof c, "%.5f", p->metrics.cosine);
-    printf("%6llu  %-5s  %9s  %9s  %8s  %6.2f  %s%s\n", (unsigned long long)r->seq,
-           verdict_text(p->verdict, v, sizeof v), a, b, c, p->metrics.allclose_fail_pct, mark,
-           r->name);
+    printf("%6llu  %-5s  %9s  %9s  %8s  %6s", (unsigned long long)r->seq,
+           verdict_text(p->verdict, v, sizeof v), a, b, c, pct);
+    if (ROW_FIGURES + 2 + strlen(mark) + strlen(r->name) <= 80)
+        printf("  %s%s\n", mark, r->name);
+    else
+        printf("\n%*s%s%s\n", ROW_NAME_INDENT, "", mark, r->name);
 }
 
 static int by_rel_l2(const void *a, const void *b, void *diff);
@@ -203,8 +214,10 @@ static void print_components(const nnp_dump *ref, const nnp_diff *d)
 {
     comp_stats c[NCOMP];
     component_stats(ref, d, c);
-    printf("\n%-13s %5s %4s %4s %4s  %9s %9s %9s  %9s  %8s\n", "component", "pairs", "pass",
-           "warn", "fail", "rel-L2 min", "mean", "max", "max-abs", "cos min");
+    /* 80 columns: rel-L2's three figures under one heading */
+    printf("\n%36s%s\n", "", "--------- rel-L2 ---------");
+    printf("%-13s %5s %4s %4s %4s  %8s %8s %8s %8s %7s\n", "component", "pairs", "pass",
+           "warn", "fail", "min", "mean", "max", "max-abs", "cos min");
     for (size_t k = 0; k < NCOMP; k++) {
         if (!c[k].pairs)
             continue;
@@ -218,7 +231,7 @@ static void print_components(const nnp_dump *ref, const nnp_diff *d)
         }
         size_t failed = c[k].verdicts[NNP_FAIL] + c[k].verdicts[NNP_SHAPE_MISMATCH] +
                         c[k].verdicts[NNP_DTYPE_MISMATCH];
-        printf("%-13s %5zu %4zu %4zu %4zu  %9s %9s %9s  %9s  %8s\n", components[k], c[k].pairs,
+        printf("%-13s %5zu %4zu %4zu %4zu  %8s %8s %8s %8s %7s\n", components[k], c[k].pairs,
                c[k].verdicts[NNP_PASS], c[k].verdicts[NNP_WARN], failed, a, b, e, f, g);
     }
 }
@@ -256,14 +269,14 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         counts[d->pairs[i].verdict]++;
     printf("reference: %s (%zu records)\nport:      %s (%zu records)\n", nnp_dump_path(ref),
            nnp_dump_count(ref), nnp_dump_path(port), nnp_dump_count(port));
-    printf("pairs: %zu: %zu pass, %zu warn, %zu fail, %zu shape mismatch, %zu dtype mismatch; "
+    printf("pairs: %zu: %zu pass, %zu warn, %zu fail, %zu shape mismatch, %zu dtype mismatch\n"
            "unmatched: %zu in the reference, %zu in the port\n",
            d->npairs, counts[NNP_PASS], counts[NNP_WARN], counts[NNP_FAIL],
            counts[NNP_SHAPE_MISMATCH], counts[NNP_DTYPE_MISMATCH], d->nunmatched_ref,
            d->nunmatched_port);
     if (d->rank0_default)
-        printf("ranks: %zu %s that several ranks of the port hold no gather rule covers: each "
-               "compared as its lowest rank's copy (docs/scale.md)\n", d->rank0_default,
+        printf("ranks: %zu %s that several ranks of the port hold no gather rule covers:\n"
+               "  each compared as its lowest rank's copy (docs/scale.md)\n", d->rank0_default,
                cli_plural(d->rank0_default, "name", "names"));
     if (d->first_divergence < 0 && d->order_violation < 0)
         printf("\nverdict: the port agrees with the reference%s\n",
@@ -272,7 +285,7 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         const nnp_diff_pair *p = &d->pairs[d->first_divergence];
         const nnp_record *r = nnp_dump_record(ref, p->ref);
         char v[32];
-        printf("\nverdict: the port diverges. First divergence, pair %lld of %zu in execution "
+        printf("\nverdict: the port diverges.\nFirst divergence, pair %lld of %zu in execution "
                "order:\n  %s%s%s%s (%s)\n", (long long)d->first_divergence + 1, d->npairs,
                r->name, *r->module_type ? " [" : "", r->module_type, *r->module_type ? "]" : "",
                verdict_text(p->verdict, v, sizeof v));
@@ -293,7 +306,7 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
     if (d->nonfinite_origin >= 0) {
         const nnp_diff_pair *p = &d->pairs[d->nonfinite_origin];
         const nnp_record *r = nnp_dump_record(ref, p->ref);
-        printf("NaN/Inf: first appear at %s%s%s%s (pair %lld): NaN %llu/%llu, Inf %llu/%llu "
+        printf("NaN/Inf: first appear at %s%s%s%s (pair %lld)\n  NaN %llu/%llu, Inf %llu/%llu "
                "(ref/port)\n", r->name, *r->module_type ? " [" : "", r->module_type,
                *r->module_type ? "]" : "", (long long)d->nonfinite_origin + 1,
                (unsigned long long)p->metrics.nan_ref, (unsigned long long)p->metrics.nan_port,
@@ -341,8 +354,12 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         size_t shown_aligned = 0;
         for (size_t i = 0; i < d->npairs && shown_aligned < 20; i++)
             if (d->pairs[i].aligned) {
-                printf("  %s -> %s\n", nnp_dump_record(port, d->pairs[i].port)->name,
-                       nnp_dump_record(ref, d->pairs[i].ref)->name);
+                const char *from = nnp_dump_record(port, d->pairs[i].port)->name;
+                const char *to = nnp_dump_record(ref, d->pairs[i].ref)->name;
+                if (2 + strlen(from) + 4 + strlen(to) <= 80)
+                    printf("  %s -> %s\n", from, to);
+                else
+                    printf("  %s\n    -> %s\n", from, to);
                 shown_aligned++;
             }
         if (d->naligned > 20)

@@ -232,3 +232,34 @@ def test_json_fields_are_the_documented_ones(nnp, tmp_path):
     assert set(pair["metrics"]) == tables["Metrics"]
     for comp in rep["components"].values():
         assert set(comp) == tables["Components"]
+
+
+def test_text_report_fits_80_columns(nnp, tmp_path):
+    """Long module paths (torchvision's ViT has 70-character names) do not push the text report
+    past 80 columns: a table row's name goes on its own line, whole; the file paths, which the
+    user chose, are the only lines allowed to be longer."""
+    rng = np.random.default_rng(5)
+    ref, port = {}, {}
+    for i in range(8):
+        for role in ("self_attention.out_proj/out0", "mlp.fc2/out0", "ln_1/out0"):
+            name = f"encoder.layers.encoder_layer_{i}.{role}"
+            ref[name] = rng.standard_normal((4, 16)).astype(np.float32)
+            port[name] = ref[name] + np.float32(1e-3 if i > 4 else 0)
+    port["encoder.layers.encoder_layer_6.mlp.fc2/out0"][0, 0] = np.nan
+    port["renamed.encoder.layers.encoder_layer_7.self_attention.out_proj/out0"] = \
+        port.pop("encoder.layers.encoder_layer_7.self_attention.out_proj/out0")
+    write_safetensors(tmp_path / "r.safetensors", ref)
+    write_safetensors(tmp_path / "p.safetensors", port)
+    out = nnp("diff", "--all", tmp_path / "r.safetensors", tmp_path / "p.safetensors",
+              check=1).stdout
+    long = [l for l in out.splitlines()
+            if len(l) > 80 and not l.startswith(("reference: ", "port:      "))]
+    assert not long, "\n".join(long)
+    # every name is still there whole, for a search to find
+    for name in ref:
+        assert f"\n        {name}\n" in out or f"  {name}\n" in out
+    assert "NaN/Inf: first appear at encoder.layers.encoder_layer_6.mlp.fc2/out0" in out
+    # the renamed record is paired by alignment, the pair listed on two lines
+    assert "paired by automatic alignment (1;" in out
+    assert ("  renamed.encoder.layers.encoder_layer_7.self_attention.out_proj/out0\n"
+            "    -> encoder.layers.encoder_layer_7.self_attention.out_proj/out0\n") in out

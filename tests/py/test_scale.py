@@ -231,8 +231,8 @@ def test_gather_catches_a_wrong_shard(nnp, mlp_captures):
 def test_without_gather_rules_rank0_is_compared_and_said(nnp, mlp_captures):
     d = mlp_captures
     p = nnp("diff", d / "ref.safetensors", d / "tp", check=1)
-    assert ("ranks: 8 names that several ranks of the port hold no gather rule covers: each "
-            "compared as its lowest rank's copy") in p.stdout
+    assert ("ranks: 8 names that several ranks of the port hold no gather rule covers:\n"
+            "  each compared as its lowest rank's copy") in p.stdout
     rep = diff_json(nnp, d / "ref.safetensors", d / "tp", check=1)
     verdicts = {p["ref"]: p["verdict"] for p in rep["pairs"]}
     assert verdicts["fc1/in0"] == "pass" and verdicts["fc1/out0"] == "shape"
