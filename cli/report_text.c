@@ -8,7 +8,7 @@
 #include "cli.h"
 #include "report.h"
 
-enum { WIDTH = 80, MISSING_SHOWN = 10 };
+enum { WIDTH = 80, MISSING_SHOWN = 10, ROW_FIGURES = 50, ROW_NAME_INDENT = 8 };
 
 /* `text` after `first` (the first line's prefix), wrapped at WIDTH with continuation lines
  * indented by `indent`; words longer than a line are not broken. */
@@ -93,11 +93,15 @@ static void print_scenario(FILE *o, const char *label, const nnp_diff_pair *p)
     format_index(idx, sizeof idx, p, m->max_index);
     run_num(a, sizeof a, m->max_abs);
     run_num(b, sizeof b, m->rel_l2);
-    fprintf(o, "  %-9s %s: max-abs %s at %s: reference %.7g, port %.7g\n", label,
-            nnp_verdict_name(p->verdict), a, idx, m->ref_at_max, m->port_at_max);
-    fprintf(o, "  %-9s rel-L2 %s; %llu of %llu outside atol %.3g + rtol %.3g\n", "", b,
-            (unsigned long long)m->allclose_fail, (unsigned long long)m->count, p->atol,
-            p->rtol);
+    char head[32], line[512];
+    snprintf(head, sizeof head, "  %-9s ", label);
+    snprintf(line, sizeof line, "%s: max-abs %s at %s: reference %.7g, port %.7g",
+             nnp_verdict_name(p->verdict), a, idx, m->ref_at_max, m->port_at_max);
+    wrap(o, head, line, 12);
+    snprintf(line, sizeof line, "rel-L2 %s; %llu of %llu outside atol %.3g + rtol %.3g", b,
+             (unsigned long long)m->allclose_fail, (unsigned long long)m->count, p->atol,
+             p->rtol);
+    wrap(o, "            ", line, 12);
 }
 
 static void metric(char *buf, size_t n, const nnp_diff_pair *p)
@@ -119,8 +123,13 @@ static void print_row(FILE *o, const run_row *row)
         snprintf(c, sizeof c, "-");
     else
         snprintf(c, sizeof c, "%.2f", row->ratio);
-    fprintf(o, "%6llu  %-9s  %10s  %10s  %7s  %s\n", (unsigned long long)row->rec->seq,
-            run_label_name(row->label), a, b, c, row->rec->name);
+    fprintf(o, "%6llu  %-9s  %10s  %10s  %7s", (unsigned long long)row->rec->seq,
+            run_label_name(row->label), a, b, c);
+    /* a name that would pass WIDTH goes, whole, on a line of its own */
+    if (ROW_FIGURES + 2 + strlen(row->rec->name) <= WIDTH)
+        fprintf(o, "  %s\n", row->rec->name);
+    else
+        fprintf(o, "\n%*s%s\n", ROW_NAME_INDENT, "", row->rec->name);
 }
 
 static void print_table(FILE *o, const run_report *r, bool all)
@@ -199,9 +208,11 @@ void run_report_text(FILE *o, const run_report *r, bool all)
     if (r->first_divergence >= 0) {
         const run_row *row = &r->rows[r->first_divergence];
         const nnp_record *rec = row->rec;
-        fprintf(o, "first divergence: %s%s%s%s, record %llu of %zu: %s\n", rec->name,
-                *rec->module_type ? " [" : "", rec->module_type, *rec->module_type ? "]" : "",
-                (unsigned long long)rec->seq + 1, r->nrows, run_label_name(row->label));
+        char what[1024];
+        snprintf(what, sizeof what, "%s%s%s%s, record %llu of %zu: %s", rec->name,
+                 *rec->module_type ? " [" : "", rec->module_type, *rec->module_type ? "]" : "",
+                 (unsigned long long)rec->seq + 1, r->nrows, run_label_name(row->label));
+        wrap(o, "first divergence: ", what, 2);
         print_scenario(o, "standard", row->std);
         print_scenario(o, "injected", row->inj);
     } else if (r->first_own >= 0) {

@@ -193,3 +193,21 @@ def test_reproducer_reruns_the_layer_alone(runs, weights):
     assert p.returncode == 0, p.stderr
     rc, pair = diff_pair(repro, fixed, first["ref"], "--rules", RULES)
     assert rc == 0 and pair["verdict"] == "pass"
+
+
+def test_text_report_fits_80_columns(weights, tmp_path):
+    """The ViT's module paths are long (encoder.layers.encoder_layer_2.self_attention/in_proj):
+    the text report still keeps to 80 columns, but for lines holding a path the user chose."""
+    out = tmp_path / "text"
+    p = subprocess.run([str(BIN), "run", "-j", "1", "--all", "--ref", REFERENCE,
+                        "--port", port_command(weights, "gelu-tanh"), "--rules", str(RULES),
+                        "--out", str(out)],
+                       cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+                       errors="replace", timeout=300)
+    assert p.returncode == 1, p.stderr
+    long = [l for l in p.stdout.splitlines()
+            if len(l) > 80 and str(tmp_path) not in l and str(weights) not in l]
+    assert not long, "\n".join(long)
+    assert "first divergence: encoder.layers.encoder_layer_2.mlp.1/out0" in p.stdout
+    # long names stand whole on their own line below their row's figures
+    assert "\n        encoder.layers.encoder_layer_2.self_attention/in_proj\n" in p.stdout
