@@ -348,6 +348,19 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         if (count > 20)
             printf("  ... and %zu more\n", count - 20);
     }
+    if (d->ncollisions) {
+        printf("\nrules: %zu port %s renamed onto a name another port record took first:\n",
+               d->ncollisions, cli_plural(d->ncollisions, "record", "records"));
+        for (size_t k = 0; k < d->ncollisions && k < 20; k++) {
+            const char *from = nnp_dump_record(port, d->collisions[k].port)->name;
+            const char *to = d->collisions[k].name;
+            printf(2 + strlen(from) + 4 + strlen(to) <= 80 ? "  %s -> %s\n" : "  %s\n    -> %s\n",
+                   from, to);
+            printf("    (taken by %s)\n", nnp_dump_record(port, d->collisions[k].taken_by)->name);
+        }
+        if (d->ncollisions > 20)
+            printf("  ... and %zu more\n", d->ncollisions - 20);
+    }
     if (d->naligned) {
         printf("\npaired by automatic alignment (%zu; '~' in the table), port -> reference:\n",
                d->naligned);
@@ -437,7 +450,13 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
         json_array_append_new(ur, json_string(nnp_dump_record(ref, d->unmatched_ref[i])->name));
     for (size_t i = 0; i < d->nunmatched_port; i++)
         json_array_append_new(up, json_string(nnp_dump_record(port, d->unmatched_port[i])->name));
-    return json_pack("{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:I}", "schema",
+    json_t *coll = json_array();
+    for (size_t i = 0; coll && i < d->ncollisions; i++)
+        json_array_append_new(coll, json_pack("{s:s, s:s, s:s}", "port",
+                                               nnp_dump_record(port, d->collisions[i].port)->name,
+                                               "name", d->collisions[i].name, "taken_by",
+                                               nnp_dump_record(port, d->collisions[i].taken_by)->name));
+    return json_pack("{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "schema",
                      "nnparity.diff/1", "components", components_json(ref, d),
                      "nonfinite_origin",
                      d->nonfinite_origin < 0 ? json_null() : json_integer(d->nonfinite_origin),
@@ -447,7 +466,7 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
                      "order_violation",
                      d->order_violation < 0 ? json_null() : json_integer(d->order_violation),
                      "pairs", pairs, "unmatched_ref", ur, "unmatched_port", up, "aligned",
-                     (json_int_t)d->naligned);
+                     (json_int_t)d->naligned, "collisions", coll ? coll : json_null());
 fail:
     json_decref(pairs);
     json_decref(ur);

@@ -359,6 +359,14 @@ typedef struct nnp_diff_pair {
     const uint64_t *ref_shape, *port_shape;
 } nnp_diff_pair;
 
+/* A port record that the rules renamed onto a name another port record had already taken
+ * (two renames that meet): it was left to alignment, or unmatched. */
+typedef struct nnp_collision {
+    size_t port;       /* the port record left over */
+    size_t taken_by;   /* the port record that was paired under that name */
+    const char *name;  /* the name both were renamed to */
+} nnp_collision;
+
 typedef struct nnp_diff {
     nnp_diff_pair *pairs;   /* in the reference's execution order */
     size_t npairs;
@@ -377,6 +385,8 @@ typedef struct nnp_diff {
     size_t rank0_default;     /* names of the port that several ranks of a rank capture hold
                                * and that no gather rule covers: each was compared as its
                                * lowest rank's copy (docs/scale.md) */
+    nnp_collision *collisions; /* renames that met, in the port's order (owned, like the pairs) */
+    size_t ncollisions;
 } nnp_diff;
 
 /* The component a record belongs to, from its module type and then its name: "attention",

@@ -358,6 +358,47 @@ static nnp_status pair_by_name(owned *o, nnp_dump *ref, const bool *ref_ignored,
     return NNP_OK;
 }
 
+static int by_port(const void *a, const void *b)
+{
+    const nnp_collision *x = a, *y = b;
+    return x->port < y->port ? -1 : x->port > y->port;
+}
+
+/* Port records that the rules renamed onto a name that another port record took first: a
+ * rename too general (or two that meet) would otherwise leave them unmatched without a word.
+ * The entries are sorted by name, so such records sit next to the one that was paired. */
+static nnp_status find_collisions(owned *o, const entry *e, size_t ne, nnp_diff *d)
+{
+    size_t n = 0;
+    for (size_t k = 0, end; k < ne; k = end) {
+        size_t taken = SIZE_MAX;
+        for (end = k; end < ne && strcmp(e[end].name, e[k].name) == 0; end++)
+            if (e[end].used && taken == SIZE_MAX)
+                taken = end;
+        for (size_t j = k; taken != SIZE_MAX && j < end; j++)
+            n += !e[j].used && e[j].port != e[taken].port;
+    }
+    if (!n)
+        return NNP_OK;
+    nnp_collision *c = arena_alloc(o, n * sizeof *c);
+    if (!c)
+        return nnp__nomem();
+    d->collisions = c;
+    for (size_t k = 0, end; k < ne; k = end) {
+        size_t taken = SIZE_MAX;
+        for (end = k; end < ne && strcmp(e[end].name, e[k].name) == 0; end++)
+            if (e[end].used && taken == SIZE_MAX)
+                taken = end;
+        for (size_t j = k; taken != SIZE_MAX && j < end; j++)
+            if (!e[j].used && e[j].port != e[taken].port) {
+                c[d->ncollisions] = (nnp_collision){e[j].port, e[taken].port, e[j].name};
+                d->ncollisions++;
+            }
+    }
+    qsort(c, d->ncollisions, sizeof *c, by_port);
+    return NNP_OK;
+}
+
 static void align_item(const nnp_record *r, const char *name, nnp__align_item *it)
 {
     *it = (nnp__align_item){name, r->role, r->ndim, r->shape, r->dtype};
@@ -587,6 +628,8 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
         ref_used[i] = nnp__rules_ref_ignored(opts->rules, nnp_dump_record(ref, i)->name);
     if (!st)
         st = pair_by_name(o, ref, ref_used, e, ne, d);
+    if (!st)
+        st = find_collisions(o, e, ne, d);
     for (size_t i = 0; !st && i < d->npairs; i++) {
         ref_used[d->pairs[i].ref] = true;
         for (uint32_t k = 0; k < d->pairs[i].nparts; k++)

@@ -168,6 +168,30 @@ def test_ref_ignore_drops_reference_records(nnp, tmp_path):
     assert doc["pairs"] == [] and doc["unmatched_port"] == ["a/out0"]
 
 
+def test_renames_that_meet_are_reported(nnp, tmp_path):
+    """A rename too general sends two port records onto one name: the first one takes it and
+    the other is reported as a collision, naming both, not just listed as unmatched."""
+    r = rng(7)
+    up, gate = r.standard_normal(8).astype(np.float32), r.standard_normal(8).astype(np.float32)
+    ref = {"layers.0.mlp.up/out0": up, "layers.0.mlp.gate/out0": gate}
+    port = {"blk.0.ffn_up/out0": up, "blk.0.ffn_gate/out0": gate}
+    rules = "rename ^blk\\.([0-9]+)\\.ffn_(up|gate)/ layers.\\1.mlp.up/\n"
+    doc = diff(nnp, tmp_path, ref, port, rules, check=0)
+    # the port's earlier record takes the name
+    assert doc["collisions"] == [{"port": "blk.0.ffn_gate/out0", "name": "layers.0.mlp.up/out0",
+                                  "taken_by": "blk.0.ffn_up/out0"}]
+    assert doc["unmatched_port"] == ["blk.0.ffn_gate/out0"]
+    text = nnp("diff", "--no-align", "--rules", tmp_path / "r.rules", tmp_path / "ref.safetensors",
+               tmp_path / "port.safetensors", check=0).stdout
+    assert ("rules: 1 port record renamed onto a name another port record took first:\n"
+            "  blk.0.ffn_gate/out0 -> layers.0.mlp.up/out0\n"
+            "    (taken by blk.0.ffn_up/out0)\n") in text
+    # renames that do not meet report nothing
+    doc = diff(nnp, tmp_path, ref, port, "rename ^blk\\.([0-9]+)\\.ffn_ layers.\\1.mlp.\n",
+               check=0)
+    assert doc["collisions"] == [] and len(doc["pairs"]) == 2
+
+
 def test_component_rules_place_records(nnp, tmp_path):
     x = np.ones(3, np.float32)
     ref = {"blocks.0.mixer/out0": x, "blocks.0.norm_f/out0": x}
