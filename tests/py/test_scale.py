@@ -1,6 +1,6 @@
 """Tests of scale-out (docs/scale.md): per-rank capture named from each launcher's environment,
 a directory of rank files read as one dump (and refused with a rank missing), the gather rules
-on a 2-rank tensor-parallel port of a small torch MLP against its single-process reference (a
+on a 2-rank tensor-parallel port of torchvision's MLP against its single-process reference (a
 wrong shard caught), pipeline stages read in execution order, and `nnparity diff --mpi` under
 mpirun giving the single-process report byte for byte."""
 import json
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torchvision
 
 import nnparity
 from conftest import BIN, LIB, write_safetensors
@@ -102,39 +103,34 @@ def test_bridge_takes_torch_distributed_rank(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# A small MLP, its single-process reference, and ports split by hand across two ranks
+# torchvision's MLP (Linear 0, ReLU 1, Dropout 2, Linear 3, Dropout 4), its single-process
+# reference, and ports split by hand across two ranks
 
 D_IN, D_HID, D_OUT, WORLD = 8, 16, 8, 2
 
 
-class MLP(nn.Module):
-    def __init__(self, fc1, fc2):
-        super().__init__()
-        self.fc1, self.act, self.fc2 = fc1, nn.ReLU(), fc2
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-def linear_from(weight, bias):
-    m = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+def mlp(d_hid, fc1=None, fc2=None):
+    """torchvision.ops.MLP D_IN -> d_hid -> D_OUT, in eval mode, with the given (weight, bias)
+    for its two Linear layers (a bias of None: zeros)."""
+    m = torchvision.ops.MLP(D_IN, [d_hid, D_OUT]).eval()
     with torch.no_grad():
-        m.weight.copy_(weight)
-        if bias is not None:
-            m.bias.copy_(bias)
+        for layer, wb in ((m[0], fc1), (m[3], fc2)):
+            if wb is not None:
+                layer.weight.copy_(wb[0])
+                layer.bias.copy_(wb[1] if wb[1] is not None else torch.zeros_like(layer.bias))
     return m
 
 
 @pytest.fixture(scope="module")
 def mlp_captures(tmp_path_factory):
-    """ref: the MLP in one process; tp: column-parallel fc1, row-parallel fc2 on 2 ranks;
-    tp_bad: the same with rank 1's fc1 shard off; pp: fc1+act on rank 0, fc2 on rank 1, two
-    micro-batches (calls)."""
+    """ref: the MLP in one process; tp: column-parallel first Linear, row-parallel second Linear
+    on 2 ranks; tp_bad: the same with rank 1's first shard off; pp: layers 0-2 on rank 0, 3-4 on
+    rank 1, two micro-batches (calls)."""
     d = tmp_path_factory.mktemp("mlp")
     torch.manual_seed(0)
-    fc1, fc2 = nn.Linear(D_IN, D_HID), nn.Linear(D_HID, D_OUT)
+    ref = mlp(D_HID)
+    fc1, fc2 = ref[0], ref[3]
     xs = [torch.randn(4, D_IN) for _ in range(2)]
-    ref = MLP(fc1, fc2)
     with torch.no_grad(), nnparity.capture(ref, d / "ref.safetensors"):
         ref(xs[0])
     with torch.no_grad(), nnparity.capture(ref, d / "ref2.safetensors", exclude=["model"]):
@@ -145,28 +141,31 @@ def mlp_captures(tmp_path_factory):
         for r in range(WORLD):
             cols = slice(r * h, (r + 1) * h)
             w1 = fc1.weight[cols] + (off if r == 1 else 0.0)
-            shard = MLP(linear_from(w1, fc1.bias[cols]),
-                        # the row-parallel bias is added once, by rank 0
-                        linear_from(fc2.weight[:, cols], fc2.bias if r == 0 else None))
+            # the row-parallel bias is added once, by rank 0
+            shard = mlp(h, (w1, fc1.bias[cols]),
+                        (fc2.weight[:, cols], fc2.bias if r == 0 else None))
             with torch.no_grad(), nnparity.capture(shard, d / name, rank=r, world_size=WORLD):
                 shard(xs[0])
     stage0, stage1 = nn.Sequential(), nn.Sequential()
-    stage0.fc1, stage0.act, stage1.fc2 = fc1, nn.ReLU(), fc2
-    with torch.no_grad(), nnparity.capture(stage0, d / "pp", include=["fc1", "act"], rank=0,
+    for i in range(3):
+        stage0.add_module(str(i), ref[i])
+    for i in (3, 4):
+        stage1.add_module(str(i), ref[i])
+    with torch.no_grad(), nnparity.capture(stage0, d / "pp", exclude=["model"], rank=0,
                                            world_size=WORLD):
         acts = [stage0(x) for x in xs]
-    with torch.no_grad(), nnparity.capture(stage1, d / "pp", include=["fc2"], rank=1,
+    with torch.no_grad(), nnparity.capture(stage1, d / "pp", exclude=["model"], rank=1,
                                            world_size=WORLD):
         for a in acts:
             stage1(a)
     rules = d / "tp.rules"
     rules.write_text(textwrap.dedent("""\
-        # row-parallel: each rank holds a partial sum
-        gather  (fc2|model)/out0$          sum
-        # column-parallel: each rank holds a slice of the features
-        gather  (fc1/out0|act/|fc2/in0)    concat -1
+        # row-parallel: each rank holds a partial sum (the second Linear, the Dropout after it)
+        gather  ^(3/out0|4/|model/out0)       sum
+        # column-parallel: each rank holds a slice of the hidden features
+        gather  ^(0/out0|1/|2/|3/in0)          concat -1
         # the rest is replicated
-        gather  .                          rank0
+        gather  .                              rank0
     """))
     return d
 
@@ -175,13 +174,13 @@ def test_rank_capture_directory_opens_as_one_dump(nnp, mlp_captures):
     info = ls_json(nnp, mlp_captures / "tp")
     assert info["format"] == "safetensors-ranks"
     names = [r["name"] for r in info["records"]]
-    assert len(names) == 16
+    assert len(names) == 24
     # every name is held by both ranks: each copy says whose it is; rank 0's run comes first
-    assert names[:3] == ["model/in0@rank0", "fc1/in0@rank0", "fc1/out0@rank0"]
-    assert names[8] == "model/in0@rank1"
+    assert names[:3] == ["model/in0@rank0", "0/in0@rank0", "0/out0@rank0"]
+    assert names[12] == "model/in0@rank1"
     dump = nnparity.load(mlp_captures / "tp")
-    assert [r.rank for r in dump.records] == [0] * 8 + [1] * 8
-    assert dump["fc1/out0@rank1"].shape == (4, D_HID // WORLD)
+    assert [r.rank for r in dump.records] == [0] * 12 + [1] * 12
+    assert dump["0/out0@rank1"].shape == (4, D_HID // WORLD)
 
 
 def test_a_missing_rank_is_refused(nnp, mlp_captures, tmp_path):
@@ -211,19 +210,20 @@ def test_gather_rules_join_a_tensor_parallel_port(nnp, mlp_captures):
     d = mlp_captures
     rep = diff_json(nnp, d / "ref.safetensors", d / "tp", "--rules", d / "tp.rules", check=0)
     pairs = {p["ref"]: p for p in rep["pairs"]}
-    assert len(pairs) == 8 and all(p["verdict"] == "pass" for p in pairs.values())
+    assert len(pairs) == 12 and all(p["verdict"] == "pass" for p in pairs.values())
     assert rep["unmatched_ref"] == [] and rep["unmatched_port"] == []
-    assert pairs["fc1/out0"]["adapters"] == "gather concat of 2 ranks on axis -1"
-    assert pairs["fc1/out0"]["port_parts"] == ["fc1/out0@rank0", "fc1/out0@rank1"]
-    assert pairs["fc2/out0"]["adapters"] == "gather sum of 2 ranks"
-    assert pairs["fc1/in0"]["port"] == "fc1/in0@rank0" and pairs["fc1/in0"]["adapters"] is None
+    assert pairs["0/out0"]["adapters"] == "gather concat of 2 ranks on axis -1"
+    assert pairs["0/out0"]["port_parts"] == ["0/out0@rank0", "0/out0@rank1"]
+    assert pairs["3/out0"]["adapters"] == "gather sum of 2 ranks"
+    assert pairs["model/out0"]["adapters"] == "gather sum of 2 ranks"
+    assert pairs["0/in0"]["port"] == "0/in0@rank0" and pairs["0/in0"]["adapters"] is None
 
 
 def test_gather_catches_a_wrong_shard(nnp, mlp_captures):
     d = mlp_captures
     rep = diff_json(nnp, d / "ref.safetensors", d / "tp_bad", "--rules", d / "tp.rules", check=1)
     first = rep["pairs"][rep["first_divergence"]]
-    assert first["ref"] == "fc1/out0" and first["verdict"] == "fail"
+    assert first["ref"] == "0/out0" and first["verdict"] == "fail"
     # the error sits in rank 1's half of the features
     assert first["metrics"]["max_index"][1] >= D_HID // WORLD
 
@@ -231,22 +231,21 @@ def test_gather_catches_a_wrong_shard(nnp, mlp_captures):
 def test_without_gather_rules_rank0_is_compared_and_said(nnp, mlp_captures):
     d = mlp_captures
     p = nnp("diff", d / "ref.safetensors", d / "tp", check=1)
-    assert ("ranks: 8 names that several ranks of the port hold no gather rule covers:\n"
+    assert ("ranks: 12 names that several ranks of the port hold no gather rule covers:\n"
             "  each compared as its lowest rank's copy") in p.stdout
     rep = diff_json(nnp, d / "ref.safetensors", d / "tp", check=1)
     verdicts = {p["ref"]: p["verdict"] for p in rep["pairs"]}
-    assert verdicts["fc1/in0"] == "pass" and verdicts["fc1/out0"] == "shape"
+    assert verdicts["0/in0"] == "pass" and verdicts["0/out0"] == "shape"
 
 
 def test_pipeline_stages_read_in_execution_order(nnp, mlp_captures):
     d = mlp_captures
     names = [r["name"] for r in ls_json(nnp, d / "pp")["records"]]
     # names one rank alone holds keep their names; micro-batch 0 on both stages, then 1
-    assert names == ["fc1/in0", "fc1/out0", "act/in0", "act/out0", "fc2/in0", "fc2/out0",
-                     "fc1/in0#1", "fc1/out0#1", "act/in0#1", "act/out0#1", "fc2/in0#1",
-                     "fc2/out0#1"]
+    layers = [f"{i}/{r}" for i in range(5) for r in ("in0", "out0")]
+    assert names == layers + [n + "#1" for n in layers]
     rep = diff_json(nnp, d / "ref2.safetensors", d / "pp", check=0)
-    assert rep["order_violation"] is None and len(rep["pairs"]) == 12
+    assert rep["order_violation"] is None and len(rep["pairs"]) == 20
 
 
 def test_gather_rule_errors_name_line_and_column(nnp, mlp_captures, tmp_path):
