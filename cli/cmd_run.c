@@ -569,6 +569,7 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
         st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_INJ].dump, &o, &r->inj);
     if (st)
         return cli_fail(st);
+    r->rules = rules;
     return run_report_build(r);
 }
 

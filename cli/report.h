@@ -74,6 +74,7 @@ typedef struct run_report {
     run_side side[NSIDES];
     const char *out_dir;
     const char *rules_path;        /* NULL: none */
+    const nnp_rules *rules;        /* the rules loaded from it: pairing and `component` lines */
     double atol, rtol;             /* < 0: by dtype */
     bool plot_max_abs;             /* the plot's metric: max-abs instead of rel-L2 */
     nnp_diff *std, *inj;           /* NULL when that scenario has nothing to compare */

@@ -349,7 +349,7 @@ int run_report_build(run_report *r)
         run_row *row = &r->rows[i];
         row->ref = i;
         row->rec = nnp_dump_record(ref, i);
-        row->component = nnp_component(row->rec->name, row->rec->module_type);
+        row->component = nnp_component_of(r->rules, row->rec->name, row->rec->module_type);
         const char *role = row->rec->role;
         row->input = role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
     }

@@ -113,6 +113,19 @@ def test_markdown_report(bad_eps):
     assert "| 1 | own | 0.00167 | 0.00167 | `block.norm/out0` |" in md
 
 
+def test_component_rules_place_records(tmp_path):
+    """The rules' `component` lines decide the per-component table of run, as they do diff's."""
+    rules = tmp_path / "c.rules"
+    rules.write_text("# the second Linear is this model's head\ncomponent ^block\\.fc2/ head\n")
+    p, doc = nnp_run(tmp_path / "out", TINY, f"{TINY} --bad-eps", "--rules", rules, check=1)
+    recs = by_name(doc)
+    assert recs["block.fc2/out0"]["component"] == "head"
+    assert recs["block.fc1/out0"]["component"] == "mlp"
+    # fc2's input and output, in both calls, inherit the LayerNorm's error
+    assert doc["components"]["head"]["inherited"] == 4
+    assert doc["components"]["mlp"]["inherited"] == 4
+
+
 def test_same_command_agrees(tmp_path):
     out = tmp_path / "out"
     p, doc = nnp_run(out, TINY, TINY, check=0)
