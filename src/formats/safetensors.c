@@ -54,6 +54,14 @@ typedef struct {
     size_t meta_nslots;
 } st_header;
 
+/* An entry's dimensions. A header whose every tensor is 0-dimensional has no dims array at all
+ * (NULL), and even a zero offset from NULL is undefined behaviour. */
+static const uint64_t *dims_of(const st_header *h, const st_entry *e)
+{
+    static const uint64_t none[1];
+    return e->ndim ? h->dims + e->shape : none;
+}
+
 static const char *name_of(const st_header *h, const st_entry *e)
 {
     return h->names.s + e->name;
@@ -352,7 +360,7 @@ static nnp_status validate_layout(const st_header *h, uint64_t *data_len)
                                                  : "overlap the previous tensor");
         expect = e->end;
         uint64_t nelem, nbytes;
-        if (!nnp__shape_nelem(e->ndim, h->dims + e->shape, &nelem) ||
+        if (!nnp__shape_nelem(e->ndim, dims_of(h, e), &nelem) ||
             !nnp__mul_u64(nelem, nnp_dtype_size(e->dtype), &nbytes))
             return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': element count overflows 64 bits "
                              "(ValidationOverflow)", h->path, name);
@@ -405,7 +413,7 @@ static nnp_status load_records(nnp_dump *d, st_header *h, const nnp_map *m, uint
     for (size_t i = 0; i < h->n; i++) {
         nnp_rec *r;
         const st_entry *e = &h->es[i];
-        if ((st = nnp__dump_add(d, h->path, name_of(h, e), e->dtype, e->ndim, h->dims + e->shape,
+        if ((st = nnp__dump_add(d, h->path, name_of(h, e), e->dtype, e->ndim, dims_of(h, e),
                                 &r)))
             return st;
         r->raw = data + e->begin;

@@ -213,6 +213,16 @@ static void test_crafted_rules(void **state)
         write_safetensors(p, cases[i].header, cases[i].data, 0);
         expect_open_error(p, cases[i].st, "crafted.safetensors", cases[i].want, NULL);
     }
+    /* a file whose every tensor is 0-dimensional keeps no dimension at all: its scalars open,
+     * and a scalar of the wrong size is refused, with no arithmetic on the empty dims array
+     * (found by fuzz_safetensors; the sanitized run of this test is the regression check) */
+    write_safetensors(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}", 4, 0);
+    d = open_ok(p);
+    assert_int_equal(nnp_dump_record(d, 0)->ndim, 0);
+    assert_int_equal(nnp_dump_record(d, 0)->nelem, 1);
+    nnp_dump_close(d);
+    write_safetensors(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,8]}}", 8, 0);
+    expect_open_error(p, NNP_ERR_FORMAT, "crafted.safetensors", "(TensorInvalidInfo)", NULL);
     /* a zero-size tensor may share its offset with a neighbour */
     write_safetensors(p, "{\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
                          "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, 0);
