@@ -3,8 +3,8 @@
  * straight from F32, BF16 or F16 storage.
  *
  * These three dtypes are what captures hold, and each converts exactly to float, so a pair of
- * them is compared from float vectors widened to double, in one pass for everything: the error
- * sums, the tolerance count, the largest error and the Pearson moments.
+ * them is compared from float vectors widened to double: no conversion buffer and one pass for
+ * everything, the error sums, the tolerance count, the largest error and the Pearson moments.
  * The moments are summed about a pivot, the block's first pair (r0, p0): with x = r - r0,
  * m2_r = sum x^2 - (sum x)^2 / n. Because r0 is one of the block's values, the subtracted term
  * is at most n times the result; when it is more than NNP_PIVOT_LIMIT times the result (r0 far
@@ -22,11 +22,8 @@
  * cannot overflow a double, so the block is finite exactly when the pivoted sums of both sides
  * are, and the caller redoes a block that is not on its exact slow path.
  *
- * F32 is read in place. A BF16 or F16 side is first widened into a float buffer that stays in L1
- * (BF16 by placing its bits in the top half of a float, F16 by the F16C instruction, exact with
- * subnormals), eight values an instruction: cheaper than widening inside the loop, where it
- * competes with the arithmetic (0.63 -> 0.53 ns a pair on one core, bench/README.md). On x86-64
- * the AVX2 + FMA + F16C version is chosen at run time
+ * BF16 widens by placing its bits in the top half of a float; F16 by the F16C instruction
+ * (exact, subnormals included). On x86-64 the AVX2 + FMA + F16C version is chosen at run time
  * where the CPU has all three; elsewhere a portable version converts the block to float with the
  * library's exact scalar conversions and takes two passes. They differ only in the order of
  * additions and in FMA's single rounding.
@@ -110,7 +107,35 @@ bool nnp__cmp_block_portable(nnp_dtype rt, const void *ref, nnp_dtype pt, const 
 }
 
 #ifdef NNP_X86
+/* One kernel body for every pairing of the three dtypes, specialised below with constant dtypes
+ * so that each instance loads its own two formats with no branch in the loop. */
+enum { K_F32, K_BF16, K_F16 };
+
 #define NNP_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* Four elements widened to double. Only the four are read (8 or 16 bytes), never past them:
+ * the last ones may end a mapping. */
+NNP_AVX2 static inline __m256d load4(int k, const unsigned char *s)
+{
+    if (k == K_F32)
+        return _mm256_cvtps_pd(_mm_loadu_ps((const float *)(const void *)s));
+    __m128i h = _mm_loadl_epi64((const __m128i *)(const void *)s);
+    if (k == K_BF16) /* interleaved with zeros: each is the top half of a float */
+        return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h)));
+    return _mm256_cvtps_pd(_mm_cvtph_ps(h));
+}
+
+static inline double load1(int k, const unsigned char *s)
+{
+    if (k == K_F32) {
+        float f;
+        memcpy(&f, s, sizeof f);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, s, sizeof h);
+    return k == K_BF16 ? nnp_bf16_to_f32(h) : nnp_f16_to_f32(h);
+}
 
 NNP_AVX2 static inline double hsum(__m256d v)
 {
@@ -124,20 +149,6 @@ NNP_AVX2 static inline double hmax(__m256d v)
     return _mm_cvtsd_f64(_mm_max_sd(s, _mm_unpackhi_pd(s, s)));
 }
 
-/* F32 data may sit at any byte offset in a file, so it is addressed in bytes. Four floats widened
- * to double: only those 16 bytes are read (the last may end a mapping). */
-NNP_AVX2 static inline __m256d load4(const unsigned char *s, size_t i)
-{
-    return _mm256_cvtps_pd(_mm_loadu_ps((const float *)(const void *)(s + 4 * i)));
-}
-
-static inline double load1(const unsigned char *s, size_t i)
-{
-    float f;
-    memcpy(&f, s + 4 * i, sizeof f);
-    return f;
-}
-
 typedef struct {
     __m256d sd2, sad, max; /* sums of d^2 and |d|, the largest |d| */
     __m256d sx, sy, sxx, syy, sxy; /* x = r - r0, y = p - p0 */
@@ -145,23 +156,20 @@ typedef struct {
 } vsums;
 
 /* Four pairs. The tolerance bound is a multiply and an add, not an FMA: the same rounding as the
- * scalar test `|d| > atol + rtol * |r|` everywhere else. The pivots' subtractions and three of
- * the sums are FMAs with a factor `one` (1.0): a * 1 is exact, so each rounds exactly as the plain
- * addition, but it runs on the multiply units, which the loop leaves idle while the adders are
- * busy (8-10% faster per pair). */
+ * scalar test `|d| > atol + rtol * |r|` everywhere else. */
 NNP_AVX2 static inline void step4(vsums *s, __m256d r, __m256d p, __m256d absmask, __m256d atol,
-                                  __m256d rtol, __m256d r0, __m256d p0, __m256d one)
+                                  __m256d rtol, __m256d r0, __m256d p0)
 {
     __m256d d = _mm256_sub_pd(p, r), a = _mm256_and_pd(d, absmask);
     s->sd2 = _mm256_fmadd_pd(d, d, s->sd2);
-    s->sad = _mm256_fmadd_pd(a, one, s->sad);
+    s->sad = _mm256_add_pd(s->sad, a);
     s->max = _mm256_max_pd(s->max, a);
     __m256d bound = _mm256_add_pd(atol, _mm256_mul_pd(rtol, _mm256_and_pd(r, absmask)));
     /* a true comparison is all ones, -1 as an integer */
     s->fail = _mm256_sub_epi64(s->fail, _mm256_castpd_si256(_mm256_cmp_pd(a, bound, _CMP_GT_OQ)));
-    __m256d x = _mm256_fmsub_pd(r, one, r0), y = _mm256_fmsub_pd(p, one, p0);
-    s->sx = _mm256_fmadd_pd(x, one, s->sx);
-    s->sy = _mm256_fmadd_pd(y, one, s->sy);
+    __m256d x = _mm256_sub_pd(r, r0), y = _mm256_sub_pd(p, p0);
+    s->sx = _mm256_add_pd(s->sx, x);
+    s->sy = _mm256_add_pd(s->sy, y);
     s->sxx = _mm256_fmadd_pd(x, x, s->sxx);
     s->syy = _mm256_fmadd_pd(y, y, s->syy);
     s->sxy = _mm256_fmadd_pd(x, y, s->sxy);
@@ -169,16 +177,16 @@ NNP_AVX2 static inline void step4(vsums *s, __m256d r, __m256d p, __m256d absmas
 
 /* The moments about the block's means, the exact two-pass way: for a block whose pivot was too
  * far from its mean. */
-NNP_AVX2 static void centered(const unsigned char *ref, const unsigned char *port, size_t n,
-                              double mean_r,
-                              double mean_p, double *m2r, double *m2p, double *crp)
+NNP_AVX2 __attribute__((always_inline)) static inline void
+centered(int rk, int pk, const unsigned char *ref, const unsigned char *port, size_t n,
+         double mean_r, double mean_p, double *m2r, double *m2p, double *crp)
 {
-    size_t n4 = n & ~(size_t)3, i;
+    size_t rs = rk == K_F32 ? 4 : 2, ps = pk == K_F32 ? 4 : 2, n4 = n & ~(size_t)3, i;
     const __m256d mr = _mm256_set1_pd(mean_r), mp = _mm256_set1_pd(mean_p);
     __m256d aa = _mm256_setzero_pd(), bb = _mm256_setzero_pd(), ab = _mm256_setzero_pd();
     for (i = 0; i < n4; i += 4) {
-        __m256d a = _mm256_sub_pd(load4(ref, i), mr);
-        __m256d b = _mm256_sub_pd(load4(port, i), mp);
+        __m256d a = _mm256_sub_pd(load4(rk, ref + i * rs), mr);
+        __m256d b = _mm256_sub_pd(load4(pk, port + i * ps), mp);
         aa = _mm256_fmadd_pd(a, a, aa);
         bb = _mm256_fmadd_pd(b, b, bb);
         ab = _mm256_fmadd_pd(a, b, ab);
@@ -187,7 +195,7 @@ NNP_AVX2 static void centered(const unsigned char *ref, const unsigned char *por
     *m2p = hsum(bb);
     *crp = hsum(ab);
     for (; i < n; i++) {
-        double a = load1(ref, i) - mean_r, b = load1(port, i) - mean_p;
+        double a = load1(rk, ref + i * rs) - mean_r, b = load1(pk, port + i * ps) - mean_p;
         *m2r += a * a;
         *m2p += b * b;
         *crp += a * b;
@@ -195,29 +203,27 @@ NNP_AVX2 static void centered(const unsigned char *ref, const unsigned char *por
 }
 
 NNP_AVX2 __attribute__((always_inline)) static inline bool
-cmp_f32_avx2(const unsigned char *ref, const unsigned char *port, size_t n,
-             double atol, double rtol, nnp_cmp_sums *out)
+cmp_avx2(int rk, int pk, const unsigned char *ref, const unsigned char *port, size_t n,
+         double atol, double rtol, nnp_cmp_sums *out)
 {
-    size_t n4 = n & ~(size_t)3, i;
+    size_t rs = rk == K_F32 ? 4 : 2, ps = pk == K_F32 ? 4 : 2, n4 = n & ~(size_t)3, i;
     const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffll));
     const __m256d vatol = _mm256_set1_pd(atol), vrtol = _mm256_set1_pd(rtol);
-    double r0 = load1(ref, 0), p0 = load1(port, 0);
+    double r0 = load1(rk, ref), p0 = load1(pk, port);
     const __m256d vr0 = _mm256_set1_pd(r0), vp0 = _mm256_set1_pd(p0);
     vsums s;
     s.sd2 = s.sad = s.max = s.sx = s.sy = s.sxx = s.syy = s.sxy = _mm256_setzero_pd();
     s.fail = _mm256_setzero_si256();
-    /* hidden from the compiler, which would otherwise turn the FMAs by 1.0 back into additions */
-    __m256d one = _mm256_set1_pd(1.0);
-    __asm__("" : "+x"(one));
     for (i = 0; i < n4; i += 4)
-        step4(&s, load4(ref, i), load4(port, i), absmask, vatol, vrtol, vr0, vp0, one);
+        step4(&s, load4(rk, ref + i * rs), load4(pk, port + i * ps), absmask, vatol, vrtol, vr0,
+              vp0);
     int64_t fails[4];
     _mm256_storeu_si256((__m256i *)(void *)fails, s.fail);
     double sd2 = hsum(s.sd2), sad = hsum(s.sad), mx = hmax(s.max), sx = hsum(s.sx);
     double sy = hsum(s.sy), sxx = hsum(s.sxx), syy = hsum(s.syy), sxy = hsum(s.sxy);
     uint64_t fail = (uint64_t)(fails[0] + fails[1] + fails[2] + fails[3]);
     for (; i < n; i++) {
-        double r = load1(ref, i), p = load1(port, i);
+        double r = load1(rk, ref + i * rs), p = load1(pk, port + i * ps);
         double d = p - r, a = fabs(d), x = r - r0, y = p - p0;
         sd2 += d * d;
         sad += a;
@@ -243,54 +249,38 @@ cmp_f32_avx2(const unsigned char *ref, const unsigned char *port, size_t n,
     out->mean_p = p0 + sy / dn;
     double m2r = sxx - cx, m2p = syy - cy, crp = sxy - sx * sy / dn;
     if (!(cx <= NNP_PIVOT_LIMIT * m2r) || !(cy <= NNP_PIVOT_LIMIT * m2p))
-        centered(ref, port, n, out->mean_r, out->mean_p, &m2r, &m2p, &crp);
+        centered(rk, pk, ref, port, n, out->mean_r, out->mean_p, &m2r, &m2p, &crp);
     finish_moments(m2r, m2p, crp, out);
     return true;
 }
 
-/* A block of BF16 or F16 widened to float, eight at a time. Inlined with a constant dtype, so
- * that each call site has its one loop. */
-NNP_AVX2 __attribute__((always_inline)) static inline void
-widen_avx2(nnp_dtype t, const unsigned char *s, size_t n, float *out)
-{
-    size_t i = 0;
-    if (t == NNP_BF16) {
-        for (; i + 8 <= n; i += 8) {
-            __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s + 2 * i));
-            __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
-            _mm256_storeu_ps(out + i, _mm256_castsi256_ps(w));
-        }
-    } else {
-        for (; i + 8 <= n; i += 8) {
-            __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s + 2 * i));
-            _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
-        }
+#define CMP_INSTANCE(R, P)                                                                     \
+    NNP_AVX2 static bool cmp_avx2_##R##_##P(const void *ref, const void *port, size_t n,       \
+                                            double atol, double rtol, nnp_cmp_sums *out)       \
+    {                                                                                          \
+        return cmp_avx2(K_##R, K_##P, ref, port, n, atol, rtol, out);                          \
     }
-    if (i < n)
-        nnp_convert_to_f32(t, s + 2 * i, n - i, out + i);
-}
+CMP_INSTANCE(F32, F32)
+CMP_INSTANCE(F32, BF16)
+CMP_INSTANCE(F32, F16)
+CMP_INSTANCE(BF16, F32)
+CMP_INSTANCE(BF16, BF16)
+CMP_INSTANCE(BF16, F16)
+CMP_INSTANCE(F16, F32)
+CMP_INSTANCE(F16, BF16)
+CMP_INSTANCE(F16, F16)
 
-/* F32 is read in place (any alignment); a BF16 or F16 side through its buffer. */
-NNP_AVX2 static bool cmp_avx2(nnp_dtype rt, const void *ref, nnp_dtype pt, const void *port,
-                              size_t n, double atol, double rtol, nnp_cmp_sums *out)
+typedef bool (*cmp_fn)(const void *, const void *, size_t, double, double, nnp_cmp_sums *);
+
+static const cmp_fn avx2_table[3][3] = {
+    {cmp_avx2_F32_F32, cmp_avx2_F32_BF16, cmp_avx2_F32_F16},
+    {cmp_avx2_BF16_F32, cmp_avx2_BF16_BF16, cmp_avx2_BF16_F16},
+    {cmp_avx2_F16_F32, cmp_avx2_F16_BF16, cmp_avx2_F16_F16},
+};
+
+static int kind_of(nnp_dtype t)
 {
-    float rbuf[NNP_CMP_BLOCK], pbuf[NNP_CMP_BLOCK];
-    const unsigned char *r = ref, *p = port;
-    if (rt != NNP_F32) {
-        if (rt == NNP_BF16)
-            widen_avx2(NNP_BF16, ref, n, rbuf);
-        else
-            widen_avx2(NNP_F16, ref, n, rbuf);
-        r = (const unsigned char *)rbuf;
-    }
-    if (pt != NNP_F32) {
-        if (pt == NNP_BF16)
-            widen_avx2(NNP_BF16, port, n, pbuf);
-        else
-            widen_avx2(NNP_F16, port, n, pbuf);
-        p = (const unsigned char *)pbuf;
-    }
-    return cmp_f32_avx2(r, p, n, atol, rtol, out);
+    return t == NNP_F32 ? K_F32 : t == NNP_BF16 ? K_BF16 : K_F16;
 }
 #endif
 
@@ -317,7 +307,7 @@ bool nnp__cmp_block(nnp_dtype rt, const void *ref, nnp_dtype pt, const void *por
     pthread_once(&chosen_once, choose);
 #ifdef NNP_X86
     if (use_avx2)
-        return cmp_avx2(rt, ref, pt, port, n, atol, rtol, out);
+        return avx2_table[kind_of(rt)][kind_of(pt)](ref, port, n, atol, rtol, out);
 #endif
     return nnp__cmp_block_portable(rt, ref, pt, port, n, atol, rtol, out);
 }
