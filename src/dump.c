@@ -33,9 +33,7 @@ struct nnp_dump {
     nnp_rec *recs;
     size_t nrecs, caprecs;
 
-    /* open addressing over record indices + 1 (0 is empty); capacity is a power of two */
-    uint32_t *slots;
-    size_t nslots;
+    nnp_strindex names; /* the records by name */
 
     nnp_map *maps;
     char **map_paths;
@@ -43,10 +41,7 @@ struct nnp_dump {
 
     const char **meta_keys, **meta_values;
     size_t nmeta, capmeta;
-    /* metadata keys indexed like the names: a file may hold millions of them, and a linear
-     * search per key would make reading it quadratic */
-    uint32_t *meta_slots;
-    size_t meta_nslots;
+    nnp_strindex meta; /* the metadata by key: a file may hold millions of keys */
 
     deferred *defers;
     size_t ndefers, capdefers;
@@ -119,38 +114,19 @@ nnp_status nnp__dump_defer(nnp_dump *d, void (*fn)(void *), void *p)
 
 /* ---- the name index ---- */
 
-/* The slot holding `name`, or the empty slot where it would go. */
-static size_t slot_of(const nnp_dump *d, const char *name)
+static const char *name_at(const void *d, size_t i)
 {
-    size_t mask = d->nslots - 1;
-    size_t i = (size_t)nnp__hash_str(name) & mask;
-    while (d->slots[i] && strcmp(d->recs[d->slots[i] - 1].pub.name, name) != 0)
-        i = (i + 1) & mask;
-    return i;
+    return ((const nnp_dump *)d)->recs[i].pub.name;
 }
 
-static nnp_status index_rebuild(nnp_dump *d, size_t min_slots)
+static const char *meta_key_at(const void *d, size_t i)
 {
-    size_t n = 16;
-    while (n < min_slots * 2)
-        n *= 2;
-    uint32_t *slots = calloc(n, sizeof *slots);
-    if (!slots)
-        return nnp__nomem();
-    free(d->slots);
-    d->slots = slots;
-    d->nslots = n;
-    for (size_t r = 0; r < d->nrecs; r++)
-        d->slots[slot_of(d, d->recs[r].pub.name)] = (uint32_t)(r + 1);
-    return NNP_OK;
+    return ((const nnp_dump *)d)->meta_keys[i];
 }
 
 int64_t nnp_dump_find(const nnp_dump *d, const char *name)
 {
-    if (!d || !name || !d->nslots)
-        return -1;
-    uint32_t s = d->slots[slot_of(d, name)];
-    return s ? (int64_t)s - 1 : -1;
+    return d && name ? nnp__strindex_find(&d->names, name) : -1;
 }
 
 /* ---- the builder ---- */
@@ -260,14 +236,11 @@ static nnp_status dump_add(nnp_dump *d, const char *file, const char *name, nnp_
                          "(ValidationOverflow)", file, name);
     if (d->nrecs >= UINT32_MAX - 1)
         return nnp__fail(NNP_ERR_UNSUPPORTED, "%s: more than %u tensors", file, UINT32_MAX - 2);
-    if (d->nrecs * 2 + 2 > d->nslots) {
-        nnp_status st = index_rebuild(d, d->nrecs + 1);
-        if (st)
-            return st;
-    }
-    size_t slot = slot_of(d, name);
-    if (d->slots[slot]) {
-        const char *other = d->recs[d->slots[slot] - 1].pub.file;
+    if (!nnp__strindex_reserve(&d->names, d->nrecs))
+        return nnp__nomem();
+    size_t slot = nnp__strindex_slot(&d->names, name);
+    if (d->names.slots[slot]) {
+        const char *other = d->recs[d->names.slots[slot] - 1].pub.file;
         if (strcmp(other, file) == 0)
             return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' appears twice (duplicate key)", file,
                              name);
@@ -299,45 +272,16 @@ static nnp_status dump_add(nnp_dump *d, const char *file, const char *name, nnp_
     r->pub.nbytes = nbytes;
     r->file_index = d->file_index;
     r->file_order = d->nrecs;
-    d->slots[slot] = (uint32_t)(d->nrecs + 1);
+    d->names.slots[slot] = (uint32_t)(d->nrecs + 1);
     d->nrecs++;
     *out = r;
     return NNP_OK;
 }
 
-/* The slot holding metadata key `key`, or the empty slot where it would go. */
-static size_t meta_slot_of(const nnp_dump *d, const char *key)
-{
-    size_t mask = d->meta_nslots - 1;
-    size_t i = (size_t)nnp__hash_str(key) & mask;
-    while (d->meta_slots[i] && strcmp(d->meta_keys[d->meta_slots[i] - 1], key) != 0)
-        i = (i + 1) & mask;
-    return i;
-}
-
 /* The index of metadata key `key`, or -1. */
 static int64_t meta_find(const nnp_dump *d, const char *key)
 {
-    if (!d->meta_nslots)
-        return -1;
-    uint32_t s = d->meta_slots[meta_slot_of(d, key)];
-    return s ? (int64_t)s - 1 : -1;
-}
-
-static nnp_status meta_index_rebuild(nnp_dump *d, size_t min_slots)
-{
-    size_t n = 16;
-    while (n < min_slots * 2)
-        n *= 2;
-    uint32_t *slots = calloc(n, sizeof *slots);
-    if (!slots)
-        return nnp__nomem();
-    free(d->meta_slots);
-    d->meta_slots = slots;
-    d->meta_nslots = n;
-    for (size_t i = 0; i < d->nmeta; i++)
-        d->meta_slots[meta_slot_of(d, d->meta_keys[i])] = (uint32_t)(i + 1);
-    return NNP_OK;
+    return nnp__strindex_find(&d->meta, key);
 }
 
 nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value)
@@ -346,11 +290,8 @@ nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value)
         return NNP_OK;
     if (d->nmeta >= UINT32_MAX - 1)
         return nnp__fail(NNP_ERR_UNSUPPORTED, "more than %u metadata keys", UINT32_MAX - 2);
-    if (d->nmeta * 2 + 2 > d->meta_nslots) {
-        nnp_status st = meta_index_rebuild(d, d->nmeta + 1);
-        if (st)
-            return st;
-    }
+    if (!nnp__strindex_reserve(&d->meta, d->nmeta))
+        return nnp__nomem();
     size_t cap = d->capmeta;
     if (!nnp__grow((void **)&d->meta_keys, &cap, d->nmeta + 1, sizeof *d->meta_keys))
         return nnp__nomem();
@@ -363,7 +304,7 @@ nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value)
         return nnp__nomem();
     d->meta_keys[d->nmeta] = k;
     d->meta_values[d->nmeta] = v;
-    d->meta_slots[meta_slot_of(d, k)] = (uint32_t)(d->nmeta + 1);
+    d->meta.slots[nnp__strindex_slot(&d->meta, k)] = (uint32_t)(d->nmeta + 1);
     d->nmeta++;
     return NNP_OK;
 }
@@ -439,7 +380,7 @@ static nnp_status finalize(nnp_dump *d)
         qsort(d->recs, d->nrecs, sizeof *d->recs, rec_order);
     for (size_t i = 0; i < d->nrecs; i++)
         d->recs[i].pub.seq = i;
-    return index_rebuild(d, d->nrecs);
+    return nnp__strindex_rebuild(&d->names, d->nrecs) ? NNP_OK : nnp__nomem();
 }
 
 /* ---- opening ---- */
@@ -508,6 +449,8 @@ static nnp_status dump_new(const char *path, nnp_dump **out)
         return nnp__fail(NNP_ERR_INTERNAL, "nnp_dump_open: cannot create a mutex");
     }
     d->rank = -1;
+    d->names = (nnp_strindex){.key = name_at, .ctx = d};
+    d->meta = (nnp_strindex){.key = meta_key_at, .ctx = d};
     d->path = strdup(path);
     if (!d->path) {
         nnp_dump_close(d);
@@ -573,12 +516,12 @@ void nnp_dump_close(nnp_dump *d)
     }
     pthread_mutex_destroy(&d->lock);
     free(d->recs);
-    free(d->slots);
+    nnp__strindex_free(&d->names);
     free(d->maps);
     free(d->map_paths);
     free(d->meta_keys);
     free(d->meta_values);
-    free(d->meta_slots);
+    nnp__strindex_free(&d->meta);
     free(d->defers);
     free(d->path);
     free(d);

@@ -45,6 +45,26 @@ bool nnp__grow(void **arr, size_t *cap, size_t need, size_t elem);
 /* FNV-1a of a NUL-terminated string, for the name indexes. */
 uint64_t nnp__hash_str(const char *s);
 
+/* An index of strings kept elsewhere (record names, metadata keys): open addressing over slots
+ * that hold 1 + a string's number, the strings found through key(ctx, number). A capture or a
+ * header may hold millions of names, and a search per name would make reading it quadratic. */
+typedef struct nnp_strindex {
+    uint32_t *slots;
+    size_t nslots; /* a power of two; 0 before the first reserve */
+    const char *(*key)(const void *ctx, size_t i);
+    const void *ctx;
+} nnp_strindex;
+/* Room for one more key when n are in (keys 0..n-1 re-placed when the slots grow); false when
+ * memory runs out. At most UINT32_MAX - 1 keys. */
+bool nnp__strindex_reserve(nnp_strindex *x, size_t n);
+/* Keys 0..n-1 placed anew (after the strings were reordered), with room for one more. */
+bool nnp__strindex_rebuild(nnp_strindex *x, size_t n);
+/* The slot holding `key`, or the empty slot where it would go (after a reserve). */
+size_t nnp__strindex_slot(const nnp_strindex *x, const char *key);
+/* The number of `key`, or -1. */
+int64_t nnp__strindex_find(const nnp_strindex *x, const char *key);
+void nnp__strindex_free(nnp_strindex *x);
+
 /* "[2, 3, 4]" into buf (cut short when it does not fit), for messages. */
 void nnp__format_shape(char *buf, size_t n, uint32_t ndim, const uint64_t *shape);
 

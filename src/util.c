@@ -88,6 +88,52 @@ uint64_t nnp__hash_str(const char *s)
     return h;
 }
 
+size_t nnp__strindex_slot(const nnp_strindex *x, const char *key)
+{
+    size_t mask = x->nslots - 1, i = (size_t)nnp__hash_str(key) & mask;
+    while (x->slots[i] && strcmp(x->key(x->ctx, x->slots[i] - 1), key) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+int64_t nnp__strindex_find(const nnp_strindex *x, const char *key)
+{
+    if (!x->nslots)
+        return -1;
+    uint32_t s = x->slots[nnp__strindex_slot(x, key)];
+    return s ? (int64_t)s - 1 : -1;
+}
+
+bool nnp__strindex_reserve(nnp_strindex *x, size_t n)
+{
+    return (n + 1) * 2 <= x->nslots || nnp__strindex_rebuild(x, n);
+}
+
+bool nnp__strindex_rebuild(nnp_strindex *x, size_t n)
+{
+    if (n >= UINT32_MAX - 1)
+        return false;
+    size_t cap = x->nslots ? x->nslots : 16;
+    while ((n + 1) * 2 > cap)
+        cap *= 2;
+    uint32_t *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return false;
+    free(x->slots);
+    x->slots = slots;
+    x->nslots = cap;
+    for (size_t i = 0; i < n; i++)
+        x->slots[nnp__strindex_slot(x, x->key(x->ctx, i))] = (uint32_t)(i + 1);
+    return true;
+}
+
+void nnp__strindex_free(nnp_strindex *x)
+{
+    free(x->slots);
+    x->slots = NULL;
+    x->nslots = 0;
+}
+
 bool nnp__shape_nelem(uint32_t ndim, const uint64_t *shape, uint64_t *nelem)
 {
     uint64_t n = 1;

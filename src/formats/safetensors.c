@@ -48,10 +48,8 @@ typedef struct {
     char *records, *partial; /* nnparity's metadata values, when present */
     char **meta_keys;        /* this file's metadata keys, for duplicate detection */
     size_t nmeta, capmeta;
-    size_t *meta_slots;      /* index + 1 into meta_keys, open addressing: a header may hold
-                              * millions of keys, and comparing each with all before it would
-                              * take hours */
-    size_t meta_nslots;
+    nnp_strindex meta;       /* meta_keys indexed: a header may hold millions of keys, and
+                              * comparing each with all before it would take hours */
 } st_header;
 
 /* An entry's dimensions. A header whose every tensor is 0-dimensional has no dims array at all
@@ -212,28 +210,9 @@ static nnp_status parse_entry(st_header *h, nnp_json *j, st_entry *e)
     return NNP_OK;
 }
 
-/* The slot of metadata key `key` in h->meta_slots, or the empty slot where it would go. */
-static size_t meta_slot(const st_header *h, const char *key)
+static const char *meta_key_at(const void *h, size_t i)
 {
-    size_t mask = h->meta_nslots - 1, i = (size_t)nnp__hash_str(key) & mask;
-    while (h->meta_slots[i] && strcmp(h->meta_keys[h->meta_slots[i] - 1], key) != 0)
-        i = (i + 1) & mask;
-    return i;
-}
-
-/* Double the key set's slots (at least 64). */
-static bool meta_rehash(st_header *h)
-{
-    size_t n = h->meta_nslots ? h->meta_nslots * 2 : 64;
-    size_t *slots = calloc(n, sizeof *slots);
-    if (!slots)
-        return false;
-    free(h->meta_slots);
-    h->meta_slots = slots;
-    h->meta_nslots = n;
-    for (size_t i = 0; i < h->nmeta; i++)
-        h->meta_slots[meta_slot(h, h->meta_keys[i])] = i + 1;
-    return true;
+    return ((const st_header *)h)->meta_keys[i];
 }
 
 /* __metadata__: null or an object of strings. */
@@ -266,19 +245,19 @@ static nnp_status parse_metadata(st_header *h, nnp_json *j, nnp_dump *d)
             return nnp__nomem();
         }
         char **keys = h->meta_keys;
-        if ((h->nmeta + 1) * 2 > h->meta_nslots && !meta_rehash(h)) {
+        if (!nnp__strindex_reserve(&h->meta, h->nmeta)) {
             free(key);
             return nnp__nomem();
         }
-        size_t at = meta_slot(h, key);
-        if (h->meta_slots[at]) {
+        size_t at = nnp__strindex_slot(&h->meta, key);
+        if (h->meta.slots[at]) {
             nnp_status st = nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ has key '%s' twice "
                                       "(InvalidHeaderDeserialization)", h->path, key);
             free(key);
             return st;
         }
         keys[h->nmeta++] = key;
-        h->meta_slots[at] = h->nmeta;
+        h->meta.slots[at] = (uint32_t)h->nmeta;
         if (nnp__json_peek(j) != '"')
             return nnp__json_skip(j) ? nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ value of '%s' "
                                                  "is not a string (InvalidHeaderDeserialization)",
@@ -431,6 +410,7 @@ nnp_status nnp__safetensors_load(nnp_dump *d, const char *path)
     if ((st = check_prefix(path, &m, &hlen)))
         return st;
     st_header h = {.path = path};
+    h.meta = (nnp_strindex){.key = meta_key_at, .ctx = &h};
     nnp_json j;
     nnp__json_init(&j, (const char *)m.base + 8, (size_t)hlen);
     st = parse_header(&h, &j, d);
@@ -446,7 +426,7 @@ nnp_status nnp__safetensors_load(nnp_dump *d, const char *path)
     for (size_t i = 0; i < h.nmeta; i++)
         free(h.meta_keys[i]);
     free(h.meta_keys);
-    free(h.meta_slots);
+    nnp__strindex_free(&h.meta);
     free(h.es);
     free(h.dims);
     free(h.records);

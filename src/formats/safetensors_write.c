@@ -41,34 +41,16 @@ struct nnp_writer {
     uint64_t data_len; /* tensor bytes written so far */
     w_rec *recs;
     size_t nrecs, caprecs;
-    uint32_t *slots;   /* name set: record index + 1, open addressing */
-    size_t nslots;
+    nnp_strindex names; /* the records by name */
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
     nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
     char failure[512];
 };
 
-static size_t name_slot(const nnp_writer *w, const char *name)
+static const char *name_at(const void *w, size_t i)
 {
-    size_t mask = w->nslots - 1, i = (size_t)nnp__hash_str(name) & mask;
-    while (w->slots[i] && strcmp(w->recs[w->slots[i] - 1].name, name) != 0)
-        i = (i + 1) & mask;
-    return i;
-}
-
-static bool grow_names(nnp_writer *w)
-{
-    size_t n = w->nslots ? w->nslots * 2 : 1024;
-    uint32_t *slots = calloc(n, sizeof *slots);
-    if (!slots)
-        return false;
-    free(w->slots);
-    w->slots = slots;
-    w->nslots = n;
-    for (size_t r = 0; r < w->nrecs; r++)
-        w->slots[name_slot(w, w->recs[r].name)] = (uint32_t)(r + 1);
-    return true;
+    return ((const nnp_writer *)w)->recs[i].name;
 }
 
 /* How many of n bytes may be written at offset off. A write that starts at or past the
@@ -119,7 +101,7 @@ static void writer_free(nnp_writer *w)
     for (size_t i = 0; i < w->nmeta * 2; i++)
         free(w->meta[i]);
     free(w->recs);
-    free(w->slots);
+    nnp__strindex_free(&w->names);
     free(w->meta);
     free(w->path);
     free(w->tmp_path);
@@ -148,7 +130,8 @@ static nnp_status writer_new(const char *path, nnp_writer **out)
     w->path = strdup(path);
     w->tmp_path = with_suffix(path, ".partial");
     w->journal_path = with_suffix(path, ".journal");
-    if (!w->path || !w->tmp_path || !w->journal_path || !grow_names(w)) {
+    w->names = (nnp_strindex){.key = name_at, .ctx = w};
+    if (!w->path || !w->tmp_path || !w->journal_path) {
         writer_free(w);
         return nnp__nomem();
     }
@@ -313,13 +296,13 @@ static char *default_name(const nnp_record_desc *desc)
 /* Take ownership of r as the next record (its name known to be new); r is freed on failure. */
 static nnp_status push_rec(nnp_writer *w, w_rec *r)
 {
-    if (((w->nrecs + 1) * 2 > w->nslots && !grow_names(w)) ||
+    if (!nnp__strindex_reserve(&w->names, w->nrecs) ||
         !nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs)) {
         free_rec(r);
         return nnp__nomem();
     }
     w->recs[w->nrecs] = *r;
-    w->slots[name_slot(w, r->name)] = (uint32_t)(++w->nrecs);
+    w->names.slots[nnp__strindex_slot(&w->names, r->name)] = (uint32_t)(++w->nrecs);
     return NNP_OK;
 }
 
@@ -387,11 +370,7 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
         free_rec(&r);
         return nnp__fail(NNP_ERR_ARG, "%s: '__metadata__' cannot name a tensor", w->path);
     }
-    if ((w->nrecs + 1) * 2 > w->nslots && !grow_names(w)) {
-        free_rec(&r);
-        return nnp__nomem();
-    }
-    if (w->slots[name_slot(w, r.name)]) {
+    if (nnp__strindex_find(&w->names, r.name) >= 0) {
         nnp_status st = nnp__fail(NNP_ERR_ARG, "%s: tensor '%s' added twice", w->path, r.name);
         free_rec(&r);
         return st;
