@@ -59,6 +59,9 @@ static inline const char *cli_plural(unsigned long long n, const char *one, cons
  * disk) never leaves half a report. An error is printed; returns EXIT_AGREE or EXIT_BAD_INPUT. */
 int cli_write_file(const char *path, const char *text, size_t len);
 
+/* "dir/name", a new string (NULL when memory runs out). */
+char *cli_join_path(const char *dir, const char *name);
+
 /* Whether `name` matches a glob pattern; a pattern without * ? [ matches as a substring. */
 bool cli_name_matches(const char *pattern, const char *name);
 

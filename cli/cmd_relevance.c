@@ -460,15 +460,6 @@ static int add_tensor(nnp_writer *w, const char *name, uint32_t ndim, const uint
     return nnp_writer_add(w, &d, data) ? cli_fail(NNP_ERR_IO) : EXIT_AGREE;
 }
 
-static char *join_path(const char *dir, const char *file)
-{
-    size_t n = strlen(dir) + strlen(file) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, file);
-    return p;
-}
-
 typedef struct {
     const nnp_attn_layer *layers;
     size_t nlayers;
@@ -523,9 +514,9 @@ static int write_outputs(const rel_args *a, const result *res)
                   errno == EEXIST ? "a file is in the way" : strerror(errno));
         return EXIT_BAD_INPUT;
     }
-    char *st_path = join_path(a->out, "relevance.safetensors");
-    char *heat_path = join_path(a->out, "heatmap.png");
-    char *over_path = join_path(a->out, "overlay.png");
+    char *st_path = cli_join_path(a->out, "relevance.safetensors");
+    char *heat_path = cli_join_path(a->out, "heatmap.png");
+    char *over_path = cli_join_path(a->out, "overlay.png");
     int rc = EXIT_AGREE;
     if (!st_path || !heat_path || !over_path) {
         cli_error("out of memory");

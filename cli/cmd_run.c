@@ -72,18 +72,6 @@ static const char run_usage[] =
  * most the last TAIL_BYTES bytes. */
 enum { TAIL_LINES = 20, TAIL_BYTES = 16384 };
 
-static char *join(const char *dir, const char *name)
-{
-    size_t a = strlen(dir), b = strlen(name);
-    char *s = malloc(a + b + 2);
-    if (!s)
-        return NULL;
-    memcpy(s, dir, a);
-    s[a] = '/';
-    memcpy(s + a + 1, name, b + 1);
-    return s;
-}
-
 /* mkdir -p */
 static bool make_dirs(const char *path)
 {
@@ -513,10 +501,10 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
         s->command = cmds[i];
         s->exit_status = -1;
         snprintf(file, sizeof file, "%s.safetensors", names[i]);
-        s->capture = join(a->out, file);
-        abs_capture[i] = join(abs_dir, file);
+        s->capture = cli_join_path(a->out, file);
+        abs_capture[i] = cli_join_path(abs_dir, file);
         snprintf(file, sizeof file, "%s.stderr", names[i]);
-        s->stderr_file = join(a->out, file);
+        s->stderr_file = cli_join_path(a->out, file);
         if (!s->capture || !abs_capture[i] || !s->stderr_file)
             rc = run_nomem();
     }
@@ -536,7 +524,7 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
             /* inject from what the reference captured, partial or not */
             const char *ref_path = nnp_dump_path(r->side[SIDE_REF].dump);
             const char *base = strrchr(ref_path, '/');
-            char *abs_ref = join(abs_dir, base ? base + 1 : ref_path);
+            char *abs_ref = cli_join_path(abs_dir, base ? base + 1 : ref_path);
             set[1] = env_pair("NNPARITY_INJECT", abs_ref);
             free(abs_ref);
             set[2] = env_pair("NNPARITY_RULES", abs_rules);
@@ -600,7 +588,7 @@ static int run_run(int argc, char **argv)
     run_report r = {.out_dir = a.out, .rules_path = a.rules, .atol = a.atol, .rtol = a.rtol,
                     .plot_max_abs = a.max_abs, .first_divergence = -1, .first_own = -1,
                     .order_violation = -1};
-    r.html_path = join(a.out, "report.html");
+    r.html_path = cli_join_path(a.out, "report.html");
     if (!r.html_path) {
         rc = run_nomem();
         goto out;

@@ -99,6 +99,18 @@ void cli_format_number(char *buf, size_t n, double v)
         snprintf(buf, n, "%.5g", v);
 }
 
+char *cli_join_path(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *s = malloc(a + b + 2);
+    if (!s)
+        return NULL;
+    memcpy(s, dir, a);
+    s[a] = '/';
+    memcpy(s + a + 1, name, b + 1);
+    return s;
+}
+
 int cli_write_file(const char *path, const char *text, size_t len)
 {
     size_t n = strlen(path);

@@ -17,22 +17,13 @@
 #include "cli.h"
 #include "report.h"
 
-static char *path_in(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 8;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 void run_repro_clear(const char *out_dir)
 {
     static const char *const names[] = {"repro/layer.safetensors",
                                         "repro/layer.safetensors.partial",
                                         "repro/layer.safetensors.journal", "repro/README.md"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        char *p = path_in(out_dir, names[i]);
+        char *p = cli_join_path(out_dir, names[i]);
         if (p)
             remove(p);
         free(p);
@@ -247,9 +238,9 @@ int run_write_repro(run_report *r)
     run_row_layer(layer, name, sizeof name);
     /* the layer, as its first call is named */
     const char *lname = *layer->rec->module ? layer->rec->module : layer->rec->name;
-    char *dir = path_in(r->out_dir, "repro");
-    r->repro_file = path_in(r->out_dir, "repro/layer.safetensors");
-    r->repro_readme = path_in(r->out_dir, "repro/README.md");
+    char *dir = cli_join_path(r->out_dir, "repro");
+    r->repro_file = cli_join_path(r->out_dir, "repro/layer.safetensors");
+    r->repro_readme = cli_join_path(r->out_dir, "repro/README.md");
     r->repro_layer = strdup(name);
     if (!m || !dir || !r->repro_file || !r->repro_readme || !r->repro_layer) {
         free(m);

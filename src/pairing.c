@@ -366,8 +366,9 @@ static int by_port(const void *a, const void *b)
 
 /* Port records that the rules renamed onto a name that another port record took first: a
  * rename too general (or two that meet) would otherwise leave them unmatched without a word.
- * The entries are sorted by name, so such records sit next to the one that was paired. */
-static nnp_status find_collisions(owned *o, const entry *e, size_t ne, nnp_diff *d)
+ * The entries are sorted by name, so such records sit next to the one that was paired. Counts
+ * them, and fills out[] when it is given. */
+static size_t collect_collisions(const entry *e, size_t ne, nnp_collision *out)
 {
     size_t n = 0;
     for (size_t k = 0, end; k < ne; k = end) {
@@ -376,26 +377,24 @@ static nnp_status find_collisions(owned *o, const entry *e, size_t ne, nnp_diff 
             if (e[end].used && taken == SIZE_MAX)
                 taken = end;
         for (size_t j = k; taken != SIZE_MAX && j < end; j++)
-            n += !e[j].used && e[j].port != e[taken].port;
-    }
-    if (!n)
-        return NNP_OK;
-    nnp_collision *c = arena_alloc(o, n * sizeof *c);
-    if (!c)
-        return nnp__nomem();
-    d->collisions = c;
-    for (size_t k = 0, end; k < ne; k = end) {
-        size_t taken = SIZE_MAX;
-        for (end = k; end < ne && strcmp(e[end].name, e[k].name) == 0; end++)
-            if (e[end].used && taken == SIZE_MAX)
-                taken = end;
-        for (size_t j = k; taken != SIZE_MAX && j < end; j++)
             if (!e[j].used && e[j].port != e[taken].port) {
-                c[d->ncollisions] = (nnp_collision){e[j].port, e[taken].port, e[j].name};
-                d->ncollisions++;
+                if (out)
+                    out[n] = (nnp_collision){e[j].port, e[taken].port, e[j].name};
+                n++;
             }
     }
-    qsort(c, d->ncollisions, sizeof *c, by_port);
+    return n;
+}
+
+static nnp_status find_collisions(owned *o, const entry *e, size_t ne, nnp_diff *d)
+{
+    size_t n = collect_collisions(e, ne, NULL);
+    if (!n)
+        return NNP_OK;
+    if (!(d->collisions = arena_alloc(o, n * sizeof *d->collisions)))
+        return nnp__nomem();
+    d->ncollisions = collect_collisions(e, ne, d->collisions);
+    qsort(d->collisions, d->ncollisions, sizeof *d->collisions, by_port);
     return NNP_OK;
 }
 
