@@ -30,17 +30,26 @@ static nnp_status compile(regex_t *re, const char *what, const char *pattern)
     return nnp__fail(NNP_ERR_ARG, "%s pattern '%s': bad regex: %s", what, pattern, msg);
 }
 
-/* Records whose name matches, in execution order, into a new array. */
-static nnp_status matching(const nnp_dump *d, const regex_t *re, size_t **out, size_t *n)
+/* Records whose name matches `pattern` (of the `what` records), in execution order, into a new
+ * array. */
+static nnp_status matching(const nnp_dump *d, const char *what, const char *pattern, size_t **out,
+                           size_t *n)
 {
+    regex_t re;
+    nnp_status st = compile(&re, what, pattern);
+    if (st)
+        return st;
     size_t total = nnp_dump_count(d);
     size_t *idx = malloc((total ? total : 1) * sizeof *idx);
-    if (!idx)
+    if (!idx) {
+        regfree(&re);
         return nnp__nomem();
+    }
     *n = 0;
     for (size_t i = 0; i < total; i++)
-        if (regexec(re, nnp_dump_record(d, i)->name, 0, NULL, 0) == 0)
+        if (regexec(&re, nnp_dump_record(d, i)->name, 0, NULL, 0) == 0)
             idx[(*n)++] = i;
+    regfree(&re);
     *out = idx;
     return NNP_OK;
 }
@@ -112,13 +121,8 @@ static nnp_status default_grads(nnp_dump *d, nnp_attn_layer *L, size_t n)
 static nnp_status pattern_grads(nnp_dump *d, nnp_attn_layer *L, size_t n, const char *pattern,
                                 bool *by_name)
 {
-    regex_t re;
-    nnp_status st = compile(&re, "gradient", pattern);
-    if (st)
-        return st;
     size_t *idx = NULL, m = 0;
-    st = matching(d, &re, &idx, &m);
-    regfree(&re);
+    nnp_status st = matching(d, "gradient", pattern, &idx, &m);
     if (st)
         return st;
     if (m == 0) {
@@ -161,13 +165,8 @@ nnp_status nnp_attn_layers_find(nnp_dump *dump, const char *attn_pattern,
     *count = 0;
     if (paired_by_name)
         *paired_by_name = true;
-    regex_t re;
-    nnp_status st = compile(&re, "attention", attn_pattern);
-    if (st)
-        return st;
     size_t *idx = NULL, n = 0;
-    st = matching(dump, &re, &idx, &n);
-    regfree(&re);
+    nnp_status st = matching(dump, "attention", attn_pattern, &idx, &n);
     if (st)
         return st;
     const char *path = nnp_dump_path(dump);
