@@ -102,12 +102,14 @@ static nnp_status next_call(session *s, const char *name, const char *role, uint
 /* ---- the ranks of a distributed run (docs/scale.md) ---- */
 
 /* The variables that launchers set, in the order they are believed: torchrun's, Open MPI's,
- * MPICH's (PMI), Slurm's. A family counts only when both of its variables are set: salloc sets
- * SLURM_NTASKS without SLURM_PROCID for the shell it starts. */
+ * MPICH's (PMI), Slurm's. A family counts only when both of its variables are set. Slurm's
+ * size is the step's, SLURM_STEP_NUM_TASKS, which srun sets for every task it starts: an sbatch
+ * script runs as SLURM_PROCID 0 with the allocation's SLURM_NTASKS, and salloc's shell has
+ * SLURM_NTASKS alone; neither is one rank of several. */
 static const char *const rank_vars[][2] = {{"RANK", "WORLD_SIZE"},
                                            {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
                                            {"PMI_RANK", "PMI_SIZE"},
-                                           {"SLURM_PROCID", "SLURM_NTASKS"}};
+                                           {"SLURM_PROCID", "SLURM_STEP_NUM_TASKS"}};
 
 static bool decimal(const char *s, long *v)
 {

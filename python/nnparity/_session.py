@@ -19,7 +19,8 @@ The C library counts calls per (name, role), so a module run twice gets call 0 a
 
 Distributed runs: each process records its own file. rank/world_size given to capture() or
 inject() win; else torch.distributed's, when it is initialized; else the library reads the
-launcher's environment (RANK/WORLD_SIZE, OMPI_COMM_WORLD_*, PMI_*, SLURM_PROCID/SLURM_NTASKS).
+launcher's environment (RANK/WORLD_SIZE, OMPI_COMM_WORLD_*, PMI_*, and srun's
+SLURM_PROCID/SLURM_STEP_NUM_TASKS).
 With several ranks the path names a directory that gets one rank-R-of-N.safetensors per rank
 (docs/scale.md)."""
 import ctypes

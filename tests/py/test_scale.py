@@ -38,7 +38,7 @@ TAP_SCRIPT = textwrap.dedent("""
 """)
 
 RANK_VARS = ["RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
-             "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS"]
+             "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS"]
 
 
 def tap_with_env(path, **env):
@@ -58,12 +58,22 @@ def ls_json(nnp, path):
 @pytest.mark.parametrize("family", [("RANK", "WORLD_SIZE"),
                                     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
                                     ("PMI_RANK", "PMI_SIZE"),
-                                    ("SLURM_PROCID", "SLURM_NTASKS")])
+                                    ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")])
 def test_rank_file_named_from_each_launchers_environment(tmp_path, family):
+    # srun sets SLURM_NTASKS as well as the step's size: every variable of a family is set
     out = tmp_path / "cap.safetensors"
-    p = tap_with_env(out, **{family[0]: "2", family[1]: "3"})
+    p = tap_with_env(out, **{family[0]: "2", **{v: "3" for v in family[1:]}})
     assert p.returncode == 0, p.stderr
     assert sorted(os.listdir(out)) == ["rank-00002-of-00003.safetensors"]
+
+
+def test_an_sbatch_script_is_one_process(tmp_path):
+    # the batch script itself runs as SLURM_PROCID 0 with the allocation's SLURM_NTASKS, but
+    # outside any srun step: a reference captured there is one process's plain file
+    out = tmp_path / "ref.safetensors"
+    p = tap_with_env(out, SLURM_PROCID="0", SLURM_NTASKS="4", SLURM_LOCALID="0")
+    assert p.returncode == 0, p.stderr
+    assert out.is_file()
 
 
 def test_torchrun_variables_win_over_slurms(tmp_path):
