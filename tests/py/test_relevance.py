@@ -371,6 +371,8 @@ def bad_dump(tmp_path_factory):
         "batch.probs": np.zeros((2, 2, 5, 5), np.float32),
         "nan.probs": nan,
         "g.0.dprobs": ok,
+        "inf.probs": ok,
+        "inf.grad": np.where(np.arange(50).reshape(2, 5, 5) == 21, np.inf, ok).astype(np.float32),
     })
     (d / "not.png").write_bytes(b"GIF89a not a png at all")
     return d
@@ -386,6 +388,8 @@ RUNTIME_ERRORS = [
     (["--attn", "int"], "'int.probs' is I32: relevance needs a float dtype"),
     (["--attn", "batch"], "one sample"),
     (["--attn", "nan"], "'nan.probs' holds a NaN or Inf at [1, 2, 3]"),
+    (["--attn", "inf[.]probs", "--method", "chefer", "--grad", "inf[.]grad"],
+     "relevance: gradient 'inf.grad' holds a NaN or Inf at [0, 4, 1]"),
     (["--attn", "(a"], "attention pattern '(a': bad regex"),
     (["--attn", "a[.]", "--query-row", "5"], "--query-row 5 but the maps have 5 tokens"),
     (["--attn", "a[.]", "--start-layer", "2"], "--start-layer 2 but 2 records match 'a[.]'"),
