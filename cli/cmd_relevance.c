@@ -421,18 +421,21 @@ static int write_heatmap(const char *path, const double *heat, uint64_t gh, uint
     return rc;
 }
 
-/* The heatmap upsampled bilinearly to the picture's size and laid over it at alpha 0.5. */
-static int write_overlay(const char *path, const char *image, const double *heat, uint64_t gh,
-                         uint64_t gw)
-{
+/* A picture read for the overlay: RGB, row-major. */
+typedef struct {
     unsigned char *px;
     int w, h;
-    int rc = cli_png_read_rgb(image, &px, &w, &h);
-    if (rc)
-        return rc;
+} picture;
+
+/* The heatmap upsampled bilinearly to the picture's size and laid over it at alpha 0.5 (the
+ * picture's pixels are blended in place). */
+static int write_overlay(const char *path, picture *pic, const double *heat, uint64_t gh,
+                         uint64_t gw)
+{
+    unsigned char *px = pic->px;
+    int w = pic->w, h = pic->h, rc;
     double *up = malloc((size_t)w * (size_t)h * sizeof *up);
     if (!up) {
-        free(px);
         cli_error("out of memory");
         return EXIT_INTERNAL;
     }
@@ -449,7 +452,6 @@ static int write_overlay(const char *path, const char *image, const double *heat
         rc = cli_png_write_rgb(path, w, h, px);
     }
     free(up);
-    free(px);
     return rc;
 }
 
@@ -505,7 +507,7 @@ static int write_safetensors(const rel_args *a, const result *res, const char *p
     return (st = nnp_writer_close(w)) ? cli_fail(st) : EXIT_AGREE;
 }
 
-static int write_outputs(const rel_args *a, const result *res)
+static int write_outputs(const rel_args *a, const result *res, picture *pic)
 {
     struct stat sb;
     if (mkdir(a->out, 0777) != 0 && (errno != EEXIST || stat(a->out, &sb) != 0 ||
@@ -528,7 +530,7 @@ static int write_outputs(const rel_args *a, const result *res)
     if ((rc = write_safetensors(a, res, st_path)) ||
         (rc = write_heatmap(heat_path, res->heat, a->gh, a->gw, scale)))
         goto out;
-    if (a->image && (rc = write_overlay(over_path, a->image, res->heat, a->gh, a->gw)))
+    if (a->image && (rc = write_overlay(over_path, pic, res->heat, a->gh, a->gw)))
         goto out;
     printf("wrote %s, %s%s%s\n", st_path, heat_path, a->image ? ", " : "",
            a->image ? over_path : "");
@@ -599,10 +601,16 @@ static int run_relevance(int argc, char **argv)
     int rc = parse_args(&a, argc, argv);
     if (rc)
         return rc;
+    /* the picture is read first, so that a bad one leaves no output behind */
+    picture pic = {0};
+    if (a.image && (rc = cli_png_read_rgb(a.image, &pic.px, &pic.w, &pic.h)))
+        return rc;
     nnp_dump *d;
     nnp_status st = nnp_dump_open(a.file, &d);
-    if (st)
+    if (st) {
+        free(pic.px);
         return cli_fail(st);
+    }
     nnp_attn_layer *L = NULL;
     size_t nl = 0;
     bool by_name = true;
@@ -652,8 +660,9 @@ static int run_relevance(int argc, char **argv)
     res.heat = heat;
     print_summary(&a, d, &res, by_name);
     if (a.out)
-        rc = write_outputs(&a, &res);
+        rc = write_outputs(&a, &res, &pic);
 out:
+    free(pic.px);
     free(heat);
     free(res.pm.grid);
     free(r);

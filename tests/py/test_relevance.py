@@ -422,6 +422,15 @@ def test_runtime_errors(nnp, bad_dump, args, message):
     assert message in lines[0], lines[0]
 
 
+def test_bad_image_leaves_no_output(nnp, bad_dump, tmp_path):
+    # the picture is read before anything is written
+    out = tmp_path / "out"
+    p = nnp("relevance", bad_dump / "bad.safetensors", "--attn", "a[.]", "--grid", "2x2",
+            "--out", out, "--image", bad_dump / "not.png")
+    assert p.returncode == 2 and "not a PNG file" in p.stderr, p.stderr
+    assert not out.exists()
+
+
 def test_grad_records_in_attn_pattern(nnp, vit_capture):
     path, _, _ = vit_capture
     p = nnp("relevance", path, "--attn", "attn$")
