@@ -163,6 +163,18 @@ bool nnp__utf8_valid(const unsigned char *s, size_t n, size_t *bad)
 {
     size_t i = 0;
     while (i < n) {
+        /* headers are nearly all ASCII: skip 16 bytes at a time while no high bit is set (a
+         * 32 MB header of 10^5 records took a tenth of its opening time byte by byte) */
+        while (n - i >= 16) {
+            uint64_t a, b;
+            memcpy(&a, s + i, 8);
+            memcpy(&b, s + i + 8, 8);
+            if ((a | b) & 0x8080808080808080ull)
+                break;
+            i += 16;
+        }
+        if (i >= n)
+            break;
         unsigned c = s[i];
         if (c < 0x80) {
             i++;

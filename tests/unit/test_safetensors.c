@@ -6,6 +6,7 @@
 #include <math.h>
 #include <sys/stat.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 static nnp_dump *open_ok(const char *path)
@@ -181,6 +182,34 @@ static void test_invalid_utf8(void **state)
     nnp_dump *d = open_ok(p);
     assert_int_equal(nnp_dump_find(d, "\xc3\xa9t\xc3\xa9"), 0);
     nnp_dump_close(d);
+}
+
+/* The validator skips ASCII a word at a time: a bad byte is still found at its own offset
+ * wherever it falls, after a run of ASCII or right behind a multi-byte character. */
+static void test_utf8_offsets(void **state)
+{
+    (void)state;
+    unsigned char buf[80];
+    for (size_t at = 0; at < 48; at++) {
+        memset(buf, 'a', sizeof buf);
+        buf[at] = 0xff;
+        size_t bad = SIZE_MAX;
+        assert_false(nnp__utf8_valid(buf, sizeof buf, &bad));
+        assert_int_equal(bad, at);
+        /* a valid two-byte character just before it changes nothing */
+        if (at >= 2) {
+            buf[at - 2] = 0xc3;
+            buf[at - 1] = 0xa9;
+            assert_false(nnp__utf8_valid(buf, sizeof buf, &bad));
+            assert_int_equal(bad, at);
+        }
+        /* a truncated character at the very end */
+        memset(buf, 'a', sizeof buf);
+        buf[at + 31] = 0xe2;
+        assert_false(nnp__utf8_valid(buf, at + 32, &bad));
+        assert_int_equal(bad, at + 31);
+        assert_true(nnp__utf8_valid(buf, at + 31, &bad));
+    }
 }
 
 static void test_crafted_rules(void **state)
@@ -385,7 +414,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_official),       cmocka_unit_test(test_all_dtypes),
         cmocka_unit_test(test_other_valid),    cmocka_unit_test(test_bad_conformance),
-        cmocka_unit_test(test_invalid_utf8),   cmocka_unit_test(test_crafted_rules),
+        cmocka_unit_test(test_invalid_utf8),   cmocka_unit_test(test_utf8_offsets),
+        cmocka_unit_test(test_crafted_rules),
         cmocka_unit_test(test_io_errors),      cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_provenance),     cmocka_unit_test(test_lookup_many),
     };
