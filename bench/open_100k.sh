@@ -5,7 +5,9 @@
 #     tensor (module, role, call, type, seq) that must be parsed and applied, and
 #   - a plain file laid out as the reference writer writes it, without metadata (the peer).
 # A third figure is Python's json.loads of the plain header (interpreter start included): the
-# floor a reference-style reader in Python pays before it has validated anything.
+# floor a reference-style reader in Python pays before it has validated anything. Last, the
+# two files are each opened beside a copy of themselves and paired (bench/match_100k.c): the
+# open + match that a diff of two long captures pays before and besides reading the data.
 #
 #   bench/open_100k.sh BUILD DATA_DIR      RUNS (default 5) from env
 set -euo pipefail
@@ -46,3 +48,17 @@ echo "  python json.loads:      ${tj[*]}"
 printf '  nnparity ls, with metadata  %.3f s  (%.2f x plain)\n' "$m" "$(ratio "$m" "$p")"
 printf '  nnparity ls, plain file     %.3f s\n' "$p"
 printf '  python json.loads (plain)   %.3f s  (plain ls = %.2f x this)\n' "$j" "$(ratio "$p" "$j")"
+
+# Opening two such dumps and pairing them, as `nnparity diff` does before and besides reading
+# the data (match_100k.c; target: under 0.5 s). The port is a copy of the reference, so every
+# record pairs by name and nothing is aligned.
+"${CC:-cc}" -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" \
+    "$here/match_100k.c" "$build/libnnparity.a" -o "$build/bench/match_100k" \
+    -ljansson -lz -lpthread -lm
+for f in "$meta" "$plain"; do
+    copy="${f%.safetensors}_copy.safetensors"
+    [ -f "$copy" ] || cp "$f" "$copy"
+    cat "$copy" > /dev/null
+    echo "  $(basename "$f") against a copy of itself:"
+    "$build/bench/match_100k" "$f" "$copy" "$runs" | tail -n +2
+done
