@@ -822,8 +822,16 @@ static void test_pickle_refused(void **state)
                           NULL);
     }
 
+    /* a MARK before anything was pushed: the empty tuple, popped from a stack that was never
+     * allocated (found by fuzz_torch: an offset from a NULL pointer), holds no tensor */
+    buf b = p_begin();
+    put(&b, "(t.", 3);
+    nnp_dump *d = open_ok(write_ckpt("mark_first.pt", &b));
+    assert_int_equal(nnp_dump_count(d), 0);
+    nnp_dump_close(d);
+
     /* protocol 0/1 and 6 */
-    buf b = {0};
+    b = (buf){0};
     put(&b, "N.", 2);
     const char *path = write_ckpt("proto0.pt", &b);
     expect_open_error(path, NNP_ERR_UNSUPPORTED, path, "byte 0", "PROTO", NULL);
