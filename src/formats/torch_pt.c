@@ -467,7 +467,7 @@ static nnp_status persistent_load(tload *L, const pv *pid)
         return pk_fail(L, NNP_ERR_FORMAT, "persistent id's key, location and numel are a %s, a %s "
                        "and a %s%s, not str, str and a non-negative int (persistent id)",
                        kind_name(f[2]), kind_name(f[3]), kind_name(f[4]),
-                       f[4]->kind == V_INT ? " below 0" : "");
+                       f[4]->kind == V_INT && f[4]->u.i < 0 ? " below 0" : "");
     nnp_dtype dtype = f[1]->u.g->dtype;
     uint64_t numel = (uint64_t)f[4]->u.i, nbytes;
     size_t klen = f[2]->u.str.n;

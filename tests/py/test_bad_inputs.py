@@ -101,6 +101,44 @@ SAFETENSORS = [
                                     b"\0" * 4), ["a partial dump's header lists tensors"]),
 ]
 
+# the entry, metadata and provenance rules the rows above do not reach, each by its whole message
+REC = '{"__metadata__":{"nnparity.records":%s},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}'
+SAFETENSORS += [
+    ("st_entry_not_object", st('{"a":[1]}'),
+     ["tensor 'a': entry is not an object (InvalidHeaderDeserialization)"]),
+    ("st_dtype_not_string", st('{"a":{"dtype":1,"shape":[1],"data_offsets":[0,4]}}', b"\0" * 4),
+     ["tensor 'a': \"dtype\" is not a string (InvalidHeaderDeserialization)"]),
+    ("st_shape_not_array", st('{"a":{"dtype":"F32","shape":1,"data_offsets":[0,4]}}', b"\0" * 4),
+     ["tensor 'a': \"shape\" is not an array (InvalidHeaderDeserialization)"]),
+    ("st_offsets_one_integer", st('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}}',
+                                  b"\0" * 4),
+     ["tensor 'a': \"data_offsets\" is not two non-negative integers "
+      "(InvalidHeaderDeserialization)"]),
+    ("st_offsets_negative", st('{"a":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}',
+                               b"\0" * 4),
+     ["tensor 'a': \"data_offsets\" is not two non-negative integers "
+      "(InvalidHeaderDeserialization)"]),
+    ("st_missing_dtype", st('{"a":{"shape":[1],"data_offsets":[0,4]}}', b"\0" * 4),
+     ["tensor 'a': missing \"dtype\" (InvalidHeaderDeserialization)"]),
+    ("st_missing_shape", st('{"a":{"dtype":"F32","data_offsets":[0,4]}}', b"\0" * 4),
+     ["tensor 'a': missing \"shape\" (InvalidHeaderDeserialization)"]),
+    ("st_meta_not_object", st('{"__metadata__":[1]}'),
+     ["__metadata__ is not an object (InvalidHeaderDeserialization)"]),
+    ("st_records_not_object", st(REC % '"[1]"', b"\0"),
+     ["metadata 'nnparity.records' entry 0: not an object"]),
+    ("st_records_empty_entry", st(REC % '"[{}]"', b"\0"),
+     ["metadata 'nnparity.records' entry 0: \"tensor\" is missing"]),
+    ("st_records_no_tensor", st(REC % '"[{\\"module\\":\\"m\\"}]"', b"\0"),
+     ["metadata 'nnparity.records' entry 0: \"tensor\" is missing"]),
+    ("st_records_field_twice", st(REC % '"[{\\"tensor\\":\\"x\\",\\"tensor\\":\\"x\\"}]"', b"\0"),
+     ["metadata 'nnparity.records' entry 0: a field appears twice"]),
+    ("st_records_not_string", st(REC % '"[{\\"tensor\\":1}]"', b"\0"),
+     ["metadata 'nnparity.records' entry 0: \"tensor\", \"module\", \"role\" and \"type\" must "
+      "be strings"]),
+    ("st_records_negative_call", st(REC % '"[{\\"tensor\\":\\"x\\",\\"call\\":-1}]"', b"\0"),
+     ["metadata 'nnparity.records' entry 0: \"call\" and \"seq\" must be non-negative integers"]),
+]
+
 
 # ------------------------------------------------------------------------------------------------
 # sharded checkpoints: an index.json beside its shards (built by put_sharded)
@@ -139,6 +177,16 @@ SHARDED = [
                                    {"s1.safetensors": {"a": [1.0]},
                                     "s2.safetensors": {"b": [2.0], "a": [3.0]}}),
      "s2.safetensors", ["tensor 'a' is also in", "s1.safetensors (duplicate tensor name)"]),
+]
+
+SHARDED += [
+    ("index_tensor_not_in_shard", sharded({"a": "s1.safetensors", "x": "s1.safetensors"},
+                                          {"s1.safetensors": {"a": [1.0]}}), INDEX,
+     ["weight_map: tensor 'x' is not in shard 's1.safetensors'"]),
+    ("index_tensor_in_other_shard", sharded({"a": "s2.safetensors", "b": "s1.safetensors"}, SHARD),
+     INDEX, ["weight_map: tensor 'a' is in ", "s1.safetensors, not in shard 's2.safetensors'"]),
+    ("index_shard_not_a_string", sharded({"a": 1}, {}), INDEX,
+     ["weight_map: tensor 'a' must name a file beside the index"]),
 ]
 
 
@@ -188,6 +236,23 @@ NPY = [
     ("npy_trailing_data", npy(npy_dict(), b"\0" * 9), ["(npy data size)"]),
     ("npy_v3_utf8", npy(npy_dict(descr="'<f4\xff'"), b"\0" * 8, version=(3, 0)),
      ["not valid UTF-8", "(npy 3.0 header)"]),
+]
+
+# the header literal's syntax, which the rows above reach only in part; the byte is where the
+# parser stopped (10 + its index in the header: the preamble of a 1.0 file is 10 bytes)
+NPY += [
+    ("npy_string_unclosed", npy("{'descr': '<f4"),  # the padding's final newline ends the string
+     ["byte 63: string has no closing quote (npy header)"]),
+    ("npy_string_past_end", b"\x93NUMPY\x01\x00" + struct.pack("<H", 14) + b"{'descr': '<f4",
+     ["byte 20: string runs past the end of the header (npy header)"]),
+    ("npy_value_missing", npy("{'descr': ["),
+     ["byte 64: header ends where a value should be (npy header)"]),
+    ("npy_literal_colon", npy(npy_dict(descr="[{'a' 1}]"), b"\0" * 8),
+     ["byte 26: expected ':' (npy header)"]),
+    ("npy_literal_comma", npy(npy_dict(descr="[1 2]"), b"\0" * 8),
+     ["byte 23: expected ',' or ']' (npy header)"]),
+    ("npy_literal_character", npy(npy_dict(descr="[@]"), b"\0" * 8),
+     ["byte 21: unexpected character 0x40 where a value should be (npy header)"]),
 ]
 
 
@@ -287,6 +352,90 @@ NPZ_DATA = [
 ]
 
 
+# The central directory, zip64 and local header rules the rows above do not reach.
+
+def cd_at(raw, i=0):
+    """Where central directory entry i starts."""
+    off = raw.index(b"PK\x01\x02")
+    for _ in range(i):
+        off = raw.index(b"PK\x01\x02", off + 4)
+    return off
+
+
+def with_extra(extra, size=None):
+    """One stored member whose local and central entries carry `extra`."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo("a.npy")
+        info.extra = extra
+        z.writestr(info, NPY_OK)
+    return buf.getvalue()
+
+
+def patched(raw, *edits):
+    """raw with (offset, struct format, value) edits."""
+    raw = bytearray(raw)
+    for off, fmt, value in edits:
+        struct.pack_into(fmt, raw, off, value)
+    return bytes(raw)
+
+
+ONE_NPY = zipped([("a.npy", NPY_OK)])
+TWO_NPY = zipped([("a.npy", NPY_OK), ("b.npy", NPY_OK)])
+EOCD = len(ONE_NPY) - 22
+CD = cd_at(ONE_NPY)
+# zip64 records go before the end record: a locator naming byte 0 (a local header), and a
+# zip64 end record whose size field claims a terabyte
+LOCATOR_TO_0 = struct.pack("<IIQI", 0x07064B50, 0, 0, 1)
+ZIP64_RECORD = struct.pack("<IQHHIIQQQQ", 0x06064B50, 1 << 40, 45, 45, 0, 0, 1, 1, 0, 0)
+ZIP64_LOCATOR = struct.pack("<IIQI", 0x07064B50, 0, EOCD, 1)
+EXTRA = with_extra(struct.pack("<HH", 0x9999, 16))  # a field claiming 16 bytes, holding none
+SHORT64 = with_extra(struct.pack("<HHI", 0x9999, 4, 0))  # made zip64 (id 1) below
+SHORT64_CD = cd_at(SHORT64)
+RANDOM_NPY = npy("{'descr': '|u1', 'fortran_order': False, 'shape': (4096,), }",
+                 np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+NPZ += [
+    ("zip_zip64_locator_nowhere", ONE_NPY[:EOCD] + LOCATOR_TO_0 + ONE_NPY[EOCD:],
+     [f"byte {EOCD}: the zip64 locator points to byte 0, where no zip64 end of central "
+      "directory record is (zip64)"]),
+    ("zip_zip64_record_size", ONE_NPY[:EOCD] + ZIP64_RECORD + ZIP64_LOCATOR + ONE_NPY[EOCD:],
+     [f"byte {EOCD + 4}: zip64 end of central directory record size 1099511627776 does not "
+      "fit before its locator (zip64)"]),
+    ("zip_extra_past_entry", EXTRA,
+     [f"byte {cd_at(EXTRA) + 46 + 5}: member 'a.npy': extra field runs past its central "
+      "directory entry (zip central directory)"]),
+    ("zip_zip64_extra_short", patched(SHORT64, (SHORT64_CD + 51, "<H", 1),
+                                  (SHORT64_CD + 24, "<I", 0xFFFFFFFF)),
+     [f"byte {SHORT64_CD + 51}: member 'a.npy': zip64 extra field is too short for its sizes "
+      "and offset (zip64)"]),
+    ("zip_cd_signature", patched(ONE_NPY, (CD, "<I", 0x09014B50)),
+     [f"byte {CD}: entry 1 of the central directory does not start with PK\\1\\2 "
+      "(zip central directory)"]),
+    ("zip_cd_entry_past_end", patched(ONE_NPY, (CD + 28, "<H", 0x1000)),
+     [f"byte {CD}: entry 1 runs past the end of the central directory (zip central directory)"]),
+    ("zip_cd_trailing_entries", patched(TWO_NPY, (len(TWO_NPY) - 14, "<I", 0x00010001)),
+     [f"byte {cd_at(TWO_NPY, 1)}: 51 bytes of the central directory follow its 1 declared "
+      "entries (zip central directory)"]),
+    ("zip_other_disk", patched(ONE_NPY, (CD + 34, "<H", 1)),
+     ["member 'a.npy': is on another disk; split zip archives are not supported"]),
+    ("zip_local_encrypted", patched(ONE_NPY, (6, "<H", 1)),  # the central entry says it is not
+     ["member 'a.npy': is encrypted; encrypted members are not read"]),
+    ("zip_local_into_directory", patched(ONE_NPY, (28, "<H", 0xFFFF)),
+     ["member 'a.npy': byte 0: local header runs into the central directory (zip local header)"]),
+    ("zip_deflate_corrupt",  # the stream's first block has the reserved type 3
+     patched(zipped([("a.npy", NPY_OK)], zipfile.ZIP_DEFLATED), (35, "<B", 0xFF)),
+     ["member 'a.npy': deflated data is corrupt near its byte 1: invalid block type (zip)"]),
+]
+
+NPZ_DATA += [
+    # the header inflates from what is there; the rest of the stream is cut off
+    ("zip_deflate_cut", patch_sizes(zipped([("a.npy", RANDOM_NPY)], zipfile.ZIP_DEFLATED), "a.npy",
+                                    comp=2000),
+     ["member 'a.npy': its 2000 bytes of deflated data end before the deflate stream does (zip)"]),
+]
+
+
 # ------------------------------------------------------------------------------------------------
 # PyTorch checkpoints: hand-made pickles inside a torch.save-shaped zip
 
@@ -344,6 +493,64 @@ TORCH = [
     # torch < 1.6: a pickle of torch's magic number (LONG1 0x1950a86a20f9469cfc6c) first
     ("pt_legacy", lambda m: b"\x80\x02\x8a\x0a" + bytes.fromhex("6cfc9c46f9206aa85019") + b"." +
      b"\0" * 64, ["byte 0", "PyTorch's legacy serialization format", "re-save it"]),
+]
+
+
+def pstr(b):
+    """BINUNICODE."""
+    b = b if isinstance(b, bytes) else b.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def pid(stype=b"ctorch\nFloatStorage\n", key=pstr("0"), loc=pstr("cpu"), numel=b"K\x04"):
+    """BINPERSID of ('storage', stype, key, loc, numel)."""
+    return b"(" + pstr("storage") + stype + key + loc + numel + b"tQ"
+
+
+def ndim_tensor(nd):
+    """_rebuild_tensor_v2 of storage '0' with nd sizes and strides of 1."""
+    ones = b"(" + b"K\x01" * nd + b"t"
+    return (b"ctorch._utils\n_rebuild_tensor_v2\n(" + pid() + b"K\x00" + ones + ones +
+            b"\x89ccollections\nOrderedDict\n)RtR")
+
+
+F4 = {"0": b"\0" * 16}
+TORCH += [
+    ("pt_pid_storage_type", lambda m: checkpoint(proto(2, pid(stype=pstr("FloatStorage"))), F4),
+     ["data.pkl byte 49: persistent id's storage type is a str, not a torch storage class "
+      "(persistent id)"]),
+    ("pt_pid_numel_negative", lambda m: checkpoint(proto(2, pid(numel=b"J\xff\xff\xff\xff")), F4),
+     ["data.pkl byte 55: persistent id's key, location and numel are a str, a str and a int "
+      "below 0, not str, str and a non-negative int (persistent id)"]),
+    ("pt_storage_key_nul", lambda m: checkpoint(proto(2, pid(key=pstr(b"0\0x"))), F4),
+     ["data.pkl byte 54: storage key '0?x' holds a NUL byte or is over 256 bytes "
+      "(persistent id)"]),
+    ("pt_rebuild_tensor_arity", lambda m: checkpoint(
+        proto(2, b"ctorch._utils\n_rebuild_tensor_v2\n)R"), F4),
+     ["data.pkl byte 36: _rebuild_tensor_v2(storage, storage_offset, size, stride, "
+      "requires_grad, backward_hooks[, metadata]) called with 0 arguments"]),
+    ("pt_too_many_dims", lambda m: checkpoint(proto(2, ndim_tensor(65)), F4),
+     ["data.pkl byte 382: tensor has 65 dimensions, more than 64"]),
+    ("pt_reduce_not_tuple", lambda m: checkpoint(proto(2, b"ccollections\nOrderedDict\n]R")),
+     ["data.pkl byte 28: REDUCE of 'collections.OrderedDict' takes a tuple of arguments, "
+      "not a list"]),
+    ("pt_rebuild_parameter", lambda m: checkpoint(
+        proto(2, b"ctorch._utils\n_rebuild_parameter\nNNN\x87R")),
+     ["data.pkl byte 39: torch._utils._rebuild_parameter called with 3 arguments, the first not "
+      "a tensor (expected a tensor, requires_grad and hooks)"]),
+    ("pt_appends_on_dict", lambda m: checkpoint(proto(2, b"}(Ne")),
+     ["data.pkl byte 5: APPENDS on a dict (restricted unpickler)"]),
+    ("pt_stack_global_not_strings", lambda m: checkpoint(proto(4, b"K\x01K\x02\x93")),
+     ["data.pkl byte 6: STACK_GLOBAL takes two strings, not a int and a int"]),
+    ("pt_key_nul", lambda m: checkpoint(proto(2, b"}" + pstr(b"a\0b") + b"K\x01s")),
+     ["data.pkl byte 3: dict key holds a NUL byte (tensor name)"]),
+    ("pt_name_too_long", lambda m: checkpoint(proto(2, b"}" + pstr(b"k" * 4097) + b"K\x01s")),
+     ["data.pkl byte 3: a tensor name built from the nested keys is longer than 4096 bytes"]),
+    # 400 names of 4,000 bytes from a pickle of 4,4xx: past 16 bytes a pickle byte plus 1 MiB
+    ("pt_output_bound", lambda m: checkpoint(proto(2, b"}" + pstr(b"k" * 4000) + b"](" +
+                                                   b"N" * 400 + b"es")),
+     ["data.pkl: the names and values built from the pickle pass 1119184 bytes (shared "
+      "containers multiply them; amplification bound)"]),
 ]
 
 
@@ -425,6 +632,13 @@ GGUF = [
      ["gguf.tensor_type."]),
 ]
 
+GGUF += [
+    ("gguf_array_item_type", gguf(nkv=1, kv=gkv(b"k", 9, struct.pack("<IQ", 99, 1))),
+     ["byte 37: key 'k': array item type 99 is no GGUF value type (gguf value type)"]),
+    ("gguf_tensor_cap", sparse(gguf(ntensors=(1 << 20) + 1), 27 << 20),
+     ["byte 8: 1048577 tensors; nnparity reads at most 1048576 (gguf count cap)"]),
+]
+
 
 # ------------------------------------------------------------------------------------------------
 # rules files (nnparity diff --rules FILE): line and column of what is wrong
@@ -443,6 +657,31 @@ RULES = [
                                                                    "bad regex"]),
     ("rules_binary", b"rename a b\n\0\0", ["not a text file"]),
     ("rules_utf8", b"rename \xff b\n", ["not a text file"]),
+]
+
+RULES += [
+    ("rules_gather_needs_axis", b"gather ^w$ concat\n",
+     ["line 1, column 18: 'gather REGEX concat' needs the axis to join along"]),
+    ("rules_gather_extra_word", b"gather ^w$ sum 3\n",
+     ["line 1, column 16: unexpected '3' after the rule"]),
+    ("rules_gather_axis", b"gather ^w$ concat x\n",
+     ["line 1, column 19: 'x' is not an axis (an integer)"]),
+    ("rules_gather_mode", b"gather ^w$ avg\n",
+     ["line 1, column 12: 'avg' is not a way to gather (concat AXIS, sum or rank0)"]),
+    ("rules_negative_tolerance", b"tolerance ^w$ 1e-3 -1\n",
+     ["line 1, column 20: '-1' is not a tolerance (a number >= 0)"]),
+    ("rules_concat_axis", b"concat ^(q|k)$ x q k\n",
+     ["line 1, column 16: 'x' is not an axis (an integer)"]),
+    ("rules_split_part_size", b"split ^(q|k)$ 0 q:x k:2\n",
+     ["line 1, column 19: 'x' is not a part size"]),
+    ("rules_split_part_label", b"split ^(q|k)$ 0 :2 k:2\n",
+     ["line 1, column 17: ':2': a part needs a label"]),
+    ("rules_slice_axis", b"slice ^w$ x 0:2\n", ["line 1, column 11: 'x' is not an axis (an integer)"]),
+    ("rules_select_index", b"select ^w$ 0 x\n",
+     ["line 1, column 14: 'x' is not an index (an integer)"]),
+    ("rules_ref_alone", b"  ref\n", ["line 1, column 3: 'ref' needs an adapter after it"]),
+    ("rules_regex_too_long", b"ignore " + b"a" * 4097 + b"\n",
+     ["line 1, column 8: the regex is longer than 4096 characters"]),
 ]
 
 
@@ -545,6 +784,73 @@ def test_rules_refused_with_line_and_column(nnp, tmp_path, name, text, fragments
     for frag in fragments:
         assert frag in line, (frag, line)
 
+
+# ------------------------------------------------------------------------------------------------
+# partial dumps (a capture that never finished): the placeholder header names a journal beside it,
+# one JSON line per record; `nnparity ls` reads the two together
+
+def partial(journal_name="j.journal", data=b"\0" * 4):
+    """A partial dump's placeholder header, padded to a multiple of 8 as the writer pads it."""
+    text = json.dumps({"__metadata__": {"nnparity.partial": journal_name}}).encode()
+    text += b" " * (-len(text) % 8)
+    return st(text, data), len(text)
+
+
+ROOM = partial()[1]
+HEAD = b'{"nnparity.journal":1,"room":%d}\n' % ROOM
+REC0 = {"tensor": "t", "seq": 0, "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+
+
+def rec(**fields):
+    return json.dumps({**REC0, **fields}).encode() + b"\n"
+
+
+JOURNAL = [
+    # (id, journal text, fragments of the message after "nnparity: JOURNAL: ")
+    ("journal_empty", b"", ["the journal of partial dump ", " is empty"]),
+    ("journal_syntax", HEAD + b'{"tensor":\n', ["line 2, column "]),
+    ("journal_not_object", HEAD + b"[1]\n", ["line 2: not a JSON object"]),
+    ("journal_room", b'{"nnparity.journal":1,"room":3}\n',
+     ["line 1: does not describe a partial dump's header room"]),
+    ("journal_room_mismatch", b'{"nnparity.journal":1,"room":%d}\n' % (ROOM - 8),
+     ["line 1: names a header room that is not the partial dump's"]),
+    ("journal_not_record", HEAD + rec(tensor=1), ["line 2: not a record entry"]),
+    ("journal_unknown_dtype", HEAD + rec(dtype="F33"), ["line 2: unknown dtype"]),
+    ("journal_too_many_dims", HEAD + rec(shape=[1] * 65), ["line 2: more than 64 dimensions"]),
+    ("journal_negative_dim", HEAD + rec(shape=[-1]),
+     ["line 2: a dimension is not a non-negative integer"]),
+    ("journal_size_mismatch", HEAD + rec(shape=[2]),
+     ["line 2: tensor 't' spans 4 bytes but its shape and dtype need 8 (TensorInvalidInfo)"]),
+    ("journal_meta_not_pair", HEAD + b'{"meta":["k"]}\n',
+     ["line 2: \"meta\" is not a [key, value] pair"]),
+]
+
+
+@pytest.mark.parametrize("name,text,fragments", JOURNAL, ids=[r[0] for r in JOURNAL])
+def test_partial_dump_journal_refused(nnp, tmp_path, name, text, fragments):
+    path = tmp_path / "x.safetensors.partial"
+    path.write_bytes(partial()[0])
+    (tmp_path / "j.journal").write_bytes(text)
+    line = one_line_error(nnp("ls", path), tmp_path / "j.journal")
+    for frag in fragments:
+        assert frag in line, (frag, line)
+
+
+def test_persistent_id_message_names_only_the_wrong_fields(nnp, tmp_path):
+    """A persistent id whose key is an int and whose numel (4) is fine: the message must not
+    call the numel negative."""
+    path = tmp_path / "pid_key_int.pt"
+    path.write_bytes(checkpoint(proto(2, pid(key=b"K\x00")), F4))
+    assert "data.pkl byte 48: persistent id's key, location and numel are a int, a str and a " \
+           "int, not str, str and a non-negative int (persistent id)" in \
+        one_line_error(nnp("ls", path), path)
+
+
+def test_partial_dump_journal_must_be_beside_it(nnp, tmp_path):
+    path = tmp_path / "x.safetensors.partial"
+    path.write_bytes(partial("../j.journal")[0])
+    assert one_line_error(nnp("ls", path), path) == \
+        "the journal of a partial dump must be a file beside it, not '../j.journal'"
 
 # ------------------------------------------------------------------------------------------------
 # Huge headers: refused fast, in bounded memory
