@@ -13,11 +13,13 @@ TSAN_BUILD=${TSAN_BUILD:-build/tsan}
 PYTHON=${PYTHON:-/usr/bin/python3}
 export NNP_CONFORMANCE=${NNP_CONFORMANCE:-$(cd .. && pwd)/shared/conformance}
 export CMOCKA_MESSAGE_OUTPUT=stdout
-# Leaks are failures; a sanitizer report ends the test binary with an error.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=86}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=87}
+# Leaks are failures; a sanitizer report ends the test binary with an error. Options already
+# in the environment are kept, but these come after them, and the last setting of an option
+# wins: no environment can turn leak checking off or a report into a pass.
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1:abort_on_error=0:exitcode=86
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1:exitcode=87
 # A data race is a failure too.
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=88}
+export TSAN_OPTIONS=${TSAN_OPTIONS:+$TSAN_OPTIONS:}halt_on_error=1:exitcode=88
 
 passed=0
 failed=0

@@ -181,7 +181,7 @@ def test_port_errors(tmp_path):
     missing = tmp_path / "missing.safetensors"
     p = subprocess.run([str(PORT), str(missing)], capture_output=True, text=True, timeout=60,
                        env=clean_env())
-    assert p.returncode != 0 and p.stdout == ""
+    assert p.returncode == 1 and p.stdout == ""
     assert len(p.stderr.splitlines()) == 1 and str(missing) in p.stderr
     p = subprocess.run([str(PORT), str(missing), "--bug", "nonsense"], capture_output=True,
                        text=True, timeout=60, env=clean_env())
