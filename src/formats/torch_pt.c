@@ -446,6 +446,17 @@ static const char *kind_name(const pv *v)
     return kind_names[v->kind];
 }
 
+/* The kind with its article, for messages: "an int", "a str", "None". */
+static const char *a_kind(const pv *v)
+{
+    static const char *const named[] = {"None",     "a bool",    "an int",    "a float",
+                                        "a str",    "a bytes object", "a tuple", "a list",
+                                        "a dict",   "a global",  "a storage", "a tensor"};
+    _Static_assert(sizeof named / sizeof *named == sizeof kind_names / sizeof *kind_names,
+                   "one article per kind");
+    return named[v->kind];
+}
+
 static bool str_is(const pv *v, const char *s)
 {
     return v->kind == V_STR && v->u.str.n == strlen(s) && memcmp(v->u.str.s, s, v->u.str.n) == 0;
@@ -456,17 +467,17 @@ static bool str_is(const pv *v, const char *s)
 static nnp_status persistent_load(tload *L, const pv *pid)
 {
     if (pid->kind != V_TUPLE || pid->u.seq.n != 5 || !str_is(pid->u.seq.v[0], "storage"))
-        return pk_fail(L, NNP_ERR_UNSUPPORTED, "persistent id is a %s%s, not a ('storage', type, "
-                       "key, location, numel) tuple (only storages are loaded)", kind_name(pid),
+        return pk_fail(L, NNP_ERR_UNSUPPORTED, "persistent id is %s%s, not a ('storage', type, "
+                       "key, location, numel) tuple (only storages are loaded)", a_kind(pid),
                        pid->kind == V_TUPLE ? " of another shape" : "");
     pv *const *f = pid->u.seq.v;
     if (f[1]->kind != V_GLOBAL || f[1]->u.g->kind != G_STORAGE)
-        return pk_fail(L, NNP_ERR_FORMAT, "persistent id's storage type is a %s, not a torch "
-                       "storage class (persistent id)", kind_name(f[1]));
+        return pk_fail(L, NNP_ERR_FORMAT, "persistent id's storage type is %s, not a torch "
+                       "storage class (persistent id)", a_kind(f[1]));
     if (f[2]->kind != V_STR || f[3]->kind != V_STR || f[4]->kind != V_INT || f[4]->u.i < 0)
-        return pk_fail(L, NNP_ERR_FORMAT, "persistent id's key, location and numel are a %s, a %s "
-                       "and a %s%s, not str, str and a non-negative int (persistent id)",
-                       kind_name(f[2]), kind_name(f[3]), kind_name(f[4]),
+        return pk_fail(L, NNP_ERR_FORMAT, "persistent id's key, location and numel are %s, %s "
+                       "and %s%s, not str, str and a non-negative int (persistent id)",
+                       a_kind(f[2]), a_kind(f[3]), a_kind(f[4]),
                        f[4]->kind == V_INT && f[4]->u.i < 0 ? " below 0" : "");
     nnp_dtype dtype = f[1]->u.g->dtype;
     uint64_t numel = (uint64_t)f[4]->u.i, nbytes;
@@ -549,9 +560,9 @@ static nnp_status rebuild_tensor(tload *L, const pv *args)
         return pk_fail(L, NNP_ERR_FORMAT, "%s called with %zu arguments", sig, na);
     if (a[0]->kind != V_STORAGE || a[1]->kind != V_INT || a[1]->u.i < 0 ||
         a[2]->kind != V_TUPLE || a[3]->kind != V_TUPLE)
-        return pk_fail(L, NNP_ERR_FORMAT, "%s called with a %s, a %s, a %s and a %s (expected a "
-                       "storage, an int >= 0 and two tuples)", sig, kind_name(a[0]),
-                       kind_name(a[1]), kind_name(a[2]), kind_name(a[3]));
+        return pk_fail(L, NNP_ERR_FORMAT, "%s called with %s, %s, %s and %s (expected a "
+                       "storage, an int >= 0 and two tuples)", sig, a_kind(a[0]),
+                       a_kind(a[1]), a_kind(a[2]), a_kind(a[3]));
     size_t nd = a[2]->u.seq.n;
     if (a[3]->u.seq.n != nd)
         return pk_fail(L, NNP_ERR_FORMAT, "tensor has %zu sizes but %zu strides (tensor shape)", nd,
@@ -596,12 +607,12 @@ static nnp_status reduce(tload *L)
         return st;
     pv *args = L->stack[--L->sn], *fn = L->stack[--L->sn];
     if (fn->kind != V_GLOBAL)
-        return pk_fail(L, NNP_ERR_FORMAT, "REDUCE calls a %s, not a global (restricted unpickler)",
-                       kind_name(fn));
+        return pk_fail(L, NNP_ERR_FORMAT, "REDUCE calls %s, not a global (restricted unpickler)",
+                       a_kind(fn));
     const gdef *g = fn->u.g;
     if (args->kind != V_TUPLE)
-        return pk_fail(L, NNP_ERR_FORMAT, "REDUCE of '%s.%s' takes a tuple of arguments, not a %s",
-                       g->module, g->name, kind_name(args));
+        return pk_fail(L, NNP_ERR_FORMAT, "REDUCE of '%s.%s' takes a tuple of arguments, not %s",
+                       g->module, g->name, a_kind(args));
     switch (g->kind) {
     case G_ORDERED_DICT: {
         /* Python pickles an OrderedDict as OrderedDict() followed by SETITEMS */
@@ -789,8 +800,8 @@ static nnp_status run_pickle(tload *L, pv **result)
                 break;
             pv *target = L->stack[L->sn - k - 1];
             if (target->kind != (op == OP_SETITEM ? V_DICT : V_LIST))
-                return pk_fail(L, NNP_ERR_FORMAT, "%s on a %s (restricted unpickler)",
-                               opcode_name(op), kind_name(target));
+                return pk_fail(L, NNP_ERR_FORMAT, "%s on %s (restricted unpickler)",
+                               opcode_name(op), a_kind(target));
             for (size_t i = 0; i < k && !st; i++)
                 st = seq_push(L, target, L->stack[L->sn - k + i]);
             L->sn -= k;
@@ -807,8 +818,8 @@ static nnp_status run_pickle(tload *L, pv **result)
                                "underflow)", opcode_name(op));
             pv *target = L->stack[L->sn - 1];
             if (target->kind != (op == OP_SETITEMS ? V_DICT : V_LIST))
-                return pk_fail(L, NNP_ERR_FORMAT, "%s on a %s (restricted unpickler)",
-                               opcode_name(op), kind_name(target));
+                return pk_fail(L, NNP_ERR_FORMAT, "%s on %s (restricted unpickler)",
+                               opcode_name(op), a_kind(target));
             if (op == OP_SETITEMS && k % 2)
                 return pk_fail(L, NNP_ERR_FORMAT, "SETITEMS with an odd number (%zu) of keys and "
                                "values", k);
@@ -925,8 +936,8 @@ static nnp_status run_pickle(tload *L, pv **result)
                 break;
             pv *mod = L->stack[L->sn - 2], *name = L->stack[L->sn - 1];
             if (mod->kind != V_STR || name->kind != V_STR)
-                return pk_fail(L, NNP_ERR_FORMAT, "STACK_GLOBAL takes two strings, not a %s and "
-                               "a %s", kind_name(mod), kind_name(name));
+                return pk_fail(L, NNP_ERR_FORMAT, "STACK_GLOBAL takes two strings, not %s and "
+                               "%s", a_kind(mod), a_kind(name));
             L->sn -= 2;
             st = push_global(L, mod->u.str.s, mod->u.str.n, name->u.str.s, name->u.str.n);
             break;
@@ -941,9 +952,9 @@ static nnp_status run_pickle(tload *L, pv **result)
                 break;
             pv *obj = L->stack[L->sn - 2];
             if (obj->kind != V_DICT || !obj->ordered)
-                return pk_fail(L, NNP_ERR_UNSUPPORTED, "BUILD on a %s (only an OrderedDict's "
+                return pk_fail(L, NNP_ERR_UNSUPPORTED, "BUILD on %s (only an OrderedDict's "
                                "attributes are allowed; restricted unpickler)",
-                               obj->kind == V_DICT ? "plain dict" : kind_name(obj));
+                               obj->kind == V_DICT ? "a plain dict" : a_kind(obj));
             L->sn--;
             break;
         }
@@ -1201,8 +1212,8 @@ static nnp_status flatten_container(tload *L, pv *v, int depth)
         return nnp__fail(NNP_ERR_FORMAT, "%s: %s byte %" PRIu64 ": containers nested deeper than "
                          "%d levels (nesting bound)", L->path, L->member, v->pos, MAX_DEPTH);
     if (v->busy)
-        return nnp__fail(NNP_ERR_FORMAT, "%s: %s byte %" PRIu64 ": a %s contains itself "
-                         "(cycle)", L->path, L->member, v->pos, kind_name(v));
+        return nnp__fail(NNP_ERR_FORMAT, "%s: %s byte %" PRIu64 ": %s contains itself "
+                         "(cycle)", L->path, L->member, v->pos, a_kind(v));
     v->busy = true;
     size_t base = L->name.len;
     bool dict = v->kind == V_DICT;

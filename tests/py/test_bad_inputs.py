@@ -520,7 +520,7 @@ TORCH += [
      ["data.pkl byte 49: persistent id's storage type is a str, not a torch storage class "
       "(persistent id)"]),
     ("pt_pid_numel_negative", lambda m: checkpoint(proto(2, pid(numel=b"J\xff\xff\xff\xff")), F4),
-     ["data.pkl byte 55: persistent id's key, location and numel are a str, a str and a int "
+     ["data.pkl byte 55: persistent id's key, location and numel are a str, a str and an int "
       "below 0, not str, str and a non-negative int (persistent id)"]),
     ("pt_storage_key_nul", lambda m: checkpoint(proto(2, pid(key=pstr(b"0\0x"))), F4),
      ["data.pkl byte 54: storage key '0?x' holds a NUL byte or is over 256 bytes "
@@ -541,7 +541,7 @@ TORCH += [
     ("pt_appends_on_dict", lambda m: checkpoint(proto(2, b"}(Ne")),
      ["data.pkl byte 5: APPENDS on a dict (restricted unpickler)"]),
     ("pt_stack_global_not_strings", lambda m: checkpoint(proto(4, b"K\x01K\x02\x93")),
-     ["data.pkl byte 6: STACK_GLOBAL takes two strings, not a int and a int"]),
+     ["data.pkl byte 6: STACK_GLOBAL takes two strings, not an int and an int"]),
     ("pt_key_nul", lambda m: checkpoint(proto(2, b"}" + pstr(b"a\0b") + b"K\x01s")),
      ["data.pkl byte 3: dict key holds a NUL byte (tensor name)"]),
     ("pt_name_too_long", lambda m: checkpoint(proto(2, b"}" + pstr(b"k" * 4097) + b"K\x01s")),
@@ -841,8 +841,8 @@ def test_persistent_id_message_names_only_the_wrong_fields(nnp, tmp_path):
     call the numel negative."""
     path = tmp_path / "pid_key_int.pt"
     path.write_bytes(checkpoint(proto(2, pid(key=b"K\x00")), F4))
-    assert "data.pkl byte 48: persistent id's key, location and numel are a int, a str and a " \
-           "int, not str, str and a non-negative int (persistent id)" in \
+    assert "data.pkl byte 48: persistent id's key, location and numel are an int, a str and " \
+           "an int, not str, str and a non-negative int (persistent id)" in \
         one_line_error(nnp("ls", path), path)
 
 

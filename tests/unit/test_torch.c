@@ -785,7 +785,7 @@ static void test_pickle_refused(void **state)
          "global 'torch.load' is not allowed"},
         {"call_storage.pt", B("ctorch\nFloatStorage\n)R."), NNP_ERR_UNSUPPORTED,
          "'torch.FloatStorage' is not callable"},
-        {"call_int.pt", B("K\x01)R."), NNP_ERR_FORMAT, "REDUCE calls a int"},
+        {"call_int.pt", B("K\x01)R."), NNP_ERR_FORMAT, "REDUCE calls an int"},
         {"odict_args.pt", B("ccollections\nOrderedDict\n]\x85R."), NNP_ERR_UNSUPPORTED,
          "OrderedDict called with 1"},
         {"build_dict.pt", B("}}b."), NNP_ERR_UNSUPPORTED, "BUILD on a plain dict"},
