@@ -449,9 +449,10 @@ static const char *kind_name(const pv *v)
 /* The kind with its article, for messages: "an int", "a str", "None". */
 static const char *a_kind(const pv *v)
 {
-    static const char *const named[] = {"None",     "a bool",    "an int",    "a float",
-                                        "a str",    "a bytes object", "a tuple", "a list",
-                                        "a dict",   "a global",  "a storage", "a tensor"};
+    static const char *const named[] = {
+        "None",    "a bool", "an int", "a float",  "a str",     "a bytes object",
+        "a tuple", "a list", "a dict", "a global", "a storage", "a tensor",
+    };
     _Static_assert(sizeof named / sizeof *named == sizeof kind_names / sizeof *kind_names,
                    "one article per kind");
     return named[v->kind];
