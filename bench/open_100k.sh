@@ -57,7 +57,7 @@ printf '  python json.loads (plain)   %.3f s  (plain ls = %.2f x this)\n' "$j" "
     -ljansson -lz -lpthread -lm
 for f in "$meta" "$plain"; do
     copy="${f%.safetensors}_copy.safetensors"
-    [ -f "$copy" ] || cp "$f" "$copy"
+    [ -f "$copy" ] || { cp "$f" "$copy.partial" && mv "$copy.partial" "$copy"; }
     cat "$copy" > /dev/null
     echo "  $(basename "$f") against a copy of itself:"
     "$build/bench/match_100k" "$f" "$copy" "$runs" | tail -n +2

@@ -53,6 +53,7 @@ echo "== summary"
 echo "$out1" | grep 'ratio probe/stats' | sed 's/^ */stats vs bandwidth probe: /'
 echo "$out2" | grep 'with metadata' | sed 's/^ */open 100k tensors: /'
 echo "$out2" | grep 'plain file' | sed 's/^ */open 100k tensors: /'
+echo "$out2" | grep -E 'against a copy|open \+ match' | sed 's/^ */open + match 100k: /'
 echo "$out3" | grep 'ratio dd/capture' | sed 's/^ */C capture vs dd: /'
 echo "$out_diff" | sed -n '/^== diff summary/,$p' | tail -n +2 | sed 's/^/diff /'
 echo "$out4" | grep -E '^  (total|aligned)' | sed 's/^ */align 100k x 100k: /'

@@ -394,16 +394,24 @@ static unsigned char byte_of(double v)
     return (unsigned char)(x < 0 ? 0 : x > 255 ? 255 : x);
 }
 
+/* Whether the heatmap of a gh x gw grid at `scale` pixels a patch fits a PNG of at most 16384
+ * pixels a side; says why not. */
+static bool heatmap_fits(const char *path, uint64_t gh, uint64_t gw, int scale)
+{
+    uint64_t w = gw * (uint64_t)scale, h = gh * (uint64_t)scale;
+    if (w <= 16384 && h <= 16384)
+        return true;
+    /* both sizes rows x columns, as --grid is written */
+    cli_error("%s: a %llux%llu patch grid at %d pixels per patch makes a %llux%llu image; at "
+              "most 16384 a side (lower --scale)", path, (unsigned long long)gh,
+              (unsigned long long)gw, scale, (unsigned long long)h, (unsigned long long)w);
+    return false;
+}
+
 static int write_heatmap(const char *path, const double *heat, uint64_t gh, uint64_t gw,
                          int scale)
 {
     uint64_t w = gw * (uint64_t)scale, h = gh * (uint64_t)scale;
-    if (w > 16384 || h > 16384) {
-        cli_error("%s: a %llux%llu patch grid at %d pixels per patch makes a %llux%llu image; at "
-                  "most 16384 a side (lower --scale)", path, (unsigned long long)gh,
-                  (unsigned long long)gw, scale, (unsigned long long)w, (unsigned long long)h);
-        return EXIT_BAD_INPUT;
-    }
     unsigned char *px = malloc(w * h * 3);
     if (!px) {
         cli_error("out of memory");
@@ -509,32 +517,30 @@ static int write_safetensors(const rel_args *a, const result *res, const char *p
 
 static int write_outputs(const rel_args *a, const result *res, picture *pic)
 {
-    struct stat sb;
-    if (mkdir(a->out, 0777) != 0 && (errno != EEXIST || stat(a->out, &sb) != 0 ||
-                                      !S_ISDIR(sb.st_mode))) {
-        cli_error("%s: cannot create the output directory: %s", a->out,
-                  errno == EEXIST ? "a file is in the way" : strerror(errno));
-        return EXIT_BAD_INPUT;
-    }
+    uint64_t longer = a->gh > a->gw ? a->gh : a->gw;
+    int scale = a->scale ? a->scale : (int)(longer >= 256 ? 1 : (255 + longer) / longer);
     char *st_path = cli_join_path(a->out, "relevance.safetensors");
     char *heat_path = cli_join_path(a->out, "heatmap.png");
     char *over_path = cli_join_path(a->out, "overlay.png");
     int rc = EXIT_AGREE;
+    struct stat sb;
     if (!st_path || !heat_path || !over_path) {
         cli_error("out of memory");
         rc = EXIT_INTERNAL;
-        goto out;
+    } else if (!heatmap_fits(heat_path, a->gh, a->gw, scale)) {
+        /* checked before anything is written, so that a heatmap too large leaves no output */
+        rc = EXIT_BAD_INPUT;
+    } else if (mkdir(a->out, 0777) != 0 && (errno != EEXIST || stat(a->out, &sb) != 0 ||
+                                             !S_ISDIR(sb.st_mode))) {
+        cli_error("%s: cannot create the output directory: %s", a->out,
+                  errno == EEXIST ? "a file is in the way" : strerror(errno));
+        rc = EXIT_BAD_INPUT;
+    } else if (!(rc = write_safetensors(a, res, st_path)) &&
+               !(rc = write_heatmap(heat_path, res->heat, a->gh, a->gw, scale)) &&
+               !(rc = a->image ? write_overlay(over_path, pic, res->heat, a->gh, a->gw) : 0)) {
+        printf("wrote %s, %s%s%s\n", st_path, heat_path, a->image ? ", " : "",
+               a->image ? over_path : "");
     }
-    uint64_t longer = a->gh > a->gw ? a->gh : a->gw;
-    int scale = a->scale ? a->scale : (int)(longer >= 256 ? 1 : (255 + longer) / longer);
-    if ((rc = write_safetensors(a, res, st_path)) ||
-        (rc = write_heatmap(heat_path, res->heat, a->gh, a->gw, scale)))
-        goto out;
-    if (a->image && (rc = write_overlay(over_path, pic, res->heat, a->gh, a->gw)))
-        goto out;
-    printf("wrote %s, %s%s%s\n", st_path, heat_path, a->image ? ", " : "",
-           a->image ? over_path : "");
-out:
     free(st_path);
     free(heat_path);
     free(over_path);

@@ -477,9 +477,9 @@ typedef struct nnp_capture_options {
     /* This process's rank among world_size processes of one distributed run. world_size 0:
      * from the environment the launchers set (RANK/WORLD_SIZE, OMPI_COMM_WORLD_RANK/_SIZE,
      * PMI_RANK/PMI_SIZE, SLURM_PROCID/SLURM_STEP_NUM_TASKS - an srun step's, not an sbatch
-     * script's - in that order; none: one process). When
-     * there are several ranks, or the capture path is a directory or ends with '/', the path
-     * names a directory (made if missing) and this rank records into
+     * script's - in that order; none: one process). When there are several ranks, or the
+     * capture path is a directory or ends with '/', the path names a directory (made if
+     * missing) and this rank records into
      * "<path>/rank-RRRRR-of-NNNNN.safetensors"; opening the directory reads every rank's file
      * as one dump (docs/scale.md). */
     int rank, world_size;

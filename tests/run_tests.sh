@@ -17,6 +17,8 @@ export CMOCKA_MESSAGE_OUTPUT=stdout
 # in the environment are kept, but these come after them, and the last setting of an option
 # wins: no environment can turn leak checking off or a report into a pass.
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1:abort_on_error=0:exitcode=86
+# LeakSanitizer reads its own options after ASan's
+export LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}detect_leaks=1:exitcode=86
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1:exitcode=87
 # A data race is a failure too.
 export TSAN_OPTIONS=${TSAN_OPTIONS:+$TSAN_OPTIONS:}halt_on_error=1:exitcode=88

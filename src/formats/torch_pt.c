@@ -371,7 +371,8 @@ static nnp_status pop_mark(tload *L, unsigned op, pv ***items, size_t *count)
     if (!L->mn)
         return pk_fail(L, NNP_ERR_FORMAT, "%s without a MARK (stack underflow)", opcode_name(op));
     size_t base = L->marks[--L->mn];
-    /* a MARK on a stack that never held anything: no items, and no offset from a NULL stack */
+    /* nothing above the MARK: no items, and no offset from a stack that may never have been
+     * allocated (NULL) */
     *items = L->sn > base ? L->stack + base : NULL;
     *count = L->sn - base;
     L->sn = base;

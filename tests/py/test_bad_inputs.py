@@ -362,7 +362,7 @@ def cd_at(raw, i=0):
     return off
 
 
-def with_extra(extra, size=None):
+def with_extra(extra):
     """One stored member whose local and central entries carry `extra`."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -676,7 +676,8 @@ RULES += [
      ["line 1, column 19: 'x' is not a part size"]),
     ("rules_split_part_label", b"split ^(q|k)$ 0 :2 k:2\n",
      ["line 1, column 17: ':2': a part needs a label"]),
-    ("rules_slice_axis", b"slice ^w$ x 0:2\n", ["line 1, column 11: 'x' is not an axis (an integer)"]),
+    ("rules_slice_axis", b"slice ^w$ x 0:2\n",
+     ["line 1, column 11: 'x' is not an axis (an integer)"]),
     ("rules_select_index", b"select ^w$ 0 x\n",
      ["line 1, column 14: 'x' is not an index (an integer)"]),
     ("rules_ref_alone", b"  ref\n", ["line 1, column 3: 'ref' needs an adapter after it"]),
@@ -808,7 +809,7 @@ def rec(**fields):
 JOURNAL = [
     # (id, journal text, fragments of the message after "nnparity: JOURNAL: ")
     ("journal_empty", b"", ["the journal of partial dump ", " is empty"]),
-    ("journal_syntax", HEAD + b'{"tensor":\n', ["line 2, column "]),
+    ("journal_syntax", HEAD + b'{"tensor":\n', ["line 2, column 10: "]),
     ("journal_not_object", HEAD + b"[1]\n", ["line 2: not a JSON object"]),
     ("journal_room", b'{"nnparity.journal":1,"room":3}\n',
      ["line 1: does not describe a partial dump's header room"]),
@@ -851,6 +852,7 @@ def test_partial_dump_journal_must_be_beside_it(nnp, tmp_path):
     path.write_bytes(partial("../j.journal")[0])
     assert one_line_error(nnp("ls", path), path) == \
         "the journal of a partial dump must be a file beside it, not '../j.journal'"
+
 
 # ------------------------------------------------------------------------------------------------
 # Huge headers: refused fast, in bounded memory

@@ -431,6 +431,18 @@ def test_bad_image_leaves_no_output(nnp, bad_dump, tmp_path):
     assert not out.exists()
 
 
+def test_heatmap_too_large_leaves_no_output(nnp, tmp_path):
+    # a 1x300 grid at 64 pixels a patch would be 19200 pixels wide: refused before writing
+    write_safetensors(tmp_path / "long.safetensors",
+                      {"a.probs": np.full((1, 301, 301), 1 / 301, np.float32)})
+    out = tmp_path / "out"
+    p = nnp("relevance", tmp_path / "long.safetensors", "--attn", "a[.]", "--grid", "1x300",
+            "--scale", "64", "--out", out)
+    assert p.returncode == 2, p.stderr
+    assert "makes a 64x19200 image; at most 16384 a side (lower --scale)" in p.stderr
+    assert len(p.stderr.splitlines()) == 1 and not out.exists()
+
+
 def test_grad_records_in_attn_pattern(nnp, vit_capture):
     path, _, _ = vit_capture
     p = nnp("relevance", path, "--attn", "attn$")

@@ -79,7 +79,7 @@ def test_an_sbatch_script_is_one_process(tmp_path):
 def test_torchrun_variables_win_over_slurms(tmp_path):
     # torchrun inside a Slurm job: the process's own rank is torchrun's
     p = tap_with_env(tmp_path / "cap", RANK="1", WORLD_SIZE="2", SLURM_PROCID="0",
-                     SLURM_NTASKS="1")
+                     SLURM_NTASKS="1", SLURM_STEP_NUM_TASKS="1")
     assert p.returncode == 0, p.stderr
     assert os.listdir(tmp_path / "cap") == ["rank-00001-of-00002.safetensors"]
 
