@@ -56,12 +56,20 @@ typedef struct {
     int64_t sizes[MAX_LABELS];  /* split: each part's length along the axis; -1: equal parts */
     size_t nlabels;
     int gather;                 /* gather: NNP_GATHER_* */
+    size_t lineno;              /* where the rule was written, for messages */
 } rule;
 
 struct nnp_rules {
     rule *rules;
     size_t n, cap;
+    char *origin; /* the file the rules came from, for messages */
 };
+
+/* The most records one name may become. Each split makes one record per label of every record
+ * the rules before it made, and each alias doubles them, so a few lines could otherwise make a
+ * name into millions (nine splits of eight labels: 134 million); real rules make at most a few
+ * dozen. */
+#define MAX_MAPPINGS 1024
 
 static void rule_free(rule *ru)
 {
@@ -79,6 +87,7 @@ void nnp_rules_free(nnp_rules *r)
     for (size_t i = 0; i < r->n; i++)
         rule_free(&r->rules[i]);
     free(r->rules);
+    free(r->origin);
     free(r);
 }
 
@@ -417,6 +426,7 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
     ru->kind = v->kind;
     ru->op.kind = v->op;
     ru->op.on_ref = on_ref;
+    ru->lineno = w->lineno;
     char *pattern = strndup(args[0], alen[0]);
     if (!pattern)
         return nnp__nomem();
@@ -449,8 +459,10 @@ nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out
     if (!origin)
         origin = "rules";
     nnp_rules *r = calloc(1, sizeof *r);
-    if (!r)
+    if (!r || !(r->origin = strdup(origin))) {
+        free(r);
         return nnp__nomem();
+    }
     nnp_status st = NNP_OK;
     size_t lineno = 0;
     for (const char *p = text; !st && *p;) {
@@ -680,6 +692,16 @@ nnp_status nnp__rules_apply(const nnp_rules *r, const char *name, nnp_mapping **
         size_t k = 0;
         for (; k < cur.n && !st; k++)
             st = apply_rule(&r->rules[i], &cur.m[k], &next);
+        if (!st && next.n > MAX_MAPPINGS)
+            st = nnp__fail(NNP_ERR_FORMAT, "%s: line %zu: the rules make '%s' into %zu records, "
+                           "more than %d (each split multiplies the records the rules before it "
+                           "made, each alias doubles them)", r->origin, r->rules[i].lineno, name,
+                           next.n, MAX_MAPPINGS);
+        if (st) {
+            /* what the rule made is given up with what it had not reached */
+            nnp__mappings_free(next.m, next.n);
+            next = (mapping_list){0};
+        }
         /* what the failed rule did not take over is still cur's to free */
         for (; k < cur.n; k++)
             mapping_clear(&cur.m[k]);

@@ -683,6 +683,9 @@ RULES += [
     ("rules_ref_alone", b"  ref\n", ["line 1, column 3: 'ref' needs an adapter after it"]),
     ("rules_regex_too_long", b"ignore " + b"a" * 4097 + b"\n",
      ["line 1, column 8: the regex is longer than 4096 characters"]),
+    # each split makes a record per label of every record before it: refused past 1024
+    ("rules_split_blowup", b"split (w|a|b|c|d|e|f|g) 0 w a b c d e f g\n" * 12,
+     ["line 4: the rules make 'w' into 4096 records, more than 1024"]),
 ]
 
 

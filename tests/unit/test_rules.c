@@ -2,6 +2,7 @@
  * test_rules.c - the rule language: renames with groups applied in order, ignores, comments,
  * and errors that name the file, line and column.
  */
+#include "internal.h"
 #include "testutil.h"
 
 static char *map(const nnp_rules *r, const char *name, bool *ignored)
@@ -73,6 +74,37 @@ static void test_errors_name_line_and_column(void **state)
     expect_parse_error("rename (a) \\2\n", "line 1, column 12", "\\2 refers to a group");
 }
 
+/* Each split makes one record per label of every record before it: three splits of eight
+ * labels make 512 records of one name, a fourth would make 4096 and is refused at its line,
+ * where twelve used to ask for 8^12 records (and the memory for them). */
+static void test_splits_cannot_multiply_without_bound(void **state)
+{
+    (void)state;
+    const char *line = "split (w|a|b|c|d|e|f|g) 0 w a b c d e f g\n";
+    char text[1024] = "";
+    for (int i = 0; i < 12; i++)
+        strcat(text, line);
+    nnp_rules *r;
+    nnp_mapping *m;
+    size_t n;
+    assert_int_equal(nnp_rules_parse(text + 9 * strlen(line), "three.rules", &r), NNP_OK);
+    assert_int_equal(nnp__rules_apply(r, "w", &m, &n), NNP_OK);
+    assert_int_equal(n, 512);
+    nnp__mappings_free(m, n);
+    nnp_rules_free(r);
+    assert_int_equal(nnp_rules_parse(text, "twelve.rules", &r), NNP_OK);
+    assert_int_equal(nnp__rules_apply(r, "w", &m, &n), NNP_ERR_FORMAT);
+    assert_null(m);
+    assert_string_equal(nnp_last_error(), "twelve.rules: line 4: the rules make 'w' into 4096 "
+                        "records, more than 1024 (each split multiplies the records the rules "
+                        "before it made, each alias doubles them)");
+    /* a name the splits do not match is untouched */
+    assert_int_equal(nnp__rules_apply(r, "zz", &m, &n), NNP_OK);
+    assert_int_equal(n, 1);
+    nnp__mappings_free(m, n);
+    nnp_rules_free(r);
+}
+
 static void test_load_file(void **state)
 {
     (void)state;
@@ -94,6 +126,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_renames_in_order),
         cmocka_unit_test(test_errors_name_line_and_column),
+        cmocka_unit_test(test_splits_cannot_multiply_without_bound),
         cmocka_unit_test(test_load_file),
     };
     return cmocka_run_group_tests_name("rules", tests, NULL, NULL);
