@@ -697,11 +697,6 @@ nnp_status nnp__rules_apply(const nnp_rules *r, const char *name, nnp_mapping **
                            "more than %d (each split multiplies the records the rules before it "
                            "made, each alias doubles them)", r->origin, r->rules[i].lineno, name,
                            next.n, MAX_MAPPINGS);
-        if (st) {
-            /* what the rule made is given up with what it had not reached */
-            nnp__mappings_free(next.m, next.n);
-            next = (mapping_list){0};
-        }
         /* what the failed rule did not take over is still cur's to free */
         for (; k < cur.n; k++)
             mapping_clear(&cur.m[k]);
