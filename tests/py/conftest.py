@@ -72,6 +72,35 @@ def read_safetensors(path):
     return meta, out
 
 
+def float_values(dtype, shape, raw):
+    """A float tensor read by read_safetensors as float64 (BF16: its 16 bits are a float32's
+    upper half)."""
+    if dtype == "BF16":
+        a = (np.frombuffer(raw, "<u2").astype("<u4") << 16).view("<f4")
+    else:
+        a = np.frombuffer(raw, {"F64": "<f8", "F32": "<f4", "F16": "<f2"}[dtype])
+    return a.astype(np.float64).reshape(shape)
+
+
+def expected_verdicts(ref_path, port_path, atol, rtol):
+    """The verdict of each name the two files share, worked out here as docs/diff.md defines it:
+    pass when every element has |port - ref| <= atol + rtol * |ref| (or the same infinity on
+    both sides), warn when at most 0.1% of them are outside and no new NaN/Inf, fail otherwise."""
+    _, ref = read_safetensors(ref_path)
+    _, port = read_safetensors(port_path)
+    out = {}
+    for name in ref.keys() & port.keys():
+        r, q = float_values(*ref[name]), float_values(*port[name])
+        with np.errstate(invalid="ignore"):
+            agree = (np.abs(q - r) <= atol + rtol * np.abs(r)) | (np.isinf(r) & (r == q))
+        outside = int(np.count_nonzero(~agree))
+        new_nonfinite = np.isnan(q).sum() > np.isnan(r).sum() or \
+            np.isinf(q).sum() > np.isinf(r).sum()
+        out[name] = "pass" if outside == 0 else \
+            "warn" if not new_nonfinite and outside * 1000 <= r.size else "fail"
+    return out
+
+
 def run(*args, check=None):
     """Run nnparity with args; returns CompletedProcess (text)."""
     p = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,

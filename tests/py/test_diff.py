@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import LIB, ROOT, write_safetensors
+from conftest import LIB, ROOT, expected_verdicts, write_safetensors
 
 pytestmark = pytest.mark.cli
 
@@ -153,15 +153,24 @@ def test_torchvision_float64_float32_bfloat16(nnp, tmp_path):
     assert len(doc["pairs"]) == 58 and all(x["verdict"] == "pass" for x in doc["pairs"])
     assert doc["pairs"][5]["atol"] == 1e-5 and doc["pairs"][5]["rtol"] == 1e-4
     doc = diff_json(nnp, f32, bf16, check=1)     # bfloat16 does not
+    # Where bf16 first leaves its tolerance depends on the CPU (torch picks its bf16 kernels by
+    # CPU: with AVX512-BF16 the patch embedding passes and an MLP fails first; without, the patch
+    # embedding fails). The first divergence must be the first pair that the verdicts worked out
+    # here fail, and a layer that computes.
+    want = expected_verdicts(f32, bf16, 1e-2, 4e-2)
+    assert {p["ref"]: p["verdict"] for p in doc["pairs"]} == want
     first = doc["pairs"][doc["first_divergence"]]
-    assert first["ref"] == "conv_proj/out0" and first["type"] == "Conv2d"
+    assert first["ref"] == next(p["ref"] for p in doc["pairs"] if want[p["ref"]] == "fail")
+    assert first["type"] in ("Conv2d", "Linear")
     assert first["port_dtype"] == "BF16" and first["rtol"] == 4e-2
     # the model's input, rounded to bf16, is within bf16's tolerance
     assert doc["pairs"][0]["ref"] == "model/in0" and doc["pairs"][0]["verdict"] == "pass"
     comp = doc["components"]
     assert set(comp) == {"embedding", "attention", "mlp", "normalization", "head", "other"}
-    assert comp["mlp"]["pairs"] == 24 and comp["mlp"]["fail"] == 24
-    assert comp["embedding"]["pairs"] == 2 and comp["embedding"]["rel_l2_max"] > 0.01
+    assert comp["mlp"]["pairs"] == 24 and comp["mlp"]["fail"] > 0
+    assert sum(c["fail"] for c in comp.values()) == sum(v == "fail" for v in want.values())
+    # bf16's error (its rounding is up to 2^-9 relative), not float32's (1e-7)
+    assert comp["embedding"]["pairs"] == 2 and comp["embedding"]["rel_l2_max"] > 1e-3
     assert sum(c["pairs"] for c in comp.values()) == 58
 
 

@@ -2,7 +2,7 @@
 captured through the PyTorch bridge in float64 (the reference), float32 and bfloat16. float32
 must agree with float64 on every layer under the default tolerances; bfloat16 must be flagged,
 its error growing with depth: the input (rounded to bf16) passes, the first divergence is a
-convolution at the start of the network, and the deep layers and the logits fail."""
+convolution of the first stage, and the last stage fails."""
 import json
 import os
 import subprocess
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import LIB, ROOT
+from conftest import LIB, ROOT, expected_verdicts
 
 pytestmark = pytest.mark.cli
 
@@ -68,16 +68,23 @@ def test_bfloat16_is_flagged_where_it_starts(nnp, captures):
                for p in pairs)
     # the input, rounded to bf16 (at most 2^-9 relative), is within bf16's tolerance
     assert named["model/in0"]["verdict"] == "pass"
-    # the first divergence is a convolution at the start: the stem or the first block's first
+    # The first divergence is a convolution of the first stage; which one depends on the CPU
+    # (torch picks its bf16 kernels by CPU: with AVX512-BF16 the stem passes and the second
+    # block's conv2 fails first; without, the stem fails): the first pair that the verdicts
+    # worked out here fail.
+    want = expected_verdicts(captures["f64"], captures["bf16"], 1e-2, 4e-2)
+    assert {p["ref"]: p["verdict"] for p in pairs} == want
     first = doc["first_divergence"]
+    assert first == next(i for i, p in enumerate(pairs) if want[p["ref"]] == "fail")
     assert pairs[first]["type"] == "Conv2d"
-    assert first <= [p["ref"] for p in pairs].index("layer1.0.conv1/out0")
+    assert first < [p["ref"] for p in pairs].index("layer1/out0")
     assert all(p["verdict"] in ("pass", "warn") for p in pairs[:first])
-    # deeper is worse: the error grows with depth and the last stage and logits fail
+    # deeper is worse: the error grows with depth and the last stage fails (the pooled features
+    # and the logits fail too on CPUs without AVX512-BF16, and pass on those with it)
     rel = {n: named[n]["metrics"]["rel_l2"] for n in
            ("model/in0", "conv1/out0", "layer1/out0", "layer4/out0")}
     assert rel["model/in0"] < rel["conv1/out0"] < rel["layer1/out0"] < rel["layer4/out0"]
-    deep = [p for p in pairs if p["ref"].startswith(("layer4", "fc", "model/out"))]
+    deep = [p for p in pairs if p["ref"].startswith("layer4")]
     assert deep and all(p["verdict"] == "fail" for p in deep)
     assert all(p["metrics"]["allclose_fail_pct"] > 0.1 for p in deep)
     # still the same function: bf16 rounding, not a broken layer
