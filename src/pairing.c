@@ -56,17 +56,30 @@ void nnp__pairing_free(void *p)
     free(o);
 }
 
+/* A name the rules gave a port record. The entries are sorted by the hash of the name first, so
+ * that the entries of one name sit together and the sort and the searches compare integers, not
+ * the long common prefixes of a model's names (a 100k-record capture spent most of its pairing
+ * in strcmp). */
 typedef struct {
+    uint64_t hash;
     const char *name;
     size_t port;
     const nnp_mapping *map;
     bool used;
 } entry;
 
+/* Orders by (hash, name): same names together, in no meaningful order between names. */
+static int name_order(uint64_t ha, const char *a, uint64_t hb, const char *b)
+{
+    if (ha != hb)
+        return ha < hb ? -1 : 1;
+    return strcmp(a, b);
+}
+
 static int entry_order(const void *a, const void *b)
 {
     const entry *x = a, *y = b;
-    int c = strcmp(x->name, y->name);
+    int c = name_order(x->hash, x->name, y->hash, y->name);
     if (c)
         return c;
     if (x->map->part != y->map->part)
@@ -74,13 +87,18 @@ static int entry_order(const void *a, const void *b)
     return x->port < y->port ? -1 : x->port > y->port;
 }
 
-/* The first entry named `name`, or n. */
-static size_t lower_bound(const entry *e, size_t n, const char *name)
+static bool same_name(const entry *x, uint64_t hash, const char *name)
+{
+    return x->hash == hash && strcmp(x->name, name) == 0;
+}
+
+/* The first entry named `name` (of that hash), or where it would be. */
+static size_t lower_bound(const entry *e, size_t n, uint64_t hash, const char *name)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (strcmp(e[mid].name, name) < 0)
+        if (name_order(e[mid].hash, e[mid].name, hash, name) < 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -90,10 +108,11 @@ static size_t lower_bound(const entry *e, size_t n, const char *name)
 
 /* Pick the port entries for one reference name: a whole record if one is left, else one entry for
  * every part of a join. Returns how many (0: none), their indices in pick[]. */
-static uint32_t pick_entries(entry *e, size_t n, size_t at, const char *name, size_t *pick)
+static uint32_t pick_entries(entry *e, size_t n, size_t at, uint64_t hash, const char *name,
+                             size_t *pick)
 {
     size_t end = at;
-    while (end < n && strcmp(e[end].name, name) == 0)
+    while (end < n && same_name(&e[end], hash, name))
         end++;
     for (size_t i = at; i < end; i++)
         if (!e[i].used && e[i].map->nparts == 0) {
@@ -335,8 +354,9 @@ static nnp_status pair_by_name(owned *o, nnp_dump *ref, const bool *ref_ignored,
         if (ref_ignored[i])
             continue;
         const char *name = nnp_dump_record(ref, i)->name;
-        size_t at = lower_bound(e, ne, name);
-        uint32_t n = pick_entries(e, ne, at, name, pick);
+        uint64_t hash = nnp__hash_str(name);
+        size_t at = lower_bound(e, ne, hash, name);
+        uint32_t n = pick_entries(e, ne, at, hash, name, pick);
         if (!n)
             continue;
         nnp_diff_pair *p = &d->pairs[d->npairs];
@@ -361,19 +381,22 @@ static nnp_status pair_by_name(owned *o, nnp_dump *ref, const bool *ref_ignored,
 static int by_port(const void *a, const void *b)
 {
     const nnp_collision *x = a, *y = b;
-    return x->port < y->port ? -1 : x->port > y->port;
+    if (x->port != y->port)
+        return x->port < y->port ? -1 : 1;
+    /* one port record may collide under several of its names: those in name order */
+    return strcmp(x->name, y->name);
 }
 
 /* Port records that the rules renamed onto a name that another port record took first: a
  * rename too general (or two that meet) would otherwise leave them unmatched without a word.
- * The entries are sorted by name, so such records sit next to the one that was paired. Counts
+ * The entries of one name sit together, next to the one that was paired. Counts
  * them, and fills out[] when it is given. */
 static size_t collect_collisions(const entry *e, size_t ne, nnp_collision *out)
 {
     size_t n = 0;
     for (size_t k = 0, end; k < ne; k = end) {
         size_t taken = SIZE_MAX;
-        for (end = k; end < ne && strcmp(e[end].name, e[k].name) == 0; end++)
+        for (end = k; end < ne && same_name(&e[end], e[k].hash, e[k].name); end++)
             if (e[end].used && taken == SIZE_MAX)
                 taken = end;
         for (size_t j = k; taken != SIZE_MAX && j < end; j++)
@@ -593,7 +616,8 @@ static nnp_status map_port_names(owned *o, nnp_dump *port, const nnp_rules *rule
     size_t k = 0;
     for (size_t i = 0; i < o->nport; i++)
         for (size_t j = 0; j < o->nmaps[i]; j++)
-            e[k++] = (entry){o->maps[i][j].name, i, &o->maps[i][j], false};
+            e[k++] = (entry){nnp__hash_str(o->maps[i][j].name), o->maps[i][j].name, i,
+                             &o->maps[i][j], false};
     qsort(e, ne, sizeof *e, entry_order);
     *out = e;
     *nentries = ne;
