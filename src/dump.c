@@ -55,6 +55,8 @@ struct nnp_dump {
     int32_t rank;
     uint32_t world;
     char rank_suffix[24];
+    size_t annotate_next; /* the record after the last one annotated: provenance lists records
+                           * in the order their file does, so it is usually the next one */
     pthread_mutex_t lock; /* guards on-demand conversion in nnp_dump_data */
 };
 
@@ -209,6 +211,17 @@ static const char *stored_name(const nnp_dump *d, const char *name, char **tmp)
 static nnp_status dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
                            uint32_t ndim, const uint64_t *shape, nnp_rec **out);
 
+nnp_status nnp__dump_reserve(nnp_dump *d, size_t more)
+{
+    size_t n = d->nrecs + more;
+    if (more >= UINT32_MAX - 1 || n >= UINT32_MAX - 1)
+        return NNP_OK; /* dump_add refuses the record that crosses the limit */
+    if (!nnp__grow((void **)&d->recs, &d->caprecs, n, sizeof *d->recs) ||
+        !nnp__strindex_room(&d->names, d->nrecs, n))
+        return nnp__nomem();
+    return NNP_OK;
+}
+
 nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
                          uint32_t ndim, const uint64_t *shape, nnp_rec **out)
 {
@@ -330,8 +343,13 @@ nnp_status nnp__dump_annotate(nnp_dump *d, const char *file, const char *name, c
     const char *stored = stored_name(d, name, &tmp);
     if (!stored)
         return nnp__nomem();
-    int64_t i = nnp_dump_find(d, stored);
+    size_t next = d->annotate_next;
+    int64_t i = next < d->nrecs && strcmp(d->recs[next].pub.name, stored) == 0
+                    ? (int64_t)next
+                    : nnp_dump_find(d, stored);
     free(tmp);
+    if (i >= 0)
+        d->annotate_next = (size_t)i + 1;
     if (i < 0 || strcmp(d->recs[i].pub.file, file) != 0)
         return nnp__fail(NNP_ERR_FORMAT,
                          "%s: metadata '%s' names tensor '%s', which the file does not hold",

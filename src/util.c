@@ -104,17 +104,13 @@ int64_t nnp__strindex_find(const nnp_strindex *x, const char *key)
     return s ? (int64_t)s - 1 : -1;
 }
 
-bool nnp__strindex_reserve(nnp_strindex *x, size_t n)
+/* Slots for `room` keys (and one more), keys 0..n-1 placed in them. */
+static bool strindex_resize(nnp_strindex *x, size_t n, size_t room)
 {
-    return (n + 1) * 2 <= x->nslots || nnp__strindex_rebuild(x, n);
-}
-
-bool nnp__strindex_rebuild(nnp_strindex *x, size_t n)
-{
-    if (n >= UINT32_MAX - 1)
+    if (room >= UINT32_MAX - 1)
         return false;
     size_t cap = x->nslots ? x->nslots : 16;
-    while ((n + 1) * 2 > cap)
+    while ((room + 1) * 2 > cap)
         cap *= 2;
     uint32_t *slots = calloc(cap, sizeof *slots);
     if (!slots)
@@ -122,9 +118,31 @@ bool nnp__strindex_rebuild(nnp_strindex *x, size_t n)
     free(x->slots);
     x->slots = slots;
     x->nslots = cap;
-    for (size_t i = 0; i < n; i++)
-        x->slots[nnp__strindex_slot(x, x->key(x->ctx, i))] = (uint32_t)(i + 1);
+    /* An index never holds a key twice, so each key takes the first free slot of its probe
+     * sequence without a comparison: no other key's string is read. */
+    size_t mask = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = (size_t)nnp__hash_str(x->key(x->ctx, i)) & mask;
+        while (slots[j])
+            j = (j + 1) & mask;
+        slots[j] = (uint32_t)(i + 1);
+    }
     return true;
+}
+
+bool nnp__strindex_reserve(nnp_strindex *x, size_t n)
+{
+    return (n + 1) * 2 <= x->nslots || strindex_resize(x, n, n);
+}
+
+bool nnp__strindex_room(nnp_strindex *x, size_t n, size_t total)
+{
+    return (total + 1) * 2 <= x->nslots || strindex_resize(x, n, total);
+}
+
+bool nnp__strindex_rebuild(nnp_strindex *x, size_t n)
+{
+    return strindex_resize(x, n, n);
 }
 
 void nnp__strindex_free(nnp_strindex *x)

@@ -1,6 +1,7 @@
 /*
  * json_scan.c - the strict in-place JSON scanner (see json_scan.h).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "formats/json_scan.h"
@@ -28,6 +29,9 @@ bool nnp__json_fail(nnp_json *j, const char *what)
 
 static void skip_ws(nnp_json *j)
 {
+    /* a header kept room for growth as spaces: megabytes of them after the last value */
+    while (j->end - j->p >= 8 && memcmp(j->p, "        ", 8) == 0)
+        j->p += 8;
     while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
         j->p++;
 }
@@ -85,86 +89,146 @@ static bool read_u16hex(nnp_json *j, unsigned *out)
     return true;
 }
 
-static void put_utf8(nnp_sbuf *b, unsigned cp)
+/* cp as UTF-8 at out; returns the byte count (1 to 4). */
+static size_t utf8_of(unsigned cp, char *out)
 {
-    char u[4];
-    size_t n;
     if (cp < 0x80) {
-        u[0] = (char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | cp >> 6);
-        u[1] = (char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | cp >> 12);
-        u[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        u[0] = (char)(0xF0 | cp >> 18);
-        u[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-        u[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-        u[3] = (char)(0x80 | (cp & 0x3F));
-        n = 4;
+        out[0] = (char)cp;
+        return 1;
     }
-    nnp__sbuf_put(b, u, n);
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
 }
 
+/* Room in b for n more bytes and a NUL. */
+static bool text_room(nnp_sbuf *b, size_t n)
+{
+    if (b->cap - b->len > n)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= n) {
+        if (cap > SIZE_MAX / 2)
+            return false;
+        cap *= 2;
+    }
+    char *s = realloc(b->s, cap);
+    if (!s)
+        return false;
+    b->s = s;
+    b->cap = cap;
+    return true;
+}
+
+/* A byte a string holds as it is: not '"', '\\' or a control character. */
+static bool verbatim(unsigned char c)
+{
+    return c >= 0x20 && c != '"' && c != '\\';
+}
+
+/* The escape after a backslash: its character, or 0 for \u and for a bad escape. */
+static char unescape(char e)
+{
+    switch (e) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case '/': return '/';
+    case 'b': return '\b';
+    case 'f': return '\f';
+    case 'n': return '\n';
+    case 'r': return '\r';
+    case 't': return '\t';
+    default: return 0;
+    }
+}
+
+/* A \uXXXX escape (and the low half of a surrogate pair) at j->p, past the "\u", as UTF-8 at
+ * out; returns its length, 0 on an error. */
+static size_t read_u_escape(nnp_json *j, char *out)
+{
+    unsigned cp, lo;
+    if (!read_u16hex(j, &cp))
+        return 0;
+    if (cp >= 0xDC00 && cp <= 0xDFFF)
+        return nnp__json_fail(j, "lone low surrogate in a \\u escape");
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
+            return nnp__json_fail(j, "lone high surrogate in a \\u escape");
+        j->p += 2;
+        if (!read_u16hex(j, &lo))
+            return 0;
+        if (lo < 0xDC00 || lo > 0xDFFF)
+            return nnp__json_fail(j, "bad surrogate pair in a \\u escape");
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    if (cp == 0)
+        return nnp__json_fail(j, "NUL character in a string");
+    return utf8_of(cp, out);
+}
+
+/* Runs of verbatim bytes are copied whole and escapes written in place, with one check for room
+ * per run: a provenance list is a 12 MB string of short runs between escaped quotes, and a call
+ * per piece cost more than the scan. */
 bool nnp__json_string(nnp_json *j)
 {
     if (nnp__json_peek(j) != '"')
         return nnp__json_fail(j, "expected a string");
-    j->p++;
-    j->text.len = 0;
-    nnp__sbuf_put(&j->text, "", 0);
+    nnp_sbuf *t = &j->text;
+    const char *p = j->p + 1, *end = j->end;
+    t->len = 0;
     for (;;) {
-        const char *run = j->p;
-        while (j->p < j->end && *j->p != '"' && *j->p != '\\' && (unsigned char)*j->p >= 0x20)
-            j->p++;
-        nnp__sbuf_put(&j->text, run, (size_t)(j->p - run));
-        if (j->p >= j->end)
-            return nnp__json_fail(j, "unterminated string");
-        char c = *j->p;
-        if (c == '"') {
-            j->p++;
-            break;
+        const char *run = p;
+        while (p < end && verbatim((unsigned char)*p))
+            p++;
+        size_t n = (size_t)(p - run);
+        /* the run, one escape's bytes (at most 4) and the NUL */
+        if (!text_room(t, n + 4)) {
+            t->failed = true;
+            j->p = p;
+            return nnp__json_fail(j, "out of memory");
         }
-        if (c != '\\')
-            return nnp__json_fail(j, "control character in a string");
-        if (j->end - j->p < 2)
+        memcpy(t->s + t->len, run, n);
+        t->len += n;
+        j->p = p;
+        if (p >= end)
             return nnp__json_fail(j, "unterminated string");
-        char e = j->p[1];
-        j->p += 2;
-        const char *simple = strchr("\"\\/bfnrt", e);
-        if (e && simple) {
-            static const char out[] = "\"\\/\b\f\n\r\t";
-            nnp__sbuf_put(&j->text, &out[simple - "\"\\/bfnrt"], 1);
+        if (*p == '"')
+            break;
+        if (*p != '\\')
+            return nnp__json_fail(j, "control character in a string");
+        if (end - p < 2)
+            return nnp__json_fail(j, "unterminated string");
+        char e = p[1];
+        p += 2;
+        char c = unescape(e);
+        if (c) {
+            t->s[t->len++] = c;
             continue;
         }
+        j->p = p;
         if (e != 'u')
             return nnp__json_fail(j, "bad escape in a string");
-        unsigned cp, lo;
-        if (!read_u16hex(j, &cp))
+        size_t k = read_u_escape(j, t->s + t->len);
+        if (!k)
             return false;
-        if (cp >= 0xDC00 && cp <= 0xDFFF)
-            return nnp__json_fail(j, "lone low surrogate in a \\u escape");
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-            if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
-                return nnp__json_fail(j, "lone high surrogate in a \\u escape");
-            j->p += 2;
-            if (!read_u16hex(j, &lo))
-                return false;
-            if (lo < 0xDC00 || lo > 0xDFFF)
-                return nnp__json_fail(j, "bad surrogate pair in a \\u escape");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        }
-        if (cp == 0)
-            return nnp__json_fail(j, "NUL character in a string");
-        put_utf8(&j->text, cp);
+        t->len += k;
+        p = j->p;
     }
-    if (j->text.failed)
-        return nnp__json_fail(j, "out of memory");
+    t->s[t->len] = 0;
+    j->p = p + 1;
     return true;
 }
 

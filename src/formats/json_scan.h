@@ -9,6 +9,8 @@
 #ifndef NNP_JSON_SCAN_H
 #define NNP_JSON_SCAN_H
 
+#include <string.h>
+
 #include "internal.h"
 
 typedef struct nnp_json {
@@ -39,6 +41,14 @@ bool nnp__json_null(nnp_json *j);
 bool nnp__json_skip(nnp_json *j);
 /* Whitespace only until the end. */
 bool nnp__json_end(nnp_json *j);
+
+/* Whether the last string read is `word`, a literal: by length, then bytes (a string never holds
+ * a NUL). A header's field names are compared millions of times; strcmp calls showed up. */
+static inline bool nnp__json_text_is(const nnp_json *j, const char *word)
+{
+    size_t n = strlen(word);
+    return j->text.len == n && memcmp(j->text.s, word, n) == 0;
+}
 
 /* Record an error at the current position (keeps the first); returns false. */
 bool nnp__json_fail(nnp_json *j, const char *what);

@@ -168,9 +168,9 @@ static nnp_status parse_entry(st_header *h, nnp_json *j, st_entry *e)
         do {
             if (!nnp__json_string(j) || !nnp__json_expect(j, ':'))
                 return syntax_error(h, j);
-            unsigned field = strcmp(j->text.s, "dtype") == 0          ? DTYPE
-                             : strcmp(j->text.s, "shape") == 0        ? SHAPE
-                             : strcmp(j->text.s, "data_offsets") == 0 ? OFFSETS
+            unsigned field = nnp__json_text_is(j, "dtype")          ? DTYPE
+                             : nnp__json_text_is(j, "shape")        ? SHAPE
+                             : nnp__json_text_is(j, "data_offsets") ? OFFSETS
                                                                       : 0;
             if (field & seen)
                 return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s': duplicate field \"%s\" "
@@ -296,7 +296,7 @@ static nnp_status parse_header(st_header *h, nnp_json *j, nnp_dump *d)
             if (!nnp__json_string(j) || !nnp__json_expect(j, ':'))
                 return syntax_error(h, j);
             nnp_status st;
-            if (strcmp(j->text.s, "__metadata__") == 0) {
+            if (nnp__json_text_is(j, "__metadata__")) {
                 if (metadata_seen)
                     return nnp__fail(NNP_ERR_FORMAT, "%s: __metadata__ appears twice "
                                      "(InvalidHeaderDeserialization)", h->path);
@@ -389,6 +389,8 @@ static nnp_status load_records(nnp_dump *d, st_header *h, const nnp_map *m, uint
                          (unsigned long long)(8 + hlen + data_len),
                          (unsigned long long)(8 + hlen + data_len), (unsigned long long)m->size);
     const unsigned char *data = m->base + 8 + hlen;
+    if ((st = nnp__dump_reserve(d, h->n)))
+        return st;
     for (size_t i = 0; i < h->n; i++) {
         nnp_rec *r;
         const st_entry *e = &h->es[i];

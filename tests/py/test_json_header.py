@@ -30,6 +30,27 @@ def test_escaped_names_round_trip(nnp, tmp_path, ascii_only):
     assert [r["name"] for r in doc["files"][0]["records"]] == NAMES
 
 
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_long_escaped_strings_round_trip(nnp, tmp_path, ascii_only):
+    """Strings of every length up to a few kilobytes, made of escapes and plain runs of every
+    length, come back exactly: the scanner copies whole runs and makes room once per run, so an
+    escape at the end of its buffer is where it would go wrong."""
+    pieces = ["\"", "\\", "\n", "\t", "\u0001", "/", "\u00e9", "\u4e2d", "\U0001F600"]
+    values = {}
+    for n in range(1, 3000, 37):
+        run = "x" * (n % 300)
+        values[f"k{n}"] = "".join(run[: (i * 7) % 41] + pieces[i % len(pieces)]
+                                  for i in range(n // 5 + 1))
+    names = {"\"" * n + "n" + str(n): {"dtype": "U8", "shape": [1], "data_offsets": [i, i + 1]}
+             for i, n in enumerate((1, 255, 256, 257, 1000))}
+    f = tmp_path / "long.safetensors"
+    write_header(f, json.dumps({"__metadata__": values, **names}, ensure_ascii=ascii_only),
+                 len(names))
+    doc = json.loads(nnp("ls", "--json", "--meta", f, check=0).stdout)
+    assert doc["files"][0]["metadata"] == values
+    assert [r["name"] for r in doc["files"][0]["records"]] == list(names)
+
+
 def test_escaped_solidus_and_whitespace(nnp, tmp_path):
     f = tmp_path / "ws.safetensors"
     text = ' \r\n\t{ "a\\/b" : { "shape" : [ 1 ] , "dtype" : "U8" , "data_offsets" : ' \

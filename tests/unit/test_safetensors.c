@@ -381,6 +381,22 @@ static void test_provenance(void **state)
                          "\\\"call\\\":-1}]\"},"
                          "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, 1);
     expect_open_error(p, NNP_ERR_FORMAT, "entry 0", "call", NULL);
+
+    /* a record listed twice, next to itself and further on (the reader guesses that the next
+     * entry names the next record, and must still see the second listing) */
+    const char *twice[] = {"[{\\\"tensor\\\":\\\"x\\\"},{\\\"tensor\\\":\\\"x\\\"}]",
+                           "[{\\\"tensor\\\":\\\"x\\\"},{\\\"tensor\\\":\\\"y\\\"},"
+                           "{\\\"tensor\\\":\\\"x\\\"}]"};
+    for (int k = 0; k < 2; k++) {
+        char header[512];
+        snprintf(header, sizeof header,
+                 "{\"__metadata__\":{\"nnparity.records\":\"%s\"},"
+                 "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                 "\"y\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+                 twice[k]);
+        write_safetensors(p, header, 2, 1);
+        expect_open_error(p, NNP_ERR_FORMAT, "lists tensor 'x' twice", NULL);
+    }
 }
 
 static void test_lookup_many(void **state)
