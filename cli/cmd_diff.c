@@ -736,9 +736,7 @@ static int run_diff(int argc, char **argv)
     nnp_diff *d = NULL;
     nnp_status st = rules_path ? nnp_rules_load(rules_path, &rules) : NNP_OK;
     if (!st)
-        st = nnp_dump_open(argv[optind], &ref);
-    if (!st)
-        st = nnp_dump_open(argv[optind + 1], &port);
+        st = nnp_dump_open_both(argv[optind], argv[optind + 1], &ref, &port);
     if (mpi) /* every process opened the files itself (a shared file system) */
         st = nnp_comm_agree(&comm, st);
     bool to_stdout = json_path && strcmp(json_path, "-") == 0;

@@ -406,9 +406,7 @@ static int run_weights(int argc, char **argv)
     nnp_diff *d = NULL;
     nnp_status st = rules_path ? nnp_rules_load(rules_path, &rules) : NNP_OK;
     if (!st)
-        st = nnp_dump_open(argv[optind], &src);
-    if (!st)
-        st = nnp_dump_open(argv[optind + 1], &dst);
+        st = nnp_dump_open_both(argv[optind], argv[optind + 1], &src, &dst);
     /* checkpoints have no execution order to align by: pairs come from names and rules only */
     nnp_diff_options o = {rules, atol, rtol, threads, true, NULL, NULL};
     if (!st)

@@ -153,6 +153,12 @@ typedef struct nnp_record {
  * before this returns; tensor data is mapped, not read. On failure *out is NULL. */
 nnp_status nnp_dump_open(const char *path, nnp_dump **out);
 
+/* Open two dumps at once, the second on a thread of its own (the reference and the port of a
+ * diff: opening a long capture is mostly parsing its header, and the two are independent). The
+ * result is that of nnp_dump_open(first) then nnp_dump_open(second): when both fail, the first
+ * file's error is the one reported. On failure *a and *b are both NULL. */
+nnp_status nnp_dump_open_both(const char *first, const char *second, nnp_dump **a, nnp_dump **b);
+
 /* Release a dump and everything it mapped or allocated. NULL is allowed. */
 void nnp_dump_close(nnp_dump *dump);
 

@@ -501,6 +501,47 @@ nnp_status nnp_dump_open(const char *path, nnp_dump **out)
     return st ? st : dump_finish(d, open_by_content(d, path), out);
 }
 
+typedef struct {
+    const char *path;
+    nnp_dump *dump;
+    nnp_status st;
+    char error[1024]; /* the opening thread's message: nnp_last_error is per thread */
+} open_job;
+
+static void *open_job_run(void *arg)
+{
+    open_job *j = arg;
+    j->st = nnp_dump_open(j->path, &j->dump);
+    if (j->st)
+        snprintf(j->error, sizeof j->error, "%s", nnp_last_error());
+    return NULL;
+}
+
+nnp_status nnp_dump_open_both(const char *first, const char *second, nnp_dump **a, nnp_dump **b)
+{
+    if (!a || !b)
+        return nnp__fail(NNP_ERR_ARG, "nnp_dump_open_both: no place for the results");
+    *a = *b = NULL;
+    open_job one = {first, NULL, NNP_OK, ""}, two = {second, NULL, NNP_OK, ""};
+    pthread_t t;
+    /* without a thread (none can start), the same work one after the other */
+    bool threaded = pthread_create(&t, NULL, open_job_run, &two) == 0;
+    open_job_run(&one);
+    if (threaded)
+        pthread_join(t, NULL);
+    else
+        open_job_run(&two);
+    const open_job *failed = one.st ? &one : two.st ? &two : NULL;
+    if (failed) {
+        nnp_dump_close(one.dump);
+        nnp_dump_close(two.dump);
+        return nnp__fail(failed->st, "%s", failed->error);
+    }
+    *a = one.dump;
+    *b = two.dump;
+    return NNP_OK;
+}
+
 nnp_status nnp__dump_open_journal(const char *partial, const char *journal_name, nnp_dump **out)
 {
     *out = NULL;

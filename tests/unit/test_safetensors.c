@@ -399,6 +399,43 @@ static void test_provenance(void **state)
     }
 }
 
+/* Two dumps opened at once: the result and the error are those of opening them in turn, and the
+ * error (made on the second file's thread) is the calling thread's to read. */
+static void test_open_both(void **state)
+{
+    (void)state;
+    char a[512], b[512], missing[512];
+    scratch(a, sizeof a, "both_a.safetensors");
+    scratch(b, sizeof b, "both_b.safetensors");
+    scratch(missing, sizeof missing, "both_missing.safetensors");
+    write_safetensors(a, "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, 1);
+    write_safetensors(b, "{\"y\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, 1);
+    nnp_dump *da = NULL, *db = NULL;
+    assert_int_equal(nnp_dump_open_both(a, b, &da, &db), NNP_OK);
+    assert_string_equal(nnp_dump_path(da), a);
+    assert_string_equal(nnp_dump_record(da, 0)->name, "x");
+    assert_string_equal(nnp_dump_path(db), b);
+    assert_string_equal(nnp_dump_record(db, 0)->name, "y");
+    nnp_dump_close(da);
+    nnp_dump_close(db);
+
+    const char *cases[][3] = {{missing, b, missing}, {a, missing, missing},
+                              {missing, "/nonexistent/other.safetensors", missing}};
+    for (int k = 0; k < 3; k++) {
+        da = db = (nnp_dump *)1;
+        assert_int_equal(nnp_dump_open_both(cases[k][0], cases[k][1], &da, &db), NNP_ERR_IO);
+        assert_null(da);
+        assert_null(db);
+        assert_non_null(strstr(nnp_last_error(), cases[k][2]));
+        assert_non_null(strstr(nnp_last_error(), "cannot open"));
+    }
+    /* the second file's error when only it fails, though it was made on another thread */
+    write_bytes(missing, "{", 1);
+    assert_int_equal(nnp_dump_open_both(a, missing, &da, &db), NNP_ERR_FORMAT);
+    assert_non_null(strstr(nnp_last_error(), missing));
+    assert_int_equal(nnp_dump_open_both(a, b, NULL, &db), NNP_ERR_ARG);
+}
+
 static void test_lookup_many(void **state)
 {
     (void)state;
@@ -434,6 +471,7 @@ int main(void)
         cmocka_unit_test(test_crafted_rules),
         cmocka_unit_test(test_io_errors),      cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_provenance),     cmocka_unit_test(test_lookup_many),
+        cmocka_unit_test(test_open_both),
     };
     return cmocka_run_group_tests_name("safetensors", tests, NULL, NULL);
 }
