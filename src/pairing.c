@@ -56,64 +56,103 @@ void nnp__pairing_free(void *p)
     free(o);
 }
 
-/* A name the rules gave a port record. The entries are sorted by the hash of the name first, so
- * that the entries of one name sit together and the sort and the searches compare integers, not
- * the long common prefixes of a model's names (a 100k-record capture spent most of its pairing
- * in strcmp). */
+/* A name the rules gave a port record. */
 typedef struct {
-    uint64_t hash;
     const char *name;
     size_t port;
     const nnp_mapping *map;
     bool used;
 } entry;
 
-/* Orders by (hash, name): same names together, in no meaningful order between names. */
-static int name_order(uint64_t ha, const char *a, uint64_t hb, const char *b)
+/* The port's entries grouped by name, found through a hash index: e[start[g] .. start[g + 1])
+ * are the entries of group g, in (part, port) order. Sorting 100k names and binary-searching
+ * them compared long common prefixes and missed the cache at every step; a group is found with
+ * one probe or two. */
+typedef struct {
+    entry *e;
+    size_t ne, ngroups;
+    size_t *start; /* ngroups + 1 */
+    nnp_strindex index; /* name -> group */
+} entry_set;
+
+static const char *group_name(const void *ctx, size_t g)
 {
-    if (ha != hb)
-        return ha < hb ? -1 : 1;
-    return strcmp(a, b);
+    const entry_set *s = ctx;
+    return s->e[s->start[g]].name;
+}
+
+static void entry_set_free(entry_set *s)
+{
+    free(s->e);
+    free(s->start);
+    nnp__strindex_free(&s->index);
 }
 
 static int entry_order(const void *a, const void *b)
 {
     const entry *x = a, *y = b;
-    int c = name_order(x->hash, x->name, y->hash, y->name);
-    if (c)
-        return c;
     if (x->map->part != y->map->part)
         return x->map->part < y->map->part ? -1 : 1;
     return x->port < y->port ? -1 : x->port > y->port;
 }
 
-static bool same_name(const entry *x, uint64_t hash, const char *name)
+/* Group the n entries of `all` (taken over, freed) by name, groups in order of first appearance. */
+static nnp_status group_entries(entry *all, size_t n, entry_set *s)
 {
-    return x->hash == hash && strcmp(x->name, name) == 0;
-}
-
-/* The first entry named `name` (of that hash), or where it would be. */
-static size_t lower_bound(const entry *e, size_t n, uint64_t hash, const char *name)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (name_order(e[mid].hash, e[mid].name, hash, name) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
+    memset(s, 0, sizeof *s);
+    uint32_t *group_of = malloc((n ? n : 1) * sizeof *group_of);
+    size_t *first = malloc((n ? n : 1) * sizeof *first), *count = calloc(n + 1, sizeof *count);
+    s->e = malloc((n ? n : 1) * sizeof *s->e);
+    s->start = calloc(n + 2, sizeof *s->start);
+    nnp_status st = group_of && first && count && s->e && s->start ? NNP_OK : nnp__nomem();
+    /* while grouping, group g's name is all[first[g]]: the index reads it through start[] */
+    entry_set probe = {all, n, 0, first, {NULL, 0, group_name, NULL}};
+    probe.index.ctx = &probe;
+    if (!st && !nnp__strindex_room(&probe.index, 0, n))
+        st = nnp__nomem();
+    for (size_t k = 0; !st && k < n; k++) {
+        size_t slot = nnp__strindex_slot(&probe.index, all[k].name);
+        uint32_t g = probe.index.slots[slot];
+        if (!g) {
+            first[probe.ngroups] = k;
+            g = (uint32_t)++probe.ngroups;
+            probe.index.slots[slot] = g;
+        }
+        group_of[k] = g - 1;
+        count[g - 1]++;
     }
-    return lo;
+    if (!st) {
+        s->ne = n;
+        s->ngroups = probe.ngroups;
+        for (size_t g = 0; g < s->ngroups; g++)
+            s->start[g + 1] = s->start[g] + count[g];
+        memset(count, 0, (n + 1) * sizeof *count);
+        for (size_t k = 0; k < n; k++)
+            s->e[s->start[group_of[k]] + count[group_of[k]]++] = all[k];
+        for (size_t g = 0; g < s->ngroups; g++)
+            if (s->start[g + 1] - s->start[g] > 1)
+                qsort(s->e + s->start[g], s->start[g + 1] - s->start[g], sizeof *s->e,
+                      entry_order);
+        /* the same slots now find each group through the grouped entries */
+        s->index = probe.index;
+        s->index.ctx = s;
+        probe.index.slots = NULL;
+    }
+    nnp__strindex_free(&probe.index);
+    free(group_of);
+    free(first);
+    free(count);
+    free(all);
+    if (st)
+        entry_set_free(s);
+    return st;
 }
 
-/* Pick the port entries for one reference name: a whole record if one is left, else one entry for
- * every part of a join. Returns how many (0: none), their indices in pick[]. */
-static uint32_t pick_entries(entry *e, size_t n, size_t at, uint64_t hash, const char *name,
-                             size_t *pick)
+/* Pick the port entries for one reference name among its group e[at..end): a whole record if
+ * one is left, else one entry for every part of a join. Returns how many (0: none), their
+ * indices in pick[]. */
+static uint32_t pick_entries(const entry *e, size_t at, size_t end, size_t *pick)
 {
-    size_t end = at;
-    while (end < n && same_name(&e[end], hash, name))
-        end++;
     for (size_t i = at; i < end; i++)
         if (!e[i].used && e[i].map->nparts == 0) {
             pick[0] = i;
@@ -346,17 +385,16 @@ static nnp_status plan_pair(owned *o, nnp_dump *ref, nnp_dump *port, nnp_diff_pa
 }
 
 /* Pairs made by name, in the reference's order; what is left goes to alignment. */
-static nnp_status pair_by_name(owned *o, nnp_dump *ref, const bool *ref_ignored, entry *e,
-                               size_t ne, nnp_diff *d)
+static nnp_status pair_by_name(owned *o, nnp_dump *ref, const bool *ref_ignored, entry_set *s,
+                               nnp_diff *d)
 {
     size_t nref = nnp_dump_count(ref), pick[64];
+    entry *e = s->e;
     for (size_t i = 0; i < nref; i++) {
         if (ref_ignored[i])
             continue;
-        const char *name = nnp_dump_record(ref, i)->name;
-        uint64_t hash = nnp__hash_str(name);
-        size_t at = lower_bound(e, ne, hash, name);
-        uint32_t n = pick_entries(e, ne, at, hash, name, pick);
+        int64_t g = nnp__strindex_find(&s->index, nnp_dump_record(ref, i)->name);
+        uint32_t n = g < 0 ? 0 : pick_entries(e, s->start[g], s->start[g + 1], pick);
         if (!n)
             continue;
         nnp_diff_pair *p = &d->pairs[d->npairs];
@@ -389,17 +427,18 @@ static int by_port(const void *a, const void *b)
 
 /* Port records that the rules renamed onto a name that another port record took first: a
  * rename too general (or two that meet) would otherwise leave them unmatched without a word.
- * The entries of one name sit together, next to the one that was paired. Counts
- * them, and fills out[] when it is given. */
-static size_t collect_collisions(const entry *e, size_t ne, nnp_collision *out)
+ * They are in the group of the one that was paired. Counts them, and fills out[] when it is
+ * given. */
+static size_t collect_collisions(const entry_set *s, nnp_collision *out)
 {
     size_t n = 0;
-    for (size_t k = 0, end; k < ne; k = end) {
-        size_t taken = SIZE_MAX;
-        for (end = k; end < ne && same_name(&e[end], e[k].hash, e[k].name); end++)
-            if (e[end].used && taken == SIZE_MAX)
-                taken = end;
-        for (size_t j = k; taken != SIZE_MAX && j < end; j++)
+    for (size_t g = 0; g < s->ngroups; g++) {
+        const entry *e = s->e;
+        size_t taken = SIZE_MAX, begin = s->start[g], end = s->start[g + 1];
+        for (size_t j = begin; j < end && taken == SIZE_MAX; j++)
+            if (e[j].used)
+                taken = j;
+        for (size_t j = begin; taken != SIZE_MAX && j < end; j++)
             if (!e[j].used && e[j].port != e[taken].port) {
                 if (out)
                     out[n] = (nnp_collision){e[j].port, e[taken].port, e[j].name};
@@ -409,14 +448,14 @@ static size_t collect_collisions(const entry *e, size_t ne, nnp_collision *out)
     return n;
 }
 
-static nnp_status find_collisions(owned *o, const entry *e, size_t ne, nnp_diff *d)
+static nnp_status find_collisions(owned *o, const entry_set *s, nnp_diff *d)
 {
-    size_t n = collect_collisions(e, ne, NULL);
+    size_t n = collect_collisions(s, NULL);
     if (!n)
         return NNP_OK;
     if (!(d->collisions = arena_alloc(o, n * sizeof *d->collisions)))
         return nnp__nomem();
-    d->ncollisions = collect_collisions(e, ne, d->collisions);
+    d->ncollisions = collect_collisions(s, d->collisions);
     qsort(d->collisions, d->ncollisions, sizeof *d->collisions, by_port);
     return NNP_OK;
 }
@@ -587,8 +626,8 @@ static void apply_gather(nnp_mapping *m, size_t *n, const rank_copy *rc, size_t 
     *n = kept;
 }
 
-static nnp_status map_port_names(owned *o, nnp_dump *port, const nnp_rules *rules, entry **out,
-                                 size_t *nentries, size_t *defaulted)
+static nnp_status map_port_names(owned *o, nnp_dump *port, const nnp_rules *rules,
+                                 entry_set *out, size_t *defaulted)
 {
     size_t ne = 0;
     rank_copy *rc = malloc((o->nport ? o->nport : 1) * sizeof *rc);
@@ -616,18 +655,14 @@ static nnp_status map_port_names(owned *o, nnp_dump *port, const nnp_rules *rule
     size_t k = 0;
     for (size_t i = 0; i < o->nport; i++)
         for (size_t j = 0; j < o->nmaps[i]; j++)
-            e[k++] = (entry){nnp__hash_str(o->maps[i][j].name), o->maps[i][j].name, i,
-                             &o->maps[i][j], false};
-    qsort(e, ne, sizeof *e, entry_order);
-    *out = e;
-    *nentries = ne;
-    return NNP_OK;
+            e[k++] = (entry){o->maps[i][j].name, i, &o->maps[i][j], false};
+    return group_entries(e, ne, out);
 }
 
 nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
                              nnp_diff *d)
 {
-    size_t nref = nnp_dump_count(ref), nport = nnp_dump_count(port), ne = 0;
+    size_t nref = nnp_dump_count(ref), nport = nnp_dump_count(port);
     owned *o = calloc(1, sizeof *o);
     if (!o)
         return nnp__nomem();
@@ -641,18 +676,18 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
     d->unmatched_port = calloc(nport ? nport : 1, sizeof *d->unmatched_port);
     bool *ref_used = calloc(nref ? nref : 1, sizeof *ref_used);
     bool *port_used = calloc(nport ? nport : 1, sizeof *port_used);
-    entry *e = NULL;
+    entry_set e = {0};
     nnp_status st = o->maps && o->nmaps && o->pair_maps && d->pairs && d->unmatched_ref &&
                     d->unmatched_port && ref_used && port_used ? NNP_OK : nnp__nomem();
     if (!st)
-        st = map_port_names(o, port, opts->rules, &e, &ne, &d->rank0_default);
+        st = map_port_names(o, port, opts->rules, &e, &d->rank0_default);
     /* reference records a `ref ignore` rule drops count as used: not paired, not listed */
     for (size_t i = 0; !st && i < nref; i++)
         ref_used[i] = nnp__rules_ref_ignored(opts->rules, nnp_dump_record(ref, i)->name);
     if (!st)
-        st = pair_by_name(o, ref, ref_used, e, ne, d);
+        st = pair_by_name(o, ref, ref_used, &e, d);
     if (!st)
-        st = find_collisions(o, e, ne, d);
+        st = find_collisions(o, &e, d);
     for (size_t i = 0; !st && i < d->npairs; i++) {
         ref_used[d->pairs[i].ref] = true;
         for (uint32_t k = 0; k < d->pairs[i].nparts; k++)
@@ -676,7 +711,7 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
     for (size_t j = 0; !st && j < nport; j++)
         if (!port_used[j] && o->nmaps[j])
             d->unmatched_port[d->nunmatched_port++] = j;
-    free(e);
+    entry_set_free(&e);
     free(ref_used);
     free(port_used);
     return st;
