@@ -82,10 +82,10 @@ unit: $(UNIT_BIN)
 unit-asan:
 	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples
 
-# The threaded unit tests (capture sessions, the thread pool of compare and stats), rebuilt with
-# ThreadSanitizer: no data race under many tapping threads.
+# The threaded unit tests (capture sessions, the thread pool of compare and stats, two dumps
+# opened at once), rebuilt with ThreadSanitizer: no data race under many tapping threads.
 TSAN_BUILD = $(BUILD)/tsan
-TSAN_TESTS = test_capture_threads test_capture test_metrics test_stats
+TSAN_TESTS = test_capture_threads test_capture test_metrics test_stats test_safetensors
 unit-tsan:
 	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 CFLAGS="-fsanitize=thread $(CFLAGS)" \
 		$(TSAN_TESTS:%=$(TSAN_BUILD)/tests/%)
