@@ -259,9 +259,15 @@ bool nnp__cmp_fast_dtype(nnp_dtype t);
  * slow path for the block. Uses the best kernel the CPU runs. */
 bool nnp__cmp_block(nnp_dtype rt, const void *ref, nnp_dtype pt, const void *port, size_t n,
                     double atol, double rtol, nnp_cmp_sums *out);
-/* The portable kernel, for comparing against the vector one in tests. */
+/* The portable kernel, for comparing against the vector ones in tests. */
 bool nnp__cmp_block_portable(nnp_dtype rt, const void *ref, nnp_dtype pt, const void *port,
                              size_t n, double atol, double rtol, nnp_cmp_sums *out);
+/* The kernels nnp__cmp_block chooses among, worst to best: it runs the best this CPU has. Tests
+ * run each one the CPU has through nnp__cmp_block_with (false also for a kernel it lacks). */
+typedef enum { NNP_CMP_PORTABLE, NNP_CMP_AVX2, NNP_CMP_AVX512, NNP_CMP_KERNELS } nnp_cmp_kernel;
+bool nnp__cmp_kernel_available(nnp_cmp_kernel k);
+bool nnp__cmp_block_with(nnp_cmp_kernel k, nnp_dtype rt, const void *ref, nnp_dtype pt,
+                         const void *port, size_t n, double atol, double rtol, nnp_cmp_sums *out);
 
 /* One side of a comparison: n elements of `dtype` at `data`. When `dump` is set, `data` is what
  * nnp_dump_data gave for its record `rec`: the pass then releases each chunk's mapped pages

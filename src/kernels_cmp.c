@@ -23,10 +23,14 @@
  * are, and the caller redoes a block that is not on its exact slow path.
  *
  * BF16 widens by placing its bits in the top half of a float; F16 by the F16C instruction
- * (exact, subnormals included). On x86-64 the AVX2 + FMA + F16C version is chosen at run time
- * where the CPU has all three; elsewhere a portable version converts the block to float with the
- * library's exact scalar conversions and takes two passes. They differ only in the order of
- * additions and in FMA's single rounding.
+ * (exact, subnormals included). On x86-64 the version is chosen at run time: AVX-512 (eight
+ * pairs a step in 512-bit registers, the same arithmetic) where the CPU has AVX512F with AVX2,
+ * FMA and F16C, else AVX2 + FMA + F16C where it has those; elsewhere a portable version
+ * converts the block to float with the library's exact scalar conversions and takes two passes.
+ * They differ only in the order of additions and in FMA's single rounding. The AVX-512 version
+ * took 11% less time than the AVX2 one for F32, 13% for BF16 and 23% for F16 on 2 GiB dumps
+ * (bench/README.md): half the instructions for the same work, on CPUs that run 512-bit
+ * operations as two 256-bit halves as well as on those that run them whole.
  */
 #include <math.h>
 #include <string.h>
@@ -202,26 +206,18 @@ centered(int rk, int pk, const unsigned char *ref, const unsigned char *port, si
     }
 }
 
+/* The rest of a block after its vector part: pairs i..n-1 one at a time, then the means and
+ * moments. t holds n, fail, sd2, sad and max_abs so far; sums[] the pivoted sums of x, y, x^2,
+ * y^2 and xy. (AVX2 code: the AVX-512 kernel's rare second pass about the means runs it too.) */
 NNP_AVX2 __attribute__((always_inline)) static inline bool
-cmp_avx2(int rk, int pk, const unsigned char *ref, const unsigned char *port, size_t n,
-         double atol, double rtol, nnp_cmp_sums *out)
+finish_block(int rk, int pk, const unsigned char *ref, const unsigned char *port, size_t i,
+             double r0, double p0, double atol, double rtol, const nnp_cmp_sums *t,
+             const double *sums, nnp_cmp_sums *out)
 {
-    size_t rs = rk == K_F32 ? 4 : 2, ps = pk == K_F32 ? 4 : 2, n4 = n & ~(size_t)3, i;
-    const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffll));
-    const __m256d vatol = _mm256_set1_pd(atol), vrtol = _mm256_set1_pd(rtol);
-    double r0 = load1(rk, ref), p0 = load1(pk, port);
-    const __m256d vr0 = _mm256_set1_pd(r0), vp0 = _mm256_set1_pd(p0);
-    vsums s;
-    s.sd2 = s.sad = s.max = s.sx = s.sy = s.sxx = s.syy = s.sxy = _mm256_setzero_pd();
-    s.fail = _mm256_setzero_si256();
-    for (i = 0; i < n4; i += 4)
-        step4(&s, load4(rk, ref + i * rs), load4(pk, port + i * ps), absmask, vatol, vrtol, vr0,
-              vp0);
-    int64_t fails[4];
-    _mm256_storeu_si256((__m256i *)(void *)fails, s.fail);
-    double sd2 = hsum(s.sd2), sad = hsum(s.sad), mx = hmax(s.max), sx = hsum(s.sx);
-    double sy = hsum(s.sy), sxx = hsum(s.sxx), syy = hsum(s.syy), sxy = hsum(s.sxy);
-    uint64_t fail = (uint64_t)(fails[0] + fails[1] + fails[2] + fails[3]);
+    size_t rs = rk == K_F32 ? 4 : 2, ps = pk == K_F32 ? 4 : 2, n = t->n;
+    double sd2 = t->sd2, sad = t->sad, mx = t->max_abs, sx = sums[0], sy = sums[1];
+    double sxx = sums[2], syy = sums[3], sxy = sums[4];
+    uint64_t fail = t->fail;
     for (; i < n; i++) {
         double r = load1(rk, ref + i * rs), p = load1(pk, port + i * ps);
         double d = p - r, a = fabs(d), x = r - r0, y = p - p0;
@@ -254,6 +250,33 @@ cmp_avx2(int rk, int pk, const unsigned char *ref, const unsigned char *port, si
     return true;
 }
 
+NNP_AVX2 __attribute__((always_inline)) static inline bool
+cmp_avx2(int rk, int pk, const unsigned char *ref, const unsigned char *port, size_t n,
+         double atol, double rtol, nnp_cmp_sums *out)
+{
+    size_t rs = rk == K_F32 ? 4 : 2, ps = pk == K_F32 ? 4 : 2, n4 = n & ~(size_t)3, i;
+    const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffll));
+    const __m256d vatol = _mm256_set1_pd(atol), vrtol = _mm256_set1_pd(rtol);
+    double r0 = load1(rk, ref), p0 = load1(pk, port);
+    const __m256d vr0 = _mm256_set1_pd(r0), vp0 = _mm256_set1_pd(p0);
+    vsums s;
+    s.sd2 = s.sad = s.max = s.sx = s.sy = s.sxx = s.syy = s.sxy = _mm256_setzero_pd();
+    s.fail = _mm256_setzero_si256();
+    for (i = 0; i < n4; i += 4)
+        step4(&s, load4(rk, ref + i * rs), load4(pk, port + i * ps), absmask, vatol, vrtol, vr0,
+              vp0);
+    int64_t fails[4];
+    _mm256_storeu_si256((__m256i *)(void *)fails, s.fail);
+    nnp_cmp_sums t = {0};
+    t.n = n;
+    t.fail = (uint64_t)(fails[0] + fails[1] + fails[2] + fails[3]);
+    t.sd2 = hsum(s.sd2);
+    t.sad = hsum(s.sad);
+    t.max_abs = hmax(s.max);
+    double sums[5] = {hsum(s.sx), hsum(s.sy), hsum(s.sxx), hsum(s.syy), hsum(s.sxy)};
+    return finish_block(rk, pk, ref, port, i, r0, p0, atol, rtol, &t, sums, out);
+}
+
 #define CMP_INSTANCE(R, P)                                                                     \
     NNP_AVX2 static bool cmp_avx2_##R##_##P(const void *ref, const void *port, size_t n,       \
                                             double atol, double rtol, nnp_cmp_sums *out)       \
@@ -270,12 +293,100 @@ CMP_INSTANCE(F16, F32)
 CMP_INSTANCE(F16, BF16)
 CMP_INSTANCE(F16, F16)
 
+#define NNP_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+
+/* Eight elements widened to double; only the eight are read. */
+NNP_AVX512 static inline __m512d load8(int k, const unsigned char *s)
+{
+    if (k == K_F32)
+        return _mm512_cvtps_pd(_mm256_loadu_ps((const float *)(const void *)s));
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)s);
+    if (k == K_BF16) /* each moved to the top half of a 32-bit lane */
+        return _mm512_cvtps_pd(
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+    return _mm512_cvtps_pd(_mm256_cvtph_ps(h));
+}
+
+typedef struct {
+    __m512d sd2, sad, max;
+    __m512d sx, sy, sxx, syy, sxy;
+    __m512i fail;
+} zsums;
+
+/* Eight pairs: step4's arithmetic, the same roundings. */
+NNP_AVX512 static inline void step8(zsums *s, __m512d r, __m512d p, __m512d atol, __m512d rtol,
+                                    __m512d r0, __m512d p0, __m512i one)
+{
+    __m512d d = _mm512_sub_pd(p, r), a = _mm512_abs_pd(d);
+    s->sd2 = _mm512_fmadd_pd(d, d, s->sd2);
+    s->sad = _mm512_add_pd(s->sad, a);
+    s->max = _mm512_max_pd(s->max, a);
+    __m512d bound = _mm512_add_pd(atol, _mm512_mul_pd(rtol, _mm512_abs_pd(r)));
+    __mmask8 out = _mm512_cmp_pd_mask(a, bound, _CMP_GT_OQ);
+    s->fail = _mm512_mask_add_epi64(s->fail, out, s->fail, one);
+    __m512d x = _mm512_sub_pd(r, r0), y = _mm512_sub_pd(p, p0);
+    s->sx = _mm512_add_pd(s->sx, x);
+    s->sy = _mm512_add_pd(s->sy, y);
+    s->sxx = _mm512_fmadd_pd(x, x, s->sxx);
+    s->syy = _mm512_fmadd_pd(y, y, s->syy);
+    s->sxy = _mm512_fmadd_pd(x, y, s->sxy);
+}
+
+NNP_AVX512 __attribute__((always_inline)) static inline bool
+cmp_avx512(int rk, int pk, const unsigned char *ref, const unsigned char *port, size_t n,
+           double atol, double rtol, nnp_cmp_sums *out)
+{
+    size_t rs = rk == K_F32 ? 4 : 2, ps = pk == K_F32 ? 4 : 2, n8 = n & ~(size_t)7, i;
+    const __m512d vatol = _mm512_set1_pd(atol), vrtol = _mm512_set1_pd(rtol);
+    double r0 = load1(rk, ref), p0 = load1(pk, port);
+    const __m512d vr0 = _mm512_set1_pd(r0), vp0 = _mm512_set1_pd(p0);
+    const __m512i one = _mm512_set1_epi64(1);
+    zsums s;
+    s.sd2 = s.sad = s.max = s.sx = s.sy = s.sxx = s.syy = s.sxy = _mm512_setzero_pd();
+    s.fail = _mm512_setzero_si512();
+    for (i = 0; i < n8; i += 8)
+        step8(&s, load8(rk, ref + i * rs), load8(pk, port + i * ps), vatol, vrtol, vr0, vp0,
+              one);
+    nnp_cmp_sums t = {0};
+    t.n = n;
+    t.fail = (uint64_t)_mm512_reduce_add_epi64(s.fail);
+    t.sd2 = _mm512_reduce_add_pd(s.sd2);
+    t.sad = _mm512_reduce_add_pd(s.sad);
+    t.max_abs = _mm512_reduce_max_pd(s.max);
+    double sums[5] = {_mm512_reduce_add_pd(s.sx), _mm512_reduce_add_pd(s.sy),
+                      _mm512_reduce_add_pd(s.sxx), _mm512_reduce_add_pd(s.syy),
+                      _mm512_reduce_add_pd(s.sxy)};
+    return finish_block(rk, pk, ref, port, i, r0, p0, atol, rtol, &t, sums, out);
+}
+
 typedef bool (*cmp_fn)(const void *, const void *, size_t, double, double, nnp_cmp_sums *);
+
+#define CMP512_INSTANCE(R, P)                                                                  \
+    NNP_AVX512 static bool cmp_avx512_##R##_##P(const void *ref, const void *port, size_t n,   \
+                                                double atol, double rtol, nnp_cmp_sums *out)   \
+    {                                                                                          \
+        return cmp_avx512(K_##R, K_##P, ref, port, n, atol, rtol, out);                        \
+    }
+CMP512_INSTANCE(F32, F32)
+CMP512_INSTANCE(F32, BF16)
+CMP512_INSTANCE(F32, F16)
+CMP512_INSTANCE(BF16, F32)
+CMP512_INSTANCE(BF16, BF16)
+CMP512_INSTANCE(BF16, F16)
+CMP512_INSTANCE(F16, F32)
+CMP512_INSTANCE(F16, BF16)
+CMP512_INSTANCE(F16, F16)
 
 static const cmp_fn avx2_table[3][3] = {
     {cmp_avx2_F32_F32, cmp_avx2_F32_BF16, cmp_avx2_F32_F16},
     {cmp_avx2_BF16_F32, cmp_avx2_BF16_BF16, cmp_avx2_BF16_F16},
     {cmp_avx2_F16_F32, cmp_avx2_F16_BF16, cmp_avx2_F16_F16},
+};
+
+static const cmp_fn avx512_table[3][3] = {
+    {cmp_avx512_F32_F32, cmp_avx512_F32_BF16, cmp_avx512_F32_F16},
+    {cmp_avx512_BF16_F32, cmp_avx512_BF16_BF16, cmp_avx512_BF16_F16},
+    {cmp_avx512_F16_F32, cmp_avx512_F16_BF16, cmp_avx512_F16_F16},
 };
 
 static int kind_of(nnp_dtype t)
@@ -284,30 +395,51 @@ static int kind_of(nnp_dtype t)
 }
 #endif
 
-static bool use_avx2;
+static bool have[NNP_CMP_KERNELS];
+static nnp_cmp_kernel best = NNP_CMP_PORTABLE;
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static void choose(void)
 {
+    have[NNP_CMP_PORTABLE] = true;
 #ifdef NNP_X86
     __builtin_cpu_init();
     /* clang knows no "f16c" for __builtin_cpu_supports: CPUID leaf 1 says it (ECX bit 29); the
-     * AVX2 test has already checked that the system saves the vector registers */
+     * AVX2 and AVX512F tests have already checked that the system saves the vector registers */
     unsigned a, b, c, d;
-    use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    have[NNP_CMP_AVX2] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    have[NNP_CMP_AVX512] = have[NNP_CMP_AVX2] && __builtin_cpu_supports("avx512f");
 #endif
+    for (int k = 0; k < NNP_CMP_KERNELS; k++)
+        if (have[k])
+            best = (nnp_cmp_kernel)k;
+}
+
+bool nnp__cmp_kernel_available(nnp_cmp_kernel k)
+{
+    pthread_once(&chosen_once, choose);
+    return k >= 0 && k < NNP_CMP_KERNELS && have[k];
+}
+
+bool nnp__cmp_block_with(nnp_cmp_kernel k, nnp_dtype rt, const void *ref, nnp_dtype pt,
+                         const void *port, size_t n, double atol, double rtol, nnp_cmp_sums *out)
+{
+    if (n == 0 || n > NNP_CMP_BLOCK || !nnp__cmp_fast_dtype(rt) || !nnp__cmp_fast_dtype(pt) ||
+        !nnp__cmp_kernel_available(k))
+        return false;
+#ifdef NNP_X86
+    if (k == NNP_CMP_AVX512)
+        return avx512_table[kind_of(rt)][kind_of(pt)](ref, port, n, atol, rtol, out);
+    if (k == NNP_CMP_AVX2)
+        return avx2_table[kind_of(rt)][kind_of(pt)](ref, port, n, atol, rtol, out);
+#endif
+    return nnp__cmp_block_portable(rt, ref, pt, port, n, atol, rtol, out);
 }
 
 bool nnp__cmp_block(nnp_dtype rt, const void *ref, nnp_dtype pt, const void *port, size_t n,
                     double atol, double rtol, nnp_cmp_sums *out)
 {
-    if (n == 0 || n > NNP_CMP_BLOCK || !nnp__cmp_fast_dtype(rt) || !nnp__cmp_fast_dtype(pt))
-        return false;
     pthread_once(&chosen_once, choose);
-#ifdef NNP_X86
-    if (use_avx2)
-        return avx2_table[kind_of(rt)][kind_of(pt)](ref, port, n, atol, rtol, out);
-#endif
-    return nnp__cmp_block_portable(rt, ref, pt, port, n, atol, rtol, out);
+    return nnp__cmp_block_with(best, rt, ref, pt, port, n, atol, rtol, out);
 }

@@ -296,42 +296,61 @@ static void test_kernels_match_double_path(void **state)
     free(p64);
 }
 
-/* The vector kernel this CPU runs and the portable one give the same block sums. */
-static void test_kernel_matches_portable(void **state)
+/* Each vector kernel this CPU has and the portable one give the same block sums, at every
+ * length (vector tails), at unaligned addresses, with an ordinary first pair and with one far out
+ * in the block's distribution (the pivot: the moments are then summed again about the means). */
+static void test_kernels_match_portable(void **state)
 {
     (void)state;
     static const nnp_dtype kinds[3] = {NNP_F32, NNP_BF16, NNP_F16};
     unsigned char r[4 * NNP_CMP_BLOCK + 4], p[4 * NNP_CMP_BLOCK + 4];
-    uint64_t seed = 5;
-    for (int a = 0; a < 3; a++)
-        for (int b = 0; b < 3; b++)
-            for (size_t n = 1; n <= NNP_CMP_BLOCK; n = n * 3 + 1) {
-                for (size_t i = 0; i < n; i++) {
-                    double x = unit(&seed) * 10;
-                    store(kinds[a], r + 2, i, x);
-                    store(kinds[b], p + 1, i, x * (1 + unit(&seed) * 1e-3));
-                }
-                nnp_cmp_sums v, q;
-                assert_true(nnp__cmp_block(kinds[a], r + 2, kinds[b], p + 1, n, 1e-3, 1e-3, &v));
-                assert_true(
-                    nnp__cmp_block_portable(kinds[a], r + 2, kinds[b], p + 1, n, 1e-3, 1e-3, &q));
-                assert_int_equal(v.n, q.n);
-                assert_int_equal(v.fail, q.fail);
-                assert_true(v.max_abs == q.max_abs);
-                close_to(v.sd2, q.sd2, 1e-12);
-                close_to(v.sad, q.sad, 1e-12);
-                close_to(v.srr, q.srr, 1e-12);
-                close_to(v.spp, q.spp, 1e-12);
-                close_to(v.spr, q.spr, 1e-12);
-                close_to(v.mean_r, q.mean_r, 1e-12);
-                close_to(v.mean_p, q.mean_p, 1e-12);
-                close_to(v.m2_r, q.m2_r, 1e-12);
-                close_to(v.c_rp, q.c_rp, 1e-10);
-                /* a NaN or an infinity on either side sends the block to the exact path */
-                store(kinds[b], p + 1, n - 1, n % 2 ? NAN : -INFINITY);
-                assert_false(nnp__cmp_block(kinds[a], r + 2, kinds[b], p + 1, n, 0, 0, &v));
-                assert_false(nnp__cmp_block_portable(kinds[a], r + 2, kinds[b], p + 1, n, 0, 0, &v));
-            }
+    int tested = 0;
+    for (int k = NNP_CMP_AVX2; k < NNP_CMP_KERNELS; k++) {
+        if (!nnp__cmp_kernel_available((nnp_cmp_kernel)k))
+            continue;
+        tested++;
+        uint64_t seed = 5;
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++)
+                for (int far = 0; far < 2; far++)
+                    for (size_t n = 1; n <= NNP_CMP_BLOCK; n = n * 3 + 1) {
+                        for (size_t i = 0; i < n; i++) {
+                            double x = far && i == 0 ? 900.0 : unit(&seed) * 10;
+                            store(kinds[a], r + 2, i, x);
+                            store(kinds[b], p + 1, i, x * (1 + unit(&seed) * 1e-3));
+                        }
+                        nnp_cmp_sums v, q;
+                        assert_true(nnp__cmp_block_with((nnp_cmp_kernel)k, kinds[a], r + 2,
+                                                        kinds[b], p + 1, n, 1e-3, 1e-3, &v));
+                        assert_true(nnp__cmp_block_portable(kinds[a], r + 2, kinds[b], p + 1, n,
+                                                            1e-3, 1e-3, &q));
+                        assert_int_equal(v.n, q.n);
+                        assert_int_equal(v.fail, q.fail);
+                        assert_true(v.max_abs == q.max_abs);
+                        close_to(v.sd2, q.sd2, 1e-12);
+                        close_to(v.sad, q.sad, 1e-12);
+                        close_to(v.srr, q.srr, 1e-12);
+                        close_to(v.spp, q.spp, 1e-12);
+                        close_to(v.spr, q.spr, 1e-12);
+                        close_to(v.mean_r, q.mean_r, 1e-12);
+                        close_to(v.mean_p, q.mean_p, 1e-12);
+                        close_to(v.m2_r, q.m2_r, 1e-12);
+                        close_to(v.c_rp, q.c_rp, 1e-10);
+                        /* a NaN or an infinity on either side sends the block to the exact path */
+                        store(kinds[b], p + 1, n - 1, n % 2 ? NAN : -INFINITY);
+                        assert_false(nnp__cmp_block_with((nnp_cmp_kernel)k, kinds[a], r + 2,
+                                                         kinds[b], p + 1, n, 0, 0, &v));
+                        assert_false(nnp__cmp_block_portable(kinds[a], r + 2, kinds[b], p + 1, n,
+                                                             0, 0, &v));
+                    }
+    }
+    if (!tested)
+        print_message("no vector kernel on this CPU: only the portable one runs\n");
+    /* a kernel the CPU lacks, or a dtype no kernel reads in place, is refused, never run */
+    nnp_cmp_sums v;
+    if (!nnp__cmp_kernel_available(NNP_CMP_AVX512))
+        assert_false(nnp__cmp_block_with(NNP_CMP_AVX512, NNP_F32, r, NNP_F32, p, 4, 0, 0, &v));
+    assert_false(nnp__cmp_block_with(NNP_CMP_PORTABLE, NNP_F64, r, NNP_F32, p, 4, 0, 0, &v));
 }
 
 /* The process's resident file-backed memory, in KiB (/proc/self/status RssFile). */
@@ -413,7 +432,7 @@ int main(void)
         cmocka_unit_test(test_nan_and_inf),           cmocka_unit_test(test_mixed_dtypes_and_ties),
         cmocka_unit_test(test_threads_do_not_matter),
         cmocka_unit_test(test_kernels_match_double_path),
-        cmocka_unit_test(test_kernel_matches_portable),
+        cmocka_unit_test(test_kernels_match_portable),
         cmocka_unit_test(test_compare_records_releases_pages),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
