@@ -162,6 +162,8 @@ static uint32_t pick_entries(const entry *e, size_t at, size_t end, size_t *pick
     for (size_t i = at; i < end && !nparts; i++)
         if (!e[i].used)
             nparts = e[i].map->nparts;
+    if (nparts > 64)
+        return 0; /* more parts than pick[] and adapt_pair hold: left unmatched */
     for (uint32_t k = 0; k < nparts; k++) {
         size_t i = at;
         while (i < end && (e[i].used || e[i].map->nparts != nparts || e[i].map->part != k))
@@ -170,7 +172,7 @@ static uint32_t pick_entries(const entry *e, size_t at, size_t end, size_t *pick
             return 0; /* a part is missing: the join cannot be made */
         pick[k] = i;
     }
-    return nparts <= 64 ? nparts : 0; /* more parts than adapt_pair holds: left unmatched */
+    return nparts;
 }
 
 /* The tensor a record holds, without its data. */

@@ -262,6 +262,44 @@ static void test_distributed_diff_equals_one_process(void **state)
     nnp_rules_free(rules);
 }
 
+/* A gather joins at most 64 ranks' copies of a name (docs/scale.md): a name 70 ranks hold is left
+ * unmatched on both sides, with a word, and nothing is written past the parts a join holds. */
+static void test_gather_beyond_its_limit(void **state)
+{
+    (void)state;
+    enum { RANKS = 70 };
+    char dir[300], ref[300], prefix[16];
+    scratch(dir, sizeof dir, "wide");
+    for (int k = 0; k < RANKS; k++) {
+        snprintf(prefix, sizeof prefix, "r%d_", k);
+        capture_rank(dir, k, RANKS, prefix);
+    }
+    nnp_writer *w;
+    assert_int_equal(nnp_writer_open(scratch(ref, sizeof ref, "wide_ref.safetensors"), 0, &w),
+                     NNP_OK);
+    float x[2 * RANKS] = {0};
+    uint64_t shape[1] = {2 * RANKS};
+    nnp_record_desc desc = {.name = "shared/out0", .dtype = NNP_F32, .ndim = 1, .shape = shape};
+    assert_int_equal(nnp_writer_add(w, &desc, x), NNP_OK);
+    assert_int_equal(nnp_writer_close(w), NNP_OK);
+
+    nnp_rules *rules;
+    assert_int_equal(nnp_rules_parse("gather ^shared/ concat 0\n", "g", &rules), NNP_OK);
+    nnp_dump *r, *p;
+    assert_int_equal(nnp_dump_open_both(ref, dir, &r, &p), NNP_OK);
+    nnp_diff_options o = {rules, -1, -1, 0, true, NULL, NULL};
+    nnp_diff *d;
+    assert_int_equal(nnp_diff_dumps(r, p, &o, &d), NNP_OK);
+    assert_int_equal(d->npairs, 0);
+    assert_int_equal(d->nunmatched_ref, 1);
+    /* every rank's two copies of shared/out0 and its four own records */
+    assert_int_equal(d->nunmatched_port, RANKS * 6);
+    nnp_diff_free(d);
+    nnp_dump_close(r);
+    nnp_dump_close(p);
+    nnp_rules_free(rules);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_rank_capture_reads_as_one_dump),
         cmocka_unit_test(test_capture_rank_options_checked),
         cmocka_unit_test(test_distributed_diff_equals_one_process),
+        cmocka_unit_test(test_gather_beyond_its_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
