@@ -92,8 +92,9 @@ nnp_status nnp__provenance_apply(nnp_dump *d, const char *file, const char *json
             prov_entry e = {{NONE, NONE, NONE, NONE}, 0, 0, false};
             text.len = 0;
             st = parse_entry(&j, file, i, &text, &e);
+            /* after a failure text.s may still be NULL: no field is read then */
             const char *f[NFIELDS];
-            for (int k = 0; k < NFIELDS; k++)
+            for (int k = 0; !st && k < NFIELDS; k++)
                 f[k] = e.at[k] != NONE ? text.s + e.at[k] : "";
             if (!st)
                 st = nnp__dump_annotate(d, file, f[TENSOR], f[MODULE], f[ROLE], f[TYPE], e.call,
