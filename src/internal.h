@@ -90,6 +90,8 @@ typedef struct nnp_sbuf {
     bool failed;  /* an allocation failed: later appends do nothing */
 } nnp_sbuf;
 
+/* Room for n more bytes and the NUL; false (and `failed` set) when memory runs out. */
+bool nnp__sbuf_room(nnp_sbuf *b, size_t n);
 void nnp__sbuf_put(nnp_sbuf *b, const char *s, size_t n);
 void nnp__sbuf_puts(nnp_sbuf *b, const char *s);
 void nnp__sbuf_printf(nnp_sbuf *b, const char *fmt, ...) NNP_PRINTF(2, 3);

@@ -277,22 +277,6 @@ cmp_avx2(int rk, int pk, const unsigned char *ref, const unsigned char *port, si
     return finish_block(rk, pk, ref, port, i, r0, p0, atol, rtol, &t, sums, out);
 }
 
-#define CMP_INSTANCE(R, P)                                                                     \
-    NNP_AVX2 static bool cmp_avx2_##R##_##P(const void *ref, const void *port, size_t n,       \
-                                            double atol, double rtol, nnp_cmp_sums *out)       \
-    {                                                                                          \
-        return cmp_avx2(K_##R, K_##P, ref, port, n, atol, rtol, out);                          \
-    }
-CMP_INSTANCE(F32, F32)
-CMP_INSTANCE(F32, BF16)
-CMP_INSTANCE(F32, F16)
-CMP_INSTANCE(BF16, F32)
-CMP_INSTANCE(BF16, BF16)
-CMP_INSTANCE(BF16, F16)
-CMP_INSTANCE(F16, F32)
-CMP_INSTANCE(F16, BF16)
-CMP_INSTANCE(F16, F16)
-
 #define NNP_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 
 /* Eight elements widened to double; only the eight are read. */
@@ -361,33 +345,35 @@ cmp_avx512(int rk, int pk, const unsigned char *ref, const unsigned char *port, 
 
 typedef bool (*cmp_fn)(const void *, const void *, size_t, double, double, nnp_cmp_sums *);
 
-#define CMP512_INSTANCE(R, P)                                                                  \
+/* Each vector kernel specialised for one pairing of dtypes. */
+#define CMP_INSTANCE(R, P)                                                                     \
+    NNP_AVX2 static bool cmp_avx2_##R##_##P(const void *ref, const void *port, size_t n,       \
+                                            double atol, double rtol, nnp_cmp_sums *out)       \
+    {                                                                                          \
+        return cmp_avx2(K_##R, K_##P, ref, port, n, atol, rtol, out);                          \
+    }                                                                                          \
     NNP_AVX512 static bool cmp_avx512_##R##_##P(const void *ref, const void *port, size_t n,   \
                                                 double atol, double rtol, nnp_cmp_sums *out)   \
     {                                                                                          \
         return cmp_avx512(K_##R, K_##P, ref, port, n, atol, rtol, out);                        \
     }
-CMP512_INSTANCE(F32, F32)
-CMP512_INSTANCE(F32, BF16)
-CMP512_INSTANCE(F32, F16)
-CMP512_INSTANCE(BF16, F32)
-CMP512_INSTANCE(BF16, BF16)
-CMP512_INSTANCE(BF16, F16)
-CMP512_INSTANCE(F16, F32)
-CMP512_INSTANCE(F16, BF16)
-CMP512_INSTANCE(F16, F16)
+CMP_INSTANCE(F32, F32)
+CMP_INSTANCE(F32, BF16)
+CMP_INSTANCE(F32, F16)
+CMP_INSTANCE(BF16, F32)
+CMP_INSTANCE(BF16, BF16)
+CMP_INSTANCE(BF16, F16)
+CMP_INSTANCE(F16, F32)
+CMP_INSTANCE(F16, BF16)
+CMP_INSTANCE(F16, F16)
 
-static const cmp_fn avx2_table[3][3] = {
-    {cmp_avx2_F32_F32, cmp_avx2_F32_BF16, cmp_avx2_F32_F16},
-    {cmp_avx2_BF16_F32, cmp_avx2_BF16_BF16, cmp_avx2_BF16_F16},
-    {cmp_avx2_F16_F32, cmp_avx2_F16_BF16, cmp_avx2_F16_F16},
-};
+#define CMP_ROWS(K)                                                                            \
+    {{K##_F32_F32, K##_F32_BF16, K##_F32_F16},                                                 \
+     {K##_BF16_F32, K##_BF16_BF16, K##_BF16_F16},                                              \
+     {K##_F16_F32, K##_F16_BF16, K##_F16_F16}}
 
-static const cmp_fn avx512_table[3][3] = {
-    {cmp_avx512_F32_F32, cmp_avx512_F32_BF16, cmp_avx512_F32_F16},
-    {cmp_avx512_BF16_F32, cmp_avx512_BF16_BF16, cmp_avx512_BF16_F16},
-    {cmp_avx512_F16_F32, cmp_avx512_F16_BF16, cmp_avx512_F16_F16},
-};
+/* by kernel (NNP_CMP_AVX2, NNP_CMP_AVX512), reference kind, port kind */
+static const cmp_fn vector_table[2][3][3] = {CMP_ROWS(cmp_avx2), CMP_ROWS(cmp_avx512)};
 
 static int kind_of(nnp_dtype t)
 {
@@ -429,10 +415,9 @@ bool nnp__cmp_block_with(nnp_cmp_kernel k, nnp_dtype rt, const void *ref, nnp_dt
         !nnp__cmp_kernel_available(k))
         return false;
 #ifdef NNP_X86
-    if (k == NNP_CMP_AVX512)
-        return avx512_table[kind_of(rt)][kind_of(pt)](ref, port, n, atol, rtol, out);
-    if (k == NNP_CMP_AVX2)
-        return avx2_table[kind_of(rt)][kind_of(pt)](ref, port, n, atol, rtol, out);
+    if (k != NNP_CMP_PORTABLE)
+        return vector_table[k - NNP_CMP_AVX2][kind_of(rt)][kind_of(pt)](ref, port, n, atol,
+                                                                          rtol, out);
 #endif
     return nnp__cmp_block_portable(rt, ref, pt, port, n, atol, rtol, out);
 }

@@ -70,7 +70,7 @@ typedef struct {
  * one probe or two. */
 typedef struct {
     entry *e;
-    size_t ne, ngroups;
+    size_t ngroups;
     size_t *start; /* ngroups + 1 */
     nnp_strindex index; /* name -> group */
 } entry_set;
@@ -106,7 +106,7 @@ static nnp_status group_entries(entry *all, size_t n, entry_set *s)
     s->start = calloc(n + 2, sizeof *s->start);
     nnp_status st = group_of && first && count && s->e && s->start ? NNP_OK : nnp__nomem();
     /* while grouping, group g's name is all[first[g]]: the index reads it through start[] */
-    entry_set probe = {all, n, 0, first, {NULL, 0, group_name, NULL}};
+    entry_set probe = {all, 0, first, {NULL, 0, group_name, NULL}};
     probe.index.ctx = &probe;
     if (!st && !nnp__strindex_room(&probe.index, 0, n))
         st = nnp__nomem();
@@ -122,7 +122,6 @@ static nnp_status group_entries(entry *all, size_t n, entry_set *s)
         count[g - 1]++;
     }
     if (!st) {
-        s->ne = n;
         s->ngroups = probe.ngroups;
         for (size_t g = 0; g < s->ngroups; g++)
             s->start[g + 1] = s->start[g] + count[g];

@@ -554,18 +554,8 @@ typedef struct {
 
 static nnp_status push(mapping_list *l, nnp_mapping *m)
 {
-    /* Most names become one record and the list is kept as the diff's, one per port record:
-     * start at one, not at nnp__grow's sixteen, or a 100k-record capture holds 140 MB of
-     * room that is never used (and pays the page faults of touching it). */
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 1;
-        nnp_mapping *grown = cap <= SIZE_MAX / sizeof *grown ? realloc(l->m, cap * sizeof *grown)
-                                                            : NULL;
-        if (!grown)
-            return nnp__nomem();
-        l->m = grown;
-        l->cap = cap;
-    }
+    if (!nnp__grow((void **)&l->m, &l->cap, l->n + 1, sizeof *l->m))
+        return nnp__nomem();
     l->m[l->n++] = *m;
     return NNP_OK;
 }

@@ -66,7 +66,8 @@ bool nnp__grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return true;
-    size_t ncap = *cap ? *cap : 16;
+    /* from room for one: many arrays (a port record's mappings, say) never hold more */
+    size_t ncap = *cap ? *cap : 1;
     while (ncap < need) {
         if (ncap > SIZE_MAX / 2 / elem)
             return false;
@@ -130,14 +131,14 @@ static bool strindex_resize(nnp_strindex *x, size_t n, size_t room)
     return true;
 }
 
-bool nnp__strindex_reserve(nnp_strindex *x, size_t n)
-{
-    return (n + 1) * 2 <= x->nslots || strindex_resize(x, n, n);
-}
-
 bool nnp__strindex_room(nnp_strindex *x, size_t n, size_t total)
 {
     return (total + 1) * 2 <= x->nslots || strindex_resize(x, n, total);
+}
+
+bool nnp__strindex_reserve(nnp_strindex *x, size_t n)
+{
+    return nnp__strindex_room(x, n, n);
 }
 
 bool nnp__strindex_rebuild(nnp_strindex *x, size_t n)
@@ -228,27 +229,34 @@ bool nnp__utf8_valid(const unsigned char *s, size_t n, size_t *bad)
     return true;
 }
 
-void nnp__sbuf_put(nnp_sbuf *b, const char *s, size_t n)
+bool nnp__sbuf_room(nnp_sbuf *b, size_t n)
 {
     if (b->failed)
-        return;
-    if (b->cap - b->len <= n) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len <= n) {
-            if (cap > SIZE_MAX / 2) {
-                b->failed = true;
-                return;
-            }
-            cap *= 2;
-        }
-        char *p = realloc(b->s, cap);
-        if (!p) {
+        return false;
+    if (b->cap - b->len > n)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= n) {
+        if (cap > SIZE_MAX / 2) {
             b->failed = true;
-            return;
+            return false;
         }
-        b->s = p;
-        b->cap = cap;
+        cap *= 2;
     }
+    char *p = realloc(b->s, cap);
+    if (!p) {
+        b->failed = true;
+        return false;
+    }
+    b->s = p;
+    b->cap = cap;
+    return true;
+}
+
+void nnp__sbuf_put(nnp_sbuf *b, const char *s, size_t n)
+{
+    if (!nnp__sbuf_room(b, n))
+        return;
     memcpy(b->s + b->len, s, n);
     b->len += n;
     b->s[b->len] = 0;

@@ -114,25 +114,6 @@ static size_t utf8_of(unsigned cp, char *out)
     return 4;
 }
 
-/* Room in b for n more bytes and a NUL. */
-static bool text_room(nnp_sbuf *b, size_t n)
-{
-    if (b->cap - b->len > n)
-        return true;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len <= n) {
-        if (cap > SIZE_MAX / 2)
-            return false;
-        cap *= 2;
-    }
-    char *s = realloc(b->s, cap);
-    if (!s)
-        return false;
-    b->s = s;
-    b->cap = cap;
-    return true;
-}
-
 /* A byte a string holds as it is: not '"', '\\' or a control character. */
 static bool verbatim(unsigned char c)
 {
@@ -195,8 +176,7 @@ bool nnp__json_string(nnp_json *j)
             p++;
         size_t n = (size_t)(p - run);
         /* the run, one escape's bytes (at most 4) and the NUL */
-        if (!text_room(t, n + 4)) {
-            t->failed = true;
+        if (!nnp__sbuf_room(t, n + 4)) {
             j->p = p;
             return nnp__json_fail(j, "out of memory");
         }
