@@ -110,15 +110,12 @@ for d in $dtypes; do
     ns=$(printf '%s\n' "${kernel[@]}" | sort -g | head -n 1)
     elem_bytes=2
     [ "$d" = F32 ] && elem_bytes=4
-    kernel_s=$(awk -v ns="$ns" -v m="$mib" -v e="$elem_bytes" \
-        'BEGIN { printf "%.4f\n", ns * 1e-9 * 8 * m * 1048576 / e }')
-    floor_t[$d]=$(awk -v k="$kernel_s" -v p="${probe_t[$d]}" \
-        'BEGIN { printf "%.4f\n", (k > p ? k : p) }')
-    limit="the kernel is the limit"
-    awk -v k="$kernel_s" -v p="${probe_t[$d]}" 'BEGIN { exit !(k < p) }' &&
-        limit="reading is the limit"
+    read -r kernel_s floor limit < <(awk -v ns="$ns" -v m="$mib" -v e="$elem_bytes" \
+        -v p="${probe_t[$d]}" 'BEGIN { k = ns * 1e-9 * 8 * m * 1048576 / e
+        printf "%.4f %.4f %s\n", k, (k > p ? k : p), (k > p ? "kernel" : "reading") }')
+    floor_t[$d]=$floor
     echo "  compare kernel in cache: $ns ns a pair, $threads threads together ($kernel_s s for" \
-        "the pairs; $limit); best probe/diff it allows $(ratio "${probe_t[$d]}" "${floor_t[$d]}")"
+        "the pairs; $limit is the limit); best probe/diff it allows $(ratio "${probe_t[$d]}" "${floor_t[$d]}")"
 done
 for d in $dtypes; do
     [ "$numpy_runs" -gt 0 ] || break
