@@ -20,11 +20,13 @@ LIBS     = -ljansson -lz -lpthread -lm
 # The CLI also writes PNG plots (nnparity run --plot FILE.png) and loads the MPI plugin (dlopen).
 CLI_LIBS = -lpng -ldl
 
-LIB_SRC  = $(wildcard src/*.c src/formats/*.c)
+# The library's layers, lowest first (docs/architecture.md); each directory includes only the
+# ones before it, which scripts/check_layers.sh checks in `make check`.
+LAYERS   = common kernels dump formats compare diff capture relevance
+LIB_SRC  = $(foreach l,$(LAYERS),$(wildcard src/$(l)/*.c))
 CLI_SRC  = $(wildcard cli/*.c)
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 EXAMPLE_SRC = $(wildcard examples/*.c)
-HEADERS  = include/nnparity.h $(wildcard src/*.h src/formats/*.h cli/*.h tests/unit/*.h)
 
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -34,16 +36,19 @@ EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 ASAN_BUILD = $(BUILD)/asan
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all lib cli examples setup demo check check-clang test unit unit-asan unit-tsan fuzz bench clean
+.PHONY: all lib cli examples setup demo check check-clang check-layers test unit unit-asan unit-tsan fuzz bench clean
 all: lib cli examples
 
 lib: $(BUILD)/libnnparity.a $(BUILD)/libnnparity.so
 cli: $(BUILD)/nnparity
 examples: $(EXAMPLE_BIN)
 
-$(BUILD)/obj/%.o: %.c $(HEADERS)
+# -MMD: each object (and program) depends on the headers it includes, listed in a .d file beside it.
+DEPFLAGS = -MMD -MP
+
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -c $< -o $@
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/libnnparity.a: $(LIB_OBJ)
 	@rm -f $@
@@ -61,17 +66,19 @@ MPICC ?= $(shell command -v mpicc 2>/dev/null)
 MPI_PLUGIN = $(if $(MPICC),$(BUILD)/libnnparity_mpi.so)
 all: $(MPI_PLUGIN)
 
-$(BUILD)/libnnparity_mpi.so: src/mpi/nnparity_mpi.c include/nnparity.h
+$(BUILD)/libnnparity_mpi.so: src/mpi/nnparity_mpi.c
 	@mkdir -p $(dir $@)
-	$(MPICC) -shared $(CPPFLAGS_ALL) $(CFLAGS_ALL) $< -o $@
+	$(MPICC) -shared $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(DEPFLAGS) $< -o $@
 
-$(BUILD)/examples/%: examples/%.c $(BUILD)/libnnparity.a $(HEADERS)
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libnnparity.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $< $(BUILD)/libnnparity.a -o $@ $(LIBS)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(DEPFLAGS) $< $(BUILD)/libnnparity.a -o $@ $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libnnparity.a $(HEADERS)
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libnnparity.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) -Itests/unit $(CFLAGS_ALL) $< $(BUILD)/libnnparity.a -o $@ $(LIBS) -lcmocka
+	$(CC) $(CPPFLAGS_ALL) -Itests/unit $(CFLAGS_ALL) $(DEPFLAGS) $< $(BUILD)/libnnparity.a -o $@ $(LIBS) -lcmocka
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_BIN:=.d) $(EXAMPLE_BIN:=.d)
 
 setup:
 	@bash scripts/setup.sh
@@ -94,7 +101,12 @@ unit-tsan:
 check-clang:
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/clang CC=clang WERROR=1 lib cli
 
+# Each layer includes only the layers below it; the CLI only the public header and its own.
+check-layers:
+	@bash scripts/check_layers.sh $(LAYERS)
+
 test check: setup
+	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory unit-tsan

@@ -11,7 +11,7 @@ BUILD=${BUILD:-build}
 ASAN_BUILD=${ASAN_BUILD:-build/asan}
 TSAN_BUILD=${TSAN_BUILD:-build/tsan}
 PYTHON=${PYTHON:-/usr/bin/python3}
-export NNP_CONFORMANCE=${NNP_CONFORMANCE:-$(cd .. && pwd)/shared/conformance}
+export NNP_CONFORMANCE=${NNP_CONFORMANCE:-$(pwd)/tests/conformance}
 export CMOCKA_MESSAGE_OUTPUT=stdout
 # Leaks are failures; a sanitizer report ends the test binary with an error. Options already
 # in the environment are kept, but these come after them, and the last setting of an option

@@ -5,7 +5,7 @@
 #ifndef NNP_FORMATS_GGUF_H
 #define NNP_FORMATS_GGUF_H
 
-#include "internal.h"
+#include "formats/formats.h"
 
 /* One ggml tensor type (enum ggml_type). */
 typedef struct nnp_ggml_type {

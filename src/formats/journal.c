@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "formats/formats.h"
 
 static nnp_status bad_line(const char *jpath, size_t line, const char *what)
 {
@@ -157,4 +157,18 @@ nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, ui
     nnp__sbuf_free(&content);
     nnp__sbuf_free(&jp);
     return st;
+}
+
+nnp_status nnp__dump_open_journal(const char *partial, const char *journal_name, nnp_dump **out)
+{
+    *out = NULL;
+    nnp_dump *d;
+    nnp_status st = nnp__dump_new(partial, &d);
+    if (st)
+        return st;
+    nnp_map m;
+    st = nnp__dump_map(d, partial, &m);
+    if (!st)
+        st = nnp__journal_load(d, partial, &m, 0, journal_name);
+    return nnp__dump_finish(d, st, out);
 }

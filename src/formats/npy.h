@@ -5,7 +5,7 @@
 #ifndef NNP_FORMATS_NPY_H
 #define NNP_FORMATS_NPY_H
 
-#include "internal.h"
+#include "formats/formats.h"
 
 /* numpy 2 allows 64 dimensions (numpy 1: 32); dump.c converts Fortran order up to 64 too. */
 #define NNP_NPY_MAX_DIMS 64

@@ -11,7 +11,7 @@
 
 #include "formats/npy.h"
 #include "formats/torch_pt.h"
-#include "formats/zip.h"
+#include "common/zip.h"
 
 /* What a deflated member's loader needs after the zip's directory is gone. */
 typedef struct npz_member {

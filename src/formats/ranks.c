@@ -17,7 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "internal.h"
+#include "formats/formats.h"
 
 /* Digits at *p into *v (at most 9 of them); false when there are none or too many. */
 static bool digits(const char **p, uint32_t *v)

@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "formats/json_scan.h"
-#include "formats/provenance.h"
+#include "formats/formats.h"
+#include "common/json_scan.h"
+#include "dump/provenance.h"
 
 #define ST_MAX_HEADER 100000000ull
 /* The most __metadata__ entries read, as GGUF's key-value pairs are capped (gguf.c). */

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "formats/formats.h"
 
 static char *join_path(const char *dir, const char *name)
 {

@@ -5,7 +5,8 @@
 #ifndef NNP_FORMATS_TORCH_PT_H
 #define NNP_FORMATS_TORCH_PT_H
 
-#include "formats/zip.h"
+#include "common/zip.h"
+#include "formats/formats.h"
 
 /* The member holding a torch checkpoint's pickle: the first, in central directory order, named
  * "<archive>/data.pkl" (or a bare "data.pkl"); NULL when the zip is not a torch checkpoint. */

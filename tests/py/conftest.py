@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # absolute, so that tests may run commands from another working directory
 BIN = Path(os.environ.get("NNPARITY_BIN", ROOT / "build" / "nnparity")).resolve()
 LIB = Path(os.environ.get("NNPARITY_LIB", ROOT / "build" / "libnnparity.so")).resolve()
-CONFORMANCE = Path(os.environ.get("NNP_CONFORMANCE", ROOT.parent / "shared" / "conformance"))
+CONFORMANCE = Path(os.environ.get("NNP_CONFORMANCE", ROOT / "tests" / "conformance"))
 EXAMPLES = BIN.parent / "examples"
 
 # numpy dtype -> safetensors name

@@ -15,7 +15,7 @@
 
 #include "nnparity.h"
 #include "internal.h"
-#include "formats/zip.h"
+#include "common/zip.h"
 
 /* ---- helpers ---- */
 

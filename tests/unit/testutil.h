@@ -19,11 +19,12 @@
 
 #include "nnparity.h"
 
-/* A path under ../shared/conformance (or $NNP_CONFORMANCE), in a static buffer per call site. */
+/* A path under tests/conformance (or $NNP_CONFORMANCE), in a static buffer per call site: the
+ * tests run from the repository root. */
 static inline const char *conf_path(char *buf, size_t n, const char *rel)
 {
     const char *root = getenv("NNP_CONFORMANCE");
-    snprintf(buf, n, "%s/%s", root && *root ? root : "../shared/conformance", rel);
+    snprintf(buf, n, "%s/%s", root && *root ? root : "tests/conformance", rel);
     return buf;
 }
 

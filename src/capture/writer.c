@@ -1,0 +1,686 @@
+/*
+ * safetensors_write.c - the streaming safetensors writer.
+ *
+ * safetensors puts its header before the data, but a capture learns its tensors one at a time.
+ * The writer therefore keeps room for the header at the start of "<path>.partial", streams each
+ * tensor's bytes after that room as it arrives, and on close writes the header into the room,
+ * padded with spaces (JSON whitespace) to exactly fill it. Only when the header outgrows the room
+ * is the data copied once, in the kernel, behind a header of the right size. The finished file is
+ * then renamed to <path>, so <path> never holds a half-written dump.
+ *
+ * Until then the room holds a placeholder header that names "<path>.journal", to which each
+ * record appends one JSON line once its data is on disk. A process killed mid-capture thus leaves
+ * a partial dump that nnparity reads as it is (formats/journal.c), and that nnp_recover finishes
+ * by resuming the writer from the journal.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "capture/capture.h"
+#include "dump/provenance.h"
+
+typedef struct w_rec {
+    char *name, *module, *role, *module_type;
+    uint64_t call;
+    nnp_dtype dtype;
+    uint32_t ndim;
+    uint64_t *shape;
+    uint64_t begin, end;
+} w_rec;
+
+struct nnp_writer {
+    char *path, *tmp_path, *journal_path;
+    int fd, jfd;          /* the partial file and the journal (-1 when closed) */
+    uint64_t room;     /* bytes kept for the header after the 8-byte length */
+    uint64_t data_len; /* tensor bytes written so far */
+    w_rec *recs;
+    size_t nrecs, caprecs;
+    nnp_strindex names; /* the records by name */
+    char **meta;       /* key, value, key, value, ... */
+    size_t nmeta, capmeta;
+    nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
+    char failure[512];
+};
+
+static const char *name_at(const void *w, size_t i)
+{
+    return ((const nnp_writer *)w)->recs[i].name;
+}
+
+/* How many of n bytes may be written at offset off. A write that starts at or past the
+ * RLIMIT_FSIZE limit raises SIGXFSZ, whose default action kills the process; a host running
+ * under such a limit (a batch scheduler's ulimit -f) would lose its run mid-capture. Stopping at
+ * the limit gives the EFBIG error instead, which is handled like a full disk. */
+static size_t under_size_limit(uint64_t off, size_t n)
+{
+    struct rlimit r;
+    if (getrlimit(RLIMIT_FSIZE, &r) != 0 || r.rlim_cur == RLIM_INFINITY)
+        return n;
+    uint64_t lim = (uint64_t)r.rlim_cur;
+    return off >= lim ? 0 : lim - off < n ? (size_t)(lim - off) : n;
+}
+
+static nnp_status write_all(nnp_writer *w, int fd, const void *buf, uint64_t n, uint64_t off)
+{
+    const unsigned char *p = buf;
+    while (n) {
+        size_t chunk = under_size_limit(off, n > (1u << 30) ? (1u << 30) : (size_t)n);
+        errno = EFBIG;
+        ssize_t k = chunk ? pwrite(fd, p, chunk, (off_t)off) : -1;
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return nnp__fail(NNP_ERR_IO, "%s: cannot write at byte %llu: %s", w->tmp_path,
+                             (unsigned long long)off, k < 0 ? strerror(errno) : "no progress");
+        p += k;
+        n -= (uint64_t)k;
+        off += (uint64_t)k;
+    }
+    return NNP_OK;
+}
+
+static void free_rec(w_rec *r)
+{
+    free(r->name);
+    free(r->module);
+    free(r->role);
+    free(r->module_type);
+    free(r->shape);
+}
+
+static void writer_free(nnp_writer *w)
+{
+    for (size_t i = 0; i < w->nrecs; i++)
+        free_rec(&w->recs[i]);
+    for (size_t i = 0; i < w->nmeta * 2; i++)
+        free(w->meta[i]);
+    free(w->recs);
+    nnp__strindex_free(&w->names);
+    free(w->meta);
+    free(w->path);
+    free(w->tmp_path);
+    free(w->journal_path);
+    free(w);
+}
+
+static char *with_suffix(const char *path, const char *suffix)
+{
+    size_t n = strlen(path), m = strlen(suffix);
+    char *p = malloc(n + m + 1);
+    if (p) {
+        memcpy(p, path, n);
+        memcpy(p + n, suffix, m + 1);
+    }
+    return p;
+}
+
+/* A writer for final path `path`, with no files opened yet. */
+static nnp_status writer_new(const char *path, nnp_writer **out)
+{
+    nnp_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return nnp__nomem();
+    w->fd = w->jfd = -1;
+    w->path = strdup(path);
+    w->tmp_path = with_suffix(path, ".partial");
+    w->journal_path = with_suffix(path, ".journal");
+    w->names = (nnp_strindex){.key = name_at, .ctx = w};
+    if (!w->path || !w->tmp_path || !w->journal_path) {
+        writer_free(w);
+        return nnp__nomem();
+    }
+    *out = w;
+    return NNP_OK;
+}
+
+static nnp_status journal_append(nnp_writer *w, nnp_sbuf *line)
+{
+    if (line->failed)
+        return nnp__nomem();
+    const char *p = line->s;
+    size_t n = line->len;
+    while (n) {
+        struct stat sb;
+        size_t chunk = fstat(w->jfd, &sb) == 0 ? under_size_limit((uint64_t)sb.st_size, n) : n;
+        errno = EFBIG;
+        ssize_t k = chunk ? write(w->jfd, p, chunk) : -1;
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return nnp__fail(NNP_ERR_IO, "%s: cannot write: %s", w->journal_path,
+                             k < 0 ? strerror(errno) : "no progress");
+        p += k;
+        n -= (size_t)k;
+    }
+    return NNP_OK;
+}
+
+static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room);
+
+/* The header a partial file carries until close: it names the journal that lists its records. */
+static nnp_status write_placeholder(nnp_writer *w)
+{
+    const char *base = strrchr(w->journal_path, '/');
+    base = base ? base + 1 : w->journal_path;
+    nnp_sbuf h = {0}, j = {0};
+    nnp__sbuf_puts(&h, "{\"__metadata__\":{\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE
+                       "\",\"" NNP_META_PARTIAL_KEY "\":");
+    nnp__sbuf_json_string(&h, base);
+    nnp__sbuf_puts(&h, "}}");
+    if (h.failed) {
+        nnp__sbuf_free(&h);
+        return nnp__nomem();
+    }
+    if (h.len > w->room) /* a very long file name */
+        w->room = (h.len + 7) / 8 * 8;
+    nnp__sbuf_printf(&j, "{\"nnparity.journal\":1,\"room\":%llu}\n", (unsigned long long)w->room);
+    nnp_status st = put_header(w, w->fd, h.s, h.len, w->room);
+    if (!st)
+        st = journal_append(w, &j);
+    nnp__sbuf_free(&h);
+    nnp__sbuf_free(&j);
+    return st;
+}
+
+nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer **out)
+{
+    if (!out || !path || !*path)
+        return nnp__fail(NNP_ERR_ARG, "nnp_writer_open: no path");
+    *out = NULL;
+    nnp_writer *w;
+    nnp_status st = writer_new(path, &w);
+    if (st)
+        return st;
+    /* About 300 header bytes a record (entry plus provenance); 64 KiB when the count is unknown;
+     * never past safetensors' header limit. 8 + room is a multiple of 8 so the data starts
+     * aligned. */
+    uint64_t room = 65536, limit = 100000000u / 8 * 8;
+    if (expected_records)
+        room = expected_records > (limit - 4096) / 320 ? limit
+                                                       : 4096 + (uint64_t)expected_records * 320;
+    w->room = (room + 7) / 8 * 8;
+    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", w->tmp_path, strerror(errno));
+        writer_free(w);
+        return st;
+    }
+    w->jfd = open(w->journal_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (w->jfd < 0)
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", w->journal_path, strerror(errno));
+    if (!st)
+        st = write_placeholder(w);
+    if (st) {
+        nnp_writer_abort(w);
+        return st;
+    }
+    *out = w;
+    return NNP_OK;
+}
+
+nnp_status nnp_writer_set_meta(nnp_writer *w, const char *key, const char *value)
+{
+    if (!w || !key || !value)
+        return nnp__fail(NNP_ERR_ARG, "nnp_writer_set_meta: missing key or value");
+    if (strncmp(key, "nnparity.", 9) == 0)
+        return nnp__fail(NNP_ERR_ARG, "%s: metadata key '%s' is reserved for nnparity", w->path,
+                         key);
+    if (w->failed)
+        return nnp__fail(w->failed, "%s: nothing more is written after an earlier failure: %s",
+                         w->path, w->failure);
+    size_t bad;
+    if (!nnp__utf8_valid((const unsigned char *)key, strlen(key), &bad) ||
+        !nnp__utf8_valid((const unsigned char *)value, strlen(value), &bad))
+        return nnp__fail(NNP_ERR_ARG, "%s: metadata '%s' is not valid UTF-8", w->path, key);
+    nnp_sbuf line = {0};
+    nnp__sbuf_puts(&line, "{\"meta\":[");
+    nnp__sbuf_json_string(&line, key);
+    nnp__sbuf_puts(&line, ",");
+    nnp__sbuf_json_string(&line, value);
+    nnp__sbuf_puts(&line, "]}\n");
+    nnp_status st = w->jfd >= 0 ? journal_append(w, &line) : NNP_OK;
+    nnp__sbuf_free(&line);
+    if (st)
+        return st;
+    for (size_t i = 0; i < w->nmeta; i++)
+        if (strcmp(w->meta[2 * i], key) == 0) {
+            char *v = strdup(value);
+            if (!v)
+                return nnp__nomem();
+            free(w->meta[2 * i + 1]);
+            w->meta[2 * i + 1] = v;
+            return NNP_OK;
+        }
+    if (w->nmeta == w->capmeta) {
+        size_t cap = w->capmeta ? w->capmeta * 2 : 8;
+        char **m = realloc(w->meta, cap * 2 * sizeof *m);
+        if (!m)
+            return nnp__nomem();
+        w->meta = m;
+        w->capmeta = cap;
+    }
+    char *k = strdup(key), *v = strdup(value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return nnp__nomem();
+    }
+    w->meta[2 * w->nmeta] = k;
+    w->meta[2 * w->nmeta + 1] = v;
+    w->nmeta++;
+    return NNP_OK;
+}
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static char *default_name(const nnp_record_desc *desc)
+{
+    nnp_sbuf b = {0};
+    nnp__record_name(&b, desc->module, desc->role, desc->call);
+    if (b.failed) {
+        nnp__sbuf_free(&b);
+        return NULL;
+    }
+    return b.s;
+}
+
+/* Take ownership of r as the next record (its name known to be new); r is freed on failure. */
+static nnp_status push_rec(nnp_writer *w, w_rec *r)
+{
+    if (!nnp__strindex_reserve(&w->names, w->nrecs) ||
+        !nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs)) {
+        free_rec(r);
+        return nnp__nomem();
+    }
+    w->recs[w->nrecs] = *r;
+    w->names.slots[nnp__strindex_slot(&w->names, r->name)] = (uint32_t)(++w->nrecs);
+    return NNP_OK;
+}
+
+/* One journal line: the record's provenance and its safetensors entry. It is appended only once
+ * the data is written, so every journalled record is complete on disk. */
+static nnp_status journal_record(nnp_writer *w, const nnp_record_desc *desc, const char *name,
+                                 uint64_t begin, uint64_t end)
+{
+    nnp_sbuf line = {0};
+    nnp__provenance_entry(&line, true, name, desc->module ? desc->module : "",
+                          desc->role ? desc->role : "", desc->module_type ? desc->module_type : "",
+                          desc->call, w->nrecs);
+    if (!line.failed)
+        line.len--; /* reopen the object the entry closed */
+    nnp__sbuf_printf(&line, ",\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(desc->dtype));
+    for (uint32_t k = 0; k < desc->ndim; k++)
+        nnp__sbuf_printf(&line, k ? ",%llu" : "%llu", (unsigned long long)desc->shape[k]);
+    nnp__sbuf_printf(&line, "],\"data_offsets\":[%llu,%llu]}\n", (unsigned long long)begin,
+                     (unsigned long long)end);
+    nnp_status st = journal_append(w, &line);
+    nnp__sbuf_free(&line);
+    return st;
+}
+
+static bool utf8_ok(const char *s)
+{
+    size_t bad;
+    return !s || nnp__utf8_valid((const unsigned char *)s, strlen(s), &bad);
+}
+
+nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void *data)
+{
+    if (!w || !desc)
+        return nnp__fail(NNP_ERR_ARG, "nnp_writer_add: no writer or description");
+    if (w->failed)
+        return nnp__fail(w->failed, "%s: nothing more is written after an earlier failure: %s",
+                         w->path, w->failure);
+    if (nnp_dtype_size(desc->dtype) == 0)
+        return nnp__fail(NNP_ERR_ARG, "%s: invalid dtype %d", w->path, (int)desc->dtype);
+    if (desc->ndim && !desc->shape)
+        return nnp__fail(NNP_ERR_ARG, "%s: %u dimensions but no shape", w->path, desc->ndim);
+    if (!utf8_ok(desc->name) || !utf8_ok(desc->module) || !utf8_ok(desc->role) ||
+        !utf8_ok(desc->module_type))
+        return nnp__fail(NNP_ERR_ARG, "%s: a name is not valid UTF-8", w->path);
+    uint64_t nelem, nbytes, end;
+    if (!nnp__shape_nelem(desc->ndim, desc->shape, &nelem) ||
+        !nnp__mul_u64(nelem, nnp_dtype_size(desc->dtype), &nbytes) ||
+        !nnp__add_u64(w->data_len, nbytes, &end))
+        return nnp__fail(NNP_ERR_ARG, "%s: shape's size overflows 64 bits", w->path);
+    if (nbytes && !data)
+        return nnp__fail(NNP_ERR_ARG, "%s: no data for a tensor of %llu bytes", w->path,
+                         (unsigned long long)nbytes);
+
+    w_rec r = {0};
+    r.name = desc->name && *desc->name ? strdup(desc->name) : default_name(desc);
+    r.module = dup_or_empty(desc->module);
+    r.role = dup_or_empty(desc->role);
+    r.module_type = dup_or_empty(desc->module_type);
+    r.shape = malloc((desc->ndim ? desc->ndim : 1) * sizeof *r.shape);
+    if (!r.name || !r.module || !r.role || !r.module_type || !r.shape) {
+        free_rec(&r);
+        return nnp__nomem();
+    }
+    if (strcmp(r.name, "__metadata__") == 0) {
+        free_rec(&r);
+        return nnp__fail(NNP_ERR_ARG, "%s: '__metadata__' cannot name a tensor", w->path);
+    }
+    if (nnp__strindex_find(&w->names, r.name) >= 0) {
+        nnp_status st = nnp__fail(NNP_ERR_ARG, "%s: tensor '%s' added twice", w->path, r.name);
+        free_rec(&r);
+        return st;
+    }
+    nnp_status st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
+    if (!st)
+        st = journal_record(w, desc, r.name, w->data_len, end);
+    if (st) {
+        /* Stop here: a torn journal line must stay the journal's last, and what was written
+         * before stays recoverable. */
+        w->failed = st;
+        snprintf(w->failure, sizeof w->failure, "%s", nnp_last_error());
+        free_rec(&r);
+        return st;
+    }
+    if (desc->ndim)
+        memcpy(r.shape, desc->shape, desc->ndim * sizeof *r.shape);
+    r.call = desc->call;
+    r.dtype = desc->dtype;
+    r.ndim = desc->ndim;
+    r.begin = w->data_len;
+    r.end = end;
+    if ((st = push_rec(w, &r)))
+        return st;
+    w->data_len = end;
+    return NNP_OK;
+}
+
+/* The whole header JSON, unpadded. */
+static char *build_header(nnp_writer *w, size_t *len)
+{
+    nnp_sbuf prov = {0}, h = {0};
+    nnp__sbuf_puts(&prov, "[");
+    for (size_t i = 0; i < w->nrecs; i++) {
+        w_rec *r = &w->recs[i];
+        nnp__provenance_entry(&prov, i == 0, r->name, r->module, r->role, r->module_type, r->call,
+                              i);
+    }
+    nnp__sbuf_puts(&prov, "]");
+
+    nnp__sbuf_puts(&h, "{\"__metadata__\":{");
+    for (size_t i = 0; i < w->nmeta; i++) {
+        nnp__sbuf_json_string(&h, w->meta[2 * i]);
+        nnp__sbuf_puts(&h, ":");
+        nnp__sbuf_json_string(&h, w->meta[2 * i + 1]);
+        nnp__sbuf_puts(&h, ",");
+    }
+    nnp__sbuf_puts(&h, "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE "\",");
+    nnp__sbuf_puts(&h, "\"" NNP_META_RECORDS_KEY "\":");
+    nnp__sbuf_json_string(&h, prov.failed ? "" : prov.s);
+    nnp__sbuf_puts(&h, "}");
+    for (size_t i = 0; i < w->nrecs; i++) {
+        w_rec *r = &w->recs[i];
+        nnp__sbuf_puts(&h, ",");
+        nnp__sbuf_json_string(&h, r->name);
+        nnp__sbuf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(r->dtype));
+        for (uint32_t k = 0; k < r->ndim; k++)
+            nnp__sbuf_printf(&h, k ? ",%llu" : "%llu", (unsigned long long)r->shape[k]);
+        nnp__sbuf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)r->begin,
+                         (unsigned long long)r->end);
+    }
+    nnp__sbuf_puts(&h, "}");
+    bool failed = prov.failed || h.failed;
+    nnp__sbuf_free(&prov);
+    if (failed) {
+        nnp__sbuf_free(&h);
+        return NULL;
+    }
+    *len = h.len;
+    return h.s;
+}
+
+/* Write the 8-byte length and the header padded with spaces to `room` bytes at the start of fd. */
+static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room)
+{
+    unsigned char prefix[8];
+    for (int i = 0; i < 8; i++)
+        prefix[i] = (unsigned char)(room >> (8 * i));
+    char *padded = malloc((size_t)room);
+    if (!padded)
+        return nnp__nomem();
+    memcpy(padded, hdr, len);
+    memset(padded + len, ' ', (size_t)(room - len));
+    nnp_status st = write_all(w, fd, prefix, 8, 0);
+    if (!st)
+        st = write_all(w, fd, padded, room, 8);
+    free(padded);
+    return st;
+}
+
+/* The header outgrew its room: build "<path>.partial2" with a header of the right size and the
+ * data copied behind it (copy_file_range copies inside the kernel), then make it the partial. */
+static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t room)
+{
+    size_t n = strlen(w->path);
+    char *tmp2 = malloc(n + sizeof ".partial2");
+    if (!tmp2)
+        return nnp__nomem();
+    memcpy(tmp2, w->path, n);
+    memcpy(tmp2 + n, ".partial2", sizeof ".partial2");
+    nnp_status st = NNP_OK;
+    int in = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
+    int out = open(tmp2, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (in < 0 || out < 0) {
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot reopen to grow its header: %s", w->tmp_path,
+                       strerror(errno));
+        goto out;
+    }
+    if ((st = put_header(w, out, hdr, len, room)))
+        goto out;
+    off_t src = (off_t)(8 + w->room), dst = (off_t)(8 + room);
+    uint64_t left = w->data_len;
+    while (left) {
+        size_t chunk = under_size_limit((uint64_t)dst, left > (1u << 30) ? (1u << 30)
+                                                                        : (size_t)left);
+        errno = EFBIG;
+        ssize_t k = chunk ? copy_file_range(in, &src, out, &dst, chunk, 0) : -1;
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            st = nnp__fail(NNP_ERR_IO, "%s: cannot copy data to grow the header: %s", tmp2,
+                           k < 0 ? strerror(errno) : "unexpected end of file");
+            goto out;
+        }
+        left -= (uint64_t)k;
+    }
+    if (close(out) != 0) {
+        out = -1;
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot close: %s", tmp2, strerror(errno));
+        goto out;
+    }
+    out = -1;
+    if (rename(tmp2, w->tmp_path) != 0)
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot rename to %s: %s", tmp2, w->tmp_path,
+                       strerror(errno));
+out:
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (st)
+        unlink(tmp2);
+    free(tmp2);
+    return st;
+}
+
+nnp_status nnp_writer_close(nnp_writer *w)
+{
+    if (!w)
+        return nnp__fail(NNP_ERR_ARG, "nnp_writer_close: no writer");
+    nnp_status st = w->failed ? nnp__fail(w->failed, "%s: a write failed: %s", w->path,
+                                          w->failure)
+                              : NNP_OK;
+    size_t len = 0;
+    char *hdr = st ? NULL : build_header(w, &len);
+    if (!st && !hdr)
+        st = nnp__nomem();
+    if (!st && len > 100000000u)
+        st = nnp__fail(NNP_ERR_ARG, "%s: header of %zu bytes is over safetensors' 100,000,000 "
+                       "byte limit (too many records)", w->path, len);
+    /* A resumed writer's file may end in the torn bytes of a record that was never journalled. */
+    if (!st && ftruncate(w->fd, (off_t)(8 + w->room + w->data_len)) != 0)
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot truncate: %s", w->tmp_path, strerror(errno));
+    if (!st && len <= w->room) {
+        st = put_header(w, w->fd, hdr, len, w->room);
+    } else if (!st) {
+        st = relocate(w, hdr, len, (len + 7) / 8 * 8);
+    }
+    free(hdr);
+    if (w->fd >= 0) {
+        /* No fsync: the journal makes a dump safe against the process dying, and forcing every
+         * capture to the platters would cost more than the capture (a dump is reproducible).
+         * close() still reports a write-back error a file system defers to it. */
+        if (close(w->fd) != 0 && !st)
+            st = nnp__fail(NNP_ERR_IO, "%s: cannot close: %s", w->tmp_path, strerror(errno));
+        w->fd = -1;
+    }
+    if (!st && rename(w->tmp_path, w->path) != 0)
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot rename to %s: %s", w->tmp_path, w->path,
+                       strerror(errno));
+    if (w->jfd >= 0)
+        close(w->jfd);
+    w->jfd = -1;
+    if (!st) {
+        unlink(w->journal_path);
+    } else {
+        /* What was written is kept for `nnparity recover`, never presented as a finished dump. */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nnp_last_error());
+        st = nnp__fail(st, "%s; the records written so far stay in %s", msg, w->tmp_path);
+    }
+    writer_free(w);
+    return st;
+}
+
+void nnp_writer_abort(nnp_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->jfd >= 0)
+        close(w->jfd);
+    unlink(w->tmp_path);
+    unlink(w->journal_path);
+    writer_free(w);
+}
+
+const char *nnp__writer_abandon(nnp_writer *w)
+{
+    static _Thread_local char kept[1024];
+    kept[0] = 0;
+    if (!w)
+        return kept;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->jfd >= 0)
+        close(w->jfd);
+    snprintf(kept, sizeof kept, "%s", w->tmp_path);
+    writer_free(w);
+    return kept;
+}
+
+/* Append a copy of dump record r (its data already in the partial file) to the writer's list. */
+static nnp_status resume_record(nnp_writer *w, const nnp_record *r)
+{
+    w_rec x = {0};
+    x.name = strdup(r->name);
+    x.module = strdup(r->module);
+    x.role = strdup(r->role);
+    x.module_type = strdup(r->module_type);
+    x.shape = malloc((r->ndim ? r->ndim : 1) * sizeof *x.shape);
+    if (!x.name || !x.module || !x.role || !x.module_type || !x.shape) {
+        free_rec(&x);
+        return nnp__nomem();
+    }
+    if (r->ndim)
+        memcpy(x.shape, r->shape, r->ndim * sizeof *x.shape);
+    x.ndim = r->ndim;
+    x.dtype = r->dtype;
+    x.call = r->call;
+    /* journalled records are contiguous in execution order (journal.c checks) */
+    x.begin = w->data_len;
+    x.end = w->data_len + r->nbytes;
+    nnp_status st = push_rec(w, &x);
+    if (!st)
+        w->data_len = x.end;
+    return st;
+}
+
+/* Rebuild the writer's state from a partial dump, read through its journal whatever its header
+ * holds (the placeholder, a header torn by a kill during close, or a complete one written just
+ * before the kill), so that nnp_writer_close can finish it. */
+static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t *nrecs)
+{
+    nnp_writer *w;
+    nnp_status st = writer_new(final_path, &w);
+    if (st)
+        return st;
+    const char *journal = strrchr(w->journal_path, '/');
+    journal = journal ? journal + 1 : w->journal_path;
+    nnp_dump *d = NULL;
+    if ((st = nnp__dump_open_journal(w->tmp_path, journal, &d)))
+        goto fail;
+    for (size_t i = 0; i < nnp_dump_meta_count(d) && !st; i++) {
+        const char *k, *v;
+        nnp_dump_meta_at(d, i, &k, &v);
+        if (strncmp(k, "nnparity.", 9) != 0)
+            st = nnp_writer_set_meta(w, k, v);
+    }
+    for (size_t i = 0; i < nnp_dump_count(d) && !st; i++)
+        st = resume_record(w, nnp_dump_record(d, i));
+    if (st)
+        goto fail;
+    w->room = nnp__dump_header_room(d);
+    *nrecs = nnp_dump_count(d);
+    nnp_dump_close(d);
+    d = NULL;
+    w->fd = open(w->tmp_path, O_WRONLY | O_CLOEXEC);
+    if (w->fd < 0) {
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot open for writing: %s", w->tmp_path,
+                       strerror(errno));
+        goto fail;
+    }
+    *out = w;
+    return NNP_OK;
+fail:
+    nnp_dump_close(d);
+    writer_free(w);
+    return st;
+}
+
+nnp_status nnp_recover(const char *path, size_t *records)
+{
+    if (records)
+        *records = 0;
+    if (!path || !*path)
+        return nnp__fail(NNP_ERR_ARG, "nnp_recover: no path");
+    size_t n = strlen(path), k = strlen(".partial");
+    char *final_path = n > k && strcmp(path + n - k, ".partial") == 0 ? strndup(path, n - k)
+                                                                      : strdup(path);
+    if (!final_path)
+        return nnp__nomem();
+    nnp_writer *w = NULL;
+    size_t count = 0;
+    nnp_status st = writer_resume(final_path, &w, &count);
+    free(final_path);
+    if (!st)
+        st = nnp_writer_close(w);
+    if (records && !st)
+        *records = count;
+    return st;
+}

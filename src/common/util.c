@@ -1,0 +1,392 @@
+/*
+ * util.c - small shared pieces: the per-thread error message, little-endian loads, UTF-8
+ * validation, shape arithmetic and read-only file mapping.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/common.h"
+
+/* Long enough for a path, a tensor name and a rule; longer messages are cut, never overflowed. */
+static _Thread_local char nnp_errbuf[1024];
+
+const char *nnp_last_error(void)
+{
+    return nnp_errbuf;
+}
+
+nnp_status nnp__fail(nnp_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(nnp_errbuf, sizeof nnp_errbuf, fmt, ap);
+    va_end(ap);
+    /* A message is one line: names taken from files may hold newlines. */
+    for (char *p = nnp_errbuf; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    return status;
+}
+
+nnp_status nnp__nomem(void)
+{
+    static const char msg[] = "out of memory";
+    memcpy(nnp_errbuf, msg, sizeof msg);
+    return NNP_ERR_NOMEM;
+}
+
+const char *nnp_status_name(nnp_status status)
+{
+    switch (status) {
+    case NNP_OK: return "ok";
+    case NNP_ERR_IO: return "I/O error";
+    case NNP_ERR_FORMAT: return "format error";
+    case NNP_ERR_UNSUPPORTED: return "unsupported";
+    case NNP_ERR_ARG: return "bad argument";
+    case NNP_ERR_NOT_FOUND: return "not found";
+    case NNP_ERR_NOMEM: return "out of memory";
+    case NNP_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+const char *nnp_version(void)
+{
+    return NNP_VERSION_STRING;
+}
+
+bool nnp__grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    /* from room for one: many arrays (a port record's mappings, say) never hold more */
+    size_t ncap = *cap ? *cap : 1;
+    while (ncap < need) {
+        if (ncap > SIZE_MAX / 2 / elem)
+            return false;
+        ncap *= 2;
+    }
+    void *p = realloc(*arr, ncap * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+uint64_t nnp__hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+size_t nnp__strindex_slot(const nnp_strindex *x, const char *key)
+{
+    size_t mask = x->nslots - 1, i = (size_t)nnp__hash_str(key) & mask;
+    while (x->slots[i] && strcmp(x->key(x->ctx, x->slots[i] - 1), key) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+int64_t nnp__strindex_find(const nnp_strindex *x, const char *key)
+{
+    if (!x->nslots)
+        return -1;
+    uint32_t s = x->slots[nnp__strindex_slot(x, key)];
+    return s ? (int64_t)s - 1 : -1;
+}
+
+/* Slots for `room` keys (and one more), keys 0..n-1 placed in them. */
+static bool strindex_resize(nnp_strindex *x, size_t n, size_t room)
+{
+    if (room >= UINT32_MAX - 1)
+        return false;
+    size_t cap = x->nslots ? x->nslots : 16;
+    while ((room + 1) * 2 > cap)
+        cap *= 2;
+    uint32_t *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return false;
+    free(x->slots);
+    x->slots = slots;
+    x->nslots = cap;
+    /* An index never holds a key twice, so each key takes the first free slot of its probe
+     * sequence without a comparison: no other key's string is read. */
+    size_t mask = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = (size_t)nnp__hash_str(x->key(x->ctx, i)) & mask;
+        while (slots[j])
+            j = (j + 1) & mask;
+        slots[j] = (uint32_t)(i + 1);
+    }
+    return true;
+}
+
+bool nnp__strindex_room(nnp_strindex *x, size_t n, size_t total)
+{
+    return (total + 1) * 2 <= x->nslots || strindex_resize(x, n, total);
+}
+
+bool nnp__strindex_reserve(nnp_strindex *x, size_t n)
+{
+    return nnp__strindex_room(x, n, n);
+}
+
+bool nnp__strindex_rebuild(nnp_strindex *x, size_t n)
+{
+    return strindex_resize(x, n, n);
+}
+
+void nnp__strindex_free(nnp_strindex *x)
+{
+    free(x->slots);
+    x->slots = NULL;
+    x->nslots = 0;
+}
+
+bool nnp__shape_nelem(uint32_t ndim, const uint64_t *shape, uint64_t *nelem)
+{
+    uint64_t n = 1;
+    for (uint32_t i = 0; i < ndim; i++)
+        if (!nnp__mul_u64(n, shape[i], &n))
+            return false;
+    *nelem = n;
+    return true;
+}
+
+uint16_t nnp__le16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+uint32_t nnp__le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+uint64_t nnp__le64(const unsigned char *p)
+{
+    return (uint64_t)nnp__le32(p) | ((uint64_t)nnp__le32(p + 4) << 32);
+}
+
+bool nnp__utf8_valid(const unsigned char *s, size_t n, size_t *bad)
+{
+    size_t i = 0;
+    while (i < n) {
+        /* headers are nearly all ASCII: skip 16 bytes at a time while no high bit is set (a
+         * 32 MB header of 10^5 records took a tenth of its opening time byte by byte) */
+        while (n - i >= 16) {
+            uint64_t a, b;
+            memcpy(&a, s + i, 8);
+            memcpy(&b, s + i + 8, 8);
+            if ((a | b) & 0x8080808080808080ull)
+                break;
+            i += 16;
+        }
+        if (i >= n)
+            break;
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0;      /* no overlong forms */
+            if (c == 0xED) hi = 0x9F;      /* no UTF-16 surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90;      /* no overlong forms */
+            if (c == 0xF4) hi = 0x8F;      /* nothing past U+10FFFF */
+        } else {
+            *bad = i;
+            return false;
+        }
+        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) {
+            *bad = i;
+            return false;
+        }
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80) {
+                *bad = i;
+                return false;
+            }
+        i += len;
+    }
+    return true;
+}
+
+bool nnp__sbuf_room(nnp_sbuf *b, size_t n)
+{
+    if (b->failed)
+        return false;
+    if (b->cap - b->len > n)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= n) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    char *p = realloc(b->s, cap);
+    if (!p) {
+        b->failed = true;
+        return false;
+    }
+    b->s = p;
+    b->cap = cap;
+    return true;
+}
+
+void nnp__sbuf_put(nnp_sbuf *b, const char *s, size_t n)
+{
+    if (!nnp__sbuf_room(b, n))
+        return;
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+
+void nnp__sbuf_puts(nnp_sbuf *b, const char *s)
+{
+    nnp__sbuf_put(b, s, strlen(s));
+}
+
+void nnp__sbuf_printf(nnp_sbuf *b, const char *fmt, ...)
+{
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->failed = true;
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        nnp__sbuf_put(b, small, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->failed = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    nnp__sbuf_put(b, big, (size_t)n);
+    free(big);
+}
+
+void nnp__sbuf_json_string(nnp_sbuf *b, const char *s)
+{
+    nnp__sbuf_put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        nnp__sbuf_put(b, run, (size_t)(s - run));
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            nnp__sbuf_put(b, esc, 2);
+        } else {
+            nnp__sbuf_printf(b, "\\u%04x", c);
+        }
+        run = s + 1;
+    }
+    nnp__sbuf_put(b, run, (size_t)(s - run));
+    nnp__sbuf_put(b, "\"", 1);
+}
+
+void nnp__sbuf_free(nnp_sbuf *b)
+{
+    free(b->s);
+    memset(b, 0, sizeof *b);
+}
+
+nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    char chunk[65536];
+    size_t k;
+    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
+        nnp__sbuf_put(b, chunk, k);
+    int err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (err)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot read: %s", path, strerror(err));
+    if (b->failed)
+        return nnp__nomem();
+    nnp__sbuf_put(b, "", 0); /* a NUL-terminated string even for an empty file */
+    return b->failed ? nnp__nomem() : NNP_OK;
+}
+
+nnp_status nnp__map_file(const char *path, nnp_map *out)
+{
+    out->base = NULL;
+    out->size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return nnp__fail(NNP_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return nnp__fail(NNP_ERR_IO, "%s: not a regular file", path);
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return nnp__fail(NNP_ERR_IO, "%s: cannot map %lld bytes: %s", path,
+                             (long long)st.st_size, strerror(e));
+        }
+        out->base = p;
+        out->size = (uint64_t)st.st_size;
+    }
+    /* The mapping keeps the file's pages; the descriptor is no longer needed. */
+    close(fd);
+    return NNP_OK;
+}
+
+void nnp__unmap(nnp_map *m)
+{
+    if (m->base)
+        munmap((void *)m->base, (size_t)m->size);
+    m->base = NULL;
+    m->size = 0;
+}
+
+void nnp__format_shape(char *buf, size_t n, uint32_t ndim, const uint64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (uint32_t k = 0; k < ndim && used < n; k++)
+        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
+                                 (unsigned long long)shape[k]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+}

@@ -1,0 +1,267 @@
+/*
+ * diff.c - pairs a port's records with the reference's, compares every pair, and finds where the
+ * port starts to diverge and whether it runs its layers in the same order.
+ *
+ * Pairing (pairing.c) is by name after the rules, so repeated calls pair by call index through
+ * their "#<call>" names, then by automatic alignment. Small pairs are compared many at a time,
+ * one thread each; large ones one at a time, threaded over chunks. A pair the rules adapt is
+ * made into buffers of its own right before it is compared and freed after.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diff/diff.h"
+
+void nnp_diff_free(nnp_diff *d)
+{
+    if (!d)
+        return;
+    nnp__pairing_free(d->owned);
+    free(d->pairs);
+    free(d->unmatched_ref);
+    free(d->unmatched_port);
+    free(d);
+}
+
+typedef struct {
+    nnp_dump *ref, *port;
+    const nnp_diff *diff;
+    const size_t *todo;
+    const void **rdata, **pdata;
+    int threads;
+    nnp_status *status;
+    const nnp_diff_options *opts; /* for the progress callback */
+    pthread_mutex_t lock;         /* one progress call at a time */
+    uint64_t done, total;         /* bytes compared, of all */
+} cmp_ctx;
+
+/* The bytes a pair reads: its reference record and every port part. */
+static uint64_t pair_bytes(const cmp_ctx *ctx, const nnp_diff_pair *p)
+{
+    uint64_t n = nnp_dump_record(ctx->ref, p->ref)->nbytes;
+    for (uint32_t k = 0; k < p->nparts; k++)
+        n += nnp_dump_record(ctx->port, p->parts[k])->nbytes;
+    return n;
+}
+
+static void report_progress(cmp_ctx *ctx, const nnp_diff_pair *p)
+{
+    if (!ctx->opts->progress)
+        return;
+    pthread_mutex_lock(&ctx->lock);
+    ctx->done += pair_bytes(ctx, p);
+    ctx->opts->progress(ctx->opts->progress_ctx, ctx->done, ctx->total);
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+/* Compare one pair: straight from the dumps' data, or, when the rules adapt it, from the
+ * buffers the adapters make (freed right after). */
+static void compare_pair(void *c, size_t t)
+{
+    cmp_ctx *ctx = c;
+    size_t i = ctx->todo[t];
+    nnp_diff_pair *p = &ctx->diff->pairs[i];
+    nnp_compare_options o = {p->atol, p->rtol, ctx->threads};
+    nnp_status st;
+    if (p->adapters) {
+        nnp_tensor rt, pt;
+        st = nnp__pair_tensors(ctx->diff, i, ctx->ref, ctx->port, &rt, &pt);
+        if (!st)
+            st = nnp_compare(rt.dtype, rt.data, pt.dtype, pt.data, rt.nelem, &o, &p->metrics);
+        nnp__tensor_free(&rt);
+        nnp__tensor_free(&pt);
+    } else {
+        /* straight from the mappings, releasing each chunk's pages behind the scan, so that
+         * the resident size stays a few chunks whatever the dumps' size */
+        nnp_cmp_side r = {p->ref_dtype, ctx->rdata[i], ctx->ref, p->ref};
+        nnp_cmp_side q = {p->port_dtype, ctx->pdata[i], ctx->port, p->port};
+        st = nnp__compare_sides(&r, &q, nnp_dump_record(ctx->ref, p->ref)->nelem, &o,
+                                &p->metrics);
+    }
+    if (st)
+        ctx->status[t] = st;
+    else
+        nnp__diff_verdict(p);
+    nnp_dump_release(ctx->ref, p->ref);
+    for (uint32_t k = 0; k < p->nparts; k++)
+        nnp_dump_release(ctx->port, p->parts[k]);
+    report_progress(ctx, p);
+}
+
+/* Compare the pairs that need it: small ones many at a time, large ones with every thread. */
+static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
+                              const nnp_diff_options *opts)
+{
+    int threads = opts->threads;
+    size_t n = d->npairs;
+    size_t *small = malloc((n ? n : 1) * sizeof *small), *large = malloc((n ? n : 1) * sizeof *large);
+    const void **rdata = calloc(n ? n : 1, sizeof *rdata), **pdata = calloc(n ? n : 1, sizeof *pdata);
+    nnp_status *status = calloc(n ? n : 1, sizeof *status);
+    nnp_status st = !small || !large || !rdata || !pdata || !status ? nnp__nomem() : NNP_OK;
+    size_t ns = 0, nl = 0;
+    for (size_t i = 0; i < n && !st; i++) {
+        nnp_diff_pair *p = &d->pairs[i];
+        if (p->verdict != NNP_PASS)
+            continue; /* a mismatch, decided without comparing */
+        /* adapted pairs fetch their data when they are compared */
+        if (!p->adapters && ((st = nnp_dump_data(ref, p->ref, &rdata[i])) ||
+                             (st = nnp_dump_data(port, p->port, &pdata[i]))))
+            break;
+        if (nnp_dump_record(ref, p->ref)->nelem < (1u << 20))
+            small[ns++] = i;
+        else
+            large[nl++] = i;
+    }
+    if (!st) {
+        cmp_ctx ctx = {ref, port, d, small, rdata, pdata, 1, status, opts,
+                       PTHREAD_MUTEX_INITIALIZER, 0, 0};
+        for (size_t i = 0; i < ns; i++)
+            ctx.total += pair_bytes(&ctx, &d->pairs[small[i]]);
+        for (size_t i = 0; i < nl; i++)
+            ctx.total += pair_bytes(&ctx, &d->pairs[large[i]]);
+        nnp__parallel_for(ns, threads, compare_pair, &ctx);
+        for (size_t i = 0; i < ns && !st; i++)
+            st = status[i];
+        ctx.todo = large;
+        ctx.threads = threads;
+        for (size_t i = 0; i < nl && !st; i++) {
+            status[0] = NNP_OK;
+            compare_pair(&ctx, i);
+            st = status[0];
+        }
+    }
+    free(small);
+    free(large);
+    free(rdata);
+    free(pdata);
+    free(status);
+    return st;
+}
+
+static bool new_nonfinite(const nnp_diff_pair *p)
+{
+    return p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH &&
+           (p->metrics.nan_port > p->metrics.nan_ref || p->metrics.inf_port > p->metrics.inf_ref);
+}
+
+/* Whether record i holds a NaN or an infinity (a float record; others never do). */
+static nnp_status holds_nonfinite(nnp_dump *d, size_t i, bool *out)
+{
+    const nnp_record *r = nnp_dump_record(d, i);
+    *out = false;
+    if (nnp_dtype_class_of(r->dtype) != NNP_CLASS_FLOAT || !r->nelem)
+        return NNP_OK;
+    nnp_tensor_stats s;
+    nnp_status st = nnp_stats_compute(d, &i, 1, 1, &s);
+    *out = !st && (s.nan || s.pos_inf || s.neg_inf);
+    return st;
+}
+
+typedef struct {
+    uint64_t seq;
+    size_t pair;
+} by_seq;
+
+static int seq_order(const void *a, const void *b)
+{
+    uint64_t x = ((const by_seq *)a)->seq, y = ((const by_seq *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* Whether the inputs the port recorded for this record's module call ("<module>/in<k>" with
+ * "#<call>" after the first call: the capture naming) are all finite. */
+static nnp_status inputs_finite(nnp_dump *port, const nnp_record *q, bool *out)
+{
+    *out = true;
+    if (!*q->module)
+        return NNP_OK;
+    for (unsigned k = 0; *out; k++) {
+        char role[16];
+        snprintf(role, sizeof role, "in%u", k);
+        nnp_sbuf name = {0};
+        nnp__record_name(&name, q->module, role, q->call);
+        if (name.failed)
+            return nnp__nomem();
+        int64_t i = nnp_dump_find(port, name.s);
+        nnp__sbuf_free(&name);
+        if (i < 0)
+            break;
+        bool bad;
+        nnp_status st = holds_nonfinite(port, (size_t)i, &bad);
+        if (st)
+            return st;
+        *out = !bad;
+    }
+    return NNP_OK;
+}
+
+/* Where NaN/Inf start on the port side: the first pair, in the port's order, that has new ones
+ * while its module call's recorded inputs are finite (they are upstream of it, and its own
+ * computation made them). Candidates are taken in order and the search stops at the first hit,
+ * so a NaN that spreads through every later layer costs one look per layer before the origin. */
+static nnp_status find_nonfinite_origin(nnp_diff *d, nnp_dump *port)
+{
+    d->nonfinite_origin = -1;
+    by_seq *c = malloc((d->npairs ? d->npairs : 1) * sizeof *c);
+    if (!c)
+        return nnp__nomem();
+    size_t n = 0;
+    for (size_t i = 0; i < d->npairs; i++) {
+        const nnp_record *q = nnp_dump_record(port, d->pairs[i].port);
+        if (new_nonfinite(&d->pairs[i]) && strncmp(q->role, "in", 2) != 0)
+            c[n++] = (by_seq){q->seq, i};
+    }
+    if (n)
+        qsort(c, n, sizeof *c, seq_order);
+    nnp_status st = NNP_OK;
+    for (size_t k = 0; k < n && !st && d->nonfinite_origin < 0; k++) {
+        bool ok;
+        st = inputs_finite(port, nnp_dump_record(port, d->pairs[c[k].pair].port), &ok);
+        if (!st && ok)
+            d->nonfinite_origin = (int64_t)c[k].pair;
+    }
+    /* every candidate's inputs already held NaN/Inf: the earliest is the best lead there is */
+    if (!st && d->nonfinite_origin < 0 && n)
+        d->nonfinite_origin = (int64_t)c[0].pair;
+    free(c);
+    return st;
+}
+
+nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
+                          nnp_diff **out)
+{
+    if (!ref || !port || !out)
+        return nnp__fail(NNP_ERR_ARG, "nnp_diff_dumps: missing dump or output");
+    *out = NULL;
+    nnp_diff_options o = opts ? *opts : (nnp_diff_options){NULL, -1, -1, 0, false, NULL, NULL};
+    nnp_diff *d = calloc(1, sizeof *d);
+    nnp_status st = d ? nnp__pair_records(ref, port, &o, d) : nnp__nomem();
+    if (!st)
+        st = compare_all(d, ref, port, &o);
+    if (!st)
+        st = nnp__diff_conclude(d, port);
+    if (st) {
+        nnp_diff_free(d);
+        return st;
+    }
+    *out = d;
+    return NNP_OK;
+}
+
+nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port)
+{
+    d->first_divergence = d->order_violation = -1;
+    uint64_t last_seq = 0;
+    for (size_t i = 0; i < d->npairs; i++) {
+        nnp_verdict v = d->pairs[i].verdict;
+        if (d->first_divergence < 0 && v != NNP_PASS && v != NNP_WARN)
+            d->first_divergence = (int64_t)i;
+        uint64_t seq = nnp_dump_record(port, d->pairs[i].port)->seq;
+        if (d->order_violation < 0 && i > 0 && seq < last_seq)
+            d->order_violation = (int64_t)i;
+        last_seq = seq;
+    }
+    return find_nonfinite_origin(d, port);
+}

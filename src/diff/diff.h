@@ -1,0 +1,120 @@
+/*
+ * diff.h - the stages of a diff: rules and what a name maps to, the adapters that bring layouts
+ * together, pairing, automatic alignment and the rules written from it, verdicts.
+ */
+#ifndef NNP_DIFF_H
+#define NNP_DIFF_H
+
+#include "compare/compare.h"
+
+/* ---- rules: what a name maps to (rules.c) and the adapters that bring layouts together
+ * (adapt.c) ---- */
+
+#define NNP_ADAPT_MAX_DIMS 16
+
+typedef enum nnp_op_kind {
+    NNP_OP_TRANSPOSE, /* permute the axes as dims[0..n) says (n 0: reverse them) */
+    NNP_OP_RESHAPE,   /* to dims[0..n), one of them may be -1 (n 0: the other side's shape) */
+    NNP_OP_SLICE,     /* [start, end) along axis; negative from the end, end INT64_MAX: to it */
+    NNP_OP_PART,      /* part `start` of `end` equal parts along axis */
+    NNP_OP_SELECT,    /* index `start` along axis, dropping the axis */
+    NNP_OP_CAST,      /* round to dtype */
+    NNP_OP_ROTARY     /* undo llama.cpp's q/k row permutation for `start` heads */
+} nnp_op_kind;
+
+typedef struct nnp_op {
+    nnp_op_kind kind;
+    bool on_ref;      /* applies to the reference's tensor of the pair, not the port's */
+    uint32_t n;
+    int64_t dims[NNP_ADAPT_MAX_DIMS];
+    int64_t axis, start, end;
+    nnp_dtype dtype;
+} nnp_op;
+
+/* Where one port record goes: the reference name, the adapters in rule order, a tolerance given
+ * by a rule, and, when it is one part of a record the reference holds fused, which part. */
+/* How a `gather` rule joins the copies of a name that several ranks of a rank capture hold
+ * (docs/scale.md). */
+enum { NNP_GATHER_NONE = 0, NNP_GATHER_CONCAT, NNP_GATHER_SUM, NNP_GATHER_RANK0 };
+
+typedef struct nnp_mapping {
+    char *name;
+    nnp_op *ops;
+    size_t nops;
+    bool has_tolerance;
+    double atol, rtol;
+    uint32_t part, nparts; /* nparts 0: not a part */
+    int64_t join_axis;
+    bool join_sum;         /* the parts are summed, not joined along join_axis */
+    int gather;            /* NNP_GATHER_*: the first gather rule that matched the name */
+    int64_t gather_axis;
+} nnp_mapping;
+
+/* Map a name through every rule: *n mappings (0: ignored; more than one: a split). */
+nnp_status nnp__rules_apply(const nnp_rules *rules, const char *name, nnp_mapping **out,
+                            size_t *n);
+void nnp__mappings_free(nnp_mapping *m, size_t n);
+/* Whether a `ref ignore` rule drops this reference record name (matched as it is). */
+bool nnp__rules_ref_ignored(const nnp_rules *rules, const char *name);
+/* How an adapter reads in a rules file ("transpose 1,0", "ref select 1 -1", "part 2/3 of axis 0"). */
+void nnp__op_describe(nnp_sbuf *b, const nnp_op *op);
+
+/* A tensor in C order: its bytes are `data` (NULL: only the shape is known), a copy owned here
+ * when `owned` is set. */
+typedef struct nnp_tensor {
+    nnp_dtype dtype;
+    uint32_t ndim;
+    uint64_t shape[NNP_ADAPT_MAX_DIMS];
+    uint64_t nelem;
+    const void *data;
+    void *owned;
+} nnp_tensor;
+
+/* Apply the ops of one side (on_ref) in order. `other` is the other side's tensor (its shape is
+ * what `reshape` without dims takes). An adapter that does not fit is NNP_ERR_ARG saying why;
+ * t->data is then NULL. With t->data NULL only the shape is worked out. */
+nnp_status nnp__adapt(nnp_tensor *t, const nnp_op *ops, size_t nops, bool on_ref,
+                      const nnp_tensor *other);
+/* Join n parts along axis into a new tensor (shape only when the parts have no data). */
+nnp_status nnp__concat(const nnp_tensor *parts, size_t n, int64_t axis, nnp_tensor *out);
+void nnp__tensor_free(nnp_tensor *t);
+
+/* ---- pairing (pairing.c) and automatic alignment (match.c) ---- */
+
+/* Pair the records of a diff (d->pairs, unmatched lists, d->owned): by the names the rules give,
+ * joining parts, then by alignment; shapes after the adapters, verdicts for what cannot be
+ * compared, tolerances. */
+nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
+                             nnp_diff *d);
+/* Both sides of pair i with their data, as the adapters leave them (for adapted pairs); free with
+ * nnp__tensor_free. */
+nnp_status nnp__pair_tensors(const nnp_diff *d, size_t i, nnp_dump *ref, nnp_dump *port,
+                             nnp_tensor *rt, nnp_tensor *pt);
+void nnp__pairing_free(void *owned);
+
+typedef struct nnp__align_item {
+    const char *name;       /* record name, e.g. "blk.3.attn_q/out0" */
+    const char *role;       /* "out0", "in0", "weight", ... ("" if unknown) */
+    uint32_t ndim;
+    const uint64_t *shape;
+    nnp_dtype dtype;
+} nnp__align_item;
+
+/* Items are given in execution order. On return port_to_ref[j] is the index into ref of the
+ * record port[j] is aligned with, or -1. The result is one-to-one and monotonic (if port j<k
+ * are both aligned, their ref indices increase). score[j] (may be NULL) in [0,1] says how sure. */
+nnp_status nnp__align(const nnp__align_item *ref, size_t nref, const nnp__align_item *port,
+                      size_t nport, int64_t *port_to_ref, double *score);
+/* Rules text that renames each port_names[i] to ref_names[i], generalized where that is safe;
+ * it round-trips through nnp_rules_parse and nnp_rules_map. */
+nnp_status nnp__align_rules(const char *const *port_names, const char *const *ref_names, size_t n,
+                            nnp_sbuf *out);
+
+/* ---- the stages of a diff (diff.c), shared with the distributed diff (distrib.c) ---- */
+
+/* pass, warn or fail from a compared pair's metrics */
+void nnp__diff_verdict(nnp_diff_pair *p);
+/* Once every pair is compared: the first divergence, the order check, where NaN/Inf start. */
+nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port);
+
+#endif /* NNP_DIFF_H */

@@ -1,0 +1,763 @@
+/*
+ * pairing.c - which port record(s) each reference record is compared with, and how: the names
+ * the rules give the port's records, the parts a concat rule joins, automatic alignment for what
+ * names leave unmatched, and the shape each side is compared at once the adapters have run.
+ * The copies of a name that several ranks of a rank capture hold ("<name>@rank<R>") are parts
+ * too: a gather rule joins or sums them, or keeps the lowest rank's (docs/scale.md).
+ *
+ * Shapes are worked out before any data is read (the adapters run in shape-only mode), so
+ * mismatches are known up front; the data of an adapted pair is made when it is compared
+ * (nnp__pair_tensors), one pair at a time, and freed right after.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diff/diff.h"
+
+typedef struct arena_block {
+    struct arena_block *next;
+    max_align_t data[];
+} arena_block;
+
+/* What a diff owns besides its arrays (nnp_diff.owned). */
+typedef struct {
+    nnp_mapping **maps;         /* per port record: what the rules made of its name */
+    size_t *nmaps;
+    size_t nport;
+    const nnp_mapping ***pair_maps; /* per pair: the mapping of each part */
+    arena_block *arena;         /* shapes, part lists, texts */
+} owned;
+
+static void *arena_alloc(owned *o, size_t n)
+{
+    arena_block *b = malloc(sizeof *b + (n ? n : 1));
+    if (!b)
+        return NULL;
+    b->next = o->arena;
+    o->arena = b;
+    return b->data;
+}
+
+void nnp__pairing_free(void *p)
+{
+    owned *o = p;
+    if (!o)
+        return;
+    for (size_t i = 0; i < o->nport; i++)
+        nnp__mappings_free(o->maps[i], o->nmaps[i]);
+    free(o->maps);
+    free(o->nmaps);
+    free(o->pair_maps);
+    for (arena_block *b = o->arena, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+    free(o);
+}
+
+/* A name the rules gave a port record. */
+typedef struct {
+    const char *name;
+    size_t port;
+    const nnp_mapping *map;
+    bool used;
+} entry;
+
+/* The port's entries grouped by name, found through a hash index: e[start[g] .. start[g + 1])
+ * are the entries of group g, in (part, port) order. Sorting 100k names and binary-searching
+ * them compared long common prefixes and missed the cache at every step; a group is found with
+ * one probe or two. */
+typedef struct {
+    entry *e;
+    size_t ngroups;
+    size_t *start; /* ngroups + 1 */
+    nnp_strindex index; /* name -> group */
+} entry_set;
+
+static const char *group_name(const void *ctx, size_t g)
+{
+    const entry_set *s = ctx;
+    return s->e[s->start[g]].name;
+}
+
+static void entry_set_free(entry_set *s)
+{
+    free(s->e);
+    free(s->start);
+    nnp__strindex_free(&s->index);
+}
+
+static int entry_order(const void *a, const void *b)
+{
+    const entry *x = a, *y = b;
+    if (x->map->part != y->map->part)
+        return x->map->part < y->map->part ? -1 : 1;
+    return x->port < y->port ? -1 : x->port > y->port;
+}
+
+/* Group the n entries of `all` (taken over, freed) by name, groups in order of first appearance. */
+static nnp_status group_entries(entry *all, size_t n, entry_set *s)
+{
+    memset(s, 0, sizeof *s);
+    uint32_t *group_of = malloc((n ? n : 1) * sizeof *group_of);
+    size_t *first = malloc((n ? n : 1) * sizeof *first), *count = calloc(n + 1, sizeof *count);
+    s->e = malloc((n ? n : 1) * sizeof *s->e);
+    s->start = calloc(n + 2, sizeof *s->start);
+    nnp_status st = group_of && first && count && s->e && s->start ? NNP_OK : nnp__nomem();
+    /* while grouping, group g's name is all[first[g]]: the index reads it through start[] */
+    entry_set probe = {all, 0, first, {NULL, 0, group_name, NULL}};
+    probe.index.ctx = &probe;
+    if (!st && !nnp__strindex_room(&probe.index, 0, n))
+        st = nnp__nomem();
+    for (size_t k = 0; !st && k < n; k++) {
+        size_t slot = nnp__strindex_slot(&probe.index, all[k].name);
+        uint32_t g = probe.index.slots[slot];
+        if (!g) {
+            first[probe.ngroups] = k;
+            g = (uint32_t)++probe.ngroups;
+            probe.index.slots[slot] = g;
+        }
+        group_of[k] = g - 1;
+        count[g - 1]++;
+    }
+    if (!st) {
+        s->ngroups = probe.ngroups;
+        for (size_t g = 0; g < s->ngroups; g++)
+            s->start[g + 1] = s->start[g] + count[g];
+        memset(count, 0, (n + 1) * sizeof *count);
+        for (size_t k = 0; k < n; k++)
+            s->e[s->start[group_of[k]] + count[group_of[k]]++] = all[k];
+        for (size_t g = 0; g < s->ngroups; g++)
+            if (s->start[g + 1] - s->start[g] > 1)
+                qsort(s->e + s->start[g], s->start[g + 1] - s->start[g], sizeof *s->e,
+                      entry_order);
+        /* the same slots now find each group through the grouped entries */
+        s->index = probe.index;
+        s->index.ctx = s;
+        probe.index.slots = NULL;
+    }
+    nnp__strindex_free(&probe.index);
+    free(group_of);
+    free(first);
+    free(count);
+    free(all);
+    if (st)
+        entry_set_free(s);
+    return st;
+}
+
+/* Pick the port entries for one reference name among its group e[at..end): a whole record if
+ * one is left, else one entry for every part of a join. Returns how many (0: none), their
+ * indices in pick[]. */
+static uint32_t pick_entries(const entry *e, size_t at, size_t end, size_t *pick)
+{
+    for (size_t i = at; i < end; i++)
+        if (!e[i].used && e[i].map->nparts == 0) {
+            pick[0] = i;
+            return 1;
+        }
+    uint32_t nparts = 0;
+    for (size_t i = at; i < end && !nparts; i++)
+        if (!e[i].used)
+            nparts = e[i].map->nparts;
+    if (nparts > 64)
+        return 0; /* more parts than pick[] and adapt_pair hold: left unmatched */
+    for (uint32_t k = 0; k < nparts; k++) {
+        size_t i = at;
+        while (i < end && (e[i].used || e[i].map->nparts != nparts || e[i].map->part != k))
+            i++;
+        if (i == end)
+            return 0; /* a part is missing: the join cannot be made */
+        pick[k] = i;
+    }
+    return nparts;
+}
+
+/* The tensor a record holds, without its data. */
+static void tensor_of(const nnp_record *r, nnp_tensor *t)
+{
+    memset(t, 0, sizeof *t);
+    t->dtype = r->dtype;
+    t->ndim = r->ndim;
+    memcpy(t->shape, r->shape, r->ndim * sizeof *r->shape);
+    t->nelem = r->nelem;
+}
+
+/* The sum of n parts of one shape, each rounded to double and added in part (rank) order, then
+ * rounded once to the parts' float dtype (F64 for integer parts or mixed dtypes); shape only
+ * when the parts have no data. Made a block at a time: no buffer beyond the result. */
+static nnp_status sum_parts(const nnp_tensor *parts, size_t n, nnp_tensor *out)
+{
+    memset(out, 0, sizeof *out);
+    const nnp_tensor *p0 = &parts[0];
+    nnp_dtype dt = p0->dtype;
+    for (size_t i = 0; i < n; i++) {
+        const nnp_tensor *p = &parts[i];
+        bool same = p->ndim == p0->ndim && !memcmp(p->shape, p0->shape, p->ndim * sizeof *p->shape);
+        if (!same) {
+            char s0[256], s1[256];
+            nnp__format_shape(s0, sizeof s0, p0->ndim, p0->shape);
+            nnp__format_shape(s1, sizeof s1, p->ndim, p->shape);
+            return nnp__fail(NNP_ERR_ARG, "parts %s and %s do not sum: the shapes differ", s0, s1);
+        }
+        if (p->dtype != dt || nnp_dtype_class_of(p->dtype) != NNP_CLASS_FLOAT ||
+            p->dtype == NNP_F8_E4M3 || p->dtype == NNP_F8_E5M2)
+            dt = NNP_F64;
+    }
+    *out = *p0;
+    out->owned = NULL;
+    out->dtype = dt;
+    if (!p0->data) {
+        out->data = NULL;
+        return NNP_OK;
+    }
+    size_t es = nnp_dtype_size(dt);
+    unsigned char *dst = malloc(out->nelem ? out->nelem * es : 1);
+    if (!dst)
+        return nnp__nomem();
+    double acc[1024], x[1024];
+    for (uint64_t at = 0; at < out->nelem; at += 1024) {
+        size_t k = out->nelem - at < 1024 ? (size_t)(out->nelem - at) : 1024;
+        memset(acc, 0, sizeof acc);
+        for (size_t i = 0; i < n; i++) {
+            nnp_convert_to_f64(parts[i].dtype,
+                               (const unsigned char *)parts[i].data +
+                                   at * nnp_dtype_size(parts[i].dtype), k, x);
+            for (size_t j = 0; j < k; j++)
+                acc[j] += x[j];
+        }
+        nnp_status st = nnp_convert(NNP_F64, acc, k, dt, dst + at * es);
+        if (st) {
+            free(dst);
+            return st;
+        }
+    }
+    out->owned = dst;
+    out->data = dst;
+    return NNP_OK;
+}
+
+static bool adapted(const nnp_diff_pair *p, const nnp_mapping *const *maps)
+{
+    return p->nparts > 1 || maps[0]->nops > 0;
+}
+
+/* Both sides of pair p as the adapters leave them: shape only when `data` is false. */
+static nnp_status adapt_pair(nnp_dump *ref, nnp_dump *port, const nnp_diff_pair *p,
+                             const nnp_mapping *const *maps, bool data, nnp_tensor *rt,
+                             nnp_tensor *pt)
+{
+    const nnp_record *r = nnp_dump_record(ref, p->ref);
+    nnp_tensor parts[64];
+    uint32_t n = p->nparts;
+    nnp_status st = NNP_OK;
+    memset(pt, 0, sizeof *pt);
+    if (r->ndim > NNP_ADAPT_MAX_DIMS)
+        return nnp__fail(NNP_ERR_ARG, "adapters work on at most %d axes",
+                         NNP_ADAPT_MAX_DIMS);
+    tensor_of(r, rt);
+    if (data)
+        st = nnp_dump_data(ref, p->ref, &rt->data);
+    if (!st)
+        st = nnp__adapt(rt, maps[0]->ops, maps[0]->nops, true, NULL);
+    uint32_t made = 0;
+    for (; !st && made < n; made++) {
+        const nnp_record *q = nnp_dump_record(port, p->parts[made]);
+        if (q->ndim > NNP_ADAPT_MAX_DIMS) {
+            st = nnp__fail(NNP_ERR_ARG, "adapters work on at most %d axes", NNP_ADAPT_MAX_DIMS);
+            break;
+        }
+        tensor_of(q, &parts[made]);
+        if (data && (st = nnp_dump_data(port, p->parts[made], &parts[made].data)))
+            break;
+        st = nnp__adapt(&parts[made], maps[made]->ops, maps[made]->nops, false, rt);
+    }
+    if (!st && n == 1) {
+        *pt = parts[0];
+        made = 0;
+    } else if (!st && maps[0]->join_sum) {
+        st = sum_parts(parts, n, pt);
+    } else if (!st) {
+        st = nnp__concat(parts, n, maps[0]->join_axis, pt);
+    }
+    for (uint32_t k = 0; k < made && k < n; k++)
+        nnp__tensor_free(&parts[k]);
+    if (st)
+        nnp__tensor_free(rt);
+    return st;
+}
+
+nnp_status nnp__pair_tensors(const nnp_diff *d, size_t i, nnp_dump *ref, nnp_dump *port,
+                             nnp_tensor *rt, nnp_tensor *pt)
+{
+    const owned *o = d->owned;
+    return adapt_pair(ref, port, &d->pairs[i], o->pair_maps[i], true, rt, pt);
+}
+
+static const uint64_t *arena_shape(owned *o, const nnp_tensor *t)
+{
+    uint64_t *s = arena_alloc(o, t->ndim * sizeof *s);
+    if (s)
+        memcpy(s, t->shape, t->ndim * sizeof *s);
+    return s;
+}
+
+static char *arena_text(owned *o, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *c = arena_alloc(o, n);
+    if (c)
+        memcpy(c, s, n);
+    return c;
+}
+
+static bool comparable_dtypes(nnp_dtype a, nnp_dtype b)
+{
+    nnp_dtype_class ca = nnp_dtype_class_of(a), cb = nnp_dtype_class_of(b);
+    return ca == cb || (ca != NNP_CLASS_FLOAT && cb != NNP_CLASS_FLOAT);
+}
+
+/* Work out how pair p is compared: the shapes and dtypes after the adapters, a verdict when they
+ * cannot be compared, the tolerances, and the text of the adapters for the report. */
+static nnp_status plan_pair(owned *o, nnp_dump *ref, nnp_dump *port, nnp_diff_pair *p,
+                            const nnp_mapping *const *maps, const nnp_diff_options *opts)
+{
+    const nnp_record *r = nnp_dump_record(ref, p->ref), *q = nnp_dump_record(port, p->port);
+    nnp_tensor rt, pt;
+    p->ref_dtype = r->dtype;
+    p->port_dtype = q->dtype;
+    p->ref_ndim = r->ndim;
+    p->port_ndim = q->ndim;
+    p->ref_shape = r->shape;
+    p->port_shape = q->shape;
+    if (adapted(p, maps)) {
+        nnp_sbuf text = {0};
+        /* the first part's adapters stand for all: the parts come from one rules chain */
+        for (size_t i = 0; i < maps[0]->nops; i++) {
+            if (text.len)
+                nnp__sbuf_puts(&text, "; ");
+            nnp__op_describe(&text, &maps[0]->ops[i]);
+        }
+        if (p->nparts > 1 && maps[0]->gather == NNP_GATHER_SUM)
+            nnp__sbuf_printf(&text, "%sgather sum of %u ranks", text.len ? "; " : "", p->nparts);
+        else if (p->nparts > 1 && maps[0]->gather == NNP_GATHER_CONCAT)
+            nnp__sbuf_printf(&text, "%sgather concat of %u ranks on axis %lld",
+                             text.len ? "; " : "", p->nparts, (long long)maps[0]->join_axis);
+        else if (p->nparts > 1)
+            nnp__sbuf_printf(&text, "%sconcat %u parts on axis %lld", text.len ? "; " : "",
+                             p->nparts, (long long)maps[0]->join_axis);
+        if (text.failed || !(p->adapters = arena_text(o, text.s))) {
+            nnp__sbuf_free(&text);
+            return nnp__nomem();
+        }
+        nnp__sbuf_free(&text);
+        nnp_status st = adapt_pair(ref, port, p, maps, false, &rt, &pt);
+        if (st == NNP_ERR_NOMEM)
+            return st;
+        if (st) {
+            if (!(p->problem = arena_text(o, nnp_last_error())))
+                return nnp__nomem();
+            p->verdict = NNP_SHAPE_MISMATCH;
+            return NNP_OK;
+        }
+        p->ref_dtype = rt.dtype;
+        p->port_dtype = pt.dtype;
+        p->ref_ndim = rt.ndim;
+        p->port_ndim = pt.ndim;
+        if (!(p->ref_shape = arena_shape(o, &rt)) || !(p->port_shape = arena_shape(o, &pt)))
+            return nnp__nomem();
+    }
+    bool same_shape = p->ref_ndim == p->port_ndim &&
+                      !memcmp(p->ref_shape, p->port_shape, p->ref_ndim * sizeof *p->ref_shape);
+    p->verdict = !same_shape                                         ? NNP_SHAPE_MISMATCH
+                 : !comparable_dtypes(p->ref_dtype, p->port_dtype) ? NNP_DTYPE_MISMATCH
+                                                                   : NNP_PASS;
+    if (maps[0]->has_tolerance) {
+        p->atol = maps[0]->atol;
+        p->rtol = maps[0]->rtol;
+    } else if (opts->atol >= 0 && opts->rtol >= 0) {
+        p->atol = opts->atol;
+        p->rtol = opts->rtol;
+    } else {
+        nnp_default_tolerance(p->ref_dtype, p->port_dtype, &p->atol, &p->rtol);
+    }
+    return NNP_OK;
+}
+
+/* Pairs made by name, in the reference's order; what is left goes to alignment. */
+static nnp_status pair_by_name(owned *o, nnp_dump *ref, const bool *ref_ignored, entry_set *s,
+                               nnp_diff *d)
+{
+    size_t nref = nnp_dump_count(ref), pick[64];
+    entry *e = s->e;
+    for (size_t i = 0; i < nref; i++) {
+        if (ref_ignored[i])
+            continue;
+        int64_t g = nnp__strindex_find(&s->index, nnp_dump_record(ref, i)->name);
+        uint32_t n = g < 0 ? 0 : pick_entries(e, s->start[g], s->start[g + 1], pick);
+        if (!n)
+            continue;
+        nnp_diff_pair *p = &d->pairs[d->npairs];
+        const nnp_mapping **maps = arena_alloc(o, n * sizeof *maps);
+        size_t *parts = arena_alloc(o, n * sizeof *parts);
+        if (!maps || !parts)
+            return nnp__nomem();
+        for (uint32_t k = 0; k < n; k++) {
+            e[pick[k]].used = true;
+            maps[k] = e[pick[k]].map;
+            parts[k] = e[pick[k]].port;
+        }
+        p->ref = i;
+        p->port = parts[0];
+        p->parts = parts;
+        p->nparts = n;
+        o->pair_maps[d->npairs++] = maps;
+    }
+    return NNP_OK;
+}
+
+static int by_port(const void *a, const void *b)
+{
+    const nnp_collision *x = a, *y = b;
+    if (x->port != y->port)
+        return x->port < y->port ? -1 : 1;
+    /* one port record may collide under several of its names: those in name order */
+    return strcmp(x->name, y->name);
+}
+
+/* Port records that the rules renamed onto a name that another port record took first: a
+ * rename too general (or two that meet) would otherwise leave them unmatched without a word.
+ * They are in the group of the one that was paired. Counts them, and fills out[] when it is
+ * given. */
+static size_t collect_collisions(const entry_set *s, nnp_collision *out)
+{
+    size_t n = 0;
+    for (size_t g = 0; g < s->ngroups; g++) {
+        const entry *e = s->e;
+        size_t taken = SIZE_MAX, begin = s->start[g], end = s->start[g + 1];
+        for (size_t j = begin; j < end && taken == SIZE_MAX; j++)
+            if (e[j].used)
+                taken = j;
+        for (size_t j = begin; taken != SIZE_MAX && j < end; j++)
+            if (!e[j].used && e[j].port != e[taken].port) {
+                if (out)
+                    out[n] = (nnp_collision){e[j].port, e[taken].port, e[j].name};
+                n++;
+            }
+    }
+    return n;
+}
+
+static nnp_status find_collisions(owned *o, const entry_set *s, nnp_diff *d)
+{
+    size_t n = collect_collisions(s, NULL);
+    if (!n)
+        return NNP_OK;
+    if (!(d->collisions = arena_alloc(o, n * sizeof *d->collisions)))
+        return nnp__nomem();
+    d->ncollisions = collect_collisions(s, d->collisions);
+    qsort(d->collisions, d->ncollisions, sizeof *d->collisions, by_port);
+    return NNP_OK;
+}
+
+static void align_item(const nnp_record *r, const char *name, nnp__align_item *it)
+{
+    *it = (nnp__align_item){name, r->role, r->ndim, r->shape, r->dtype};
+}
+
+/* Pair what names left unmatched by execution order, signatures and name similarity. Only port
+ * records that map to one whole reference record take part. */
+static nnp_status pair_by_alignment(owned *o, nnp_dump *ref, nnp_dump *port, const bool *ref_used,
+                                    const bool *port_used, nnp_diff *d)
+{
+    size_t nref = nnp_dump_count(ref), nport = nnp_dump_count(port), nr = 0, np = 0;
+    nnp__align_item *ri = malloc((nref ? nref : 1) * sizeof *ri);
+    nnp__align_item *pi = malloc((nport ? nport : 1) * sizeof *pi);
+    size_t *rmap = malloc((nref ? nref : 1) * sizeof *rmap);
+    size_t *pmap = malloc((nport ? nport : 1) * sizeof *pmap);
+    int64_t *to = malloc((nport ? nport : 1) * sizeof *to);
+    nnp_status st = ri && pi && rmap && pmap && to ? NNP_OK : nnp__nomem();
+    for (size_t i = 0; !st && i < nref; i++)
+        if (!ref_used[i]) {
+            const nnp_record *r = nnp_dump_record(ref, i);
+            align_item(r, r->name, &ri[nr]);
+            rmap[nr++] = i;
+        }
+    for (size_t j = 0; !st && j < nport; j++)
+        if (!port_used[j] && o->nmaps[j] == 1 && o->maps[j][0].nparts == 0) {
+            align_item(nnp_dump_record(port, j), o->maps[j][0].name, &pi[np]);
+            pmap[np++] = j;
+        }
+    if (!st && nr && np)
+        st = nnp__align(ri, nr, pi, np, to, NULL);
+    for (size_t j = 0; !st && nr && j < np; j++) {
+        if (to[j] < 0)
+            continue;
+        const nnp_mapping **maps = arena_alloc(o, sizeof *maps);
+        size_t *parts = arena_alloc(o, sizeof *parts);
+        if (!maps || !parts) {
+            st = nnp__nomem();
+            break;
+        }
+        maps[0] = &o->maps[pmap[j]][0];
+        parts[0] = pmap[j];
+        nnp_diff_pair *p = &d->pairs[d->npairs];
+        p->ref = rmap[to[j]];
+        p->port = pmap[j];
+        p->parts = parts;
+        p->nparts = 1;
+        p->aligned = true;
+        o->pair_maps[d->npairs++] = maps;
+        d->naligned++;
+    }
+    free(ri);
+    free(pi);
+    free(rmap);
+    free(pmap);
+    free(to);
+    return st;
+}
+
+typedef struct {
+    nnp_diff_pair pair;
+    const nnp_mapping **maps;
+} pair_and_maps;
+
+static int by_ref(const void *a, const void *b)
+{
+    size_t x = ((const pair_and_maps *)a)->pair.ref, y = ((const pair_and_maps *)b)->pair.ref;
+    return x < y ? -1 : x > y;
+}
+
+/* Aligned pairs were appended: put every pair back in the reference's order. */
+static nnp_status sort_pairs(owned *o, nnp_diff *d)
+{
+    pair_and_maps *t = malloc((d->npairs ? d->npairs : 1) * sizeof *t);
+    if (!t)
+        return nnp__nomem();
+    for (size_t i = 0; i < d->npairs; i++)
+        t[i] = (pair_and_maps){d->pairs[i], o->pair_maps[i]};
+    qsort(t, d->npairs, sizeof *t, by_ref);
+    for (size_t i = 0; i < d->npairs; i++) {
+        d->pairs[i] = t[i].pair;
+        o->pair_maps[i] = t[i].maps;
+    }
+    free(t);
+    return NNP_OK;
+}
+
+/* Where a port record stands among the copies of its name in a rank capture: the length of
+ * the name without "@rank<R>", its place among the ranks that hold the name, and how many do
+ * (holders 0: a name one rank alone holds, or not a rank capture). */
+typedef struct {
+    size_t base_len;
+    uint32_t index, holders;
+    size_t rec;
+} rank_copy;
+
+static int by_copy(const void *pa, const void *pb, void *ctx)
+{
+    const rank_copy *a = pa, *b = pb;
+    nnp_dump *port = ctx;
+    const nnp_record *x = nnp_dump_record(port, a->rec), *y = nnp_dump_record(port, b->rec);
+    size_t n = a->base_len < b->base_len ? a->base_len : b->base_len;
+    int c = memcmp(x->name, y->name, n);
+    if (c)
+        return c;
+    if (a->base_len != b->base_len)
+        return a->base_len < b->base_len ? -1 : 1;
+    return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+static nnp_status rank_copies(nnp_dump *port, rank_copy *rc)
+{
+    size_t n = nnp_dump_count(port), k = 0;
+    rank_copy *t = malloc((n ? n : 1) * sizeof *t);
+    if (!t)
+        return nnp__nomem();
+    for (size_t i = 0; i < n; i++) {
+        const nnp_record *r = nnp_dump_record(port, i);
+        rc[i] = (rank_copy){0, 0, 0, i};
+        char suffix[24];
+        size_t len = strlen(r->name),
+               sl = r->rank >= 0 ? (size_t)snprintf(suffix, sizeof suffix, "@rank%d", r->rank) : 0;
+        if (sl && len > sl && strcmp(r->name + len - sl, suffix) == 0)
+            t[k++] = (rank_copy){len - sl, 0, 0, i};
+    }
+    qsort_r(t, k, sizeof *t, by_copy, port);
+    for (size_t i = 0; i < k;) {
+        size_t j = i + 1;
+        while (j < k && t[j].base_len == t[i].base_len &&
+               memcmp(nnp_dump_record(port, t[j].rec)->name,
+                      nnp_dump_record(port, t[i].rec)->name, t[i].base_len) == 0)
+            j++;
+        for (size_t m = i; m < j; m++)
+            rc[t[m].rec] = (rank_copy){t[m].base_len, (uint32_t)(m - i), (uint32_t)(j - i),
+                                       t[m].rec};
+        i = j;
+    }
+    free(t);
+    return NNP_OK;
+}
+
+/* What a gather rule makes of one rank's copy: a part of a join or sum over the holders, or,
+ * for rank0 (also when no gather rule matched), the lowest rank's copy alone: the others'
+ * mappings are dropped, as an ignore rule drops them. */
+static void apply_gather(nnp_mapping *m, size_t *n, const rank_copy *rc, size_t *defaulted)
+{
+    size_t kept = 0;
+    for (size_t j = 0; j < *n; j++) {
+        int mode = m[j].gather ? m[j].gather : NNP_GATHER_RANK0;
+        if (mode == NNP_GATHER_RANK0 && rc->index != 0) {
+            free(m[j].name);
+            free(m[j].ops);
+            continue;
+        }
+        if (mode == NNP_GATHER_RANK0 && !m[j].gather && j == 0)
+            (*defaulted)++;
+        if (mode != NNP_GATHER_RANK0) {
+            m[j].part = rc->index;
+            m[j].nparts = rc->holders;
+            m[j].join_axis = m[j].gather_axis;
+            m[j].join_sum = mode == NNP_GATHER_SUM;
+        }
+        m[kept++] = m[j];
+    }
+    *n = kept;
+}
+
+static nnp_status map_port_names(owned *o, nnp_dump *port, const nnp_rules *rules,
+                                 entry_set *out, size_t *defaulted)
+{
+    size_t ne = 0;
+    rank_copy *rc = malloc((o->nport ? o->nport : 1) * sizeof *rc);
+    nnp_status st = rc ? rank_copies(port, rc) : nnp__nomem();
+    for (size_t i = 0; !st && i < o->nport; i++) {
+        const char *name = nnp_dump_record(port, i)->name;
+        /* the rules see a rank's copy under the name the ranks share */
+        char *base = rc[i].holders ? strndup(name, rc[i].base_len) : NULL;
+        if (rc[i].holders && !base)
+            st = nnp__nomem();
+        if (!st)
+            st = nnp__rules_apply(rules, base ? base : name, &o->maps[i], &o->nmaps[i]);
+        free(base);
+        if (!st && rc[i].holders)
+            apply_gather(o->maps[i], &o->nmaps[i], &rc[i], defaulted);
+        if (!st)
+            ne += o->nmaps[i];
+    }
+    free(rc);
+    if (st)
+        return st;
+    entry *e = malloc((ne ? ne : 1) * sizeof *e);
+    if (!e)
+        return nnp__nomem();
+    size_t k = 0;
+    for (size_t i = 0; i < o->nport; i++)
+        for (size_t j = 0; j < o->nmaps[i]; j++)
+            e[k++] = (entry){o->maps[i][j].name, i, &o->maps[i][j], false};
+    return group_entries(e, ne, out);
+}
+
+nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
+                             nnp_diff *d)
+{
+    size_t nref = nnp_dump_count(ref), nport = nnp_dump_count(port);
+    owned *o = calloc(1, sizeof *o);
+    if (!o)
+        return nnp__nomem();
+    d->owned = o;
+    o->nport = nport;
+    o->maps = calloc(nport ? nport : 1, sizeof *o->maps);
+    o->nmaps = calloc(nport ? nport : 1, sizeof *o->nmaps);
+    o->pair_maps = calloc(nref ? nref : 1, sizeof *o->pair_maps);
+    d->pairs = calloc(nref ? nref : 1, sizeof *d->pairs);
+    d->unmatched_ref = calloc(nref ? nref : 1, sizeof *d->unmatched_ref);
+    d->unmatched_port = calloc(nport ? nport : 1, sizeof *d->unmatched_port);
+    bool *ref_used = calloc(nref ? nref : 1, sizeof *ref_used);
+    bool *port_used = calloc(nport ? nport : 1, sizeof *port_used);
+    entry_set e = {0};
+    nnp_status st = o->maps && o->nmaps && o->pair_maps && d->pairs && d->unmatched_ref &&
+                    d->unmatched_port && ref_used && port_used ? NNP_OK : nnp__nomem();
+    if (!st)
+        st = map_port_names(o, port, opts->rules, &e, &d->rank0_default);
+    /* reference records a `ref ignore` rule drops count as used: not paired, not listed */
+    for (size_t i = 0; !st && i < nref; i++)
+        ref_used[i] = nnp__rules_ref_ignored(opts->rules, nnp_dump_record(ref, i)->name);
+    if (!st)
+        st = pair_by_name(o, ref, ref_used, &e, d);
+    if (!st)
+        st = find_collisions(o, &e, d);
+    for (size_t i = 0; !st && i < d->npairs; i++) {
+        ref_used[d->pairs[i].ref] = true;
+        for (uint32_t k = 0; k < d->pairs[i].nparts; k++)
+            port_used[d->pairs[i].parts[k]] = true;
+    }
+    size_t named = d->npairs;
+    if (!st && !opts->no_align && named < nref && named < nport)
+        st = pair_by_alignment(o, ref, port, ref_used, port_used, d);
+    for (size_t i = named; !st && i < d->npairs; i++) {
+        ref_used[d->pairs[i].ref] = true;
+        port_used[d->pairs[i].port] = true;
+    }
+    if (!st && d->npairs > named)
+        st = sort_pairs(o, d);
+    for (size_t i = 0; !st && i < d->npairs; i++)
+        st = plan_pair(o, ref, port, &d->pairs[i], o->pair_maps[i], opts);
+    for (size_t i = 0; !st && i < nref; i++)
+        if (!ref_used[i])
+            d->unmatched_ref[d->nunmatched_ref++] = i;
+    /* a port record the rules ignore has no mapping: it is neither paired nor unmatched */
+    for (size_t j = 0; !st && j < nport; j++)
+        if (!port_used[j] && o->nmaps[j])
+            d->unmatched_port[d->nunmatched_port++] = j;
+    entry_set_free(&e);
+    free(ref_used);
+    free(port_used);
+    return st;
+}
+
+nnp_status nnp_diff_aligned_rules(const nnp_diff *d, const nnp_dump *ref, char **text)
+{
+    if (!d || !ref || !text)
+        return nnp__fail(NNP_ERR_ARG, "nnp_diff_aligned_rules: missing diff, dump or output");
+    *text = NULL;
+    if (!d->naligned) {
+        *text = strdup("");
+        return *text ? NNP_OK : nnp__nomem();
+    }
+    const owned *o = d->owned;
+    /* Every name the rules will meet goes in, not only the aligned ones: a name that keeps its
+     * name maps to itself, so that a general rename cannot catch it when the file is reused. */
+    size_t n = 0;
+    for (size_t j = 0; j < o->nport; j++)
+        n += o->nmaps[j];
+    const char **port_names = malloc((n ? n : 1) * sizeof *port_names);
+    const char **ref_names = malloc((n ? n : 1) * sizeof *ref_names);
+    nnp_sbuf b = {0};
+    nnp_status st = port_names && ref_names ? NNP_OK : nnp__nomem();
+    size_t k = 0;
+    for (size_t j = 0; !st && j < o->nport; j++)
+        for (size_t m = 0; m < o->nmaps[j]; m++, k++)
+            port_names[k] = ref_names[k] = o->maps[j][m].name;
+    /* an aligned port record has one mapping: it now maps to its reference partner */
+    size_t *first = malloc((o->nport ? o->nport : 1) * sizeof *first);
+    if (!st && !first)
+        st = nnp__nomem();
+    for (size_t j = 0, at = 0; !st && j < o->nport; at += o->nmaps[j], j++)
+        first[j] = at;
+    for (size_t i = 0; !st && i < d->npairs; i++)
+        if (d->pairs[i].aligned)
+            ref_names[first[d->pairs[i].port]] = nnp_dump_record(ref, d->pairs[i].ref)->name;
+    free(first);
+    if (!st)
+        st = nnp__align_rules(port_names, ref_names, n, &b);
+    free(port_names);
+    free(ref_names);
+    if (!st && !(*text = b.s ? b.s : strdup("")))
+        st = nnp__nomem();
+    if (st)
+        nnp__sbuf_free(&b);
+    return st;
+}

@@ -1,0 +1,125 @@
+/*
+ * dump.h - the record store: the builder interface through which each format reader adds
+ * records to a dump, nnparity's metadata conventions, and the table of formats that opening a
+ * file consults.
+ */
+#ifndef NNP_DUMP_H
+#define NNP_DUMP_H
+
+#include "common/common.h"
+
+/* ---- dump builder (dump.c) ---- */
+
+/* How a record's stored bytes differ from little-endian C order. */
+enum {
+    NNP_LAYOUT_BYTESWAP = 1u << 0, /* elements are big-endian */
+    NNP_LAYOUT_FORTRAN = 1u << 1   /* column-major order */
+};
+
+/* Produces a record's little-endian C-ordered bytes into dst (rec->pub.nbytes long); used for data
+ * that is not in the mapped file as-is (compressed archive members). `ctx` is the loader's own. */
+typedef nnp_status (*nnp_loader_fn)(void *ctx, void *dst, uint64_t nbytes);
+
+typedef struct nnp_rec {
+    nnp_record pub;
+    const unsigned char *raw; /* stored bytes in a mapping (NULL when `load` provides them) */
+    unsigned layout;          /* NNP_LAYOUT_* flags describing `raw` */
+    nnp_loader_fn load;
+    void *load_ctx;
+    void *owned;              /* converted copy, made on the first nnp_dump_data() */
+    uint64_t file_index;      /* which file of the dump it came from, in opening order */
+    uint64_t file_order;      /* order within that file (data offset order for safetensors) */
+    uint64_t meta_seq;        /* execution order given by nnparity metadata */
+    bool has_meta_seq;
+    uint64_t sort_key[3];     /* set when the dump is complete */
+} nnp_rec;
+
+/* Map `path` and keep the mapping until the dump closes (it is owned by the dump). */
+nnp_status nnp__dump_map(nnp_dump *d, const char *path, nnp_map *out);
+
+/* Copy a string / allocate zeroed bytes that live until the dump closes; NULL on out-of-memory
+ * (with the error set). */
+char *nnp__dump_strdup(nnp_dump *d, const char *s);
+char *nnp__dump_strndup(nnp_dump *d, const char *s, size_t n);
+void *nnp__dump_alloc(nnp_dump *d, size_t n);
+
+/* Run fn(p) when the dump closes (loader contexts, inflated buffers). On failure fn(p) runs now. */
+nnp_status nnp__dump_defer(nnp_dump *d, void (*fn)(void *), void *p);
+
+/* Add a record named `name` stored in `file` (copied). nelem/nbytes are computed with overflow
+ * checks: an overflow is a format error naming the file and tensor. A name that is already in the
+ * dump is a format error naming both files. The caller then sets raw/layout or load/load_ctx;
+ * *out stays valid until the next nnp__dump_add. */
+nnp_status nnp__dump_add(nnp_dump *d, const char *file, const char *name, nnp_dtype dtype,
+                         uint32_t ndim, const uint64_t *shape, nnp_rec **out);
+/* Room for `more` records beyond those in (and in the name index), when a reader knows how many
+ * it will add: a header of 100k entries then grows nothing 17 times over. */
+nnp_status nnp__dump_reserve(nnp_dump *d, size_t more);
+
+/* Add a metadata pair (both copied). A key already present keeps its first value (shards: the
+ * first shard's); nnp__dump_set_meta replaces it instead (a journal's later value wins). */
+nnp_status nnp__dump_add_meta(nnp_dump *d, const char *key, const char *value);
+nnp_status nnp__dump_set_meta(nnp_dump *d, const char *key, const char *value);
+
+/* The format name nnp_dump_format reports (a constant string). */
+void nnp__dump_set_format(nnp_dump *d, const char *format);
+/* Header length of the dump's first safetensors file (0 for other formats): a partial dump's room. */
+uint64_t nnp__dump_header_room(const nnp_dump *d);
+void nnp__dump_set_header_room(nnp_dump *d, uint64_t room);
+
+/* The index of the file being loaded: readers that open several files call this before each. */
+uint64_t nnp__dump_next_file(nnp_dump *d);
+
+/* While a rank capture is read: the records added from now on were recorded by `rank` of
+ * `world` (rank -1: not a rank capture). Their names get "@rank<R>" appended, here and in
+ * nnp__dump_annotate, so that equal names of different ranks stay apart until
+ * formats/ranks.c settles them. */
+void nnp__dump_set_rank(nnp_dump *d, int32_t rank, uint32_t world);
+/* The records added so far, in adding order (valid until the next nnp__dump_add). A reader may
+ * rename them (arena strings) and set their meta_seq: the dump is indexed and ordered after. */
+nnp_rec *nnp__dump_recs(nnp_dump *d, size_t *n);
+
+/* Record `name`'s provenance from nnparity metadata (module, role, type copied; position `seq` in
+ * execution order). Unknown names are a format error naming `file`. */
+nnp_status nnp__dump_annotate(nnp_dump *d, const char *file, const char *name, const char *module,
+                              const char *role, const char *module_type, uint64_t call,
+                              uint64_t seq);
+
+/* Drop this process's mapping of bytes [off, off+len) of record i (whole pages only; the page
+ * cache keeps them), and ask the kernel to map [off, off+len) ahead of use. */
+void nnp__dump_release_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len);
+void nnp__dump_prefetch_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len);
+
+/* nnparity's own facts in a safetensors __metadata__ (docs/dump-format.md) */
+#define NNP_META_FORMAT_KEY "nnparity.format"
+#define NNP_META_FORMAT_VALUE "dump/1"
+#define NNP_META_RECORDS_KEY "nnparity.records"
+/* In a partial dump's placeholder header: the journal file (beside it) that lists its records. */
+#define NNP_META_PARTIAL_KEY "nnparity.partial"
+
+/* A record's name by nnparity's convention: "<module>/<role>", with "#<call>" for calls after the
+ * first (dump/provenance.c). NULL strings read as "". Appended to b. */
+void nnp__record_name(nnp_sbuf *b, const char *module, const char *role, uint64_t call);
+/* ---- opening (open.c) ---- */
+
+/* One format nnp_dump_open knows. `probe` looks at the file's first bytes (head[0..n), n up to
+ * NNP_PROBE_BYTES; is_dir for a directory, with n 0) and says whether `load` reads it; the
+ * table is tried in order and the first yes wins. `format` is what nnp_dump_format reports
+ * (NULL: the reader sets it, as the zip reader does once it knows npz from torch). */
+#define NNP_PROBE_BYTES 32
+typedef struct nnp_format_entry {
+    const char *format;
+    bool (*probe)(const char *path, const unsigned char *head, size_t n, bool is_dir);
+    nnp_status (*load)(nnp_dump *d, const char *path);
+} nnp_format_entry;
+
+/* The formats, in probing order, ending with an entry whose probe is NULL: defined by the
+ * formats layer (formats/registry.c), the one place a new reader is listed. */
+extern const nnp_format_entry nnp__formats[];
+
+/* A new, empty dump for `path`, and its end: order and index the records read, or close it on
+ * failure (st non-zero). For readers that open a dump their own way (a partial capture). */
+nnp_status nnp__dump_new(const char *path, nnp_dump **out);
+nnp_status nnp__dump_finish(nnp_dump *d, nnp_status st, nnp_dump **out);
+
+#endif /* NNP_DUMP_H */
