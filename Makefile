@@ -39,6 +39,10 @@ ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 .PHONY: all lib cli examples setup demo check check-clang check-layers test unit unit-asan unit-tsan fuzz bench clean
 all: lib cli examples
 
+# The shared library's soname carries the API's major version (include/nnparity.h); the
+# unversioned name is a link to it, for -lnnparity and for loading by path.
+SOVERSION = $(shell sed -n 's/^\#define NNP_VERSION_MAJOR \([0-9]*\)$$/\1/p' include/nnparity.h)
+
 lib: $(BUILD)/libnnparity.a $(BUILD)/libnnparity.so
 cli: $(BUILD)/nnparity
 examples: $(EXAMPLE_BIN)
@@ -54,8 +58,11 @@ $(BUILD)/libnnparity.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libnnparity.so: $(LIB_OBJ) src/libnnparity.map
-	$(CC) -shared -Wl,--version-script=src/libnnparity.map -Wl,-soname,libnnparity.so $(CFLAGS_ALL) $(LIB_OBJ) -o $@ $(LIBS)
+$(BUILD)/libnnparity.so.$(SOVERSION): $(LIB_OBJ) src/libnnparity.map
+	$(CC) -shared -Wl,--version-script=src/libnnparity.map -Wl,-soname,libnnparity.so.$(SOVERSION) $(CFLAGS_ALL) $(LIB_OBJ) -o $@ $(LIBS)
+
+$(BUILD)/libnnparity.so: $(BUILD)/libnnparity.so.$(SOVERSION)
+	ln -sf libnnparity.so.$(SOVERSION) $@
 
 $(BUILD)/nnparity: $(CLI_OBJ) $(BUILD)/libnnparity.a
 	$(CC) $(CFLAGS_ALL) $(CLI_OBJ) $(BUILD)/libnnparity.a -o $@ $(LIBS) $(CLI_LIBS)

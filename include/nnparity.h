@@ -38,10 +38,17 @@
 extern "C" {
 #endif
 
+/* The version of this header. The library's soname carries the major number
+ * (libnnparity.so.0): a release that removes or changes anything a caller compiled against
+ * raises it; one that only adds (functions, enum values, fields appended to structs that the
+ * library allocates or that carry their own size) raises the minor number. CHANGELOG.md says
+ * what each version changed. */
 #define NNP_VERSION_MAJOR 0
-#define NNP_VERSION_MINOR 1
+#define NNP_VERSION_MINOR 2
 #define NNP_VERSION_PATCH 0
-#define NNP_VERSION_STRING "0.1.0"
+#define NNP_VERSION_STRING "0.2.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for `#if NNP_VERSION_NUMBER >= 200` */
+#define NNP_VERSION_NUMBER (NNP_VERSION_MAJOR * 10000 + NNP_VERSION_MINOR * 100 + NNP_VERSION_PATCH)
 
 /* ---------------------------------------------------------------------------------------------
  * Status and errors
@@ -65,8 +72,23 @@ const char *nnp_last_error(void);
 /* A short constant name for a status ("format error", ...). */
 const char *nnp_status_name(nnp_status status);
 
-/* The library's version string, e.g. "0.1.0". */
+/* The library's version string, e.g. "0.2.0", and number (NNP_VERSION_NUMBER as the library
+ * was built): a program linked at run time against another build than the header it was
+ * compiled with can compare nnp_version_number() / 10000 with NNP_VERSION_MAJOR. */
 const char *nnp_version(void);
+int nnp_version_number(void);
+
+/* Release memory the library allocated and handed over: strings and arrays that a function
+ * documents as "release with nnp_free" (objects have functions of their own: nnp_dump_close,
+ * nnp_rules_free, nnp_diff_free, ...). NULL is allowed. Callers in other languages, or built
+ * with another C runtime, cannot call this library's free() themselves. */
+void nnp_free(void *p);
+
+/* The layout of a public struct, for bindings that declare the structs themselves (the
+ * Python bridge): the offset of `field` in the struct named `type` ("nnp_record",
+ * "nnp_tap_desc", "nnp_capture_options", ...; the C names), or with field NULL its size.
+ * false when the struct or the field is unknown. */
+bool nnp_struct_layout(const char *type, const char *field, size_t *out);
 
 /* ---------------------------------------------------------------------------------------------
  * dtypes, by their safetensors names
@@ -312,7 +334,8 @@ nnp_status nnp_rules_load(const char *path, nnp_rules **out);
 nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out);
 void nnp_rules_free(nnp_rules *rules);
 
-/* Map `name` through the rules in order: *out is a new string (free() it), *ignored is set when
+/* Map `name` through the rules in order: *out is a new string (release with
+ * nnp_free), *ignored is set when
  * an ignore rule matched. NULL rules map every name to itself. Only the name is mapped: adapters
  * are for comparing (nnp_diff_dumps), and a split name maps to its first part. */
 nnp_status nnp_rules_map(const nnp_rules *rules, const char *name, char **out, bool *ignored);
@@ -426,7 +449,7 @@ typedef struct nnp_comm {
     int rank, size; /* this process, of `size` (size 1: a plain diff) */
     void *ctx;      /* the transport's own */
     /* Every process calls it with n bytes at `send`; at process 0, *all gets a new buffer
-     * (free() it) of every process's bytes, rank after rank, and lens[r] (size entries) their
+     * (malloc'ed: the library free()s it) of every process's bytes, rank after rank, and lens[r] (size entries) their
      * lengths; elsewhere *all is NULL. Returns 0, or non-zero when the transport failed. */
     int (*gather)(void *ctx, const void *send, uint64_t n, void **all, uint64_t *lens);
     /* Every process calls it: process 0's n bytes at buf go to buf on every process. */
@@ -447,8 +470,8 @@ nnp_status nnp_diff_dumps_comm(nnp_dump *ref, nnp_dump *port, const nnp_diff_opt
 
 /* The pairs automatic alignment made, as rules (rename lines, generalized where that is safe)
  * that map the port's names, as the given rules left them, onto the reference's; *text is a new
- * string (free() it), "" when nothing was aligned. Appended to the rules the diff ran with, they
- * pair the same records by name. */
+ * string (release with nnp_free), "" when nothing was aligned. Appended to the rules the diff
+ * ran with, they pair the same records by name. */
 nnp_status nnp_diff_aligned_rules(const nnp_diff *diff, const nnp_dump *ref, char **text);
 
 /* ---------------------------------------------------------------------------------------------
@@ -606,9 +629,9 @@ typedef struct nnp_attn_layer {
  * with `grad_pattern` NULL, the record "<module>/grad_<role>" of the same call (what a tap with
  * gradients records); otherwise the records matching `grad_pattern`, one per layer, paired by
  * those names when every one pairs so, else in reverse execution order (backward visits the
- * last layer first). *layers is a new array of *count layers (free() it) that points into the
- * dump. No match, a count or shape mismatch, a non-float dtype or a bad regex is NNP_ERR_ARG or
- * NNP_ERR_NOT_FOUND with a message naming the record. *paired_by_name (may be NULL) tells how
+ * last layer first). *layers is a new array of *count layers (release with nnp_free) that
+ * points into the dump. No match, a count or shape mismatch, a non-float dtype or a bad regex
+ * is NNP_ERR_ARG or NNP_ERR_NOT_FOUND with a message naming the record. *paired_by_name (may be NULL) tells how
  * the gradients were paired. */
 nnp_status nnp_attn_layers_find(nnp_dump *dump, const char *attn_pattern,
                                 const char *grad_pattern, bool grads, nnp_attn_layer **layers,

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import torch
 
+# The API this bridge is written against (NNP_VERSION_MAJOR/MINOR of include/nnparity.h): a
+# library of another major version, or an older minor one, is refused when it is loaded.
+API_MAJOR = 0
+API_MINOR = 2
+
 # nnp_status (include/nnparity.h)
 NNP_OK = 0
 NNP_ERR_IO = 1
@@ -84,6 +89,7 @@ DTYPE_SIZE = {NNP_F64: 8, NNP_F32: 4, NNP_F16: 2, NNP_BF16: 2, NNP_F8_E4M3: 1, N
 
 class TapDesc(ctypes.Structure):
     """struct nnp_tap_desc, field for field in header order."""
+    _c_name = "nnp_tap_desc"
     _fields_ = [
         ("name", ctypes.c_char_p),
         ("role", ctypes.c_char_p),
@@ -96,6 +102,7 @@ class TapDesc(ctypes.Structure):
 
 class CaptureOptions(ctypes.Structure):
     """struct nnp_capture_options."""
+    _c_name = "nnp_capture_options"
     _fields_ = [
         ("inject_path", ctypes.c_char_p),
         ("rules_path", ctypes.c_char_p),
@@ -107,6 +114,7 @@ class CaptureOptions(ctypes.Structure):
 
 class Record(ctypes.Structure):
     """struct nnp_record, as nnp_dump_record returns it."""
+    _c_name = "nnp_record"
     _fields_ = [
         ("name", ctypes.c_char_p),
         ("module", ctypes.c_char_p),
@@ -131,6 +139,8 @@ _SIGNATURES = {
     "nnp_last_error": (_c_char_p, []),
     "nnp_status_name": (_c_char_p, [_c_int]),
     "nnp_version": (_c_char_p, []),
+    "nnp_version_number": (_c_int, []),
+    "nnp_struct_layout": (ctypes.c_bool, [_c_char_p, _c_char_p, ctypes.POINTER(ctypes.c_size_t)]),
     "nnp_dump_open": (_c_int, [_c_char_p, ctypes.POINTER(_c_void_p)]),
     "nnp_dump_close": (None, [_c_void_p]),
     "nnp_dump_count": (ctypes.c_size_t, [_c_void_p]),
@@ -162,8 +172,8 @@ def _find_library():
 
 
 class _Lib:
-    """The loaded library. A function the library lacks (an older build) raises when called,
-    not when the package is imported, so reading dumps keeps working without the capture API."""
+    """The loaded library: its version and the layouts of the structs declared here are checked
+    first, so that a library built from another header fails at load, not with wrong reads."""
 
     def __init__(self, path):
         self.path = path
@@ -177,6 +187,48 @@ class _Lib:
             fn.restype = restype
             fn.argtypes = argtypes
             setattr(self, name, fn)
+        check_version(self)
+        for struct in (TapDesc, CaptureOptions, Record):
+            check_layout(self, struct)
+
+
+def check_version(L):
+    """Refuse a library whose API this bridge was not written against."""
+    if not hasattr(L.dll, "nnp_version_number"):
+        found = L.nnp_version().decode() if hasattr(L.dll, "nnp_version") else "unknown"
+        raise NnparityError(NNP_ERR_UNSUPPORTED,
+                            f"{L.path} is libnnparity {found}; this bridge needs "
+                            f"{API_MAJOR}.{API_MINOR} or later: rebuild libnnparity")
+    number = L.nnp_version_number()
+    major, minor = number // 10000, number // 100 % 100
+    if major != API_MAJOR or minor < API_MINOR:
+        raise NnparityError(NNP_ERR_UNSUPPORTED,
+                            f"{L.path} is libnnparity {major}.{minor}; this bridge needs "
+                            f"{API_MAJOR}.{API_MINOR} or a later {API_MAJOR}.x")
+
+
+def check_layout(L, struct):
+    """Compare a ctypes structure's size and field offsets with the library's own (C names)."""
+    got = ctypes.c_size_t()
+
+    def layout(field):
+        if not L.nnp_struct_layout(struct._c_name.encode(), field and field.encode(),
+                                   ctypes.byref(got)):
+            raise NnparityError(NNP_ERR_UNSUPPORTED,
+                                f"{L.path} does not know {struct._c_name}"
+                                f"{'.' + field if field else ''}: rebuild libnnparity")
+        return got.value
+
+    mine = {"size": ctypes.sizeof(struct)}
+    theirs = {"size": layout(None)}
+    for name, _ in struct._fields_:
+        mine[name] = getattr(struct, name).offset
+        theirs[name] = layout(name)
+    if mine != theirs:
+        wrong = ", ".join(f"{k} {mine[k]} != {theirs[k]}" for k in mine if mine[k] != theirs[k])
+        raise NnparityError(NNP_ERR_UNSUPPORTED,
+                            f"struct {struct._c_name} differs between the bridge and {L.path} "
+                            f"({wrong}): rebuild libnnparity or update the bridge")
 
 
 def _missing(path, name):

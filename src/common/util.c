@@ -62,6 +62,16 @@ const char *nnp_version(void)
     return NNP_VERSION_STRING;
 }
 
+int nnp_version_number(void)
+{
+    return NNP_VERSION_NUMBER;
+}
+
+void nnp_free(void *p)
+{
+    free(p);
+}
+
 bool nnp__grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
