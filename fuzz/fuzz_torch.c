@@ -70,8 +70,8 @@ static void zmember(zbuf *b, zbuf *cd, const char *name, const uint8_t *data, si
     zle(cd, len, 4);
     zle(cd, len, 4);
     zle(cd, nl, 2);
-    zle(cd, 0, 6);
-    zle(cd, 0, 8);
+    zle(cd, 0, 6); /* extra, comment lengths and disk number (2 each) */
+    zle(cd, 0, 6); /* internal (2) and external (4) attributes */
     zle(cd, off, 4);
     zput(cd, name, nl);
 }
