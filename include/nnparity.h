@@ -211,6 +211,20 @@ void nnp_dump_meta_at(const nnp_dump *dump, size_t i, const char **key, const ch
 /* The value for `key`, or NULL. */
 const char *nnp_dump_meta_get(const nnp_dump *dump, const char *key);
 
+/* The metadata key prefix under which the GGUF reader records each quantized tensor's stored
+ * type: "gguf.tensor_type.<record name>" = "Q4_K". A GGUF file that uses such keys itself is
+ * refused; a dump converted from GGUF keeps them for the records it keeps. */
+#define NNP_GGUF_TENSOR_TYPE_PREFIX "gguf.tensor_type."
+
+/* Whether record `rec` was stored quantized (its dump's metadata names a ggml quantized type for
+ * it, as NNP_GGUF_TENSOR_TYPE_PREFIX says), and if so its type (*type: ggml's spelling, "Q4_K",
+ * a constant string) and the largest rel-L2 = ||dequantized - source|| / ||source|| that a
+ * correct quantization of a source tensor of that type leaves (*rel_l2_bound; docs/weights.md
+ * says how the bounds were chosen). Every quantized type nnparity reads has a bound; a type
+ * without one is reported as not quantized. `type` and `rel_l2_bound` may be NULL. */
+bool nnp_record_quantization(const nnp_dump *dump, size_t rec, const char **type,
+                             double *rel_l2_bound);
+
 /* Tell the kernel that this record's pages will not be read again soon (they stay in the page
  * cache); keeps the resident size of a pass over a huge dump bounded. Only records read in place
  * from a mapping are released; converted copies (npz deflated members, big-endian or Fortran
@@ -371,6 +385,15 @@ typedef struct nnp_diff_options {
     void *progress_ctx;
 } nnp_diff_options;
 
+/* How the port records of a pair were made one tensor. */
+typedef enum nnp_join_kind {
+    NNP_JOIN_NONE = 0,      /* one port record */
+    NNP_JOIN_CONCAT,        /* the parts a concat rule names, joined along join_axis */
+    NNP_JOIN_GATHER_CONCAT, /* the copies the ranks of a rank capture hold, joined along
+                             * join_axis (gather concat) */
+    NNP_JOIN_GATHER_SUM     /* the ranks' copies, summed (gather sum) */
+} nnp_join_kind;
+
 typedef struct nnp_diff_pair {
     size_t ref, port;       /* record indices in the two dumps (port: the first part of a join) */
     nnp_verdict verdict;
@@ -386,6 +409,13 @@ typedef struct nnp_diff_pair {
     nnp_dtype ref_dtype, port_dtype;         /* as compared: after casts */
     uint32_t ref_ndim, port_ndim;            /* as compared: after the adapters */
     const uint64_t *ref_shape, *port_shape;
+    nnp_join_kind join;                      /* how the parts were joined (NONE: nparts 1) */
+    int64_t join_axis;                       /* the axis they were joined along, as the rule
+                                              * writes it (negative: from the end); 0 unless
+                                              * join is a concat */
+    uint32_t nadapters;                      /* adapters (transpose, ref select, ...) applied
+                                              * besides the join; 0: the parts were joined as
+                                              * recorded, so part k is rows of the joined tensor */
 } nnp_diff_pair;
 
 /* A port record that the rules renamed onto a name another port record had already taken
@@ -418,11 +448,28 @@ typedef struct nnp_diff {
     size_t ncollisions;
 } nnp_diff;
 
-/* The component a record belongs to, from its module type and then its name: "attention",
- * "mlp", "normalization", "embedding", "head" or "other" (docs/diff.md lists the patterns). */
+/* The parts of a model a record can belong to, in the order reports list them. */
+typedef enum nnp_component_kind {
+    NNP_COMPONENT_EMBEDDING = 0,
+    NNP_COMPONENT_ATTENTION,
+    NNP_COMPONENT_MLP,
+    NNP_COMPONENT_NORMALIZATION,
+    NNP_COMPONENT_HEAD,
+    NNP_COMPONENT_OTHER,
+    NNP_COMPONENT_COUNT
+} nnp_component_kind;
+
+/* "embedding", "attention", "mlp", "normalization", "head", "other"; "?" outside the enum.
+ * These are also the names `component` rules take. */
+const char *nnp_component_name(nnp_component_kind kind);
+/* The component a record belongs to: the last `component REGEX NAME` rule matching its name (the
+ * reference's record name; NULL rules: none), else from its module type and then its name
+ * (docs/diff.md lists the patterns). */
+nnp_component_kind nnp_component_kind_of(const nnp_rules *rules, const char *name,
+                                         const char *module_type);
+/* The same as names: nnp_component_name(nnp_component_kind_of(rules, name, module_type)), with
+ * no rules for nnp_component. */
 const char *nnp_component(const char *name, const char *module_type);
-/* The same, where `component REGEX NAME` rules (matched on the reference's record name) come
- * first; NULL rules: nnp_component. */
 const char *nnp_component_of(const nnp_rules *rules, const char *name, const char *module_type);
 
 /* Pair `port`'s records with `ref`'s by name (after the rules; repeated calls pair by call index
@@ -432,6 +479,74 @@ const char *nnp_component_of(const nnp_rules *rules, const char *name, const cha
 nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
                           nnp_diff **out);
 void nnp_diff_free(nnp_diff *diff);
+
+/* ---------------------------------------------------------------------------------------------
+ * Attribution: the layer's own error, or one it inherits (docs/run.md)
+ *
+ * Two diffs against one reference: the standard one (the port run as it is) and the injected one
+ * (the port run again with each layer fed the reference's inputs, nnp_tap_inject). A record that
+ * still fails on the reference's inputs has an error of its own; one that fails only in the
+ * standard run inherits its error from upstream. Every reference record gets one label:
+ *   own        the injected pair fails (whatever the standard one does)
+ *   missing    otherwise, the standard diff did not pair it
+ *   ok         otherwise, the standard pair passes or warns
+ *   inherited  otherwise (the standard pair fails), the injected one passes or warns
+ *   unknown    otherwise: it fails, and the injected diff did not pair it
+ * A pair "fails" with verdict fail, shape or dtype. A layer is one module call: the records of
+ * one module path and call index, or a record alone when its dump has no module path.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum nnp_label {
+    NNP_LABEL_OK = 0,
+    NNP_LABEL_OWN,
+    NNP_LABEL_INHERITED,
+    NNP_LABEL_UNKNOWN,
+    NNP_LABEL_MISSING,
+    NNP_LABEL_COUNT
+} nnp_label;
+
+/* "ok", "own", "inherited", "unknown", "missing"; "?" outside the enum. */
+const char *nnp_label_name(nnp_label label);
+
+typedef struct nnp_attribution nnp_attribution;
+
+typedef struct nnp_attribution_row {
+    size_t ref;          /* the reference record; row i is record i */
+    nnp_label label;
+    int64_t std_pair;    /* index into the standard diff's pairs; -1: not paired there */
+    int64_t inj_pair;    /* index into the injected diff's pairs; -1: not paired there (or no
+                          * injected diff) */
+    double ratio;        /* injected rel-L2 / standard rel-L2: about 1 where the error is all
+                          * the layer's own, near 0 where it is all inherited; +inf when only
+                          * the standard rel-L2 is 0; NaN when both are, or when either pair is
+                          * missing or was not compared (a shape or dtype mismatch) */
+} nnp_attribution_row;
+
+typedef struct nnp_attribution_summary {
+    size_t labels[NNP_LABEL_COUNT]; /* how many records have each label */
+    int64_t first_divergence; /* the record of the standard diff's first divergence; -1: none */
+    int64_t first_own;        /* the first record labelled own; -1: none */
+    int64_t other_own;        /* the first record labelled own outside the first divergence's
+                               * layer (with no divergence: first_own); -1: none */
+    size_t own_layers;        /* layers with a record labelled own */
+    size_t inherited_after;   /* layers that only inherit the first divergence's error: those,
+                               * but the first divergence's, with no record labelled own and a
+                               * record labelled inherited after the first divergence and before
+                               * the first own record of another layer (0 with no divergence) */
+} nnp_attribution_summary;
+
+/* Label every record of `ref` from the standard diff `std` and the injected diff `inj` (NULL:
+ * no injection run; then no record is own or inherited), both made with `ref` as the reference.
+ * A pair that names a record `ref` does not hold is NNP_ERR_ARG. On failure *out is NULL. */
+nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
+                         nnp_attribution **out);
+/* Rows, one per reference record in execution order (NULL for i >= count), and the summary;
+ * pointers into the attribution, valid until it is freed. */
+size_t nnp_attribution_count(const nnp_attribution *a);
+const nnp_attribution_row *nnp_attribution_row_at(const nnp_attribution *a, size_t i);
+const nnp_attribution_summary *nnp_attribution_summary_of(const nnp_attribution *a);
+/* NULL is allowed. */
+void nnp_attribution_free(nnp_attribution *a);
 
 /* ---------------------------------------------------------------------------------------------
  * Distributed diff: the processes of one job (MPI ranks, say) share the comparing

@@ -56,8 +56,18 @@ nnp_status nnp__rules_apply(const nnp_rules *rules, const char *name, nnp_mappin
 void nnp__mappings_free(nnp_mapping *m, size_t n);
 /* Whether a `ref ignore` rule drops this reference record name (matched as it is). */
 bool nnp__rules_ref_ignored(const nnp_rules *rules, const char *name);
+/* The component the last `component` rule matching this reference record name gives it, or
+ * NNP_COMPONENT_COUNT when none matches (NULL rules: none). */
+nnp_component_kind nnp__rules_component(const nnp_rules *rules, const char *name);
 /* How an adapter reads in a rules file ("transpose 1,0", "ref select 1 -1", "part 2/3 of axis 0"). */
 void nnp__op_describe(nnp_sbuf *b, const nnp_op *op);
+
+/* ---- components (component.c): the one table of their names ---- */
+
+/* The component named by the n bytes at s ("mlp"), or NNP_COMPONENT_COUNT when none is. */
+nnp_component_kind nnp__component_parse(const char *s, size_t n);
+/* Every component's name, for messages: "embedding, attention, ..., head or other". */
+void nnp__component_list(char *buf, size_t n);
 
 /* A tensor in C order: its bytes are `data` (NULL: only the shape is known), a copy owned here
  * when `owned` is set. */

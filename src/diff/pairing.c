@@ -318,6 +318,19 @@ static bool comparable_dtypes(nnp_dtype a, nnp_dtype b)
     return ca == cb || (ca != NNP_CLASS_FLOAT && cb != NNP_CLASS_FLOAT);
 }
 
+/* How the parts of pair p are joined, as the mapping of its first part says: the parts come
+ * from one rules chain (or one gather rule), so the first stands for all. */
+static nnp_join_kind join_of(const nnp_diff_pair *p, const nnp_mapping *first)
+{
+    if (p->nparts <= 1)
+        return NNP_JOIN_NONE;
+    if (first->gather == NNP_GATHER_SUM)
+        return NNP_JOIN_GATHER_SUM;
+    if (first->gather == NNP_GATHER_CONCAT)
+        return NNP_JOIN_GATHER_CONCAT;
+    return NNP_JOIN_CONCAT;
+}
+
 /* Work out how pair p is compared: the shapes and dtypes after the adapters, a verdict when they
  * cannot be compared, the tolerances, and the text of the adapters for the report. */
 static nnp_status plan_pair(owned *o, nnp_dump *ref, nnp_dump *port, nnp_diff_pair *p,
@@ -331,6 +344,11 @@ static nnp_status plan_pair(owned *o, nnp_dump *ref, nnp_dump *port, nnp_diff_pa
     p->port_ndim = q->ndim;
     p->ref_shape = r->shape;
     p->port_shape = q->shape;
+    p->join = join_of(p, maps[0]);
+    p->join_axis = p->join == NNP_JOIN_CONCAT || p->join == NNP_JOIN_GATHER_CONCAT
+                       ? maps[0]->join_axis
+                       : 0;
+    p->nadapters = (uint32_t)maps[0]->nops;
     if (adapted(p, maps)) {
         nnp_sbuf text = {0};
         /* the first part's adapters stand for all: the parts come from one rules chain */
@@ -339,14 +357,14 @@ static nnp_status plan_pair(owned *o, nnp_dump *ref, nnp_dump *port, nnp_diff_pa
                 nnp__sbuf_puts(&text, "; ");
             nnp__op_describe(&text, &maps[0]->ops[i]);
         }
-        if (p->nparts > 1 && maps[0]->gather == NNP_GATHER_SUM)
+        if (p->join == NNP_JOIN_GATHER_SUM)
             nnp__sbuf_printf(&text, "%sgather sum of %u ranks", text.len ? "; " : "", p->nparts);
-        else if (p->nparts > 1 && maps[0]->gather == NNP_GATHER_CONCAT)
+        else if (p->join == NNP_JOIN_GATHER_CONCAT)
             nnp__sbuf_printf(&text, "%sgather concat of %u ranks on axis %lld",
-                             text.len ? "; " : "", p->nparts, (long long)maps[0]->join_axis);
-        else if (p->nparts > 1)
+                             text.len ? "; " : "", p->nparts, (long long)p->join_axis);
+        else if (p->join == NNP_JOIN_CONCAT)
             nnp__sbuf_printf(&text, "%sconcat %u parts on axis %lld", text.len ? "; " : "",
-                             p->nparts, (long long)maps[0]->join_axis);
+                             p->nparts, (long long)p->join_axis);
         if (text.failed || !(p->adapters = arena_text(o, text.s))) {
             nnp__sbuf_free(&text);
             return nnp__nomem();

@@ -56,6 +56,7 @@ typedef struct {
     int64_t sizes[MAX_LABELS];  /* split: each part's length along the axis; -1: equal parts */
     size_t nlabels;
     int gather;                 /* gather: NNP_GATHER_* */
+    nnp_component_kind component; /* component: the component it gives */
     size_t lineno;              /* where the rule was written, for messages */
 } rule;
 
@@ -74,8 +75,7 @@ struct nnp_rules {
 static void rule_free(rule *ru)
 {
     regfree(&ru->re);
-    if (ru->kind != RULE_COMPONENT)
-        free(ru->replacement);
+    free(ru->replacement);
     for (size_t i = 0; i < ru->nlabels; i++)
         free(ru->labels[i]);
 }
@@ -128,8 +128,8 @@ static const struct verb {
     {"rotary", RULE_ADAPT, NNP_OP_ROTARY, 1, 1, "a regex and the number of heads"},
     {"concat", RULE_CONCAT, 0, 3, MAX_LABELS + 1, "a regex, an axis and two or more labels"},
     {"split", RULE_SPLIT, 0, 3, MAX_LABELS + 1, "a regex, an axis and two or more labels"},
-    {"component", RULE_COMPONENT, 0, 1, 1,
-     "a regex and a component (embedding, attention, mlp, normalization, head or other)"},
+    /* the message lists the components' names from their table (component.c) */
+    {"component", RULE_COMPONENT, 0, 1, 1, "a regex and a component"},
     {"gather", RULE_GATHER, 0, 1, 2, "a regex and how: concat AXIS, sum or rank0"},
 };
 
@@ -233,15 +233,13 @@ static nnp_status parse_args(rule *ru, const where *w, const char *const *a, con
                    alen[0]);
     }
     case RULE_COMPONENT: {
-        static const char *const known[] = {"embedding", "attention", "mlp", "normalization",
-                                            "head", "other"};
-        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-            if (strlen(known[i]) == alen[0] && memcmp(known[i], a[0], alen[0]) == 0) {
-                ru->replacement = (char *)known[i]; /* static: not freed (see rule_free) */
-                return NNP_OK;
-            }
-        return bad(w, a[0], "'%.*s' is not a component (embedding, attention, mlp, "
-                   "normalization, head or other)", a[0], alen[0]);
+        ru->component = nnp__component_parse(a[0], alen[0]);
+        if (ru->component != NNP_COMPONENT_COUNT)
+            return NNP_OK;
+        char names[128], fmt[192];
+        nnp__component_list(names, sizeof names);
+        snprintf(fmt, sizeof fmt, "'%%.*s' is not a component (%s)", names);
+        return bad(w, a[0], fmt, a[0], alen[0]);
     }
     case RULE_TOLERANCE:
         for (size_t i = 0; i < 2; i++)
@@ -408,8 +406,11 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
         alen[nargs++] = atlen;
     }
     if (nargs < (size_t)v->min_args + 1) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "'%%.*s' needs %s", v->args);
+        char msg[256], names[128] = "";
+        if (v->kind == RULE_COMPONENT)
+            nnp__component_list(names, sizeof names);
+        snprintf(msg, sizeof msg, "'%%.*s' needs %s%s%s%s", v->args, *names ? " (" : "", names,
+                 *names ? ")" : "");
         return bad(w, p, msg, word, len);
     }
     if (!nnp__grow((void **)&r->rules, &r->cap, r->n + 1, sizeof *r->rules))
@@ -741,12 +742,12 @@ bool nnp__rules_ref_ignored(const nnp_rules *r, const char *name)
     return false;
 }
 
-const char *nnp_component_of(const nnp_rules *r, const char *name, const char *module_type)
+nnp_component_kind nnp__rules_component(const nnp_rules *r, const char *name)
 {
     /* the last matching rule wins, as later renames win over earlier ones */
     for (size_t i = r ? r->n : 0; i-- > 0;)
         if (r->rules[i].kind == RULE_COMPONENT && regexec(&r->rules[i].re, name, 0, NULL, 0) == 0)
-            return r->rules[i].replacement;
-    return nnp_component(name, module_type);
+            return r->rules[i].component;
+    return NNP_COMPONENT_COUNT;
 }
 

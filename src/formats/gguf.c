@@ -61,7 +61,8 @@
 #define MIN_KV_BYTES 14u
 #define MIN_TENSOR_BYTES 25u
 
-#define RESERVED_PREFIX "gguf.tensor_type."
+/* nnparity's keys: each quantized tensor's stored type, for nnp_record_quantization */
+#define RESERVED_PREFIX NNP_GGUF_TENSOR_TYPE_PREFIX
 
 /* GGUF value types (enum gguf_type). */
 enum {

@@ -170,16 +170,32 @@ static void test_conformance_tensors(void **state)
         assert_ptr_equal(got, again);
         char key[64];
         snprintf(key, sizeof key, "gguf.tensor_type.%s", names[i]);
+        size_t rec = (size_t)nnp_dump_find(d, names[i]);
         if (i < 3) {
             assert_null(nnp_dump_meta_get(d, key));
+            assert_false(nnp_record_quantization(d, rec, NULL, NULL));
         } else {
             char want_type[8];
             snprintf(want_type, sizeof want_type, "%s", names[i] + 2);
             for (char *c = want_type; *c; c++)
                 *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);
             expect_meta(d, key, want_type);
+            /* every quantized type read has the error bound `nnparity weights` judges by */
+            const char *type = NULL;
+            double bound = 0;
+            assert_true(nnp_record_quantization(d, rec, &type, &bound));
+            assert_string_equal(type, want_type);
+            assert_true(bound > 0 && bound < 1);
         }
     }
+    const char *type;
+    double bound;
+    assert_true(nnp_record_quantization(d, (size_t)nnp_dump_find(d, "t.q8_0"), &type, &bound));
+    assert_true(bound == 0.02);
+    assert_true(nnp_record_quantization(d, (size_t)nnp_dump_find(d, "t.q2_k"), &type, &bound));
+    assert_true(bound == 0.60);
+    assert_false(nnp_record_quantization(d, nnp_dump_count(d), &type, &bound));
+    assert_string_equal(NNP_GGUF_TENSOR_TYPE_PREFIX "t.q8_0", "gguf.tensor_type.t.q8_0");
     /* the quantized rows in shape order: t.q8_0 is ggml [64, 4], so (4, 64) */
     const nnp_record *r;
     data_of(d, "t.q8_0", &r);
