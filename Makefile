@@ -24,7 +24,7 @@ CLI_LIBS = -lpng -ldl
 # ones before it, which scripts/check_layers.sh checks in `make check`.
 LAYERS   = common kernels dump formats compare diff capture relevance
 LIB_SRC  = $(foreach l,$(LAYERS),$(wildcard src/$(l)/*.c))
-CLI_SRC  = $(wildcard cli/*.c)
+CLI_SRC  = $(wildcard cli/*.c cli/*/*.c)
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 EXAMPLE_SRC = $(wildcard examples/*.c)
 
@@ -53,6 +53,9 @@ DEPFLAGS = -MMD -MP
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(DEPFLAGS) -c $< -o $@
+# The CLI includes its own headers by their path under cli/ ("cli.h", "report/report.h"),
+# from any of its directories.
+$(CLI_OBJ): CPPFLAGS_ALL += -Icli
 
 $(BUILD)/libnnparity.a: $(LIB_OBJ)
 	@rm -f $@

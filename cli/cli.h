@@ -71,10 +71,4 @@ bool cli_name_matches(const char *pattern, const char *name);
 int cli_png_write_rgb(const char *path, int w, int h, const unsigned char *rgb);
 int cli_png_read_rgb(const char *path, unsigned char **rgb, int *w, int *h);
 
-/* From cmd_diff.c, shared with `nnparity run`: "[i, j, k]" of a flat row-major index into the
- * shape the pair was compared at, and a pair's metrics as the JSON object of schema
- * nnparity.diff/1. */
-void format_index(char *buf, size_t n, const nnp_diff_pair *p, uint64_t flat);
-struct json_t *metrics_json(const nnp_diff_pair *p);
-
 #endif

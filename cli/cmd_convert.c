@@ -37,9 +37,6 @@ static const char convert_usage[] =
  * Reopening costs one header parse, milliseconds next to the work on this many bytes. */
 #define REOPEN_AFTER_BYTES (64ull << 20)
 
-/* The metadata key under which the GGUF reader records each quantized tensor's stored type. */
-#define GGUF_TYPE_PREFIX "gguf.tensor_type."
-
 typedef struct convert_opts {
     nnp_dtype dtype; /* NNP_DTYPE_INVALID: keep each record's dtype */
     const char **only;
@@ -167,8 +164,8 @@ static bool keep_meta(const nnp_dump *d, const bool *kept, const char *key)
 {
     if (strncmp(key, "nnparity.", 9) == 0)
         return false;
-    size_t n = strlen(GGUF_TYPE_PREFIX);
-    if (strncmp(key, GGUF_TYPE_PREFIX, n) == 0) {
+    size_t n = strlen(NNP_GGUF_TENSOR_TYPE_PREFIX);
+    if (strncmp(key, NNP_GGUF_TENSOR_TYPE_PREFIX, n) == 0) {
         int64_t r = nnp_dump_find(d, key + n);
         return r < 0 || kept[r];
     }

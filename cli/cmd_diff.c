@@ -11,7 +11,8 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "json_out.h"
+#include "report/json_out.h"
+#include "report/pair_format.h"
 
 static const char diff_usage[] =
     "usage: nnparity diff [options] REF PORT\n"
@@ -40,32 +41,6 @@ static const char diff_usage[] =
     "\n"
     "Exit codes: 0 every pair within tolerance and the same order, 1 a divergence or a reordering,\n"
     "2 bad usage or input, 3 internal error.\n";
-
-/* The coordinates of a flat row-major index into the shape the pair was compared at (after the
- * adapters), into idx (at most 64); returns how many. */
-static uint32_t unravel(const nnp_diff_pair *p, uint64_t flat, uint64_t *idx)
-{
-    uint32_t nd = p->ref_ndim < 64 ? p->ref_ndim : 64;
-    for (uint32_t k = nd; k-- > 0;) {
-        uint64_t len = p->ref_shape[k];
-        idx[k] = len ? flat % len : 0;
-        flat = len ? flat / len : 0;
-    }
-    return nd;
-}
-
-/* "[i, j, k]" of a flat row-major index. */
-void format_index(char *buf, size_t n, const nnp_diff_pair *p, uint64_t flat)
-{
-    uint64_t idx[64];
-    uint32_t nd = unravel(p, flat, idx);
-    size_t used = (size_t)snprintf(buf, n, "[");
-    for (uint32_t k = 0; k < nd && used < n; k++)
-        used += (size_t)snprintf(buf + used, n - used, k ? ", %llu" : "%llu",
-                                 (unsigned long long)idx[k]);
-    if (used < n)
-        snprintf(buf + used, n - used, "]");
-}
 
 static void num(char *buf, size_t n, double v)
 {
@@ -168,20 +143,18 @@ static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
 
 static int by_rel_l2(const void *a, const void *b, void *diff);
 
-/* The rules' `component` lines, for the per-component statistics. */
-static const nnp_rules *component_rules;
-
-/* Per-component statistics over the compared pairs, as in a layer-by-layer verification report. */
-static const char *const components[] = {"embedding", "attention", "mlp", "normalization", "head",
-                                         "other"};
-#define NCOMP (sizeof components / sizeof *components)
+/* Per-component statistics over the compared pairs, as in a layer-by-layer verification report:
+ * one per nnp_component_kind. */
+enum { NCOMP = NNP_COMPONENT_COUNT };
 
 typedef struct {
     size_t pairs, verdicts[5], compared;
     double rel_min, rel_max, rel_sum, abs_max, cos_min;
 } comp_stats;
 
-static void component_stats(const nnp_dump *ref, const nnp_diff *d, comp_stats *c)
+/* `rules` gives the `component` lines that override the names' components. */
+static void component_stats(const nnp_dump *ref, const nnp_diff *d, const nnp_rules *rules,
+                            comp_stats *c)
 {
     memset(c, 0, NCOMP * sizeof *c);
     for (size_t k = 0; k < NCOMP; k++) {
@@ -191,10 +164,7 @@ static void component_stats(const nnp_dump *ref, const nnp_diff *d, comp_stats *
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
         const nnp_record *r = nnp_dump_record(ref, p->ref);
-        const char *name = nnp_component_of(component_rules, r->name, r->module_type);
-        size_t k = 0;
-        while (k + 1 < NCOMP && strcmp(components[k], name) != 0)
-            k++;
+        nnp_component_kind k = nnp_component_kind_of(rules, r->name, r->module_type);
         c[k].pairs++;
         c[k].verdicts[p->verdict]++;
         if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH ||
@@ -210,10 +180,8 @@ static void component_stats(const nnp_dump *ref, const nnp_diff *d, comp_stats *
     }
 }
 
-static void print_components(const nnp_dump *ref, const nnp_diff *d)
+static void print_components(const comp_stats *c)
 {
-    comp_stats c[NCOMP];
-    component_stats(ref, d, c);
     /* 80 columns: rel-L2's three figures under one heading */
     printf("\n%36s%s\n", "", "--------- rel-L2 ---------");
     printf("%-13s %5s %4s %4s %4s  %8s %8s %8s %8s %7s\n", "component", "pairs", "pass",
@@ -231,22 +199,21 @@ static void print_components(const nnp_dump *ref, const nnp_diff *d)
         }
         size_t failed = c[k].verdicts[NNP_FAIL] + c[k].verdicts[NNP_SHAPE_MISMATCH] +
                         c[k].verdicts[NNP_DTYPE_MISMATCH];
-        printf("%-13s %5zu %4zu %4zu %4zu  %8s %8s %8s %8s %7s\n", components[k], c[k].pairs,
+        printf("%-13s %5zu %4zu %4zu %4zu  %8s %8s %8s %8s %7s\n",
+               nnp_component_name((nnp_component_kind)k), c[k].pairs,
                c[k].verdicts[NNP_PASS], c[k].verdicts[NNP_WARN], failed, a, b, e, f, g);
     }
 }
 
-static json_t *components_json(const nnp_dump *ref, const nnp_diff *d)
+static json_t *components_json(const comp_stats *c)
 {
-    comp_stats c[NCOMP];
-    component_stats(ref, d, c);
     json_t *o = json_object();
     for (size_t k = 0; k < NCOMP; k++) {
         if (!c[k].pairs)
             continue;
         bool any = c[k].compared > 0;
         json_object_set_new(
-            o, components[k],
+            o, nnp_component_name((nnp_component_kind)k),
             json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "pairs",
                       (json_int_t)c[k].pairs, "compared", (json_int_t)c[k].compared, "pass",
                       (json_int_t)c[k].verdicts[NNP_PASS], "warn",
@@ -262,7 +229,8 @@ static json_t *components_json(const nnp_dump *ref, const nnp_diff *d)
     return o;
 }
 
-static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d, bool all)
+static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
+                       const comp_stats *comps, bool all)
 {
     size_t counts[5] = {0};
     for (size_t i = 0; i < d->npairs; i++)
@@ -335,7 +303,7 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
     if (!all && shown < d->npairs)
         printf("%6s  (%zu pairs pass; --all lists them)\n", "", d->npairs - shown);
     if (d->npairs)
-        print_components(ref, d);
+        print_components(comps);
     for (int side = 0; side < 2; side++) {
         size_t count = side ? d->nunmatched_port : d->nunmatched_ref;
         const size_t *list = side ? d->unmatched_port : d->unmatched_ref;
@@ -391,30 +359,8 @@ static int by_rel_l2(const void *a, const void *b, void *ctx)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-json_t *metrics_json(const nnp_diff_pair *p)
-{
-    const nnp_metrics *m = &p->metrics;
-    json_t *idx = json_array();
-    uint64_t tmp[64];
-    uint32_t nd = unravel(p, m->max_index, tmp);
-    for (uint32_t k = 0; k < nd; k++)
-        json_array_append_new(idx, json_integer((json_int_t)tmp[k]));
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-                     "s:o, s:o, s:o, s:o, s:o}",
-                     "count", (json_int_t)m->count, "finite", (json_int_t)m->finite, "nan_ref",
-                     (json_int_t)m->nan_ref, "nan_port", (json_int_t)m->nan_port, "inf_ref",
-                     (json_int_t)m->inf_ref, "inf_port", (json_int_t)m->inf_port,
-                     "allclose_fail", (json_int_t)m->allclose_fail, "allclose_fail_pct",
-                     json_out_number(m->allclose_fail_pct), "mse", json_out_number(m->mse),
-                     "rmse", json_out_number(m->rmse), "mean_abs", json_out_number(m->mean_abs),
-                     "max_abs", json_out_number(m->max_abs), "max_index", idx, "ref_at_max",
-                     json_out_number(m->ref_at_max), "port_at_max",
-                     json_out_number(m->port_at_max), "rel_l2", json_out_number(m->rel_l2),
-                     "nmse", json_out_number(m->nmse), "snr_db", json_out_number(m->snr_db),
-                     "cosine", json_out_number(m->cosine), "pcc", json_out_number(m->pcc));
-}
-
-static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d)
+static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
+                         const comp_stats *comps)
 {
     json_t *pairs = json_array(), *ur = json_array(), *up = json_array();
     for (size_t i = 0; i < d->npairs; i++) {
@@ -457,7 +403,7 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
                                                "name", d->collisions[i].name, "taken_by",
                                                nnp_dump_record(port, d->collisions[i].taken_by)->name));
     return json_pack("{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "schema",
-                     "nnparity.diff/1", "components", components_json(ref, d),
+                     "nnparity.diff/1", "components", components_json(comps),
                      "nonfinite_origin",
                      d->nonfinite_origin < 0 ? json_null() : json_integer(d->nonfinite_origin),
                      "ref", nnp_dump_path(ref), "port", nnp_dump_path(port), "agree",
@@ -475,7 +421,8 @@ fail:
 }
 
 /* The report as Markdown, short enough for a pull request comment. */
-static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d)
+static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
+                     const comp_stats *c)
 {
     bool agree = d->first_divergence < 0 && d->order_violation < 0;
     fprintf(o, "### nnparity diff: the port %s\n\n", agree ? "agrees with the reference"
@@ -506,8 +453,6 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
     if (d->order_violation >= 0)
         fprintf(o, "**Order:** the port runs `%s` earlier than the pair before it\n\n",
                 nnp_dump_record(ref, d->pairs[d->order_violation].ref)->name);
-    comp_stats c[NCOMP];
-    component_stats(ref, d, c);
     fprintf(o, "| component | pairs | pass | warn | fail | rel-L2 max | max-abs |\n"
                "|---|---:|---:|---:|---:|---:|---:|\n");
     for (size_t k = 0; k < NCOMP; k++) {
@@ -515,7 +460,8 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
             continue;
         num(a, sizeof a, c[k].compared ? c[k].rel_max : NAN);
         num(b, sizeof b, c[k].compared ? c[k].abs_max : NAN);
-        fprintf(o, "| %s | %zu | %zu | %zu | %zu | %s | %s |\n", components[k], c[k].pairs,
+        fprintf(o, "| %s | %zu | %zu | %zu | %zu | %s | %s |\n",
+                nnp_component_name((nnp_component_kind)k), c[k].pairs,
                 c[k].verdicts[NNP_PASS], c[k].verdicts[NNP_WARN],
                 c[k].verdicts[NNP_FAIL] + c[k].verdicts[NNP_SHAPE_MISMATCH] +
                     c[k].verdicts[NNP_DTYPE_MISMATCH], a, b);
@@ -547,7 +493,7 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
 }
 
 static int write_markdown(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
-                          const char *path)
+                          const comp_stats *c, const char *path)
 {
     char *text = NULL;
     size_t len = 0;
@@ -556,7 +502,7 @@ static int write_markdown(const nnp_dump *ref, const nnp_dump *port, const nnp_d
         cli_error("out of memory");
         return EXIT_INTERNAL;
     }
-    markdown(o, ref, port, d);
+    markdown(o, ref, port, d, c);
     fclose(o);
     int rc = cli_write_file(path, text, len);
     free(text);
@@ -740,7 +686,6 @@ static int run_diff(int argc, char **argv)
     if (mpi) /* every process opened the files itself (a shared file system) */
         st = nnp_comm_agree(&comm, st);
     bool to_stdout = json_path && strcmp(json_path, "-") == 0;
-    component_rules = rules;
     /* mpirun hands its processes a terminal of its own, whatever stdout finally is */
     use_colour = !mpi && !to_stdout && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
     progress_line line = {isatty(STDERR_FILENO), 0, false};
@@ -754,13 +699,15 @@ static int run_diff(int argc, char **argv)
     } else if (!root) {
         rc = EXIT_AGREE; /* process 0 reports, and says how every process exits */
     } else {
+        comp_stats comps[NCOMP];
+        component_stats(ref, d, rules, comps);
         rc = emit_path ? emit_rules(d, ref, rules_path, emit_path) : EXIT_AGREE;
         if (rc == EXIT_AGREE && !to_stdout)
-            print_text(ref, port, d, all);
+            print_text(ref, port, d, comps, all);
         if (json_path && rc == EXIT_AGREE)
-            rc = json_out_write(diff_json(ref, port, d), json_path);
+            rc = json_out_write(diff_json(ref, port, d, comps), json_path);
         if (md_path && rc == EXIT_AGREE)
-            rc = write_markdown(ref, port, d, md_path);
+            rc = write_markdown(ref, port, d, comps, md_path);
         if (rc == EXIT_AGREE && (d->first_divergence >= 0 || d->order_violation >= 0))
             rc = EXIT_FOUND;
     }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "json_out.h"
+#include "report/json_out.h"
 
 static const char ls_usage[] =
     "usage: nnparity ls [--json] [--meta] FILE...\n"

@@ -3,8 +3,9 @@
  * on, runs the port again on the reference's layer inputs (injection), diffs both scenarios and
  * writes one report that tells each layer's own error from the error it inherits from upstream.
  *
- * This file runs the commands and collects what they captured; report_model.c turns the two
- * diffs into the report, and the report_*.c and plot_*.c files render it.
+ * This file runs the commands and collects what they captured; report/report_model.c turns the
+ * two diffs into the report (the labels are the library's, nnp_attribute), and the other files
+ * of report/ and plot/ render it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -18,7 +19,8 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "report.h"
+#include "plot/plot.h"
+#include "report/report.h"
 
 extern char **environ;
 
@@ -587,7 +589,7 @@ static int run_run(int argc, char **argv)
     }
     run_report r = {.out_dir = a.out, .rules_path = a.rules, .atol = a.atol, .rtol = a.rtol,
                     .plot_max_abs = a.max_abs, .first_divergence = -1, .first_own = -1,
-                    .order_violation = -1};
+                    .other_own = -1, .order_violation = -1};
     r.html_path = cli_join_path(a.out, "report.html");
     if (!r.html_path) {
         rc = run_nomem();

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "json_out.h"
+#include "report/json_out.h"
 
 static const char stats_usage[] =
     "usage: nnparity stats [--json] [-j N] [--check-finite] FILE [PATTERN]\n"

@@ -13,7 +13,8 @@
 #include <jansson.h>
 
 #include "cli.h"
-#include "json_out.h"
+#include "report/json_out.h"
+#include "report/pair_format.h"
 
 static const char weights_usage[] =
     "usage: nnparity weights [options] SRC DST\n"
@@ -42,47 +43,21 @@ static const char weights_usage[] =
 typedef enum { W_EQUAL, W_WITHIN, W_DIFFERENT, W_SHAPE, W_COUNT } w_class;
 static const char *const class_name[] = {"equal", "within", "different", "shape"};
 
-/* How far a dequantized tensor may be from its source, as rel-L2 = ||dst - src|| / ||src||.
- * A uniform quantizer of step s has an RMS error of s/sqrt(12); for weights spread like a
- * Gaussian the blocks' steps give roughly the "expected" column, and the bound is three to four
- * times that, so a correct conversion passes and a wrong one (a swapped block, a wrong scale, a
- * transposed tensor) does not. */
-static const struct {
-    const char *type;
-    double bound;
-} quant_bounds[] = {
-    {"Q8_0", 0.02},  {"Q6_K", 0.05}, {"Q5_0", 0.12}, {"Q5_1", 0.10}, {"Q5_K", 0.10},
-    {"Q4_0", 0.25},  {"Q4_1", 0.20}, {"Q4_K", 0.20}, {"Q3_K", 0.40}, {"Q2_K", 0.60},
-};
-
-/* The quantization type of a DST record (GGUF keeps it in the dump's metadata), or NULL. */
-static const char *quant_type(const nnp_dump *dst, const nnp_record *q, double *bound)
-{
-    char key[1024];
-    snprintf(key, sizeof key, "gguf.tensor_type.%s", q->name);
-    const char *t = nnp_dump_meta_get(dst, key);
-    for (size_t i = 0; t && i < sizeof quant_bounds / sizeof *quant_bounds; i++)
-        if (strcmp(quant_bounds[i].type, t) == 0) {
-            *bound = quant_bounds[i].bound;
-            return t;
-        }
-    return NULL;
-}
-
 typedef struct {
     w_class cls;
     const char *quant; /* the destination's quantization type, or NULL */
-    double bound;
+    double bound;      /* the rel-L2 it allows (nnp_record_quantization) */
     uint32_t parts_differ; /* a joined pair that differs: bit k set when part k does */
 } w_pair;
 
 /* For a different pair joined from parts stacked on the first axis (q, k and v rows of a fused
  * in_proj), which parts differ: each part against its rows of the source, so that q and k
- * swapped read as both wrong rather than as one fused tensor. Parts joined any other way are
- * left to the pair's own metrics. */
+ * swapped read as both wrong rather than as one fused tensor. Parts joined any other way, or
+ * adapted before the join (their rows are not the source's as recorded), are left to the pair's
+ * own metrics. */
 static void parts_that_differ(nnp_dump *src, nnp_dump *dst, const nnp_diff_pair *p, w_pair *w)
 {
-    if (p->nparts < 2 || p->nparts > 32 || strncmp(p->adapters, "concat", 6) != 0 ||
+    if (p->nparts < 2 || p->nparts > 32 || p->join != NNP_JOIN_CONCAT || p->nadapters ||
         p->ref_ndim == 0)
         return;
     const nnp_record *r = nnp_dump_record(src, p->ref);
@@ -124,9 +99,9 @@ static void classify(nnp_dump *src, nnp_dump *dst, const nnp_diff *d, w_pair *w)
 {
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
-        w[i].quant = p->nparts == 1 && !p->adapters
-                         ? quant_type(dst, nnp_dump_record(dst, p->port), &w[i].bound)
-                         : NULL;
+        if (p->nparts != 1 || p->adapters ||
+            !nnp_record_quantization(dst, p->port, &w[i].quant, &w[i].bound))
+            w[i].quant = NULL;
         if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH)
             w[i].cls = W_SHAPE;
         else if (identical(&p->metrics))

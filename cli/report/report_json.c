@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "json_out.h"
+#include "pair_format.h"
 #include "report.h"
 
 static json_t *opt_string(const char *s)
@@ -70,8 +71,8 @@ static json_t *row_json(const run_report *r, const run_row *row)
     const nnp_record *rec = row->rec;
     json_t *o = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:o, s:o, s:o}", "ref",
                           rec->name, "seq", (json_int_t)rec->seq, "module", rec->module, "role",
-                          rec->role, "type", rec->module_type, "component", row->component,
-                          "call", (json_int_t)rec->call, "label", run_label_name(row->label),
+                          rec->role, "type", rec->module_type, "component",
+                          nnp_component_name(row->component), "call", (json_int_t)rec->call, "label", nnp_label_name(row->label),
                           "ratio", json_out_number(row->ratio), "standard",
                           pair_json(r->side[SIDE_PORT].dump, row->std), "injected",
                           r->side[SIDE_INJ].dump ? pair_json(r->side[SIDE_INJ].dump, row->inj)
@@ -86,7 +87,7 @@ static json_t *row_json(const run_report *r, const run_row *row)
 static json_t *components_json(const run_report *r)
 {
     json_t *o = json_object();
-    for (size_t k = 0; k < RUN_NCOMPONENTS; k++) {
+    for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
         const run_component *c = &r->components[k];
         if (!c->rows)
             continue;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "pair_format.h"
 #include "report.h"
 
 enum { WIDTH = 80, MISSING_SHOWN = 10, ROW_FIGURES = 50, ROW_NAME_INDENT = 8 };
@@ -124,7 +125,7 @@ static void print_row(FILE *o, const run_row *row)
     else
         snprintf(c, sizeof c, "%.2f", row->ratio);
     fprintf(o, "%6llu  %-9s  %10s  %10s  %7s", (unsigned long long)row->rec->seq,
-            run_label_name(row->label), a, b, c);
+            nnp_label_name(row->label), a, b, c);
     /* a name that would pass WIDTH goes, whole, on a line of its own */
     if (ROW_FIGURES + 2 + strlen(row->rec->name) <= WIDTH)
         fprintf(o, "  %s\n", row->rec->name);
@@ -139,11 +140,11 @@ static void print_table(FILE *o, const run_report *r, bool all)
     size_t hidden_ok = 0, missing = 0, missing_hidden = 0;
     for (size_t i = 0; i < r->nrows; i++) {
         const run_row *row = &r->rows[i];
-        if (row->label == RUN_OK && !all) {
+        if (row->label == NNP_LABEL_OK && !all) {
             hidden_ok++;
             continue;
         }
-        if (row->label == RUN_MISSING && !all && ++missing > MISSING_SHOWN) {
+        if (row->label == NNP_LABEL_MISSING && !all && ++missing > MISSING_SHOWN) {
             missing_hidden++;
             continue;
         }
@@ -161,7 +162,7 @@ static void print_components(FILE *o, const run_report *r)
 {
     fprintf(o, "\n%-13s  %7s  %4s  %9s  %14s  %14s\n", "component", "records", "own", "inherited",
             "std rel-L2 max", "inj rel-L2 max");
-    for (size_t k = 0; k < RUN_NCOMPONENTS; k++) {
+    for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
         const run_component *c = &r->components[k];
         if (!c->rows)
             continue;
@@ -211,7 +212,7 @@ void run_report_text(FILE *o, const run_report *r, bool all)
         char what[1024];
         snprintf(what, sizeof what, "%s%s%s%s, record %llu of %zu: %s", rec->name,
                  *rec->module_type ? " [" : "", rec->module_type, *rec->module_type ? "]" : "",
-                 (unsigned long long)rec->seq + 1, r->nrows, run_label_name(row->label));
+                 (unsigned long long)rec->seq + 1, r->nrows, nnp_label_name(row->label));
         wrap(o, "first divergence: ", what, 2);
         print_scenario(o, "standard", row->std);
         print_scenario(o, "injected", row->inj);

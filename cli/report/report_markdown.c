@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "pair_format.h"
 #include "report.h"
 
 /* Markdown table cells must not hold '|' or line breaks; code spans must not hold '`'. */
@@ -52,7 +53,7 @@ void run_report_markdown(FILE *o, const run_report *r)
         cell(o, row->rec->name);
         fprintf(o, "`%s%s%s, **%s**\n\n- standard: ", *row->rec->module_type ? " (" : "",
                 row->rec->module_type, *row->rec->module_type ? ")" : "",
-                run_label_name(row->label));
+                nnp_label_name(row->label));
         metrics_cell(o, row->std);
         fprintf(o, "\n- on the reference's inputs: ");
         metrics_cell(o, row->inj);
@@ -62,7 +63,7 @@ void run_report_markdown(FILE *o, const run_report *r)
         fprintf(o, "\n**Reproducer:** `%s` (see `%s`)\n", r->repro_file, r->repro_readme);
     fprintf(o, "\n| component | records | own | inherited | std rel-L2 max | inj rel-L2 max |\n"
                "|---|---:|---:|---:|---:|---:|\n");
-    for (size_t k = 0; k < RUN_NCOMPONENTS; k++) {
+    for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
         const run_component *c = &r->components[k];
         char a[32] = "-", b[32] = "-";
         if (!c->rows)
@@ -76,7 +77,7 @@ void run_report_markdown(FILE *o, const run_report *r)
     }
     size_t bad = 0;
     for (size_t i = 0; i < r->nrows; i++)
-        bad += r->rows[i].label != RUN_OK;
+        bad += r->rows[i].label != NNP_LABEL_OK;
     if (!bad)
         return;
     fprintf(o, "\n<details><summary>%zu of %zu records are not within tolerance</summary>\n\n"
@@ -85,7 +86,7 @@ void run_report_markdown(FILE *o, const run_report *r)
     size_t shown = 0;
     for (size_t i = 0; i < r->nrows && shown < 50; i++) {
         const run_row *row = &r->rows[i];
-        if (row->label == RUN_OK)
+        if (row->label == NNP_LABEL_OK)
             continue;
         char a[32] = "-", b[32] = "-";
         if (row->std && row->std->verdict <= NNP_FAIL)
@@ -93,7 +94,7 @@ void run_report_markdown(FILE *o, const run_report *r)
         if (row->inj && row->inj->verdict <= NNP_FAIL)
             run_num(b, sizeof b, row->inj->metrics.rel_l2);
         fprintf(o, "| %llu | %s | %s | %s | `", (unsigned long long)row->rec->seq,
-                run_label_name(row->label), a, b);
+                nnp_label_name(row->label), a, b);
         cell(o, row->rec->name);
         fprintf(o, "` |\n");
         shown++;

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "cli.h"
+#include "pair_format.h"
+#include "plot/plot.h"
 #include "report.h"
 
 void html_escape(FILE *o, const char *s)
@@ -240,8 +242,8 @@ static void first_divergence(FILE *o, const run_report *r)
         fprintf(o, "<h2 id=\"first\">%s: <code>", r->first_divergence >= 0 ? "First divergence"
                                                                            : "First own error");
         html_escape(o, row->rec->name);
-        fprintf(o, "</code> <span class=\"%s\">%s</span></h2>\n", run_label_name(row->label),
-                run_label_name(row->label));
+        fprintf(o, "</code> <span class=\"%s\">%s</span></h2>\n", nnp_label_name(row->label),
+                nnp_label_name(row->label));
         scenario_table(o, row);
     }
     fputs("<p>Order: ", o);
@@ -279,7 +281,7 @@ static void records_table(FILE *o, const run_report *r)
           o);
     for (size_t i = 0; i < r->nrows; i++) {
         const run_row *row = &r->rows[i];
-        const char *label = run_label_name(row->label);
+        const char *label = nnp_label_name(row->label);
         fprintf(o, "<tr class=\"r-%s%s\" data-label=\"%s\"><td class=\"n\">%llu</td><td><a "
                    "href=\"#row-%zu\">", label, (int64_t)i == r->first_divergence ? " r-first" : "",
                 label, (unsigned long long)row->rec->seq, i);
@@ -287,8 +289,8 @@ static void records_table(FILE *o, const run_report *r)
         fputs("</a></td><td>", o);
         html_escape(o, row->rec->module_type);
         fprintf(o, "</td><td><span class=\"swatch\" style=\"background:#%06x\"></span>%s</td>"
-                   "<td class=\"%s\">%s</td>", plot_color(row->component), row->component,
-                label, label);
+                   "<td class=\"%s\">%s</td>", plot_color(row->component),
+                nnp_component_name(row->component), label, label);
         pair_cells(o, row->std);
         pair_cells(o, row->inj);
         num_cell(o, row->ratio);
@@ -304,13 +306,13 @@ static void components(FILE *o, const run_report *r)
           "<th class=\"n\">std fail</th><th class=\"n\">inj fail</th><th class=\"n\">std rel-L2 "
           "max</th><th class=\"n\">inj rel-L2 max</th><th class=\"n\">std max-abs</th>"
           "<th class=\"n\">inj max-abs</th></tr></thead><tbody>\n", o);
-    for (size_t k = 0; k < RUN_NCOMPONENTS; k++) {
+    for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
         const run_component *c = &r->components[k];
         if (!c->rows)
             continue;
         fprintf(o, "<tr><td><span class=\"swatch\" style=\"background:#%06x\"></span>%s</td>"
                    "<td class=\"n\">%zu</td><td class=\"n\">%zu</td><td class=\"n\">%zu</td>"
-                   "<td class=\"n\">%zu</td><td class=\"n\">%zu</td>", plot_color(c->name),
+                   "<td class=\"n\">%zu</td><td class=\"n\">%zu</td>", plot_color(c->kind),
                 c->name, c->rows, c->own, c->inherited, c->std_fail, c->inj_fail);
         num_cell(o, c->compared ? c->std_rel_max : NAN);
         num_cell(o, c->compared ? c->inj_rel_max : NAN);
@@ -333,12 +335,13 @@ static void details(FILE *o, const run_report *r)
                 (unsigned long long)row->rec->seq);
         html_escape(o, row->rec->name);
         fprintf(o, "</code> <span class=\"%s\">%s</span></summary>\n<p>",
-                run_label_name(row->label), run_label_name(row->label));
+                nnp_label_name(row->label), nnp_label_name(row->label));
         if (*row->rec->module_type) {
             html_escape(o, row->rec->module_type);
             fputs(", ", o);
         }
-        fprintf(o, "%s, %s %s", row->component, nnp_dtype_name(row->rec->dtype), shape);
+        fprintf(o, "%s, %s %s", nnp_component_name(row->component),
+                nnp_dtype_name(row->rec->dtype), shape);
         if (row->std) {
             fputs("; port record <code>", o);
             html_escape(o, nnp_dump_record(r->side[SIDE_PORT].dump, row->std->port)->name);

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "report.h"
+#include "plot.h"
 
 /* Printable ASCII from ' ' to '~', 7 rows of 5 pixels each; bit 4 is the leftmost pixel. The
  * descenders g, p, q and y are drawn as x-height body plus tail and sit 2 rows lower. */
@@ -234,11 +234,11 @@ static void legend(canvas *c, const run_report *r, const plot_layout *g)
     text(c, x + 12, y, "injected: on the reference's inputs", 0x333333, -1);
     y += 20;
     x = g->left;
-    for (size_t k = 0; k < RUN_NCOMPONENTS; k++) {
+    for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
         const run_component *comp = &r->components[k];
         if (!comp->rows)
             continue;
-        disc(c, x + 4, y - 4, 4, plot_color(comp->name));
+        disc(c, x + 4, y - 4, 4, plot_color(comp->kind));
         text(c, x + 12, y, comp->name, 0x333333, -1);
         x += 130;
     }

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "report.h"
+#include "plot.h"
 
 enum { WIDTH = 960, HEIGHT = 420, LEFT = 64, RIGHT = 20, TOP = 34, BOTTOM = 84,
        ZERO_GAP = 22, MAX_DECADES = 16 };
@@ -120,13 +120,12 @@ size_t plot_tick_step(const plot_layout *g)
                 return m * p;
 }
 
-unsigned plot_color(const char *component)
+unsigned plot_color(nnp_component_kind component)
 {
     /* one hue per component, distinct for the colour-blind in the common cases */
-    static const unsigned colors[RUN_NCOMPONENTS] = {0x9467bd, 0x1f77b4, 0x2ca02c,
-                                                     0xd62728, 0xff7f0e, 0x7f7f7f};
-    for (size_t k = 0; k < RUN_NCOMPONENTS; k++)
-        if (strcmp(component, run_component_names[k]) == 0)
-            return colors[k];
-    return colors[RUN_NCOMPONENTS - 1];
+    static const unsigned colors[NNP_COMPONENT_COUNT] = {
+        [NNP_COMPONENT_EMBEDDING] = 0x9467bd,     [NNP_COMPONENT_ATTENTION] = 0x1f77b4,
+        [NNP_COMPONENT_MLP] = 0x2ca02c,           [NNP_COMPONENT_NORMALIZATION] = 0xd62728,
+        [NNP_COMPONENT_HEAD] = 0xff7f0e,          [NNP_COMPONENT_OTHER] = 0x7f7f7f};
+    return colors[(unsigned)component < NNP_COMPONENT_COUNT ? component : NNP_COMPONENT_OTHER];
 }

@@ -1,7 +1,8 @@
 /*
  * report.h - the report of `nnparity run` as plain data (the three command runs, the standard and
- * injection diffs, one row per reference record with its own/inherited label), and the renderers
- * that turn it into text, JSON, Markdown, an HTML page, an SVG or PNG plot and a reproducer.
+ * injection diffs, one row per reference record with its own/inherited label from
+ * nnp_attribute), and the renderers that turn it into text, JSON, Markdown, an HTML page and a
+ * reproducer (the plot is plot/plot.h's).
  */
 #ifndef NNP_CLI_REPORT_H
 #define NNP_CLI_REPORT_H
@@ -21,16 +22,6 @@ typedef struct run_hist {
 } run_hist;
 /* The bin's range as text, e.g. "1e-05 .. 1e-04", "0", "not finite". */
 void run_hist_label(int bin, char *buf, size_t n);
-
-typedef enum run_label {
-    RUN_OK,        /* within tolerance in both scenarios */
-    RUN_OWN,       /* differs even on the reference's inputs: the layer's own error */
-    RUN_INHERITED, /* differs only on its own upstream's outputs: the error comes from before it */
-    RUN_UNKNOWN,   /* differs, and the injection scenario did not capture it */
-    RUN_MISSING    /* the port did not capture it in the standard scenario */
-} run_label;
-/* "ok", "own", "inherited", "unknown", "missing". */
-const char *run_label_name(run_label label);
 
 /* The three commands: the reference, the port, the port under injection. */
 enum { SIDE_REF, SIDE_PORT, SIDE_INJ, NSIDES };
@@ -54,9 +45,9 @@ typedef struct run_side {
 typedef struct run_row {
     size_t ref;                     /* record index in the reference dump */
     const nnp_record *rec;
-    const char *component;          /* nnp_component() */
+    nnp_component_kind component;   /* nnp_component_kind_of(), with the rules */
     const nnp_diff_pair *std, *inj; /* the pairs in both scenarios; NULL: not captured there */
-    run_label label;
+    nnp_label label;                /* nnp_attribute's, as is its ratio */
     double ratio;                   /* injected rel-L2 / standard rel-L2; NaN when undefined */
     run_hist std_hist, inj_hist;
     bool input;                     /* a layer input (role in0, in1, ...): left out of the plot */
@@ -64,11 +55,11 @@ typedef struct run_row {
 
 /* Per-component counts and worst errors, over the rows. */
 typedef struct run_component {
-    const char *name;
+    nnp_component_kind kind;
+    const char *name;         /* nnp_component_name(kind) */
     size_t rows, compared, own, inherited, std_fail, inj_fail;
     double std_rel_max, inj_rel_max, std_abs_max, inj_abs_max;
 } run_component;
-enum { RUN_NCOMPONENTS = 6 };
 
 typedef struct run_report {
     run_side side[NSIDES];
@@ -82,10 +73,13 @@ typedef struct run_report {
     size_t nrows;
     int64_t first_divergence;      /* row of the standard scenario's first divergence; -1 */
     int64_t first_own;             /* first row labelled own; -1 */
+    int64_t other_own;             /* first row labelled own outside the first divergence's
+                                    * layer; -1 */
     int64_t order_violation;       /* row where the port's order breaks; -1 */
     size_t inherited_after;        /* layers after the first divergence that only inherit */
     size_t own_layers;             /* layers with an own error */
-    run_component components[RUN_NCOMPONENTS];
+    size_t missing;                /* rows labelled missing */
+    run_component components[NNP_COMPONENT_COUNT];
     char *verdict;                 /* plain language, a few sentences */
     bool agree;
     int exit_code;
@@ -94,8 +88,8 @@ typedef struct run_report {
     char *repro_layer;
 } run_report;
 
-/* report_model.c: rows, labels, histograms, components and the verdict, from the sides' dumps and
- * the two diffs. Returns an exit code (EXIT_AGREE on success). */
+/* report_model.c: rows, labels (nnp_attribute), histograms, components and the verdict, from the
+ * sides' dumps and the two diffs. Returns an exit code (EXIT_AGREE on success). */
 int run_report_build(run_report *r);
 void run_report_free(run_report *r);
 /* Say "out of memory" and return EXIT_INTERNAL. */
@@ -118,38 +112,5 @@ void run_report_markdown(FILE *o, const run_report *r);
 void run_report_html(FILE *o, const run_report *r);
 /* Write `s` with &, <, >, " and ' escaped for HTML text and attributes. */
 void html_escape(FILE *o, const char *s);
-
-/* The plot: error per layer in execution order, both scenarios, coloured by component. */
-typedef struct plot_layout {
-    int width, height;
-    int left, right, top, bottom; /* the plotting area, in pixels from the top left */
-    int lo, hi;                   /* the y axis runs over the decades 10^lo .. 10^hi */
-    size_t npoints;               /* records plotted */
-    int64_t marker;               /* the point of the first divergence; -1 */
-    bool all_rows;                /* no layer outputs: every record is plotted */
-} plot_layout;
-/* plot_layout.c */
-void plot_layout_of(const run_report *r, plot_layout *g);
-/* Whether a row is plotted: layer outputs are; inputs repeat the output before them. */
-bool plot_has(const plot_layout *g, const run_row *row);
-/* The value plotted for a row in scenario 0 (standard) or 1 (injected); NaN: none. */
-double plot_value(const run_report *r, const run_row *row, int scenario);
-double plot_x(const plot_layout *g, size_t point);
-/* Zero and values below the axis sit on the "0" line under it; infinities at the top. */
-double plot_y(const plot_layout *g, double v);
-/* The y of the "0" line, and of decade e. */
-double plot_y_zero(const plot_layout *g);
-double plot_y_decade(const plot_layout *g, int e);
-/* Label every n-th point on the x axis: at most 20 labels. */
-size_t plot_tick_step(const plot_layout *g);
-/* A component's colour, 0xRRGGBB; and its index among the components (for the legend). */
-unsigned plot_color(const char *component);
-extern const char *const run_component_names[RUN_NCOMPONENTS];
-const char *plot_metric_name(const run_report *r);
-
-/* plot_svg.c: the plot as SVG; `standalone` adds the XML declaration for a file of its own. */
-void plot_svg(FILE *o, const run_report *r, bool standalone);
-/* plot_png.c: the plot rasterized into a PNG file (written whole or not at all). */
-int plot_png(const run_report *r, const char *path);
 
 #endif

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "pair_format.h"
 #include "report.h"
 
 void run_repro_clear(const char *out_dir)
@@ -183,7 +184,7 @@ static void readme(FILE *o, const run_report *r, const run_row *layer, const mem
     const run_row *worst = layer;
     for (size_t i = 0; i < r->nrows; i++) {
         const run_row *row = &r->rows[i];
-        if (row->label == RUN_OWN && strcmp(row->rec->module, lr->module) == 0 &&
+        if (row->label == NNP_LABEL_OWN && strcmp(row->rec->module, lr->module) == 0 &&
             row->rec->call == lr->call && *lr->module && is_output(row->rec->role)) {
             worst = row;
             break;

@@ -6,7 +6,7 @@
  */
 #include <math.h>
 
-#include "report.h"
+#include "plot.h"
 
 static const char STD_LINE[] = "#9aa3ad", INJ_LINE[] = "#c4c9cf";
 
@@ -58,8 +58,9 @@ static void point(FILE *o, const run_report *r, const plot_layout *g, const run_
                 plot_color(row->component));
     fprintf(o, "<title>%llu ", (unsigned long long)row->rec->seq);
     html_escape(o, row->rec->name);
-    fprintf(o, " (%s, %s): %s %s %s</title>", row->component, run_label_name(row->label),
-            scenario ? "injected" : "standard", plot_metric_name(r), num);
+    fprintf(o, " (%s, %s): %s %s %s</title>", nnp_component_name(row->component),
+            nnp_label_name(row->label), scenario ? "injected" : "standard", plot_metric_name(r),
+            num);
     fputs(scenario ? "</rect>" : "</circle>", o);
     fputs(links ? "</a>\n" : "\n", o);
 }
@@ -108,12 +109,12 @@ static void legend(FILE *o, const run_report *r, const plot_layout *g)
                "inputs</text>\n", x, y - 8, x + 12, y);
     y += 20;
     x = g->left;
-    for (size_t k = 0; k < RUN_NCOMPONENTS; k++) {
+    for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
         const run_component *c = &r->components[k];
         if (!c->rows)
             continue;
         fprintf(o, "<circle cx=\"%d\" cy=\"%d\" r=\"4\" fill=\"#%06x\"/><text x=\"%d\" y=\"%d\">"
-                   "%s</text>\n", x + 4, y - 4, plot_color(c->name), x + 12, y, c->name);
+                   "%s</text>\n", x + 4, y - 4, plot_color(c->kind), x + 12, y, c->name);
         x += 130;
     }
 }

@@ -1,20 +1,14 @@
 /*
  * report_model.c - builds the report of `nnparity run` from the two diffs: one row per reference
- * record with its standard and injected pairs, the own/inherited label, error histograms,
- * per-component statistics, and the verdict in plain language. Every renderer reads only this.
+ * record with its standard and injected pairs, the own/inherited label (nnp_attribute), error
+ * histograms, per-component statistics, and the verdict in plain language. Every renderer reads
+ * only this.
  */
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "cli.h"
 #include "report.h"
-
-const char *run_label_name(run_label label)
-{
-    static const char *const names[] = {"ok", "own", "inherited", "unknown", "missing"};
-    return (unsigned)label < sizeof names / sizeof *names ? names[label] : "?";
-}
 
 int run_nomem(void)
 {
@@ -136,107 +130,17 @@ static nnp_status histogram(nnp_dump *ref, nnp_dump *port, const nnp_diff_pair *
     return NNP_OK;
 }
 
-/* The layer key of a row: module and call, or the record's name when there is no module. */
-static char *layer_key(const run_row *row)
-{
-    const nnp_record *r = row->rec;
-    size_t n = strlen(*r->module ? r->module : r->name) + 32;
-    char *k = malloc(n);
-    if (k)
-        snprintf(k, n, "%s\x1f%llu", *r->module ? r->module : r->name,
-                 (unsigned long long)(*r->module ? r->call : 0));
-    return k;
-}
-
-typedef struct {
-    char *key;
-    size_t row;
-} keyed;
-
-static int by_key(const void *a, const void *b)
-{
-    const keyed *x = a, *y = b;
-    int c = strcmp(x->key, y->key);
-    return c ? c : x->row < y->row ? -1 : x->row > y->row;
-}
-
-/* Count layers (module calls) rather than records: a layer's input and output are one layer.
- * inherited_after: layers between the first divergence and the next layer with an error of its
- * own whose records only inherit (the error they inherit is the first divergence's); own_layers:
- * layers with a record of their own error; *other_own: the first row of the first such layer
- * that is not the first divergence's (-1: none). */
-static nnp_status count_layers(run_report *r, int64_t *other_own)
-{
-    *other_own = -1;
-    keyed *k = calloc(r->nrows ? r->nrows : 1, sizeof *k);
-    if (!k)
-        return NNP_ERR_NOMEM;
-    nnp_status st = NNP_OK;
-    for (size_t i = 0; i < r->nrows && !st; i++) {
-        k[i].row = i;
-        if (!(k[i].key = layer_key(&r->rows[i])))
-            st = NNP_ERR_NOMEM;
-    }
-    /* where the next own error starts: what follows it inherits that one */
-    size_t until = r->nrows;
-    if (!st && r->first_divergence >= 0) {
-        const char *fd = k[r->first_divergence].key;
-        for (size_t i = (size_t)r->first_divergence + 1; i < r->nrows && until == r->nrows; i++)
-            if (r->rows[i].label == RUN_OWN && strcmp(k[i].key, fd) != 0)
-                until = i;
-    }
-    if (!st) {
-        qsort(k, r->nrows, sizeof *k, by_key);
-        const char *fd_key = NULL;
-        for (size_t i = 0; i < r->nrows; i++)
-            if ((int64_t)k[i].row == r->first_divergence)
-                fd_key = k[i].key;
-        for (size_t i = 0; i < r->nrows;) {
-            size_t j = i;
-            bool own = false, inherited_after = false;
-            int64_t first_own = -1;
-            for (; j < r->nrows && strcmp(k[j].key, k[i].key) == 0; j++) {
-                const run_row *row = &r->rows[k[j].row];
-                if (row->label == RUN_OWN) {
-                    own = true;
-                    if (first_own < 0)
-                        first_own = (int64_t)k[j].row;
-                }
-                if (row->label == RUN_INHERITED && (int64_t)k[j].row > r->first_divergence &&
-                    k[j].row < until)
-                    inherited_after = true;
-            }
-            bool is_fd = fd_key && strcmp(fd_key, k[i].key) == 0;
-            r->own_layers += own;
-            if (r->first_divergence >= 0 && inherited_after && !own && !is_fd)
-                r->inherited_after++;
-            if (own && !is_fd && (*other_own < 0 || first_own < *other_own))
-                *other_own = first_own;
-            i = j;
-        }
-    }
-    for (size_t i = 0; i < r->nrows; i++)
-        free(k[i].key);
-    free(k);
-    return st;
-}
-
-const char *const run_component_names[RUN_NCOMPONENTS] = {"embedding", "attention",     "mlp",
-                                                          "normalization", "head", "other"};
-
 static void components(run_report *r)
 {
-    for (size_t c = 0; c < RUN_NCOMPONENTS; c++)
-        r->components[c] = (run_component){.name = run_component_names[c]};
+    for (int c = 0; c < NNP_COMPONENT_COUNT; c++)
+        r->components[c] = (run_component){.kind = (nnp_component_kind)c,
+                                           .name = nnp_component_name((nnp_component_kind)c)};
     for (size_t i = 0; i < r->nrows; i++) {
         const run_row *row = &r->rows[i];
-        size_t c = 0;
-        while (c + 1 < RUN_NCOMPONENTS && strcmp(run_component_names[c], row->component) != 0)
-            c++;
-        run_component *k = &r->components[c];
+        run_component *k = &r->components[row->component];
         k->rows++;
-        k->own += row->label == RUN_OWN;
-        k->inherited += row->label == RUN_INHERITED;
+        k->own += row->label == NNP_LABEL_OWN;
+        k->inherited += row->label == NNP_LABEL_INHERITED;
         k->std_fail += fails(row->std);
         k->inj_fail += fails(row->inj);
         if (compared(row->std) && row->std->metrics.finite) {
@@ -251,14 +155,6 @@ static void components(run_report *r)
     }
 }
 
-static size_t count_label(const run_report *r, run_label l)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < r->nrows; i++)
-        n += r->rows[i].label == l;
-    return n;
-}
-
 static void say_failures(FILE *o, const run_report *r)
 {
     const run_side *ref = &r->side[SIDE_REF], *port = &r->side[SIDE_PORT],
@@ -267,7 +163,7 @@ static void say_failures(FILE *o, const run_report *r)
         fprintf(o, "The reference %s after capturing %zu records: only those are compared. ",
                 ref->status, nnp_dump_count(ref->dump));
     if (port->failed) {
-        size_t missing = count_label(r, RUN_MISSING);
+        size_t missing = r->missing;
         fprintf(o, "The port %s after capturing %zu records", port->status,
                 nnp_dump_count(port->dump));
         if (missing)
@@ -282,13 +178,13 @@ static void say_failures(FILE *o, const run_report *r)
                 nnp_dump_count(inj->dump));
 }
 
-static void say_divergence(FILE *o, const run_report *r, int64_t other_own)
+static void say_divergence(FILE *o, const run_report *r)
 {
     char a[512], b[512];
     if (r->first_divergence >= 0) {
         const run_row *row = &r->rows[r->first_divergence];
         run_row_layer(row, a, sizeof a);
-        if (row->label == RUN_OWN) {
+        if (row->label == NNP_LABEL_OWN) {
             fprintf(o, "%s differs from the reference on its own inputs: its own error; ", a);
             if (r->inherited_after)
                 fprintf(o, "the %zu %s after it inherit%s it.", r->inherited_after,
@@ -296,8 +192,8 @@ static void say_divergence(FILE *o, const run_report *r, int64_t other_own)
                         r->inherited_after == 1 ? "s" : "");
             else
                 fprintf(o, "no layer after it inherits it.");
-            if (other_own >= 0) {
-                run_row_layer(&r->rows[other_own], b, sizeof b);
+            if (r->other_own >= 0) {
+                run_row_layer(&r->rows[r->other_own], b, sizeof b);
                 size_t others = r->own_layers - 1;
                 if (others == 1)
                     fprintf(o, " 1 other layer has an error of its own too: %s.", b);
@@ -305,7 +201,7 @@ static void say_divergence(FILE *o, const run_report *r, int64_t other_own)
                     fprintf(o, " %zu other layers have errors of their own too, the first %s.",
                             others, b);
             }
-        } else if (row->label == RUN_INHERITED) {
+        } else if (row->label == NNP_LABEL_INHERITED) {
             fprintf(o, "The port first differs at %s (%s), but given the reference's inputs it "
                        "agrees: the error comes from before every captured layer (the model's "
                        "input, or code that is not tapped).", a, row->rec->name);
@@ -338,6 +234,29 @@ static void say_divergence(FILE *o, const run_report *r, int64_t other_own)
                 r->rows[r->order_violation].rec->name);
 }
 
+/* The labels and the layer counts the verdict is worded from: the library's attribution. */
+static int attribute(run_report *r)
+{
+    nnp_attribution *a;
+    nnp_status st = nnp_attribute(r->side[SIDE_REF].dump, r->std, r->inj, &a);
+    if (st)
+        return cli_fail(st);
+    for (size_t i = 0; i < r->nrows; i++) {
+        const nnp_attribution_row *row = nnp_attribution_row_at(a, i);
+        r->rows[i].label = row->label;
+        r->rows[i].ratio = row->ratio;
+    }
+    const nnp_attribution_summary *s = nnp_attribution_summary_of(a);
+    r->first_divergence = s->first_divergence;
+    r->first_own = s->first_own;
+    r->other_own = s->other_own;
+    r->inherited_after = s->inherited_after;
+    r->own_layers = s->own_layers;
+    r->missing = s->labels[NNP_LABEL_MISSING];
+    nnp_attribution_free(a);
+    return EXIT_AGREE;
+}
+
 int run_report_build(run_report *r)
 {
     nnp_dump *ref = r->side[SIDE_REF].dump;
@@ -349,7 +268,7 @@ int run_report_build(run_report *r)
         run_row *row = &r->rows[i];
         row->ref = i;
         row->rec = nnp_dump_record(ref, i);
-        row->component = nnp_component_of(r->rules, row->rec->name, row->rec->module_type);
+        row->component = nnp_component_kind_of(r->rules, row->rec->name, row->rec->module_type);
         const char *role = row->rec->role;
         row->input = role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
     }
@@ -357,20 +276,12 @@ int run_report_build(run_report *r)
         r->rows[r->std->pairs[i].ref].std = &r->std->pairs[i];
     for (size_t i = 0; r->inj && i < r->inj->npairs; i++)
         r->rows[r->inj->pairs[i].ref].inj = &r->inj->pairs[i];
+    int rc = attribute(r);
+    if (rc)
+        return rc;
 
     for (size_t i = 0; i < r->nrows; i++) {
         run_row *row = &r->rows[i];
-        /* an error that stays on the reference's inputs is the layer's own */
-        row->label = fails(row->inj)   ? RUN_OWN
-                     : !row->std       ? RUN_MISSING
-                     : !fails(row->std) ? RUN_OK
-                     : row->inj        ? RUN_INHERITED
-                                       : RUN_UNKNOWN;
-        row->ratio = NAN;
-        if (compared(row->std) && compared(row->inj)) {
-            double s = row->std->metrics.rel_l2, j = row->inj->metrics.rel_l2;
-            row->ratio = s > 0 ? j / s : j > 0 ? INFINITY : NAN;
-        }
         nnp_status st = NNP_OK;
         if (same_layout(row->std, ref, r->side[SIDE_PORT].dump))
             st = histogram(ref, r->side[SIDE_PORT].dump, row->std, &row->std_hist);
@@ -378,16 +289,9 @@ int run_report_build(run_report *r)
             st = histogram(ref, r->side[SIDE_INJ].dump, row->inj, &row->inj_hist);
         if (st)
             return cli_fail(st);
-        if (row->label == RUN_OWN && r->first_own < 0)
-            r->first_own = (int64_t)i;
     }
-    if (r->std->first_divergence >= 0)
-        r->first_divergence = (int64_t)r->std->pairs[r->std->first_divergence].ref;
     if (r->std->order_violation >= 0)
         r->order_violation = (int64_t)r->std->pairs[r->std->order_violation].ref;
-    int64_t other_own;
-    if (count_layers(r, &other_own))
-        return run_nomem();
     components(r);
 
     char *text = NULL;
@@ -396,7 +300,7 @@ int run_report_build(run_report *r)
     if (!o)
         return run_nomem();
     say_failures(o, r);
-    say_divergence(o, r, other_own);
+    say_divergence(o, r);
     if (fclose(o) != 0 || !text) {
         free(text);
         return run_nomem();
