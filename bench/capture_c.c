@@ -23,7 +23,7 @@ int main(int argc, char **argv)
         return 2;
     for (uint64_t i = 0; i < elems; i++)
         x[i] = (float)(i % 1000) * 0.001f;
-    nnp_capture_options o = {.expected_records = (size_t)count};
+    nnp_capture_options o = {.size = sizeof o, .expected_records = (size_t)count};
     if (nnp_capture_open(argv[1], &o) != NNP_OK) {
         fprintf(stderr, "capture_c: %s\n", nnp_last_error());
         return 2;

@@ -60,7 +60,7 @@ int main(int argc, char **argv)
             return 2;
         }
         double t2 = now();
-        npairs = d->npairs;
+        npairs = nnp_diff_pair_count(d);
         nnp_diff_free(d);
         nnp_dump_close(ref);
         nnp_dump_close(port);

@@ -161,8 +161,8 @@ static void component_stats(const nnp_dump *ref, const nnp_diff *d, const nnp_ru
         c[k].rel_min = INFINITY;
         c[k].cos_min = INFINITY;
     }
-    for (size_t i = 0; i < d->npairs; i++) {
-        const nnp_diff_pair *p = &d->pairs[i];
+    for (size_t i = 0; i < nnp_diff_pair_count(d); i++) {
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, i);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
         nnp_component_kind k = nnp_component_kind_of(rules, r->name, r->module_type);
         c[k].pairs++;
@@ -232,119 +232,126 @@ static json_t *components_json(const comp_stats *c)
 static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
                        const comp_stats *comps, bool all)
 {
+    size_t npairs = nnp_diff_pair_count(d);
+    int64_t first = nnp_diff_first_divergence(d), reorder = nnp_diff_order_violation(d),
+            nonfinite = nnp_diff_nonfinite_origin(d);
     size_t counts[5] = {0};
-    for (size_t i = 0; i < d->npairs; i++)
-        counts[d->pairs[i].verdict]++;
+    for (size_t i = 0; i < npairs; i++)
+        counts[nnp_diff_pair_at(d, i)->verdict]++;
     printf("reference: %s (%zu records)\nport:      %s (%zu records)\n", nnp_dump_path(ref),
            nnp_dump_count(ref), nnp_dump_path(port), nnp_dump_count(port));
     printf("pairs: %zu: %zu pass, %zu warn, %zu fail, %zu shape mismatch, %zu dtype mismatch\n"
            "unmatched: %zu in the reference, %zu in the port\n",
-           d->npairs, counts[NNP_PASS], counts[NNP_WARN], counts[NNP_FAIL],
-           counts[NNP_SHAPE_MISMATCH], counts[NNP_DTYPE_MISMATCH], d->nunmatched_ref,
-           d->nunmatched_port);
-    if (d->rank0_default)
+           npairs, counts[NNP_PASS], counts[NNP_WARN], counts[NNP_FAIL],
+           counts[NNP_SHAPE_MISMATCH], counts[NNP_DTYPE_MISMATCH], nnp_diff_unmatched_ref_count(d),
+           nnp_diff_unmatched_port_count(d));
+    size_t rank0 = nnp_diff_rank0_default(d);
+    if (rank0)
         printf("ranks: %zu %s that several ranks of the port hold no gather rule covers:\n"
-               "  each compared as its lowest rank's copy (docs/scale.md)\n", d->rank0_default,
-               cli_plural(d->rank0_default, "name", "names"));
-    if (d->first_divergence < 0 && d->order_violation < 0)
+               "  each compared as its lowest rank's copy (docs/scale.md)\n",
+               rank0, cli_plural(rank0, "name", "names"));
+    if (first < 0 && reorder < 0)
         printf("\nverdict: the port agrees with the reference%s\n",
                counts[NNP_WARN] ? " (some pairs only nearly: see warn)" : "");
-    if (d->first_divergence >= 0) {
-        const nnp_diff_pair *p = &d->pairs[d->first_divergence];
+    if (first >= 0) {
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, first);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
         char v[32];
         printf("\nverdict: the port diverges.\nFirst divergence, pair %lld of %zu in execution "
-               "order:\n  %s%s%s%s (%s)\n", (long long)d->first_divergence + 1, d->npairs,
+               "order:\n  %s%s%s%s (%s)\n", (long long)first + 1, npairs,
                r->name, *r->module_type ? " [" : "", r->module_type, *r->module_type ? "]" : "",
                verdict_text(p->verdict, v, sizeof v));
         print_pair_details(ref, port, p);
     }
-    if (d->order_violation >= 0) {
-        size_t i = (size_t)d->order_violation;
+    if (reorder >= 0) {
+        size_t i = (size_t)reorder;
         printf("\norder: the port runs pair %zu earlier than the pair before it:\n", i + 1);
         printf("  %6s %6s  %s\n", "ref", "port", "name (reference)");
-        for (size_t k = i >= 2 ? i - 2 : 0; k <= i + 1 && k < d->npairs; k++)
+        for (size_t k = i >= 2 ? i - 2 : 0; k <= i + 1 && k < npairs; k++)
             printf("%s %6llu %6llu  %s\n", k == i ? ">" : " ",
-                   (unsigned long long)nnp_dump_record(ref, d->pairs[k].ref)->seq,
-                   (unsigned long long)nnp_dump_record(port, d->pairs[k].port)->seq,
-                   nnp_dump_record(ref, d->pairs[k].ref)->name);
+                   (unsigned long long)nnp_dump_record(ref, nnp_diff_pair_at(d, k)->ref)->seq,
+                   (unsigned long long)nnp_dump_record(port, nnp_diff_pair_at(d, k)->port)->seq,
+                   nnp_dump_record(ref, nnp_diff_pair_at(d, k)->ref)->name);
     } else {
         printf("order: the matched pairs run in the same order on both sides\n");
     }
-    if (d->nonfinite_origin >= 0) {
-        const nnp_diff_pair *p = &d->pairs[d->nonfinite_origin];
+    if (nonfinite >= 0) {
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, nonfinite);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
         printf("NaN/Inf: first appear at %s%s%s%s (pair %lld)\n  NaN %llu/%llu, Inf %llu/%llu "
                "(ref/port)\n", r->name, *r->module_type ? " [" : "", r->module_type,
-               *r->module_type ? "]" : "", (long long)d->nonfinite_origin + 1,
+               *r->module_type ? "]" : "", (long long)nonfinite + 1,
                (unsigned long long)p->metrics.nan_ref, (unsigned long long)p->metrics.nan_port,
                (unsigned long long)p->metrics.inf_ref, (unsigned long long)p->metrics.inf_port);
     }
     /* the five pairs with the largest relative error */
-    size_t *order = malloc((d->npairs ? d->npairs : 1) * sizeof *order), n = 0;
-    for (size_t i = 0; order && i < d->npairs; i++)
-        if (d->pairs[i].verdict == NNP_WARN || d->pairs[i].verdict == NNP_FAIL)
+    size_t *order = malloc((npairs ? npairs : 1) * sizeof *order), n = 0;
+    for (size_t i = 0; order && i < npairs; i++) {
+        nnp_verdict v = nnp_diff_pair_at(d, i)->verdict;
+        if (v == NNP_WARN || v == NNP_FAIL)
             order[n++] = i;
+    }
     if (order && n) {
         qsort_r(order, n, sizeof *order, by_rel_l2, (void *)d);
         printf("\nworst pairs by rel-L2:\n");
         for (size_t k = 0; k < n && k < 5; k++)
-            print_row(ref, &d->pairs[order[k]]);
+            print_row(ref, nnp_diff_pair_at(d, order[k]));
     }
     free(order);
     printf("\n%6s  %-5s  %9s  %9s  %8s  %6s  %s\n", "seq", "verd.", "max-abs", "rel-L2",
            "cosine", "out%", "name (reference)");
     size_t shown = 0;
-    for (size_t i = 0; i < d->npairs; i++)
-        if (all || d->pairs[i].verdict != NNP_PASS) {
-            print_row(ref, &d->pairs[i]);
+    for (size_t i = 0; i < npairs; i++)
+        if (all || nnp_diff_pair_at(d, i)->verdict != NNP_PASS) {
+            print_row(ref, nnp_diff_pair_at(d, i));
             shown++;
         }
-    if (!all && shown < d->npairs)
-        printf("%6s  (%zu pairs pass; --all lists them)\n", "", d->npairs - shown);
-    if (d->npairs)
+    if (!all && shown < npairs)
+        printf("%6s  (%zu pairs pass; --all lists them)\n", "", npairs - shown);
+    if (npairs)
         print_components(comps);
     for (int side = 0; side < 2; side++) {
-        size_t count = side ? d->nunmatched_port : d->nunmatched_ref;
-        const size_t *list = side ? d->unmatched_port : d->unmatched_ref;
+        size_t count = side ? nnp_diff_unmatched_port_count(d) : nnp_diff_unmatched_ref_count(d);
         const nnp_dump *dump = side ? port : ref;
         if (!count)
             continue;
         printf("\nonly in the %s (%zu):\n", side ? "port" : "reference", count);
         for (size_t k = 0; k < count && k < 20; k++)
-            printf("  %s\n", nnp_dump_record(dump, list[k])->name);
+            printf("  %s\n", nnp_dump_record(dump, side ? nnp_diff_unmatched_port_at(d, k)
+                                                      : nnp_diff_unmatched_ref_at(d, k))->name);
         if (count > 20)
             printf("  ... and %zu more\n", count - 20);
     }
-    if (d->ncollisions) {
+    size_t ncoll = nnp_diff_collision_count(d);
+    if (ncoll) {
         printf("\nrules: %zu port %s renamed onto a name another port record took first:\n",
-               d->ncollisions, cli_plural(d->ncollisions, "record", "records"));
-        for (size_t k = 0; k < d->ncollisions && k < 20; k++) {
-            const char *from = nnp_dump_record(port, d->collisions[k].port)->name;
-            const char *to = d->collisions[k].name;
+               ncoll, cli_plural(ncoll, "record", "records"));
+        for (size_t k = 0; k < ncoll && k < 20; k++) {
+            const nnp_collision *c = nnp_diff_collision_at(d, k);
+            const char *from = nnp_dump_record(port, c->port)->name, *to = c->name;
             printf(2 + strlen(from) + 4 + strlen(to) <= 80 ? "  %s -> %s\n" : "  %s\n    -> %s\n",
                    from, to);
-            printf("    (taken by %s)\n", nnp_dump_record(port, d->collisions[k].taken_by)->name);
+            printf("    (taken by %s)\n", nnp_dump_record(port, c->taken_by)->name);
         }
-        if (d->ncollisions > 20)
-            printf("  ... and %zu more\n", d->ncollisions - 20);
+        if (ncoll > 20)
+            printf("  ... and %zu more\n", ncoll - 20);
     }
-    if (d->naligned) {
+    if (nnp_diff_aligned_count(d)) {
         printf("\npaired by automatic alignment (%zu; '~' in the table), port -> reference:\n",
-               d->naligned);
+               nnp_diff_aligned_count(d));
         size_t shown_aligned = 0;
-        for (size_t i = 0; i < d->npairs && shown_aligned < 20; i++)
-            if (d->pairs[i].aligned) {
-                const char *from = nnp_dump_record(port, d->pairs[i].port)->name;
-                const char *to = nnp_dump_record(ref, d->pairs[i].ref)->name;
+        for (size_t i = 0; i < npairs && shown_aligned < 20; i++)
+            if (nnp_diff_pair_at(d, i)->aligned) {
+                const char *from = nnp_dump_record(port, nnp_diff_pair_at(d, i)->port)->name;
+                const char *to = nnp_dump_record(ref, nnp_diff_pair_at(d, i)->ref)->name;
                 if (2 + strlen(from) + 4 + strlen(to) <= 80)
                     printf("  %s -> %s\n", from, to);
                 else
                     printf("  %s\n    -> %s\n", from, to);
                 shown_aligned++;
             }
-        if (d->naligned > 20)
-            printf("  ... and %zu more\n", d->naligned - 20);
+        if (nnp_diff_aligned_count(d) > 20)
+            printf("  ... and %zu more\n", nnp_diff_aligned_count(d) - 20);
         printf("  (--emit-rules FILE writes these as rules to review and reuse)\n");
     }
 }
@@ -352,8 +359,8 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
 static int by_rel_l2(const void *a, const void *b, void *ctx)
 {
     const nnp_diff *d = ctx;
-    double x = d->pairs[*(const size_t *)a].metrics.rel_l2;
-    double y = d->pairs[*(const size_t *)b].metrics.rel_l2;
+    double x = nnp_diff_pair_at(d, *(const size_t *)a)->metrics.rel_l2;
+    double y = nnp_diff_pair_at(d, *(const size_t *)b)->metrics.rel_l2;
     if (isnan(x)) x = INFINITY;
     if (isnan(y)) y = INFINITY;
     return x < y ? 1 : x > y ? -1 : 0;
@@ -362,9 +369,12 @@ static int by_rel_l2(const void *a, const void *b, void *ctx)
 static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
                          const comp_stats *comps)
 {
+    size_t npairs = nnp_diff_pair_count(d);
+    int64_t first = nnp_diff_first_divergence(d), reorder = nnp_diff_order_violation(d),
+            nonfinite = nnp_diff_nonfinite_origin(d);
     json_t *pairs = json_array(), *ur = json_array(), *up = json_array();
-    for (size_t i = 0; i < d->npairs; i++) {
-        const nnp_diff_pair *p = &d->pairs[i];
+    for (size_t i = 0; i < npairs; i++) {
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, i);
         const nnp_record *r = nnp_dump_record(ref, p->ref), *q = nnp_dump_record(port, p->port);
         json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:f, s:f, s:b, s:o, s:o, "
                               "s:o, s:o}", "ref",
@@ -392,27 +402,30 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
         if (json_array_append_new(pairs, o) != 0)
             goto fail;
     }
-    for (size_t i = 0; i < d->nunmatched_ref; i++)
-        json_array_append_new(ur, json_string(nnp_dump_record(ref, d->unmatched_ref[i])->name));
-    for (size_t i = 0; i < d->nunmatched_port; i++)
-        json_array_append_new(up, json_string(nnp_dump_record(port, d->unmatched_port[i])->name));
+    for (size_t i = 0; i < nnp_diff_unmatched_ref_count(d); i++)
+        json_array_append_new(
+            ur, json_string(nnp_dump_record(ref, nnp_diff_unmatched_ref_at(d, i))->name));
+    for (size_t i = 0; i < nnp_diff_unmatched_port_count(d); i++)
+        json_array_append_new(
+            up, json_string(nnp_dump_record(port, nnp_diff_unmatched_port_at(d, i))->name));
     json_t *coll = json_array();
-    for (size_t i = 0; coll && i < d->ncollisions; i++)
+    for (size_t i = 0; coll && i < nnp_diff_collision_count(d); i++) {
+        const nnp_collision *c = nnp_diff_collision_at(d, i);
         json_array_append_new(coll, json_pack("{s:s, s:s, s:s}", "port",
-                                               nnp_dump_record(port, d->collisions[i].port)->name,
-                                               "name", d->collisions[i].name, "taken_by",
-                                               nnp_dump_record(port, d->collisions[i].taken_by)->name));
+                                              nnp_dump_record(port, c->port)->name, "name",
+                                              c->name, "taken_by",
+                                              nnp_dump_record(port, c->taken_by)->name));
+    }
     return json_pack("{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "schema",
-                     "nnparity.diff/1", "components", components_json(comps),
-                     "nonfinite_origin",
-                     d->nonfinite_origin < 0 ? json_null() : json_integer(d->nonfinite_origin),
-                     "ref", nnp_dump_path(ref), "port", nnp_dump_path(port), "agree",
-                     d->first_divergence < 0 && d->order_violation < 0, "first_divergence",
-                     d->first_divergence < 0 ? json_null() : json_integer(d->first_divergence),
-                     "order_violation",
-                     d->order_violation < 0 ? json_null() : json_integer(d->order_violation),
-                     "pairs", pairs, "unmatched_ref", ur, "unmatched_port", up, "aligned",
-                     (json_int_t)d->naligned, "collisions", coll ? coll : json_null());
+                     "nnparity.diff/1", "components", components_json(comps), "nonfinite_origin",
+                     nonfinite < 0 ? json_null() : json_integer(nonfinite), "ref",
+                     nnp_dump_path(ref), "port", nnp_dump_path(port), "agree",
+                     first < 0 && reorder < 0, "first_divergence",
+                     first < 0 ? json_null() : json_integer(first), "order_violation",
+                     reorder < 0 ? json_null() : json_integer(reorder), "pairs", pairs,
+                     "unmatched_ref", ur, "unmatched_port", up, "aligned",
+                     (json_int_t)nnp_diff_aligned_count(d), "collisions",
+                     coll ? coll : json_null());
 fail:
     json_decref(pairs);
     json_decref(ur);
@@ -424,16 +437,19 @@ fail:
 static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
                      const comp_stats *c)
 {
-    bool agree = d->first_divergence < 0 && d->order_violation < 0;
+    size_t npairs = nnp_diff_pair_count(d);
+    int64_t first = nnp_diff_first_divergence(d), reorder = nnp_diff_order_violation(d),
+            nonfinite = nnp_diff_nonfinite_origin(d);
+    bool agree = first < 0 && reorder < 0;
     fprintf(o, "### nnparity diff: the port %s\n\n", agree ? "agrees with the reference"
                                                              : "diverges from the reference");
     fprintf(o, "| | reference | port |\n|---|---|---|\n| file | `%s` | `%s` |\n"
                "| records | %zu | %zu |\n| unmatched | %zu | %zu |\n\n",
             nnp_dump_path(ref), nnp_dump_path(port), nnp_dump_count(ref), nnp_dump_count(port),
-            d->nunmatched_ref, d->nunmatched_port);
+            nnp_diff_unmatched_ref_count(d), nnp_diff_unmatched_port_count(d));
     char a[32], b[32], idx[256];
-    if (d->first_divergence >= 0) {
-        const nnp_diff_pair *p = &d->pairs[d->first_divergence];
+    if (first >= 0) {
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, first);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
         fprintf(o, "**First divergence:** `%s`%s%s%s, %s", r->name, *r->module_type ? " (" : "",
                 r->module_type, *r->module_type ? ")" : "", nnp_verdict_name(p->verdict));
@@ -447,12 +463,12 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
         }
         fprintf(o, "\n\n");
     }
-    if (d->nonfinite_origin >= 0)
+    if (nonfinite >= 0)
         fprintf(o, "**NaN/Inf first appear at:** `%s`\n\n",
-                nnp_dump_record(ref, d->pairs[d->nonfinite_origin].ref)->name);
-    if (d->order_violation >= 0)
+                nnp_dump_record(ref, nnp_diff_pair_at(d, nonfinite)->ref)->name);
+    if (reorder >= 0)
         fprintf(o, "**Order:** the port runs `%s` earlier than the pair before it\n\n",
-                nnp_dump_record(ref, d->pairs[d->order_violation].ref)->name);
+                nnp_dump_record(ref, nnp_diff_pair_at(d, reorder)->ref)->name);
     fprintf(o, "| component | pairs | pass | warn | fail | rel-L2 max | max-abs |\n"
                "|---|---:|---:|---:|---:|---:|---:|\n");
     for (size_t k = 0; k < NCOMP; k++) {
@@ -467,16 +483,16 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
                     c[k].verdicts[NNP_DTYPE_MISMATCH], a, b);
     }
     size_t bad = 0;
-    for (size_t i = 0; i < d->npairs; i++)
-        bad += d->pairs[i].verdict != NNP_PASS;
+    for (size_t i = 0; i < npairs; i++)
+        bad += nnp_diff_pair_at(d, i)->verdict != NNP_PASS;
     if (!bad)
         return;
     fprintf(o, "\n<details><summary>%zu of %zu pairs are not a pass</summary>\n\n"
                "| seq | verdict | max-abs | rel-L2 | name |\n|---:|---|---:|---:|---|\n",
-            bad, d->npairs);
+            bad, npairs);
     size_t shown = 0;
-    for (size_t i = 0; i < d->npairs && shown < 50; i++) {
-        const nnp_diff_pair *p = &d->pairs[i];
+    for (size_t i = 0; i < npairs && shown < 50; i++) {
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, i);
         if (p->verdict == NNP_PASS)
             continue;
         bool cmp = p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH;
@@ -549,7 +565,7 @@ static int emit_rules(const nnp_diff *d, const nnp_dump *ref, const char *rules_
     size_t given_len = 0;
     FILE *o = open_memstream(&given, &given_len);
     if (!o) {
-        free(aligned);
+        nnp_free(aligned);
         cli_error("out of memory");
         return EXIT_INTERNAL;
     }
@@ -567,7 +583,7 @@ static int emit_rules(const nnp_diff *d, const nnp_dump *ref, const char *rules_
         fprintf(o, "# automatic alignment paired nothing: the rules above pair every record\n");
     fputs(aligned, o);
     fclose(o);
-    free(aligned);
+    nnp_free(aligned);
     int rc = cli_write_file(path, given, given_len);
     free(given);
     return rc;
@@ -689,9 +705,18 @@ static int run_diff(int argc, char **argv)
     /* mpirun hands its processes a terminal of its own, whatever stdout finally is */
     use_colour = !mpi && !to_stdout && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
     progress_line line = {isatty(STDERR_FILENO), 0, false};
-    nnp_diff_options o = {rules, atol, rtol, threads, no_align, mpi ? NULL : show_progress, &line};
+    nnp_diff_options o;
+    nnp_diff_options_init(&o);
+    o.rules = rules;
+    o.atol = atol;
+    o.rtol = rtol;
+    o.threads = threads;
+    o.no_align = no_align;
+    o.progress = mpi ? NULL : show_progress;
+    o.progress_ctx = &line;
     if (!st)
-        st = mpi ? nnp_diff_dumps_comm(ref, port, &o, &comm, &d) : nnp_diff_dumps(ref, port, &o, &d);
+        st = mpi ? nnp_diff_dumps_comm(ref, port, &o, &comm, &d)
+                 : nnp_diff_dumps(ref, port, &o, &d);
     if (line.shown)
         fprintf(stderr, "\r\033[K");
     if (st) {
@@ -708,7 +733,8 @@ static int run_diff(int argc, char **argv)
             rc = json_out_write(diff_json(ref, port, d, comps), json_path);
         if (md_path && rc == EXIT_AGREE)
             rc = write_markdown(ref, port, d, comps, md_path);
-        if (rc == EXIT_AGREE && (d->first_divergence >= 0 || d->order_violation >= 0))
+        if (rc == EXIT_AGREE &&
+            (nnp_diff_first_divergence(d) >= 0 || nnp_diff_order_violation(d) >= 0))
             rc = EXIT_FOUND;
     }
     /* Process 0 exits with the diff's code and the others with 0, which mpirun and srun pass

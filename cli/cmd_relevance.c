@@ -261,6 +261,7 @@ static int parse_args(rel_args *a, int argc, char **argv)
         {"threads", required_argument, NULL, 'j'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
+    nnp_relevance_options_init(&a->rel);
     a->prefix = 1;
     a->tile_tokens = 256;
     int c, rc;
@@ -672,7 +673,7 @@ out:
     free(heat);
     free(res.pm.grid);
     free(r);
-    free(L);
+    nnp_free(L);
     nnp_dump_close(d);
     return rc;
 }

@@ -553,7 +553,12 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
     if (rc)
         return rc;
 
-    nnp_diff_options o = {.rules = rules, .atol = a->atol, .rtol = a->rtol, .threads = a->threads};
+    nnp_diff_options o;
+    nnp_diff_options_init(&o);
+    o.rules = rules;
+    o.atol = a->atol;
+    o.rtol = a->rtol;
+    o.threads = a->threads;
     nnp_status st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_PORT].dump, &o, &r->std);
     if (!st && r->side[SIDE_INJ].dump)
         st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_INJ].dump, &o, &r->inj);

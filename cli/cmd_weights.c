@@ -77,7 +77,7 @@ static void parts_that_differ(nnp_dump *src, nnp_dump *dst, const nnp_diff_pair 
         const nnp_record *q = nnp_dump_record(dst, p->parts[k]);
         const void *qd;
         nnp_metrics m;
-        nnp_compare_options o = {p->atol, p->rtol, 0};
+        nnp_compare_options o = {.size = sizeof o, .atol = p->atol, .rtol = p->rtol};
         if (nnp_dump_data(dst, p->parts[k], &qd) == NNP_OK &&
             nnp_compare(r->dtype, (const char *)sd + at * nnp_dtype_size(r->dtype), q->dtype, qd,
                         q->nelem, &o, &m) == NNP_OK &&
@@ -97,8 +97,8 @@ static bool identical(const nnp_metrics *m)
 
 static void classify(nnp_dump *src, nnp_dump *dst, const nnp_diff *d, w_pair *w)
 {
-    for (size_t i = 0; i < d->npairs; i++) {
-        const nnp_diff_pair *p = &d->pairs[i];
+    for (size_t i = 0; i < nnp_diff_pair_count(d); i++) {
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, i);
         if (p->nparts != 1 || p->adapters ||
             !nnp_record_quantization(dst, p->port, &w[i].quant, &w[i].bound))
             w[i].quant = NULL;
@@ -125,17 +125,17 @@ typedef struct {
 static w_totals totals_of(const nnp_diff *d, const w_pair *w)
 {
     w_totals t = {{0}, 0};
-    for (size_t i = 0; i < d->npairs; i++) {
+    for (size_t i = 0; i < nnp_diff_pair_count(d); i++) {
         t.count[w[i].cls]++;
-        t.dtype_changes += d->pairs[i].ref_dtype != d->pairs[i].port_dtype;
+        t.dtype_changes += nnp_diff_pair_at(d, i)->ref_dtype != nnp_diff_pair_at(d, i)->port_dtype;
     }
     return t;
 }
 
 static bool agrees(const nnp_diff *d, const w_totals *t)
 {
-    return !t->count[W_DIFFERENT] && !t->count[W_SHAPE] && !d->nunmatched_ref &&
-           !d->nunmatched_port;
+    return !t->count[W_DIFFERENT] && !t->count[W_SHAPE] && !nnp_diff_unmatched_ref_count(d) &&
+           !nnp_diff_unmatched_port_count(d);
 }
 
 static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_pair *p,
@@ -194,32 +194,33 @@ static void print_text(const nnp_dump *src, const nnp_dump *dst, const nnp_diff 
            "%6zu missing in the destination\n%6zu unexpected in the destination\n"
            "%6zu dtype changes (compared after conversion)\n",
            t.count[W_EQUAL], t.count[W_WITHIN], t.count[W_DIFFERENT], t.count[W_SHAPE],
-           d->nunmatched_ref, d->nunmatched_port, t.dtype_changes);
+           nnp_diff_unmatched_ref_count(d), nnp_diff_unmatched_port_count(d), t.dtype_changes);
     printf("\nverdict: %s\n", agrees(d, &t) ? "the destination holds the source's weights"
                                              : "the destination differs from the source");
     /* what needs a look first: different and mismatched tensors, then the rest with --all */
     for (int pass = 0; pass < 2; pass++) {
         bool header = false;
-        for (size_t i = 0; i < d->npairs; i++) {
+        for (size_t i = 0; i < nnp_diff_pair_count(d); i++) {
             bool bad = w[i].cls == W_DIFFERENT || w[i].cls == W_SHAPE;
             if (pass == 0 ? !bad : (bad || !all))
                 continue;
             if (!header)
                 printf("\n%s:\n", pass == 0 ? "to look at" : "the rest");
             header = true;
-            print_pair(src, dst, &d->pairs[i], &w[i]);
+            print_pair(src, dst, nnp_diff_pair_at(d, i), &w[i]);
         }
     }
     for (int side = 0; side < 2; side++) {
-        size_t count = side ? d->nunmatched_port : d->nunmatched_ref;
-        const size_t *list = side ? d->unmatched_port : d->unmatched_ref;
+        size_t count = side ? nnp_diff_unmatched_port_count(d) : nnp_diff_unmatched_ref_count(d);
         if (!count)
             continue;
         printf("\n%s (%zu):\n", side ? "unexpected in the destination (no source tensor maps to it)"
                                       : "missing in the destination",
                count);
         for (size_t k = 0; k < count && (all || k < 20); k++) {
-            const nnp_record *r = nnp_dump_record(side ? dst : src, list[k]);
+            const nnp_record *r = nnp_dump_record(side ? dst : src,
+                                                  side ? nnp_diff_unmatched_port_at(d, k)
+                                                       : nnp_diff_unmatched_ref_at(d, k));
             char shape[256];
             cli_format_shape(shape, sizeof shape, r);
             printf("  %s %s %s\n", r->name, nnp_dtype_name(r->dtype), shape);
@@ -229,11 +230,15 @@ static void print_text(const nnp_dump *src, const nnp_dump *dst, const nnp_diff 
     }
 }
 
-static json_t *names_json(const nnp_dump *dump, const size_t *list, size_t n)
+/* The names of the records one side of the diff left unmatched (the port's: port_side). */
+static json_t *names_json(const nnp_dump *dump, const nnp_diff *d, bool port_side)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_string(nnp_dump_record(dump, list[i])->name));
+    size_t n = port_side ? nnp_diff_unmatched_port_count(d) : nnp_diff_unmatched_ref_count(d);
+    for (size_t i = 0; i < n; i++) {
+        size_t rec = port_side ? nnp_diff_unmatched_port_at(d, i) : nnp_diff_unmatched_ref_at(d, i);
+        json_array_append_new(a, json_string(nnp_dump_record(dump, rec)->name));
+    }
     return a;
 }
 
@@ -242,8 +247,8 @@ static json_t *weights_json(const nnp_dump *src, const nnp_dump *dst, const nnp_
 {
     w_totals t = totals_of(d, w);
     json_t *pairs = json_array();
-    for (size_t i = 0; i < d->npairs; i++) {
-        const nnp_diff_pair *p = &d->pairs[i];
+    for (size_t i = 0; i < nnp_diff_pair_count(d); i++) {
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, i);
         json_t *parts = json_array();
         for (uint32_t k = 0; k < p->nparts; k++)
             json_array_append_new(parts, json_string(nnp_dump_record(dst, p->parts[k])->name));
@@ -277,11 +282,11 @@ static json_t *weights_json(const nnp_dump *src, const nnp_dump *dst, const nnp_
                      nnp_dump_path(dst), "agree", agrees(d, &t), "totals", "equal",
                      (json_int_t)t.count[W_EQUAL], "within", (json_int_t)t.count[W_WITHIN],
                      "different", (json_int_t)t.count[W_DIFFERENT], "shape",
-                     (json_int_t)t.count[W_SHAPE], "missing", (json_int_t)d->nunmatched_ref,
-                     "unexpected", (json_int_t)d->nunmatched_port, "dtype_changes",
+                     (json_int_t)t.count[W_SHAPE], "missing",
+                     (json_int_t)nnp_diff_unmatched_ref_count(d), "unexpected",
+                     (json_int_t)nnp_diff_unmatched_port_count(d), "dtype_changes",
                      (json_int_t)t.dtype_changes, "pairs", pairs, "missing",
-                     names_json(src, d->unmatched_ref, d->nunmatched_ref), "unexpected",
-                     names_json(dst, d->unmatched_port, d->nunmatched_port));
+                     names_json(src, d, false), "unexpected", names_json(dst, d, true));
 }
 
 static void markdown(FILE *o, const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,
@@ -297,22 +302,23 @@ static void markdown(FILE *o, const nnp_dump *src, const nnp_dump *dst, const nn
                "changes |\n|---:|---:|---:|---:|---:|---:|---:|\n| %zu | %zu | %zu | %zu | %zu | "
                "%zu | %zu |\n",
             t.count[W_EQUAL], t.count[W_WITHIN], t.count[W_DIFFERENT], t.count[W_SHAPE],
-            d->nunmatched_ref, d->nunmatched_port, t.dtype_changes);
+            nnp_diff_unmatched_ref_count(d), nnp_diff_unmatched_port_count(d), t.dtype_changes);
     size_t shown = 0;
-    for (size_t i = 0; i < d->npairs && shown < 50; i++) {
+    for (size_t i = 0; i < nnp_diff_pair_count(d) && shown < 50; i++) {
         if (w[i].cls != W_DIFFERENT && w[i].cls != W_SHAPE)
             continue;
         if (!shown++)
             fprintf(o, "\n| tensor | verdict | rel-L2 |\n|---|---|---:|\n");
-        fprintf(o, "| `%s` | %s | %.3g |\n", nnp_dump_record(src, d->pairs[i].ref)->name,
-                class_name[w[i].cls], w[i].cls == W_SHAPE ? NAN : d->pairs[i].metrics.rel_l2);
+        const nnp_diff_pair *p = nnp_diff_pair_at(d, i);
+        fprintf(o, "| `%s` | %s | %.3g |\n", nnp_dump_record(src, p->ref)->name,
+                class_name[w[i].cls], w[i].cls == W_SHAPE ? NAN : p->metrics.rel_l2);
     }
-    for (size_t k = 0; k < d->nunmatched_ref && k < 50; k++)
+    for (size_t k = 0; k < nnp_diff_unmatched_ref_count(d) && k < 50; k++)
         fprintf(o, "%s- missing: `%s`\n", k ? "" : "\n",
-                nnp_dump_record(src, d->unmatched_ref[k])->name);
-    for (size_t k = 0; k < d->nunmatched_port && k < 50; k++)
+                nnp_dump_record(src, nnp_diff_unmatched_ref_at(d, k))->name);
+    for (size_t k = 0; k < nnp_diff_unmatched_port_count(d) && k < 50; k++)
         fprintf(o, "%s- unexpected: `%s`\n", k ? "" : "\n",
-                nnp_dump_record(dst, d->unmatched_port[k])->name);
+                nnp_dump_record(dst, nnp_diff_unmatched_port_at(d, k))->name);
 }
 
 static int write_markdown(const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,
@@ -383,14 +389,20 @@ static int run_weights(int argc, char **argv)
     if (!st)
         st = nnp_dump_open_both(argv[optind], argv[optind + 1], &src, &dst);
     /* checkpoints have no execution order to align by: pairs come from names and rules only */
-    nnp_diff_options o = {rules, atol, rtol, threads, true, NULL, NULL};
+    nnp_diff_options o;
+    nnp_diff_options_init(&o);
+    o.rules = rules;
+    o.atol = atol;
+    o.rtol = rtol;
+    o.threads = threads;
+    o.no_align = true;
     if (!st)
         st = nnp_diff_dumps(src, dst, &o, &d);
     w_pair *w = NULL;
     int rc;
     if (st) {
         rc = cli_fail(st);
-    } else if (!(w = calloc(d->npairs ? d->npairs : 1, sizeof *w))) {
+    } else if (!(w = calloc(nnp_diff_pair_count(d) ? nnp_diff_pair_count(d) : 1, sizeof *w))) {
         cli_error("out of memory");
         rc = EXIT_INTERNAL;
     } else {

@@ -155,7 +155,9 @@ int main(int argc, char **argv)
         if (!nnp_capture_active())
             return 2;
     } else if (out) {
-        nnp_capture_options o = {.expected_records = 2 * LAYERS_PER_CALL * CALLS};
+        nnp_capture_options o;
+        nnp_capture_options_init(&o);
+        o.expected_records = 2 * LAYERS_PER_CALL * CALLS;
         if (nnp_capture_open(out, &o) != NNP_OK) {
             fprintf(stderr, "tiny_mlp: %s\n", nnp_last_error());
             return 2;

@@ -16,6 +16,14 @@
  *   configured by the environment cannot start). It is safe to call from many threads on different
  *   objects; one object (a dump, a writer) is not to be used from two threads at once unless a
  *   function says so.
+ * - Options structs start with their own size: fill them with their init function
+ *   (nnp_diff_options_init, ...) and then set what you need, so that a program compiled
+ *   against this header keeps working with a later library of the same major version that
+ *   added options. A size of 0 (options never initialized) is NNP_ERR_ARG.
+ * - Results are opaque objects read through accessors, or structs the library allocates and
+ *   hands out by pointer (nnp_record, nnp_diff_pair): later minor versions may append fields to
+ *   those, so never copy them by value into storage of your own or step between them by
+ *   pointer arithmetic. What the library hands over otherwise is released with nnp_free.
  * - Tensor data is always presented little-endian and C-contiguous (row-major). Files that store
  *   otherwise (big-endian or Fortran-ordered npy) are converted when their data is first asked for.
  *
@@ -298,9 +306,13 @@ nnp_status nnp_recover(const char *path, size_t *records);
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct nnp_compare_options {
+    size_t size;       /* sizeof(nnp_compare_options): set by nnp_compare_options_init */
     double atol, rtol; /* an element agrees when |port - ref| <= atol + rtol * |ref| */
     int threads;       /* <= 0: one per CPU */
 } nnp_compare_options;
+
+/* size set, atol = rtol = 0 (exact), threads 0. */
+void nnp_compare_options_init(nnp_compare_options *opts);
 
 typedef struct nnp_metrics {
     uint64_t count;           /* elements compared */
@@ -314,6 +326,7 @@ typedef struct nnp_metrics {
     uint64_t max_index;       /* ... at this flat (row-major) index ... */
     double ref_at_max, port_at_max; /* ... where the two sides hold these values */
     double rel_l2, nmse, snr_db, cosine, pcc;
+    double reserved[8];       /* zero: room for metrics a later minor version adds */
 } nnp_metrics;
 
 /* Compare n elements of `port` (dtype port_dtype) against `ref`, in one pass over both,
@@ -375,6 +388,7 @@ const char *nnp_verdict_name(nnp_verdict v);
 void nnp_default_tolerance(nnp_dtype a, nnp_dtype b, double *atol, double *rtol);
 
 typedef struct nnp_diff_options {
+    size_t size;            /* sizeof(nnp_diff_options): set by nnp_diff_options_init */
     const nnp_rules *rules; /* maps the port's record names onto the reference's; NULL: none */
     double atol, rtol;      /* < 0: by dtype (nnp_default_tolerance); a rule's tolerance wins */
     int threads;            /* <= 0: one per CPU */
@@ -384,6 +398,9 @@ typedef struct nnp_diff_options {
     void (*progress)(void *ctx, uint64_t done_bytes, uint64_t total_bytes);
     void *progress_ctx;
 } nnp_diff_options;
+
+/* size set, no rules, atol = rtol = -1 (by dtype), threads 0, alignment on, no progress. */
+void nnp_diff_options_init(nnp_diff_options *opts);
 
 /* How the port records of a pair were made one tensor. */
 typedef enum nnp_join_kind {
@@ -426,27 +443,38 @@ typedef struct nnp_collision {
     const char *name;  /* the name both were renamed to */
 } nnp_collision;
 
-typedef struct nnp_diff {
-    nnp_diff_pair *pairs;   /* in the reference's execution order */
-    size_t npairs;
-    size_t *unmatched_ref, nunmatched_ref;   /* reference records with no port record */
-    size_t *unmatched_port, nunmatched_port; /* port records with no reference record (and not
-                                              * ignored by the rules) */
-    int64_t first_divergence; /* index into pairs of the first FAIL or mismatch; -1: none */
-    int64_t order_violation;  /* index into pairs of the first pair that runs earlier on the port
-                               * side than the pair before it; -1: the same order */
-    int64_t nonfinite_origin; /* index into pairs of where NaN/Inf start: the first pair, in the
-                               * port's execution order, whose port side holds a NaN or Inf the
-                               * reference's does not while the inputs recorded for that module
-                               * call (roles in0, in1, ...) are finite; -1: none */
-    size_t naligned;          /* pairs made by automatic alignment */
-    void *owned;              /* the library's: shapes and texts the pairs point to */
-    size_t rank0_default;     /* names of the port that several ranks of a rank capture hold
-                               * and that no gather rule covers: each was compared as its
-                               * lowest rank's copy (docs/scale.md) */
-    nnp_collision *collisions; /* renames that met, in the port's order (owned, like the pairs) */
-    size_t ncollisions;
-} nnp_diff;
+/* The result of a diff: read it through the accessors below. */
+typedef struct nnp_diff nnp_diff;
+
+/* The pairs, in the reference's execution order: pair i < nnp_diff_pair_count. The pointer
+ * lives as long as the diff. */
+size_t nnp_diff_pair_count(const nnp_diff *diff);
+const nnp_diff_pair *nnp_diff_pair_at(const nnp_diff *diff, size_t i);
+/* Reference records with no port record, and port records with no reference record (and not
+ * ignored by the rules), in execution order: the i-th one's record index (SIZE_MAX past the
+ * count). */
+size_t nnp_diff_unmatched_ref_count(const nnp_diff *diff);
+size_t nnp_diff_unmatched_ref_at(const nnp_diff *diff, size_t i);
+size_t nnp_diff_unmatched_port_count(const nnp_diff *diff);
+size_t nnp_diff_unmatched_port_at(const nnp_diff *diff, size_t i);
+/* Index into the pairs of the first FAIL or mismatch; -1: none. */
+int64_t nnp_diff_first_divergence(const nnp_diff *diff);
+/* Index into the pairs of the first pair that runs earlier on the port side than the pair
+ * before it; -1: the same order. */
+int64_t nnp_diff_order_violation(const nnp_diff *diff);
+/* Index into the pairs of where NaN/Inf start: the first pair, in the port's execution order,
+ * whose port side holds a NaN or Inf the reference's does not while the inputs recorded for
+ * that module call (roles in0, in1, ...) are finite; -1: none. */
+int64_t nnp_diff_nonfinite_origin(const nnp_diff *diff);
+/* Pairs made by automatic alignment. */
+size_t nnp_diff_aligned_count(const nnp_diff *diff);
+/* Names of the port that several ranks of a rank capture hold and that no gather rule covers:
+ * each was compared as its lowest rank's copy (docs/scale.md). */
+size_t nnp_diff_rank0_default(const nnp_diff *diff);
+/* Renames that met, in the port's order: collision i < nnp_diff_collision_count (NULL past
+ * it), living as long as the diff. */
+size_t nnp_diff_collision_count(const nnp_diff *diff);
+const nnp_collision *nnp_diff_collision_at(const nnp_diff *diff, size_t i);
 
 /* The parts of a model a record can belong to, in the order reports list them. */
 typedef enum nnp_component_kind {
@@ -564,8 +592,9 @@ typedef struct nnp_comm {
     int rank, size; /* this process, of `size` (size 1: a plain diff) */
     void *ctx;      /* the transport's own */
     /* Every process calls it with n bytes at `send`; at process 0, *all gets a new buffer
-     * (malloc'ed: the library free()s it) of every process's bytes, rank after rank, and lens[r] (size entries) their
-     * lengths; elsewhere *all is NULL. Returns 0, or non-zero when the transport failed. */
+     * (malloc'ed: the library free()s it) of every process's bytes, rank after rank, and
+     * lens[r] (size entries) their lengths; elsewhere *all is NULL. Returns 0, or non-zero
+     * when the transport failed. */
     int (*gather)(void *ctx, const void *send, uint64_t n, void **all, uint64_t *lens);
     /* Every process calls it: process 0's n bytes at buf go to buf on every process. */
     int (*bcast)(void *ctx, void *buf, uint64_t n);
@@ -615,6 +644,7 @@ nnp_status nnp_diff_aligned_rules(const nnp_diff *diff, const nnp_dump *ref, cha
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct nnp_capture_options {
+    size_t size;              /* sizeof(nnp_capture_options): set by nnp_capture_options_init */
     const char *inject_path;  /* reference dump to inject from; NULL: no injection */
     const char *rules_path;   /* rules mapping this engine's record names to the reference's */
     size_t expected_records;  /* sizes the header room (0: unknown) */
@@ -628,6 +658,9 @@ typedef struct nnp_capture_options {
      * as one dump (docs/scale.md). */
     int rank, world_size;
 } nnp_capture_options;
+
+/* size set, no injection, no rules, ranks from the environment. */
+void nnp_capture_options_init(nnp_capture_options *opts);
 
 /* Open the process's session: record into `path` (NULL: inject only) and inject as `opts` says
  * (NULL: record only). Fails if a session is already open. The injection file and rules are
@@ -746,13 +779,14 @@ typedef struct nnp_attn_layer {
  * those names when every one pairs so, else in reverse execution order (backward visits the
  * last layer first). *layers is a new array of *count layers (release with nnp_free) that
  * points into the dump. No match, a count or shape mismatch, a non-float dtype or a bad regex
- * is NNP_ERR_ARG or NNP_ERR_NOT_FOUND with a message naming the record. *paired_by_name (may be NULL) tells how
- * the gradients were paired. */
+ * is NNP_ERR_ARG or NNP_ERR_NOT_FOUND with a message naming the record. *paired_by_name (may
+ * be NULL) tells how the gradients were paired. */
 nnp_status nnp_attn_layers_find(nnp_dump *dump, const char *attn_pattern,
                                 const char *grad_pattern, bool grads, nnp_attn_layer **layers,
                                 size_t *count, bool *paired_by_name);
 
 typedef struct nnp_relevance_options {
+    size_t size;            /* sizeof(nnp_relevance_options): set by nnp_relevance_options_init */
     nnp_relevance_method method;
     nnp_head_fusion fusion; /* rollout only: the others fuse by their own rule */
     double discard;         /* rollout methods: zero the floor(discard * N * N) smallest entries
@@ -760,6 +794,9 @@ typedef struct nnp_relevance_options {
     size_t start_layer;     /* the first layer used (0-based); the ones before it are skipped */
     int threads;            /* <= 0: one per CPU */
 } nnp_relevance_options;
+
+/* size set, rollout fused by mean, nothing discarded, from layer 0, threads 0. */
+void nnp_relevance_options_init(nnp_relevance_options *opts);
 
 /* Rows rows[0..nrows) of the chained matrix (J or R above, nothing zeroed) into
  * out[nrows * n]. Every layer must have the same n; the gradient methods need every layer's

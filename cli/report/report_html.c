@@ -364,12 +364,14 @@ static void details(FILE *o, const run_report *r)
 static void unmatched(FILE *o, const run_report *r)
 {
     const nnp_diff *d = r->std;
-    if (!d->nunmatched_port)
+    size_t n = nnp_diff_unmatched_port_count(d);
+    if (!n)
         return;
-    fprintf(o, "<h2>Only in the port (%zu)</h2>\n<ul>\n", d->nunmatched_port);
-    for (size_t k = 0; k < d->nunmatched_port; k++) {
+    fprintf(o, "<h2>Only in the port (%zu)</h2>\n<ul>\n", n);
+    for (size_t k = 0; k < n; k++) {
         fputs("<li><code>", o);
-        html_escape(o, nnp_dump_record(r->side[SIDE_PORT].dump, d->unmatched_port[k])->name);
+        html_escape(o, nnp_dump_record(r->side[SIDE_PORT].dump, nnp_diff_unmatched_port_at(d, k))
+                           ->name);
         fputs("</code></li>\n", o);
     }
     fputs("</ul>\n", o);

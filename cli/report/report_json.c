@@ -72,8 +72,9 @@ static json_t *row_json(const run_report *r, const run_row *row)
     json_t *o = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:o, s:o, s:o}", "ref",
                           rec->name, "seq", (json_int_t)rec->seq, "module", rec->module, "role",
                           rec->role, "type", rec->module_type, "component",
-                          nnp_component_name(row->component), "call", (json_int_t)rec->call, "label", nnp_label_name(row->label),
-                          "ratio", json_out_number(row->ratio), "standard",
+                          nnp_component_name(row->component), "call", (json_int_t)rec->call,
+                          "label", nnp_label_name(row->label), "ratio", json_out_number(row->ratio),
+                          "standard",
                           pair_json(r->side[SIDE_PORT].dump, row->std), "injected",
                           r->side[SIDE_INJ].dump ? pair_json(r->side[SIDE_INJ].dump, row->inj)
                                                  : json_null());
@@ -106,11 +107,13 @@ static json_t *components_json(const run_report *r)
     return o;
 }
 
-static json_t *names_json(const nnp_dump *d, const size_t *list, size_t n)
+/* The names of the port records a diff left unmatched. */
+static json_t *unmatched_port_json(const nnp_dump *port, const nnp_diff *d)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_string(nnp_dump_record(d, list[i])->name));
+    for (size_t i = 0; i < nnp_diff_unmatched_port_count(d); i++)
+        json_array_append_new(
+            a, json_string(nnp_dump_record(port, nnp_diff_unmatched_port_at(d, i))->name));
     return a;
 }
 
@@ -139,12 +142,9 @@ static json_t *report_json(const run_report *r)
         opt_string(r->rules_path), "tolerance", tol, "first_divergence",
         row_index(r->first_divergence), "first_own", row_index(r->first_own), "order_violation",
         row_index(r->order_violation), "records", rows, "components", components_json(r),
-        "unmatched_port", names_json(r->side[SIDE_PORT].dump, r->std->unmatched_port,
-                                     r->std->nunmatched_port),
+        "unmatched_port", unmatched_port_json(r->side[SIDE_PORT].dump, r->std),
         "unmatched_injected",
-        r->inj ? names_json(r->side[SIDE_INJ].dump, r->inj->unmatched_port,
-                            r->inj->nunmatched_port)
-               : json_array(),
+        r->inj ? unmatched_port_json(r->side[SIDE_INJ].dump, r->inj) : json_array(),
         "reproducer", repro, "report", r->html_path);
 }
 

@@ -218,15 +218,16 @@ static void say_divergence(FILE *o, const run_report *r)
         fprintf(o, "Every pair agrees in the standard scenario, but %s differs from the reference "
                    "on the reference's own inputs: an error of its own that the standard run "
                    "hides.", a);
-    } else if (!r->std->npairs) {
+    } else if (!nnp_diff_pair_count(r->std)) {
         fprintf(o, "No reference record has a partner in the port's capture: check the record "
                    "names (--rules, docs/rules.md).");
     } else {
         bool failed = r->side[SIDE_REF].failed || r->side[SIDE_PORT].failed ||
                       r->side[SIDE_INJ].failed;
+        size_t npairs = nnp_diff_pair_count(r->std);
         fprintf(o, "%s %zu compared %s within tolerance%s.",
-                failed ? "The" : "The port agrees with the reference: all", r->std->npairs,
-                cli_plural(r->std->npairs, "record is", "records are"),
+                failed ? "The" : "The port agrees with the reference: all", npairs,
+                cli_plural(npairs, "record is", "records are"),
                 r->inj ? " in both scenarios" : "");
     }
     if (r->order_violation >= 0)
@@ -272,10 +273,10 @@ int run_report_build(run_report *r)
         const char *role = row->rec->role;
         row->input = role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
     }
-    for (size_t i = 0; i < r->std->npairs; i++)
-        r->rows[r->std->pairs[i].ref].std = &r->std->pairs[i];
-    for (size_t i = 0; r->inj && i < r->inj->npairs; i++)
-        r->rows[r->inj->pairs[i].ref].inj = &r->inj->pairs[i];
+    for (size_t i = 0; i < nnp_diff_pair_count(r->std); i++)
+        r->rows[nnp_diff_pair_at(r->std, i)->ref].std = nnp_diff_pair_at(r->std, i);
+    for (size_t i = 0; r->inj && i < nnp_diff_pair_count(r->inj); i++)
+        r->rows[nnp_diff_pair_at(r->inj, i)->ref].inj = nnp_diff_pair_at(r->inj, i);
     int rc = attribute(r);
     if (rc)
         return rc;
@@ -290,8 +291,9 @@ int run_report_build(run_report *r)
         if (st)
             return cli_fail(st);
     }
-    if (r->std->order_violation >= 0)
-        r->order_violation = (int64_t)r->std->pairs[r->std->order_violation].ref;
+    int64_t reorder = nnp_diff_order_violation(r->std);
+    if (reorder >= 0)
+        r->order_violation = (int64_t)nnp_diff_pair_at(r->std, (size_t)reorder)->ref;
     components(r);
 
     char *text = NULL;
@@ -310,8 +312,9 @@ int run_report_build(run_report *r)
     bool failed = false;
     for (int s = 0; s < NSIDES; s++)
         failed |= r->side[s].failed;
-    r->agree = !failed && r->std->npairs > 0 && r->std->first_divergence < 0 &&
-               r->std->order_violation < 0 && r->inj && r->inj->first_divergence < 0;
+    r->agree = !failed && nnp_diff_pair_count(r->std) > 0 &&
+               nnp_diff_first_divergence(r->std) < 0 && nnp_diff_order_violation(r->std) < 0 &&
+               r->inj && nnp_diff_first_divergence(r->inj) < 0;
     r->exit_code = !r->side[SIDE_INJ].dump ? EXIT_BAD_INPUT : r->agree ? EXIT_AGREE : EXIT_FOUND;
     return EXIT_AGREE;
 }

@@ -67,15 +67,16 @@ static void print_side(FILE *o, const run_side *s)
 static int counts(char *buf, size_t n, const char *label, const nnp_diff *d)
 {
     size_t c[5] = {0};
-    for (size_t i = 0; i < d->npairs; i++)
-        c[d->pairs[i].verdict]++;
+    for (size_t i = 0; i < nnp_diff_pair_count(d); i++)
+        c[nnp_diff_pair_at(d, i)->verdict]++;
     size_t fail = c[NNP_FAIL] + c[NNP_SHAPE_MISMATCH] + c[NNP_DTYPE_MISMATCH];
     char warn[32] = "", failed[32] = "";
     if (c[NNP_WARN])
         snprintf(warn, sizeof warn, ", %zu warn", c[NNP_WARN]);
     if (fail)
         snprintf(failed, sizeof failed, ", %zu fail", fail);
-    return snprintf(buf, n, "%s %zu (%zu pass%s%s)", label, d->npairs, c[NNP_PASS], warn, failed);
+    return snprintf(buf, n, "%s %zu (%zu pass%s%s)", label, nnp_diff_pair_count(d), c[NNP_PASS],
+                    warn, failed);
 }
 
 static void print_scenario(FILE *o, const char *label, const nnp_diff_pair *p)
@@ -176,14 +177,15 @@ static void print_components(FILE *o, const run_report *r)
     }
 }
 
-static void print_unmatched(FILE *o, const char *what, const nnp_dump *dump, const size_t *list,
-                            size_t count)
+/* The port records a diff left unmatched. */
+static void print_unmatched(FILE *o, const char *what, const nnp_dump *dump, const nnp_diff *d)
 {
+    size_t count = nnp_diff_unmatched_port_count(d);
     if (!count)
         return;
     fprintf(o, "\nonly in the %s (%zu):\n", what, count);
     for (size_t k = 0; k < count && k < 10; k++)
-        fprintf(o, "  %s\n", nnp_dump_record(dump, list[k])->name);
+        fprintf(o, "  %s\n", nnp_dump_record(dump, nnp_diff_unmatched_port_at(d, k))->name);
     if (count > 10)
         fprintf(o, "  ... and %zu more\n", count - 10);
 }
@@ -237,6 +239,5 @@ void run_report_text(FILE *o, const run_report *r, bool all)
 
     print_table(o, r, all);
     print_components(o, r);
-    print_unmatched(o, "port", r->side[SIDE_PORT].dump, r->std->unmatched_port,
-                    r->std->nunmatched_port);
+    print_unmatched(o, "port", r->side[SIDE_PORT].dump, r->std);
 }

@@ -104,12 +104,18 @@ class CaptureOptions(ctypes.Structure):
     """struct nnp_capture_options."""
     _c_name = "nnp_capture_options"
     _fields_ = [
+        ("size", ctypes.c_size_t),
         ("inject_path", ctypes.c_char_p),
         ("rules_path", ctypes.c_char_p),
         ("expected_records", ctypes.c_size_t),
         ("rank", ctypes.c_int),
         ("world_size", ctypes.c_int),
     ]
+
+
+    def __init__(self, *args, **kw):
+        # the size first, as nnp_capture_options_init sets it
+        super().__init__(ctypes.sizeof(self), *args, **kw)
 
 
 class Record(ctypes.Structure):

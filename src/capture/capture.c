@@ -223,12 +223,23 @@ static nnp_status open_session(const char *path, const nnp_capture_options *opts
     return st;
 }
 
+void nnp_capture_options_init(nnp_capture_options *opts)
+{
+    if (opts)
+        *opts = (nnp_capture_options){.size = sizeof *opts};
+}
+
 nnp_status nnp_capture_open(const char *path, const nnp_capture_options *opts)
 {
+    nnp_capture_options o;
+    nnp_capture_options_init(&o);
+    nnp_status st = nnp__options_take("nnp_capture_open", opts, &o, sizeof o);
+    if (st)
+        return st;
     /* An explicit session takes the place of one from the environment. */
     atomic_store(&env_overridden, true);
     pthread_once(&env_once, open_from_env);
-    return open_session(path, opts);
+    return open_session(path, &o);
 }
 
 nnp_status nnp_capture_close(void)
@@ -272,7 +283,10 @@ static void open_from_env(void)
     const char *cap = getenv("NNPARITY_CAPTURE"), *inj = getenv("NNPARITY_INJECT");
     if (atomic_load(&env_overridden) || ((!cap || !*cap) && (!inj || !*inj)))
         return;
-    nnp_capture_options o = {.inject_path = inj, .rules_path = getenv("NNPARITY_RULES")};
+    nnp_capture_options o;
+    nnp_capture_options_init(&o);
+    o.inject_path = inj;
+    o.rules_path = getenv("NNPARITY_RULES");
     if (open_session(cap, &o) != NNP_OK) {
         fprintf(stderr, "nnparity: %s\n", nnp_last_error());
         return;

@@ -26,6 +26,12 @@ nnp_status nnp__fail(nnp_status status, const char *fmt, ...) NNP_PRINTF(2, 3);
 /* The out-of-memory failure, with a fixed message that needs no allocation. */
 nnp_status nnp__nomem(void);
 
+/* Options a caller passed, which start with their own size (nnparity.h): `dst` (dst_size bytes)
+ * holds the defaults; the caller's bytes are copied over them, as many as both know, and
+ * dst's size set to its own. NULL options keep the defaults; a size too small to hold even
+ * itself (options never initialized) is NNP_ERR_ARG naming `fn`. */
+nnp_status nnp__options_take(const char *fn, const void *given, void *dst, size_t dst_size);
+
 /* ---- checked arithmetic (util.c) ---- */
 
 /* *out = a * b, or false on overflow. */

@@ -62,6 +62,20 @@ const char *nnp_version(void)
     return NNP_VERSION_STRING;
 }
 
+nnp_status nnp__options_take(const char *fn, const void *given, void *dst, size_t dst_size)
+{
+    if (given) {
+        size_t size;
+        memcpy(&size, given, sizeof size);
+        if (size < sizeof size)
+            return nnp__fail(NNP_ERR_ARG, "%s: the options' size is %zu: initialize them with "
+                             "their _init function first", fn, size);
+        memcpy(dst, given, size < dst_size ? size : dst_size);
+    }
+    memcpy(dst, &dst_size, sizeof dst_size);
+    return NNP_OK;
+}
+
 int nnp_version_number(void)
 {
     return NNP_VERSION_NUMBER;

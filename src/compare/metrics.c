@@ -324,7 +324,10 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
     if (!out || !ref || !port || nnp_dtype_size(ref->dtype) == 0 ||
         nnp_dtype_size(port->dtype) == 0 || (n && (!ref->data || !port->data)))
         return nnp__fail(NNP_ERR_ARG, "nnp_compare: missing data, dtype or output");
-    nnp_compare_options o = opts ? *opts : (nnp_compare_options){0};
+    nnp_compare_options o;
+    nnp_compare_options_init(&o);
+    if (opts)
+        o = *opts; /* internal callers: their own options, built whole */
     if (!(o.atol >= 0) || !(o.rtol >= 0))
         return nnp__fail(NNP_ERR_ARG, "nnp_compare: tolerances must be non-negative numbers");
     size_t nchunks = (size_t)((n + CMP_CHUNK - 1) / CMP_CHUNK);
@@ -343,12 +346,23 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
     return st;
 }
 
+void nnp_compare_options_init(nnp_compare_options *opts)
+{
+    if (opts)
+        *opts = (nnp_compare_options){.size = sizeof *opts};
+}
+
 nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtype,
                        const void *port, uint64_t n, const nnp_compare_options *opts,
                        nnp_metrics *out)
 {
+    nnp_compare_options o;
+    nnp_compare_options_init(&o);
+    nnp_status st = nnp__options_take("nnp_compare", opts, &o, sizeof o);
+    if (st)
+        return st;
     nnp_cmp_side r = {ref_dtype, ref, NULL, 0}, p = {port_dtype, port, NULL, 0};
-    return nnp__compare_sides(&r, &p, n, opts, out);
+    return nnp__compare_sides(&r, &p, n, &o, out);
 }
 
 nnp_status nnp__compare_records(nnp_dump *ref, size_t ref_rec, nnp_dump *port, size_t port_rec,

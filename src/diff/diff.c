@@ -14,6 +14,73 @@
 
 #include "diff/diff.h"
 
+/* ---- reading a diff ---- */
+
+size_t nnp_diff_pair_count(const nnp_diff *d)
+{
+    return d ? d->npairs : 0;
+}
+
+const nnp_diff_pair *nnp_diff_pair_at(const nnp_diff *d, size_t i)
+{
+    return d && i < d->npairs ? &d->pairs[i] : NULL;
+}
+
+size_t nnp_diff_unmatched_ref_count(const nnp_diff *d)
+{
+    return d ? d->nunmatched_ref : 0;
+}
+
+size_t nnp_diff_unmatched_ref_at(const nnp_diff *d, size_t i)
+{
+    return d && i < d->nunmatched_ref ? d->unmatched_ref[i] : SIZE_MAX;
+}
+
+size_t nnp_diff_unmatched_port_count(const nnp_diff *d)
+{
+    return d ? d->nunmatched_port : 0;
+}
+
+size_t nnp_diff_unmatched_port_at(const nnp_diff *d, size_t i)
+{
+    return d && i < d->nunmatched_port ? d->unmatched_port[i] : SIZE_MAX;
+}
+
+int64_t nnp_diff_first_divergence(const nnp_diff *d)
+{
+    return d ? d->first_divergence : -1;
+}
+
+int64_t nnp_diff_order_violation(const nnp_diff *d)
+{
+    return d ? d->order_violation : -1;
+}
+
+int64_t nnp_diff_nonfinite_origin(const nnp_diff *d)
+{
+    return d ? d->nonfinite_origin : -1;
+}
+
+size_t nnp_diff_aligned_count(const nnp_diff *d)
+{
+    return d ? d->naligned : 0;
+}
+
+size_t nnp_diff_rank0_default(const nnp_diff *d)
+{
+    return d ? d->rank0_default : 0;
+}
+
+size_t nnp_diff_collision_count(const nnp_diff *d)
+{
+    return d ? d->ncollisions : 0;
+}
+
+const nnp_collision *nnp_diff_collision_at(const nnp_diff *d, size_t i)
+{
+    return d && i < d->ncollisions ? &d->collisions[i] : NULL;
+}
+
 void nnp_diff_free(nnp_diff *d)
 {
     if (!d)
@@ -63,7 +130,7 @@ static void compare_pair(void *c, size_t t)
     cmp_ctx *ctx = c;
     size_t i = ctx->todo[t];
     nnp_diff_pair *p = &ctx->diff->pairs[i];
-    nnp_compare_options o = {p->atol, p->rtol, ctx->threads};
+    nnp_compare_options o = {sizeof o, p->atol, p->rtol, ctx->threads};
     nnp_status st;
     if (p->adapters) {
         nnp_tensor rt, pt;
@@ -229,15 +296,25 @@ static nnp_status find_nonfinite_origin(nnp_diff *d, nnp_dump *port)
     return st;
 }
 
+void nnp_diff_options_init(nnp_diff_options *opts)
+{
+    if (opts)
+        *opts = (nnp_diff_options){.size = sizeof *opts, .atol = -1, .rtol = -1};
+}
+
 nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
                           nnp_diff **out)
 {
     if (!ref || !port || !out)
         return nnp__fail(NNP_ERR_ARG, "nnp_diff_dumps: missing dump or output");
     *out = NULL;
-    nnp_diff_options o = opts ? *opts : (nnp_diff_options){NULL, -1, -1, 0, false, NULL, NULL};
+    nnp_diff_options o;
+    nnp_diff_options_init(&o);
+    nnp_status st = nnp__options_take("nnp_diff_dumps", opts, &o, sizeof o);
+    if (st)
+        return st;
     nnp_diff *d = calloc(1, sizeof *d);
-    nnp_status st = d ? nnp__pair_records(ref, port, &o, d) : nnp__nomem();
+    st = d ? nnp__pair_records(ref, port, &o, d) : nnp__nomem();
     if (!st)
         st = compare_all(d, ref, port, &o);
     if (!st)

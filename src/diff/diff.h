@@ -7,6 +7,23 @@
 
 #include "compare/compare.h"
 
+/* The result of a diff (opaque in nnparity.h: callers read it through accessors, diff.c). */
+struct nnp_diff {
+    nnp_diff_pair *pairs;   /* in the reference's execution order */
+    size_t npairs;
+    size_t *unmatched_ref, nunmatched_ref;   /* reference records with no port record */
+    size_t *unmatched_port, nunmatched_port; /* port records with no reference record (and not
+                                              * ignored by the rules) */
+    int64_t first_divergence; /* see the accessors of the same names */
+    int64_t order_violation;
+    int64_t nonfinite_origin;
+    size_t naligned;          /* pairs made by automatic alignment */
+    void *owned;              /* pairing's: shapes and texts the pairs point to */
+    size_t rank0_default;
+    nnp_collision *collisions; /* renames that met, in the port's order (owned, like the pairs) */
+    size_t ncollisions;
+};
+
 /* ---- rules: what a name maps to (rules.c) and the adapters that bring layouts together
  * (adapt.c) ---- */
 

@@ -106,7 +106,7 @@ static void run_unit(void *ctx, size_t t)
                            u->chunk, out);
         return;
     }
-    nnp_compare_options o = {p->atol, p->rtol, 1};
+    nnp_compare_options o = {sizeof o, p->atol, p->rtol, 1};
     nnp_tensor rt, pt;
     nnp_status st = nnp__pair_tensors(w->diff, u->pair, w->ref, w->port, &rt, &pt);
     if (!st)
@@ -246,13 +246,14 @@ nnp_status nnp_diff_dumps_comm(nnp_dump *ref, nnp_dump *port, const nnp_diff_opt
         return nnp_diff_dumps(ref, port, opts, out);
     if (!comm->gather || !comm->bcast || comm->rank < 0 || comm->rank >= comm->size)
         return nnp__fail(NNP_ERR_ARG, "nnp_diff_dumps_comm: an incomplete transport");
-    nnp_diff_options o = opts ? *opts : (nnp_diff_options){NULL, -1, -1, 0, false, NULL, NULL};
+    nnp_diff_options o;
+    nnp_diff_options_init(&o);
     nnp_diff *d = NULL;
     unit *u = NULL;
     size_t nu = 0, first = 0, end = 0;
     unsigned char *mine = NULL, *all = NULL;
     uint64_t *lens = NULL;
-    nnp_status st = ref && port ? NNP_OK
+    nnp_status st = ref && port ? nnp__options_take("nnp_diff_dumps_comm", opts, &o, sizeof o)
                                 : nnp__fail(NNP_ERR_ARG, "nnp_diff_dumps_comm: missing dump");
     if (!st && !(d = calloc(1, sizeof *d)))
         st = nnp__nomem();

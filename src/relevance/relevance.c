@@ -482,11 +482,21 @@ static nnp_status check_args(const nnp_attn_layer *layers, size_t nlayers,
     return NNP_OK;
 }
 
+void nnp_relevance_options_init(nnp_relevance_options *opts)
+{
+    if (opts)
+        *opts = (nnp_relevance_options){.size = sizeof *opts};
+}
+
 nnp_status nnp_relevance_rows(const nnp_attn_layer *layers, size_t nlayers,
                               const nnp_relevance_options *opts, const uint64_t *rows,
                               size_t nrows, double *out)
 {
-    nnp_status st = check_args(layers, nlayers, opts);
+    nnp_relevance_options o;
+    nnp_relevance_options_init(&o);
+    nnp_status st = opts ? nnp__options_take("relevance", opts, &o, sizeof o) : NNP_OK;
+    if (!st)
+        st = check_args(layers, nlayers, opts ? &o : NULL);
     if (st)
         return st;
     uint64_t n = layers[0].n;
@@ -512,10 +522,10 @@ nnp_status nnp_relevance_rows(const nnp_attn_layer *layers, size_t nlayers,
     for (size_t r = 0; r < nrows; r++)
         V[r * n + rows[r]] = 1;
     /* Rows of the chain times the last layer's matrix first: e_q^T M_L ... M_s. */
-    for (size_t l = nlayers; l-- > opts->start_layer;) {
-        build_ctx bc = {&layers[l], opts, n, F, scratch, bad};
+    for (size_t l = nlayers; l-- > o.start_layer;) {
+        build_ctx bc = {&layers[l], &o, n, F, scratch, bad};
         memset(bad, 0, ntasks * sizeof *bad);
-        nnp__parallel_for(ntasks, opts->threads, build_rows, &bc);
+        nnp__parallel_for(ntasks, o.threads, build_rows, &bc);
         for (size_t t = 0; t < ntasks; t++)
             if (bad[t].found) {
                 const char *name = bad[t].in_grad ? layers[l].grad_name : layers[l].name;
@@ -525,16 +535,16 @@ nnp_status nnp_relevance_rows(const nnp_attn_layer *layers, size_t nlayers,
                                (unsigned long long)bad[t].i, (unsigned long long)bad[t].j);
                 goto out;
             }
-        if (opts->method == NNP_REL_CHEFER) {
+        if (o.method == NNP_REL_CHEFER) {
             for (uint64_t i = 0; i < n; i++)
                 F[i * n + i] += 1;
         } else {
-            if ((st = discard(F, n, opts->discard)))
+            if ((st = discard(F, n, o.discard)))
                 goto out;
             rollout_step(F, n);
         }
         product_ctx pc = {V, F, T, n};
-        nnp__parallel_for(nrows, opts->threads, product_row, &pc);
+        nnp__parallel_for(nrows, o.threads, product_row, &pc);
         double *swap = V;
         V = T;
         T = swap;
@@ -553,6 +563,7 @@ nnp_status nnp_relevance(const nnp_attn_layer *layers, size_t nlayers,
                          const nnp_relevance_options *opts, uint64_t query, double *r)
 {
     nnp_status st = nnp_relevance_rows(layers, nlayers, opts, &query, 1, r);
+    /* the rows succeeded: opts holds at least the method */
     if (!st && opts->method == NNP_REL_CHEFER)
         r[query] = 0;
     return st;

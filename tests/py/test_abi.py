@@ -52,12 +52,12 @@ def test_bridge_structs_match_the_library(struct):
 def test_a_struct_that_drifted_is_refused():
     class Drifted(ctypes.Structure):
         _c_name = "nnp_capture_options"
-        _fields_ = [("inject_path", ctypes.c_char_p), ("expected_records", ctypes.c_size_t),
-                    ("rules_path", ctypes.c_char_p), ("rank", ctypes.c_int),
-                    ("world_size", ctypes.c_int)]
+        _fields_ = [("size", ctypes.c_size_t), ("inject_path", ctypes.c_char_p),
+                    ("expected_records", ctypes.c_size_t), ("rules_path", ctypes.c_char_p),
+                    ("rank", ctypes.c_int), ("world_size", ctypes.c_int)]
 
     with pytest.raises(nnparity.NnparityError, match=r"nnp_capture_options differs .*"
-                                                     r"expected_records 8 != 16"):
+                                                     r"expected_records 16 != 24"):
         _lib.check_layout(_lib.lib(), Drifted)
 
 

@@ -222,7 +222,7 @@ static void test_injection(void **state)
                        "rename ^blk\\.([0-9]+)/ blocks.\\1/\n"
                        "ignore ^scratch/\n";
     write_bytes(rules, text, strlen(text));
-    nnp_capture_options o = {.inject_path = ref, .rules_path = rules};
+    nnp_capture_options o = {.size = sizeof o, .inject_path = ref, .rules_path = rules};
     assert_int_equal(nnp_capture_open(out, &o), NNP_OK);
     assert_int_equal(nnp_capture_active(), 3);
 
@@ -281,7 +281,7 @@ static void test_open_errors(void **state)
     scratch(rules, sizeof rules, "bad.rules");
     scratch(ref, sizeof ref, "ref2.safetensors");
     write_reference(ref);
-    nnp_capture_options o = {.inject_path = "/nonexistent/ref.safetensors"};
+    nnp_capture_options o = {.size = sizeof o, .inject_path = "/nonexistent/ref.safetensors"};
     assert_int_equal(nnp_capture_open(out, &o), NNP_ERR_IO);
     assert_non_null(strstr(nnp_last_error(), "/nonexistent/ref.safetensors"));
     write_bytes(rules, "rename (unclosed x\n", 19);

@@ -137,7 +137,7 @@ static void test_threads_inject_and_record(void **state)
     scratch(ref, sizeof ref, "threads_ref.safetensors");
     scratch(p, sizeof p, "threads_injected.safetensors");
     write_reference(ref);
-    nnp_capture_options o = {.inject_path = ref};
+    nnp_capture_options o = {.size = sizeof o, .inject_path = ref};
     assert_int_equal(nnp_capture_open(p, &o), NNP_OK);
     assert_int_equal(nnp_capture_active(), 3);
     run_workers(true);

@@ -93,7 +93,7 @@ static void write_dump(const char *path, const rec4 *recs, size_t n)
 
 static nnp_diff *diff_of(nnp_dump *ref, nnp_dump *port, const nnp_rules *rules)
 {
-    nnp_diff_options o = {rules, -1, -1, 1, true, NULL, NULL};
+    nnp_diff_options o = {sizeof o, rules, -1, -1, 1, true, NULL, NULL};
     nnp_diff *d;
     assert_int_equal(nnp_diff_dumps(ref, port, &o, &d), NNP_OK);
     return d;
@@ -132,8 +132,9 @@ static void test_attribution(void **state)
             fail_msg("record %zu: %s, not %s", i, nnp_label_name(row->label),
                      nnp_label_name(want[i]));
         assert_true(row->std_pair < 0 ||
-                    std->pairs[row->std_pair].ref == (size_t)i);
-        assert_true(row->inj_pair < 0 || injd->pairs[row->inj_pair].ref == (size_t)i);
+                    nnp_diff_pair_at(std, (size_t)row->std_pair)->ref == (size_t)i);
+        assert_true(row->inj_pair < 0 ||
+                    nnp_diff_pair_at(injd, (size_t)row->inj_pair)->ref == (size_t)i);
     }
     assert_null(nnp_attribution_row_at(a, 6));
     assert_true(nnp_attribution_row_at(a, 4)->std_pair < 0);
@@ -215,8 +216,8 @@ static void test_join_kind(void **state)
         nnp_rules *rules;
         assert_int_equal(nnp_rules_parse(cases[i].rules, "t.rules", &rules), NNP_OK);
         nnp_diff *df = diff_of(r, p, rules);
-        assert_int_equal(df->npairs, 1);
-        const nnp_diff_pair *pair = &df->pairs[0];
+        assert_int_equal(nnp_diff_pair_count(df), 1);
+        const nnp_diff_pair *pair = nnp_diff_pair_at(df, 0);
         assert_int_equal(pair->nparts, 3);
         assert_int_equal(pair->join, NNP_JOIN_CONCAT);
         assert_int_equal(pair->join_axis, i == 0 ? 0 : -2);
@@ -226,9 +227,10 @@ static void test_join_kind(void **state)
         nnp_rules_free(rules);
     }
     nnp_diff *df = diff_of(r, r, NULL);
-    assert_int_equal(df->pairs[0].join, NNP_JOIN_NONE);
-    assert_int_equal(df->pairs[0].join_axis, 0);
-    assert_int_equal(df->pairs[0].nadapters, 0);
+    const nnp_diff_pair *same = nnp_diff_pair_at(df, 0);
+    assert_int_equal(same->join, NNP_JOIN_NONE);
+    assert_int_equal(same->join_axis, 0);
+    assert_int_equal(same->nadapters, 0);
     nnp_diff_free(df);
     nnp_dump_close(r);
     nnp_dump_close(p);
@@ -257,15 +259,15 @@ static void test_gather_join_kind(void **state)
     assert_int_equal(nnp_rules_parse("slice ^fc/ 0 0:2\ngather ^fc/ concat -1\n"
                                      "gather ^proj/ sum\n", "g.rules", &rules), NNP_OK);
     nnp_diff *d = diff_of(r, p, rules);
-    assert_int_equal(d->npairs, 2);
-    assert_int_equal(d->pairs[0].join, NNP_JOIN_GATHER_CONCAT);
-    assert_int_equal(d->pairs[0].join_axis, -1);
-    assert_int_equal(d->pairs[0].nadapters, 1);
-    assert_int_equal(d->pairs[0].verdict, NNP_PASS);
-    assert_int_equal(d->pairs[1].join, NNP_JOIN_GATHER_SUM);
-    assert_int_equal(d->pairs[1].join_axis, 0);
-    assert_int_equal(d->pairs[1].nadapters, 0);
-    assert_int_equal(d->pairs[1].verdict, NNP_PASS);
+    assert_int_equal(nnp_diff_pair_count(d), 2);
+    assert_int_equal(nnp_diff_pair_at(d, 0)->join, NNP_JOIN_GATHER_CONCAT);
+    assert_int_equal(nnp_diff_pair_at(d, 0)->join_axis, -1);
+    assert_int_equal(nnp_diff_pair_at(d, 0)->nadapters, 1);
+    assert_int_equal(nnp_diff_pair_at(d, 0)->verdict, NNP_PASS);
+    assert_int_equal(nnp_diff_pair_at(d, 1)->join, NNP_JOIN_GATHER_SUM);
+    assert_int_equal(nnp_diff_pair_at(d, 1)->join_axis, 0);
+    assert_int_equal(nnp_diff_pair_at(d, 1)->nadapters, 0);
+    assert_int_equal(nnp_diff_pair_at(d, 1)->verdict, NNP_PASS);
     nnp_diff_free(d);
     nnp_rules_free(rules);
     nnp_dump_close(r);

@@ -13,7 +13,7 @@
 static nnp_metrics cmp(const double *r, const double *p, size_t n, double atol, double rtol)
 {
     nnp_metrics m;
-    nnp_compare_options o = {atol, rtol, 2};
+    nnp_compare_options o = {sizeof o, atol, rtol, 2};
     assert_int_equal(nnp_compare(NNP_F64, r, NNP_F64, p, n, &o, &m), NNP_OK);
     return m;
 }
@@ -114,7 +114,7 @@ static void test_mixed_dtypes_and_ties(void **state)
     float r[3] = {1.0f, 3.14159f, -2.0f};
     uint16_t p[3] = {0x3f80, 0x4049, 0xc000}; /* 1, 3.140625, -2 */
     nnp_metrics m;
-    nnp_compare_options o = {0, 0, 1};
+    nnp_compare_options o = {sizeof o, 0, 0, 1};
     assert_int_equal(nnp_compare(NNP_F32, r, NNP_BF16, p, 3, &o, &m), NNP_OK);
     assert_int_equal(m.max_index, 1);
     near(m.max_abs, (double)3.14159f - 3.140625);
@@ -142,7 +142,7 @@ static void test_threads_do_not_matter(void **state)
     }
     p[2000000] = NAN;
     nnp_metrics m1, m;
-    nnp_compare_options o = {1e-5, 1e-4, 1};
+    nnp_compare_options o = {sizeof o, 1e-5, 1e-4, 1};
     assert_int_equal(nnp_compare(NNP_F32, r, NNP_F32, p, n, &o, &m1), NNP_OK);
     assert_int_equal(m1.nan_port, 1);
     for (int t = 2; t <= 4; t++) {
@@ -276,7 +276,7 @@ static void test_kernels_match_double_path(void **state)
                 nnp_convert_to_f64(rt, rb, n, r64);
                 nnp_convert_to_f64(pt, pb, n, p64);
                 for (int threads = 1; threads <= 2; threads++) {
-                    nnp_compare_options o = {1e-3, 1e-2, threads};
+                    nnp_compare_options o = {sizeof o, 1e-3, 1e-2, threads};
                     nnp_metrics fast, exact;
                     assert_int_equal(nnp_compare(rt, rb, pt, pb, n, &o, &fast), NNP_OK);
                     assert_int_equal(nnp_compare(NNP_F64, r64, NNP_F64, p64, n, &o, &exact), NNP_OK);
@@ -402,7 +402,7 @@ static void test_compare_records_releases_pages(void **state)
     assert_int_equal(nnp_dump_open(pp, &port), NNP_OK);
     int64_t ri = nnp_dump_find(ref, "big"), pi = nnp_dump_find(port, "big");
     assert_true(ri >= 0 && pi >= 0);
-    nnp_compare_options o = {1e-2, 4e-2, 2};
+    nnp_compare_options o = {sizeof o, 1e-2, 4e-2, 2};
     nnp_metrics a, b;
     long before = rss_file_kib();
     assert_int_equal(nnp__compare_records(ref, (size_t)ri, port, (size_t)pi, &o, &a), NNP_OK);

@@ -29,7 +29,7 @@ static void test_rank_file_names(void **state)
  * prefixed so that each rank holds its own, plus one name every rank holds. */
 static void capture_rank(const char *dir, int rank, int world, const char *prefix)
 {
-    nnp_capture_options o = {.rank = rank, .world_size = world};
+    nnp_capture_options o = {.size = sizeof o, .rank = rank, .world_size = world};
     assert_int_equal(nnp_capture_open(dir, &o), NNP_OK);
     uint64_t shape[1] = {2};
     float x[2] = {(float)rank, 1};
@@ -81,7 +81,7 @@ static void test_capture_rank_options_checked(void **state)
 {
     (void)state;
     char dir[300];
-    nnp_capture_options o = {.rank = 2, .world_size = 2};
+    nnp_capture_options o = {.size = sizeof o, .rank = 2, .world_size = 2};
     assert_int_equal(nnp_capture_open(scratch(dir, sizeof dir, "bad"), &o), NNP_ERR_ARG);
     assert_non_null(strstr(nnp_last_error(), "rank 2 of 2 ranks does not exist"));
     /* a file where a directory of rank files must go */
@@ -159,7 +159,7 @@ static void *run_proc(void *arg)
     if (!st)
         st = nnp_dump_open(pr->port, &pr->p);
     st = nnp_comm_agree(&c, st);
-    nnp_diff_options o = {pr->rules, -1, -1, 1, false, NULL, NULL};
+    nnp_diff_options o = {sizeof o, pr->rules, -1, -1, 1, false, NULL, NULL};
     if (!st)
         st = nnp_diff_dumps_comm(pr->r, pr->p, &o, &c, &pr->diff);
     pr->st = st;
@@ -208,7 +208,7 @@ static void test_distributed_diff_equals_one_process(void **state)
     nnp_diff *one;
     assert_int_equal(nnp_dump_open(ref, &r), NNP_OK);
     assert_int_equal(nnp_dump_open(port, &p), NNP_OK);
-    nnp_diff_options o = {rules, -1, -1, 0, false, NULL, NULL};
+    nnp_diff_options o = {sizeof o, rules, -1, -1, 0, false, NULL, NULL};
     assert_int_equal(nnp_diff_dumps(r, p, &o, &one), NNP_OK);
 
     shared_mem s;
@@ -226,17 +226,17 @@ static void test_distributed_diff_equals_one_process(void **state)
         assert_true(k == 0 ? procs[k].diff != NULL : procs[k].diff == NULL);
     }
     nnp_diff *many = procs[0].diff;
-    assert_int_equal(many->npairs, one->npairs);
-    assert_int_equal(one->npairs, 2);
-    assert_non_null(one->pairs[1].adapters);
-    assert_true(one->pairs[0].metrics.nan_port == 1);
-    for (size_t i = 0; i < one->npairs; i++) {
-        assert_int_equal(many->pairs[i].verdict, one->pairs[i].verdict);
-        assert_memory_equal(&many->pairs[i].metrics, &one->pairs[i].metrics,
-                            sizeof one->pairs[i].metrics);
+    assert_int_equal(nnp_diff_pair_count(many), nnp_diff_pair_count(one));
+    assert_int_equal(nnp_diff_pair_count(one), 2);
+    assert_non_null(nnp_diff_pair_at(one, 1)->adapters);
+    assert_true(nnp_diff_pair_at(one, 0)->metrics.nan_port == 1);
+    for (size_t i = 0; i < nnp_diff_pair_count(one); i++) {
+        const nnp_diff_pair *m = nnp_diff_pair_at(many, i), *s = nnp_diff_pair_at(one, i);
+        assert_int_equal(m->verdict, s->verdict);
+        assert_memory_equal(&m->metrics, &s->metrics, sizeof s->metrics);
     }
-    assert_int_equal(many->first_divergence, one->first_divergence);
-    assert_int_equal(many->nonfinite_origin, one->nonfinite_origin);
+    assert_int_equal(nnp_diff_first_divergence(many), nnp_diff_first_divergence(one));
+    assert_int_equal(nnp_diff_nonfinite_origin(many), nnp_diff_nonfinite_origin(one));
 
     /* a failure on one process is every process's, with its rank in the message */
     remove(port);
@@ -287,13 +287,13 @@ static void test_gather_beyond_its_limit(void **state)
     assert_int_equal(nnp_rules_parse("gather ^shared/ concat 0\n", "g", &rules), NNP_OK);
     nnp_dump *r, *p;
     assert_int_equal(nnp_dump_open_both(ref, dir, &r, &p), NNP_OK);
-    nnp_diff_options o = {rules, -1, -1, 0, true, NULL, NULL};
+    nnp_diff_options o = {sizeof o, rules, -1, -1, 0, true, NULL, NULL};
     nnp_diff *d;
     assert_int_equal(nnp_diff_dumps(r, p, &o, &d), NNP_OK);
-    assert_int_equal(d->npairs, 0);
-    assert_int_equal(d->nunmatched_ref, 1);
+    assert_int_equal(nnp_diff_pair_count(d), 0);
+    assert_int_equal(nnp_diff_unmatched_ref_count(d), 1);
     /* every rank's two copies of shared/out0 and its four own records */
-    assert_int_equal(d->nunmatched_port, RANKS * 6);
+    assert_int_equal(nnp_diff_unmatched_port_count(d), RANKS * 6);
     nnp_diff_free(d);
     nnp_dump_close(r);
     nnp_dump_close(p);

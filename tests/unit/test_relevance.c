@@ -33,7 +33,7 @@ static void test_rollout(void **state)
 {
     (void)state;
     nnp_attn_layer L[2] = {layer_of(A1, NULL, 1, 3), layer_of(A2, NULL, 1, 3)};
-    nnp_relevance_options o = {.method = NNP_REL_ROLLOUT, .threads = 1};
+    nnp_relevance_options o = {.size = sizeof o, .method = NNP_REL_ROLLOUT, .threads = 1};
     double r[3];
     assert_int_equal(nnp_relevance(L, 2, &o, 0, r), NNP_OK);
     assert_near(r, (double[]){0.5625, 0.1875, 0.25}, 3, TOL);
@@ -59,7 +59,8 @@ static void test_fusion(void **state)
     nnp_attn_layer L = layer_of(heads, NULL, 2, 2);
     uint64_t rows[2] = {0, 1};
     double J[4];
-    nnp_relevance_options o = {.method = NNP_REL_ROLLOUT, .fusion = NNP_FUSION_MEAN};
+    nnp_relevance_options o = {.size = sizeof o, .method = NNP_REL_ROLLOUT,
+                               .fusion = NNP_FUSION_MEAN};
     assert_int_equal(nnp_relevance_rows(&L, 1, &o, rows, 2, J), NNP_OK);
     assert_near(J, (double[]){.75, .25, 0, 1}, 4, TOL);
     o.fusion = NNP_FUSION_MAX;
@@ -77,7 +78,7 @@ static void test_discard(void **state)
     nnp_attn_layer L = layer_of(A, NULL, 1, 3);
     uint64_t rows[3] = {0, 1, 2};
     double J[9];
-    nnp_relevance_options o = {.method = NNP_REL_ROLLOUT, .discard = 0.4};
+    nnp_relevance_options o = {.size = sizeof o, .method = NNP_REL_ROLLOUT, .discard = 0.4};
     assert_int_equal(nnp_relevance_rows(&L, 1, &o, rows, 3, J), NNP_OK);
     /* 0.05, 0.15 and 0.2 zeroed: row 2 becomes [0, .35, .6] -> [0, .175, .8] / .975 */
     assert_near(J, (double[]){.75 / .9, .15 / .9, 0, 0, .8 / .925, .125 / .925, 0,
@@ -119,7 +120,7 @@ static void test_chefer(void **state)
     chefer_layers(L);
     uint64_t rows[3] = {0, 1, 2};
     double R[9];
-    nnp_relevance_options o = {.method = NNP_REL_CHEFER};
+    nnp_relevance_options o = {.size = sizeof o, .method = NNP_REL_CHEFER};
     assert_int_equal(nnp_relevance_rows(L, 1, &o, rows, 3, R), NNP_OK);
     assert_near(R, (double[]){1.5, .5, 0, 0, 2, 0, 0, 0, 2}, 9, TOL);
     assert_int_equal(nnp_relevance_rows(L, 2, &o, rows, 3, R), NNP_OK);
@@ -144,7 +145,7 @@ static void test_chefer_rollout(void **state)
     nnp_attn_layer L[2];
     chefer_layers(L);
     double r[3];
-    nnp_relevance_options o = {.method = NNP_REL_CHEFER_ROLLOUT};
+    nnp_relevance_options o = {.size = sizeof o, .method = NNP_REL_CHEFER_ROLLOUT};
     assert_int_equal(nnp_relevance(L, 2, &o, 0, r), NNP_OK);
     assert_near(r, (double[]){.375, .125, .5}, 3, TOL);
     /* grad_rollout: the mean of grad*attn before the clamp; layer 1's heads cancel to
@@ -211,7 +212,8 @@ static void test_chain_matches_matrix_product(void **state)
         for (int i = 0; i < N; i++)
             rows[i] = (uint64_t)(N - 1 - i);
         double got1[N * N], got4[N * N];
-        nnp_relevance_options o = {.method = (nnp_relevance_method)method, .threads = 1};
+        nnp_relevance_options o = {.size = sizeof o, .method = (nnp_relevance_method)method,
+                                   .threads = 1};
         assert_int_equal(nnp_relevance_rows(L, NL, &o, rows, N, got1), NNP_OK);
         o.threads = 4;
         assert_int_equal(nnp_relevance_rows(L, NL, &o, rows, N, got4), NNP_OK);
@@ -230,7 +232,8 @@ static void test_nonfinite(void **state)
     A[9 + 5] = NAN; /* head 1, row 1, column 2 */
     nnp_attn_layer L = layer_of(A, NULL, 2, 3);
     L.name = "blocks.0.attn/attn";
-    nnp_relevance_options o = {0};
+    nnp_relevance_options o;
+    nnp_relevance_options_init(&o);
     double r[3];
     assert_int_equal(nnp_relevance(&L, 1, &o, 0, r), NNP_ERR_ARG);
     assert_non_null(strstr(nnp_last_error(), "'blocks.0.attn/attn' holds a NaN or Inf at [1, 1, 2]"));
@@ -406,7 +409,7 @@ static void test_find_layers(void **state)
     assert_int_equal(L[1].attn_rec, 2);
     assert_int_equal(L[1].grad_rec, 3);
     double rr[3];
-    nnp_relevance_options o = {.method = NNP_REL_CHEFER};
+    nnp_relevance_options o = {.size = sizeof o, .method = NNP_REL_CHEFER};
     assert_int_equal(nnp_relevance(L, n, &o, 0, rr), NNP_OK);
     free(L);
     /* a gradient pattern: paired by names */
