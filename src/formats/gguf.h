@@ -1,6 +1,7 @@
 /*
- * gguf.h - what the GGUF reader (gguf.c) shares with gguf_quant.c: ggml's tensor types by number,
- * and the dequantizers that turn ggml's quantized blocks into float32.
+ * gguf.h - what the GGUF reader (gguf.c) shares with gguf_quant.c: ggml's tensor types by number
+ * (with the error each quantized one allows), and the dequantizers that turn ggml's quantized
+ * blocks into float32.
  */
 #ifndef NNP_FORMATS_GGUF_H
 #define NNP_FORMATS_GGUF_H
@@ -16,6 +17,8 @@ typedef struct nnp_ggml_type {
                         * that nnparity dequantizes; NNP_DTYPE_INVALID where it reads neither */
     bool quantized;    /* the bytes are blocks to dequantize, not elements */
     bool removed;      /* ggml assigned the number once and no longer reads it from GGUF files */
+    double rel_l2_bound; /* a dequantized type: the rel-L2 from its source that a correct
+                          * quantization stays within (gguf_quant.c says how it was set) */
 } nnp_ggml_type;
 
 /* The type with ggml number `type`, or NULL for a number ggml never assigned. */

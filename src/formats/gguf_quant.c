@@ -1,5 +1,6 @@
 /*
- * gguf_quant.c - ggml's tensor types and the dequantizers for the quantized ones nnparity reads:
+ * gguf_quant.c - ggml's tensor types with the error each quantized one allows (what
+ * nnp_record_quantization reports), and the dequantizers for the quantized ones nnparity reads:
  * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (blocks of 32) and the k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
  * (super-blocks of 256).
  *
@@ -17,34 +18,42 @@
  * CPU has one, e.g. on arm64), which rounds once instead of twice and would change the last bit.
  */
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "formats/gguf.h"
 
 /* ---- the types ---- */
 
-#define PLAIN(n, dt, sz) {n, 1, sz, dt, false, false}
-#define QUANT(n, blk, sz) {n, blk, sz, NNP_F32, true, false}
-#define UNREAD(n) {n, 0, 0, NNP_DTYPE_INVALID, true, false}
-#define REMOVED(n) {n, 0, 0, NNP_DTYPE_INVALID, true, true}
+#define PLAIN(n, dt, sz) {n, 1, sz, dt, false, false, 0}
+#define QUANT(n, blk, sz, bound) {n, blk, sz, NNP_F32, true, false, bound}
+#define UNREAD(n) {n, 0, 0, NNP_DTYPE_INVALID, true, false, 0}
+#define REMOVED(n) {n, 0, 0, NNP_DTYPE_INVALID, true, true, 0}
 
 /* Indexed by ggml's number; the gaps were never assigned. Block sizes and block byte counts are
- * ggml's (ggml_blck_size, ggml_type_size) for the types read here. */
+ * ggml's (ggml_blck_size, ggml_type_size) for the types read here.
+ *
+ * The bound of a quantized type is on rel-L2 = ||dequantized - source|| / ||source||. A uniform
+ * quantizer of step s has an RMS error of s/sqrt(12); for weights spread like a Gaussian the
+ * blocks' steps give roughly the expected error of docs/weights.md, and the bound is three to
+ * four times that, so that a correct conversion passes and a wrong one (a swapped block, a wrong
+ * scale, a transposed tensor, errors near 1.4) does not. */
 static const nnp_ggml_type types[] = {
     [0] = PLAIN("F32", NNP_F32, 4),
     [1] = PLAIN("F16", NNP_F16, 2),
-    [2] = QUANT("Q4_0", 32, 18),   /* d, 16 bytes of nibbles */
-    [3] = QUANT("Q4_1", 32, 20),   /* d, m, 16 bytes of nibbles */
+    [2] = QUANT("Q4_0", 32, 18, 0.25),   /* d, 16 bytes of nibbles */
+    [3] = QUANT("Q4_1", 32, 20, 0.20),   /* d, m, 16 bytes of nibbles */
     [4] = REMOVED("Q4_2"),
     [5] = REMOVED("Q4_3"),
-    [6] = QUANT("Q5_0", 32, 22),   /* d, 4 bytes of high bits, 16 bytes of nibbles */
-    [7] = QUANT("Q5_1", 32, 24),   /* d, m, 4 bytes of high bits, 16 bytes of nibbles */
-    [8] = QUANT("Q8_0", 32, 34),   /* d, 32 signed bytes */
+    [6] = QUANT("Q5_0", 32, 22, 0.12),   /* d, 4 bytes of high bits, 16 bytes of nibbles */
+    [7] = QUANT("Q5_1", 32, 24, 0.10),   /* d, m, 4 bytes of high bits, 16 bytes of nibbles */
+    [8] = QUANT("Q8_0", 32, 34, 0.02),   /* d, 32 signed bytes */
     [9] = UNREAD("Q8_1"),
-    [10] = QUANT("Q2_K", 256, 84),  /* 16 scale/min bytes, 64 bytes of 2-bit q, d, dmin */
-    [11] = QUANT("Q3_K", 256, 110), /* 32 bytes of high bits, 64 of 2-bit q, 12 of scales, d */
-    [12] = QUANT("Q4_K", 256, 144), /* d, dmin, 12 bytes of 6-bit scales/mins, 128 of nibbles */
-    [13] = QUANT("Q5_K", 256, 176), /* as Q4_K, with 32 bytes of high bits before the nibbles */
-    [14] = QUANT("Q6_K", 256, 210), /* 128 bytes of low nibbles, 64 of high bits, 16 scales, d */
+    [10] = QUANT("Q2_K", 256, 84, 0.60),  /* 16 scale/min bytes, 64 bytes of 2-bit q, d, dmin */
+    [11] = QUANT("Q3_K", 256, 110, 0.40), /* 32 bytes of high bits, 64 of 2-bit q, 12 of scales, d */
+    [12] = QUANT("Q4_K", 256, 144, 0.20), /* d, dmin, 12 bytes of 6-bit scales/mins, 128 of nibbles */
+    [13] = QUANT("Q5_K", 256, 176, 0.10), /* as Q4_K, with 32 bytes of high bits before the nibbles */
+    [14] = QUANT("Q6_K", 256, 210, 0.05), /* 128 bytes of low nibbles, 64 of high bits, 16 scales, d */
     [15] = UNREAD("Q8_K"),
     [16] = UNREAD("IQ2_XXS"),
     [17] = UNREAD("IQ2_XS"),
@@ -80,6 +89,35 @@ const nnp_ggml_type *nnp__ggml_type(uint32_t type)
     if (type >= sizeof types / sizeof *types || !types[type].name)
         return NULL;
     return &types[type];
+}
+
+bool nnp_record_quantization(const nnp_dump *dump, size_t rec, const char **type,
+                             double *rel_l2_bound)
+{
+    if (!dump || rec >= nnp_dump_count(dump))
+        return false;
+    /* the GGUF reader keeps each quantized tensor's type under the prefixed name */
+    const char *name = nnp_dump_record(dump, rec)->name;
+    size_t plen = strlen(NNP_GGUF_TENSOR_TYPE_PREFIX), n = plen + strlen(name) + 1;
+    char small[256], *key = n <= sizeof small ? small : malloc(n);
+    if (!key) {
+        nnp__nomem();
+        return false;
+    }
+    memcpy(key, NNP_GGUF_TENSOR_TYPE_PREFIX, plen);
+    memcpy(key + plen, name, n - plen);
+    const char *t = nnp_dump_meta_get(dump, key);
+    if (key != small)
+        free(key);
+    for (size_t i = 0; t && i < sizeof types / sizeof *types; i++)
+        if (types[i].rel_l2_bound > 0 && strcmp(types[i].name, t) == 0) {
+            if (type)
+                *type = types[i].name;
+            if (rel_l2_bound)
+                *rel_l2_bound = types[i].rel_l2_bound;
+            return true;
+        }
+    return false;
 }
 
 /* ---- the blocks ---- */
