@@ -38,6 +38,7 @@
 #ifndef NNPARITY_H
 #define NNPARITY_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,15 +47,25 @@
 extern "C" {
 #endif
 
+/* Marks a function whose argument a is a printf format and whose arguments from b on (0: a
+ * va_list) are its values, so that gcc and clang check them (-Wformat) as they check printf. */
+#ifndef NNP_PRINTF
+#if defined(__GNUC__)
+#define NNP_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define NNP_PRINTF(a, b)
+#endif
+#endif
+
 /* The version of this header. The library's soname carries the major number
  * (libnnparity.so.0): a release that removes or changes anything a caller compiled against
  * raises it; one that only adds (functions, enum values, fields appended to structs that the
  * library allocates or that carry their own size) raises the minor number. CHANGELOG.md says
  * what each version changed. */
 #define NNP_VERSION_MAJOR 0
-#define NNP_VERSION_MINOR 2
+#define NNP_VERSION_MINOR 3
 #define NNP_VERSION_PATCH 0
-#define NNP_VERSION_STRING "0.2.0"
+#define NNP_VERSION_STRING "0.3.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for `#if NNP_VERSION_NUMBER >= 200` */
 #define NNP_VERSION_NUMBER (NNP_VERSION_MAJOR * 10000 + NNP_VERSION_MINOR * 100 + NNP_VERSION_PATCH)
 
@@ -700,6 +711,45 @@ nnp_status nnp_tap(const char *name, const char *role, nnp_dtype dtype, uint32_t
                    const uint64_t *shape, const void *data);
 nnp_status nnp_tap_input(const char *name, const char *role, nnp_dtype dtype, uint32_t ndim,
                          const uint64_t *shape, void *data);
+
+/* The longest tap name, in bytes without the terminating NUL, that the name-formatting taps
+ * below build. */
+#define NNP_TAP_NAME_MAX 1024
+
+/* The taps above with the name formatted from `name_fmt` and its arguments as printf does,
+ * which spares a port its own buffer in every layer:
+ *     nnp_tapf("out0", NNP_F32, 2, shape, q, "blk.%d.attn_q", layer);
+ * The format and its arguments come last (gcc and clang check them as they check printf's).
+ * With no session they return NNP_OK before formatting anything, as cheap as nnp_tap. A name
+ * longer than NNP_TAP_NAME_MAX bytes is NNP_ERR_ARG, whose message names the limit and the
+ * name's start: a name is never cut short, since two long names cut alike would be one record.
+ * The desc forms (nnp_tap_recordf, nnp_tap_injectf) take the role, module type, dtype and
+ * shape from `desc` and do not read desc->name. The va_list forms serve callers that are
+ * variadic themselves (a port's own tap macro, the C++ wrappers of nnparity.hpp); they leave
+ * `args` as vsnprintf does (va_end is the caller's). */
+nnp_status nnp_tapf(const char *role, nnp_dtype dtype, uint32_t ndim, const uint64_t *shape,
+                    const void *data, const char *name_fmt, ...) NNP_PRINTF(6, 7);
+nnp_status nnp_tap_inputf(const char *role, nnp_dtype dtype, uint32_t ndim,
+                          const uint64_t *shape, void *data, const char *name_fmt, ...)
+    NNP_PRINTF(6, 7);
+nnp_status nnp_tap_recordf(const nnp_tap_desc *desc, const void *data, const char *name_fmt,
+                           ...) NNP_PRINTF(3, 4);
+nnp_status nnp_tap_injectf(const nnp_tap_desc *desc, void *data, const char *name_fmt, ...)
+    NNP_PRINTF(3, 4);
+nnp_status nnp_vtap_recordf(const nnp_tap_desc *desc, const void *data, const char *name_fmt,
+                            va_list args) NNP_PRINTF(3, 0);
+nnp_status nnp_vtap_injectf(const nnp_tap_desc *desc, void *data, const char *name_fmt,
+                            va_list args) NNP_PRINTF(3, 0);
+
+/* Add a string-to-string pair to the session's dump (its safetensors __metadata__, read back
+ * with nnp_dump_meta_get): the engine's name and version, the model file, the prompt, a seed.
+ * Setting a key again replaces its value. Keys starting with "nnparity." are nnparity's own
+ * and refused (NNP_ERR_ARG), as are NULL and text that is not UTF-8, whether or not a session
+ * is open, so that such a mistake shows on the first run and not only on a captured one. With
+ * no session, or one that only injects, a valid pair is NNP_OK and goes nowhere; a session
+ * opened later does not see it. A pair set before a process is killed survives in the partial
+ * dump's journal, and nnp_recover keeps it. */
+nnp_status nnp_capture_set_meta(const char *key, const char *value);
 
 /* Convert n elements between dtypes: any dtype to F64, F32, F16 or BF16 (round to nearest even;
  * values beyond the range become infinities), or between identical dtypes. Integers beyond 2^53

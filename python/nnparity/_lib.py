@@ -13,7 +13,7 @@ import torch
 # The API this bridge is written against (NNP_VERSION_MAJOR/MINOR of include/nnparity.h): a
 # library of another major version, or an older minor one, is refused when it is loaded.
 API_MAJOR = 0
-API_MINOR = 2
+API_MINOR = 3
 
 # nnp_status (include/nnparity.h)
 NNP_OK = 0

@@ -9,6 +9,7 @@
  * pthread_once check and one atomic load.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -359,11 +360,9 @@ static nnp_status check_desc(const nnp_tap_desc *d, const void *data)
     return NNP_OK;
 }
 
-nnp_status nnp_tap_record(const nnp_tap_desc *d, const void *data)
+/* Record d in the session s, held by the caller. */
+static nnp_status tap_record_in(session *s, const nnp_tap_desc *d, const void *data)
 {
-    session *s = current();
-    if (!s)
-        return NNP_OK;
     nnp_status st = check_desc(d, data);
     if (!st) {
         pthread_mutex_lock(&s->lock);
@@ -372,6 +371,15 @@ nnp_status nnp_tap_record(const nnp_tap_desc *d, const void *data)
             st = record_locked(s, d, call, data);
         pthread_mutex_unlock(&s->lock);
     }
+    return st;
+}
+
+nnp_status nnp_tap_record(const nnp_tap_desc *d, const void *data)
+{
+    session *s = current();
+    if (!s)
+        return NNP_OK;
+    nnp_status st = tap_record_in(s, d, data);
     done();
     return st;
 }
@@ -416,16 +424,12 @@ static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call
     return st;
 }
 
-nnp_status nnp_tap_inject(const nnp_tap_desc *d, void *data)
+/* Inject into and record d in the session s, held by the caller. */
+static nnp_status tap_inject_in(session *s, const nnp_tap_desc *d, void *data)
 {
-    session *s = current();
-    if (!s)
-        return NNP_OK;
     nnp_status st = check_desc(d, data);
-    if (st) {
-        done();
+    if (st)
         return st;
-    }
     pthread_mutex_lock(&s->lock);
     uint64_t call;
     st = next_call(s, d->name, d->role, &call);
@@ -437,10 +441,19 @@ nnp_status nnp_tap_inject(const nnp_tap_desc *d, void *data)
     if (!st && inj != NNP_ERR_ARG && inj != NNP_ERR_NOMEM)
         st = record_locked(s, d, call, data);
     pthread_mutex_unlock(&s->lock);
-    done();
     if (!st && inj)
         return nnp__fail(inj, "%s", inj_msg);
     return st ? st : inj;
+}
+
+nnp_status nnp_tap_inject(const nnp_tap_desc *d, void *data)
+{
+    session *s = current();
+    if (!s)
+        return NNP_OK;
+    nnp_status st = tap_inject_in(s, d, data);
+    done();
+    return st;
 }
 
 nnp_status nnp_tap(const char *name, const char *role, nnp_dtype dtype, uint32_t ndim,
@@ -455,4 +468,129 @@ nnp_status nnp_tap_input(const char *name, const char *role, nnp_dtype dtype, ui
 {
     nnp_tap_desc d = {name, role, NULL, dtype, ndim, shape};
     return nnp_tap_inject(&d, data);
+}
+
+/* ---- taps whose name is formatted (the session is looked up before any formatting) ---- */
+
+/* Format the name into buf (NNP_TAP_NAME_MAX + 1 bytes) and make it d->name. */
+static nnp_status format_name(const char *who, nnp_tap_desc *d, char *buf, const char *fmt,
+                              va_list args)
+{
+    if (!fmt)
+        return nnp__fail(NNP_ERR_ARG, "%s: no name format", who);
+    int n = vsnprintf(buf, NNP_TAP_NAME_MAX + 1, fmt, args);
+    if (n < 0)
+        return nnp__fail(NNP_ERR_ARG, "%s: the name format '%s' cannot be formatted", who, fmt);
+    if (n > NNP_TAP_NAME_MAX)
+        return nnp__fail(NNP_ERR_ARG, "%s: the tap name formatted from '%s' is %d bytes, over "
+                         "the limit of %d (NNP_TAP_NAME_MAX); it starts '%.48s'", who, fmt, n,
+                         NNP_TAP_NAME_MAX, buf);
+    d->name = buf;
+    return NNP_OK;
+}
+
+/* A name-formatting tap: with `inject`, one that injects into `data` (then `in` is data too);
+ * otherwise one that records `in`. */
+static nnp_status vtapf(const char *who, bool inject, const nnp_tap_desc *desc, const void *in,
+                        void *data, const char *fmt, va_list args)
+{
+    session *s = current();
+    if (!s)
+        return NNP_OK;
+    nnp_status st;
+    if (!desc) {
+        st = nnp__fail(NNP_ERR_ARG, "%s: no tap description", who);
+    } else {
+        char name[NNP_TAP_NAME_MAX + 1];
+        nnp_tap_desc d = *desc;
+        st = format_name(who, &d, name, fmt, args);
+        if (!st)
+            st = inject ? tap_inject_in(s, &d, data) : tap_record_in(s, &d, in);
+    }
+    done();
+    return st;
+}
+
+nnp_status nnp_vtap_recordf(const nnp_tap_desc *desc, const void *data, const char *name_fmt,
+                            va_list args)
+{
+    return vtapf("nnp_tap_recordf", false, desc, data, NULL, name_fmt, args);
+}
+
+nnp_status nnp_vtap_injectf(const nnp_tap_desc *desc, void *data, const char *name_fmt,
+                            va_list args)
+{
+    return vtapf("nnp_tap_injectf", true, desc, data, data, name_fmt, args);
+}
+
+nnp_status nnp_tap_recordf(const nnp_tap_desc *desc, const void *data, const char *name_fmt, ...)
+{
+    va_list args;
+    va_start(args, name_fmt);
+    nnp_status st = nnp_vtap_recordf(desc, data, name_fmt, args);
+    va_end(args);
+    return st;
+}
+
+nnp_status nnp_tap_injectf(const nnp_tap_desc *desc, void *data, const char *name_fmt, ...)
+{
+    va_list args;
+    va_start(args, name_fmt);
+    nnp_status st = nnp_vtap_injectf(desc, data, name_fmt, args);
+    va_end(args);
+    return st;
+}
+
+nnp_status nnp_tapf(const char *role, nnp_dtype dtype, uint32_t ndim, const uint64_t *shape,
+                    const void *data, const char *name_fmt, ...)
+{
+    nnp_tap_desc d = {NULL, role, NULL, dtype, ndim, shape};
+    va_list args;
+    va_start(args, name_fmt);
+    nnp_status st = vtapf("nnp_tapf", false, &d, data, NULL, name_fmt, args);
+    va_end(args);
+    return st;
+}
+
+nnp_status nnp_tap_inputf(const char *role, nnp_dtype dtype, uint32_t ndim,
+                          const uint64_t *shape, void *data, const char *name_fmt, ...)
+{
+    nnp_tap_desc d = {NULL, role, NULL, dtype, ndim, shape};
+    va_list args;
+    va_start(args, name_fmt);
+    nnp_status st = vtapf("nnp_tap_inputf", true, &d, data, data, name_fmt, args);
+    va_end(args);
+    return st;
+}
+
+/* ---- the dump's metadata ---- */
+
+nnp_status nnp_capture_set_meta(const char *key, const char *value)
+{
+    /* Checked with no session too: a reserved key is a mistake whether or not this run is
+     * captured. */
+    size_t bad;
+    if (!key || !*key || !value)
+        return nnp__fail(NNP_ERR_ARG, "nnp_capture_set_meta: a key and a value are needed");
+    if (strncmp(key, "nnparity.", 9) == 0)
+        return nnp__fail(NNP_ERR_ARG, "nnp_capture_set_meta: metadata key '%s' is reserved for "
+                         "nnparity (keys starting with \"nnparity.\")", key);
+    if (!nnp__utf8_valid((const unsigned char *)key, strlen(key), &bad))
+        return nnp__fail(NNP_ERR_ARG, "nnp_capture_set_meta: a metadata key is not valid UTF-8 "
+                         "(byte %zu)", bad);
+    if (!nnp__utf8_valid((const unsigned char *)value, strlen(value), &bad))
+        return nnp__fail(NNP_ERR_ARG, "nnp_capture_set_meta: the value of metadata key '%s' is "
+                         "not valid UTF-8 (byte %zu)", key, bad);
+    session *s = current();
+    if (!s)
+        return NNP_OK;
+    nnp_status st = NNP_OK;
+    pthread_mutex_lock(&s->lock);
+    if (s->writer && s->failed)
+        st = nnp__fail(s->failed, "%s", s->failure);
+    else if (s->writer)
+        st = nnp_writer_set_meta(s->writer, key, value);
+    pthread_mutex_unlock(&s->lock);
+    done();
+    return st;
 }

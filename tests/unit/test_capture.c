@@ -2,7 +2,8 @@
  * test_capture.c - the capture session: records and call indices, many threads tapping at once,
  * injection (dtype conversion, rules, shape mismatch, missing records), sessions from the
  * environment, a child killed with SIGKILL mid-capture (every completed record recovered byte
- * for byte), and a file-size limit standing in for a full disk.
+ * for byte), a file-size limit standing in for a full disk, tap names formatted by the library
+ * (and refused past their limit) and the dump's metadata set from a capture.
  */
 #include <fcntl.h>
 #include <math.h>
@@ -564,6 +565,206 @@ static void test_close_while_tapping(void **state)
     nnp_dump_close(d);
 }
 
+/* A port's own variadic tap, as a port would write one over the va_list form. */
+static nnp_status port_tap(const char *type, const float *x, uint64_t n, const char *fmt, ...)
+    NNP_PRINTF(4, 5);
+static nnp_status port_tap(const char *type, const float *x, uint64_t n, const char *fmt, ...)
+{
+    nnp_tap_desc d = {NULL, "out0", type, NNP_F32, 1, &n};
+    va_list args;
+    va_start(args, fmt);
+    nnp_status st = nnp_vtap_recordf(&d, x, fmt, args);
+    va_end(args);
+    return st;
+}
+
+/* A name of `len` bytes: "n" then 'x's. */
+static char *long_name(size_t len)
+{
+    char *s = malloc(len + 1);
+    assert_non_null(s);
+    memset(s, 'x', len);
+    s[0] = 'n';
+    s[len] = 0;
+    return s;
+}
+
+static void test_formatted_names(void **state)
+{
+    (void)state;
+    float x[3] = {1, 2, 3};
+    uint64_t three = 3;
+    char *too_long = long_name(NNP_TAP_NAME_MAX + 1), *longest = long_name(NNP_TAP_NAME_MAX);
+    /* no session: nothing is formatted, so not even a name over the limit is an error */
+    assert_int_equal(nnp_tapf("out0", NNP_F32, 1, &three, x, "%s", too_long), NNP_OK);
+    assert_int_equal(nnp_tap_inputf("in0", NNP_F32, 1, &three, x, "%s", too_long), NNP_OK);
+    assert_int_equal(nnp_tapf("out0", NNP_F32, 1, &three, x, NULL), NNP_OK);
+    assert_true(x[0] == 1);
+
+    char p[512];
+    scratch(p, sizeof p, "formatted.safetensors");
+    assert_int_equal(nnp_capture_open(p, NULL), NNP_OK);
+    for (int layer = 0; layer < 2; layer++) {
+        assert_int_equal(nnp_tap_inputf("in0", NNP_F32, 1, &three, x, "blk.%d.attn_%s", layer,
+                                        "q"), NNP_OK);
+        assert_int_equal(nnp_tapf("out0", NNP_F32, 1, &three, x, "blk.%d.attn_%s", layer, "q"),
+                         NNP_OK);
+    }
+    /* the same name as a plain tap's: one count of calls */
+    assert_int_equal(nnp_tap("blk.1.attn_q", "out0", NNP_F32, 1, &three, x), NNP_OK);
+    nnp_tap_desc d = {"not read", "out0", "Linear", NNP_F32, 1, &three};
+    assert_int_equal(nnp_tap_recordf(&d, x, "head.%03u", 7u), NNP_OK);
+    d.role = "in0";
+    assert_int_equal(nnp_tap_injectf(&d, x, "head.%03u", 7u), NNP_OK);
+    assert_int_equal(port_tap("GELU", x, 3, "blk.%d.ffn_act", 5), NNP_OK);
+    assert_int_equal(nnp_tapf("out0", NNP_F32, 1, &three, x, "%s", longest), NNP_OK);
+
+    /* over the limit: refused, the limit named, nothing recorded and nothing cut short */
+    assert_int_equal(nnp_tapf("out0", NNP_F32, 1, &three, x, "%s", too_long), NNP_ERR_ARG);
+    char want[64];
+    snprintf(want, sizeof want, "over the limit of %d (NNP_TAP_NAME_MAX)", NNP_TAP_NAME_MAX);
+    assert_non_null(strstr(nnp_last_error(), want));
+    assert_non_null(strstr(nnp_last_error(), "nnp_tapf"));
+    assert_int_equal(nnp_tap_inputf("in0", NNP_F32, 1, &three, x, "%s.%d", longest, 1),
+                     NNP_ERR_ARG);
+    assert_non_null(strstr(nnp_last_error(), "nnp_tap_inputf"));
+    assert_non_null(strstr(nnp_last_error(), "1026 bytes"));
+    assert_int_equal(nnp_tapf("out0", NNP_F32, 1, &three, x, NULL), NNP_ERR_ARG);
+    assert_non_null(strstr(nnp_last_error(), "no name format"));
+    assert_int_equal(nnp_tap_recordf(NULL, x, "a"), NNP_ERR_ARG);
+    /* the formatted name's tap is checked as any tap */
+    assert_int_equal(nnp_tapf("", NNP_F32, 1, &three, x, "blk.%d", 0), NNP_ERR_ARG);
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+
+    nnp_dump *dump = open_ok(p);
+    const char *names[] = {"blk.0.attn_q/in0", "blk.0.attn_q/out0", "blk.1.attn_q/in0",
+                           "blk.1.attn_q/out0", "blk.1.attn_q/out0#1", "head.007/out0",
+                           "head.007/in0", "blk.5.ffn_act/out0"};
+    size_t n = sizeof names / sizeof *names;
+    assert_int_equal(nnp_dump_count(dump), n + 1);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(nnp_dump_record(dump, i)->name, names[i]);
+    assert_string_equal(nnp_dump_record(dump, 5)->module, "head.007");
+    assert_string_equal(nnp_dump_record(dump, 5)->module_type, "Linear");
+    assert_string_equal(nnp_dump_record(dump, 7)->module_type, "GELU");
+    assert_string_equal(nnp_dump_record(dump, n)->module, longest);
+    nnp_dump_close(dump);
+    free(too_long);
+    free(longest);
+}
+
+/* Injection through formatted names, and the rules seeing the formatted name. */
+static void test_formatted_injection(void **state)
+{
+    (void)state;
+    char ref[512], rules[512], out[512];
+    scratch(ref, sizeof ref, "fref.safetensors");
+    scratch(rules, sizeof rules, "fport.rules");
+    scratch(out, sizeof out, "fport.safetensors");
+    write_reference(ref);
+    const char *text = "rename ^layer([0-9]+)/ blocks.\\1/\n";
+    write_bytes(rules, text, strlen(text));
+    nnp_capture_options o;
+    nnp_capture_options_init(&o);
+    o.inject_path = ref;
+    o.rules_path = rules;
+    assert_int_equal(nnp_capture_open(out, &o), NNP_OK);
+    float x[6] = {0};
+    uint64_t shape[2] = {2, 3};
+    assert_int_equal(nnp_tap_inputf("in0", NNP_F32, 2, shape, x, "layer%d", 0), NNP_OK);
+    assert_true(x[1] == -2.5f);
+    nnp_tap_desc d = {NULL, "in0", "Block", NNP_F32, 2, shape};
+    assert_int_equal(nnp_tap_injectf(&d, x, "layer%d", 0), NNP_OK);
+    assert_true(x[0] == 7);
+    assert_int_equal(nnp_tap_injectf(&d, x, "layer%d", 0), NNP_ERR_NOT_FOUND);
+    assert_non_null(strstr(nnp_last_error(), "layer0/in0#2"));
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+    nnp_dump *dump = open_ok(out);
+    assert_int_equal(nnp_dump_count(dump), 3);
+    assert_string_equal(nnp_dump_record(dump, 1)->name, "layer0/in0#1");
+    assert_string_equal(nnp_dump_record(dump, 1)->module_type, "Block");
+    nnp_dump_close(dump);
+}
+
+static void test_capture_metadata(void **state)
+{
+    (void)state;
+    /* no session: a valid pair goes nowhere, a reserved key is refused all the same */
+    assert_int_equal(nnp_capture_set_meta("engine", "lost"), NNP_OK);
+    assert_int_equal(nnp_capture_set_meta("nnparity.format", "x"), NNP_ERR_ARG);
+    assert_non_null(strstr(nnp_last_error(), "reserved"));
+
+    char p[512];
+    scratch(p, sizeof p, "meta.safetensors");
+    assert_int_equal(nnp_capture_open(p, NULL), NNP_OK);
+    assert_int_equal(nnp_capture_set_meta("engine", "cpp_port 1.0"), NNP_OK);
+    assert_int_equal(nnp_capture_set_meta("prompt", "a \"quoted\"\nline, caf\xc3\xa9"), NNP_OK);
+    float x = 1;
+    uint64_t one = 1;
+    assert_int_equal(nnp_tap("a", "out0", NNP_F32, 1, &one, &x), NNP_OK);
+    assert_int_equal(nnp_capture_set_meta("seed", "1"), NNP_OK);
+    assert_int_equal(nnp_capture_set_meta("seed", "42"), NNP_OK); /* the last value wins */
+    assert_int_equal(nnp_capture_set_meta("nnparity.format", "mine"), NNP_ERR_ARG);
+    assert_non_null(strstr(nnp_last_error(), "'nnparity.format' is reserved"));
+    assert_int_equal(nnp_capture_set_meta("nnparity.", "mine"), NNP_ERR_ARG);
+    assert_int_equal(nnp_capture_set_meta(NULL, "v"), NNP_ERR_ARG);
+    assert_int_equal(nnp_capture_set_meta("k", NULL), NNP_ERR_ARG);
+    assert_int_equal(nnp_capture_set_meta("", "v"), NNP_ERR_ARG);
+    assert_int_equal(nnp_capture_set_meta("bad", "\xff"), NNP_ERR_ARG);
+    assert_non_null(strstr(nnp_last_error(), "not valid UTF-8"));
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+    /* after the close: nothing, and no error */
+    assert_int_equal(nnp_capture_set_meta("late", "x"), NNP_OK);
+
+    nnp_dump *d = open_ok(p);
+    assert_string_equal(nnp_dump_meta_get(d, "engine"), "cpp_port 1.0");
+    assert_string_equal(nnp_dump_meta_get(d, "prompt"), "a \"quoted\"\nline, caf\xc3\xa9");
+    assert_string_equal(nnp_dump_meta_get(d, "seed"), "42");
+    assert_null(nnp_dump_meta_get(d, "late"));
+    assert_null(nnp_dump_meta_get(d, "bad"));
+    assert_string_not_equal(nnp_dump_meta_get(d, "nnparity.format"), "mine");
+    nnp_dump_close(d);
+
+    /* an injection-only session records nothing: NNP_OK */
+    char ref[512];
+    scratch(ref, sizeof ref, "mref.safetensors");
+    write_reference(ref);
+    nnp_capture_options o;
+    nnp_capture_options_init(&o);
+    o.inject_path = ref;
+    assert_int_equal(nnp_capture_open(NULL, &o), NNP_OK);
+    assert_int_equal(nnp_capture_active(), 2);
+    assert_int_equal(nnp_capture_set_meta("engine", "x"), NNP_OK);
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+}
+
+/* A process killed after setting metadata: the journal keeps the pair for recovery. */
+static void test_capture_metadata_survives_a_kill(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "meta-killed.safetensors");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        float x = 1;
+        uint64_t one = 1;
+        if (nnp_capture_open(p, NULL) || nnp_capture_set_meta("engine", "killed") ||
+            nnp_tap("a", "out0", NNP_F32, 1, &one, &x))
+            _exit(1);
+        kill(getpid(), SIGKILL);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    size_t n;
+    assert_int_equal(nnp_recover(p, &n), NNP_OK);
+    assert_int_equal(n, 1);
+    nnp_dump *d = open_ok(p);
+    assert_string_equal(nnp_dump_meta_get(d, "engine"), "killed");
+    nnp_dump_close(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +780,10 @@ int main(void)
         cmocka_unit_test(test_journal_rules),
         cmocka_unit_test(test_recover_after_kill_during_close),
         cmocka_unit_test(test_close_while_tapping),
+        cmocka_unit_test(test_formatted_names),
+        cmocka_unit_test(test_formatted_injection),
+        cmocka_unit_test(test_capture_metadata),
+        cmocka_unit_test(test_capture_metadata_survives_a_kill),
     };
     return cmocka_run_group_tests_name("capture", tests, NULL, NULL);
 }
