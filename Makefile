@@ -95,6 +95,12 @@ setup:
 
 unit: $(UNIT_BIN)
 
+# The C++ wrappers (include/nnparity.hpp) as a unit test, built as C++17 with the same warnings.
+unit: $(BUILD)/tests/test_cpp_header
+$(BUILD)/tests/test_cpp_header: tests/unit/test_cpp_header.cpp include/nnparity.hpp include/nnparity.h $(BUILD)/libnnparity.a
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 $(OPT) -g $(WARN) $(CFLAGS) -Iinclude $< $(BUILD)/libnnparity.a -o $@ $(LIBS) -lcmocka
+
 # The same unit tests and CLI, rebuilt with AddressSanitizer and UndefinedBehaviorSanitizer.
 unit-asan:
 	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples
