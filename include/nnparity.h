@@ -646,6 +646,8 @@ nnp_status nnp_diff_aligned_rules(const nnp_diff *diff, const nnp_dump *ref, cha
  * the only place it prints. With no session
  * the tap functions return NNP_OK at once: a few nanoseconds. Taps may come from many threads at
  * once; they are serialized, so the recorded order is one consistent global order.
+ * docs/c-api.md shows how a C or C++ engine taps; nnparity.hpp wraps this API for C++ (sessions,
+ * dumps, rules and diffs as scoped objects, failures as exceptions).
  *
  * Records are named "<name>/<role>", with "#<call>" for calls after the first, where <name> is
  * the module path or tap name and the call index counts the taps of each (name, role) from 0.
