@@ -2,6 +2,7 @@
 layer inputs into a port, tap tensors inside forward code, and load dumps back as tensors. Pure
 Python over libnnparity.so (ctypes); see python/README.md."""
 from ._lib import NnparityError, NotFoundError
+from ._version import __version__
 from ._session import tap
 from .auto import auto
 from .capture import capture

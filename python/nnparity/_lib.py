@@ -10,10 +10,14 @@ from pathlib import Path
 
 import torch
 
-# The API this bridge is written against (NNP_VERSION_MAJOR/MINOR of include/nnparity.h): a
-# library of another major version, or an older minor one, is refused when it is loaded.
-API_MAJOR = 0
-API_MINOR = 3
+from ._version import __version__
+
+# The API this bridge is written against (NNP_VERSION_MAJOR/MINOR of include/nnparity.h, kept
+# in _version.py): a library of another major version, or an older minor one, is refused when
+# it is loaded.
+API_MAJOR, API_MINOR = (int(n) for n in __version__.split(".")[:2])
+# The library's file name: its soname, which carries the major version.
+SONAME = f"libnnparity.so.{API_MAJOR}"
 
 # nnp_status (include/nnparity.h)
 NNP_OK = 0
@@ -164,17 +168,31 @@ _SIGNATURES = {
 
 
 def _find_library():
+    """The library to load, the first found of: NNPARITY_LIB; the repository's build/ when this
+    package is the source tree's; the copy a package built from a built tree carries; the
+    library directory `make install` recorded; the system's library path."""
     env = os.environ.get("NNPARITY_LIB")
     if env:
         return env
+    here = Path(__file__).resolve().parent
     # python/nnparity/_lib.py -> the repository's build/libnnparity.so
-    in_repo = Path(__file__).resolve().parents[2] / "build" / "libnnparity.so"
+    in_repo = here.parents[1] / "build" / "libnnparity.so"
     if in_repo.exists():
         return str(in_repo)
+    bundled = here / SONAME
+    if bundled.exists():
+        return str(bundled)
+    try:
+        from ._install import LIBDIR  # written by `make install` only
+    except ImportError:
+        LIBDIR = None
+    if LIBDIR and (Path(LIBDIR) / SONAME).exists():
+        return str(Path(LIBDIR) / SONAME)
     found = ctypes.util.find_library("nnparity")
     if found:
         return found
-    raise OSError("libnnparity.so not found: set NNPARITY_LIB or build it with `make`")
+    raise OSError(f"{SONAME} not found: set NNPARITY_LIB, build it with `make`, or install it "
+                  "with `make install`")
 
 
 class _Lib:
