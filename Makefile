@@ -4,6 +4,9 @@
 #   make check    set-up, build, every test (also under ASan+UBSan); last line is the summary
 #   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS each
 #   make bench    benchmarks (bench/README.md)
+#   make install  library, headers, CLI, pkg-config and CMake files, man pages, bash completion and
+#                 the Python package under PREFIX (/usr/local), staged under DESTDIR if set;
+#                 `make uninstall` with the same variables removes them (README.md, "Install")
 # CC=clang builds with clang; WERROR=1 turns warnings into errors (CI=true, as CI sets it, does too).
 
 CC      ?= gcc
@@ -88,6 +91,19 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libnnparity.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) -Itests/unit $(CFLAGS_ALL) $(DEPFLAGS) $< $(BUILD)/libnnparity.a -o $@ $(LIBS) -lcmocka
 
+# The man pages and the bash completion are made from the built CLI's help text, their one
+# source (scripts/gen_docs.py): nnparity.1 and nnparity-CMD.1 for every command it lists.
+.PHONY: man completion
+man: $(BUILD)/man/nnparity.1
+completion: $(BUILD)/completion/nnparity
+all: man completion
+
+$(BUILD)/man/nnparity.1: $(BUILD)/nnparity scripts/gen_docs.py
+	$(PYTHON) scripts/gen_docs.py man $< $(dir $@)
+
+$(BUILD)/completion/nnparity: $(BUILD)/nnparity scripts/gen_docs.py
+	$(PYTHON) scripts/gen_docs.py completion $< $@
+
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_BIN:=.d) $(EXAMPLE_BIN:=.d)
 
 setup:
@@ -138,6 +154,31 @@ fuzz:
 
 bench: setup all
 	@bash bench/run.sh $(BUILD)
+
+# Where `make install` puts things; each directory can be set on its own. DESTDIR stages the
+# whole tree elsewhere (for packaging): files land in $(DESTDIR)$(PREFIX)/..., and the paths
+# written into them (pkg-config, CMake, the Python package) are the final ones, under PREFIX.
+# PYTHONDIR empty: the site-packages directory the interpreter uses for PREFIX.
+# INSTALL_PYTHON=no leaves the Python package out. scripts/install.sh does the work, and
+# uninstalls what it installs.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+LIBDIR      ?= $(PREFIX)/lib
+INCLUDEDIR  ?= $(PREFIX)/include
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+PYTHONDIR   ?=
+INSTALL_PYTHON ?= yes
+INSTALL_ENV = BUILD='$(BUILD)' DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' \
+	LIBDIR='$(LIBDIR)' INCLUDEDIR='$(INCLUDEDIR)' MANDIR='$(MANDIR)' BASHCOMPDIR='$(BASHCOMPDIR)' \
+	PYTHON='$(PYTHON)' PYTHONDIR='$(PYTHONDIR)' INSTALL_PYTHON='$(INSTALL_PYTHON)' CC='$(CC)'
+
+.PHONY: install uninstall
+install: lib cli man completion
+	@$(INSTALL_ENV) bash scripts/install.sh install
+
+uninstall:
+	@$(INSTALL_ENV) bash scripts/install.sh uninstall
 
 clean:
 	rm -rf $(BUILD)

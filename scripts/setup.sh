@@ -8,10 +8,15 @@ set -euo pipefail
 # torchvision (real models with random weights) and pytest for the interpreter Debian's packages
 # install into (/usr/bin/python3), and chromium, which opens the HTML report headless. Open MPI
 # (mpicc builds the plugin behind `nnparity diff --mpi`; mpirun runs its tests); nnparity itself
-# never links it.
+# never links it. Installing (make install) and its tests: pkg-config and CMake, which programs
+# outside the tree find the library with, g++ and the C library's static archive for the C++
+# and static consumers, groff and man-db for the man pages, and pip, setuptools, wheel and venv
+# for the Python package.
 packages=(gcc make clang libcmocka-dev libjansson-dev zlib1g-dev libpng-dev
           python3 python3-numpy python3-torch python3-torchvision python3-pytest chromium
-          openmpi-bin libopenmpi-dev)
+          openmpi-bin libopenmpi-dev
+          pkgconf cmake g++ libc6-dev groff-base man-db
+          python3-pip python3-setuptools python3-wheel python3-venv)
 
 missing=()
 for p in "${packages[@]}"; do
