@@ -33,6 +33,16 @@ nnp_status nnp__torch_load_map(nnp_dump *d, const char *path, const nnp_map *m);
 bool nnp__torch_is_legacy(const unsigned char *head, size_t n);
 nnp_status nnp__gguf_load(nnp_dump *d, const char *path);
 
+/* Formats refused by name (formats/foreign.c): each fails with one line that says what the file
+ * is and what nnparity reads instead. */
+nnp_status nnp__onnx_refuse(nnp_dump *d, const char *path);
+nnp_status nnp__hdf5_refuse(nnp_dump *d, const char *path);
+nnp_status nnp__keras_refuse(nnp_dump *d, const char *path);
+nnp_status nnp__savedmodel_refuse(nnp_dump *d, const char *path);
+nnp_status nnp__pickle_refuse(nnp_dump *d, const char *path);
+/* Text: an nnparity report (JSON or Markdown), an HTML page, anything else (a rules file). */
+nnp_status nnp__text_refuse(nnp_dump *d, const char *path);
+
 
 /* Read a partial dump through its journal (formats/journal.c): `m` maps `path`; the journal is
  * the file `journal_name` beside it. `hlen` is the header length the file declares, which must be

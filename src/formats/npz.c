@@ -110,6 +110,19 @@ static nnp_status add_member(nnp_dump *d, const nnp_zip *z, const nnp_zip_entry 
     return NNP_OK;
 }
 
+/* A Keras 3 archive (.keras): its config beside the weights in a file of their own. */
+static bool keras_archive(const nnp_zip *z)
+{
+    bool config = false, weights = false;
+    for (size_t i = 0; i < z->count; i++) {
+        const char *n = z->entries[i].name;
+        config = config || strcmp(n, "config.json") == 0;
+        weights = weights || strcmp(n, "model.weights.h5") == 0 ||
+                  strcmp(n, "model.weights.npz") == 0;
+    }
+    return config && weights;
+}
+
 nnp_status nnp__npz_load(nnp_dump *d, const char *path)
 {
     nnp_map map;
@@ -124,6 +137,10 @@ nnp_status nnp__npz_load(nnp_dump *d, const char *path)
         return st;
     /* A torch checkpoint is a zip too: its members tell it apart, and the file, already mapped,
      * goes to torch_pt.c. */
+    if (keras_archive(&z)) {
+        nnp__zip_close(&z);
+        return nnp__keras_refuse(d, path);
+    }
     if (nnp__torch_pickle_entry(&z)) {
         nnp__zip_close(&z);
         return nnp__torch_load_map(d, path, &map);
