@@ -5,6 +5,7 @@
 #ifndef NNP_CLI_H
 #define NNP_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -31,9 +32,26 @@ extern const cli_command cli_relevance;
 
 /* One line on stderr: "nnparity: <message>". */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Print `cmd`'s usage to stderr, after a one-line reason, and return EXIT_BAD_INPUT. */
+/* usage.c: a usage error on stderr, "nnparity CMD: <reason>" and "see 'nnparity CMD --help'";
+ * returns EXIT_BAD_INPUT. */
 int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The usage error for getopt_long's '?' or ':' (optstring starts with ':'): an unknown option
+ * with the closest real one ("did you mean '--atol'?"), an ambiguous abbreviation, a long name
+ * after one dash, a missing value, a value for an option that takes none. */
+int cli_option_error(const cli_command *cmd, const struct option *opts, int c, int argc,
+                     char **argv);
+/* The candidate closest to `word` by edit distance, when near enough to be a slip of the
+ * keyboard; NULL otherwise. */
+const char *cli_closest(const char *word, const char *const *candidates, size_t n);
+
+/* The width of text output: --width N (cli_set_width; false when N is not a column count from
+ * CLI_WIDTH_MIN to CLI_WIDTH_MAX, and cli_width_error says so), else the terminal's when stdout is
+ * one, else 80. */
+enum { CLI_WIDTH_MIN = 40, CLI_WIDTH_MAX = 1000 };
+bool cli_set_width(const char *arg);
+int cli_width_error(const cli_command *cmd, const char *arg);
+int cli_width(void);
 /* The exit code for a library failure, after printing its message. */
 int cli_fail(nnp_status st);
 
@@ -55,9 +73,33 @@ static inline const char *cli_plural(unsigned long long n, const char *one, cons
     return n == 1 ? one : many;
 }
 
+/* outfile.c: the files nnparity writes. Each kind is recognised by its first bytes (docs/cli.md):
+ * a JSON report by its first key, "schema": "nnparity.*"; Markdown by its first line; HTML, SVG,
+ * PNG and rules files by the marks below; a safetensors file by nnparity's format key in its
+ * metadata. */
+typedef enum {
+    CLI_OUT_JSON, CLI_OUT_MARKDOWN, CLI_OUT_HTML, CLI_OUT_SVG, CLI_OUT_PNG, CLI_OUT_RULES,
+    CLI_OUT_DUMP
+} cli_output_kind;
+#define CLI_MARK_MARKDOWN "### nnparity "
+#define CLI_MARK_HTML "<meta name=\"generator\" content=\"nnparity\">"
+#define CLI_MARK_SVG "<!-- written by nnparity -->"
+#define CLI_MARK_RULES "# written by nnparity"
+#define CLI_MARK_PNG_KEY "Software" /* a tEXt chunk */
+#define CLI_MARK_PNG_VALUE "nnparity"
+/* Whether `path` may be written as a file of this kind: it does not exist (and its directory
+ * does), or it is one nnparity wrote as that kind, or `force` is set; never a directory, a device
+ * or a pipe. Called before the work, so that nothing is lost to a refusal. An error is printed;
+ * returns EXIT_AGREE or EXIT_BAD_INPUT. */
+int cli_check_output(const char *path, cli_output_kind kind, bool force);
 /* Write `text` to `path` whole: into "<path>.tmp", then renamed, so that a failed write (a full
  * disk) never leaves half a report. An error is printed; returns EXIT_AGREE or EXIT_BAD_INPUT. */
 int cli_write_file(const char *path, const char *text, size_t len);
+/* Whether two paths name one file. */
+bool cli_same_file(const char *a, const char *b);
+/* A dump path that does not exist but whose PATH.partial and PATH.journal do: a capture that did
+ * not finish. Says so, with how to finish it, and returns EXIT_BAD_INPUT; else EXIT_AGREE. */
+int cli_unfinished_capture(const char *path);
 
 /* "dir/name", a new string (NULL when memory runs out). */
 char *cli_join_path(const char *dir, const char *name);

@@ -14,7 +14,7 @@
 #include "cli.h"
 
 static const char convert_usage[] =
-    "usage: nnparity convert [--dtype DTYPE] [--only PATTERN]... IN OUT\n"
+    "usage: nnparity convert [--dtype DTYPE] [--only PATTERN]... [--force] IN OUT\n"
     "\n"
     "Write any file nnparity reads (safetensors, sharded safetensors, npy, npz, a PyTorch\n"
     "checkpoint, GGUF) as one safetensors file OUT: the same tensor names in the same order,\n"
@@ -27,7 +27,14 @@ static const char convert_usage[] =
     "                   integer and bool tensors keep their dtype\n"
     "  --only PATTERN   keep the tensors whose name matches this glob (a plain word matches as\n"
     "                   a substring), e.g. 'blk.0.*'; repeat it to keep several sets\n"
-    "  -h               this help\n";
+    "  --force          replace an OUT that nnparity did not write (by default only a\n"
+    "                   safetensors file nnparity wrote is replaced; docs/cli.md)\n"
+    "  -h               this help\n"
+    "\n"
+    "examples:\n"
+    "  nnparity convert model.gguf model.safetensors\n"
+    "  nnparity convert --dtype F32 --only 'blk.0.*' model.gguf blk0.safetensors\n"
+    "  nnparity convert pytorch_model.bin model.safetensors\n";
 
 /* nnp_dump_release gives back only the pages of records mapped in place; a record converted on
  * first access (a dequantized GGUF tensor, a deflated npz member, a strided torch view) keeps its
@@ -41,6 +48,7 @@ typedef struct convert_opts {
     nnp_dtype dtype; /* NNP_DTYPE_INVALID: keep each record's dtype */
     const char **only;
     size_t nonly;
+    bool force;      /* replace an OUT nnparity did not write */
 } convert_opts;
 
 static bool selected(const convert_opts *o, const char *name)
@@ -103,7 +111,7 @@ static void out_paths_free(out_paths *p)
  * means a capture into OUT is running or was killed and can still be recovered. The writer
  * renames over OUT, so a mapped input would survive, but converting a file onto itself is never
  * what was meant. */
-static int check_out(nnp_dump *d, const out_paths *p)
+static int check_out(nnp_dump *d, const out_paths *p, bool force)
 {
     struct stat os[3], is;
     bool exists[3], any = false;
@@ -133,7 +141,7 @@ static int check_out(nnp_dump *d, const out_paths *p)
                   "%s' finishes it); remove it to overwrite", p->path[2], p->path[0], p->path[0]);
         return EXIT_BAD_INPUT;
     }
-    return EXIT_AGREE;
+    return exists[0] ? cli_check_output(p->path[0], CLI_OUT_DUMP, force) : EXIT_AGREE;
 }
 
 /* What the writer should keep room for, as the record count its header sizing takes: it counts
@@ -284,19 +292,21 @@ static int parse_args(int argc, char **argv, convert_opts *o)
 {
     static const struct option opts[] = {{"dtype", required_argument, NULL, 'd'},
                                          {"only", required_argument, NULL, 'o'},
+                                         {"force", no_argument, NULL, 'f'},
                                          {0, 0, 0, 0}};
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         if (c == 'd') {
             if ((o->dtype = parse_dtype(optarg)) == NNP_DTYPE_INVALID)
                 return cli_usage_error(&cli_convert, "--dtype takes F32, F16, BF16 or F64, not "
                                        "'%s'", optarg);
         } else if (c == 'o') {
             o->only[o->nonly++] = optarg; /* room for argc patterns was made */
+        } else if (c == 'f') {
+            o->force = true;
         } else {
-            return cli_usage_error(&cli_convert, "unknown option or missing value: '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error(&cli_convert, opts, c, argc, argv);
         }
     }
     if (argc - optind != 2)
@@ -306,7 +316,7 @@ static int parse_args(int argc, char **argv, convert_opts *o)
         cli_error("%s: OUT is IN; write the output elsewhere", argv[optind]);
         return EXIT_BAD_INPUT;
     }
-    return EXIT_AGREE;
+    return cli_unfinished_capture(argv[optind]);
 }
 
 /* The kept records' indices into idx (n of them) and kept[] (per record); refuses a name the
@@ -322,7 +332,8 @@ static int select_records(const nnp_dump *d, const char *in, const convert_opts 
             continue;
         /* The writer names a tensor given no name after its module and role. */
         if (!*r->name) {
-            cli_error("%s: record %zu has an empty name, which the writer cannot keep", in, i);
+            cli_error("%s: the record at seq %zu has an empty name, which the writer cannot "
+                      "keep", in, i);
             return EXIT_BAD_INPUT;
         }
         kept[i] = true;
@@ -390,7 +401,7 @@ static int run_convert(int argc, char **argv)
         rc = EXIT_INTERNAL;
     } else if ((st = nnp_dump_open(in, &d))) {
         rc = cli_fail(st);
-    } else if (!(rc = check_out(d, &paths))) {
+    } else if (!(rc = check_out(d, &paths, o.force))) {
         size_t total = nnp_dump_count(d) ? nnp_dump_count(d) : 1;
         idx = malloc(total * sizeof *idx);
         kept = calloc(total, sizeof *kept);

@@ -20,27 +20,38 @@ static const char diff_usage[] =
     "Pair the port's records with the reference's by name (after --rules), then what is left by\n"
     "automatic alignment (execution order, shape, name similarity); compare every pair in one\n"
     "pass, and report the verdict, the first divergence in execution order, the worst pairs,\n"
-    "the per-pair table, unmatched records and whether both ran in the same order.\n"
+    "the per-pair table, unmatched records and whether both ran in the same order. Records are\n"
+    "named by their seq in the reference, from 0, as `nnparity ls` lists them.\n"
     "\n"
     "  --rules FILE     map the port's names onto the reference's and adapt their layouts\n"
     "                   (docs/rules.md)\n"
     "  --no-align       do not pair what names leave unmatched by automatic alignment\n"
-    "  --emit-rules FILE  write the rules (--rules' and the aligned pairs' renames) that pair\n"
-    "                   the same records by name: review, edit and reuse them\n"
     "  --atol X         absolute tolerance for every pair (default: by dtype, docs/diff.md)\n"
     "  --rtol X         relative tolerance for every pair (default: by dtype)\n"
-    "  --json FILE      also write the report as JSON (schema nnparity.diff/1; '-' for stdout,\n"
-    "                   which then replaces the text report)\n"
-    "  --markdown FILE  also write a short Markdown report (fits a pull request comment)\n"
     "  --all            list every pair, not only those that are not a pass\n"
     "  -j, --threads N  threads (default: one per CPU; with --mpi, per process)\n"
     "  --mpi            share the comparing among the processes of an MPI job\n"
     "                   (mpirun -np N / srun nnparity diff --mpi ...): process 0 writes the\n"
     "                   report, the same one a single process writes (docs/scale.md)\n"
+    "output\n"
+    "  --json           the report as JSON on stdout instead of text (schema nnparity.diff/1)\n"
+    "  --json-file FILE also write the JSON report to FILE\n"
+    "  --markdown FILE  also write a short Markdown report (fits a pull request comment)\n"
+    "  --emit-rules FILE  write the rules (--rules' and the aligned pairs' renames) that pair\n"
+    "                   the same records by name: review, edit and reuse them\n"
+    "  --force          replace FILEs that nnparity did not write (by default only its own\n"
+    "                   reports are replaced; docs/cli.md)\n"
+    "  --width N        lay the text out for N columns (default: the terminal's width, 80\n"
+    "                   when stdout is not a terminal)\n"
     "  -h               this help\n"
     "\n"
     "Exit codes: 0 every pair within tolerance and the same order, 1 a divergence or a reordering,\n"
-    "2 bad usage or input, 3 internal error.\n";
+    "2 bad usage or input, 3 internal error.\n"
+    "\n"
+    "examples:\n"
+    "  nnparity diff ref.safetensors port.safetensors\n"
+    "  nnparity diff --rules port.rules --markdown report.md ref.safetensors port.safetensors\n"
+    "  nnparity diff --json ref.safetensors port.safetensors | jq .first_divergence_seq\n";
 
 static void num(char *buf, size_t n, double v)
 {
@@ -110,8 +121,9 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
     printf("\n");
 }
 
-/* The figures of a table row take ROW_FIGURES columns; a name that would carry the row past 80
- * goes on a line of its own below them, whole (it is what a user searches for). */
+/* The figures of a table row take ROW_FIGURES columns; a name that would carry the row past the
+ * width of the output goes on a line of its own below them, whole (it is what a user searches
+ * for). */
 #define ROW_FIGURES 55
 #define ROW_NAME_INDENT 8
 
@@ -135,7 +147,7 @@ static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
     }
     printf("%6llu  %-5s  %9s  %9s  %8s  %6s", (unsigned long long)r->seq,
            verdict_text(p->verdict, v, sizeof v), a, b, c, pct);
-    if (ROW_FIGURES + 2 + strlen(mark) + strlen(r->name) <= 80)
+    if (ROW_FIGURES + 2 + strlen(mark) + strlen(r->name) <= (size_t)cli_width())
         printf("  %s%s\n", mark, r->name);
     else
         printf("\n%*s%s%s\n", ROW_NAME_INDENT, "", mark, r->name);
@@ -257,15 +269,16 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         const nnp_diff_pair *p = nnp_diff_pair_at(d, first);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
         char v[32];
-        printf("\nverdict: the port diverges.\nFirst divergence, pair %lld of %zu in execution "
-               "order:\n  %s%s%s%s (%s)\n", (long long)first + 1, npairs,
-               r->name, *r->module_type ? " [" : "", r->module_type, *r->module_type ? "]" : "",
+        printf("\nverdict: the port diverges.\nFirst divergence in execution order, at seq %llu:\n"
+               "  %s%s%s%s (%s)\n", (unsigned long long)r->seq, r->name,
+               *r->module_type ? " [" : "", r->module_type, *r->module_type ? "]" : "",
                verdict_text(p->verdict, v, sizeof v));
         print_pair_details(ref, port, p);
     }
     if (reorder >= 0) {
         size_t i = (size_t)reorder;
-        printf("\norder: the port runs pair %zu earlier than the pair before it:\n", i + 1);
+        printf("\norder: the port runs seq %llu earlier than the pair before it:\n",
+               (unsigned long long)nnp_dump_record(ref, nnp_diff_pair_at(d, i)->ref)->seq);
         printf("  %6s %6s  %s\n", "ref", "port", "name (reference)");
         for (size_t k = i >= 2 ? i - 2 : 0; k <= i + 1 && k < npairs; k++)
             printf("%s %6llu %6llu  %s\n", k == i ? ">" : " ",
@@ -278,9 +291,9 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
     if (nonfinite >= 0) {
         const nnp_diff_pair *p = nnp_diff_pair_at(d, nonfinite);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
-        printf("NaN/Inf: first appear at %s%s%s%s (pair %lld)\n  NaN %llu/%llu, Inf %llu/%llu "
+        printf("NaN/Inf: first appear at %s%s%s%s (seq %llu)\n  NaN %llu/%llu, Inf %llu/%llu "
                "(ref/port)\n", r->name, *r->module_type ? " [" : "", r->module_type,
-               *r->module_type ? "]" : "", (long long)nonfinite + 1,
+               *r->module_type ? "]" : "", (unsigned long long)r->seq,
                (unsigned long long)p->metrics.nan_ref, (unsigned long long)p->metrics.nan_port,
                (unsigned long long)p->metrics.inf_ref, (unsigned long long)p->metrics.inf_port);
     }
@@ -329,7 +342,8 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         for (size_t k = 0; k < ncoll && k < 20; k++) {
             const nnp_collision *c = nnp_diff_collision_at(d, k);
             const char *from = nnp_dump_record(port, c->port)->name, *to = c->name;
-            printf(2 + strlen(from) + 4 + strlen(to) <= 80 ? "  %s -> %s\n" : "  %s\n    -> %s\n",
+            printf(2 + strlen(from) + 4 + strlen(to) <= (size_t)cli_width() ? "  %s -> %s\n"
+                                                                             : "  %s\n    -> %s\n",
                    from, to);
             printf("    (taken by %s)\n", nnp_dump_record(port, c->taken_by)->name);
         }
@@ -344,7 +358,7 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
             if (nnp_diff_pair_at(d, i)->aligned) {
                 const char *from = nnp_dump_record(port, nnp_diff_pair_at(d, i)->port)->name;
                 const char *to = nnp_dump_record(ref, nnp_diff_pair_at(d, i)->ref)->name;
-                if (2 + strlen(from) + 4 + strlen(to) <= 80)
+                if (2 + strlen(from) + 4 + strlen(to) <= (size_t)cli_width())
                     printf("  %s -> %s\n", from, to);
                 else
                     printf("  %s\n    -> %s\n", from, to);
@@ -364,6 +378,15 @@ static int by_rel_l2(const void *a, const void *b, void *ctx)
     if (isnan(x)) x = INFINITY;
     if (isnan(y)) y = INFINITY;
     return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The reference seq of pair i, or null for -1. */
+static json_t *ref_seq(const nnp_dump *ref, const nnp_diff *d, int64_t i)
+{
+    if (i < 0)
+        return json_null();
+    const nnp_diff_pair *p = nnp_diff_pair_at(d, (size_t)i);
+    return json_integer((json_int_t)nnp_dump_record(ref, p->ref)->seq);
 }
 
 static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *d,
@@ -416,16 +439,23 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
                                               c->name, "taken_by",
                                               nnp_dump_record(port, c->taken_by)->name));
     }
-    return json_pack("{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "schema",
-                     "nnparity.diff/1", "components", components_json(comps), "nonfinite_origin",
-                     nonfinite < 0 ? json_null() : json_integer(nonfinite), "ref",
-                     nnp_dump_path(ref), "port", nnp_dump_path(port), "agree",
-                     first < 0 && reorder < 0, "first_divergence",
-                     first < 0 ? json_null() : json_integer(first), "order_violation",
-                     reorder < 0 ? json_null() : json_integer(reorder), "pairs", pairs,
-                     "unmatched_ref", ur, "unmatched_port", up, "aligned",
-                     (json_int_t)nnp_diff_aligned_count(d), "collisions",
-                     coll ? coll : json_null());
+    json_t *doc = json_pack(
+        "{s:s, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "schema",
+        "nnparity.diff/1", "components", components_json(comps), "nonfinite_origin",
+        nonfinite < 0 ? json_null() : json_integer(nonfinite), "ref", nnp_dump_path(ref), "port",
+        nnp_dump_path(port), "agree", first < 0 && reorder < 0, "first_divergence",
+        first < 0 ? json_null() : json_integer(first), "order_violation",
+        reorder < 0 ? json_null() : json_integer(reorder), "pairs", pairs, "unmatched_ref", ur,
+        "unmatched_port", up, "aligned", (json_int_t)nnp_diff_aligned_count(d), "collisions",
+        coll ? coll : json_null());
+    /* the same places by the number the text and `nnparity ls` give them */
+    if (doc && (json_object_set_new(doc, "first_divergence_seq", ref_seq(ref, d, first)) ||
+                json_object_set_new(doc, "order_violation_seq", ref_seq(ref, d, reorder)) ||
+                json_object_set_new(doc, "nonfinite_origin_seq", ref_seq(ref, d, nonfinite)))) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
 fail:
     json_decref(pairs);
     json_decref(ur);
@@ -451,8 +481,9 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
     if (first >= 0) {
         const nnp_diff_pair *p = nnp_diff_pair_at(d, first);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
-        fprintf(o, "**First divergence:** `%s`%s%s%s, %s", r->name, *r->module_type ? " (" : "",
-                r->module_type, *r->module_type ? ")" : "", nnp_verdict_name(p->verdict));
+        fprintf(o, "**First divergence:** seq %llu, `%s`%s%s%s, %s", (unsigned long long)r->seq,
+                r->name, *r->module_type ? " (" : "", r->module_type, *r->module_type ? ")" : "",
+                nnp_verdict_name(p->verdict));
         if (p->verdict == NNP_FAIL) {
             format_index(idx, sizeof idx, p, p->metrics.max_index);
             num(a, sizeof a, p->metrics.max_abs);
@@ -463,12 +494,16 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
         }
         fprintf(o, "\n\n");
     }
-    if (nonfinite >= 0)
-        fprintf(o, "**NaN/Inf first appear at:** `%s`\n\n",
-                nnp_dump_record(ref, nnp_diff_pair_at(d, nonfinite)->ref)->name);
-    if (reorder >= 0)
-        fprintf(o, "**Order:** the port runs `%s` earlier than the pair before it\n\n",
-                nnp_dump_record(ref, nnp_diff_pair_at(d, reorder)->ref)->name);
+    if (nonfinite >= 0) {
+        const nnp_record *r = nnp_dump_record(ref, nnp_diff_pair_at(d, nonfinite)->ref);
+        fprintf(o, "**NaN/Inf first appear at:** seq %llu, `%s`\n\n", (unsigned long long)r->seq,
+                r->name);
+    }
+    if (reorder >= 0) {
+        const nnp_record *r = nnp_dump_record(ref, nnp_diff_pair_at(d, reorder)->ref);
+        fprintf(o, "**Order:** the port runs seq %llu, `%s`, earlier than the pair before it\n\n",
+                (unsigned long long)r->seq, r->name);
+    }
     fprintf(o, "| component | pairs | pass | warn | fail | rel-L2 max | max-abs |\n"
                "|---|---:|---:|---:|---:|---:|---:|\n");
     for (size_t k = 0; k < NCOMP; k++) {
@@ -569,6 +604,8 @@ static int emit_rules(const nnp_diff *d, const nnp_dump *ref, const char *rules_
         cli_error("out of memory");
         return EXIT_INTERNAL;
     }
+    fprintf(o, CLI_MARK_RULES " diff --emit-rules: %sthe renames automatic alignment made\n",
+            rules_path ? "the rules it ran with (--rules), then " : "");
     if (rules_path) {
         FILE *in = fopen(rules_path, "r");
         char buf[4096];
@@ -636,35 +673,72 @@ static int exit_code_of(nnp_status st)
     return st == NNP_ERR_NOMEM || st == NNP_ERR_INTERNAL ? EXIT_INTERNAL : EXIT_BAD_INPUT;
 }
 
+/* The files this diff writes, checked before any work: each may replace only a file nnparity
+ * wrote as that kind (or any with --force), and never one of the inputs (the rules excepted for
+ * --emit-rules: extending them in place is a way to use it). */
+typedef struct {
+    const char *json, *markdown, *emit;
+    bool force;
+} diff_outputs;
+
+static int check_outputs(const diff_outputs *o, char *const *inputs, int ninputs)
+{
+    const char *paths[] = {o->json, o->markdown, o->emit};
+    const cli_output_kind kinds[] = {CLI_OUT_JSON, CLI_OUT_MARKDOWN, CLI_OUT_RULES};
+    for (int k = 0; k < 3; k++) {
+        if (!paths[k])
+            continue;
+        for (int i = 0; i < ninputs - (kinds[k] == CLI_OUT_RULES); i++)
+            if (inputs[i] && cli_same_file(paths[k], inputs[i])) {
+                cli_error("%s: is %s, an input of this diff; write the report elsewhere",
+                          paths[k], inputs[i]);
+                return EXIT_BAD_INPUT;
+            }
+        int rc = cli_check_output(paths[k], kinds[k], o->force);
+        if (rc)
+            return rc;
+    }
+    return EXIT_AGREE;
+}
+
 static int run_diff(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"rules", required_argument, NULL, 'r'}, {"atol", required_argument, NULL, 'a'},
-        {"rtol", required_argument, NULL, 'R'},  {"json", required_argument, NULL, 'J'},
-        {"all", no_argument, NULL, 'A'},         {"threads", required_argument, NULL, 'j'},
-        {"markdown", required_argument, NULL, 'M'}, {"no-align", no_argument, NULL, 'N'},
-        {"emit-rules", required_argument, NULL, 'E'}, {"mpi", no_argument, NULL, 'P'},
-        {0, 0, 0, 0}};
-    const char *rules_path = NULL, *json_path = NULL, *md_path = NULL, *emit_path = NULL;
+        {"rules", required_argument, NULL, 'r'},      {"atol", required_argument, NULL, 'a'},
+        {"rtol", required_argument, NULL, 'R'},       {"json", no_argument, NULL, 'J'},
+        {"json-file", required_argument, NULL, 'F'},  {"all", no_argument, NULL, 'A'},
+        {"threads", required_argument, NULL, 'j'},    {"markdown", required_argument, NULL, 'M'},
+        {"no-align", no_argument, NULL, 'N'},         {"emit-rules", required_argument, NULL, 'E'},
+        {"mpi", no_argument, NULL, 'P'},              {"force", no_argument, NULL, 'f'},
+        {"width", required_argument, NULL, 'W'},      {0, 0, 0, 0}};
+    const char *rules_path = NULL;
+    diff_outputs out = {NULL, NULL, NULL, false};
     double atol = -1, rtol = -1;
-    bool all = false, no_align = false, mpi = false;
+    bool all = false, no_align = false, mpi = false, to_stdout = false;
     int threads = 0, c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":j:", opts, NULL)) != -1) {
         if (c == 'r') {
             rules_path = optarg;
         } else if (c == 'J') {
-            json_path = optarg;
+            to_stdout = true;
+        } else if (c == 'F') {
+            out.json = optarg;
         } else if (c == 'A') {
             all = true;
         } else if (c == 'M') {
-            md_path = optarg;
+            out.markdown = optarg;
         } else if (c == 'N') {
             no_align = true;
         } else if (c == 'E') {
-            emit_path = optarg;
+            out.emit = optarg;
         } else if (c == 'P') {
             mpi = true;
+        } else if (c == 'f') {
+            out.force = true;
+        } else if (c == 'W') {
+            if (!cli_set_width(optarg))
+                return cli_width_error(&cli_diff, optarg);
         } else if (c == 'a' || c == 'R') {
             if (!cli_parse_tolerance(optarg, c == 'a' ? &atol : &rtol))
                 return cli_usage_error(&cli_diff, "--%s takes a non-negative number, not '%s'",
@@ -677,12 +751,22 @@ static int run_diff(int argc, char **argv)
                                        optarg);
             threads = (int)v;
         } else {
-            return cli_usage_error(&cli_diff, "unknown option or missing value: '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error(&cli_diff, opts, c, argc, argv);
         }
     }
-    if (argc - optind != 2)
-        return cli_usage_error(&cli_diff, "REF and PORT are needed, and nothing else");
+    if (out.json && strcmp(out.json, "-") == 0)
+        return cli_usage_error(&cli_diff, "--json-file writes a file; --json prints the JSON "
+                               "report on stdout");
+    if (argc - optind != 2) {
+        int n = argc - optind;
+        if (n > 2 && to_stdout)
+            return cli_usage_error(&cli_diff, "%d arguments, but diff takes REF and PORT: --json "
+                                   "takes no FILE (it prints JSON on stdout; --json-file FILE "
+                                   "writes a file)", n);
+        if (n < 2)
+            return cli_usage_error(&cli_diff, "REF and PORT are needed");
+        return cli_usage_error(&cli_diff, "%d arguments, but diff takes REF and PORT", n);
+    }
     if ((atol < 0) != (rtol < 0)) {
         /* one given: the other from the dtype would mix two rules; take it as zero */
         if (atol < 0) atol = 0;
@@ -696,13 +780,19 @@ static int run_diff(int argc, char **argv)
     nnp_rules *rules = NULL;
     nnp_dump *ref = NULL, *port = NULL;
     nnp_diff *d = NULL;
-    nnp_status st = rules_path ? nnp_rules_load(rules_path, &rules) : NNP_OK;
+    /* what is wrong with the command line is said (by process 0) before any work */
+    char *inputs[] = {argv[optind], argv[optind + 1], (char *)rules_path};
+    int pre = EXIT_AGREE;
+    if (root && !(pre = cli_unfinished_capture(argv[optind])) &&
+        !(pre = cli_unfinished_capture(argv[optind + 1])))
+        pre = check_outputs(&out, inputs, 3);
+    nnp_status st = pre ? NNP_ERR_ARG : NNP_OK;
+    if (!st && rules_path)
+        st = nnp_rules_load(rules_path, &rules);
     if (!st)
         st = nnp_dump_open_both(argv[optind], argv[optind + 1], &ref, &port);
     if (mpi) /* every process opened the files itself (a shared file system) */
         st = nnp_comm_agree(&comm, st);
-    bool to_stdout = json_path && strcmp(json_path, "-") == 0;
-    /* mpirun hands its processes a terminal of its own, whatever stdout finally is */
     use_colour = !mpi && !to_stdout && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
     progress_line line = {isatty(STDERR_FILENO), 0, false};
     nnp_diff_options o;
@@ -720,19 +810,21 @@ static int run_diff(int argc, char **argv)
     if (line.shown)
         fprintf(stderr, "\r\033[K");
     if (st) {
-        rc = root ? cli_fail(st) : exit_code_of(st);
+        rc = pre ? pre : root ? cli_fail(st) : exit_code_of(st);
     } else if (!root) {
         rc = EXIT_AGREE; /* process 0 reports, and says how every process exits */
     } else {
         comp_stats comps[NCOMP];
         component_stats(ref, d, rules, comps);
-        rc = emit_path ? emit_rules(d, ref, rules_path, emit_path) : EXIT_AGREE;
+        rc = out.emit ? emit_rules(d, ref, rules_path, out.emit) : EXIT_AGREE;
         if (rc == EXIT_AGREE && !to_stdout)
             print_text(ref, port, d, comps, all);
-        if (json_path && rc == EXIT_AGREE)
-            rc = json_out_write(diff_json(ref, port, d, comps), json_path);
-        if (md_path && rc == EXIT_AGREE)
-            rc = write_markdown(ref, port, d, comps, md_path);
+        if (rc == EXIT_AGREE && to_stdout)
+            rc = json_out_print(diff_json(ref, port, d, comps));
+        if (out.json && rc == EXIT_AGREE)
+            rc = json_out_write(diff_json(ref, port, d, comps), out.json);
+        if (out.markdown && rc == EXIT_AGREE)
+            rc = write_markdown(ref, port, d, comps, out.markdown);
         if (rc == EXIT_AGREE &&
             (nnp_diff_first_divergence(d) >= 0 || nnp_diff_order_violation(d) >= 0))
             rc = EXIT_FOUND;

@@ -9,23 +9,40 @@
 #include "report/json_out.h"
 
 static const char ls_usage[] =
-    "usage: nnparity ls [--json] [--meta] FILE...\n"
+    "usage: nnparity ls [--json] [--meta] [--width N] FILE...\n"
     "\n"
-    "List the records of each dump in execution order: sequence, name, dtype, shape and size\n"
-    "(and the module type when the dump records it).\n"
+    "List the records of each dump in execution order: seq (the number every report gives a\n"
+    "record, from 0), name, dtype, shape and size (and the module type when the dump records\n"
+    "it).\n"
     "\n"
-    "  --json    one JSON document on stdout (schema nnparity.ls/1)\n"
-    "  --meta    also print each file's metadata\n"
-    "  -h        this help\n";
+    "  --json       one JSON document on stdout (schema nnparity.ls/1)\n"
+    "  --meta       also print each file's metadata\n"
+    "  --width N    lay the table out for N columns (default: the terminal's width, 80 when\n"
+    "               stdout is not a terminal)\n"
+    "  -h           this help\n"
+    "\n"
+    "examples:\n"
+    "  nnparity ls ref.safetensors\n"
+    "  nnparity ls --meta model.gguf\n"
+    "  nnparity ls --json ref.safetensors port.safetensors > records.json\n";
 
+/* The name column: as wide as the longest name, within what the line leaves it (at least 60
+ * columns; a longer name pushes the rest of its row to the right). */
 static int name_width(const nnp_dump *d)
 {
-    size_t w = 4;
+    size_t w = 4, type = 0;
     for (size_t i = 0; i < nnp_dump_count(d); i++) {
-        size_t n = strlen(nnp_dump_record(d, i)->name);
+        const nnp_record *r = nnp_dump_record(d, i);
+        size_t n = strlen(r->name), t = strlen(r->module_type);
         w = n > w ? n : w;
+        type = t > type ? t : type;
     }
-    return (int)(w > 60 ? 60 : w);
+    /* seq, dtype, shape and size with their gaps, and the type column when there is one */
+    int rest = 6 + 2 + 2 + 7 + 2 + 20 + 2 + 10 + (type ? 2 + (int)type : 0);
+    int room = cli_width() - rest;
+    if (room < 60)
+        room = 60;
+    return (int)w < room ? (int)w : room;
 }
 
 static void print_meta_text(const nnp_dump *d)
@@ -72,21 +89,28 @@ static void print_text(const nnp_dump *d, bool meta)
 
 static int run_ls(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, {"meta", no_argument, NULL, 'm'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"meta", no_argument, NULL, 'm'},
+                                         {"width", required_argument, NULL, 'W'},
+                                         {0, 0, 0, 0}};
     bool json = false, meta = false;
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         if (c == 'j')
             json = true;
         else if (c == 'm')
             meta = true;
-        else
-            return cli_usage_error(&cli_ls, "unknown option '%s'", argv[optind - 1]);
+        else if (c == 'W' && !cli_set_width(optarg))
+            return cli_width_error(&cli_ls, optarg);
+        else if (c != 'W')
+            return cli_option_error(&cli_ls, opts, c, argc, argv);
     }
     if (optind >= argc)
         return cli_usage_error(&cli_ls, "no FILE given");
+    for (int a = optind; a < argc; a++)
+        if (cli_unfinished_capture(argv[a]))
+            return EXIT_BAD_INPUT;
 
     json_t *files = json ? json_array() : NULL;
     int rc = EXIT_AGREE;

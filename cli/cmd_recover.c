@@ -14,13 +14,21 @@ static const char recover_usage[] =
     "header, renames FILE.partial to FILE and removes the journal. FILE may name the .partial.\n"
     "(nnparity ls and stats also read FILE.partial as it is.)\n"
     "\n"
-    "  -h   this help\n";
+    "  -h   this help\n"
+    "\n"
+    "examples:\n"
+    "  nnparity recover port.safetensors\n"
+    "  nnparity recover port.safetensors.partial\n";
 
 static int run_recover(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (argv[i][0] == '-' && strcmp(argv[i], "-") != 0)
-            return cli_usage_error(&cli_recover, "unknown option '%s'", argv[i]);
+    static const struct option opts[] = {{0, 0, 0, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1)
+        return cli_option_error(&cli_recover, opts, c, argc, argv);
+    argc -= optind - 1;
+    argv += optind - 1;
     if (argc != 2)
         return cli_usage_error(&cli_recover, argc < 2 ? "no FILE given" : "one FILE at a time");
     size_t n;

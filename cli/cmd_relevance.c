@@ -49,14 +49,23 @@ static const char relevance_usage[] =
     "  --out DIR             write DIR/relevance.safetensors and DIR/heatmap.png\n"
     "  --image IMG.png       also DIR/overlay.png: the heatmap upsampled over the picture\n"
     "  --scale K             heatmap pixels per patch (default: the longer side >= 256 px)\n"
+    "  --force               replace files in DIR that nnparity did not write (by default\n"
+    "                        only its own are replaced; docs/cli.md)\n"
     "  -j, --threads N       threads (default: one per CPU)\n"
-    "  -h                    this help\n";
+    "  -h                    this help\n"
+    "\n"
+    "examples:\n"
+    "  nnparity relevance --attn '/attn_probs$' --out rel vit.safetensors\n"
+    "  nnparity relevance --attn '/attn_probs$' --method chefer --image cat.png \\\n"
+    "      --out rel vit.safetensors\n"
+    "  nnparity relevance --attn 'attn$' --backmap v2 --llm-span 5:261 --out rel \\\n"
+    "      vlm.safetensors\n";
 
 typedef struct {
     const char *file, *attn, *grad, *out, *image;
     nnp_relevance_options rel;
     bool fusion_set, discard_set, query_last, prefix_set, grid_set, span_set;
-    bool tile_tokens_set, mode_set, tile_set, split;
+    bool tile_tokens_set, mode_set, tile_set, split, force;
     uint64_t query, prefix, gh, gw, span_a, span_b, tile_tokens, tile;
     int backmap, scale;
     nnp_norm norm;
@@ -110,7 +119,8 @@ static bool parse_real(const char *s, double *out)
 
 enum {
     O_ATTN = 256, O_GRAD, O_METHOD, O_FUSION, O_DISCARD, O_START, O_QUERY, O_PREFIX, O_GRID,
-    O_BACKMAP, O_SPAN, O_TILE_TOKENS, O_MODE, O_TILE, O_NORM, O_CLIP, O_OUT, O_IMAGE, O_SCALE
+    O_BACKMAP, O_SPAN, O_TILE_TOKENS, O_MODE, O_TILE, O_NORM, O_CLIP, O_OUT, O_IMAGE, O_SCALE,
+    O_FORCE
 };
 
 static int parse_option(rel_args *a, int c, const char *v)
@@ -123,6 +133,7 @@ static int parse_option(rel_args *a, int c, const char *v)
     case O_GRAD: a->grad = v; break;
     case O_OUT: a->out = v; break;
     case O_IMAGE: a->image = v; break;
+    case O_FORCE: a->force = true; break;
     case O_METHOD:
         if ((k = pick(v, method_names, 4)) < 0)
             BAD("--method takes rollout, grad_rollout, chefer or chefer_rollout, not '%s'", v);
@@ -259,6 +270,7 @@ static int parse_args(rel_args *a, int argc, char **argv)
         {"image", required_argument, NULL, O_IMAGE},
         {"scale", required_argument, NULL, O_SCALE},
         {"threads", required_argument, NULL, 'j'},
+        {"force", no_argument, NULL, O_FORCE},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     nnp_relevance_options_init(&a->rel);
@@ -266,9 +278,9 @@ static int parse_args(rel_args *a, int argc, char **argv)
     a->tile_tokens = 256;
     int c, rc;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
-        if ((rc = parse_option(a, c, optarg)) < 0)
-            BAD("unknown option or missing value: '%s'", argv[optind - 1]);
+    while ((c = getopt_long(argc, argv, ":j:", opts, NULL)) != -1) {
+        if (c == '?' || c == ':' || (rc = parse_option(a, c, optarg)) < 0)
+            return cli_option_error(&cli_relevance, opts, c, argc, argv);
         if (rc != EXIT_AGREE)
             return rc;
     }
@@ -277,7 +289,9 @@ static int parse_args(rel_args *a, int argc, char **argv)
     if (argc - optind > 1)
         BAD("too many arguments: one FILE");
     a->file = argv[optind];
-    return check_args(a);
+    if ((rc = check_args(a)))
+        return rc;
+    return cli_unfinished_capture(a->file);
 }
 
 /* ---- where the patches are ---- */
@@ -602,10 +616,34 @@ static void print_summary(const rel_args *a, const nnp_dump *d, const result *re
     putchar('\n');
 }
 
+/* DIR's files: each replaced only when nnparity wrote it (or with --force). A DIR that does not
+ * exist yet holds nothing to replace. */
+static int check_outputs(const rel_args *a)
+{
+    struct stat sb;
+    if (stat(a->out, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return EXIT_AGREE; /* write_outputs makes it, or says why it cannot */
+    static const char *const names[] = {"relevance.safetensors", "heatmap.png", "overlay.png"};
+    static const cli_output_kind kinds[] = {CLI_OUT_DUMP, CLI_OUT_PNG, CLI_OUT_PNG};
+    int rc = EXIT_AGREE;
+    for (int k = 0; k < (a->image ? 3 : 2) && rc == EXIT_AGREE; k++) {
+        char *p = cli_join_path(a->out, names[k]);
+        if (!p) {
+            cli_error("out of memory");
+            return EXIT_INTERNAL;
+        }
+        rc = cli_check_output(p, kinds[k], a->force);
+        free(p);
+    }
+    return rc;
+}
+
 static int run_relevance(int argc, char **argv)
 {
     rel_args a;
     int rc = parse_args(&a, argc, argv);
+    if (!rc && a.out)
+        rc = check_outputs(&a);
     if (rc)
         return rc;
     /* the picture is read first, so that a bad one leaves no output behind */

@@ -52,12 +52,17 @@ static const char run_usage[] =
     "  --atol X         absolute tolerance for every pair (default: by dtype, docs/diff.md)\n"
     "  --rtol X         relative tolerance for every pair (default: by dtype)\n"
     "  --metric M       the plot's y axis: rel-l2 (default) or max-abs\n"
-    "  --plot FILE      also write the plot alone: FILE.svg, or FILE.png (rasterized)\n"
-    "  --json FILE      also write the report as JSON (schema nnparity.run/1; '-' for stdout,\n"
-    "                   which then replaces the text report)\n"
-    "  --markdown FILE  also write a short Markdown report\n"
     "  --all            list every record, not only those that are not within tolerance\n"
     "  -j, --threads N  threads for comparing (default: one per CPU)\n"
+    "output (besides DIR/report.html)\n"
+    "  --json           the report as JSON on stdout instead of text (schema nnparity.run/1)\n"
+    "  --json-file FILE also write the JSON report to FILE\n"
+    "  --markdown FILE  also write a short Markdown report\n"
+    "  --plot FILE      also write the plot alone: FILE.svg, or FILE.png (rasterized)\n"
+    "  --force          replace files that nnparity did not write: FILEs and DIR/report.html\n"
+    "                   (by default only its own are replaced; docs/cli.md)\n"
+    "  --width N        lay the text out for N columns (default: the terminal's width, 80\n"
+    "                   when stdout is not a terminal)\n"
     "  -h               this help\n"
     "\n"
     "A command that fails (exits non-zero or is killed by a signal) is reported with the last 20\n"
@@ -68,7 +73,13 @@ static const char run_usage[] =
     "command succeeded; 1 a divergence, a reordering, or a command that failed after capturing\n"
     "something (what it captured is compared, but the run as a whole did not do what the\n"
     "reference does: that is a finding, not bad input); 2 bad usage or input, or a command that\n"
-    "captured nothing (there is nothing to compare); 3 internal error.\n";
+    "captured nothing (there is nothing to compare); 3 internal error.\n"
+    "\n"
+    "examples:\n"
+    "  nnparity run --ref 'python ref.py' --port './port model.bin' --out nnparity-run\n"
+    "  nnparity run --ref 'python ref.py' --port 'python port.py' --rules port.rules \\\n"
+    "      --markdown report.md --plot error.svg\n"
+    "  nnparity run --ref 'python ref.py' --port './port' --json > run.json\n";
 
 /* How much of a command's stderr is kept for the report: the last TAIL_LINES lines, out of at
  * most the last TAIL_BYTES bytes. */
@@ -355,8 +366,11 @@ static void say_nothing_captured(const run_side *s, bool injected)
     if (s->failed)
         cli_error("%s failed before capturing anything: it %s", who, s->status);
     else
-        cli_error("%s captured nothing: it %s without recording into $NNPARITY_CAPTURE (it must "
-                  "tap through libnnparity or the PyTorch bridge)", who, s->status);
+        cli_error("%s captured nothing: it %s without recording into $NNPARITY_CAPTURE (a "
+                  "PyTorch script records there inside `with nnparity.auto(model):`, which "
+                  "nnparity.capture(model, path) does not do; a C or C++ program opens its "
+                  "capture with the library's environment session, docs/run.md)", who,
+                  s->status);
     if (s->tail && *s->tail) {
         fprintf(stderr, "  its stderr ended with:\n");
         for (const char *p = s->tail; *p;) {
@@ -403,7 +417,7 @@ static void render_svg(FILE *o, const run_report *r)
 typedef struct {
     const char *ref_cmd, *port_cmd, *rules, *out, *plot, *json, *markdown;
     double atol, rtol;
-    bool all, max_abs;
+    bool all, max_abs, to_stdout, force;
     int threads;
 } run_args;
 
@@ -414,22 +428,29 @@ static int parse_args(int argc, char **argv, run_args *a)
         {"rules", required_argument, NULL, 'r'},  {"out", required_argument, NULL, 'o'},
         {"atol", required_argument, NULL, 'a'},   {"rtol", required_argument, NULL, 'R'},
         {"metric", required_argument, NULL, 'm'}, {"plot", required_argument, NULL, 'P'},
-        {"json", required_argument, NULL, 'J'},   {"markdown", required_argument, NULL, 'M'},
-        {"all", no_argument, NULL, 'A'},          {"threads", required_argument, NULL, 'j'},
-        {0, 0, 0, 0}};
+        {"json", no_argument, NULL, 'J'},         {"json-file", required_argument, NULL, 'F'},
+        {"markdown", required_argument, NULL, 'M'}, {"all", no_argument, NULL, 'A'},
+        {"threads", required_argument, NULL, 'j'}, {"force", no_argument, NULL, 'y'},
+        {"width", required_argument, NULL, 'W'},  {0, 0, 0, 0}};
     *a = (run_args){.out = "nnparity-run", .atol = -1, .rtol = -1};
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":j:", opts, NULL)) != -1) {
         switch (c) {
         case 'f': a->ref_cmd = optarg; break;
         case 'p': a->port_cmd = optarg; break;
         case 'r': a->rules = optarg; break;
         case 'o': a->out = optarg; break;
         case 'P': a->plot = optarg; break;
-        case 'J': a->json = optarg; break;
+        case 'J': a->to_stdout = true; break;
+        case 'F': a->json = optarg; break;
         case 'M': a->markdown = optarg; break;
         case 'A': a->all = true; break;
+        case 'y': a->force = true; break;
+        case 'W':
+            if (!cli_set_width(optarg))
+                return cli_width_error(&cli_run, optarg);
+            break;
         case 'a':
         case 'R':
             if (!cli_parse_tolerance(optarg, c == 'a' ? &a->atol : &a->rtol))
@@ -452,13 +473,19 @@ static int parse_args(int argc, char **argv, run_args *a)
             break;
         }
         default:
-            return cli_usage_error(&cli_run, "unknown option or missing value: '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error(&cli_run, opts, c, argc, argv);
         }
     }
+    if (optind < argc && a->to_stdout)
+        return cli_usage_error(&cli_run, "unexpected argument '%s': --json takes no FILE (it "
+                               "prints JSON on stdout; --json-file FILE writes a file)",
+                               argv[optind]);
     if (optind < argc)
         return cli_usage_error(&cli_run, "unexpected argument '%s' (quote each command whole)",
                                argv[optind]);
+    if (a->json && strcmp(a->json, "-") == 0)
+        return cli_usage_error(&cli_run, "--json-file writes a file; --json prints the JSON "
+                               "report on stdout");
     if (!a->ref_cmd || !*a->ref_cmd || !a->port_cmd || !*a->port_cmd)
         return cli_usage_error(&cli_run, "--ref CMD and --port CMD are needed");
     if (!*a->out)
@@ -471,6 +498,40 @@ static int parse_args(int argc, char **argv, run_args *a)
         if (a->rtol < 0) a->rtol = 0;
     }
     return EXIT_AGREE;
+}
+
+/* The report files given by name: each may replace only nnparity's own file of its kind (or any
+ * with --force), never the rules. */
+static int check_named_outputs(const run_args *a)
+{
+    const char *paths[] = {a->json, a->markdown, a->plot};
+    const cli_output_kind kinds[] = {CLI_OUT_JSON, CLI_OUT_MARKDOWN,
+                                     a->plot && ends_with(a->plot, ".png") ? CLI_OUT_PNG
+                                                                           : CLI_OUT_SVG};
+    for (int k = 0; k < 3; k++) {
+        if (!paths[k])
+            continue;
+        if (a->rules && cli_same_file(paths[k], a->rules)) {
+            cli_error("%s: is the rules file; write the report elsewhere", paths[k]);
+            return EXIT_BAD_INPUT;
+        }
+        int rc = cli_check_output(paths[k], kinds[k], a->force);
+        if (rc)
+            return rc;
+    }
+    return EXIT_AGREE;
+}
+
+/* DIR/report.html, replaced only when nnparity wrote it (or with --force). The captures beside
+ * it are the commands' to write, at $NNPARITY_CAPTURE, and are replaced on every run. */
+static int check_dir_outputs(const run_args *a)
+{
+    char *p = cli_join_path(a->out, "report.html");
+    if (!p)
+        return run_nomem();
+    int rc = cli_check_output(p, CLI_OUT_HTML, a->force);
+    free(p);
+    return rc;
 }
 
 /* Run one side: clear its old capture, run the command, open what it captured. */
@@ -586,6 +647,11 @@ static int run_run(int argc, char **argv)
         nnp_rules_free(rules);
         return EXIT_BAD_INPUT;
     }
+    /* after DIR is made: the reports may go into it */
+    if ((rc = check_named_outputs(&a)) || (rc = check_dir_outputs(&a))) {
+        nnp_rules_free(rules);
+        return rc;
+    }
     char *abs_dir = realpath(a.out, NULL);
     if (!abs_dir) {
         cli_error("%s: %s", a.out, strerror(errno));
@@ -609,8 +675,10 @@ static int run_run(int argc, char **argv)
     rc = run_write_repro(&r);
     if (!rc)
         rc = write_rendered(r.html_path, run_report_html, &r);
-    if (!rc && (!a.json || strcmp(a.json, "-") != 0))
-        run_report_text(stdout, &r, a.all);
+    if (!rc && !a.to_stdout)
+        run_report_text(stdout, &r, a.all, cli_width());
+    if (!rc && a.to_stdout)
+        rc = run_report_json(&r, NULL);
     if (!rc && a.json)
         rc = run_report_json(&r, a.json);
     if (!rc && a.markdown)

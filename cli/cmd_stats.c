@@ -5,12 +5,13 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "report/json_out.h"
 
 static const char stats_usage[] =
-    "usage: nnparity stats [--json] [-j N] [--check-finite] FILE [PATTERN]\n"
+    "usage: nnparity stats [--json] [-j N] [--check-finite] [--width N] FILE [PATTERN]\n"
     "\n"
     "Statistics of each tensor of a dump, in execution order: min, max, mean, std (population),\n"
     "abs-max over the finite elements, and the zero, NaN and Inf counts. Names the first record\n"
@@ -21,7 +22,16 @@ static const char stats_usage[] =
     "  --json           one JSON document on stdout (schema nnparity.stats/1)\n"
     "  -j, --threads N  threads (default: one per CPU)\n"
     "  --check-finite   exit 1 when any selected tensor holds a NaN or an Inf\n"
-    "  -h               this help\n";
+    "  --width N        lay the table out for N columns (default: the terminal's width, 80\n"
+    "                   when stdout is not a terminal)\n"
+    "  -h               this help\n"
+    "\n"
+    "stats reads one file; to compare two, use nnparity diff REF PORT.\n"
+    "\n"
+    "examples:\n"
+    "  nnparity stats port.safetensors\n"
+    "  nnparity stats --check-finite port.safetensors 'blocks.3.*'\n"
+    "  nnparity stats --json model.gguf attn > attn-stats.json\n";
 
 static json_t *stats_json(const nnp_tensor_stats *s)
 {
@@ -42,7 +52,11 @@ static void print_text(const nnp_dump *d, const size_t *idx, size_t n,
         size_t len = strlen(nnp_dump_record(d, idx[i])->name);
         w = len > w ? len : w;
     }
-    w = w > 48 ? 48 : w;
+    /* the name column takes what the figures leave of the line, at least 48 columns (a longer
+     * name pushes the rest of its row to the right) */
+    int room = cli_width() - (6 + 2 + 2 + 7 + 5 * (2 + 11) + 2 + 9 + 2 + 7 + 2 + 7);
+    size_t cap = room > 48 ? (size_t)room : 48;
+    w = w > cap ? cap : w;
     printf("%s: %s, %zu of %zu %s\n", nnp_dump_path(d), nnp_dump_format(d), n, nnp_dump_count(d),
            cli_plural(nnp_dump_count(d), "record", "records"));
     printf("%6s  %-*s  %-7s  %11s  %11s  %11s  %11s  %11s  %9s  %7s  %7s\n", "seq", (int)w,
@@ -94,20 +108,36 @@ static int print_json(const nnp_dump *d, const size_t *idx, size_t n, const nnp_
                                     "records", recs, "first_nonfinite", bad));
 }
 
+/* A second argument that names a file nnparity reads is a dump, not a pattern: `stats REF PORT`
+ * meant `diff`. */
+static bool is_dump(const char *path)
+{
+    struct stat st;
+    nnp_dump *d;
+    if (stat(path, &st) != 0 || nnp_dump_open(path, &d) != NNP_OK)
+        return false;
+    nnp_dump_close(d);
+    return true;
+}
+
 static int run_stats(int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'J'},
                                          {"threads", required_argument, NULL, 'j'},
                                          {"check-finite", no_argument, NULL, 'c'},
+                                         {"width", required_argument, NULL, 'W'},
                                          {0, 0, 0, 0}};
     bool json = false, check = false;
     int threads = 0, c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":j:", opts, NULL)) != -1) {
         if (c == 'J') {
             json = true;
         } else if (c == 'c') {
             check = true;
+        } else if (c == 'W') {
+            if (!cli_set_width(optarg))
+                return cli_width_error(&cli_stats, optarg);
         } else if (c == 'j') {
             char *end;
             long v = strtol(optarg, &end, 10);
@@ -116,8 +146,7 @@ static int run_stats(int argc, char **argv)
                                        optarg);
             threads = (int)v;
         } else {
-            return cli_usage_error(&cli_stats, "unknown option or missing value: '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error(&cli_stats, opts, c, argc, argv);
         }
     }
     if (optind >= argc)
@@ -125,11 +154,19 @@ static int run_stats(int argc, char **argv)
     if (argc - optind > 2)
         return cli_usage_error(&cli_stats, "too many arguments: one FILE and one PATTERN");
     const char *pattern = argc - optind == 2 ? argv[optind + 1] : NULL;
+    if (cli_unfinished_capture(argv[optind]))
+        return EXIT_BAD_INPUT;
 
     nnp_dump *d;
     nnp_status st = nnp_dump_open(argv[optind], &d);
     if (st)
         return cli_fail(st);
+    if (pattern && is_dump(pattern)) {
+        nnp_dump_close(d);
+        return cli_usage_error(&cli_stats, "'%s' is a file, not a PATTERN: stats takes one FILE "
+                               "and a name pattern; nnparity diff %s %s compares two files",
+                               pattern, argv[optind], pattern);
+    }
     size_t total = nnp_dump_count(d), n = 0;
     size_t *idx = malloc((total ? total : 1) * sizeof *idx);
     nnp_tensor_stats *s = calloc(total ? total : 1, sizeof *s);

@@ -29,15 +29,25 @@ static const char weights_usage[] =
     "  --rules FILE     map DST's names onto SRC's\n"
     "  --atol X         absolute tolerance for every pair (default: by dtype)\n"
     "  --rtol X         relative tolerance for every pair (default: by dtype)\n"
-    "  --json FILE      also write the report as JSON (schema nnparity.weights/1; '-' for stdout,\n"
-    "                   which then replaces the text report)\n"
-    "  --markdown FILE  also write a short Markdown report\n"
     "  --all            list every tensor, not only those that need a look\n"
     "  -j, --threads N  threads (default: one per CPU)\n"
+    "output\n"
+    "  --json           the report as JSON on stdout instead of text (schema nnparity.weights/1)\n"
+    "  --json-file FILE also write the JSON report to FILE\n"
+    "  --markdown FILE  also write a short Markdown report\n"
+    "  --force          replace FILEs that nnparity did not write (by default only its own\n"
+    "                   reports are replaced; docs/cli.md)\n"
+    "  --width N        lay the text out for N columns (default: the terminal's width, 80\n"
+    "                   when stdout is not a terminal)\n"
     "  -h               this help\n"
     "\n"
     "Exit codes: 0 every source tensor found and within tolerance, nothing unexpected; 1 a tensor\n"
-    "different, missing, unexpected or of another shape; 2 bad usage or input; 3 internal error.\n";
+    "different, missing, unexpected or of another shape; 2 bad usage or input; 3 internal error.\n"
+    "\n"
+    "examples:\n"
+    "  nnparity weights model.safetensors model-f16.gguf\n"
+    "  nnparity weights --rules gguf.rules --markdown weights.md model.bin model.gguf\n"
+    "  nnparity weights --json --all src.safetensors dst.safetensors > weights.json\n";
 
 /* What a pair of weights is, worst first within the table's order. */
 typedef enum { W_EQUAL, W_WITHIN, W_DIFFERENT, W_SHAPE, W_COUNT } w_class;
@@ -145,6 +155,12 @@ static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_
     char a[256], b[256];
     printf("  %-9s %s", class_name[w->cls], r->name);
     if (strcmp(r->name, nnp_dump_record(dst, p->port)->name) != 0 || p->nparts > 1) {
+        /* the destination's names follow when the line has room for them, else go below */
+        size_t len = 12 + strlen(r->name) + 4;
+        for (uint32_t k = 0; k < p->nparts; k++)
+            len += strlen(nnp_dump_record(dst, p->parts[k])->name) + 3;
+        if (len - 3 > (size_t)cli_width())
+            printf("\n           ");
         printf(" <- %s", nnp_dump_record(dst, p->parts[0])->name);
         for (uint32_t k = 1; k < p->nparts; k++)
             printf(" + %s", nnp_dump_record(dst, p->parts[k])->name);
@@ -341,25 +357,33 @@ static int write_markdown(const nnp_dump *src, const nnp_dump *dst, const nnp_di
 static int run_weights(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"rules", required_argument, NULL, 'r'}, {"atol", required_argument, NULL, 'a'},
-        {"rtol", required_argument, NULL, 'R'},  {"json", required_argument, NULL, 'J'},
-        {"all", no_argument, NULL, 'A'},         {"threads", required_argument, NULL, 'j'},
-        {"markdown", required_argument, NULL, 'M'},
+        {"rules", required_argument, NULL, 'r'},     {"atol", required_argument, NULL, 'a'},
+        {"rtol", required_argument, NULL, 'R'},      {"json", no_argument, NULL, 'J'},
+        {"json-file", required_argument, NULL, 'F'}, {"all", no_argument, NULL, 'A'},
+        {"threads", required_argument, NULL, 'j'},   {"markdown", required_argument, NULL, 'M'},
+        {"force", no_argument, NULL, 'f'},           {"width", required_argument, NULL, 'W'},
         {0, 0, 0, 0}};
     const char *rules_path = NULL, *json_path = NULL, *md_path = NULL;
     double atol = -1, rtol = -1;
-    bool all = false;
+    bool all = false, to_stdout = false, force = false;
     int threads = 0, c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":j:", opts, NULL)) != -1) {
         if (c == 'r') {
             rules_path = optarg;
         } else if (c == 'J') {
+            to_stdout = true;
+        } else if (c == 'F') {
             json_path = optarg;
         } else if (c == 'A') {
             all = true;
         } else if (c == 'M') {
             md_path = optarg;
+        } else if (c == 'f') {
+            force = true;
+        } else if (c == 'W') {
+            if (!cli_set_width(optarg))
+                return cli_width_error(&cli_weights, optarg);
         } else if (c == 'a' || c == 'R') {
             if (!cli_parse_tolerance(optarg, c == 'a' ? &atol : &rtol))
                 return cli_usage_error(&cli_weights, "--%s takes a non-negative number, not '%s'",
@@ -372,12 +396,41 @@ static int run_weights(int argc, char **argv)
                                        "-j takes a thread count from 1 to 256, not '%s'", optarg);
             threads = (int)v;
         } else {
-            return cli_usage_error(&cli_weights, "unknown option or missing value: '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error(&cli_weights, opts, c, argc, argv);
         }
     }
-    if (argc - optind != 2)
-        return cli_usage_error(&cli_weights, "SRC and DST are needed, and nothing else");
+    if (json_path && strcmp(json_path, "-") == 0)
+        return cli_usage_error(&cli_weights, "--json-file writes a file; --json prints the JSON "
+                               "report on stdout");
+    if (argc - optind != 2) {
+        int n = argc - optind;
+        if (n > 2 && to_stdout)
+            return cli_usage_error(&cli_weights, "%d arguments, but weights takes SRC and DST: "
+                                   "--json takes no FILE (it prints JSON on stdout; --json-file "
+                                   "FILE writes a file)", n);
+        if (n < 2)
+            return cli_usage_error(&cli_weights, "SRC and DST are needed");
+        return cli_usage_error(&cli_weights, "%d arguments, but weights takes SRC and DST", n);
+    }
+    /* the reports may replace only nnparity's own reports, never an input */
+    const char *outs[2] = {json_path, md_path};
+    const cli_output_kind kinds[2] = {CLI_OUT_JSON, CLI_OUT_MARKDOWN};
+    for (int k = 0; k < 2; k++) {
+        if (!outs[k])
+            continue;
+        const char *inputs[3] = {argv[optind], argv[optind + 1], rules_path};
+        for (int i = 0; i < 3; i++)
+            if (inputs[i] && cli_same_file(outs[k], inputs[i])) {
+                cli_error("%s: is %s, an input of this check; write the report elsewhere",
+                          outs[k], inputs[i]);
+                return EXIT_BAD_INPUT;
+            }
+        int rc = cli_check_output(outs[k], kinds[k], force);
+        if (rc)
+            return rc;
+    }
+    if (cli_unfinished_capture(argv[optind]) || cli_unfinished_capture(argv[optind + 1]))
+        return EXIT_BAD_INPUT;
     if ((atol < 0) != (rtol < 0)) {
         if (atol < 0) atol = 0;
         if (rtol < 0) rtol = 0;
@@ -409,9 +462,11 @@ static int run_weights(int argc, char **argv)
         classify(src, dst, d, w);
         w_totals t = totals_of(d, w);
         rc = EXIT_AGREE;
-        if (!json_path || strcmp(json_path, "-") != 0)
+        if (to_stdout)
+            rc = json_out_print(weights_json(src, dst, d, w));
+        else
             print_text(src, dst, d, w, all);
-        if (json_path)
+        if (json_path && rc == EXIT_AGREE)
             rc = json_out_write(weights_json(src, dst, d, w), json_path);
         if (md_path && rc == EXIT_AGREE)
             rc = write_markdown(src, dst, d, w, md_path);

@@ -1,5 +1,5 @@
 /*
- * common.c - helpers shared by the subcommands: error lines, usage, formatting.
+ * common.c - helpers shared by the subcommands: error lines, help, formatting.
  */
 #include <errno.h>
 #include <fnmatch.h>
@@ -18,17 +18,6 @@ void cli_error(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
-}
-
-int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "nnparity %s: ", cmd->name);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n\n%s", cmd->usage);
-    return EXIT_BAD_INPUT;
 }
 
 int cli_fail(nnp_status st)
@@ -109,30 +98,6 @@ char *cli_join_path(const char *dir, const char *name)
     s[a] = '/';
     memcpy(s + a + 1, name, b + 1);
     return s;
-}
-
-int cli_write_file(const char *path, const char *text, size_t len)
-{
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 5);
-    if (!tmp) {
-        cli_error("out of memory");
-        return EXIT_INTERNAL;
-    }
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
-    bool ok = f && fwrite(text, 1, len, f) == len;
-    if (f && fclose(f) != 0)
-        ok = false;
-    if (!ok || rename(tmp, path) != 0) {
-        cli_error("%s: cannot write: %s", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return EXIT_BAD_INPUT;
-    }
-    free(tmp);
-    return EXIT_AGREE;
 }
 
 bool cli_name_matches(const char *pattern, const char *name)

@@ -23,8 +23,14 @@ static void print_help(FILE *out)
     fputs("  help       show a command's options: nnparity help <command>\n"
           "\n"
           "options:\n"
-          "  -h, --help     this help\n"
-          "  --version      print the version\n"
+          "  -h, --help       this help\n"
+          "  -V, --version    print the version\n"
+          "\n"
+          "Conventions (docs/cli.md): --json prints JSON on stdout; files are written by\n"
+          "named options (--json-file FILE, --markdown FILE, ...) and replace only files\n"
+          "nnparity wrote unless --force is given; --width N sets the width of the text\n"
+          "(default: the terminal's); records are numbered by seq, from 0, as `nnparity ls`\n"
+          "lists them; `nnparity <command> -h` shows a command's options and examples.\n"
           "\n"
           "Files: safetensors (single, sharded *.index.json or a directory of shards), npy, npz,\n"
           "PyTorch checkpoints (read without running their pickle) and GGUF (dequantized).\n"
@@ -40,10 +46,25 @@ static const cli_command *find_command(const char *name)
     return NULL;
 }
 
+/* "unknown command 'dif'; did you mean 'diff'?" (for `nnparity help NAME`: "no command"), and
+ * where the help is. */
+static int unknown_command(const char *name, bool after_help)
+{
+    const char *names[NCOMMANDS + 1];
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        names[i] = commands[i]->name;
+    names[NCOMMANDS] = "help";
+    const char *near = cli_closest(name, names, NCOMMANDS + !after_help);
+    cli_error("%s '%s'%s%s%s", after_help ? "no command" : "unknown command", name,
+              near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+    fputs("see 'nnparity --help'\n", stderr);
+    return EXIT_BAD_INPUT;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        print_help(stderr);
+        fputs("usage: nnparity <command> [options] [args]\nsee 'nnparity --help'\n", stderr);
         return EXIT_BAD_INPUT;
     }
     const char *name = argv[1];
@@ -51,9 +72,20 @@ int main(int argc, char **argv)
         print_help(stdout);
         return EXIT_AGREE;
     }
-    if (strcmp(name, "--version") == 0) {
+    if (strcmp(name, "-V") == 0 || strcmp(name, "--version") == 0) {
         printf("nnparity %s\n", nnp_version());
         return EXIT_AGREE;
+    }
+    if (name[0] == '-') {
+        const char *const top[] = {"--help", "--version"};
+        const char *near = cli_closest(name, top, 2);
+        if (near)
+            cli_error("unknown option '%s'; did you mean '%s'?", name, near);
+        else
+            cli_error("unknown option '%s' (options go after the command: nnparity <command> "
+                      "[options])", name);
+        fputs("see 'nnparity --help'\n", stderr);
+        return EXIT_BAD_INPUT;
     }
     if (strcmp(name, "help") == 0) {
         if (argc < 3) {
@@ -61,20 +93,14 @@ int main(int argc, char **argv)
             return EXIT_AGREE;
         }
         const cli_command *cmd = find_command(argv[2]);
-        if (!cmd) {
-            cli_error("no command '%s' (see 'nnparity --help')", argv[2]);
-            return EXIT_BAD_INPUT;
-        }
+        if (!cmd)
+            return unknown_command(argv[2], true);
         fputs(cmd->usage, stdout);
         return EXIT_AGREE;
     }
     const cli_command *cmd = find_command(name);
-    if (!cmd) {
-        cli_error("unknown command '%s'", name);
-        fputc('\n', stderr);
-        print_help(stderr);
-        return EXIT_BAD_INPUT;
-    }
+    if (!cmd)
+        return unknown_command(name, false);
     if (cli_wants_help(cmd, argc - 1, argv + 1))
         return EXIT_AGREE;
     int rc = cmd->run(argc - 1, argv + 1);

@@ -329,6 +329,10 @@ static bool encode(const canvas *c, png_bytep *rows, membuf *m)
     png_set_write_fn(png, m, write_cb, flush_cb);
     png_set_IHDR(png, info, (png_uint_32)c->w, (png_uint_32)c->h, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    /* who wrote it, right after the header: how nnparity knows the file is its own to replace */
+    png_text text = {.compression = PNG_TEXT_COMPRESSION_NONE, .key = CLI_MARK_PNG_KEY,
+                     .text = CLI_MARK_PNG_VALUE};
+    png_set_text(png, info, &text, 1);
     png_write_info(png, info);
     png_write_image(png, rows);
     png_write_end(png, NULL);

@@ -6,6 +6,7 @@
  */
 #include <math.h>
 
+#include "cli.h"
 #include "plot.h"
 
 static const char STD_LINE[] = "#9aa3ad", INJ_LINE[] = "#c4c9cf";
@@ -124,7 +125,7 @@ void plot_svg(FILE *o, const run_report *r, bool standalone)
     plot_layout g;
     plot_layout_of(r, &g);
     if (standalone)
-        fputs("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n", o);
+        fputs("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" CLI_MARK_SVG "\n", o);
     fprintf(o, "<svg %swidth=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" "
                "font-size=\"11\" role=\"img\" class=\"plot\">\n",
             standalone ? "xmlns=\"http://www.w3.org/2000/svg\" " : "", g.width, g.height,

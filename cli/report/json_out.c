@@ -67,7 +67,7 @@ int json_out_print(json_t *doc)
 
 int json_out_write(json_t *doc, const char *path)
 {
-    if (strcmp(path, "-") == 0 || !doc)
+    if (!doc)
         return json_out_print(doc);
     char *text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(doc);

@@ -18,7 +18,7 @@ json_t *json_out_dump(const nnp_dump *d, bool with_meta);
 json_t *json_out_number(double v);
 /* Print `doc` (stolen) to stdout with a newline; an error when it is NULL (it could not be built). */
 int json_out_print(json_t *doc);
-/* Write `doc` (stolen) to `path` whole (cli_write_file), or print it when path is "-". */
+/* Write `doc` (stolen) to `path` whole (cli_write_file). */
 int json_out_write(json_t *doc, const char *path);
 /* [d0, d1, ...] */
 json_t *json_out_shape(uint32_t ndim, const uint64_t *shape);

@@ -106,8 +106,9 @@ void run_repro_clear(const char *out_dir);
 int run_write_repro(run_report *r);
 
 /* report_text.c, report_json.c, report_markdown.c, report_html.c */
-void run_report_text(FILE *o, const run_report *r, bool all);
-int run_report_json(const run_report *r, const char *path); /* "-": stdout */
+/* The text report for a line of `width` columns. */
+void run_report_text(FILE *o, const run_report *r, bool all, int width);
+int run_report_json(const run_report *r, const char *path); /* NULL: stdout */
 void run_report_markdown(FILE *o, const run_report *r);
 void run_report_html(FILE *o, const run_report *r);
 /* Write `s` with &, <, >, " and ' escaped for HTML text and attributes. */

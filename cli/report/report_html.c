@@ -239,8 +239,9 @@ static void first_divergence(FILE *o, const run_report *r)
     int64_t i = r->first_divergence >= 0 ? r->first_divergence : r->first_own;
     if (i >= 0) {
         const run_row *row = &r->rows[i];
-        fprintf(o, "<h2 id=\"first\">%s: <code>", r->first_divergence >= 0 ? "First divergence"
-                                                                           : "First own error");
+        fprintf(o, "<h2 id=\"first\">%s: seq %llu, <code>",
+                r->first_divergence >= 0 ? "First divergence" : "First own error",
+                (unsigned long long)row->rec->seq);
         html_escape(o, row->rec->name);
         fprintf(o, "</code> <span class=\"%s\">%s</span></h2>\n", nnp_label_name(row->label),
                 nnp_label_name(row->label));
@@ -382,6 +383,7 @@ void run_report_html(FILE *o, const run_report *r)
     const char *headline = r->agree ? "The port agrees with the reference"
                                     : "The port does not match the reference";
     fprintf(o, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+               CLI_MARK_HTML "\n"
                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
                "<title>nnparity run: %s</title>\n<style>\n%s</style>\n</head>\n<body>\n",
             headline, style);

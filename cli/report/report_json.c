@@ -150,5 +150,5 @@ static json_t *report_json(const run_report *r)
 
 int run_report_json(const run_report *r, const char *path)
 {
-    return json_out_write(report_json(r), path);
+    return path ? json_out_write(report_json(r), path) : json_out_print(report_json(r));
 }

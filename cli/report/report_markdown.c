@@ -49,7 +49,7 @@ void run_report_markdown(FILE *o, const run_report *r)
     }
     if (r->first_divergence >= 0) {
         const run_row *row = &r->rows[r->first_divergence];
-        fprintf(o, "\n**First divergence:** `");
+        fprintf(o, "\n**First divergence:** seq %llu, `", (unsigned long long)row->rec->seq);
         cell(o, row->rec->name);
         fprintf(o, "`%s%s%s, **%s**\n\n- standard: ", *row->rec->module_type ? " (" : "",
                 row->rec->module_type, *row->rec->module_type ? ")" : "",

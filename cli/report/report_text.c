@@ -1,5 +1,5 @@
 /*
- * report_text.c - the text report of `nnparity run` on stdout, for an 80-column terminal: the
+ * report_text.c - the text report of `nnparity run` on stdout, as wide as the terminal: the
  * three runs, the verdict, the first divergence in both scenarios, the order check, the records
  * that are not within tolerance with their own/inherited label, and the components.
  */
@@ -9,9 +9,12 @@
 #include "pair_format.h"
 #include "report.h"
 
-enum { WIDTH = 80, MISSING_SHOWN = 10, ROW_FIGURES = 50, ROW_NAME_INDENT = 8 };
+enum { MISSING_SHOWN = 10, ROW_FIGURES = 50, ROW_NAME_INDENT = 8 };
 
-/* `text` after `first` (the first line's prefix), wrapped at WIDTH with continuation lines
+/* The line's width, for this report (run_report_text). */
+static int width = 80;
+
+/* `text` after `first` (the first line's prefix), wrapped at `width` with continuation lines
  * indented by `indent`; words longer than a line are not broken. */
 static void wrap(FILE *o, const char *first, const char *text, int indent)
 {
@@ -23,7 +26,7 @@ static void wrap(FILE *o, const char *first, const char *text, int indent)
         size_t w = strcspn(text, " ");
         if (!w)
             break;
-        if (!line_start && col + 1 + (int)w > WIDTH) {
+        if (!line_start && col + 1 + (int)w > width) {
             col = fprintf(o, "\n%*s", indent, "") - 1;
             line_start = true;
         }
@@ -127,8 +130,8 @@ static void print_row(FILE *o, const run_row *row)
         snprintf(c, sizeof c, "%.2f", row->ratio);
     fprintf(o, "%6llu  %-9s  %10s  %10s  %7s", (unsigned long long)row->rec->seq,
             nnp_label_name(row->label), a, b, c);
-    /* a name that would pass WIDTH goes, whole, on a line of its own */
-    if (ROW_FIGURES + 2 + strlen(row->rec->name) <= WIDTH)
+    /* a name that would pass the width goes, whole, on a line of its own */
+    if (ROW_FIGURES + 2 + strlen(row->rec->name) <= (size_t)width)
         fprintf(o, "  %s\n", row->rec->name);
     else
         fprintf(o, "\n%*s%s\n", ROW_NAME_INDENT, "", row->rec->name);
@@ -190,8 +193,9 @@ static void print_unmatched(FILE *o, const char *what, const nnp_dump *dump, con
         fprintf(o, "  ... and %zu more\n", count - 10);
 }
 
-void run_report_text(FILE *o, const run_report *r, bool all)
+void run_report_text(FILE *o, const run_report *r, bool all, int line_width)
 {
+    width = line_width;
     fprintf(o, "nnparity run: %s\n", r->agree ? "the port agrees with the reference"
                                                : "the port does not match the reference");
     char line[1024];
@@ -212,15 +216,16 @@ void run_report_text(FILE *o, const run_report *r, bool all)
         const run_row *row = &r->rows[r->first_divergence];
         const nnp_record *rec = row->rec;
         char what[1024];
-        snprintf(what, sizeof what, "%s%s%s%s, record %llu of %zu: %s", rec->name,
+        snprintf(what, sizeof what, "%s%s%s%s, seq %llu: %s", rec->name,
                  *rec->module_type ? " [" : "", rec->module_type, *rec->module_type ? "]" : "",
-                 (unsigned long long)rec->seq + 1, r->nrows, nnp_label_name(row->label));
+                 (unsigned long long)rec->seq, nnp_label_name(row->label));
         wrap(o, "first divergence: ", what, 2);
         print_scenario(o, "standard", row->std);
         print_scenario(o, "injected", row->inj);
     } else if (r->first_own >= 0) {
         const run_row *row = &r->rows[r->first_own];
-        fprintf(o, "first own error: %s\n", row->rec->name);
+        fprintf(o, "first own error: %s, seq %llu\n", row->rec->name,
+                (unsigned long long)row->rec->seq);
         print_scenario(o, "standard", row->std);
         print_scenario(o, "injected", row->inj);
     }

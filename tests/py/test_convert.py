@@ -494,7 +494,7 @@ def test_failure_halfway_leaves_nothing(nnp, tmp_path):
     src.write_bytes(bytes(raw))
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"previous")
-    one_line_error(nnp("convert", src, out), "bad.npz", "b.npy", "CRC-32")
+    one_line_error(nnp("convert", "--force", src, out), "bad.npz", "b.npy", "CRC-32")
     assert leftovers(out) == ["out.safetensors"] and out.read_bytes() == b"previous"
 
 
@@ -591,14 +591,24 @@ def test_refuses_to_overwrite_the_input(nnp, conformance, tmp_path):
 def test_existing_output_is_replaced(nnp, conformance, tmp_path):
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"old")
-    convert(nnp, conformance / "numpy" / "stored.npz", out)
+    # a file nnparity did not write is replaced only with --force (docs/cli.md)
+    one_line_error(nnp("convert", conformance / "numpy" / "stored.npz", out),
+                   "out.safetensors: exists and is a file, not a safetensors file nnparity wrote",
+                   "--force")
+    assert out.read_bytes() == b"old"
+    nnp("convert", "--force", conformance / "numpy" / "stored.npz", out, check=0)
     assert len(load(out)[1]) == 6 and leftovers(out) == ["out.safetensors"]
+    # one nnparity wrote is replaced as it is
+    convert(nnp, conformance / "numpy" / "f32.npy", out)
+    assert len(load(out)[1]) == 1 and leftovers(out) == ["out.safetensors"]
 
 
 def test_usage(nnp, tmp_path):
     p = nnp("help", "convert", check=0)
-    assert p.stdout.startswith("usage: nnparity convert [--dtype DTYPE] [--only PATTERN]... IN OUT")
+    assert p.stdout.startswith("usage: nnparity convert [--dtype DTYPE] [--only PATTERN]... "
+                               "[--force] IN OUT")
     assert "convert" in nnp("--help", check=0).stdout
     for args in ([], ["a"], ["a", "b", "c"], ["--bogus", "a", "b"], ["--dtype"]):
         p = nnp("convert", *args, check=2)
-        assert p.stderr.startswith("nnparity convert: ") and "usage:" in p.stderr
+        assert p.stderr.startswith("nnparity convert: ")
+        assert p.stderr.splitlines()[1:] == ["see 'nnparity convert --help'"]

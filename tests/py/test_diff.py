@@ -21,7 +21,7 @@ def records_meta(order):
 
 
 def diff_json(nnp, ref, port, *args, check):
-    return json.loads(nnp("diff", "--json", "-", ref, port, *args, check=check).stdout)
+    return json.loads(nnp("diff", "--json", ref, port, *args, check=check).stdout)
 
 
 def test_metrics_match_numpy(nnp, tmp_path):
@@ -65,7 +65,7 @@ def test_verdicts_rules_unmatched_and_exit_codes(nnp, tmp_path):
     rules = tmp_path / "port.rules"
     rules.write_text("# the port's block names\nrename ^blk\\. blocks.\nignore ^scratch/\n")
     p = nnp("diff", "--rules", rules, ref, pf, check=1)
-    assert "First divergence, pair 3 of 4" in p.stdout
+    assert "First divergence in execution order, at seq 2:" in p.stdout
     assert "blocks.2/out0 (fail)" in p.stdout
     assert "max-abs 0.5 at [1, 3]" in p.stdout
     assert "only in the reference (1):\n  head/out0" in p.stdout
@@ -80,7 +80,7 @@ def test_verdicts_rules_unmatched_and_exit_codes(nnp, tmp_path):
     nnp("diff", "--rules", rules, "--atol", "0.6", ref, pf, check=0)
     # a JSON report file is written whole
     out = tmp_path / "report.json"
-    nnp("diff", "--rules", rules, "--json", out, ref, pf, check=1)
+    nnp("diff", "--rules", rules, "--json-file", out, ref, pf, check=1)
     assert json.loads(out.read_text())["schema"] == "nnparity.diff/1"
 
 
@@ -104,10 +104,11 @@ def test_order_violation(nnp, tmp_path):
     write_safetensors(tmp_path / "r.safetensors", t, records_meta(["a", "b", "c", "d"]))
     write_safetensors(tmp_path / "p.safetensors", t, records_meta(["a", "c", "b", "d"]))
     p = nnp("diff", tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
-    assert "order: the port runs pair 3 earlier than the pair before it" in p.stdout
+    assert "order: the port runs seq 2 earlier than the pair before it" in p.stdout
     assert ">      2      1  c" in p.stdout
     doc = diff_json(nnp, tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
     assert doc["order_violation"] == 2 and doc["first_divergence"] is None
+    assert doc["order_violation_seq"] == 2 and doc["first_divergence_seq"] is None
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -183,13 +184,13 @@ def test_nonfinite_origin_and_markdown(nnp, tmp_path):
     origin = doc["pairs"][doc["nonfinite_origin"]]
     assert origin["ref"] == "block.norm/out0#1" and origin["type"] == "LayerNorm"
     text = nnp("diff", good, bad, check=1).stdout
-    assert "NaN/Inf: first appear at block.norm/out0#1 [LayerNorm]" in text
+    assert "NaN/Inf: first appear at block.norm/out0#1 [LayerNorm] (seq 9)" in text
     md = tmp_path / "report.md"
     nnp("diff", "--markdown", md, good, bad, check=1)
     m = md.read_text()
     assert m.startswith("### nnparity diff: the port diverges from the reference")
-    assert "**First divergence:** `block.norm/out0` (LayerNorm), fail: max-abs" in m
-    assert "**NaN/Inf first appear at:** `block.norm/out0#1`" in m
+    assert "**First divergence:** seq 1, `block.norm/out0` (LayerNorm), fail: max-abs" in m
+    assert "**NaN/Inf first appear at:** seq 9, `block.norm/out0#1`" in m
     assert "| normalization | 4 | 2 | 0 | 2 |" in m and "</details>" in m
     p = nnp("diff", "--markdown", tmp_path / "no" / "r.md", good, bad, check=2)
     assert len(p.stderr.splitlines()) == 1 and "r.md: cannot write" in p.stderr

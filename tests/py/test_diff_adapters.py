@@ -20,7 +20,7 @@ def diff(nnp, tmp_path, ref, port, rules, *args, check):
     if rules is not None:
         (tmp_path / "r.rules").write_text(rules)
         extra = ["--rules", str(tmp_path / "r.rules")]
-    out = nnp("diff", "--json", "-", "--no-align", tmp_path / "ref.safetensors",
+    out = nnp("diff", "--json", "--no-align", tmp_path / "ref.safetensors",
               tmp_path / "port.safetensors", *extra, *args, check=check)
     return json.loads(out.stdout)
 

@@ -36,7 +36,7 @@ def captures(tmp_path, layers=6, drop=None, extra=None, bug=None):
 
 
 def diff(nnp, ref, port, *args, check):
-    return json.loads(nnp("diff", "--json", "-", ref, port, *args, check=check).stdout)
+    return json.loads(nnp("diff", "--json", ref, port, *args, check=check).stdout)
 
 
 def test_renamed_capture_aligns_and_the_bug_is_found(nnp, tmp_path):
@@ -73,7 +73,9 @@ def test_emitted_rules_pair_by_name_next_time(nnp, tmp_path):
     emitted = tmp_path / "emitted.rules"
     nnp("diff", ref, port, "--rules", given, "--emit-rules", emitted, check=0)
     text = emitted.read_text()
-    assert text.startswith("# the user's own rules come first")
+    # a first line that says who wrote it (docs/cli.md), then the user's own rules first
+    assert text.startswith("# written by nnparity diff --emit-rules")
+    assert text.splitlines()[1] == "# the user's own rules come first"
     assert "review it before use" in text
     assert sum(line.startswith("rename") for line in text.splitlines()) <= 6   # generalized
     doc = diff(nnp, ref, port, "--rules", emitted, "--no-align", check=0)

@@ -38,7 +38,7 @@ def captures(tmp_path_factory):
 
 
 def diff(nnp, ref, port, check):
-    return json.loads(nnp("diff", "--json", "-", ref, port, check=check).stdout)
+    return json.loads(nnp("diff", "--json", ref, port, check=check).stdout)
 
 
 def by_name(doc):

@@ -478,7 +478,7 @@ USAGE_ERRORS = [
     (["--backmap", "v2"], "--backmap needs --llm-span A:B"),
     (["--backmap", "v2", "--llm-span", "0:4", "--prefix", "2"], "--prefix does not apply"),
     (["--image", "x.png"], "--image needs --out DIR"),
-    (["--bogus"], "unknown option or missing value: '--bogus'"),
+    (["--bogus"], "unknown option '--bogus'"),
 ]
 
 

@@ -29,7 +29,7 @@ LAYERS_AFTER_NORM = ["block.fc1/in0", "block.fc1/out0", "block.act/in0", "block.
 def nnp_run(out, ref, port, *args, check=None, env=None):
     """nnparity run with --json; returns (process, report dict or None)."""
     p = subprocess.run([str(BIN), "run", "--ref", ref, "--port", port, "--out", str(out),
-                        "--json", str(out / "r.json"), *map(str, args)],
+                        "--json-file", str(out / "r.json"), *map(str, args)],
                        capture_output=True, text=True, errors="replace", timeout=300, env=env)
     if check is not None:
         assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
@@ -93,7 +93,7 @@ def test_text_report(bad_eps):
     assert max(len(l) for l in lines) <= 80, p.stdout
     assert "verdict: block.norm differs from the reference on its own inputs: its own error;" \
         in p.stdout
-    assert "first divergence: block.norm/out0 [LayerNorm], record 2 of 16: own" in p.stdout
+    assert "first divergence: block.norm/out0 [LayerNorm], seq 1: own" in p.stdout
     assert "order: the matched pairs run in the same order on both sides" in p.stdout
     assert f"report: {out}/report.html" in p.stdout
     rows = {l.split()[-1]: l.split() for l in lines if l[:6].strip().isdigit()}
@@ -108,7 +108,7 @@ def test_markdown_report(bad_eps):
     out, _, _ = bad_eps
     md = (out / "r.md").read_text()
     assert md.startswith("### nnparity run: the port does not match the reference\n")
-    assert "**First divergence:** `block.norm/out0` (LayerNorm), **own**" in md
+    assert "**First divergence:** seq 1, `block.norm/out0` (LayerNorm), **own**" in md
     assert "| normalization | 4 | 2 | 0 |" in md
     assert "| 1 | own | 0.00167 | 0.00167 | `block.norm/out0` |" in md
 
@@ -172,6 +172,8 @@ def test_crash_before_capturing_anything_is_exit_2(tmp_path):
     p, _ = nnp_run(tmp_path / "o2", "true", TINY, check=2)
     assert "the reference command captured nothing: it exited with status 0 without " \
            "recording into $NNPARITY_CAPTURE" in p.stderr
+    # what a PyTorch script does differently to record there
+    assert "`with nnparity.auto(model):`" in p.stderr and "nnparity.capture(model, path)" in p.stderr
 
 
 def test_stderr_tail_is_the_last_20_lines(tmp_path):
@@ -218,7 +220,7 @@ def test_reproducer_reproduces_the_layer_alone(bad_eps, tmp_path):
 
     want = doc["records"][doc["first_divergence"]]["injected"]["metrics"]
     # nnparity diff of the reproducer against what the port made on those inputs
-    d = subprocess.run([str(BIN), "diff", "--json", "-", repro, out / "port_injected.safetensors"],
+    d = subprocess.run([str(BIN), "diff", "--json", repro, out / "port_injected.safetensors"],
                        capture_output=True, text=True)
     assert d.returncode == 1, d.stderr
     diff = json.loads(d.stdout)
@@ -228,7 +230,7 @@ def test_reproducer_reproduces_the_layer_alone(bad_eps, tmp_path):
     mine = tmp_path / "mine.safetensors"
     env = dict(os.environ, NNPARITY_INJECT=str(repro), NNPARITY_CAPTURE=str(mine))
     subprocess.run([str(EXAMPLES / "tiny_mlp"), "--bad-eps"], env=env, check=True)
-    d = subprocess.run([str(BIN), "diff", "--json", "-", repro, mine], capture_output=True,
+    d = subprocess.run([str(BIN), "diff", "--json", repro, mine], capture_output=True,
                        text=True)
     assert d.returncode == 1, d.stderr
     diff = json.loads(d.stdout)

@@ -212,7 +212,7 @@ def test_rank_files_of_two_runs_are_refused(nnp, mlp_captures, tmp_path):
 
 
 def diff_json(nnp, ref, port, *args, check):
-    p = nnp("diff", "--json", "-", *args, ref, port, check=check)
+    p = nnp("diff", "--json", *args, ref, port, check=check)
     return json.loads(p.stdout)
 
 
@@ -336,8 +336,8 @@ def test_mpi_diff_equals_the_single_process_report(nnp, plain_dumps, mlp_capture
               mlp_captures / "tp.rules", 1)]
     for k, (ref, port, rules, code) in enumerate(cases):
         one, many = tmp_path / f"one{k}.json", tmp_path / f"many{k}.json"
-        single = nnp("diff", "--rules", rules, "--json", one, ref, port, check=code)
-        p = mpirun(nproc, "diff", "--mpi", "--rules", rules, "--json", many, ref, port)
+        single = nnp("diff", "--rules", rules, "--json-file", one, ref, port, check=code)
+        p = mpirun(nproc, "diff", "--mpi", "--rules", rules, "--json-file", many, ref, port)
         assert p.returncode == code, p.stderr
         # no field of the report legitimately differs: the JSON is the same bytes, and so is
         # the text report

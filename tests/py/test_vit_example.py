@@ -81,7 +81,7 @@ def run_port(weights, capture, bug=None, inject=None):
 
 def diff(ref, port):
     p = subprocess.run([str(BIN), "diff", str(ref), str(port), "--rules", str(RULES),
-                        "--json", "-"], capture_output=True, text=True, timeout=60)
+                        "--json"], capture_output=True, text=True, timeout=60)
     assert p.returncode in (0, 1), p.stderr
     report = json.loads(p.stdout)
     unmatched_ref = [n for n in report["unmatched_ref"] if not ATTENTION_INPUTS.search(n)]
@@ -200,7 +200,7 @@ def test_reference_captures_to_environment(reference, tmp_path):
     p = subprocess.run([sys.executable, str(VIT / "reference.py")], capture_output=True,
                        text=True, timeout=300, env=clean_env(NNPARITY_CAPTURE=out))
     assert p.returncode == 0, p.stderr
-    p = subprocess.run([str(BIN), "diff", str(ref), str(out), "--json", "-"],
+    p = subprocess.run([str(BIN), "diff", str(ref), str(out), "--json"],
                        capture_output=True, text=True, timeout=60)
     report = json.loads(p.stdout)
     assert p.returncode == 0 and len(report["pairs"]) == 78

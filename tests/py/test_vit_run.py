@@ -50,7 +50,7 @@ def nnp_run(out, weights, bug):
     """nnparity run on one bug (or none); returns (process, nnparity.run/1 report)."""
     p = subprocess.run([str(BIN), "run", "-j", "1", "--ref", REFERENCE,
                         "--port", port_command(weights, bug), "--rules", str(RULES),
-                        "--out", str(out), "--json", "-"],
+                        "--out", str(out), "--json"],
                        cwd=ROOT, env=clean_env(), capture_output=True, text=True,
                        errors="replace", timeout=300)
     assert p.returncode in (0, 1), (bug, p.returncode, p.stderr)
@@ -146,7 +146,7 @@ def readme_commands(readme):
 
 
 def diff_pair(ref, port, name, *args):
-    p = subprocess.run([str(BIN), "diff", "--json", "-", *map(str, args), str(ref), str(port)],
+    p = subprocess.run([str(BIN), "diff", "--json", *map(str, args), str(ref), str(port)],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode in (0, 1), p.stderr
     doc = json.loads(p.stdout)
@@ -175,7 +175,7 @@ def test_reproducer_reruns_the_layer_alone(runs, weights):
     p = subprocess.run(["sh", "-c", rerun], cwd=ROOT, env=clean_env(), capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    p = subprocess.run(["sh", "-c", f"{shlex.quote(str(BIN))} {diff[len('nnparity '):]} --json -"],
+    p = subprocess.run(["sh", "-c", f"{shlex.quote(str(BIN))} {diff[len('nnparity '):]} --json"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1, p.stderr
     report = json.loads(p.stdout)

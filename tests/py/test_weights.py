@@ -30,7 +30,7 @@ def vit(tmp_path_factory):
 
 
 def weights(nnp, src, dst, *args, check):
-    out = nnp("weights", "--json", "-", src, dst, *args, check=check)
+    out = nnp("weights", "--json", src, dst, *args, check=check)
     return json.loads(out.stdout)
 
 
