@@ -189,15 +189,18 @@ static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_
     if (w->cls == W_EQUAL)
         return;
     format_index(a, sizeof a, p, p->metrics.max_index);
-    printf("            max-abs %.3g at %s (source %.7g, destination %.7g), rel-L2 %.3g",
-           p->metrics.max_abs, a, p->metrics.ref_at_max, p->metrics.port_at_max,
-           p->metrics.rel_l2);
+    char worst[512], error[256];
+    snprintf(worst, sizeof worst, "max-abs %.3g at %s (source %.7g, destination %.7g)",
+             p->metrics.max_abs, a, p->metrics.ref_at_max, p->metrics.port_at_max);
     if (w->quant)
-        printf(" (%s allows %.3g)", w->quant, w->bound);
+        snprintf(error, sizeof error, "rel-L2 %.3g (%s allows %.3g)", p->metrics.rel_l2, w->quant,
+                 w->bound);
     else
-        printf(", %.3g%% outside atol %.3g + rtol %.3g", p->metrics.allclose_fail_pct, p->atol,
-               p->rtol);
-    printf("\n");
+        snprintf(error, sizeof error, "rel-L2 %.3g, %.3g%% outside atol %.3g + rtol %.3g",
+                 p->metrics.rel_l2, p->metrics.allclose_fail_pct, p->atol, p->rtol);
+    char line[800];
+    snprintf(line, sizeof line, "%s, %s", worst, error);
+    cli_wrap(stdout, 12, line);
 }
 
 static void print_text(const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,

@@ -108,3 +108,24 @@ bool cli_name_matches(const char *pattern, const char *name)
         return fnmatch(pattern, name, 0) == 0;
     return strstr(name, pattern) != NULL;
 }
+
+void cli_wrap(FILE *o, int indent, const char *text)
+{
+    int width = cli_width(), col = fprintf(o, "%*s", indent, "");
+    bool line_start = true;
+    while (*text) {
+        while (*text == ' ')
+            text++;
+        size_t w = strcspn(text, " ");
+        if (!w)
+            break;
+        if (!line_start && col + 1 + (int)w > width) {
+            col = fprintf(o, "\n%*s", indent, "") - 1;
+            line_start = true;
+        }
+        col += fprintf(o, "%s%.*s", line_start ? "" : " ", (int)w, text);
+        line_start = false;
+        text += w;
+    }
+    fputc('\n', o);
+}

@@ -328,6 +328,13 @@ def test_run_and_weights_text_fit_the_width(dumps, tmp_path):
     p = nnp("weights", "--all", "--width", "200", "--rules", rules, dumps / "ref.safetensors",
             tmp_path / "dst.safetensors")
     assert re.search(r"^  equal +block\.norm/in0 <- a_destination_name", p.stdout, re.M)
+    # a different tensor's worst element and error: one line when it fits, else two
+    ref, port = dumps / "ref.safetensors", dumps / "port.safetensors"
+    narrow = nnp("weights", ref, port).stdout
+    assert all(len(line) <= 80 for line in narrow.splitlines() if line.startswith("  "))
+    assert "(source -2.083627, destination -2.087954),\n            rel-L2 0.00167" in narrow
+    wide = nnp("weights", "--width", "200", ref, port).stdout
+    assert "(source -2.083627, destination -2.087954), rel-L2 0.00167" in wide
 
 
 # ---- one numbering: seq ----
