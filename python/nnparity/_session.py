@@ -28,6 +28,7 @@ import fnmatch
 import inspect
 import os
 import threading
+import warnings
 
 import torch
 
@@ -187,13 +188,14 @@ def _matches(name, patterns):
 
 class _Mod:
     """What the hooks of one module need, computed once."""
-    __slots__ = ("name", "name_b", "type_b", "rec_in", "rec_out", "grads", "inject")
+    __slots__ = ("name", "name_b", "type_b", "rec_in", "rec_out", "grads", "inject", "called")
 
     def __init__(self, name, module, rec_in, rec_out, grads, inject):
         self.name = name
         self.name_b = name.encode()
         self.type_b = type(module).__name__.encode()
         self.rec_in, self.rec_out, self.grads, self.inject = rec_in, rec_out, grads, inject
+        self.called = False  # its hooks ran at least once
 
 
 _ROLE_CACHE = {}
@@ -305,11 +307,13 @@ class Session:
         session = self
 
         def pre_hook(module, args):
+            mod.called = True
             session.stack().append(mod)
             r = session._inputs(mod, args, None)
             return None if r is None else r[0]
 
         def pre_hook_kwargs(module, args, kwargs):
+            mod.called = True
             session.stack().append(mod)
             return session._inputs(mod, args, kwargs)
 
@@ -333,7 +337,9 @@ class Session:
         return (pre_hook_kwargs if _PRE_HOOK_KWARGS else pre_hook), fwd_hook, bw_hook
 
     def _register(self):
+        self._mods = []
         for module, mod in self._modules():
+            self._mods.append((module, mod))
             pre, fwd, bw = self._make_hooks(mod)
             if _PRE_HOOK_KWARGS:
                 self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
@@ -436,9 +442,36 @@ class Session:
         _active = self
         return self
 
+    def _warn_bypassed(self):
+        """Name the modules whose hooks never ran while a submodule's did: their forward was
+        called directly (`block.forward(x)` runs no hook), or their parent used their submodules
+        without calling them; either way nothing of theirs is in the dump."""
+        called = [mod.name for _, mod in self._mods if mod.called]
+        silent = []
+        for module, mod in self._mods:
+            if mod.called or not (mod.rec_in or mod.rec_out or mod.inject):
+                continue
+            if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+                continue  # containers have no forward of their own
+            prefix = "" if mod.name == self.root else mod.name + "."
+            if any(c != mod.name and c != self.root and c.startswith(prefix) for c in called):
+                silent.append(mod.name)
+        # the outermost ones: a module inside a silent one says nothing new
+        silent = [n for n in silent
+                  if not any(o != n and (o == self.root or n.startswith(o + ".")) for o in silent)]
+        if silent:
+            more = f" and {len(silent) - 5} more" if len(silent) > 5 else ""
+            whose = "its" if len(silent) == 1 else "their"
+            warnings.warn(f"nnparity: {', '.join(silent[:5])}{more} recorded nothing although "
+                          f"{whose} submodules did: call a module as module(x), not "
+                          "module.forward(x), which runs no hook (or its parent used its "
+                          "submodules without calling it)", RuntimeWarning, stacklevel=3)
+
     def __exit__(self, exc_type, exc, tb):
         global _active
         try:
+            if exc_type is None and hasattr(self, "_mods"):
+                self._warn_bypassed()
             self._unregister()
         finally:
             _active = None
