@@ -165,7 +165,13 @@ def inject_tensor(name_b, role_b, type_b, t):
     if status != NNP_OK:
         # The library's message names the record and, for a shape mismatch, both shapes.
         raise _lib.error(status)
-    new = buf if t.device.type == "cpu" else buf.to(t.device)
+    if t.device.type == "cpu" and src.is_contiguous():
+        new = buf
+    else:
+        # The input's own layout (a channels-last image, a transposed view): kernels choose
+        # their algorithm by strides, and another layout would change more than the values.
+        new = torch.empty_like(src, memory_format=torch.preserve_format)
+        new.copy_(buf)
     if t.requires_grad and torch.is_grad_enabled():
         new = _Replace.apply(t, [new])
     return new
@@ -287,9 +293,20 @@ class Session:
         something was injected, else None."""
         if mod.inject:
             counter = iter(range(1 << 62))
+            # One tensor passed as several inputs (attn(x, x, x)) stays one tensor: modules
+            # test for it (nn.MultiheadAttention's fast path needs query is key is value).
+            given = {}
 
             def fn(t):
-                return inject_tensor(mod.name_b, role_bytes("in", next(counter)), mod.type_b, t)
+                role = role_bytes("in", next(counter))
+                seen = given.get(id(t))
+                if seen is not None and seen[0] is t:
+                    if self.recording:  # as nnp_tap_inject records what it injects
+                        record_tensor(mod.name_b, role, mod.type_b, seen[1])
+                    return seen[1]
+                new = inject_tensor(mod.name_b, role, mod.type_b, t)
+                given[id(t)] = (t, new)
+                return new
             new_args = remap(args, fn)
             new_kwargs = remap(kwargs, fn) if kwargs else kwargs
             if new_args is args and new_kwargs is kwargs:

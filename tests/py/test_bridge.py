@@ -730,3 +730,57 @@ def test_no_warning_when_every_module_ran(tmp_path):
                                                exclude=["direct"]):
             other(torch.ones(2, 4))
     assert nnparity_warnings(caught) == []
+
+
+class _NeedsOneTensor(nn.Module):
+    """Attention that, like nn.MultiheadAttention's fast path, depends on its three inputs being
+    one tensor, and remembers the memory format its input came in."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, q, k, v):
+        self.seen.append((q is k and k is v, q.is_contiguous(memory_format=torch.channels_last)))
+        return q * 2 + k + v
+
+
+class _SelfAttendCL(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = _NeedsOneTensor()
+
+    def forward(self, x):
+        x = x.to(memory_format=torch.channels_last)
+        return self.attn(x, x, x)
+
+
+def test_injection_keeps_aliasing_and_memory_format(tmp_path):
+    model, x = _SelfAttendCL(), torch.randn(1, 3, 4, 4)
+    ref_path, port_path = tmp_path / "ref.safetensors", tmp_path / "port.safetensors"
+    y_ref = capture_to(model, x, ref_path)
+    with torch.no_grad(), nnparity.inject(model, ref_path, capture_path=port_path):
+        y = model(x)
+    # the same tensor three times, channels-last, in the injected run as in the plain one
+    assert model.attn.seen == [(True, True), (True, True)]
+    assert torch.equal(y, y_ref)
+    ref, got = nnparity.load(ref_path), nnparity.load(port_path)
+    assert [r[:5] for r in got.records] == [r[:5] for r in ref.records]
+    for name in ref:
+        assert_same_bits(got[name], ref[name], name)
+
+
+def test_injecting_own_capture_into_convnext_is_bit_exact(tmp_path):
+    # ConvNeXt's downsampling convolutions take channels-last inputs: a contiguous copy picks
+    # another kernel and changes the last bits of later stages
+    torch.manual_seed(0)
+    model = torchvision.models.convnext_tiny(weights=None).eval()
+    x = image(64)
+    ref_path, port_path = tmp_path / "ref.safetensors", tmp_path / "port.safetensors"
+    y_ref = capture_to(model, x, ref_path)
+    with torch.no_grad(), nnparity.inject(model, ref_path, capture_path=port_path):
+        y = model(x)
+    assert torch.equal(y, y_ref)
+    ref, got = nnparity.load(ref_path), nnparity.load(port_path)
+    for name in ref:
+        assert_same_bits(got[name], ref[name], name)
