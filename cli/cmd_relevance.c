@@ -580,8 +580,7 @@ static void print_summary(const rel_args *a, const nnp_dump *d, const result *re
         putchar('\n');
     }
     if (L[0].grad_name && !grads_by_name)
-        printf("gradients paired in reverse execution order (backward visits the last layer "
-               "first)\n");
+        printf("gradients paired in reverse execution order\n");
     if (a->backmap)
         printf("image tokens %llu:%llu, %llu %s of %llu, pixel shuffle v%d (%s) onto %llux%llu "
                "patches; drawn: tile %llu\n", (unsigned long long)a->span_a,
@@ -666,6 +665,11 @@ static int run_relevance(int argc, char **argv)
         rc = cli_fail(st);
         goto out;
     }
+    /* a pairing by order may be wrong without any other sign: say it where it is seen */
+    if (L[0].grad_name && !by_name)
+        fprintf(stderr, "nnparity: note: no name pairs each map with one gradient matching '%s': "
+                "paired in reverse execution order (backward visits the last layer first); "
+                "check the summary's pairs\n", a.grad);
     uint64_t n = L[0].n, query = a.query_last ? n - 1 : a.query;
     if (query >= n) {
         cli_error("--query-row %llu but the maps have %llu tokens (rows 0 to %llu)",

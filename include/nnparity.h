@@ -828,11 +828,13 @@ typedef struct nnp_attn_layer {
  * none may be a gradient record (role grad_*). With `grads`, each layer also gets its gradient:
  * with `grad_pattern` NULL, the record "<module>/grad_<role>" of the same call (what a tap with
  * gradients records); otherwise the records matching `grad_pattern`, one per layer, paired by
- * those names when every one pairs so, else in reverse execution order (backward visits the
- * last layer first). *layers is a new array of *count layers (release with nnp_free) that
- * points into the dump. No match, a count or shape mismatch, a non-float dtype or a bad regex
- * is NNP_ERR_ARG or NNP_ERR_NOT_FOUND with a message naming the record. *paired_by_name (may
- * be NULL) tells how the gradients were paired. */
+ * name when every layer finds exactly one so (what is left of both names once each pattern's
+ * match and the separators beside it are taken out; then the same module, call and role
+ * grad_<role>), else in reverse execution order (backward visits the last layer first).
+ * *layers is a new array of *count layers (release with nnp_free) that points into the dump.
+ * No match, a count or shape mismatch, a non-float dtype or a bad regex is NNP_ERR_ARG or
+ * NNP_ERR_NOT_FOUND with a message naming the record. *paired_by_name (may be NULL) tells how
+ * the gradients were paired. */
 nnp_status nnp_attn_layers_find(nnp_dump *dump, const char *attn_pattern,
                                 const char *grad_pattern, bool grads, nnp_attn_layer **layers,
                                 size_t *count, bool *paired_by_name);

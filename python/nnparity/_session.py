@@ -28,6 +28,7 @@ import fnmatch
 import inspect
 import os
 import threading
+import warnings
 
 import torch
 
@@ -164,7 +165,13 @@ def inject_tensor(name_b, role_b, type_b, t):
     if status != NNP_OK:
         # The library's message names the record and, for a shape mismatch, both shapes.
         raise _lib.error(status)
-    new = buf if t.device.type == "cpu" else buf.to(t.device)
+    if t.device.type == "cpu" and src.is_contiguous():
+        new = buf
+    else:
+        # The input's own layout (a channels-last image, a transposed view): kernels choose
+        # their algorithm by strides, and another layout would change more than the values.
+        new = torch.empty_like(src, memory_format=torch.preserve_format)
+        new.copy_(buf)
     if t.requires_grad and torch.is_grad_enabled():
         new = _Replace.apply(t, [new])
     return new
@@ -187,13 +194,14 @@ def _matches(name, patterns):
 
 class _Mod:
     """What the hooks of one module need, computed once."""
-    __slots__ = ("name", "name_b", "type_b", "rec_in", "rec_out", "grads", "inject")
+    __slots__ = ("name", "name_b", "type_b", "rec_in", "rec_out", "grads", "inject", "called")
 
     def __init__(self, name, module, rec_in, rec_out, grads, inject):
         self.name = name
         self.name_b = name.encode()
         self.type_b = type(module).__name__.encode()
         self.rec_in, self.rec_out, self.grads, self.inject = rec_in, rec_out, grads, inject
+        self.called = False  # its hooks ran at least once
 
 
 _ROLE_CACHE = {}
@@ -285,9 +293,20 @@ class Session:
         something was injected, else None."""
         if mod.inject:
             counter = iter(range(1 << 62))
+            # One tensor passed as several inputs (attn(x, x, x)) stays one tensor: modules
+            # test for it (nn.MultiheadAttention's fast path needs query is key is value).
+            given = {}
 
             def fn(t):
-                return inject_tensor(mod.name_b, role_bytes("in", next(counter)), mod.type_b, t)
+                role = role_bytes("in", next(counter))
+                seen = given.get(id(t))
+                if seen is not None and seen[0] is t:
+                    if self.recording:  # as nnp_tap_inject records what it injects
+                        record_tensor(mod.name_b, role, mod.type_b, seen[1])
+                    return seen[1]
+                new = inject_tensor(mod.name_b, role, mod.type_b, t)
+                given[id(t)] = (t, new)
+                return new
             new_args = remap(args, fn)
             new_kwargs = remap(kwargs, fn) if kwargs else kwargs
             if new_args is args and new_kwargs is kwargs:
@@ -305,11 +324,13 @@ class Session:
         session = self
 
         def pre_hook(module, args):
+            mod.called = True
             session.stack().append(mod)
             r = session._inputs(mod, args, None)
             return None if r is None else r[0]
 
         def pre_hook_kwargs(module, args, kwargs):
+            mod.called = True
             session.stack().append(mod)
             return session._inputs(mod, args, kwargs)
 
@@ -333,7 +354,9 @@ class Session:
         return (pre_hook_kwargs if _PRE_HOOK_KWARGS else pre_hook), fwd_hook, bw_hook
 
     def _register(self):
+        self._mods = []
         for module, mod in self._modules():
+            self._mods.append((module, mod))
             pre, fwd, bw = self._make_hooks(mod)
             if _PRE_HOOK_KWARGS:
                 self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
@@ -436,9 +459,36 @@ class Session:
         _active = self
         return self
 
+    def _warn_bypassed(self):
+        """Name the modules whose hooks never ran while a submodule's did: their forward was
+        called directly (`block.forward(x)` runs no hook), or their parent used their submodules
+        without calling them; either way nothing of theirs is in the dump."""
+        called = [mod.name for _, mod in self._mods if mod.called]
+        silent = []
+        for module, mod in self._mods:
+            if mod.called or not (mod.rec_in or mod.rec_out or mod.inject):
+                continue
+            if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+                continue  # containers have no forward of their own
+            prefix = "" if mod.name == self.root else mod.name + "."
+            if any(c != mod.name and c != self.root and c.startswith(prefix) for c in called):
+                silent.append(mod.name)
+        # the outermost ones: a module inside a silent one says nothing new
+        silent = [n for n in silent
+                  if not any(o != n and (o == self.root or n.startswith(o + ".")) for o in silent)]
+        if silent:
+            more = f" and {len(silent) - 5} more" if len(silent) > 5 else ""
+            whose = "its" if len(silent) == 1 else "their"
+            warnings.warn(f"nnparity: {', '.join(silent[:5])}{more} recorded nothing although "
+                          f"{whose} submodules did: call a module as module(x), not "
+                          "module.forward(x), which runs no hook (or its parent used its "
+                          "submodules without calling it)", RuntimeWarning, stacklevel=3)
+
     def __exit__(self, exc_type, exc, tb):
         global _active
         try:
+            if exc_type is None and hasattr(self, "_mods"):
+                self._warn_bypassed()
             self._unregister()
         finally:
             _active = None

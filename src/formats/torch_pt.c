@@ -507,6 +507,43 @@ static nnp_status read_byteorder(tload *L)
                      "\"big\" (byteorder)", L->path, e->name);
 }
 
+/* The pickle torch reads: torch's PyTorchStreamReader takes the archive's name from the folder
+ * of the zip's first member (central directory order) and reads <archive>/data.pkl; torch.load
+ * refuses a zip with any member outside that folder (two archives in one zip, say), and so does
+ * this reader, rather than read an archive torch would not. */
+static nnp_status archive_pickle(const tload *L, const nnp_zip *z, const nnp_zip_entry **out)
+{
+    *out = NULL;
+    const char *first = z->count ? z->entries[0].name : "";
+    const char *slash = strchr(first, '/');
+    if (!slash)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: the zip's first member '%s' is not in a folder, "
+                         "so torch.load would refuse it: torch takes the archive from the first "
+                         "member's folder (PyTorch checkpoint)", L->path, first);
+    size_t folder = (size_t)(slash - first) + 1;
+    char *name = malloc(folder + sizeof "data.pkl");
+    if (!name)
+        return nnp__nomem();
+    for (size_t i = 1; i < z->count; i++)
+        if (strncmp(z->entries[i].name, first, folder) != 0) {
+            free(name);
+            return nnp__fail(NNP_ERR_FORMAT, "%s: member '%s' is outside the archive '%.*s' that "
+                             "the zip's first member names, so torch.load would refuse the file "
+                             "(PyTorch checkpoint)", L->path, z->entries[i].name, (int)folder,
+                             first);
+        }
+    memcpy(name, first, folder);
+    memcpy(name + folder, "data.pkl", sizeof "data.pkl");
+    *out = nnp__zip_find(z, name);
+    nnp_status st = *out ? NNP_OK
+                         : nnp__fail(NNP_ERR_FORMAT, "%s: the zip's first member '%s' names the "
+                                     "archive '%.*s', which holds no data.pkl: torch reads only "
+                                     "the first member's archive (PyTorch checkpoint)", L->path,
+                                     first, (int)folder, first);
+    free(name);
+    return st;
+}
+
 static nnp_status load_archive(tload *L, const unsigned char *base, uint64_t size)
 {
     nnp_zip z;
@@ -514,15 +551,17 @@ static nnp_status load_archive(tload *L, const unsigned char *base, uint64_t siz
     if (st)
         return st;
     L->zip = &z;
-    const nnp_zip_entry *pkl = nnp__torch_pickle_entry(&z);
+    const nnp_zip_entry *pkl = NULL;
     unsigned char *inflated = NULL;
     nnp_pickle *P = &L->pk;
     nnp_pv *root = NULL;
-    if (!pkl) {
+    if (!nnp__torch_pickle_entry(&z)) {
         st = nnp__fail(NNP_ERR_FORMAT, "%s: the zip holds no <archive>/data.pkl, so it is not a "
                        "PyTorch checkpoint", L->path);
         goto out;
     }
+    if ((st = archive_pickle(L, &z, &pkl)))
+        goto out;
     L->member = pkl->name;
     L->prefix = pkl->name;
     L->prefix_len = strlen(pkl->name) - strlen("data.pkl");

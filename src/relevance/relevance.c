@@ -21,7 +21,7 @@ static bool role_is_grad(const nnp_record *r)
 
 static nnp_status compile(regex_t *re, const char *what, const char *pattern)
 {
-    int rc = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
+    int rc = regcomp(re, pattern, REG_EXTENDED);
     if (rc == 0)
         return NNP_OK;
     char msg[256];
@@ -30,10 +30,43 @@ static nnp_status compile(regex_t *re, const char *what, const char *pattern)
     return nnp__fail(NNP_ERR_ARG, "%s pattern '%s': bad regex: %s", what, pattern, msg);
 }
 
+/* Separators that may stand on either side of what a pattern matched: "blocks.0.attn.probs"
+ * less "probs" and "blocks.0.attn/grad_attn" less "grad_attn" are both "blocks.0.attn". */
+static bool stem_sep(char c)
+{
+    return c == '.' || c == '/' || c == '_' || c == '#' || c == '-' || c == ':';
+}
+
+/* `name` without bytes [so, eo), the separators at the cut dropped; the two sides are kept apart
+ * by a unit separator (0x1f, a control byte names do not carry), so that "a" + "b" is not "ab". */
+static char *stem_of(const char *name, size_t so, size_t eo)
+{
+    size_t len = strlen(name);
+    while (so > 0 && stem_sep(name[so - 1]))
+        so--;
+    while (eo < len && stem_sep(name[eo]))
+        eo++;
+    char *s = malloc(so + 1 + (len - eo) + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, name, so);
+    s[so] = '\x1f';
+    memcpy(s + so + 1, name + eo, len - eo + 1);
+    return s;
+}
+
+static void free_stems(char **stems, size_t n)
+{
+    for (size_t i = 0; stems && i < n; i++)
+        free(stems[i]);
+    free(stems);
+}
+
 /* Records whose name matches `pattern` (of the `what` records), in execution order, into a new
- * array. */
-static nnp_status matching(const nnp_dump *d, const char *what, const char *pattern, size_t **out,
-                           size_t *n)
+ * array; with `stems`, also each one's name without the part the pattern matched (stem_of), in
+ * a new array of new strings (free with free_stems). */
+static nnp_status matching(const nnp_dump *d, const char *what, const char *pattern,
+                           size_t **out, size_t *n, char ***stems)
 {
     regex_t re;
     nnp_status st = compile(&re, what, pattern);
@@ -45,12 +78,30 @@ static nnp_status matching(const nnp_dump *d, const char *what, const char *patt
         regfree(&re);
         return nnp__nomem();
     }
+    char **cut = stems ? calloc(total ? total : 1, sizeof *cut) : NULL;
+    if (stems && !cut) {
+        free(idx);
+        regfree(&re);
+        return nnp__nomem();
+    }
     *n = 0;
-    for (size_t i = 0; i < total; i++)
-        if (regexec(&re, nnp_dump_record(d, i)->name, 0, NULL, 0) == 0)
-            idx[(*n)++] = i;
+    for (size_t i = 0; i < total; i++) {
+        const char *name = nnp_dump_record(d, i)->name;
+        regmatch_t m;
+        if (regexec(&re, name, 1, &m, 0) != 0)
+            continue;
+        if (cut && !(cut[*n] = stem_of(name, (size_t)m.rm_so, (size_t)m.rm_eo))) {
+            free_stems(cut, *n);
+            free(idx);
+            regfree(&re);
+            return nnp__nomem();
+        }
+        idx[(*n)++] = i;
+    }
     regfree(&re);
     *out = idx;
+    if (stems)
+        *stems = cut;
     return NNP_OK;
 }
 
@@ -118,11 +169,52 @@ static nnp_status default_grads(nnp_dump *d, nnp_attn_layer *L, size_t n)
     return NNP_OK;
 }
 
-static nnp_status pattern_grads(nnp_dump *d, nnp_attn_layer *L, size_t n, const char *pattern,
-                                bool *by_name)
+/* Pair each map with the gradient whose stem (its name less what its pattern matched) equals
+ * the map's: true when every map finds exactly one and no gradient serves two maps. */
+static bool pair_by_stem(nnp_attn_layer *L, size_t n, char *const *attn_stems,
+                         const size_t *idx, char *const *grad_stems)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t hits = 0;
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(attn_stems[i], grad_stems[k]) == 0) {
+                L[i].grad_rec = idx[k];
+                hits++;
+            }
+        if (hits != 1)
+            return false;
+        for (size_t j = 0; j < i; j++)
+            if (L[j].grad_rec == L[i].grad_rec)
+                return false;
+    }
+    return true;
+}
+
+/* Pair each map with the gradient a tap records for it: same module and call, role grad_<role>. */
+static bool pair_by_provenance(const nnp_dump *d, nnp_attn_layer *L, size_t n, const size_t *idx)
+{
+    for (size_t i = 0; i < n; i++) {
+        const nnp_record *a = nnp_dump_record(d, L[i].attn_rec);
+        size_t hits = 0;
+        for (size_t k = 0; k < n; k++)
+            if (is_grad_of(nnp_dump_record(d, idx[k]), a)) {
+                L[i].grad_rec = idx[k];
+                hits++;
+            }
+        if (hits != 1)
+            return false;
+    }
+    return true;
+}
+
+/* The gradients matching `pattern`, one per map: paired by name (what is left of both names
+ * once each pattern's match is taken out, then nnparity's provenance), else by order. */
+static nnp_status pattern_grads(nnp_dump *d, nnp_attn_layer *L, size_t n, char *const *attn_stems,
+                                const char *pattern, bool *by_name)
 {
     size_t *idx = NULL, m = 0;
-    nnp_status st = matching(d, "gradient", pattern, &idx, &m);
+    char **grad_stems = NULL;
+    nnp_status st = matching(d, "gradient", pattern, &idx, &m, &grad_stems);
     if (st)
         return st;
     if (m == 0) {
@@ -134,23 +226,15 @@ static nnp_status pattern_grads(nnp_dump *d, nnp_attn_layer *L, size_t n, const 
                        m == 1 ? "record matches" : "records match", pattern, n,
                        n == 1 ? "matches" : "match");
     } else {
-        *by_name = true;
-        for (size_t i = 0; i < n && *by_name; i++) {
-            const nnp_record *a = nnp_dump_record(d, L[i].attn_rec);
-            size_t hits = 0;
-            for (size_t k = 0; k < m; k++)
-                if (is_grad_of(nnp_dump_record(d, idx[k]), a)) {
-                    L[i].grad_rec = idx[k];
-                    hits++;
-                }
-            *by_name = hits == 1;
-        }
+        *by_name = pair_by_stem(L, n, attn_stems, idx, grad_stems) ||
+                   pair_by_provenance(d, L, n, idx);
         /* Backward runs the layers last to first, so the gradients' execution order is the
          * reverse of the maps'. */
         if (!*by_name)
             for (size_t i = 0; i < n; i++)
                 L[i].grad_rec = idx[n - 1 - i];
     }
+    free_stems(grad_stems, m);
     free(idx);
     return st;
 }
@@ -166,7 +250,9 @@ nnp_status nnp_attn_layers_find(nnp_dump *dump, const char *attn_pattern,
     if (paired_by_name)
         *paired_by_name = true;
     size_t *idx = NULL, n = 0;
-    nnp_status st = matching(dump, "attention", attn_pattern, &idx, &n);
+    char **stems = NULL; /* the maps' names less what the pattern matched, to pair gradients by */
+    nnp_status st = matching(dump, "attention", attn_pattern, &idx, &n,
+                                   grads && grad_pattern ? &stems : NULL);
     if (st)
         return st;
     const char *path = nnp_dump_path(dump);
@@ -208,7 +294,7 @@ nnp_status nnp_attn_layers_find(nnp_dump *dump, const char *attn_pattern,
     }
     if (grads) {
         bool by_name = true;
-        st = grad_pattern ? pattern_grads(dump, L, n, grad_pattern, &by_name)
+        st = grad_pattern ? pattern_grads(dump, L, n, stems, grad_pattern, &by_name)
                           : default_grads(dump, L, n);
         if (st)
             goto out;
@@ -239,6 +325,7 @@ nnp_status nnp_attn_layers_find(nnp_dump *dump, const char *attn_pattern,
             goto out;
     }
 out:
+    free_stems(stems, n);
     free(idx);
     if (st) {
         free(L);

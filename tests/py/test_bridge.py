@@ -666,3 +666,121 @@ def test_auto_captures_and_injects_from_environment(tmp_path):
         if "/in" in name or name.startswith("1/") or name.startswith("model/"):
             assert torch.equal(port[name], ref[name]), name
     assert not torch.equal(port["0/out0"], ref["0/out0"])
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class _CallsForward(nn.Module):
+    """Calls one block through .forward(), which runs none of its hooks, and keeps the others in
+    a ModuleList (a container that is never called itself)."""
+
+    def __init__(self):
+        super().__init__()
+        self.direct = _Block()
+        self.layers = nn.ModuleList([_Block(), _Block()])
+
+    def forward(self, x):
+        x = self.direct.forward(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def nnparity_warnings(caught):
+    return [str(w.message) for w in caught if str(w.message).startswith("nnparity:")]
+
+
+def test_a_module_whose_hooks_never_ran_is_named(tmp_path):
+    import warnings
+    torch.manual_seed(0)
+    model = _CallsForward()
+    path = tmp_path / "c.safetensors"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad(), nnparity.capture(model, path):
+            model(torch.ones(2, 4))
+    said = nnparity_warnings(caught)
+    assert len(said) == 1, said
+    assert said[0].startswith("nnparity: direct recorded nothing although its submodules did")
+    assert "module.forward(x)" in said[0]
+    # what the warning says is what the dump holds: the block's children, not the block
+    names = set(nnparity.load(path).keys())
+    assert "direct.fc/out0" in names and "direct/out0" not in names
+    assert "layers.0/out0" in names and not any(n.startswith("layers/") for n in names)
+
+
+def test_no_warning_when_every_module_ran(tmp_path):
+    import warnings
+    model = _Block()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad(), nnparity.capture(model, tmp_path / "b.safetensors"):
+            model(torch.ones(2, 4))
+        # a module left out of the capture is not expected to record
+        other = _CallsForward()
+        with torch.no_grad(), nnparity.capture(other, tmp_path / "x.safetensors",
+                                               exclude=["direct"]):
+            other(torch.ones(2, 4))
+    assert nnparity_warnings(caught) == []
+
+
+class _NeedsOneTensor(nn.Module):
+    """Attention that, like nn.MultiheadAttention's fast path, depends on its three inputs being
+    one tensor, and remembers the memory format its input came in."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, q, k, v):
+        self.seen.append((q is k and k is v, q.is_contiguous(memory_format=torch.channels_last)))
+        return q * 2 + k + v
+
+
+class _SelfAttendCL(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = _NeedsOneTensor()
+
+    def forward(self, x):
+        x = x.to(memory_format=torch.channels_last)
+        return self.attn(x, x, x)
+
+
+def test_injection_keeps_aliasing_and_memory_format(tmp_path):
+    model, x = _SelfAttendCL(), torch.randn(1, 3, 4, 4)
+    ref_path, port_path = tmp_path / "ref.safetensors", tmp_path / "port.safetensors"
+    y_ref = capture_to(model, x, ref_path)
+    with torch.no_grad(), nnparity.inject(model, ref_path, capture_path=port_path):
+        y = model(x)
+    # the same tensor three times, channels-last, in the injected run as in the plain one
+    assert model.attn.seen == [(True, True), (True, True)]
+    assert torch.equal(y, y_ref)
+    ref, got = nnparity.load(ref_path), nnparity.load(port_path)
+    assert [r[:5] for r in got.records] == [r[:5] for r in ref.records]
+    for name in ref:
+        assert_same_bits(got[name], ref[name], name)
+
+
+def test_injecting_own_capture_into_convnext_is_bit_exact(tmp_path):
+    # ConvNeXt's downsampling convolutions take channels-last inputs: a contiguous copy picks
+    # another kernel and changes the last bits of later stages
+    torch.manual_seed(0)
+    model = torchvision.models.convnext_tiny(weights=None).eval()
+    x = image(64)
+    ref_path, port_path = tmp_path / "ref.safetensors", tmp_path / "port.safetensors"
+    y_ref = capture_to(model, x, ref_path)
+    with torch.no_grad(), nnparity.inject(model, ref_path, capture_path=port_path):
+        y = model(x)
+    assert torch.equal(y, y_ref)
+    ref, got = nnparity.load(ref_path), nnparity.load(port_path)
+    for name in ref:
+        assert_same_bits(got[name], ref[name], name)

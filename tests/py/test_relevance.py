@@ -248,6 +248,57 @@ def test_method_matches_torch(nnp, vit_capture, tmp_path, method, extra):
     assert f"top patches (row, col): ({best // 4}, {best % 4})" in p.stdout
 
 
+def plain_maps(seed=3, layers=3, heads=2, n=5):
+    """Attention maps (rows sum to 1) and gradients of a plain file's layers."""
+    g = torch.Generator().manual_seed(seed)
+    attns = [torch.softmax(torch.randn(heads, n, n, generator=g, dtype=torch.float64), -1)
+             for _ in range(layers)]
+    grads = [torch.randn(heads, n, n, generator=g, dtype=torch.float64) for _ in range(layers)]
+    return attns, grads
+
+
+def test_plain_file_gradients_pair_by_name(nnp, tmp_path):
+    # a file written by hand, without nnparity's provenance, gradients in forward order: each
+    # map's gradient is the one whose name is the map's less what the patterns matched
+    attns, grads = plain_maps()
+    tensors = {}
+    for i, (a, g) in enumerate(zip(attns, grads)):
+        tensors[f"blocks.{i}.attn.probs"] = a.numpy()
+        tensors[f"blocks.{i}.attn.grad"] = g.numpy()
+    path = tmp_path / "plain.safetensors"
+    write_safetensors(path, tensors)
+    out = tmp_path / "out"
+    p = nnp("relevance", path, "--attn", "probs$", "--grad", "grad$", "--method", "chefer",
+            "--out", out, check=0)
+    want = reference("chefer", attns, grads).numpy()
+    np.testing.assert_allclose(load_out(out)["relevance"], want, atol=1e-9, rtol=0)
+    # the pairing read in reverse would give another map
+    wrong = reference("chefer", attns, grads[::-1]).numpy()
+    assert not np.allclose(want, wrong, atol=1e-6)
+    assert "reverse execution order" not in p.stdout + p.stderr
+    for i in range(3):
+        assert f"blocks.{i}.attn.probs (seq {2 * i})  grad blocks.{i}.attn.grad" in p.stdout
+
+
+def test_unnamed_gradients_pair_in_reverse_and_say_so(nnp, tmp_path):
+    # gradient names that share nothing with the maps': backward's order is all there is, and
+    # the user is told on stderr
+    attns, grads = plain_maps(seed=4)
+    tensors = {f"fwd.{i}.probs": a.numpy() for i, a in enumerate(attns)}
+    tensors.update({f"bwd.step{k}": grads[len(grads) - 1 - k].numpy()
+                    for k in range(len(grads))})
+    path = tmp_path / "order.safetensors"
+    write_safetensors(path, tensors)
+    out = tmp_path / "out"
+    p = nnp("relevance", path, "--attn", "probs$", "--grad", "^bwd", "--method", "chefer",
+            "--out", out, check=0)
+    want = reference("chefer", attns, grads).numpy()
+    np.testing.assert_allclose(load_out(out)["relevance"], want, atol=1e-9, rtol=0)
+    assert "note: no name pairs each map with one gradient matching '^bwd'" in p.stderr
+    assert "paired in reverse execution order" in p.stderr
+    assert "gradients paired in reverse execution order" in p.stdout
+
+
 def test_gradient_pattern_and_norms(nnp, vit_capture, tmp_path):
     path, attns, grads = vit_capture
     out = tmp_path / "out"

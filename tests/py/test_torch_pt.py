@@ -193,3 +193,48 @@ def test_legacy_format_refused(nnp, tmp_path):
     torch.save({"w": torch.zeros(2)}, f, _use_new_zipfile_serialization=False)
     p = nnp("ls", f, check=2)
     assert "legacy serialization format" in p.stderr and "torch >= 1.6" in p.stderr
+
+
+def two_archives(tmp_path, order):
+    """A zip holding two torch archives, `order` saying whose members come first."""
+    import zipfile
+    saved = {"one": {"w": torch.arange(4.0)}, "two": {"w": torch.full((3,), 7.0),
+                                                    "extra": torch.zeros(2)}}
+    parts = {}
+    for name, obj in saved.items():
+        torch.save(obj, tmp_path / f"{name}.pt")
+        with zipfile.ZipFile(tmp_path / f"{name}.pt") as z:
+            parts[name] = [(i, z.read(i)) for i in z.infolist()]
+    out = tmp_path / f"both_{order[0]}_first.pt"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for name in order:
+            for info, data in parts[name]:
+                z.writestr(info.filename, data, zipfile.ZIP_STORED)
+    return out
+
+
+@pytest.mark.parametrize("order", [("one", "two"), ("two", "one")])
+def test_two_archives_refused_as_torch_refuses_them(nnp, tmp_path, order):
+    # torch takes the archive from the zip's first member and refuses members outside it
+    path = two_archives(tmp_path, order)
+    with pytest.raises(RuntimeError, match="not in a subdirectory"):
+        torch.load(path)
+    p = nnp("ls", path, check=2)
+    other = order[1]
+    assert (f"member '{other}/data.pkl' is outside the archive '{order[0]}/' that the zip's "
+            "first member names, so torch.load would refuse the file") in p.stderr
+
+
+def test_first_member_outside_an_archive_is_refused(nnp, tmp_path):
+    import zipfile
+    torch.save({"w": torch.ones(2)}, tmp_path / "a.pt")
+    out = tmp_path / "loose.pt"
+    with zipfile.ZipFile(tmp_path / "a.pt") as src, zipfile.ZipFile(out, "w") as z:
+        z.writestr("README", b"not in a folder")
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info), zipfile.ZIP_STORED)
+    with pytest.raises(RuntimeError):
+        torch.load(out)
+    p = nnp("ls", out, check=2)
+    assert "the zip's first member 'README' is not in a folder, so torch.load would refuse it" \
+        in p.stderr

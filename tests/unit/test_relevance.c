@@ -468,27 +468,38 @@ static void test_find_layer_errors(void **state)
     nnp_dump_close(d);
 }
 
-/* Files without provenance: gradients found by a pattern pair in reverse execution order. */
+/* Files without provenance: gradients found by a pattern pair by what the patterns leave of
+ * the names, whatever their order; with nothing in common, in reverse execution order. */
 static void test_find_plain_names(void **state)
 {
     (void)state;
     const rec r[] = {
         {"L0.probs", NULL, NULL, NNP_F32, 3, {1, 2, 2}},
         {"L1.probs", NULL, NULL, NNP_F32, 3, {1, 2, 2}},
+        {"L0.dprobs", NULL, NULL, NNP_F32, 3, {1, 2, 2}}, /* forward order: not backward's */
         {"L1.dprobs", NULL, NULL, NNP_F32, 3, {1, 2, 2}},
-        {"L0.dprobs", NULL, NULL, NNP_F32, 3, {1, 2, 2}},
+        {"back.a", NULL, NULL, NNP_F32, 3, {1, 2, 2}},
+        {"back.b", NULL, NULL, NNP_F32, 3, {1, 2, 2}},
     };
-    nnp_dump *d = dump_of("plain.safetensors", r, 4);
+    nnp_dump *d = dump_of("plain.safetensors", r, 6);
     nnp_attn_layer *L;
     size_t n;
-    bool by_name = true;
+    bool by_name = false;
     assert_int_equal(nnp_attn_layers_find(d, "[.]probs$", "dprobs", true, &L, &n, &by_name),
                      NNP_OK);
-    assert_false(by_name);
+    assert_true(by_name);
     assert_int_equal(n, 2);
     assert_string_equal(L[0].grad_name, "L0.dprobs");
     assert_string_equal(L[1].grad_name, "L1.dprobs");
     assert_int_equal(L[0].heads, 1);
+    free(L);
+    /* "L0" / "L1" against "back.a" less "back" = "a" / "b": no name pairs them */
+    by_name = true;
+    assert_int_equal(nnp_attn_layers_find(d, "[.]probs$", "^back", true, &L, &n, &by_name),
+                     NNP_OK);
+    assert_false(by_name);
+    assert_string_equal(L[0].grad_name, "back.b");
+    assert_string_equal(L[1].grad_name, "back.a");
     free(L);
     expect_find_error(d, "[.]probs$", NULL, true, NNP_ERR_ARG, "give a gradient pattern");
     nnp_dump_close(d);
