@@ -101,10 +101,14 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
     }
     const nnp_metrics *m = &p->metrics;
     char v[6][32];
+    /* a NaN or Inf the port made is the finding; the figures below are of the finite pairs */
+    bool made = format_nonfinite_new(b, sizeof b, m);
+    if (made)
+        printf("  %s\n", b);
     format_index(a, sizeof a, p, m->max_index);
     num(v[0], sizeof v[0], m->max_abs);
-    printf("  max-abs %s at %s: reference %.7g, port %.7g\n", v[0], a, m->ref_at_max,
-           m->port_at_max);
+    printf("  %smax-abs %s at %s: reference %.7g, port %.7g\n",
+           made ? "finite elements: " : "", v[0], a, m->ref_at_max, m->port_at_max);
     num(v[1], sizeof v[1], m->rel_l2);
     num(v[2], sizeof v[2], m->mse);
     snprintf(v[3], sizeof v[3], "%.6f", m->cosine);
@@ -485,6 +489,9 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
                 r->name, *r->module_type ? " (" : "", r->module_type, *r->module_type ? ")" : "",
                 nnp_verdict_name(p->verdict));
         if (p->verdict == NNP_FAIL) {
+            char made[128];
+            if (format_nonfinite_new(made, sizeof made, &p->metrics))
+                fprintf(o, ": %s; finite elements", made);
             format_index(idx, sizeof idx, p, p->metrics.max_index);
             num(a, sizeof a, p->metrics.max_abs);
             num(b, sizeof b, p->metrics.rel_l2);

@@ -337,7 +337,9 @@ typedef struct nnp_metrics {
     uint64_t max_index;       /* ... at this flat (row-major) index ... */
     double ref_at_max, port_at_max; /* ... where the two sides hold these values */
     double rel_l2, nmse, snr_db, cosine, pcc;
-    double reserved[8];       /* zero: room for metrics a later minor version adds */
+    uint64_t nan_new, inf_new; /* elements where the port holds a NaN / an infinity and the
+                                * reference a finite value: what the port introduced */
+    double reserved[6];       /* zero: room for metrics a later minor version adds */
 } nnp_metrics;
 
 /* Compare n elements of `port` (dtype port_dtype) against `ref`, in one pass over both,

@@ -98,11 +98,20 @@ static void print_scenario(FILE *o, const char *label, const nnp_diff_pair *p)
     format_index(idx, sizeof idx, p, m->max_index);
     run_num(a, sizeof a, m->max_abs);
     run_num(b, sizeof b, m->rel_l2);
-    char head[32], line[512];
+    char head[32], line[512], made[128];
     snprintf(head, sizeof head, "  %-9s ", label);
-    snprintf(line, sizeof line, "%s: max-abs %s at %s: reference %.7g, port %.7g",
-             nnp_verdict_name(p->verdict), a, idx, m->ref_at_max, m->port_at_max);
-    wrap(o, head, line, 12);
+    /* a NaN or Inf the port made is the finding; the figures after it are of the finite pairs */
+    if (format_nonfinite_new(made, sizeof made, m)) {
+        snprintf(line, sizeof line, "%s: %s", nnp_verdict_name(p->verdict), made);
+        wrap(o, head, line, 12);
+        snprintf(line, sizeof line, "finite elements: max-abs %s at %s: reference %.7g, port "
+                 "%.7g", a, idx, m->ref_at_max, m->port_at_max);
+        wrap(o, "            ", line, 12);
+    } else {
+        snprintf(line, sizeof line, "%s: max-abs %s at %s: reference %.7g, port %.7g",
+                 nnp_verdict_name(p->verdict), a, idx, m->ref_at_max, m->port_at_max);
+        wrap(o, head, line, 12);
+    }
     snprintf(line, sizeof line, "rel-L2 %s; %llu of %llu outside atol %.3g + rtol %.3g", b,
              (unsigned long long)m->allclose_fail, (unsigned long long)m->count, p->atol,
              p->rtol);

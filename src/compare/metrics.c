@@ -25,6 +25,7 @@
 
 typedef struct {
     uint64_t count, finite, nan_ref, nan_port, inf_ref, inf_port, fail;
+    uint64_t nan_new, inf_new; /* port NaN / Inf where the reference is finite */
     double sd2, sad, srr, spp, spr;      /* sums of d^2, |d|, r^2, p^2, p*r */
     double max_abs, ref_at_max, port_at_max;
     uint64_t max_index;
@@ -72,6 +73,8 @@ static void acc_merge(acc *a, const acc *b)
     a->nan_port += b->nan_port;
     a->inf_ref += b->inf_ref;
     a->inf_port += b->inf_port;
+    a->nan_new += b->nan_new;
+    a->inf_new += b->inf_new;
     a->fail += b->fail;
     a->sd2 += b->sd2;
     a->sad += b->sad;
@@ -157,6 +160,8 @@ static void compare_block(double *r, double *p, size_t n, uint64_t first, double
         extra.nan_port += isnan(p[i]) != 0;
         extra.inf_ref += isinf(r[i]) != 0;
         extra.inf_port += isinf(p[i]) != 0;
+        extra.nan_new += rf && isnan(p[i]);
+        extra.inf_new += rf && isinf(p[i]) != 0;
         if (rf && pf) {
             r[kept] = r[i];
             p[kept] = p[i];
@@ -275,6 +280,8 @@ static void finish(const acc *a, nnp_metrics *m)
     m->nan_port = a->nan_port;
     m->inf_ref = a->inf_ref;
     m->inf_port = a->inf_port;
+    m->nan_new = a->nan_new;
+    m->inf_new = a->inf_new;
     m->allclose_fail = a->fail;
     m->allclose_fail_pct = a->count ? 100.0 * (double)a->fail / (double)a->count : 0;
     if (a->count == 0) { /* nothing to differ: identical */

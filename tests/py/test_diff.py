@@ -273,3 +273,27 @@ def test_text_report_fits_80_columns(nnp, tmp_path):
     assert "paired by automatic alignment (1;" in out
     assert ("  renamed.encoder.layers.encoder_layer_7.self_attention.out_proj/out0\n"
             "    -> encoder.layers.encoder_layer_7.self_attention.out_proj/out0\n") in out
+
+
+def test_a_pair_that_fails_only_by_nan_says_so(nnp, tmp_path):
+    """A port that writes NaN where the reference is finite, and agrees everywhere else: the
+    first divergence names the NaN, not "max-abs 0", in text, Markdown and JSON."""
+    ref = {"a/out0": np.arange(8, dtype=np.float32).reshape(2, 4),
+           "b/out0": np.ones((2, 4), np.float32)}
+    port = {k: v.copy() for k, v in ref.items()}
+    port["a/out0"][0, 1] = port["a/out0"][1, 2] = port["a/out0"][1, 3] = np.nan
+    port["a/out0"][0, 0] = np.inf
+    write_safetensors(tmp_path / "r.safetensors", ref, records_meta(list(ref)))
+    write_safetensors(tmp_path / "p.safetensors", port, records_meta(list(port)))
+    md = tmp_path / "d.md"
+    out = nnp("diff", tmp_path / "r.safetensors", tmp_path / "p.safetensors", "--markdown", md,
+              check=1).stdout
+    first = out[out.index("First divergence"):]
+    assert ("  3 NaN and 1 Inf in the port where the reference is finite\n"
+            "  finite elements: max-abs 0 at [0, 2]") in first, first
+    assert "3 NaN and 1 Inf in the port where the reference is finite; finite elements: " \
+        in md.read_text()
+    doc = diff_json(nnp, tmp_path / "r.safetensors", tmp_path / "p.safetensors", check=1)
+    m = doc["pairs"][0]["metrics"]
+    assert (m["nan_new"], m["inf_new"], m["nan_port"], m["inf_port"]) == (3, 1, 3, 1)
+    assert doc["pairs"][1]["metrics"]["nan_new"] == 0

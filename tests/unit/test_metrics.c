@@ -102,9 +102,29 @@ static void test_nan_and_inf(void **state)
     /* index 0 agrees, index 2 is the same infinity; NaNs and -inf vs +inf disagree */
     assert_int_equal(m.allclose_fail, 4);
     assert_true(m.mse == 0 && m.max_abs == 0 && m.max_index == 0);
+    /* what the port introduced: only index 4 is a NaN where the reference is finite */
+    assert_int_equal(m.nan_new, 1);
+    assert_int_equal(m.inf_new, 0);
     double nr[2] = {NAN, NAN}, np_[2] = {NAN, 1};
     m = cmp(nr, np_, 2, 0, 0);
     assert_true(m.finite == 0 && isnan(m.mse) && isnan(m.cosine));
+    assert_int_equal(m.nan_new, 0);
+    /* through the float32 kernel's blocks, one far into the tensor: counted where they are */
+    enum { N = 5000 };
+    static float fr[N], fp[N];
+    for (size_t i = 0; i < N; i++)
+        fr[i] = fp[i] = (float)i;
+    fp[4321] = INFINITY;
+    fp[17] = -INFINITY;
+    fp[18] = NAN;
+    fr[19] = NAN; /* the reference's own NaN: not the port's doing */
+    fp[19] = NAN;
+    nnp_compare_options o = {sizeof o, 0, 0, 2};
+    assert_int_equal(nnp_compare(NNP_F32, fr, NNP_F32, fp, N, &o, &m), NNP_OK);
+    assert_int_equal(m.inf_new, 2);
+    assert_int_equal(m.nan_new, 1);
+    assert_int_equal(m.nan_port, 2);
+    assert_true(m.max_abs == 0);
 }
 
 static void test_mixed_dtypes_and_ties(void **state)
