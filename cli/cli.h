@@ -52,9 +52,9 @@ enum { CLI_WIDTH_MIN = 40, CLI_WIDTH_MAX = 1000 };
 bool cli_set_width(const char *arg);
 int cli_width_error(const cli_command *cmd, const char *arg);
 int cli_width(void);
-/* `text` on lines of at most cli_width() columns, each indented by `indent` spaces; words longer
- * than a line are not broken. */
-void cli_wrap(FILE *o, int indent, const char *text);
+/* `text` after `first` (the first line's prefix) on lines of at most `width` columns, the lines
+ * after the first indented by `indent` spaces; words longer than a line are not broken. */
+void cli_wrap(FILE *o, const char *first, int indent, int width, const char *text);
 /* The exit code for a library failure, after printing its message. */
 int cli_fail(nnp_status st);
 

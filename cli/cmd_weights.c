@@ -200,7 +200,7 @@ static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_
                  p->metrics.rel_l2, p->metrics.allclose_fail_pct, p->atol, p->rtol);
     char line[800];
     snprintf(line, sizeof line, "%s, %s", worst, error);
-    cli_wrap(stdout, 12, line);
+    cli_wrap(stdout, "            ", 12, cli_width(), line);
 }
 
 static void print_text(const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,

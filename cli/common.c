@@ -109,9 +109,9 @@ bool cli_name_matches(const char *pattern, const char *name)
     return strstr(name, pattern) != NULL;
 }
 
-void cli_wrap(FILE *o, int indent, const char *text)
+void cli_wrap(FILE *o, const char *first, int indent, int width, const char *text)
 {
-    int width = cli_width(), col = fprintf(o, "%*s", indent, "");
+    int col = fprintf(o, "%s", first);
     bool line_start = true;
     while (*text) {
         while (*text == ' ')

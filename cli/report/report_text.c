@@ -14,27 +14,10 @@ enum { MISSING_SHOWN = 10, ROW_FIGURES = 50, ROW_NAME_INDENT = 8 };
 /* The line's width, for this report (run_report_text). */
 static int width = 80;
 
-/* `text` after `first` (the first line's prefix), wrapped at `width` with continuation lines
- * indented by `indent`; words longer than a line are not broken. */
+/* `text` after `first`, wrapped at this report's width (cli_wrap). */
 static void wrap(FILE *o, const char *first, const char *text, int indent)
 {
-    int col = fprintf(o, "%s", first);
-    bool line_start = true;
-    while (*text) {
-        while (*text == ' ')
-            text++;
-        size_t w = strcspn(text, " ");
-        if (!w)
-            break;
-        if (!line_start && col + 1 + (int)w > width) {
-            col = fprintf(o, "\n%*s", indent, "") - 1;
-            line_start = true;
-        }
-        col += fprintf(o, "%s%.*s", line_start ? "" : " ", (int)w, text);
-        line_start = false;
-        text += w;
-    }
-    fputc('\n', o);
+    cli_wrap(o, first, indent, width, text);
 }
 
 static const char *base_name(const char *path)
