@@ -634,7 +634,8 @@ static int emit_rules(const nnp_diff *d, const nnp_dump *ref, const char *rules_
 }
 
 /* --mpi: the MPI transport, a plugin loaded only when asked for, so that nnparity itself never
- * depends on MPI (docs/scale.md). It sits beside the nnparity binary, or where
+ * depends on MPI (docs/scale.md). It sits beside the nnparity binary (a build tree), in
+ * <its directory>/../lib/nnparity/ (where `make install` puts it), or where
  * NNPARITY_MPI_PLUGIN says. */
 static void (*mpi_close)(void);
 
@@ -642,14 +643,17 @@ static int mpi_start(nnp_comm *comm)
 {
     char path[4096];
     const char *env = getenv("NNPARITY_MPI_PLUGIN");
-    ssize_t n = env && *env ? -1 : readlink("/proc/self/exe", path, sizeof path - 32);
+    ssize_t n = env && *env ? -1 : readlink("/proc/self/exe", path, sizeof path - 64);
     if (env && *env)
         snprintf(path, sizeof path, "%s", env);
     else if (n <= 0)
         snprintf(path, sizeof path, "libnnparity_mpi.so");
     else {
         path[n] = 0;
-        strcpy(strrchr(path, '/') + 1, "libnnparity_mpi.so");
+        char *name = strrchr(path, '/') + 1;
+        strcpy(name, "libnnparity_mpi.so");
+        if (access(path, F_OK) != 0)
+            strcpy(name, "../lib/nnparity/libnnparity_mpi.so");
     }
     /* global: MPI's own components, which it loads in turn, look for its symbols */
     void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL);

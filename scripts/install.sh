@@ -142,6 +142,11 @@ do_install() {
         put 644 "$man" "$MANDIR/man1/${man##*/}"
     done
     put 644 "$BUILD/completion/nnparity" "$BASHCOMPDIR/nnparity"
+    # the MPI plugin (built where mpicc is): `nnparity diff --mpi` looks for it in
+    # <its bin>/../lib/nnparity/, a directory of nnparity's own whatever LIBDIR is
+    if [ -f "$BUILD/libnnparity_mpi.so" ]; then
+        put 755 "$BUILD/libnnparity_mpi.so" "$(dirname "$BINDIR")/lib/nnparity/libnnparity_mpi.so"
+    fi
 
     if [ "$INSTALL_PYTHON" = no ]; then
         return
@@ -185,6 +190,8 @@ do_uninstall() {
     for man in "$DESTDIR$MANDIR"/man1/nnparity-*.1; do
         [ -e "$man" ] && remove "${man#"$DESTDIR"}"
     done
+    remove "$(dirname "$BINDIR")/lib/nnparity/libnnparity_mpi.so"
+    rmdir "$DESTDIR$(dirname "$BINDIR")/lib/nnparity" 2>/dev/null || true
     rmdir "$DESTDIR$CMAKEDIR" 2>/dev/null || true
     if [ -n "$PYTHONDIR" ] || "$PYTHON" -c '' 2>/dev/null; then
         pydir=$(python_dir)

@@ -9,6 +9,7 @@ environment that holds no LD_LIBRARY_PATH, PYTHONPATH or NNPARITY_* variable: it
 the library by itself. Not marked `cli`: once per `make check` is enough."""
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -111,6 +112,8 @@ def test_installs_library_headers_cli_and_integration_files(installed):
     }
     if (ROOT / "include" / "nnparity.hpp").exists():
         expected.add("include/nnparity.hpp")
+    if (BUILD / "libnnparity_mpi.so").exists():
+        expected.add("lib/nnparity/libnnparity_mpi.so")
     pyrel = str(installed.pydir.relative_to(p))
     got = files_under(p)
     assert {f for f in got if not f.startswith(pyrel + "/")} == expected
@@ -336,3 +339,26 @@ def test_bash_completion_offers_commands_and_each_commands_options(installed):
     assert set(out[1].split()) == set(cmds)
     for command, line in zip(cmds, out[2:]):
         assert set(line.split()) == help_options(command) | {"-h", "--help"}, command
+
+
+@pytest.mark.skipif(not shutil.which("mpirun") or not (BUILD / "libnnparity_mpi.so").exists(),
+                    reason="no mpirun, or the MPI plugin is not built (no mpicc)")
+def test_installed_cli_finds_its_mpi_plugin(installed):
+    # `diff --mpi` from the installed CLI loads PREFIX/lib/nnparity/libnnparity_mpi.so, with
+    # nothing in the environment naming it
+    import numpy as np
+    from conftest import write_safetensors
+    d = installed.tmp / "mpi"
+    d.mkdir()
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_safetensors(d / "r.safetensors", {"a/out0": x})
+    write_safetensors(d / "p.safetensors", {"a/out0": x})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNPARITY")}
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    p = subprocess.run([shutil.which("mpirun"), "--oversubscribe", "-np", "2",
+                        str(installed.prefix / "bin" / "nnparity"), "diff", "--mpi",
+                        d / "r.safetensors", d / "p.safetensors"],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=d)
+    assert p.returncode == 0, p.stderr
+    assert "the port agrees with the reference" in p.stdout
