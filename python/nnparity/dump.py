@@ -17,11 +17,13 @@ class RecordInfo(collections.namedtuple("RecordInfo", "name module role call mod
 
 class Dump(collections.OrderedDict):
     """tensor name -> torch tensor, in execution order; `.records` lists a RecordInfo per
-    record in the same order."""
+    record in the same order; `.meta` is the file's metadata (str -> str), nnparity's own keys
+    included."""
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.records = []
+        self.meta = {}
 
 
 def _tensor(rec, ptr):
@@ -75,6 +77,10 @@ def load(path):
             if rec.rank >= 0:
                 info.rank = rec.rank
             out.records.append(info)
+        key, value = ctypes.c_char_p(), ctypes.c_char_p()
+        for i in range(L.nnp_dump_meta_count(handle)):
+            L.nnp_dump_meta_at(handle, i, ctypes.byref(key), ctypes.byref(value))
+            out.meta[key.value.decode()] = (value.value or b"").decode()
         return out
     finally:
         L.nnp_dump_close(handle)
