@@ -26,6 +26,7 @@ With several ranks the path names a directory that gets one rank-R-of-N.safetens
 import ctypes
 import fnmatch
 import inspect
+import json
 import os
 import threading
 import warnings
@@ -91,10 +92,12 @@ def remap(obj, fn):
 # Handing tensors to the library
 
 def host_view(t):
-    """(tensor on the host, C-contiguous, nnp dtype) for t, or None when the library has no dtype
-    for it. A contiguous CPU tensor is returned as it is, so its memory is read in place."""
+    """(tensor on the host, C-contiguous, nnp dtype) for t, or None when t is not a plain dense
+    tensor of a dtype the library has (dense_form() handles those). A contiguous CPU tensor is
+    returned as it is, so its memory is read in place."""
     code = _lib.TORCH_TO_NNP.get(t.dtype)
-    if code is None or t.layout != torch.strided or t.device.type == "meta":
+    # is_nested first: a nested tensor's layout is strided, but its shape cannot be read.
+    if code is None or t.is_nested or t.layout != torch.strided or t.device.type == "meta":
         return None
     t = t.detach()
     if t.device.type != "cpu":
@@ -120,14 +123,86 @@ def make_desc(name_b, role_b, type_b, code, shape):
 
 
 def record_tensor(name_b, role_b, type_b, t):
+    """Record t; False (nothing recorded) when host_view() refuses it."""
     hv = host_view(t)
     if hv is None:
-        return
+        return False
     h, code = hv
     desc = make_desc(name_b, role_b, type_b, code, h.shape)
     status = _lib.lib().nnp_tap_record(ctypes.byref(desc), h.data_ptr() or _EMPTY_ADDR)
     if status != NNP_OK:
         raise _lib.error(status, f"recording {name_b.decode()}/{role_b.decode()}")
+    return True
+
+
+class Unrecordable(Exception):
+    """A tensor that has no dense form the library can hold; the message is the reason."""
+
+
+def _summary(values):
+    """A per-channel quantization parameter in a few words: all of it when short, else its range."""
+    v = values.tolist()
+    if len(v) <= 8:
+        return "[" + " ".join(repr(x) for x in v) + "]"
+    return f"{min(v)!r}..{max(v)!r}"
+
+
+def dense_form(t):
+    """(a plain dense tensor standing for t, [(kind, note)]) for the tensors host_view() refuses
+    that still have values to compare: a nested tensor padded with 0 to its dense shape, a
+    quantized one dequantized, a complex one as (real, imag) on a trailing axis of 2; the notes
+    say what was done, for the dump's metadata. Raises Unrecordable for the others."""
+    notes = []
+    if t.is_nested:
+        # Padded rather than one record per component: the record keeps the module's role, and
+        # the dense form is what a port that runs without nested tensors passes between layers
+        # (its padded positions hold whatever that port computed there, these hold 0).
+        try:
+            sizes = t._nested_tensor_size().tolist()
+        except Exception:
+            sizes = None
+        t = torch.nested.to_padded_tensor(t.detach(), 0.0)
+        note = f"padded with 0 to {list(t.shape)}"
+        if sizes is not None:
+            note += " from components " + " ".join("x".join(map(str, z)) or "()" for z in sizes)
+        notes.append(("nested", note))
+    if t.is_quantized:
+        scheme = t.qscheme()
+        if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            note = f"dtype={t.dtype},scale={t.q_scale()!r},zero_point={t.q_zero_point()}"
+        else:
+            note = (f"dtype={t.dtype},axis={t.q_per_channel_axis()},"
+                    f"scale={_summary(t.q_per_channel_scales())},"
+                    f"zero_point={_summary(t.q_per_channel_zero_points())}")
+        t = t.detach().dequantize()
+        notes.append(("quantized", note))
+    if t.is_complex():
+        t = torch.view_as_real(t.detach().resolve_conj())
+        notes.append(("complex", "real and imaginary parts on a trailing axis of 2"))
+    if t.device.type == "meta":
+        raise Unrecordable("on the meta device, no values")
+    if t.layout != torch.strided:
+        raise Unrecordable(f"layout {t.layout}")
+    if _lib.TORCH_TO_NNP.get(t.dtype) is None:
+        raise Unrecordable(f"dtype {t.dtype}")
+    return t, notes
+
+
+def why_not_injected(t):
+    """Why injection leaves t as it is (it has no plain dense form to overwrite), or None."""
+    if t.is_nested:
+        return "nested tensor"
+    if t.is_quantized:
+        return "quantized"
+    if t.is_complex():
+        return "complex"
+    if t.device.type == "meta":
+        return "on the meta device"
+    if t.layout != torch.strided:
+        return f"layout {t.layout}"
+    if _lib.TORCH_TO_NNP.get(t.dtype) is None:
+        return f"dtype {t.dtype}"
+    return None
 
 
 class _Replace(torch.autograd.Function):
@@ -148,10 +223,8 @@ class _Replace(torch.autograd.Function):
 def inject_tensor(name_b, role_b, type_b, t):
     """The reference's tensor for (name, role, this call), in t's dtype and on t's device, or t
     itself when the reference lacks that record or the dtype has no nnp equivalent. The library
-    also records the result when the session records."""
-    code = _lib.TORCH_TO_NNP.get(t.dtype)
-    if code is None or t.layout != torch.strided or t.device.type == "meta":
-        return t
+    also records the result when the session records. t must be one host_view() accepts."""
+    code = _lib.TORCH_TO_NNP[t.dtype]
     src = t.detach()
     # A private copy: the library overwrites it, and the caller's tensor must stay untouched.
     if src.device.type == "cpu":
@@ -251,6 +324,14 @@ class Session:
         self._full_bw_flags = []
         self._local = threading.local()
         self._entered = False
+        # What could not be recorded / injected: {(record name, reason): times}, for the one
+        # warning and the metadata at the end. Filled only off the common path.
+        self._skipped = {}
+        self._not_injected = {}
+        # Calls of each (name, role) recorded through dense_form(), which numbers the metadata
+        # keys of those records (the library's call index, as long as a (name, role) is either
+        # always or never such a tensor, as one module's tensors are).
+        self._dense_calls = {}
 
     # -- selection --------------------------------------------------------------------------
 
@@ -286,6 +367,70 @@ class Session:
                 del s[i:]
                 return
 
+    # -- recording and injecting one tensor ---------------------------------------------------
+    # The hooks must never break the user's forward: anything but the library's own errors
+    # (NnparityError: a failing write, an injection shape mismatch, which the user must see)
+    # becomes a skipped record, listed in the metadata and in one warning when the block ends.
+
+    def _record(self, name_b, role_b, type_b, t):
+        try:
+            if not record_tensor(name_b, role_b, type_b, t):
+                self._record_dense(name_b, role_b, type_b, t)
+        except NnparityError:
+            raise
+        except Unrecordable as e:
+            self._skip(self._skipped, name_b, role_b, str(e))
+        except Exception as e:
+            self._skip(self._skipped, name_b, role_b, f"{type(e).__name__}: {e}")
+
+    def _record_dense(self, name_b, role_b, type_b, t):
+        dense, notes = dense_form(t)
+        record_tensor(name_b, role_b, type_b, dense)
+        key = (name_b, role_b)
+        call = self._dense_calls.get(key, 0)
+        self._dense_calls[key] = call + 1
+        record = f"{name_b.decode()}/{role_b.decode()}" + (f"#{call}" if call else "")
+        for kind, note in notes:
+            _lib.check(_lib.lib().nnp_capture_set_meta(f"bridge.{kind}.{record}".encode(),
+                                                       note.encode()),
+                       "setting the dump's metadata")
+
+    @staticmethod
+    def _skip(table, name_b, role_b, reason):
+        key = (f"{name_b.decode()}/{role_b.decode()}", reason)
+        table[key] = table.get(key, 0) + 1
+
+    def _inject(self, name_b, role_b, type_b, t):
+        """inject_tensor() for a tensor it can take, else t itself (recorded when recording,
+        as the library records what it injects)."""
+        try:
+            why = why_not_injected(t)
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}"
+        if why is None:
+            try:
+                return inject_tensor(name_b, role_b, type_b, t)
+            except NnparityError:
+                raise
+            except Exception as e:
+                why = f"{type(e).__name__}: {e}"
+        self._skip(self._not_injected, name_b, role_b, why)
+        if self.recording:
+            self._record(name_b, role_b, type_b, t)
+        return t
+
+    def _guarded(self, mod, side, fn, *args):
+        """fn(*args), or None when it raised something other than NnparityError: that is noted
+        as a skipped record of the module's side ("in" or "out") instead of breaking the
+        forward."""
+        try:
+            return fn(*args)
+        except NnparityError:
+            raise
+        except Exception as e:
+            self._skip(self._skipped, mod.name_b, side.encode(), f"{type(e).__name__}: {e}")
+            return None
+
     # -- hooks --------------------------------------------------------------------------------
 
     def _inputs(self, mod, args, kwargs):
@@ -302,9 +447,9 @@ class Session:
                 seen = given.get(id(t))
                 if seen is not None and seen[0] is t:
                     if self.recording:  # as nnp_tap_inject records what it injects
-                        record_tensor(mod.name_b, role, mod.type_b, seen[1])
+                        self._record(mod.name_b, role, mod.type_b, seen[1])
                     return seen[1]
-                new = inject_tensor(mod.name_b, role, mod.type_b, t)
+                new = self._inject(mod.name_b, role, mod.type_b, t)
                 given[id(t)] = (t, new)
                 return new
             new_args = remap(args, fn)
@@ -317,8 +462,18 @@ class Session:
             if kwargs:
                 flatten(kwargs, tensors)
             for i, t in enumerate(tensors):
-                record_tensor(mod.name_b, role_bytes("in", i), mod.type_b, t)
+                self._record(mod.name_b, role_bytes("in", i), mod.type_b, t)
         return None
+
+    def _outputs(self, mod, output):
+        for i, t in enumerate(flatten(output, [])):
+            self._record(mod.name_b, role_bytes("out", i), mod.type_b, t)
+
+    def _grads(self, mod, grad_input, grad_output):
+        for prefix, grads in (("grad_out", grad_output), ("grad_in", grad_input)):
+            for i, g in enumerate(grads):
+                if isinstance(g, torch.Tensor):
+                    self._record(mod.name_b, role_bytes(prefix, i), mod.type_b, g)
 
     def _make_hooks(self, mod):
         session = self
@@ -326,29 +481,25 @@ class Session:
         def pre_hook(module, args):
             mod.called = True
             session.stack().append(mod)
-            r = session._inputs(mod, args, None)
+            r = session._guarded(mod, "in", session._inputs, mod, args, None)
             return None if r is None else r[0]
 
         def pre_hook_kwargs(module, args, kwargs):
             mod.called = True
             session.stack().append(mod)
-            return session._inputs(mod, args, kwargs)
+            return session._guarded(mod, "in", session._inputs, mod, args, kwargs)
 
         def fwd_hook(module, args, output):
             session._pop(mod)
             if mod.rec_out:
-                for i, t in enumerate(flatten(output, [])):
-                    record_tensor(mod.name_b, role_bytes("out", i), mod.type_b, t)
+                session._guarded(mod, "out", session._outputs, mod, output)
 
         def bw_hook(module, grad_input, grad_output):
             # Backward may run after the block ended (torch keeps the hooks of a forward that
             # ran inside it): record only while this session is the active one.
             if _active is not session:
                 return None
-            for prefix, grads in (("grad_out", grad_output), ("grad_in", grad_input)):
-                for i, g in enumerate(grads):
-                    if isinstance(g, torch.Tensor):
-                        record_tensor(mod.name_b, role_bytes(prefix, i), mod.type_b, g)
+            session._guarded(mod, "grad", session._grads, mod, grad_input, grad_output)
             return None
 
         return (pre_hook_kwargs if _PRE_HOOK_KWARGS else pre_hook), fwd_hook, bw_hook
@@ -392,16 +543,16 @@ class Session:
             inject = self.injecting and (self.only is None or _matches(name, self.only))
         role_b = role.encode()
         if inject:
-            tensor = inject_tensor(name_b, role_b, type_b, tensor)
+            tensor = self._inject(name_b, role_b, type_b, tensor)
         elif self.recording:
-            record_tensor(name_b, role_b, type_b, tensor)
+            self._record(name_b, role_b, type_b, tensor)
         if grad and self.recording and tensor.requires_grad:
             grad_role_b = ("grad_" + role).encode()
             session = self
 
             def on_grad(g):
                 if _active is session:
-                    record_tensor(name_b, grad_role_b, type_b, g)
+                    session._record(name_b, grad_role_b, type_b, g)
                 return None
             tensor.register_hook(on_grad)
         return tensor
@@ -484,12 +635,37 @@ class Session:
                           "module.forward(x), which runs no hook (or its parent used its "
                           "submodules without calling it)", RuntimeWarning, stacklevel=3)
 
+    def _report_types(self):
+        """Put what could not be recorded into the dump's metadata ("bridge.skipped", a JSON
+        list) and name it, with the inputs left uninjected, in one warning."""
+        def entries(table):
+            return [{"record": r, "reason": why, "times": n} for (r, why), n in table.items()]
+        if self._skipped and self.recording:
+            _lib.check(_lib.lib().nnp_capture_set_meta(
+                b"bridge.skipped", json.dumps(entries(self._skipped)).encode()),
+                "setting the dump's metadata")
+        if self._not_injected and self.recording:
+            _lib.check(_lib.lib().nnp_capture_set_meta(
+                b"bridge.not_injected", json.dumps(entries(self._not_injected)).encode()),
+                "setting the dump's metadata")
+        parts = []
+        for table, what in ((self._skipped, "not recorded"), (self._not_injected, "not injected")):
+            if table:
+                items = [f"{r} ({why})" for (r, why) in table]
+                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+                parts.append(f"{what}: {', '.join(items[:5])}{more}")
+        if parts:
+            where = " (listed in the dump's metadata)" if self.recording else ""
+            warnings.warn(f"nnparity: tensors {'; '.join(parts)}{where}", RuntimeWarning,
+                          stacklevel=3)
+
     def __exit__(self, exc_type, exc, tb):
         global _active
         try:
             if exc_type is None and hasattr(self, "_mods"):
                 self._warn_bypassed()
             self._unregister()
+            self._report_types()
         finally:
             _active = None
             self._local = threading.local()
