@@ -17,6 +17,10 @@ Naming, the same for every entry point:
     grad_<role>.
 The C library counts calls per (name, role), so a module run twice gets call 0 and call 1.
 
+Tensors that are not plain dense ones are recorded in a dense form (dense_form(): nested padded
+with 0, quantized dequantized, complex as a trailing (real, imag) axis) described by the dump's
+"bridge.<kind>.<record>" metadata; what has none is listed under "bridge.skipped".
+
 Distributed runs: each process records its own file. rank/world_size given to capture() or
 inject() win; else torch.distributed's, when it is initialized; else the library reads the
 launcher's environment (RANK/WORLD_SIZE, OMPI_COMM_WORLD_*, PMI_*, and srun's
