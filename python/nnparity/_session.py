@@ -423,17 +423,10 @@ class Session:
             self._record(name_b, role_b, type_b, t)
         return t
 
-    def _guarded(self, mod, side, fn, *args):
-        """fn(*args), or None when it raised something other than NnparityError: that is noted
-        as a skipped record of the module's side ("in" or "out") instead of breaking the
-        forward."""
-        try:
-            return fn(*args)
-        except NnparityError:
-            raise
-        except Exception as e:
-            self._skip(self._skipped, mod.name_b, side.encode(), f"{type(e).__name__}: {e}")
-            return None
+    def _failed(self, mod, side, e):
+        """A hook's body raised something other than NnparityError: noted as a skipped record
+        of the module's side ("in", "out", "grad") instead of breaking the forward."""
+        self._skip(self._skipped, mod.name_b, side.encode(), f"{type(e).__name__}: {e}")
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -485,25 +478,47 @@ class Session:
         def pre_hook(module, args):
             mod.called = True
             session.stack().append(mod)
-            r = session._guarded(mod, "in", session._inputs, mod, args, None)
+            try:
+                r = session._inputs(mod, args, None)
+            except NnparityError:
+                raise
+            except Exception as e:
+                session._failed(mod, "in", e)
+                return None
             return None if r is None else r[0]
 
         def pre_hook_kwargs(module, args, kwargs):
             mod.called = True
             session.stack().append(mod)
-            return session._guarded(mod, "in", session._inputs, mod, args, kwargs)
+            try:
+                return session._inputs(mod, args, kwargs)
+            except NnparityError:
+                raise
+            except Exception as e:
+                session._failed(mod, "in", e)
+                return None
 
         def fwd_hook(module, args, output):
             session._pop(mod)
             if mod.rec_out:
-                session._guarded(mod, "out", session._outputs, mod, output)
+                try:
+                    session._outputs(mod, output)
+                except NnparityError:
+                    raise
+                except Exception as e:
+                    session._failed(mod, "out", e)
 
         def bw_hook(module, grad_input, grad_output):
             # Backward may run after the block ended (torch keeps the hooks of a forward that
             # ran inside it): record only while this session is the active one.
             if _active is not session:
                 return None
-            session._guarded(mod, "grad", session._grads, mod, grad_input, grad_output)
+            try:
+                session._grads(mod, grad_input, grad_output)
+            except NnparityError:
+                raise
+            except Exception as e:
+                session._failed(mod, "grad", e)
             return None
 
         return (pre_hook_kwargs if _PRE_HOOK_KWARGS else pre_hook), fwd_hook, bw_hook

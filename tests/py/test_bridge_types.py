@@ -294,3 +294,19 @@ def test_injection_shape_mismatch_still_raises(tmp_path):
     with pytest.raises(nnparity.NnparityError), torch.no_grad(), \
             nnparity.inject(model, ref):
         model(torch.randn(3, 4))
+
+
+def test_a_failure_outside_any_one_tensor_skips_the_modules_side(tmp_path, monkeypatch):
+    def broken(obj, out):
+        raise TypeError("cannot walk this")
+    monkeypatch.setattr(_session, "flatten", broken)
+    model = FFTNet()
+    x = torch.randn(2, 8)
+    path = tmp_path / "f.safetensors"
+    out, said = capture_with_warnings(model, path, x)
+    assert torch.equal(out, model(x))
+    assert len(said) == 1 and "mag/out (TypeError: cannot walk this)" in said[0], said
+    d = nnparity.load(path)
+    assert len(d) == 0
+    assert {s["record"] for s in json.loads(d.meta["bridge.skipped"])} == {
+        f"{m}/{side}" for m in ("model", "fft", "mag") for side in ("in", "out")}
