@@ -140,3 +140,8 @@ def test_run_text_markdown_html_and_svg(dumps):
     assert "<b>x</b>" not in page and "lt&lt;b&gt;x&lt;/b&gt;/out0" in page
     assert "\x1b" not in page and "blk\\x1b[31m.red/out0" in page
     ET.parse(dumps / "p.svg")  # still well-formed XML: no control character in it
+    readme = (out / "repro" / "README.md").read_text()  # the first own error's reproducer
+    assert not CONTROL.search(readme)
+    for line in readme.splitlines():
+        code_spans(line)
+    assert "`blk\\x1b[31m.red/out0`" in readme
