@@ -53,7 +53,8 @@ bool cli_set_width(const char *arg);
 int cli_width_error(const cli_command *cmd, const char *arg);
 int cli_width(void);
 /* `text` after `first` (the first line's prefix) on lines of at most `width` columns, the lines
- * after the first indented by `indent` spaces; words longer than a line are not broken. */
+ * after the first indented by `indent` spaces; words longer than a line are not broken. Both
+ * are printed through cli_text. */
 void cli_wrap(FILE *o, const char *first, int indent, int width, const char *text);
 /* The exit code for a library failure, after printing its message. */
 int cli_fail(nnp_status st);
@@ -106,6 +107,19 @@ int cli_unfinished_capture(const char *path);
 
 /* "dir/name", a new string (NULL when memory runs out). */
 char *cli_join_path(const char *dir, const char *name);
+
+/* escape.c: strings from dumps and command lines (names, module types, paths, metadata, rule
+ * text, commands) in each output syntax (docs/cli.md, "How names are printed").
+ * cli_text: `s` itself when it prints as itself (printable ASCII, valid UTF-8 that is not a
+ * control or bidirectional character), else a copy with those characters as visible escapes
+ * (\n, \r, \t, \x1b, \u0085; a byte that is not UTF-8 as \xNN), valid until the 8th call
+ * after. cli_text_width: its length in bytes, for laying out columns.
+ * md_code: `s` as one Markdown code span, closed whatever backticks it holds; `cell` escapes
+ * '|' for a table cell. md_text: `s` as Markdown text, its syntax characters escaped. */
+const char *cli_text(const char *s);
+int cli_text_width(const char *s);
+void md_code(FILE *o, const char *s, bool cell);
+void md_text(FILE *o, const char *s, bool cell);
 
 /* Whether `name` matches a glob pattern; a pattern without * ? [ matches as a substring. */
 bool cli_name_matches(const char *pattern, const char *name);

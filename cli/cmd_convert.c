@@ -373,8 +373,8 @@ static int write_out(nnp_dump **d, const char *in, const out_paths *p, const siz
         return close_failed(st, p);
     char size[32];
     cli_format_bytes(size, sizeof size, written);
-    printf("%s: %zu %s, %s, from %s (%s)\n", p->path[0], n, cli_plural(n, "record", "records"),
-           size, in, nnp_dump_format(*d));
+    printf("%s: %zu %s, %s, from %s (%s)\n", cli_text(p->path[0]), n,
+           cli_plural(n, "record", "records"), size, cli_text(in), nnp_dump_format(*d));
     return EXIT_AGREE;
 }
 

@@ -81,15 +81,15 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
     char a[256], b[256];
     if (p->aligned || p->nparts > 1) {
         printf("  port record%s: %s", p->nparts > 1 ? "s" : "",
-               nnp_dump_record(port, p->parts[0])->name);
+               cli_text(nnp_dump_record(port, p->parts[0])->name));
         for (uint32_t k = 1; k < p->nparts; k++)
-            printf(", %s", nnp_dump_record(port, p->parts[k])->name);
+            printf(", %s", cli_text(nnp_dump_record(port, p->parts[k])->name));
         printf("%s\n", p->aligned ? " (paired by alignment)" : "");
     }
     if (p->adapters)
-        printf("  adapted: %s\n", p->adapters);
+        printf("  adapted: %s\n", cli_text(p->adapters));
     if (p->problem) {
-        printf("  not compared: %s\n", p->problem);
+        printf("  not compared: %s\n", cli_text(p->problem));
         return;
     }
     if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
@@ -151,10 +151,11 @@ static void print_row(const nnp_dump *ref, const nnp_diff_pair *p)
     }
     printf("%6llu  %-5s  %9s  %9s  %8s  %6s", (unsigned long long)r->seq,
            verdict_text(p->verdict, v, sizeof v), a, b, c, pct);
-    if (ROW_FIGURES + 2 + strlen(mark) + strlen(r->name) <= (size_t)cli_width())
-        printf("  %s%s\n", mark, r->name);
+    const char *name = cli_text(r->name);
+    if (ROW_FIGURES + 2 + strlen(mark) + strlen(name) <= (size_t)cli_width())
+        printf("  %s%s\n", mark, name);
     else
-        printf("\n%*s%s%s\n", ROW_NAME_INDENT, "", mark, r->name);
+        printf("\n%*s%s%s\n", ROW_NAME_INDENT, "", mark, name);
 }
 
 static int by_rel_l2(const void *a, const void *b, void *diff);
@@ -254,8 +255,9 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
     size_t counts[5] = {0};
     for (size_t i = 0; i < npairs; i++)
         counts[nnp_diff_pair_at(d, i)->verdict]++;
-    printf("reference: %s (%zu records)\nport:      %s (%zu records)\n", nnp_dump_path(ref),
-           nnp_dump_count(ref), nnp_dump_path(port), nnp_dump_count(port));
+    printf("reference: %s (%zu records)\nport:      %s (%zu records)\n",
+           cli_text(nnp_dump_path(ref)), nnp_dump_count(ref), cli_text(nnp_dump_path(port)),
+           nnp_dump_count(port));
     printf("pairs: %zu: %zu pass, %zu warn, %zu fail, %zu shape mismatch, %zu dtype mismatch\n"
            "unmatched: %zu in the reference, %zu in the port\n",
            npairs, counts[NNP_PASS], counts[NNP_WARN], counts[NNP_FAIL],
@@ -274,8 +276,8 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         const nnp_record *r = nnp_dump_record(ref, p->ref);
         char v[32];
         printf("\nverdict: the port diverges.\nFirst divergence in execution order, at seq %llu:\n"
-               "  %s%s%s%s (%s)\n", (unsigned long long)r->seq, r->name,
-               *r->module_type ? " [" : "", r->module_type, *r->module_type ? "]" : "",
+               "  %s%s%s%s (%s)\n", (unsigned long long)r->seq, cli_text(r->name),
+               *r->module_type ? " [" : "", cli_text(r->module_type), *r->module_type ? "]" : "",
                verdict_text(p->verdict, v, sizeof v));
         print_pair_details(ref, port, p);
     }
@@ -288,7 +290,7 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
             printf("%s %6llu %6llu  %s\n", k == i ? ">" : " ",
                    (unsigned long long)nnp_dump_record(ref, nnp_diff_pair_at(d, k)->ref)->seq,
                    (unsigned long long)nnp_dump_record(port, nnp_diff_pair_at(d, k)->port)->seq,
-                   nnp_dump_record(ref, nnp_diff_pair_at(d, k)->ref)->name);
+                   cli_text(nnp_dump_record(ref, nnp_diff_pair_at(d, k)->ref)->name));
     } else {
         printf("order: the matched pairs run in the same order on both sides\n");
     }
@@ -296,7 +298,8 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         const nnp_diff_pair *p = nnp_diff_pair_at(d, nonfinite);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
         printf("NaN/Inf: first appear at %s%s%s%s (seq %llu)\n  NaN %llu/%llu, Inf %llu/%llu "
-               "(ref/port)\n", r->name, *r->module_type ? " [" : "", r->module_type,
+               "(ref/port)\n", cli_text(r->name), *r->module_type ? " [" : "",
+               cli_text(r->module_type),
                *r->module_type ? "]" : "", (unsigned long long)r->seq,
                (unsigned long long)p->metrics.nan_ref, (unsigned long long)p->metrics.nan_port,
                (unsigned long long)p->metrics.inf_ref, (unsigned long long)p->metrics.inf_port);
@@ -334,8 +337,9 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
             continue;
         printf("\nonly in the %s (%zu):\n", side ? "port" : "reference", count);
         for (size_t k = 0; k < count && k < 20; k++)
-            printf("  %s\n", nnp_dump_record(dump, side ? nnp_diff_unmatched_port_at(d, k)
-                                                      : nnp_diff_unmatched_ref_at(d, k))->name);
+            printf("  %s\n", cli_text(nnp_dump_record(dump, side ? nnp_diff_unmatched_port_at(d, k)
+                                                               : nnp_diff_unmatched_ref_at(d, k))
+                                           ->name));
         if (count > 20)
             printf("  ... and %zu more\n", count - 20);
     }
@@ -345,11 +349,12 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
                ncoll, cli_plural(ncoll, "record", "records"));
         for (size_t k = 0; k < ncoll && k < 20; k++) {
             const nnp_collision *c = nnp_diff_collision_at(d, k);
-            const char *from = nnp_dump_record(port, c->port)->name, *to = c->name;
+            const char *from = cli_text(nnp_dump_record(port, c->port)->name),
+                       *to = cli_text(c->name);
             printf(2 + strlen(from) + 4 + strlen(to) <= (size_t)cli_width() ? "  %s -> %s\n"
                                                                              : "  %s\n    -> %s\n",
                    from, to);
-            printf("    (taken by %s)\n", nnp_dump_record(port, c->taken_by)->name);
+            printf("    (taken by %s)\n", cli_text(nnp_dump_record(port, c->taken_by)->name));
         }
         if (ncoll > 20)
             printf("  ... and %zu more\n", ncoll - 20);
@@ -360,8 +365,8 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
         size_t shown_aligned = 0;
         for (size_t i = 0; i < npairs && shown_aligned < 20; i++)
             if (nnp_diff_pair_at(d, i)->aligned) {
-                const char *from = nnp_dump_record(port, nnp_diff_pair_at(d, i)->port)->name;
-                const char *to = nnp_dump_record(ref, nnp_diff_pair_at(d, i)->ref)->name;
+                const char *from = cli_text(nnp_dump_record(port, nnp_diff_pair_at(d, i)->port)->name);
+                const char *to = cli_text(nnp_dump_record(ref, nnp_diff_pair_at(d, i)->ref)->name);
                 if (2 + strlen(from) + 4 + strlen(to) <= (size_t)cli_width())
                     printf("  %s -> %s\n", from, to);
                 else
@@ -477,17 +482,22 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
     bool agree = first < 0 && reorder < 0;
     fprintf(o, "### nnparity diff: the port %s\n\n", agree ? "agrees with the reference"
                                                              : "diverges from the reference");
-    fprintf(o, "| | reference | port |\n|---|---|---|\n| file | `%s` | `%s` |\n"
-               "| records | %zu | %zu |\n| unmatched | %zu | %zu |\n\n",
-            nnp_dump_path(ref), nnp_dump_path(port), nnp_dump_count(ref), nnp_dump_count(port),
+    fprintf(o, "| | reference | port |\n|---|---|---|\n| file | ");
+    md_code(o, nnp_dump_path(ref), true);
+    fprintf(o, " | ");
+    md_code(o, nnp_dump_path(port), true);
+    fprintf(o, " |\n| records | %zu | %zu |\n| unmatched | %zu | %zu |\n\n",
+            nnp_dump_count(ref), nnp_dump_count(port),
             nnp_diff_unmatched_ref_count(d), nnp_diff_unmatched_port_count(d));
     char a[32], b[32], idx[256];
     if (first >= 0) {
         const nnp_diff_pair *p = nnp_diff_pair_at(d, first);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
-        fprintf(o, "**First divergence:** seq %llu, `%s`%s%s%s, %s", (unsigned long long)r->seq,
-                r->name, *r->module_type ? " (" : "", r->module_type, *r->module_type ? ")" : "",
-                nnp_verdict_name(p->verdict));
+        fprintf(o, "**First divergence:** seq %llu, ", (unsigned long long)r->seq);
+        md_code(o, r->name, false);
+        fprintf(o, "%s", *r->module_type ? " (" : "");
+        md_text(o, r->module_type, false);
+        fprintf(o, "%s, %s", *r->module_type ? ")" : "", nnp_verdict_name(p->verdict));
         if (p->verdict == NNP_FAIL) {
             char made[128];
             if (format_nonfinite_new(made, sizeof made, &p->metrics))
@@ -503,13 +513,15 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
     }
     if (nonfinite >= 0) {
         const nnp_record *r = nnp_dump_record(ref, nnp_diff_pair_at(d, nonfinite)->ref);
-        fprintf(o, "**NaN/Inf first appear at:** seq %llu, `%s`\n\n", (unsigned long long)r->seq,
-                r->name);
+        fprintf(o, "**NaN/Inf first appear at:** seq %llu, ", (unsigned long long)r->seq);
+        md_code(o, r->name, false);
+        fprintf(o, "\n\n");
     }
     if (reorder >= 0) {
         const nnp_record *r = nnp_dump_record(ref, nnp_diff_pair_at(d, reorder)->ref);
-        fprintf(o, "**Order:** the port runs seq %llu, `%s`, earlier than the pair before it\n\n",
-                (unsigned long long)r->seq, r->name);
+        fprintf(o, "**Order:** the port runs seq %llu, ", (unsigned long long)r->seq);
+        md_code(o, r->name, false);
+        fprintf(o, ", earlier than the pair before it\n\n");
     }
     fprintf(o, "| component | pairs | pass | warn | fail | rel-L2 max | max-abs |\n"
                "|---|---:|---:|---:|---:|---:|---:|\n");
@@ -541,8 +553,10 @@ static void markdown(FILE *o, const nnp_dump *ref, const nnp_dump *port, const n
         num(a, sizeof a, cmp ? p->metrics.max_abs : NAN);
         num(b, sizeof b, cmp ? p->metrics.rel_l2 : NAN);
         const nnp_record *r = nnp_dump_record(ref, p->ref);
-        fprintf(o, "| %llu | %s | %s | %s | `%s` |\n", (unsigned long long)r->seq,
-                nnp_verdict_name(p->verdict), a, b, r->name);
+        fprintf(o, "| %llu | %s | %s | %s | ", (unsigned long long)r->seq,
+                nnp_verdict_name(p->verdict), a, b);
+        md_code(o, r->name, true);
+        fprintf(o, " |\n");
         shown++;
     }
     if (shown < bad)

@@ -33,7 +33,7 @@ static int name_width(const nnp_dump *d)
     size_t w = 4, type = 0;
     for (size_t i = 0; i < nnp_dump_count(d); i++) {
         const nnp_record *r = nnp_dump_record(d, i);
-        size_t n = strlen(r->name), t = strlen(r->module_type);
+        size_t n = (size_t)cli_text_width(r->name), t = (size_t)cli_text_width(r->module_type);
         w = n > w ? n : w;
         type = t > type ? t : type;
     }
@@ -54,10 +54,10 @@ static void print_meta_text(const nnp_dump *d)
         nnp_dump_meta_at(d, i, &k, &v);
         /* The provenance list is what the table above already shows. */
         if (strcmp(k, "nnparity.records") == 0)
-            printf("  %s: (provenance of the %zu %s above)\n", k, nnp_dump_count(d),
+            printf("  %s: (provenance of the %zu %s above)\n", cli_text(k), nnp_dump_count(d),
                    cli_plural(nnp_dump_count(d), "record", "records"));
         else
-            printf("  %s: %s\n", k, v);
+            printf("  %s: %s\n", cli_text(k), cli_text(v));
     }
 }
 
@@ -71,7 +71,7 @@ static void print_text(const nnp_dump *d, bool meta)
     }
     char size[32], shape[256];
     cli_format_bytes(size, sizeof size, total);
-    printf("%s: %s, %zu %s, %s\n", nnp_dump_path(d), nnp_dump_format(d), nnp_dump_count(d),
+    printf("%s: %s, %zu %s, %s\n", cli_text(nnp_dump_path(d)), nnp_dump_format(d), nnp_dump_count(d),
            cli_plural(nnp_dump_count(d), "record", "records"), size);
     int w = name_width(d);
     printf("%6s  %-*s  %-7s  %-20s  %10s%s\n", "seq", w, "name", "dtype", "shape", "size",
@@ -80,8 +80,9 @@ static void print_text(const nnp_dump *d, bool meta)
         const nnp_record *r = nnp_dump_record(d, i);
         cli_format_shape(shape, sizeof shape, r);
         cli_format_bytes(size, sizeof size, r->nbytes);
-        printf("%6llu  %-*s  %-7s  %-20s  %10s%s%s\n", (unsigned long long)r->seq, w, r->name,
-               nnp_dtype_name(r->dtype), shape, size, typed ? "  " : "", r->module_type);
+        printf("%6llu  %-*s  %-7s  %-20s  %10s%s%s\n", (unsigned long long)r->seq, w,
+               cli_text(r->name), nnp_dtype_name(r->dtype), shape, size, typed ? "  " : "",
+               cli_text(r->module_type));
     }
     if (meta)
         print_meta_text(d);

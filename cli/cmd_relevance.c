@@ -553,8 +553,8 @@ static int write_outputs(const rel_args *a, const result *res, picture *pic)
     } else if (!(rc = write_safetensors(a, res, st_path)) &&
                !(rc = write_heatmap(heat_path, res->heat, a->gh, a->gw, scale)) &&
                !(rc = a->image ? write_overlay(over_path, pic, res->heat, a->gh, a->gw) : 0)) {
-        printf("wrote %s, %s%s%s\n", st_path, heat_path, a->image ? ", " : "",
-               a->image ? over_path : "");
+        printf("wrote %s, %s%s%s\n", cli_text(st_path), cli_text(heat_path),
+               a->image ? ", " : "", a->image ? cli_text(over_path) : "");
     }
     free(st_path);
     free(heat_path);
@@ -567,15 +567,15 @@ static void print_summary(const rel_args *a, const nnp_dump *d, const result *re
 {
     const nnp_attn_layer *L = res->layers;
     printf("%s: %s over %zu of %zu %s, %llu tokens, %llu %s, query row %llu\n",
-           nnp_dump_path(d), method_names[a->rel.method], res->nlayers - a->rel.start_layer,
+           cli_text(nnp_dump_path(d)), method_names[a->rel.method], res->nlayers - a->rel.start_layer,
            res->nlayers, cli_plural(res->nlayers, "layer", "layers"),
            (unsigned long long)res->n, (unsigned long long)L[0].heads,
            cli_plural(L[0].heads, "head", "heads"), (unsigned long long)res->query);
     for (size_t l = a->rel.start_layer; l < res->nlayers; l++) {
-        printf("  layer %-3zu %s (seq %llu)", l, L[l].name,
+        printf("  layer %-3zu %s (seq %llu)", l, cli_text(L[l].name),
                (unsigned long long)nnp_dump_record(d, L[l].attn_rec)->seq);
         if (L[l].grad_name)
-            printf("  grad %s (seq %llu)", L[l].grad_name,
+            printf("  grad %s (seq %llu)", cli_text(L[l].grad_name),
                    (unsigned long long)nnp_dump_record(d, L[l].grad_rec)->seq);
         putchar('\n');
     }
@@ -669,7 +669,7 @@ static int run_relevance(int argc, char **argv)
     if (L[0].grad_name && !by_name)
         fprintf(stderr, "nnparity: note: no name pairs each map with one gradient matching '%s': "
                 "paired in reverse execution order (backward visits the last layer first); "
-                "check the summary's pairs\n", a.grad);
+                "check the summary's pairs\n", cli_text(a.grad));
     uint64_t n = L[0].n, query = a.query_last ? n - 1 : a.query;
     if (query >= n) {
         cli_error("--query-row %llu but the maps have %llu tokens (rows 0 to %llu)",

@@ -49,7 +49,7 @@ static void print_text(const nnp_dump *d, const size_t *idx, size_t n,
 {
     size_t w = 4;
     for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(nnp_dump_record(d, idx[i])->name);
+        size_t len = (size_t)cli_text_width(nnp_dump_record(d, idx[i])->name);
         w = len > w ? len : w;
     }
     /* the name column takes what the figures leave of the line, at least 48 columns (a longer
@@ -57,7 +57,7 @@ static void print_text(const nnp_dump *d, const size_t *idx, size_t n,
     int room = cli_width() - (6 + 2 + 2 + 7 + 5 * (2 + 11) + 2 + 9 + 2 + 7 + 2 + 7);
     size_t cap = room > 48 ? (size_t)room : 48;
     w = w > cap ? cap : w;
-    printf("%s: %s, %zu of %zu %s\n", nnp_dump_path(d), nnp_dump_format(d), n, nnp_dump_count(d),
+    printf("%s: %s, %zu of %zu %s\n", cli_text(nnp_dump_path(d)), nnp_dump_format(d), n, nnp_dump_count(d),
            cli_plural(nnp_dump_count(d), "record", "records"));
     printf("%6s  %-*s  %-7s  %11s  %11s  %11s  %11s  %11s  %9s  %7s  %7s\n", "seq", (int)w,
            "name", "dtype", "min", "max", "mean", "std", "abs-max", "zeros", "nan", "inf");
@@ -71,7 +71,7 @@ static void print_text(const nnp_dump *d, const size_t *idx, size_t n,
         cli_format_number(v[3], sizeof v[3], t->std);
         cli_format_number(v[4], sizeof v[4], t->abs_max);
         printf("%6llu  %-*s  %-7s  %11s  %11s  %11s  %11s  %11s  %9llu  %7llu  %7llu\n",
-               (unsigned long long)r->seq, (int)w, r->name, nnp_dtype_name(r->dtype), v[0], v[1],
+               (unsigned long long)r->seq, (int)w, cli_text(r->name), nnp_dtype_name(r->dtype), v[0], v[1],
                v[2], v[3], v[4], (unsigned long long)t->zeros, (unsigned long long)t->nan,
                (unsigned long long)(t->pos_inf + t->neg_inf));
     }
@@ -81,7 +81,8 @@ static void print_text(const nnp_dump *d, const size_t *idx, size_t n,
         const nnp_record *r = nnp_dump_record(d, idx[first_bad]);
         const nnp_tensor_stats *t = &s[first_bad];
         printf("first NaN/Inf: %s (seq %llu%s%s): %llu NaN, %llu +Inf, %llu -Inf of %llu\n",
-               r->name, (unsigned long long)r->seq, *r->module_type ? ", " : "", r->module_type,
+               cli_text(r->name), (unsigned long long)r->seq, *r->module_type ? ", " : "",
+               cli_text(r->module_type),
                (unsigned long long)t->nan, (unsigned long long)t->pos_inf,
                (unsigned long long)t->neg_inf, (unsigned long long)t->count);
     }

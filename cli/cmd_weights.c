@@ -153,30 +153,30 @@ static void print_pair(const nnp_dump *src, const nnp_dump *dst, const nnp_diff_
 {
     const nnp_record *r = nnp_dump_record(src, p->ref);
     char a[256], b[256];
-    printf("  %-9s %s", class_name[w->cls], r->name);
+    printf("  %-9s %s", class_name[w->cls], cli_text(r->name));
     if (strcmp(r->name, nnp_dump_record(dst, p->port)->name) != 0 || p->nparts > 1) {
         /* the destination's names follow when the line has room for them, else go below */
-        size_t len = 12 + strlen(r->name) + 4;
+        size_t len = 12 + (size_t)cli_text_width(r->name) + 4;
         for (uint32_t k = 0; k < p->nparts; k++)
-            len += strlen(nnp_dump_record(dst, p->parts[k])->name) + 3;
+            len += (size_t)cli_text_width(nnp_dump_record(dst, p->parts[k])->name) + 3;
         if (len - 3 > (size_t)cli_width())
             printf("\n           ");
-        printf(" <- %s", nnp_dump_record(dst, p->parts[0])->name);
+        printf(" <- %s", cli_text(nnp_dump_record(dst, p->parts[0])->name));
         for (uint32_t k = 1; k < p->nparts; k++)
-            printf(" + %s", nnp_dump_record(dst, p->parts[k])->name);
+            printf(" + %s", cli_text(nnp_dump_record(dst, p->parts[k])->name));
     }
     printf("\n");
     if (p->adapters)
-        printf("            adapted: %s\n", p->adapters);
+        printf("            adapted: %s\n", cli_text(p->adapters));
     if (w->parts_differ) {
         printf("            differing parts:");
         for (uint32_t k = 0; k < p->nparts; k++)
             if (w->parts_differ & (1u << k))
-                printf(" %s", nnp_dump_record(dst, p->parts[k])->name);
+                printf(" %s", cli_text(nnp_dump_record(dst, p->parts[k])->name));
         printf("\n");
     }
     if (p->problem) {
-        printf("            not compared: %s\n", p->problem);
+        printf("            not compared: %s\n", cli_text(p->problem));
         return;
     }
     if (w->cls == W_SHAPE) {
@@ -207,8 +207,9 @@ static void print_text(const nnp_dump *src, const nnp_dump *dst, const nnp_diff 
                        const w_pair *w, bool all)
 {
     w_totals t = totals_of(d, w);
-    printf("source:      %s (%zu tensors)\ndestination: %s (%zu tensors)\n", nnp_dump_path(src),
-           nnp_dump_count(src), nnp_dump_path(dst), nnp_dump_count(dst));
+    printf("source:      %s (%zu tensors)\ndestination: %s (%zu tensors)\n",
+           cli_text(nnp_dump_path(src)), nnp_dump_count(src), cli_text(nnp_dump_path(dst)),
+           nnp_dump_count(dst));
     printf("\n%6zu exactly equal\n%6zu within tolerance\n%6zu different\n%6zu shape mismatch\n"
            "%6zu missing in the destination\n%6zu unexpected in the destination\n"
            "%6zu dtype changes (compared after conversion)\n",
@@ -242,7 +243,7 @@ static void print_text(const nnp_dump *src, const nnp_dump *dst, const nnp_diff 
                                                        : nnp_diff_unmatched_ref_at(d, k));
             char shape[256];
             cli_format_shape(shape, sizeof shape, r);
-            printf("  %s %s %s\n", r->name, nnp_dtype_name(r->dtype), shape);
+            printf("  %s %s %s\n", cli_text(r->name), nnp_dtype_name(r->dtype), shape);
         }
         if (!all && count > 20)
             printf("  ... and %zu more (--all lists them)\n", count - 20);
@@ -315,8 +316,11 @@ static void markdown(FILE *o, const nnp_dump *src, const nnp_dump *dst, const nn
     fprintf(o, "### nnparity weights: %s\n\n",
             agrees(d, &t) ? "the destination holds the source's weights"
                           : "the destination differs from the source");
-    fprintf(o, "| source | destination |\n|---|---|\n| `%s` (%zu tensors) | `%s` (%zu tensors) |\n\n",
-            nnp_dump_path(src), nnp_dump_count(src), nnp_dump_path(dst), nnp_dump_count(dst));
+    fprintf(o, "| source | destination |\n|---|---|\n| ");
+    md_code(o, nnp_dump_path(src), true);
+    fprintf(o, " (%zu tensors) | ", nnp_dump_count(src));
+    md_code(o, nnp_dump_path(dst), true);
+    fprintf(o, " (%zu tensors) |\n\n", nnp_dump_count(dst));
     fprintf(o, "| equal | within tolerance | different | shape | missing | unexpected | dtype "
                "changes |\n|---:|---:|---:|---:|---:|---:|---:|\n| %zu | %zu | %zu | %zu | %zu | "
                "%zu | %zu |\n",
@@ -329,15 +333,20 @@ static void markdown(FILE *o, const nnp_dump *src, const nnp_dump *dst, const nn
         if (!shown++)
             fprintf(o, "\n| tensor | verdict | rel-L2 |\n|---|---|---:|\n");
         const nnp_diff_pair *p = nnp_diff_pair_at(d, i);
-        fprintf(o, "| `%s` | %s | %.3g |\n", nnp_dump_record(src, p->ref)->name,
-                class_name[w[i].cls], w[i].cls == W_SHAPE ? NAN : p->metrics.rel_l2);
+        fprintf(o, "| ");
+        md_code(o, nnp_dump_record(src, p->ref)->name, true);
+        fprintf(o, " | %s | %.3g |\n", class_name[w[i].cls], w[i].cls == W_SHAPE ? NAN : p->metrics.rel_l2);
     }
-    for (size_t k = 0; k < nnp_diff_unmatched_ref_count(d) && k < 50; k++)
-        fprintf(o, "%s- missing: `%s`\n", k ? "" : "\n",
-                nnp_dump_record(src, nnp_diff_unmatched_ref_at(d, k))->name);
-    for (size_t k = 0; k < nnp_diff_unmatched_port_count(d) && k < 50; k++)
-        fprintf(o, "%s- unexpected: `%s`\n", k ? "" : "\n",
-                nnp_dump_record(dst, nnp_diff_unmatched_port_at(d, k))->name);
+    for (size_t k = 0; k < nnp_diff_unmatched_ref_count(d) && k < 50; k++) {
+        fprintf(o, "%s- missing: ", k ? "" : "\n");
+        md_code(o, nnp_dump_record(src, nnp_diff_unmatched_ref_at(d, k))->name, false);
+        fprintf(o, "\n");
+    }
+    for (size_t k = 0; k < nnp_diff_unmatched_port_count(d) && k < 50; k++) {
+        fprintf(o, "%s- unexpected: ", k ? "" : "\n");
+        md_code(o, nnp_dump_record(dst, nnp_diff_unmatched_port_at(d, k))->name, false);
+        fprintf(o, "\n");
+    }
 }
 
 static int write_markdown(const nnp_dump *src, const nnp_dump *dst, const nnp_diff *d,

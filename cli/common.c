@@ -12,12 +12,15 @@
 
 void cli_error(const char *fmt, ...)
 {
+    /* Messages quote names, paths and rule text: escaped, they stay one line and run no
+     * terminal escape sequence. */
     va_list ap;
-    fputs("nnparity: ", stderr);
+    char *msg = NULL;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    fprintf(stderr, "nnparity: %s\n", n < 0 ? "(out of memory formatting an error)" : cli_text(msg));
+    free(msg);
 }
 
 int cli_fail(nnp_status st)
@@ -111,7 +114,9 @@ bool cli_name_matches(const char *pattern, const char *name)
 
 void cli_wrap(FILE *o, const char *first, int indent, int width, const char *text)
 {
-    int col = fprintf(o, "%s", first);
+    /* the text quotes names, commands and paths: escaped (cli_text) before it is laid out */
+    text = cli_text(text);
+    int col = fprintf(o, "%s", cli_text(first));
     bool line_start = true;
     while (*text) {
         while (*text == ' ')

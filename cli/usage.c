@@ -13,11 +13,14 @@
 
 int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
 {
+    /* the reason quotes the command line: escaped like every name (cli_text) */
     va_list ap;
-    fprintf(stderr, "nnparity %s: ", cmd->name);
+    char *msg = NULL;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "nnparity %s: %s", cmd->name, n < 0 ? "(out of memory)" : cli_text(msg));
+    free(msg);
     fprintf(stderr, "\nsee 'nnparity %s --help'\n", cmd->name);
     return EXIT_BAD_INPUT;
 }

@@ -111,7 +111,8 @@ void run_report_text(FILE *o, const run_report *r, bool all, int width);
 int run_report_json(const run_report *r, const char *path); /* NULL: stdout */
 void run_report_markdown(FILE *o, const run_report *r);
 void run_report_html(FILE *o, const run_report *r);
-/* Write `s` with &, <, >, " and ' escaped for HTML text and attributes. */
+/* Write `s` with &, <, >, " and ' escaped for HTML text and attributes, and control characters
+ * other than line breaks and tabs as visible escapes (\x1b). */
 void html_escape(FILE *o, const char *s);
 
 #endif

@@ -22,7 +22,14 @@ void html_escape(FILE *o, const char *s)
         case '>': fputs("&gt;", o); break;
         case '"': fputs("&quot;", o); break;
         case '\'': fputs("&#39;", o); break;
-        default: fputc(*s, o);
+        default:
+            /* a control character is shown as its escape (as in text output): XML, and so
+             * the SVG plot, may not hold one, and a page should not hide one; line breaks and
+             * tabs of multi-line text (a command's stderr) stay */
+            if (((unsigned char)*s < 0x20 && *s != '\n' && *s != '\t') || *s == 0x7f)
+                fprintf(o, "\\x%02x", (unsigned char)*s);
+            else
+                fputc(*s, o);
         }
     }
 }

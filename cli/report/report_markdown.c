@@ -9,13 +9,6 @@
 #include "pair_format.h"
 #include "report.h"
 
-/* Markdown table cells must not hold '|' or line breaks; code spans must not hold '`'. */
-static void cell(FILE *o, const char *s)
-{
-    for (; *s; s++)
-        fputc(*s == '|' || *s == '\n' || *s == '`' ? ' ' : *s, o);
-}
-
 static void metrics_cell(FILE *o, const nnp_diff_pair *p)
 {
     char a[32], b[32], idx[256];
@@ -39,28 +32,37 @@ void run_report_markdown(FILE *o, const run_report *r)
 {
     fprintf(o, "### nnparity run: %s\n\n", r->agree ? "the port agrees with the reference"
                                                     : "the port does not match the reference");
-    fprintf(o, "%s\n\n", r->verdict);
+    md_text(o, r->verdict, false);
+    fprintf(o, "\n\n");
     fprintf(o, "| run | command | result | records |\n|---|---|---|---:|\n");
     for (int s = 0; s < NSIDES; s++) {
         const run_side *d = &r->side[s];
-        fprintf(o, "| %s | `", d->role);
-        cell(o, d->command);
-        fprintf(o, "` | %s | %zu |\n", d->status, d->dump ? nnp_dump_count(d->dump) : 0);
+        fprintf(o, "| %s | ", d->role);
+        md_code(o, d->command, true);
+        fprintf(o, " | ");
+        md_text(o, d->status, true);
+        fprintf(o, " | %zu |\n", d->dump ? nnp_dump_count(d->dump) : 0);
     }
     if (r->first_divergence >= 0) {
         const run_row *row = &r->rows[r->first_divergence];
-        fprintf(o, "\n**First divergence:** seq %llu, `", (unsigned long long)row->rec->seq);
-        cell(o, row->rec->name);
-        fprintf(o, "`%s%s%s, **%s**\n\n- standard: ", *row->rec->module_type ? " (" : "",
-                row->rec->module_type, *row->rec->module_type ? ")" : "",
+        fprintf(o, "\n**First divergence:** seq %llu, ", (unsigned long long)row->rec->seq);
+        md_code(o, row->rec->name, false);
+        fprintf(o, "%s", *row->rec->module_type ? " (" : "");
+        md_text(o, row->rec->module_type, false);
+        fprintf(o, "%s, **%s**\n\n- standard: ", *row->rec->module_type ? ")" : "",
                 nnp_label_name(row->label));
         metrics_cell(o, row->std);
         fprintf(o, "\n- on the reference's inputs: ");
         metrics_cell(o, row->inj);
         fprintf(o, "\n");
     }
-    if (r->repro_file)
-        fprintf(o, "\n**Reproducer:** `%s` (see `%s`)\n", r->repro_file, r->repro_readme);
+    if (r->repro_file) {
+        fprintf(o, "\n**Reproducer:** ");
+        md_code(o, r->repro_file, false);
+        fprintf(o, " (see ");
+        md_code(o, r->repro_readme, false);
+        fprintf(o, ")\n");
+    }
     fprintf(o, "\n| component | records | own | inherited | std rel-L2 max | inj rel-L2 max |\n"
                "|---|---:|---:|---:|---:|---:|\n");
     for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
@@ -93,10 +95,10 @@ void run_report_markdown(FILE *o, const run_report *r)
             run_num(a, sizeof a, row->std->metrics.rel_l2);
         if (row->inj && row->inj->verdict <= NNP_FAIL)
             run_num(b, sizeof b, row->inj->metrics.rel_l2);
-        fprintf(o, "| %llu | %s | %s | %s | `", (unsigned long long)row->rec->seq,
+        fprintf(o, "| %llu | %s | %s | %s | ", (unsigned long long)row->rec->seq,
                 nnp_label_name(row->label), a, b);
-        cell(o, row->rec->name);
-        fprintf(o, "` |\n");
+        md_code(o, row->rec->name, true);
+        fprintf(o, " |\n");
         shown++;
     }
     if (shown < bad)

@@ -162,9 +162,10 @@ static void error_line(FILE *o, const char *label, const run_row *row, const nnp
     format_index(idx, sizeof idx, p, p->metrics.max_index);
     run_num(a, sizeof a, p->metrics.max_abs);
     run_num(b, sizeof b, p->metrics.rel_l2);
-    fprintf(o, "- %s (`%s`, %s): max-abs %s at %s (reference %.7g, port %.7g), rel-L2 %s, "
-               "%.3g%% of the elements outside tolerance\n", label, row->rec->name,
-            nnp_verdict_name(p->verdict), a, idx, p->metrics.ref_at_max, p->metrics.port_at_max,
+    fprintf(o, "- %s (", label);
+    md_code(o, row->rec->name, false);
+    fprintf(o, ", %s): max-abs %s at %s (reference %.7g, port %.7g), rel-L2 %s, "
+               "%.3g%% of the elements outside tolerance\n", nnp_verdict_name(p->verdict), a, idx, p->metrics.ref_at_max, p->metrics.port_at_max,
             b, p->metrics.allclose_fail_pct);
 }
 
@@ -173,13 +174,18 @@ static void readme(FILE *o, const run_report *r, const run_row *layer, const mem
 {
     const nnp_record *lr = layer->rec;
     const char *dir = r->out_dir;
-    fprintf(o, "# Reproducer: %s%s%s%s\n\n", name, *lr->module_type ? " (" : "",
-            lr->module_type, *lr->module_type ? ")" : "");
-    fprintf(o, "`nnparity run` found that `%s` differs from the reference even when it is given "
-               "the reference's own inputs: the error is its own, not inherited from an earlier "
-               "layer.\n\n", name);
-    fprintf(o, "- reference: `%s`\n- port: `%s`\n", r->side[SIDE_REF].command,
-            r->side[SIDE_PORT].command);
+    fprintf(o, "# Reproducer: ");
+    md_text(o, name, false);
+    fprintf(o, "%s", *lr->module_type ? " (" : "");
+    md_text(o, lr->module_type, false);
+    fprintf(o, "%s\n\n`nnparity run` found that ", *lr->module_type ? ")" : "");
+    md_code(o, name, false);
+    fprintf(o, " differs from the reference even when it is given the reference's own inputs: "
+               "the error is its own, not inherited from an earlier layer.\n\n- reference: ");
+    md_code(o, r->side[SIDE_REF].command, false);
+    fprintf(o, "\n- port: ");
+    md_code(o, r->side[SIDE_PORT].command, false);
+    fprintf(o, "\n");
     /* the layer's worst output, or the row that was labelled own */
     const run_row *worst = layer;
     for (size_t i = 0; i < r->nrows; i++) {
@@ -198,12 +204,13 @@ static void readme(FILE *o, const run_report *r, const run_row *layer, const mem
         const nnp_record *d = nnp_dump_record(m[i].dump, m[i].index);
         char shape[256];
         cli_format_shape(shape, sizeof shape, d);
-        if (*m[i].ref->module)
-            fprintf(o, "| `%s/%s` | %s | %s | %s |\n", m[i].ref->module, m[i].ref->role,
-                    m[i].what, nnp_dtype_name(d->dtype), shape);
-        else
-            fprintf(o, "| `%s` | %s | %s | %s |\n", m[i].ref->name, m[i].what,
-                    nnp_dtype_name(d->dtype), shape);
+        char *tensor = NULL;
+        if (*m[i].ref->module && asprintf(&tensor, "%s/%s", m[i].ref->module, m[i].ref->role) < 0)
+            tensor = NULL;
+        fprintf(o, "| ");
+        md_code(o, tensor ? tensor : m[i].ref->name, true);
+        fprintf(o, " | %s | %s | %s |\n", m[i].what, nnp_dtype_name(d->dtype), shape);
+        free(tensor);
     }
     fprintf(o, "\n## Re-run this layer alone\n\n"
                "Give the layer the inputs above, record its outputs under the same names, and "

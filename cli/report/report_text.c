@@ -3,6 +3,7 @@
  * three runs, the verdict, the first divergence in both scenarios, the order check, the records
  * that are not within tolerance with their own/inherited label, and the components.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -41,9 +42,12 @@ static void print_side(FILE *o, const run_side *s)
     if ((s->failed || !s->dump) && s->tail && *s->tail) {
         fprintf(o, "  stderr, last %zu %s (all of it in %s):\n", s->tail_lines,
                 cli_plural(s->tail_lines, "line", "lines"), base_name(s->stderr_file));
+        /* the command's own output: its colours and other escapes are shown, not run */
         for (const char *p = s->tail; *p;) {
             size_t len = strcspn(p, "\n");
-            fprintf(o, "  | %.*s\n", (int)len, p);
+            char *l = strndup(p, len);
+            fprintf(o, "  | %s\n", l ? cli_text(l) : "(out of memory)");
+            free(l);
             p += len + (p[len] == '\n');
         }
     }
@@ -73,7 +77,7 @@ static void print_scenario(FILE *o, const char *label, const nnp_diff_pair *p)
     }
     if (p->verdict == NNP_SHAPE_MISMATCH || p->verdict == NNP_DTYPE_MISMATCH) {
         fprintf(o, "  %-9s %s mismatch: not compared%s%s\n", label, nnp_verdict_name(p->verdict),
-                p->problem ? ": " : "", p->problem ? p->problem : "");
+                p->problem ? ": " : "", p->problem ? cli_text(p->problem) : "");
         return;
     }
     const nnp_metrics *m = &p->metrics;
@@ -123,10 +127,11 @@ static void print_row(FILE *o, const run_row *row)
     fprintf(o, "%6llu  %-9s  %10s  %10s  %7s", (unsigned long long)row->rec->seq,
             nnp_label_name(row->label), a, b, c);
     /* a name that would pass the width goes, whole, on a line of its own */
-    if (ROW_FIGURES + 2 + strlen(row->rec->name) <= (size_t)width)
-        fprintf(o, "  %s\n", row->rec->name);
+    const char *name = cli_text(row->rec->name);
+    if (ROW_FIGURES + 2 + strlen(name) <= (size_t)width)
+        fprintf(o, "  %s\n", name);
     else
-        fprintf(o, "\n%*s%s\n", ROW_NAME_INDENT, "", row->rec->name);
+        fprintf(o, "\n%*s%s\n", ROW_NAME_INDENT, "", name);
 }
 
 static void print_table(FILE *o, const run_report *r, bool all)
@@ -180,7 +185,7 @@ static void print_unmatched(FILE *o, const char *what, const nnp_dump *dump, con
         return;
     fprintf(o, "\nonly in the %s (%zu):\n", what, count);
     for (size_t k = 0; k < count && k < 10; k++)
-        fprintf(o, "  %s\n", nnp_dump_record(dump, nnp_diff_unmatched_port_at(d, k))->name);
+        fprintf(o, "  %s\n", cli_text(nnp_dump_record(dump, nnp_diff_unmatched_port_at(d, k))->name));
     if (count > 10)
         fprintf(o, "  ... and %zu more\n", count - 10);
 }
@@ -216,14 +221,14 @@ void run_report_text(FILE *o, const run_report *r, bool all, int line_width)
         print_scenario(o, "injected", row->inj);
     } else if (r->first_own >= 0) {
         const run_row *row = &r->rows[r->first_own];
-        fprintf(o, "first own error: %s, seq %llu\n", row->rec->name,
+        fprintf(o, "first own error: %s, seq %llu\n", cli_text(row->rec->name),
                 (unsigned long long)row->rec->seq);
         print_scenario(o, "standard", row->std);
         print_scenario(o, "injected", row->inj);
     }
     if (r->order_violation >= 0)
         fprintf(o, "order: the port runs %s earlier than the record before it\n",
-                r->rows[r->order_violation].rec->name);
+                cli_text(r->rows[r->order_violation].rec->name));
     else
         fprintf(o, "order: the matched pairs run in the same order on both sides\n");
     if (r->repro_file) {
@@ -232,7 +237,7 @@ void run_report_text(FILE *o, const run_report *r, bool all, int line_width)
                  r->repro_layer, r->repro_readme);
         wrap(o, "reproducer: ", line, 2);
     }
-    fprintf(o, "report: %s\n", r->html_path);
+    fprintf(o, "report: %s\n", cli_text(r->html_path));
 
     print_table(o, r, all);
     print_components(o, r);

@@ -95,6 +95,14 @@ static int by_base(const void *pa, const void *pb)
     return a->rank < b->rank ? -1 : a->rank > b->rank;
 }
 
+/* The length of a stored name without the "@rank<R>" that reading appended. */
+static int suffixless(const char *stored, int32_t rank)
+{
+    char suffix[24];
+    int k = snprintf(suffix, sizeof suffix, "@rank%d", (int)rank);
+    return (int)(strlen(stored) - (size_t)k);
+}
+
 /* A name that one rank alone holds loses its "@rank<R>". */
 static nnp_status settle_names(nnp_dump *d)
 {
@@ -126,6 +134,57 @@ static nnp_status settle_names(nnp_dump *d)
     }
     free(b);
     return NNP_OK;
+}
+
+typedef struct {
+    const char *name;
+    size_t rec;
+} final_name;
+
+static int by_final_name(const void *pa, const void *pb)
+{
+    const final_name *a = pa, *b = pb;
+    int c = strcmp(a->name, b->name);
+    return c ? c : a->rec < b->rec ? -1 : a->rec > b->rec;
+}
+
+/* Settling can make two records one name: rank 0's "x@rank1", which no other rank holds, keeps
+ * that name, and so does rank 1's copy of an "x" that rank 0 holds too. A dump's records are
+ * found by name, so such a set is refused, naming both records, their files and the rule.
+ * `files[r]` is rank r's file name; `stored[i]` record i's name before settling, "@rank<R>"
+ * included. */
+static nnp_status refuse_clashes(nnp_dump *d, const char *dir, char *const *files,
+                                 const char *const *stored)
+{
+    size_t n;
+    nnp_rec *recs = nnp__dump_recs(d, &n);
+    final_name *f = malloc((n ? n : 1) * sizeof *f);
+    if (!f)
+        return nnp__nomem();
+    for (size_t i = 0; i < n; i++)
+        f[i] = (final_name){recs[i].pub.name, i};
+    qsort(f, n, sizeof *f, by_final_name);
+    nnp_status st = NNP_OK;
+    for (size_t i = 1; i < n && !st; i++) {
+        if (strcmp(f[i - 1].name, f[i].name) != 0)
+            continue;
+        const nnp_rec *a = &recs[f[i - 1].rec], *b = &recs[f[i].rec];
+        if (a->pub.rank > b->pub.rank) {
+            const nnp_rec *t = a;
+            a = b;
+            b = t;
+        }
+        size_t ia = (size_t)(a - recs), ib = (size_t)(b - recs);
+        st = nnp__fail(NNP_ERR_FORMAT, "%s: rank %d's record '%.*s' (%s) and rank %d's record "
+                       "'%.*s' (%s) would both read as '%s': a name that several ranks hold reads "
+                       "as \"<name>@rank<R>\" on each, so no record may be named like another "
+                       "rank's copy (rename it before capturing)", dir, (int)a->pub.rank,
+                       suffixless(stored[ia], a->pub.rank), stored[ia], files[a->pub.rank],
+                       (int)b->pub.rank, suffixless(stored[ib], b->pub.rank), stored[ib],
+                       files[b->pub.rank], a->pub.name);
+    }
+    free(f);
+    return st;
 }
 
 typedef struct {
@@ -288,9 +347,28 @@ nnp_status nnp__ranks_load_dir(nnp_dump *d, const char *dir, char *const *names,
         free(path);
     }
     nnp__dump_set_rank(d, -1, 0);
-    free(by_rank);
+    /* the names as read, kept for the refusal of a clash (settling re-points them) */
+    size_t nrecs = 0;
+    const char **stored = NULL;
+    char **files = NULL;
+    if (!st) {
+        nnp_rec *recs = nnp__dump_recs(d, &nrecs);
+        stored = malloc((nrecs ? nrecs : 1) * sizeof *stored);
+        files = malloc(world * sizeof *files);
+        if (!stored || !files)
+            st = nnp__nomem();
+        for (size_t i = 0; !st && i < nrecs; i++)
+            stored[i] = recs[i].pub.name;
+        for (uint32_t r = 0; !st && r < world; r++)
+            files[r] = names[by_rank[r]];
+    }
     if (!st)
         st = settle_names(d);
+    if (!st)
+        st = refuse_clashes(d, dir, files, stored);
+    free(stored);
+    free(files);
+    free(by_rank);
     if (!st)
         st = merge_order(d, world);
     char count[16];

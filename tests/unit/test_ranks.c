@@ -77,6 +77,51 @@ static void test_rank_capture_reads_as_one_dump(void **state)
                                              "missing"));
 }
 
+/* One rank's records, each "<module>/<role>" of one float. */
+static void capture_names(const char *dir, int rank, int world, const char *const *names,
+                          size_t n)
+{
+    nnp_capture_options o = {.size = sizeof o, .rank = rank, .world_size = world};
+    assert_int_equal(nnp_capture_open(dir, &o), NNP_OK);
+    uint64_t shape[1] = {1};
+    float x = (float)rank;
+    for (size_t i = 0; i < n; i += 2)
+        assert_int_equal(nnp_tap(names[i], names[i + 1], NNP_F32, 1, shape, &x), NNP_OK);
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+}
+
+/* Rank 1's copy of an "x" both ranks hold reads as "x@rank1": a record rank 0 itself calls
+ * "x@rank1" would be a second record of that name, so the set is refused. */
+static void test_rank_names_that_clash_refused(void **state)
+{
+    (void)state;
+    char dir[300];
+    static const char *const r0[] = {"x", "out0", "x", "out0@rank1"};
+    static const char *const r1[] = {"x", "out0"};
+    scratch(dir, sizeof dir, "clash");
+    capture_names(dir, 0, 2, r0, 4);
+    capture_names(dir, 1, 2, r1, 2);
+    nnp_dump *d;
+    assert_int_equal(nnp_dump_open(dir, &d), NNP_ERR_FORMAT);
+    const char *e = nnp_last_error();
+    assert_non_null(strstr(e, dir));
+    assert_non_null(strstr(e, "rank 0's record 'x/out0@rank1' (rank-00000-of-00002.safetensors)"));
+    assert_non_null(strstr(e, "rank 1's record 'x/out0' (rank-00001-of-00002.safetensors)"));
+    assert_non_null(strstr(e, "would both read as 'x/out0@rank1'"));
+    assert_non_null(strstr(e, "\"<name>@rank<R>\""));
+    assert_null(strchr(e, '\n'));
+
+    /* without rank 1's "x", rank 0's "x" and "x@rank1" are two names: read as they are */
+    static const char *const r1b[] = {"y", "out0"};
+    scratch(dir, sizeof dir, "noclash");
+    capture_names(dir, 0, 2, r0, 4);
+    capture_names(dir, 1, 2, r1b, 2);
+    assert_int_equal(nnp_dump_open(dir, &d), NNP_OK);
+    assert_int_equal(nnp_dump_count(d), 3);
+    assert_int_not_equal(nnp_dump_find(d, "x/out0"), nnp_dump_find(d, "x/out0@rank1"));
+    nnp_dump_close(d);
+}
+
 static void test_capture_rank_options_checked(void **state)
 {
     (void)state;
@@ -305,6 +350,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rank_file_names),
         cmocka_unit_test(test_rank_capture_reads_as_one_dump),
+        cmocka_unit_test(test_rank_names_that_clash_refused),
         cmocka_unit_test(test_capture_rank_options_checked),
         cmocka_unit_test(test_distributed_diff_equals_one_process),
         cmocka_unit_test(test_gather_beyond_its_limit),
