@@ -432,6 +432,8 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
         return bad(w, args[0] + stacked, "bad regex '%.*s': one repetition operator right after "
                    "another (write a+, not a++), or counts past {64} or in more than two {}",
                    args[0], alen[0]);
+    if (alen[0] > NNP_REGEX_MAX_LENGTH)
+        return bad(w, args[0], "%.*sthe regex is longer than 4096 characters", "", 0);
     rule *ru = &r->rules[r->n];
     memset(ru, 0, sizeof *ru);
     ru->kind = v->kind;
@@ -444,7 +446,8 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
     if (st == NNP_ERR_FORMAT) {
         char fmt[320];
         snprintf(fmt, sizeof fmt, "bad regex '%%.*s': %s", msg);
-        return bad(w, args[0], fmt, args[0], alen[0]);
+        /* a long regex is cut in the message, so that the reason stays on its line */
+        return bad(w, args[0], fmt, args[0], alen[0] > 120 ? 120 : alen[0]);
     }
     if (st)
         return st;
