@@ -19,7 +19,7 @@ WARN     = -Wall -Wextra -Wpedantic $(if $(WERROR),-Werror)
 # -fopenmp-simd only honours `#pragma omp simd` in the hot loops; no OpenMP runtime is linked.
 CFLAGS_ALL = -std=c11 $(OPT) -g -fPIC -fopenmp-simd $(WARN) $(CFLAGS)
 CPPFLAGS_ALL = -D_GNU_SOURCE -Iinclude -Isrc $(CPPFLAGS)
-LIBS     = -ljansson -lz -lpthread -lm
+LIBS     = -ljansson -lz -lpcre2-8 -lpthread -lm
 # The CLI also writes PNG plots (nnparity run --plot FILE.png) and loads the MPI plugin (dlopen).
 CLI_LIBS = -lpng -ldl
 

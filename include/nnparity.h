@@ -369,7 +369,9 @@ nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtyp
 
 typedef struct nnp_rules nnp_rules;
 
-/* Parse rules from a file / from text (`origin` names it in errors: "FILE: line L, column C"). */
+/* Parse rules from a file / from text (`origin` names it in errors: "FILE: line L, column C").
+ * A file over 16 MiB or more than 100000 rules is NNP_ERR_FORMAT, as is a regex with a
+ * back-reference (docs/rules.md, "Limits"). */
 nnp_status nnp_rules_load(const char *path, nnp_rules **out);
 nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out);
 void nnp_rules_free(nnp_rules *rules);
@@ -377,7 +379,8 @@ void nnp_rules_free(nnp_rules *rules);
 /* Map `name` through the rules in order: *out is a new string (release with
  * nnp_free), *ignored is set when
  * an ignore rule matched. NULL rules map every name to itself. Only the name is mapped: adapters
- * are for comparing (nnp_diff_dumps), and a split name maps to its first part. */
+ * are for comparing (nnp_diff_dumps), and a split name maps to its first part. A regex that
+ * reaches a match limit on the name is NNP_ERR_FORMAT naming the rule and the limit. */
 nnp_status nnp_rules_map(const nnp_rules *rules, const char *name, char **out, bool *ignored);
 
 /* ---------------------------------------------------------------------------------------------

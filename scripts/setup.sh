@@ -4,7 +4,7 @@
 # when the package lists are missing); otherwise it prints the exact command and stops.
 set -euo pipefail
 
-# Build: compilers, the unit-test framework, JSON, zlib, libpng (PNG plots). Tests: numpy, torch,
+# Build: compilers, the unit-test framework, JSON, zlib, PCRE2 (regexes), libpng (PNG plots). Tests: numpy, torch,
 # torchvision (real models with random weights) and pytest for the interpreter Debian's packages
 # install into (/usr/bin/python3), and chromium, which opens the HTML report headless. Open MPI
 # (mpicc builds the plugin behind `nnparity diff --mpi`; mpirun runs its tests); nnparity itself
@@ -12,7 +12,7 @@ set -euo pipefail
 # outside the tree find the library with, g++ and the C library's static archive for the C++
 # and static consumers, groff and man-db for the man pages, and pip, setuptools, wheel and venv
 # for the Python package.
-packages=(gcc make clang libcmocka-dev libjansson-dev zlib1g-dev libpng-dev
+packages=(gcc make clang libcmocka-dev libjansson-dev zlib1g-dev libpcre2-dev libpng-dev
           python3 python3-numpy python3-torch python3-torchvision python3-pytest chromium
           openmpi-bin libopenmpi-dev
           pkgconf cmake g++ libc6-dev groff-base man-db

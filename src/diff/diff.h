@@ -71,8 +71,9 @@ typedef struct nnp_mapping {
 nnp_status nnp__rules_apply(const nnp_rules *rules, const char *name, nnp_mapping **out,
                             size_t *n);
 void nnp__mappings_free(nnp_mapping *m, size_t n);
-/* Whether a `ref ignore` rule drops this reference record name (matched as it is). */
-bool nnp__rules_ref_ignored(const nnp_rules *rules, const char *name);
+/* Match the rules about reference record names (`ref ignore`, `component`) against one, as it
+ * is: *ignored when a `ref ignore` rule drops it; an error when a regex reaches a limit. */
+nnp_status nnp__rules_check_ref(const nnp_rules *rules, const char *name, bool *ignored);
 /* The component the last `component` rule matching this reference record name gives it, or
  * NNP_COMPONENT_COUNT when none matches (NULL rules: none). */
 nnp_component_kind nnp__rules_component(const nnp_rules *rules, const char *name);

@@ -702,7 +702,7 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
         st = map_port_names(o, port, opts->rules, &e, &d->rank0_default);
     /* reference records a `ref ignore` rule drops count as used: not paired, not listed */
     for (size_t i = 0; !st && i < nref; i++)
-        ref_used[i] = nnp__rules_ref_ignored(opts->rules, nnp_dump_record(ref, i)->name);
+        st = nnp__rules_check_ref(opts->rules, nnp_dump_record(ref, i)->name, &ref_used[i]);
     if (!st)
         st = pair_by_name(o, ref, ref_used, &e, d);
     if (!st)

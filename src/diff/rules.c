@@ -10,8 +10,8 @@
  *     concat    \.attn_(q|k|v)/  -1  q k v
  *     tolerance ^head/  1e-3 1e-2
  *
- * Every rule matches a POSIX extended regex against the name as the rules before it left it, in
- * file order. Renames rewrite the first match (\0 to \9 insert the match and its groups), an
+ * Every rule matches a POSIX extended regex (common/regex.h: leftmost-longest, bounded) against
+ * the name as the rules before it left it, in file order. Renames rewrite the first match (\0 to \9 insert the match and its groups), an
  * alias keeps the name and adds a renamed copy (a tied weight that stands for two);
  * `ignore` drops the name (`ref ignore` drops reference names, as they are); adapters (transpose/permute, reshape, slice, select, cast, rotary, and
  * with `ref` before them the same on the reference's tensor) are collected in order; `concat`
@@ -23,12 +23,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <regex.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "common/regex.h"
 #include "diff/diff.h"
 
 typedef enum {
@@ -47,7 +48,8 @@ typedef enum {
 
 typedef struct {
     rule_kind kind;
-    regex_t re;
+    nnp_regex *re;
+    char *pattern;              /* as written, for messages */
     char *replacement;          /* rename */
     nnp_op op;                  /* adapters */
     double atol, rtol;          /* tolerance */
@@ -72,9 +74,16 @@ struct nnp_rules {
  * dozen. */
 #define MAX_MAPPINGS 1024
 
+/* The most rules one file holds, and the most bytes it may have: a file past them is refused
+ * before anything is compiled. Rules written by people run to dozens, those --emit-rules writes
+ * to one per aligned pair, a few thousand for the largest models. */
+#define MAX_RULES 100000
+#define MAX_RULES_BYTES (16u << 20)
+
 static void rule_free(rule *ru)
 {
-    regfree(&ru->re);
+    nnp__regex_free(ru->re);
+    free(ru->pattern);
     free(ru->replacement);
     for (size_t i = 0; i < ru->nlabels; i++)
         free(ru->labels[i]);
@@ -206,7 +215,7 @@ static nnp_status parse_args(rule *ru, const where *w, const char *const *a, con
             return nnp__nomem();
         for (const char *q = ru->replacement; *q; q++)
             if (*q == '\\' && q[1] >= '0' && q[1] <= '9' &&
-                (size_t)(q[1] - '0') > ru->re.re_nsub)
+                (unsigned)(q[1] - '0') > nnp__regex_groups(ru->re))
                 return bad(w, a[0] + (q - ru->replacement), "%.*s refers to a group the regex "
                            "does not have", q, 2);
         return NNP_OK;
@@ -248,7 +257,7 @@ static nnp_status parse_args(rule *ru, const where *w, const char *const *a, con
         return NNP_OK;
     case RULE_CONCAT:
     case RULE_SPLIT:
-        if (ru->re.re_nsub < 1)
+        if (nnp__regex_groups(ru->re) < 1)
             return bad(w, a[-1], "%.*sthe regex needs a group, \\1, that holds each part's "
                        "label", "", 0);
         if (!word_int(a[0], alen[0], &ru->axis))
@@ -413,6 +422,9 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
                  *names ? ")" : "");
         return bad(w, p, msg, word, len);
     }
+    if (r->n == MAX_RULES)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: line %zu: more than %d rules, the most a rules file "
+                         "may hold", w->origin, w->lineno, MAX_RULES);
     if (!nnp__grow((void **)&r->rules, &r->cap, r->n + 1, sizeof *r->rules))
         return nnp__nomem();
     long stacked = stacked_repetition(args[0], alen[0]);
@@ -420,7 +432,7 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
         return bad(w, args[0] + stacked, "bad regex '%.*s': one repetition operator right after "
                    "another (write a+, not a++), or counts past {64} or in more than two {}",
                    args[0], alen[0]);
-    if (alen[0] > 4096)
+    if (alen[0] > NNP_REGEX_MAX_LENGTH)
         return bad(w, args[0], "%.*sthe regex is longer than 4096 characters", "", 0);
     rule *ru = &r->rules[r->n];
     memset(ru, 0, sizeof *ru);
@@ -428,20 +440,22 @@ static nnp_status parse_line(nnp_rules *r, const where *w)
     ru->op.kind = v->op;
     ru->op.on_ref = on_ref;
     ru->lineno = w->lineno;
-    char *pattern = strndup(args[0], alen[0]);
-    if (!pattern)
-        return nnp__nomem();
-    int rc = regcomp(&ru->re, pattern, REG_EXTENDED);
-    free(pattern);
-    if (rc != 0) {
-        char msg[256];
-        regerror(rc, &ru->re, msg, sizeof msg);
-        regfree(&ru->re);
+    char msg[256];
+    size_t err_at;
+    nnp_status st = nnp__regex_compile(args[0], alen[0], &ru->re, msg, sizeof msg, &err_at);
+    if (st == NNP_ERR_FORMAT) {
         char fmt[320];
         snprintf(fmt, sizeof fmt, "bad regex '%%.*s': %s", msg);
-        return bad(w, args[0], fmt, args[0], alen[0]);
+        /* a long regex is cut in the message, so that the reason stays on its line */
+        return bad(w, args[0], fmt, args[0], alen[0] > 120 ? 120 : alen[0]);
     }
-    nnp_status st = parse_args(ru, w, args + 1, alen + 1, nargs - 1);
+    if (st)
+        return st;
+    if (!(ru->pattern = strndup(args[0], alen[0]))) {
+        rule_free(ru);
+        return nnp__nomem();
+    }
+    st = parse_args(ru, w, args + 1, alen + 1, nargs - 1);
     if (!st && (ru->kind == RULE_CONCAT || ru->kind == RULE_SPLIT) && ru->nlabels < 2)
         st = bad(w, args[0], "'%.*s' needs two or more labels", word, len);
     if (st) {
@@ -487,11 +501,24 @@ nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out
     return NNP_OK;
 }
 
+static nnp_status too_big(const char *path)
+{
+    return nnp__fail(NNP_ERR_FORMAT, "%s: larger than %u MiB, the most a rules file may be",
+                     path, MAX_RULES_BYTES >> 20);
+}
+
 nnp_status nnp_rules_load(const char *path, nnp_rules **out)
 {
     *out = NULL;
     nnp_sbuf b = {0};
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > MAX_RULES_BYTES)
+        return too_big(path);
     nnp_status st = nnp__sbuf_read_file(&b, path);
+    if (!st && b.len > MAX_RULES_BYTES) {
+        nnp__sbuf_free(&b);
+        return too_big(path);
+    }
     size_t bad_at;
     if (!st && (strlen(b.s ? b.s : "") != b.len ||
                 !nnp__utf8_valid((unsigned char *)b.s, b.len, &bad_at)))
@@ -502,25 +529,38 @@ nnp_status nnp_rules_load(const char *path, nnp_rules **out)
     return st;
 }
 
-/* Apply one rename to `name` (first match only); NULL on out-of-memory. */
-static char *apply_rename(const rule *ru, const char *name)
+/* Match a rule's regex against a name: 1, 0, or an error naming the rule, its regex, the name
+ * and the limit it reached (NNP_ERR_FORMAT: the CLI's exit code 2). */
+static nnp_status rule_match(const nnp_rules *r, const rule *ru, const char *name,
+                             nnp_regmatch *m, size_t nm, bool *hit)
 {
-    regmatch_t m[10];
-    if (regexec(&ru->re, name, 10, m, 0) != 0)
-        return strdup(name);
+    char err[256];
+    int rc = nnp__regex_match(ru->re, name, m, nm, err, sizeof err);
+    *hit = rc == 1;
+    if (rc >= 0)
+        return NNP_OK;
+    /* long regexes and names are cut, so that the limit stays on the one line */
+    return nnp__fail(NNP_ERR_FORMAT, "%s: line %zu: regex '%.120s%s' on '%.120s%s': %s",
+                     r->origin, ru->lineno, ru->pattern, strlen(ru->pattern) > 120 ? "..." : "",
+                     name, strlen(name) > 120 ? "..." : "", err);
+}
+
+/* Apply one rename to `name` at its match m (\0 and groups m[1..9]); NULL on out-of-memory. */
+static char *apply_rename(const rule *ru, const char *name, const nnp_regmatch *m)
+{
     nnp_sbuf b = {0};
-    nnp__sbuf_put(&b, name, (size_t)m[0].rm_so);
+    nnp__sbuf_put(&b, name, (size_t)m[0].so);
     for (const char *q = ru->replacement; *q; q++) {
         if (*q == '\\' && q[1] >= '0' && q[1] <= '9') {
-            const regmatch_t *g = &m[q[1] - '0'];
-            if (g->rm_so >= 0)
-                nnp__sbuf_put(&b, name + g->rm_so, (size_t)(g->rm_eo - g->rm_so));
+            const nnp_regmatch *g = &m[q[1] - '0'];
+            if (g->so >= 0)
+                nnp__sbuf_put(&b, name + g->so, (size_t)(g->eo - g->so));
             q++;
         } else {
             nnp__sbuf_put(&b, q, 1);
         }
     }
-    nnp__sbuf_puts(&b, name + m[0].rm_eo);
+    nnp__sbuf_puts(&b, name + m[0].eo);
     if (b.failed) {
         nnp__sbuf_free(&b);
         return NULL;
@@ -571,15 +611,15 @@ static void mapping_clear(nnp_mapping *m)
 
 /* The parts of a mapping a split rule makes: the text of group 1 becomes each label in turn, and
  * each part takes its share of the tensor along the rule's axis. */
-static nnp_status split_into(const rule *ru, const nnp_mapping *m, const regmatch_t *g,
+static nnp_status split_into(const rule *ru, const nnp_mapping *m, const nnp_regmatch *g,
                              mapping_list *next)
 {
     int64_t offset = 0;
     for (size_t k = 0; k < ru->nlabels; k++) {
         nnp_sbuf name = {0};
-        nnp__sbuf_put(&name, m->name, (size_t)g->rm_so);
+        nnp__sbuf_put(&name, m->name, (size_t)g->so);
         nnp__sbuf_puts(&name, ru->labels[k]);
-        nnp__sbuf_puts(&name, m->name + g->rm_eo);
+        nnp__sbuf_puts(&name, m->name + g->eo);
         nnp_mapping part = *m;
         part.name = name.s;
         part.ops = m->nops ? malloc((m->nops + 1) * sizeof *m->ops) : malloc(sizeof *m->ops);
@@ -610,15 +650,25 @@ static nnp_status split_into(const rule *ru, const nnp_mapping *m, const regmatc
 
 /* Apply one rule to one mapping, moving what it becomes into `next` (nothing when ignored). The
  * mapping is taken over, whatever happens. */
-static nnp_status apply_rule(const rule *ru, nnp_mapping *m, mapping_list *next)
+static nnp_status apply_rule(const nnp_rules *r, const rule *ru, nnp_mapping *m,
+                             mapping_list *next)
 {
-    regmatch_t g[2];
-    /* `ref ignore` is about the reference's names (nnp__rules_ref_ignored) */
-    bool hit = !(ru->kind == RULE_IGNORE && ru->op.on_ref) && ru->kind != RULE_COMPONENT &&
-               regexec(&ru->re, m->name, 2, g, 0) == 0;
+    nnp_regmatch g[10];
+    bool hit = false;
     nnp_status st = NNP_OK;
+    /* `ref ignore` is about the reference's names (nnp__rules_check_ref); only renames and
+     * aliases need more than group 1, only they, concat and split where the match is */
+    if (!(ru->kind == RULE_IGNORE && ru->op.on_ref) && ru->kind != RULE_COMPONENT) {
+        size_t ng = ru->kind == RULE_RENAME || ru->kind == RULE_ALIAS ? 10
+                    : ru->kind == RULE_CONCAT || ru->kind == RULE_SPLIT ? 2 : 0;
+        st = rule_match(r, ru, m->name, ng ? g : NULL, ng, &hit);
+    }
+    if (st) {
+        mapping_clear(m);
+        return st;
+    }
     if (hit && ru->kind == RULE_RENAME) {
-        char *renamed = apply_rename(ru, m->name);
+        char *renamed = apply_rename(ru, m->name, g);
         if (!renamed)
             st = nnp__nomem();
         free(m->name);
@@ -627,7 +677,7 @@ static nnp_status apply_rule(const rule *ru, nnp_mapping *m, mapping_list *next)
         /* the record also stands for a second name (tied weights): it goes on as it is, and a
          * renamed copy after it */
         nnp_mapping copy = *m;
-        copy.name = apply_rename(ru, m->name);
+        copy.name = apply_rename(ru, m->name, g);
         copy.ops = m->nops ? malloc(m->nops * sizeof *m->ops) : NULL;
         if (copy.ops)
             memcpy(copy.ops, m->ops, m->nops * sizeof *m->ops);
@@ -658,16 +708,16 @@ static nnp_status apply_rule(const rule *ru, nnp_mapping *m, mapping_list *next)
         m->rtol = ru->rtol;
     } else if (hit && ru->kind == RULE_ADAPT) {
         st = add_op(m, &ru->op);
-    } else if (hit && ru->kind == RULE_CONCAT && g[1].rm_so >= 0) {
-        size_t glen = (size_t)(g[1].rm_eo - g[1].rm_so);
+    } else if (hit && ru->kind == RULE_CONCAT && g[1].so >= 0) {
+        size_t glen = (size_t)(g[1].eo - g[1].so);
         for (size_t k = 0; k < ru->nlabels; k++)
             if (strlen(ru->labels[k]) == glen &&
-                memcmp(ru->labels[k], m->name + g[1].rm_so, glen) == 0) {
+                memcmp(ru->labels[k], m->name + g[1].so, glen) == 0) {
                 m->part = (uint32_t)k;
                 m->nparts = (uint32_t)ru->nlabels;
                 m->join_axis = ru->axis;
             }
-    } else if (hit && ru->kind == RULE_SPLIT && g[1].rm_so >= 0) {
+    } else if (hit && ru->kind == RULE_SPLIT && g[1].so >= 0) {
         st = split_into(ru, m, &g[1], next);
         mapping_clear(m);
         return st;
@@ -692,7 +742,7 @@ nnp_status nnp__rules_apply(const nnp_rules *r, const char *name, nnp_mapping **
         mapping_list next = {0};
         size_t k = 0;
         for (; k < cur.n && !st; k++)
-            st = apply_rule(&r->rules[i], &cur.m[k], &next);
+            st = apply_rule(r, &r->rules[i], &cur.m[k], &next);
         if (!st && next.n > MAX_MAPPINGS)
             st = nnp__fail(NNP_ERR_FORMAT, "%s: line %zu: the rules make '%s' into %zu records, "
                            "more than %d (each split multiplies the records the rules before it "
@@ -733,21 +783,32 @@ nnp_status nnp_rules_map(const nnp_rules *r, const char *name, char **out, bool 
     return *out ? NNP_OK : nnp__nomem();
 }
 
-bool nnp__rules_ref_ignored(const nnp_rules *r, const char *name)
+nnp_status nnp__rules_check_ref(const nnp_rules *r, const char *name, bool *ignored)
 {
-    for (size_t i = 0; r && i < r->n; i++)
-        if (r->rules[i].kind == RULE_IGNORE && r->rules[i].op.on_ref &&
-            regexec(&r->rules[i].re, name, 0, NULL, 0) == 0)
-            return true;
-    return false;
+    *ignored = false;
+    nnp_status st = NNP_OK;
+    for (size_t i = 0; !st && r && i < r->n; i++) {
+        const rule *ru = &r->rules[i];
+        bool hit = false;
+        if ((ru->kind == RULE_IGNORE && ru->op.on_ref) || ru->kind == RULE_COMPONENT)
+            st = rule_match(r, ru, name, NULL, 0, &hit);
+        if (hit && ru->kind == RULE_IGNORE)
+            *ignored = true;
+    }
+    return st;
 }
 
 nnp_component_kind nnp__rules_component(const nnp_rules *r, const char *name)
 {
     /* the last matching rule wins, as later renames win over earlier ones */
     for (size_t i = r ? r->n : 0; i-- > 0;)
-        if (r->rules[i].kind == RULE_COMPONENT && regexec(&r->rules[i].re, name, 0, NULL, 0) == 0)
-            return r->rules[i].component;
+        if (r->rules[i].kind == RULE_COMPONENT) {
+            /* a regex that reached a limit here stopped the diff at its pairing already
+             * (nnp__rules_check_ref), on the same name; elsewhere it matches nothing */
+            char err[256];
+            if (nnp__regex_match(r->rules[i].re, name, NULL, 0, err, sizeof err) == 1)
+                return r->rules[i].component;
+        }
     return NNP_COMPONENT_COUNT;
 }
 

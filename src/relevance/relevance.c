@@ -5,11 +5,11 @@
  * tokens through a pixel-shuffle projector to ViT patches; normalizing and resizing the maps.
  */
 #include <math.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/regex.h"
 #include "dump/dump.h"
 
 /* ---- finding the layers in a dump ---- */
@@ -19,15 +19,14 @@ static bool role_is_grad(const nnp_record *r)
     return strncmp(r->role, "grad_", 5) == 0;
 }
 
-static nnp_status compile(regex_t *re, const char *what, const char *pattern)
+static nnp_status compile(nnp_regex **re, const char *what, const char *pattern)
 {
-    int rc = regcomp(re, pattern, REG_EXTENDED);
-    if (rc == 0)
-        return NNP_OK;
     char msg[256];
-    regerror(rc, re, msg, sizeof msg);
-    regfree(re);
-    return nnp__fail(NNP_ERR_ARG, "%s pattern '%s': bad regex: %s", what, pattern, msg);
+    size_t at;
+    nnp_status st = nnp__regex_compile(pattern, strlen(pattern), re, msg, sizeof msg, &at);
+    if (st == NNP_ERR_FORMAT)
+        return nnp__fail(NNP_ERR_ARG, "%s pattern '%s': bad regex: %s", what, pattern, msg);
+    return st;
 }
 
 /* Separators that may stand on either side of what a pattern matched: "blocks.0.attn.probs"
@@ -68,37 +67,47 @@ static void free_stems(char **stems, size_t n)
 static nnp_status matching(const nnp_dump *d, const char *what, const char *pattern,
                            size_t **out, size_t *n, char ***stems)
 {
-    regex_t re;
+    nnp_regex *re;
     nnp_status st = compile(&re, what, pattern);
     if (st)
         return st;
     size_t total = nnp_dump_count(d);
     size_t *idx = malloc((total ? total : 1) * sizeof *idx);
     if (!idx) {
-        regfree(&re);
+        nnp__regex_free(re);
         return nnp__nomem();
     }
     char **cut = stems ? calloc(total ? total : 1, sizeof *cut) : NULL;
     if (stems && !cut) {
         free(idx);
-        regfree(&re);
+        nnp__regex_free(re);
         return nnp__nomem();
     }
     *n = 0;
     for (size_t i = 0; i < total; i++) {
         const char *name = nnp_dump_record(d, i)->name;
-        regmatch_t m;
-        if (regexec(&re, name, 1, &m, 0) != 0)
-            continue;
-        if (cut && !(cut[*n] = stem_of(name, (size_t)m.rm_so, (size_t)m.rm_eo))) {
+        nnp_regmatch m;
+        char err[256];
+        int rc = nnp__regex_match(re, name, cut ? &m : NULL, cut ? 1 : 0, err, sizeof err);
+        if (rc < 0) {
             free_stems(cut, *n);
             free(idx);
-            regfree(&re);
+            nnp__regex_free(re);
+            return nnp__fail(NNP_ERR_ARG, "%s pattern '%.120s%s' on '%.120s%s': %s", what,
+                             pattern, strlen(pattern) > 120 ? "..." : "", name,
+                             strlen(name) > 120 ? "..." : "", err);
+        }
+        if (rc == 0)
+            continue;
+        if (cut && !(cut[*n] = stem_of(name, (size_t)m.so, (size_t)m.eo))) {
+            free_stems(cut, *n);
+            free(idx);
+            nnp__regex_free(re);
             return nnp__nomem();
         }
         idx[(*n)++] = i;
     }
-    regfree(&re);
+    nnp__regex_free(re);
     *out = idx;
     if (stems)
         *stems = cut;

@@ -505,6 +505,24 @@ static void test_find_plain_names(void **state)
     nnp_dump_close(d);
 }
 
+/* The patterns are bounded as the rules' regexes are: one that backtracks without end on a name
+ * stops at a limit, a back-reference is refused, both as NNP_ERR_ARG naming the pattern. */
+static void test_find_pattern_limits(void **state)
+{
+    (void)state;
+    const rec r[] = {
+        {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", NULL, NULL, NNP_F32, 3, {1, 2, 2}},
+        {"L0.probs", NULL, NULL, NNP_F32, 3, {1, 2, 2}},
+    };
+    nnp_dump *d = dump_of("slow.safetensors", r, 2);
+    expect_find_error(d, "(a|aa)+$", NULL, false, NNP_ERR_ARG,
+                      "attention pattern '(a|aa)+$' on 'aaaa");
+    expect_find_error(d, "(a+)+$", NULL, false, NNP_ERR_ARG, "match limit");
+    expect_find_error(d, "(a*)*\\1", NULL, false, NNP_ERR_ARG, "back-references");
+    expect_find_error(d, "[.]probs$", "((a|aa)+)+$", true, NNP_ERR_ARG, "limit");
+    nnp_dump_close(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -522,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_find_layers),
         cmocka_unit_test(test_find_layer_errors),
         cmocka_unit_test(test_find_plain_names),
+        cmocka_unit_test(test_find_pattern_limits),
     };
     return cmocka_run_group_tests_name("relevance", tests, NULL, NULL);
 }

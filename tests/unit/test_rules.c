@@ -121,6 +121,93 @@ static void test_load_file(void **state)
     assert_non_null(strstr(nnp_last_error(), "not a text file"));
 }
 
+/* Alternatives match leftmost-longest, as POSIX regexes do: the longest of the matches that start
+ * leftmost wins, whichever alternative is written first, and the groups are those of that match. */
+static void test_alternation_is_leftmost_longest(void **state)
+{
+    (void)state;
+    nnp_rules *r;
+    const char *text =
+        "rename ^blk\\.([0-9]+)\\.(attn|attn_q)  L\\1[\\2]\n"
+        "rename ^x(a|ab)(c|bcd)  y<\\1,\\2>\n"
+        "rename ^p(a*)(ab)?  q<\\1,\\2>\n"
+        "rename [.]w$  .weight\n";
+    assert_int_equal(nnp_rules_parse(text, "t.rules", &r), NNP_OK);
+    expect_map(r, "blk.1.attn_q/out0", "L1[attn_q]/out0");
+    expect_map(r, "blk.1.attn/out0", "L1[attn]/out0");
+    expect_map(r, "blk.12.attn_k", "L12[attn]_k");
+    expect_map(r, "xabcd/z", "y<a,bcd>/z");
+    expect_map(r, "paab", "q<a,ab>");
+    expect_map(r, "pa", "q<a,>");
+    expect_map(r, "m.w", "m.weight");
+    expect_map(r, "mxw", "mxw");
+    nnp_rules_free(r);
+}
+
+/* Patterns that backtrack without end on a name they almost match stop at a limit, with an
+ * error that names the rule, its regex and the limit, in bounded time; back-references are
+ * refused when the rules are read. */
+static void expect_limit(const char *text, const char *name)
+{
+    nnp_rules *r;
+    assert_int_equal(nnp_rules_parse(text, "slow.rules", &r), NNP_OK);
+    char *out = NULL;
+    bool ignored;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(nnp_rules_map(r, name, &out, &ignored), NNP_ERR_FORMAT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_null(out);
+    const char *e = nnp_last_error();
+    if (!strstr(e, "slow.rules: line 1: regex '") || !strstr(e, "limit"))
+        fail_msg("'%s' does not name the rule and the limit", e);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (s > 5)
+        fail_msg("'%s' took %.1f s", text, s);
+    nnp_rules_free(r);
+}
+
+static void test_pathological_patterns_stop_at_a_limit(void **state)
+{
+    (void)state;
+    char name[4096 + 2];
+    memset(name, 'a', 4096);
+    name[4096] = 'b';
+    name[4097] = 0;
+    char shorter[64];
+    memset(shorter, 'a', 40);
+    strcpy(shorter + 40, "!");
+    expect_limit("ignore (a+)+$\n", name);
+    expect_limit("ignore (a+)+$\n", shorter);
+    expect_limit("rename (a|aa)+$ x\n", shorter);
+    expect_limit("rename (a|a?)+$ x\n", shorter);
+    expect_limit("transpose ((a|b|ab)*)*c$\n", "ababababababababababababababababababababc!");
+    expect_limit("ignore (.*a){12}$\n", shorter);
+    /* back-references, which the C library's regexes overflowed the stack or ran for minutes on */
+    expect_parse_error("ignore (a*)*\\1\n", "line 1, column 8", "back-references");
+    expect_parse_error("ignore ^(a|b)\\1$\n", "line 1", "back-references");
+    expect_parse_error("ignore (?C1)a\n", "line 1", "callouts");
+}
+
+/* A file of more rules than a rules file may hold is refused at the line past the cap. */
+static void test_rule_count_is_capped(void **state)
+{
+    (void)state;
+    size_t n = 100001;
+    char *text = malloc(n * 9 + 1), *p = text;
+    assert_non_null(text);
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "ignore x\n");
+    nnp_rules *r = (nnp_rules *)1;
+    assert_int_equal(nnp_rules_parse(text, "many.rules", &r), NNP_ERR_FORMAT);
+    assert_null(r);
+    assert_non_null(strstr(nnp_last_error(), "many.rules: line 100001: more than 100000 rules"));
+    text[(n - 1) * 9] = 0;
+    assert_int_equal(nnp_rules_parse(text, "many.rules", &r), NNP_OK);
+    nnp_rules_free(r);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -128,6 +215,9 @@ int main(void)
         cmocka_unit_test(test_errors_name_line_and_column),
         cmocka_unit_test(test_splits_cannot_multiply_without_bound),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_alternation_is_leftmost_longest),
+        cmocka_unit_test(test_pathological_patterns_stop_at_a_limit),
+        cmocka_unit_test(test_rule_count_is_capped),
     };
     return cmocka_run_group_tests_name("rules", tests, NULL, NULL);
 }
