@@ -191,7 +191,10 @@ typedef struct nnp_record {
  * zip format: .pt, .pth, .bin; its pickle is read by a restricted unpickler that runs nothing)
  * or a GGUF file (quantized tensors read as F32, dequantized on first access); the format is found
  * from the file's first bytes, not its name. The whole header is validated
- * before this returns; tensor data is mapped, not read. On failure *out is NULL. */
+ * before this returns; tensor data is mapped, not read. Every file read must be a regular file
+ * (a FIFO or a device, or a link to one, is NNP_ERR_IO "not a regular file", without waiting on
+ * it); a shard index is read whole up to 256 MiB, a partial dump's journal up to 1 GiB. On
+ * failure *out is NULL. */
 nnp_status nnp_dump_open(const char *path, nnp_dump **out);
 
 /* Open two dumps at once, the second on a thread of its own (the reference and the port of a
@@ -369,7 +372,8 @@ nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtyp
 
 typedef struct nnp_rules nnp_rules;
 
-/* Parse rules from a file / from text (`origin` names it in errors: "FILE: line L, column C"). */
+/* Parse rules from a file / from text (`origin` names it in errors: "FILE: line L, column C").
+ * The file must be a regular file of at most 16 MiB. */
 nnp_status nnp_rules_load(const char *path, nnp_rules **out);
 nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out);
 void nnp_rules_free(nnp_rules *rules);

@@ -491,7 +491,7 @@ nnp_status nnp_rules_load(const char *path, nnp_rules **out)
 {
     *out = NULL;
     nnp_sbuf b = {0};
-    nnp_status st = nnp__sbuf_read_file(&b, path);
+    nnp_status st = nnp__sbuf_read_file(&b, path, NNP_MAX_RULES_BYTES, "rules file");
     size_t bad_at;
     if (!st && (strlen(b.s ? b.s : "") != b.len ||
                 !nnp__utf8_valid((unsigned char *)b.s, b.len, &bad_at)))
