@@ -276,7 +276,11 @@ typedef struct nnp_record_desc {
 /* Start writing a safetensors file at `path`. Tensors are streamed to disk as they are added and
  * never held in memory. Nothing is visible at `path` until nnp_writer_close succeeds: the file is
  * built beside it as "<path>.partial" and renamed into place. `expected_records` (0 if unknown)
- * sizes the space kept for the header so that closing needs no copy. */
+ * sizes the space kept for the header so that closing needs no copy. "<path>.partial" and
+ * "<path>.journal" are created exclusively, never through a symbolic link; one an earlier run
+ * left is reused only if it is a regular file with no other name (else NNP_ERR_IO, and it is
+ * left as it is). A `path` that is a FIFO, a device or a directory (or a link to one) is
+ * NNP_ERR_IO, not replaced. */
 nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer **out);
 
 /* Add a string-to-string pair to __metadata__. Keys starting with "nnparity." are reserved. */
