@@ -280,7 +280,9 @@ typedef struct nnp_record_desc {
  * "<path>.journal" are created exclusively, never through a symbolic link; one an earlier run
  * left is reused only if it is a regular file with no other name (else NNP_ERR_IO, and it is
  * left as it is). A `path` that is a FIFO, a device or a directory (or a link to one) is
- * NNP_ERR_IO, not replaced. */
+ * NNP_ERR_IO, not replaced. One writer per path: the writer holds a lock on "<path>.partial"
+ * until it closes (or its process ends), and a second writer to the same path, in this process
+ * or another, fails here with NNP_ERR_IO naming the other process's id where it is known. */
 nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer **out);
 
 /* Add a string-to-string pair to __metadata__. Keys starting with "nnparity." are reserved. */
@@ -302,7 +304,8 @@ void nnp_writer_abort(nnp_writer *w);
 /* Finish a dump that a killed or failed writer left behind: `path` is the dump's final path (or
  * its "<path>.partial"). Every record whose data and journal line were complete is kept; the
  * file is given its real header and renamed to <path>, and the journal removed. *records gets
- * the number of records kept (may be NULL). */
+ * the number of records kept (may be NULL). A capture whose writer is still alive (its lock on
+ * "<path>.partial" is held) is refused with NNP_ERR_IO naming that process, and left as it is. */
 nnp_status nnp_recover(const char *path, size_t *records);
 
 /* ---------------------------------------------------------------------------------------------

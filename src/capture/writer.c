@@ -213,15 +213,47 @@ static nnp_status check_final(const char *path)
     return NNP_OK;
 }
 
+#define ONE_WRITER "one writer per capture path"
+
+/* One writer per capture path: the partial file carries a lock for as long as a writer has it
+ * open, released by the kernel when that process ends however it ends. The lock that excludes is
+ * an open-file-description lock on byte 0: two writers in one process exclude each other too,
+ * and the lock survives the process closing some other descriptor of the file (which drops a
+ * classic POSIX lock). A classic lock on byte 1 only names the holder's process id to whoever
+ * is refused; it is best effort. On a file system without such locks the writer goes on
+ * unlocked, as before. */
+static nnp_status lock_partial(const char *path, int fd, const char *doing)
+{
+    struct flock ofd = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    if (fcntl(fd, F_OFD_SETLK, &ofd) == 0) {
+        struct flock mine = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 1, .l_len = 1};
+        (void)fcntl(fd, F_SETLK, &mine);
+        return NNP_OK;
+    }
+    if (errno != EAGAIN && errno != EACCES)
+        return NNP_OK;
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 1, .l_len = 1};
+    if (fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK && who.l_pid > 0)
+        return nnp__fail(NNP_ERR_IO, "%s: a capture by process %ld is writing it: %s", path,
+                         (long)who.l_pid, doing);
+    return nnp__fail(NNP_ERR_IO, "%s: another capture (in this process or one whose id is not "
+                     "known) is writing it: %s", path, doing);
+}
+
 /* Open one of the writer's own files (the partial, the journal) empty for writing. It is
  * created with O_EXCL and O_NOFOLLOW; one left by an earlier capture is reused only if it is a
  * plain regular file with no other name: a symbolic link planted there is never followed (its
  * target would be truncated), and a FIFO or a device is never opened for writing. */
-static nnp_status open_own(const char *path, int flags, int *out)
+static nnp_status open_own(const char *path, int flags, bool lock, int *out)
 {
     flags |= O_CLOEXEC | O_NOFOLLOW;
     int fd = open(path, flags | O_CREAT | O_EXCL, 0644);
+    nnp_status st;
     if (fd >= 0) {
+        if (lock && (st = lock_partial(path, fd, ONE_WRITER))) {
+            close(fd); /* another writer took the new file first: it is that writer's now */
+            return st;
+        }
         *out = fd;
         return NNP_OK;
     }
@@ -242,7 +274,10 @@ static nnp_status open_own(const char *path, int flags, int *out)
         why = "it is no longer a regular file";
     else if (sb.st_nlink != 1)
         why = "it has other names (hard links) whose content a capture would overwrite";
-    else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 || ftruncate(fd, 0) != 0)
+    else if (lock && (st = lock_partial(path, fd, ONE_WRITER))) {
+        close(fd); /* a live capture's file: not truncated */
+        return st;
+    } else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 || ftruncate(fd, 0) != 0)
         why = strerror(errno);
     if (why) {
         close(fd);
@@ -269,11 +304,11 @@ nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer
         room = expected_records > (limit - 4096) / 320 ? limit
                                                        : 4096 + (uint64_t)expected_records * 320;
     w->room = (room + 7) / 8 * 8;
-    if ((st = check_final(path)) || (st = open_own(w->tmp_path, O_WRONLY, &w->fd))) {
+    if ((st = check_final(path)) || (st = open_own(w->tmp_path, O_WRONLY, true, &w->fd))) {
         writer_free(w);
         return st;
     }
-    st = open_own(w->journal_path, O_WRONLY | O_APPEND, &w->jfd);
+    st = open_own(w->journal_path, O_WRONLY | O_APPEND, false, &w->jfd);
     if (!st)
         st = write_placeholder(w);
     if (st) {
@@ -539,7 +574,7 @@ static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t 
                        strerror(errno));
         goto out;
     }
-    if ((st = open_own(tmp2, O_WRONLY, &out))) {
+    if ((st = open_own(tmp2, O_WRONLY, false, &out))) {
         free(tmp2); /* not ours: nothing to remove */
         tmp2 = NULL;
         goto out;
@@ -704,7 +739,21 @@ static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t
     const char *journal = strrchr(w->journal_path, '/');
     journal = journal ? journal + 1 : w->journal_path;
     nnp_dump *d = NULL;
-    if ((st = nnp__dump_open_journal(w->tmp_path, journal, &d)))
+    /* Locked before it is read: a capture still running is refused, not finished under it. */
+    w->fd = open(w->tmp_path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    struct stat sb;
+    if (w->fd >= 0 && (fstat(w->fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
+        close(w->fd);
+        w->fd = -1;
+        errno = EINVAL;
+    }
+    if (w->fd < 0) {
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot open for writing: %s", w->tmp_path,
+                       strerror(errno));
+        goto fail;
+    }
+    if ((st = lock_partial(w->tmp_path, w->fd, "not recovered while it runs")) ||
+        (st = nnp__dump_open_journal(w->tmp_path, journal, &d)))
         goto fail;
     for (size_t i = 0; i < nnp_dump_meta_count(d) && !st; i++) {
         const char *k, *v;
@@ -720,22 +769,12 @@ static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t
     *nrecs = nnp_dump_count(d);
     nnp_dump_close(d);
     d = NULL;
-    w->fd = open(w->tmp_path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    struct stat sb;
-    if (w->fd >= 0 && (fstat(w->fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
-        close(w->fd);
-        w->fd = -1;
-        errno = EINVAL;
-    }
-    if (w->fd < 0) {
-        st = nnp__fail(NNP_ERR_IO, "%s: cannot open for writing: %s", w->tmp_path,
-                       strerror(errno));
-        goto fail;
-    }
     *out = w;
     return NNP_OK;
 fail:
     nnp_dump_close(d);
+    if (w->fd >= 0)
+        close(w->fd);
     writer_free(w);
     return st;
 }
