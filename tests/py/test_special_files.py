@@ -127,3 +127,15 @@ def test_dump_and_rules_files(tmp_path, kind):
     assert one_line_error(nnp("diff", dump, dump, "--rules", special), special) == why
     if kind != "too_large":  # as a dump: refused before any reader looks at it
         assert one_line_error(nnp("ls", special), special) == why
+
+
+def test_relevance_image_fifo(tmp_path):
+    # the picture is checked before anything is written: no output directory either
+    write_safetensors(tmp_path / "d.safetensors",
+                      {"a.probs": np.full((1, 5, 5), 0.2, np.float32)})
+    os.mkfifo(tmp_path / "img.png")
+    p = nnp("relevance", tmp_path / "d.safetensors", "--attn", "a[.]", "--grid", "2x2",
+            "--out", tmp_path / "o", "--image", tmp_path / "img.png")
+    assert one_line_error(p, tmp_path / "img.png") == \
+        "not a regular file; --image reads a PNG file"
+    assert not (tmp_path / "o").exists()
