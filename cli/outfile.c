@@ -5,6 +5,7 @@
  * finish. docs/cli.md states the rules.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -180,33 +181,81 @@ static char *link_target(const char *path)
     return joined;
 }
 
+/* A new, empty temporary file beside `target` ("TARGET.XXXXXX.tmp"), made with O_EXCL by
+ * mkstemps: a name fixed in advance could be a link planted to make the write truncate its
+ * target. Its mode is that of a file fopen would create. -1 with errno on failure. */
+static int make_temp(const char *target, char **tmp)
+{
+    size_t n = strlen(target);
+    if (!(*tmp = malloc(n + sizeof ".XXXXXX.tmp"))) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memcpy(*tmp, target, n);
+    memcpy(*tmp + n, ".XXXXXX.tmp", sizeof ".XXXXXX.tmp");
+    int fd = mkstemps(*tmp, 4);
+    if (fd < 0)
+        return -1;
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(*tmp);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static bool write_all_fd(int fd, const char *p, size_t len)
+{
+    while (len) {
+        ssize_t k = write(fd, p, len);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return false;
+        p += k;
+        len -= (size_t)k;
+    }
+    return true;
+}
+
 int cli_write_file(const char *path, const char *text, size_t len)
 {
     char *real = link_target(path);
     const char *target = real ? real : path;
-    size_t n = strlen(target);
-    char *tmp = malloc(n + 5);
-    if (!tmp) {
-        free(real);
-        cli_error("out of memory");
-        return EXIT_INTERNAL;
-    }
-    memcpy(tmp, target, n);
-    memcpy(tmp + n, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
-    bool ok = f && fwrite(text, 1, len, f) == len;
-    if (f && fclose(f) != 0)
-        ok = false;
-    if (!ok || rename(tmp, target) != 0) {
-        cli_error("%s: cannot write: %s", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
+    /* the rename replaces only a regular file or nothing: never a FIFO, a device or a
+     * directory that took the name since cli_check_output looked */
+    struct stat st;
+    if (lstat(target, &st) == 0 && !S_ISREG(st.st_mode)) {
+        cli_error("%s: not a regular file; a report is written whole to a regular file: not "
+                  "replaced", path);
         free(real);
         return EXIT_BAD_INPUT;
     }
+    char *tmp = NULL;
+    int fd = make_temp(target, &tmp);
+    bool made = fd >= 0;
+    bool ok = made && write_all_fd(fd, text, len);
+    int e = errno;
+    if (made && close(fd) != 0 && ok) {
+        ok = false;
+        e = errno;
+    }
+    if (ok && rename(tmp, target) != 0) {
+        ok = false;
+        e = errno;
+    }
+    if (!ok) {
+        cli_error("%s: cannot write: %s", path, strerror(e));
+        if (made)
+            unlink(tmp);
+    }
     free(tmp);
     free(real);
-    return EXIT_AGREE;
+    return ok ? EXIT_AGREE : EXIT_BAD_INPUT;
 }
 
 bool cli_same_file(const char *a, const char *b)

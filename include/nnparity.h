@@ -191,7 +191,10 @@ typedef struct nnp_record {
  * zip format: .pt, .pth, .bin; its pickle is read by a restricted unpickler that runs nothing)
  * or a GGUF file (quantized tensors read as F32, dequantized on first access); the format is found
  * from the file's first bytes, not its name. The whole header is validated
- * before this returns; tensor data is mapped, not read. On failure *out is NULL. */
+ * before this returns; tensor data is mapped, not read. Every file read must be a regular file
+ * (a FIFO or a device, or a link to one, is NNP_ERR_IO "not a regular file", without waiting on
+ * it); a shard index is read whole up to 256 MiB, a partial dump's journal up to 1 GiB. On
+ * failure *out is NULL. */
 nnp_status nnp_dump_open(const char *path, nnp_dump **out);
 
 /* Open two dumps at once, the second on a thread of its own (the reference and the port of a
@@ -273,7 +276,13 @@ typedef struct nnp_record_desc {
 /* Start writing a safetensors file at `path`. Tensors are streamed to disk as they are added and
  * never held in memory. Nothing is visible at `path` until nnp_writer_close succeeds: the file is
  * built beside it as "<path>.partial" and renamed into place. `expected_records` (0 if unknown)
- * sizes the space kept for the header so that closing needs no copy. */
+ * sizes the space kept for the header so that closing needs no copy. "<path>.partial" and
+ * "<path>.journal" are created exclusively, never through a symbolic link; one an earlier run
+ * left is reused only if it is a regular file with no other name (else NNP_ERR_IO, and it is
+ * left as it is). A `path` that is a FIFO, a device or a directory (or a link to one) is
+ * NNP_ERR_IO, not replaced. One writer per path: the writer holds a lock on "<path>.partial"
+ * until it closes (or its process ends), and a second writer to the same path, in this process
+ * or another, fails here with NNP_ERR_IO naming the other process's id where it is known. */
 nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer **out);
 
 /* Add a string-to-string pair to __metadata__. Keys starting with "nnparity." are reserved. */
@@ -295,7 +304,8 @@ void nnp_writer_abort(nnp_writer *w);
 /* Finish a dump that a killed or failed writer left behind: `path` is the dump's final path (or
  * its "<path>.partial"). Every record whose data and journal line were complete is kept; the
  * file is given its real header and renamed to <path>, and the journal removed. *records gets
- * the number of records kept (may be NULL). */
+ * the number of records kept (may be NULL). A capture whose writer is still alive (its lock on
+ * "<path>.partial" is held) is refused with NNP_ERR_IO naming that process, and left as it is. */
 nnp_status nnp_recover(const char *path, size_t *records);
 
 /* ---------------------------------------------------------------------------------------------
@@ -370,8 +380,8 @@ nnp_status nnp_compare(nnp_dtype ref_dtype, const void *ref, nnp_dtype port_dtyp
 typedef struct nnp_rules nnp_rules;
 
 /* Parse rules from a file / from text (`origin` names it in errors: "FILE: line L, column C").
- * A file over 16 MiB or more than 100000 rules is NNP_ERR_FORMAT, as is a regex with a
- * back-reference (docs/rules.md, "Limits"). */
+ * The file must be a regular file of at most 16 MiB; more than 100000 rules is NNP_ERR_FORMAT,
+ * as is a regex with a back-reference (docs/rules.md, "Limits"). */
 nnp_status nnp_rules_load(const char *path, nnp_rules **out);
 nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out);
 void nnp_rules_free(nnp_rules *rules);

@@ -3,10 +3,13 @@
  * RGB with libpng, whatever its colour type, bit depth or interlacing; alpha is dropped.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -81,8 +84,21 @@ int cli_png_read_rgb(const char *path, unsigned char **rgb, int *w, int *h)
     reader r = {0};
     unsigned char sig[8];
     *rgb = NULL;
-    if (!(r.f = fopen(path, "rb"))) {
+    /* only a regular file: a FIFO would block the open (O_NONBLOCK), a device never end */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0) {
         cli_error("%s: cannot open: %s", path, strerror(errno));
+        return EXIT_BAD_INPUT;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        cli_error("%s: not a regular file; --image reads a PNG file", path);
+        close(fd);
+        return EXIT_BAD_INPUT;
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 || !(r.f = fdopen(fd, "rb"))) {
+        cli_error("%s: cannot open: %s", path, strerror(errno));
+        close(fd);
         return EXIT_BAD_INPUT;
     }
     if (fread(sig, 1, 8, r.f) != 8 || png_sig_cmp(sig, 0, 8) != 0) {

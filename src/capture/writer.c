@@ -188,6 +188,105 @@ static nnp_status write_placeholder(nnp_writer *w)
     return st;
 }
 
+/* What a path that is not a regular file is, for a message. */
+static const char *node_kind(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "a symbolic link";
+}
+
+/* The finished dump is renamed over `path`: only over a regular file or nothing (through a
+ * symbolic link, the link is what is replaced, and only when it leads to a regular file or
+ * nowhere). A rename over a FIFO or a device would replace the node: /dev/null as a capture
+ * path must not take the system's device away. */
+static nnp_status check_final(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return NNP_OK;
+    if (S_ISLNK(sb.st_mode) && stat(path, &sb) != 0)
+        return NNP_OK;
+    if (!S_ISREG(sb.st_mode))
+        return nnp__fail(NNP_ERR_IO, "%s: not a regular file (%s); a dump is written to a "
+                         "regular file and renamed over it: not replaced", path,
+                         node_kind(sb.st_mode));
+    return NNP_OK;
+}
+
+#define ONE_WRITER "one writer per capture path"
+
+/* One writer per capture path: the partial file carries a lock for as long as a writer has it
+ * open, released by the kernel when that process ends however it ends. The lock that excludes is
+ * an open-file-description lock on byte 0: two writers in one process exclude each other too,
+ * and the lock survives the process closing some other descriptor of the file (which drops a
+ * classic POSIX lock). A classic lock on byte 1 only names the holder's process id to whoever
+ * is refused; it is best effort. On a file system without such locks the writer goes on
+ * unlocked, as before. */
+static nnp_status lock_partial(const char *path, int fd, const char *doing)
+{
+    struct flock ofd = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    if (fcntl(fd, F_OFD_SETLK, &ofd) == 0) {
+        struct flock mine = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 1, .l_len = 1};
+        (void)fcntl(fd, F_SETLK, &mine);
+        return NNP_OK;
+    }
+    if (errno != EAGAIN && errno != EACCES)
+        return NNP_OK;
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 1, .l_len = 1};
+    if (fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK && who.l_pid > 0)
+        return nnp__fail(NNP_ERR_IO, "%s: a capture by process %ld is writing it: %s", path,
+                         (long)who.l_pid, doing);
+    return nnp__fail(NNP_ERR_IO, "%s: another capture (in this process or one whose id is not "
+                     "known) is writing it: %s", path, doing);
+}
+
+/* Open one of the writer's own files (the partial, the journal) empty for writing. It is
+ * created with O_EXCL and O_NOFOLLOW; one left by an earlier capture is reused only if it is a
+ * plain regular file with no other name: a symbolic link planted there is never followed (its
+ * target would be truncated), and a FIFO or a device is never opened for writing. */
+static nnp_status open_own(const char *path, int flags, bool lock, int *out)
+{
+    flags |= O_CLOEXEC | O_NOFOLLOW;
+    int fd = open(path, flags | O_CREAT | O_EXCL, 0644);
+    nnp_status st;
+    if (fd >= 0) {
+        if (lock && (st = lock_partial(path, fd, ONE_WRITER))) {
+            close(fd); /* another writer took the new file first: it is that writer's now */
+            return st;
+        }
+        *out = fd;
+        return NNP_OK;
+    }
+    if (errno != EEXIST)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return nnp__fail(NNP_ERR_IO, "%s: exists and is %s, not a file an earlier capture left: "
+                         "not replaced (remove it)", path, node_kind(sb.st_mode));
+    /* O_NONBLOCK: should a FIFO take the name after lstat, the open does not wait on it */
+    fd = open(path, flags | O_NONBLOCK);
+    if (fd < 0)
+        return nnp__fail(NNP_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+    const char *why = NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        why = "it is no longer a regular file";
+    else if (sb.st_nlink != 1)
+        why = "it has other names (hard links) whose content a capture would overwrite";
+    else if (lock && (st = lock_partial(path, fd, ONE_WRITER))) {
+        close(fd); /* a live capture's file: not truncated */
+        return st;
+    } else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 || ftruncate(fd, 0) != 0)
+        why = strerror(errno);
+    if (why) {
+        close(fd);
+        return nnp__fail(NNP_ERR_IO, "%s: not replaced: %s", path, why);
+    }
+    *out = fd;
+    return NNP_OK;
+}
+
 nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer **out)
 {
     if (!out || !path || !*path)
@@ -205,15 +304,11 @@ nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer
         room = expected_records > (limit - 4096) / 320 ? limit
                                                        : 4096 + (uint64_t)expected_records * 320;
     w->room = (room + 7) / 8 * 8;
-    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        st = nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", w->tmp_path, strerror(errno));
+    if ((st = check_final(path)) || (st = open_own(w->tmp_path, O_WRONLY, true, &w->fd))) {
         writer_free(w);
         return st;
     }
-    w->jfd = open(w->journal_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    if (w->jfd < 0)
-        st = nnp__fail(NNP_ERR_IO, "%s: cannot create: %s", w->journal_path, strerror(errno));
+    st = open_own(w->journal_path, O_WRONLY | O_APPEND, false, &w->jfd);
     if (!st)
         st = write_placeholder(w);
     if (st) {
@@ -473,10 +568,15 @@ static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t 
     memcpy(tmp2 + n, ".partial2", sizeof ".partial2");
     nnp_status st = NNP_OK;
     int in = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
-    int out = open(tmp2, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (in < 0 || out < 0) {
+    int out = -1;
+    if (in < 0) {
         st = nnp__fail(NNP_ERR_IO, "%s: cannot reopen to grow its header: %s", w->tmp_path,
                        strerror(errno));
+        goto out;
+    }
+    if ((st = open_own(tmp2, O_WRONLY, false, &out))) {
+        free(tmp2); /* not ours: nothing to remove */
+        tmp2 = NULL;
         goto out;
     }
     if ((st = put_header(w, out, hdr, len, room)))
@@ -511,7 +611,7 @@ out:
         close(in);
     if (out >= 0)
         close(out);
-    if (st)
+    if (st && tmp2)
         unlink(tmp2);
     free(tmp2);
     return st;
@@ -548,6 +648,9 @@ nnp_status nnp_writer_close(nnp_writer *w)
             st = nnp__fail(NNP_ERR_IO, "%s: cannot close: %s", w->tmp_path, strerror(errno));
         w->fd = -1;
     }
+    /* checked again: the path may have become a FIFO or a device since the writer opened */
+    if (!st)
+        st = check_final(w->path);
     if (!st && rename(w->tmp_path, w->path) != 0)
         st = nnp__fail(NNP_ERR_IO, "%s: cannot rename to %s: %s", w->tmp_path, w->path,
                        strerror(errno));
@@ -570,12 +673,15 @@ void nnp_writer_abort(nnp_writer *w)
 {
     if (!w)
         return;
-    if (w->fd >= 0)
+    /* only the files this writer opened: a name it refused belongs to someone else */
+    if (w->fd >= 0) {
         close(w->fd);
-    if (w->jfd >= 0)
+        unlink(w->tmp_path);
+    }
+    if (w->jfd >= 0) {
         close(w->jfd);
-    unlink(w->tmp_path);
-    unlink(w->journal_path);
+        unlink(w->journal_path);
+    }
     writer_free(w);
 }
 
@@ -633,7 +739,21 @@ static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t
     const char *journal = strrchr(w->journal_path, '/');
     journal = journal ? journal + 1 : w->journal_path;
     nnp_dump *d = NULL;
-    if ((st = nnp__dump_open_journal(w->tmp_path, journal, &d)))
+    /* Locked before it is read: a capture still running is refused, not finished under it. */
+    w->fd = open(w->tmp_path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    struct stat sb;
+    if (w->fd >= 0 && (fstat(w->fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
+        close(w->fd);
+        w->fd = -1;
+        errno = EINVAL;
+    }
+    if (w->fd < 0) {
+        st = nnp__fail(NNP_ERR_IO, "%s: cannot open for writing: %s", w->tmp_path,
+                       strerror(errno));
+        goto fail;
+    }
+    if ((st = lock_partial(w->tmp_path, w->fd, "not recovered while it runs")) ||
+        (st = nnp__dump_open_journal(w->tmp_path, journal, &d)))
         goto fail;
     for (size_t i = 0; i < nnp_dump_meta_count(d) && !st; i++) {
         const char *k, *v;
@@ -649,16 +769,12 @@ static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t
     *nrecs = nnp_dump_count(d);
     nnp_dump_close(d);
     d = NULL;
-    w->fd = open(w->tmp_path, O_WRONLY | O_CLOEXEC);
-    if (w->fd < 0) {
-        st = nnp__fail(NNP_ERR_IO, "%s: cannot open for writing: %s", w->tmp_path,
-                       strerror(errno));
-        goto fail;
-    }
     *out = w;
     return NNP_OK;
 fail:
     nnp_dump_close(d);
+    if (w->fd >= 0)
+        close(w->fd);
     writer_free(w);
     return st;
 }

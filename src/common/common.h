@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "nnparity.h"
 
@@ -119,8 +120,21 @@ void nnp__sbuf_printf(nnp_sbuf *b, const char *fmt, ...) NNP_PRINTF(2, 3);
 /* Append s as a JSON string literal, quotes included (s must be valid UTF-8). */
 void nnp__sbuf_json_string(nnp_sbuf *b, const char *s);
 void nnp__sbuf_free(nnp_sbuf *b);
-/* Append the whole of a file to b; an unreadable file is NNP_ERR_IO naming it. */
-nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path);
+/* Append the whole of a regular file of at most `max` bytes to b; an unreadable file, one that
+ * is not a regular file (a FIFO, a device, a directory) or a larger one is NNP_ERR_IO naming it
+ * and `what` it was read as ("rules file"). */
+nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path, uint64_t max, const char *what);
+
+/* Caps on the files read whole: each is far above what a real one holds (a journal line per
+ * record of a capture, an index line per tensor), and keeps a wrong file from taking all memory. */
+#define NNP_MAX_JOURNAL_BYTES (1ull << 30)
+#define NNP_MAX_INDEX_BYTES (256ull << 20)
+#define NNP_MAX_RULES_BYTES (16ull << 20)
+
+/* Open `path` for reading only if it is a regular file: the open does not wait on a FIFO (it is
+ * made non-blocking, then blocking again once fstat has shown a regular file), and a FIFO, a
+ * device or a directory is NNP_ERR_IO "not a regular file" naming it. *st gets its fstat. */
+nnp_status nnp__open_regular(const char *path, int *fd, struct stat *st);
 
 /* ---- file mapping (util.c) ---- */
 
@@ -129,8 +143,8 @@ typedef struct nnp_map {
     uint64_t size;
 } nnp_map;
 
-/* Map a whole regular file read-only. A directory, a missing file or an unreadable one is an
- * NNP_ERR_IO naming the path and the system's reason. */
+/* Map a whole regular file read-only. A directory, a FIFO, a device, a missing file or an
+ * unreadable one is an NNP_ERR_IO naming the path and the reason. */
 nnp_status nnp__map_file(const char *path, nnp_map *out);
 void nnp__unmap(nnp_map *m);
 

@@ -345,17 +345,71 @@ void nnp__sbuf_free(nnp_sbuf *b)
     memset(b, 0, sizeof *b);
 }
 
-nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path)
+static const char *file_kind(mode_t m)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a plain file";
+}
+
+nnp_status nnp__open_regular(const char *path, int *fd, struct stat *st)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer for ever */
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (*fd < 0)
         return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    const char *why = NULL;
+    int e = 0;
+    if (fstat(*fd, st) != 0)
+        e = errno;
+    else if (!S_ISREG(st->st_mode))
+        why = file_kind(st->st_mode);
+    else if (fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) & ~O_NONBLOCK) != 0)
+        e = errno;
+    if (!e && !why)
+        return NNP_OK;
+    close(*fd);
+    *fd = -1;
+    if (why)
+        return nnp__fail(NNP_ERR_IO, "%s: not a regular file (%s)", path, why);
+    return nnp__fail(NNP_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+}
+
+nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path, uint64_t max, const char *what)
+{
+    int fd;
+    struct stat st;
+    nnp_status s = nnp__open_regular(path, &fd, &st);
+    if (s)
+        return s;
+    if ((uint64_t)st.st_size > max) {
+        close(fd);
+        return nnp__fail(NNP_ERR_IO, "%s: %lld bytes, more than a %s may hold (%llu)", path,
+                         (long long)st.st_size, what, (unsigned long long)max);
+    }
+    /* The size can change while it is read (a journal being appended to): the cap holds on the
+     * bytes read, not on the size fstat saw. */
     char chunk[65536];
-    size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
-        nnp__sbuf_put(b, chunk, k);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
+    uint64_t total = 0;
+    int err = 0;
+    for (;;) {
+        ssize_t k = read(fd, chunk, sizeof chunk);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            err = errno;
+            break;
+        }
+        if (k == 0)
+            break;
+        total += (uint64_t)k;
+        if (total > max) {
+            close(fd);
+            return nnp__fail(NNP_ERR_IO, "%s: more than a %s may hold (%llu bytes)", path, what,
+                             (unsigned long long)max);
+        }
+        nnp__sbuf_put(b, chunk, (size_t)k);
+    }
+    close(fd);
     if (err)
         return nnp__fail(NNP_ERR_IO, "%s: cannot read: %s", path, strerror(err));
     if (b->failed)
@@ -368,19 +422,11 @@ nnp_status nnp__map_file(const char *path, nnp_map *out)
 {
     out->base = NULL;
     out->size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return nnp__fail(NNP_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return nnp__fail(NNP_ERR_IO, "%s: not a regular file", path);
-    }
+    nnp_status s = nnp__open_regular(path, &fd, &st);
+    if (s)
+        return s;
     if (st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {

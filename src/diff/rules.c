@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "common/regex.h"
 #include "diff/diff.h"
@@ -78,7 +77,6 @@ struct nnp_rules {
  * before anything is compiled. Rules written by people run to dozens, those --emit-rules writes
  * to one per aligned pair, a few thousand for the largest models. */
 #define MAX_RULES 100000
-#define MAX_RULES_BYTES (16u << 20)
 
 static void rule_free(rule *ru)
 {
@@ -501,24 +499,11 @@ nnp_status nnp_rules_parse(const char *text, const char *origin, nnp_rules **out
     return NNP_OK;
 }
 
-static nnp_status too_big(const char *path)
-{
-    return nnp__fail(NNP_ERR_FORMAT, "%s: larger than %u MiB, the most a rules file may be",
-                     path, MAX_RULES_BYTES >> 20);
-}
-
 nnp_status nnp_rules_load(const char *path, nnp_rules **out)
 {
     *out = NULL;
     nnp_sbuf b = {0};
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > MAX_RULES_BYTES)
-        return too_big(path);
-    nnp_status st = nnp__sbuf_read_file(&b, path);
-    if (!st && b.len > MAX_RULES_BYTES) {
-        nnp__sbuf_free(&b);
-        return too_big(path);
-    }
+    nnp_status st = nnp__sbuf_read_file(&b, path, NNP_MAX_RULES_BYTES, "rules file");
     size_t bad_at;
     if (!st && (strlen(b.s ? b.s : "") != b.len ||
                 !nnp__utf8_valid((unsigned char *)b.s, b.len, &bad_at)))

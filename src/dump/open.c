@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dump/dump.h"
 
@@ -19,11 +20,20 @@ static nnp_status open_by_content(nnp_dump *d, const char *path)
     unsigned char head[NNP_PROBE_BYTES] = {0};
     size_t got = 0;
     if (!is_dir) {
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            return nnp__fail(NNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        got = fread(head, 1, sizeof head, f);
-        fclose(f);
+        /* only a regular file: a FIFO would block the open, a device never end */
+        int fd;
+        nnp_status s = nnp__open_regular(path, &fd, &st);
+        if (s)
+            return s;
+        ssize_t k;
+        while (got < sizeof head && (k = read(fd, head + got, sizeof head - got)) != 0) {
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0)
+                break;
+            got += (size_t)k;
+        }
+        close(fd);
     }
     for (const nnp_format_entry *e = nnp__formats; e->probe; e++)
         if (e->probe(path, head, got, is_dir)) {

@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "formats/formats.h"
 
@@ -16,12 +17,13 @@
 /* The first bytes of a file, for the message; 0 when it cannot be read. */
 static size_t head_of(const char *path, unsigned char *buf, size_t n)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd;
+    struct stat st;
+    if (nnp__open_regular(path, &fd, &st))
         return 0;
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    return got;
+    ssize_t got = read(fd, buf, n);
+    close(fd);
+    return got > 0 ? (size_t)got : 0;
 }
 
 /* The producer an ONNX model names in field 2 when it follows ir_version: "pytorch 1.13.0". */

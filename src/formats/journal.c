@@ -112,7 +112,7 @@ nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, ui
     if (jp.failed)
         return nnp__nomem();
     nnp_sbuf content = {0};
-    nnp_status st = nnp__sbuf_read_file(&content, jp.s);
+    nnp_status st = nnp__sbuf_read_file(&content, jp.s, NNP_MAX_JOURNAL_BYTES, "journal");
     char *text = content.s;
     size_t len = content.len;
     nnp__dump_set_format(d, "safetensors-partial");

@@ -87,7 +87,7 @@ static nnp_status check_weight_map(nnp_dump *d, const char *index_path, const ch
 nnp_status nnp__sharded_load_index(nnp_dump *d, const char *index_path)
 {
     nnp_sbuf text = {0};
-    nnp_status rd = nnp__sbuf_read_file(&text, index_path);
+    nnp_status rd = nnp__sbuf_read_file(&text, index_path, NNP_MAX_INDEX_BYTES, "shard index");
     if (rd) {
         nnp__sbuf_free(&text);
         return rd;
