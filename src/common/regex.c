@@ -47,6 +47,17 @@ static int count_callout(pcre2_callout_enumerate_block *b, void *data)
     return 0;
 }
 
+/* A failed pcre2_compile: out of memory, or PCRE2's own words for what is wrong in err. */
+static nnp_status compile_failed(int code, char *err, size_t errsize)
+{
+    if (code == PCRE2_ERROR_HEAPLIMIT || code == PCRE2_ERROR_NOMEMORY)
+        return nnp__nomem();
+    PCRE2_UCHAR msg[200];
+    pcre2_get_error_message(code, msg, sizeof msg);
+    snprintf(err, errsize, "%s", (const char *)msg);
+    return NNP_ERR_FORMAT;
+}
+
 nnp_status nnp__regex_compile(const char *pattern, size_t len, nnp_regex **out, char *err,
                               size_t errsize, size_t *erroffset)
 {
@@ -62,13 +73,8 @@ nnp_status nnp__regex_compile(const char *pattern, size_t len, nnp_regex **out, 
     pcre2_code *plain = pcre2_compile((PCRE2_SPTR)pattern, len, COMPILE_OPTIONS, &code, &at,
                                       NULL);
     if (!plain) {
-        if (code == PCRE2_ERROR_HEAPLIMIT || code == PCRE2_ERROR_NOMEMORY)
-            return nnp__nomem();
-        PCRE2_UCHAR msg[200];
-        pcre2_get_error_message(code, msg, sizeof msg);
-        snprintf(err, errsize, "%s", (const char *)msg);
         *erroffset = at < len ? (size_t)at : len;
-        return NNP_ERR_FORMAT;
+        return compile_failed(code, err, errsize);
     }
     uint32_t backrefs = 0, groups = 0;
     unsigned callouts = 0;
@@ -102,12 +108,7 @@ nnp_status nnp__regex_compile(const char *pattern, size_t len, nnp_regex **out, 
     free(wrapped);
     if (!re->code) {
         free(re);
-        if (code == PCRE2_ERROR_HEAPLIMIT || code == PCRE2_ERROR_NOMEMORY)
-            return nnp__nomem();
-        PCRE2_UCHAR msg[200];
-        pcre2_get_error_message(code, msg, sizeof msg);
-        snprintf(err, errsize, "%s", (const char *)msg);
-        return NNP_ERR_FORMAT;
+        return compile_failed(code, err, errsize);
     }
     re->groups = groups;
     *out = re;
