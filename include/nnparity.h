@@ -223,7 +223,10 @@ int64_t nnp_dump_find(const nnp_dump *dump, const char *name);
 /* The record's elements, little-endian and C-contiguous (nbytes long; NULL allowed when nbytes is
  * 0). Usually a pointer into the mapped file; data stored big-endian, Fortran-ordered or compressed
  * is converted once, on first request. The pointer lives as long as the dump. Safe to call from
- * several threads at once. */
+ * several threads at once. A PyTorch view (transposed, strided, expanded) is gathered into a copy;
+ * the copies of one dump may hold together 16 times the size of its files, at least 64 MiB: the
+ * view that would pass that cap is refused (NNP_ERR_FORMAT, naming the file, the tensor, its
+ * size, its storage's size and the cap) before anything is allocated for it. */
 nnp_status nnp_dump_data(nnp_dump *dump, size_t i, const void **data);
 
 /* Metadata: the file's string-to-string pairs (safetensors __metadata__; for shards, those of the

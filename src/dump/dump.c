@@ -6,6 +6,7 @@
  * stays in the files' mappings; only data stored in another layout is converted, on demand.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ struct nnp_dump {
     size_t annotate_next; /* the record after the last one annotated: provenance lists records
                            * in the order their file does, so it is usually the next one */
     pthread_mutex_t lock; /* guards on-demand conversion in nnp_dump_data */
+    uint64_t view_bytes;  /* bytes the gathered views (view_stored) hold so far, under lock */
 };
 
 /* ---- growth and the arena ---- */
@@ -545,6 +547,20 @@ static void convert_layout(const nnp_rec *r, const unsigned char *raw, unsigned 
     }
 }
 
+/* The cap on what a dump's gathered views may hold together: a view's logical size is not bound
+ * by the file (an expanded one-element storage reads as 2^32 elements), so its copy is bounded
+ * by the size of the files instead. */
+static uint64_t view_cap(const nnp_dump *d)
+{
+    uint64_t files = 0, cap;
+    for (size_t m = 0; m < d->nmaps; m++)
+        if (!nnp__add_u64(files, d->maps[m].size, &files))
+            return UINT64_MAX;
+    if (!nnp__mul_u64(files, NNP_VIEW_CAP_FACTOR, &cap))
+        return UINT64_MAX;
+    return cap > NNP_VIEW_CAP_MIN ? cap : NNP_VIEW_CAP_MIN;
+}
+
 nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
 {
     if (!d || i >= d->nrecs || !data)
@@ -560,6 +576,15 @@ nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
         if (r->pub.ndim > 64 && (r->layout & NNP_LAYOUT_FORTRAN)) {
             st = nnp__fail(NNP_ERR_UNSUPPORTED, "%s: tensor '%s': Fortran order with %u dimensions",
                            r->pub.file, r->pub.name, r->pub.ndim);
+        } else if (r->view_stored && (r->pub.nbytes > view_cap(d) ||
+                                      d->view_bytes > view_cap(d) - r->pub.nbytes)) {
+            st = nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is a view of %" PRIu64 " stored bytes "
+                           "that reads as %" PRIu64 " bytes; with the %" PRIu64 " bytes of the "
+                           "views read before it, that passes the cap of %" PRIu64 " bytes on "
+                           "what a file's views may expand to (%u times the file's size, at "
+                           "least %llu MiB)", r->pub.file, r->pub.name, r->view_stored,
+                           r->pub.nbytes, d->view_bytes, view_cap(d), NNP_VIEW_CAP_FACTOR,
+                           NNP_VIEW_CAP_MIN >> 20);
         } else if (r->pub.nbytes > SIZE_MAX || !(r->owned = malloc((size_t)r->pub.nbytes))) {
             st = nnp__nomem();
         } else if (r->load) {
@@ -567,6 +592,8 @@ nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
             if (st) {
                 free(r->owned);
                 r->owned = NULL;
+            } else if (r->view_stored) {
+                d->view_bytes += r->pub.nbytes; /* under the cap, checked above */
             }
         } else {
             convert_layout(r, r->raw, r->owned);

@@ -27,12 +27,19 @@ typedef struct nnp_rec {
     nnp_loader_fn load;
     void *load_ctx;
     void *owned;              /* converted copy, made on the first nnp_dump_data() */
+    uint64_t view_stored;     /* a view gathered by `load` (torch): the bytes of the storage it
+                               * reads; nonzero puts its conversion under the dump's view cap */
     uint64_t file_index;      /* which file of the dump it came from, in opening order */
     uint64_t file_order;      /* order within that file (data offset order for safetensors) */
     uint64_t meta_seq;        /* execution order given by nnparity metadata */
     bool has_meta_seq;
     uint64_t sort_key[3];     /* set when the dump is complete */
 } nnp_rec;
+
+/* What the gathered views of one dump may hold in total: NNP_VIEW_CAP_FACTOR times the size of
+ * the files it mapped, and at least NNP_VIEW_CAP_MIN bytes (nnp_dump_data enforces it). */
+#define NNP_VIEW_CAP_FACTOR 16u
+#define NNP_VIEW_CAP_MIN (64ull << 20)
 
 /* Map `path` and keep the mapping until the dump closes (it is owned by the dump). */
 nnp_status nnp__dump_map(nnp_dump *d, const char *path, nnp_map *out);

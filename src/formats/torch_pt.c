@@ -264,6 +264,7 @@ static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
     g->step = step;
     r->load = gather_load;
     r->load_ctx = g;
+    r->view_stored = t->st->numel * es; /* the member's size */
     return NNP_OK;
 }
 
