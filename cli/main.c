@@ -2,7 +2,9 @@
  * main.c - the nnparity command: finds the subcommand and hands it the arguments.
  */
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -61,6 +63,63 @@ static int unknown_command(const char *name, bool after_help)
     return EXIT_BAD_INPUT;
 }
 
+/* A file truncated by another process while it is mapped raises SIGBUS on the next read past
+ * its new end. The handler names the file (nnp_mapping_of is async-signal-safe) and leaves
+ * with exit 2, using only write(2) and _exit(2): an output file not yet renamed into place
+ * stays a temporary file beside it (docs/cli.md). */
+static size_t sig_put(char *buf, size_t at, size_t cap, const char *s)
+{
+    for (; *s && at < cap; s++)
+        buf[at++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s; /* stays one line */
+    return at;
+}
+
+static void on_sigbus(int sig, siginfo_t *info, void *uctx)
+{
+    (void)sig;
+    (void)uctx;
+    char buf[4352];
+    size_t cap = sizeof buf - 1, n = 0;
+    const char *path = NULL;
+    uint64_t off = 0;
+    if (info && nnp_mapping_of(info->si_addr, &path, &off)) {
+        char num[24];
+        size_t k = sizeof num;
+        num[--k] = '\0';
+        do
+            num[--k] = (char)('0' + off % 10);
+        while ((off /= 10) && k);
+        n = sig_put(buf, n, cap, "nnparity: ");
+        n = sig_put(buf, n, cap - 200 > n ? cap - 200 : n, path); /* room for the rest */
+        n = sig_put(buf, n, cap, ": the file shrank while it was being read (SIGBUS at byte ");
+        n = sig_put(buf, n, cap, num + k);
+        n = sig_put(buf, n, cap, "); nothing was written");
+    } else {
+        n = sig_put(buf, n, cap, "nnparity: a file shrank while it was being read (SIGBUS); "
+                                 "nothing was written");
+    }
+    buf[n++] = '\n';
+    for (size_t done = 0; done < n;) {
+        ssize_t w = write(STDERR_FILENO, buf + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    _exit(EXIT_BAD_INPUT);
+}
+
+static void install_sigbus_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -103,6 +162,7 @@ int main(int argc, char **argv)
         return unknown_command(name, false);
     if (cli_wants_help(cmd, argc - 1, argv + 1))
         return EXIT_AGREE;
+    install_sigbus_handler();
     int rc = cmd->run(argc - 1, argv + 1);
     /* A full disk or a closed pipe on stdout must not pass for success. */
     if (fflush(stdout) != 0 || ferror(stdout)) {

@@ -103,6 +103,17 @@ int nnp_version_number(void);
  * with another C runtime, cannot call this library's free() themselves. */
 void nnp_free(void *p);
 
+/* Which file holds the address `addr`: true if it lies in a file the library has mapped and not
+ * yet unmapped (a dump's data), with *path (the path as the file was opened; owned by the
+ * library, valid while the file stays mapped) and *offset (the byte in the file); false
+ * otherwise, or when more files were mapped at once than the library keeps track of (256).
+ * Either pointer may be NULL.
+ * It exists for a SIGBUS handler: a file that another process truncates while it is mapped
+ * raises SIGBUS on the next read past its new end, and the handler, given si_addr, can name the
+ * file. It is async-signal-safe: it takes no lock, allocates nothing and reads a fixed table
+ * with lock-free atomics. The library installs no handler itself; signals are the caller's. */
+bool nnp_mapping_of(const void *addr, const char **path, uint64_t *offset);
+
 /* The layout of a public struct, for bindings that declare the structs themselves (the
  * Python bridge): the offset of `field` in the struct named `type` ("nnp_record",
  * "nnp_tap_desc", "nnp_capture_options", ...; the C names), or with field NULL its size.

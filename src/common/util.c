@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -418,6 +420,78 @@ nnp_status nnp__sbuf_read_file(nnp_sbuf *b, const char *path, uint64_t max, cons
     return b->failed ? nnp__nomem() : NNP_OK;
 }
 
+/* The registry of live mappings, read by nnp_mapping_of from a signal handler: a fixed array
+ * changed and read with lock-free atomics only (no lock, no allocation on the reading side).
+ * A slot is FREE, BUSY (being filled or emptied by the thread that claimed it) or LIVE; its
+ * fields are read only while it is LIVE. When every slot is taken a mapping is not registered
+ * and lookups of its addresses fail. */
+#define NNP_MAP_SLOTS 256
+enum { MAP_SLOT_FREE, MAP_SLOT_BUSY, MAP_SLOT_LIVE };
+
+static struct {
+    _Atomic int state;
+    _Atomic uintptr_t base;
+    _Atomic uint64_t size;
+    _Atomic(const char *) path; /* the registry's own copy */
+} map_slots[NNP_MAP_SLOTS];
+
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_POINTER_LOCK_FREE == 2,
+               "the mapping registry needs lock-free atomics to be read in a signal handler");
+
+static void map_register(const void *base, uint64_t size, const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return;
+    for (size_t i = 0; i < NNP_MAP_SLOTS; i++) {
+        int expect = MAP_SLOT_FREE;
+        if (!atomic_compare_exchange_strong(&map_slots[i].state, &expect, MAP_SLOT_BUSY))
+            continue;
+        atomic_store_explicit(&map_slots[i].base, (uintptr_t)base, memory_order_relaxed);
+        atomic_store_explicit(&map_slots[i].size, size, memory_order_relaxed);
+        atomic_store_explicit(&map_slots[i].path, copy, memory_order_relaxed);
+        atomic_store_explicit(&map_slots[i].state, MAP_SLOT_LIVE, memory_order_release);
+        return;
+    }
+    free(copy); /* full: this mapping is not named */
+}
+
+static void map_unregister(const void *base)
+{
+    for (size_t i = 0; i < NNP_MAP_SLOTS; i++) {
+        if (atomic_load_explicit(&map_slots[i].state, memory_order_acquire) != MAP_SLOT_LIVE ||
+            atomic_load_explicit(&map_slots[i].base, memory_order_relaxed) != (uintptr_t)base)
+            continue;
+        int expect = MAP_SLOT_LIVE;
+        if (!atomic_compare_exchange_strong(&map_slots[i].state, &expect, MAP_SLOT_BUSY))
+            continue;
+        const char *path = atomic_exchange(&map_slots[i].path, NULL);
+        atomic_store_explicit(&map_slots[i].state, MAP_SLOT_FREE, memory_order_release);
+        free((void *)path);
+        return;
+    }
+}
+
+bool nnp_mapping_of(const void *addr, const char **path, uint64_t *offset)
+{
+    uintptr_t a = (uintptr_t)addr;
+    for (size_t i = 0; i < NNP_MAP_SLOTS; i++) {
+        if (atomic_load_explicit(&map_slots[i].state, memory_order_acquire) != MAP_SLOT_LIVE)
+            continue;
+        uintptr_t base = atomic_load_explicit(&map_slots[i].base, memory_order_relaxed);
+        uint64_t size = atomic_load_explicit(&map_slots[i].size, memory_order_relaxed);
+        const char *p = atomic_load_explicit(&map_slots[i].path, memory_order_relaxed);
+        if (a < base || (uint64_t)(a - base) >= size || !p)
+            continue;
+        if (path)
+            *path = p;
+        if (offset)
+            *offset = (uint64_t)(a - base);
+        return true;
+    }
+    return false;
+}
+
 nnp_status nnp__map_file(const char *path, nnp_map *out)
 {
     out->base = NULL;
@@ -437,6 +511,7 @@ nnp_status nnp__map_file(const char *path, nnp_map *out)
         }
         out->base = p;
         out->size = (uint64_t)st.st_size;
+        map_register(p, out->size, path);
     }
     /* The mapping keeps the file's pages; the descriptor is no longer needed. */
     close(fd);
@@ -445,8 +520,10 @@ nnp_status nnp__map_file(const char *path, nnp_map *out)
 
 void nnp__unmap(nnp_map *m)
 {
-    if (m->base)
+    if (m->base) {
+        map_unregister(m->base);
         munmap((void *)m->base, (size_t)m->size);
+    }
     m->base = NULL;
     m->size = 0;
 }

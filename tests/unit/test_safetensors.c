@@ -462,6 +462,31 @@ static void test_lookup_many(void **state)
     nnp_dump_close(d);
 }
 
+/* nnp_mapping_of names the file and byte of an address in a live mapping, and forgets the
+ * mapping once it is unmapped. */
+static void test_mapping_of(void **state)
+{
+    (void)state;
+    char path[512];
+    scratch(path, sizeof path, "mapped.bin");
+    unsigned char data[100];
+    memset(data, 7, sizeof data);
+    write_bytes(path, data, sizeof data);
+    nnp_map m;
+    assert_int_equal(nnp__map_file(path, &m), NNP_OK);
+    const char *name = NULL;
+    uint64_t off = 0;
+    assert_true(nnp_mapping_of(m.base + 42, &name, &off));
+    assert_string_equal(name, path);
+    assert_int_equal(off, 42);
+    assert_true(nnp_mapping_of(m.base, NULL, NULL));
+    assert_false(nnp_mapping_of(m.base + 100, &name, &off)); /* one past the end */
+    assert_false(nnp_mapping_of(data, &name, &off));
+    const unsigned char *base = m.base;
+    nnp__unmap(&m);
+    assert_false(nnp_mapping_of(base + 42, &name, &off));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,7 +496,7 @@ int main(void)
         cmocka_unit_test(test_crafted_rules),
         cmocka_unit_test(test_io_errors),      cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_provenance),     cmocka_unit_test(test_lookup_many),
-        cmocka_unit_test(test_open_both),
+        cmocka_unit_test(test_open_both),      cmocka_unit_test(test_mapping_of),
     };
     return cmocka_run_group_tests_name("safetensors", tests, NULL, NULL);
 }
