@@ -129,3 +129,14 @@ def conformance():
 import sys  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "python"))
+
+
+def one_line_error(p, path):
+    """The message after "nnparity: PATH: " (so that fragments cannot match the path)."""
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout == ""
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, p.stderr
+    prefix = f"nnparity: {path}: "
+    assert lines[0].startswith(prefix), lines[0]
+    return lines[0][len(prefix):]

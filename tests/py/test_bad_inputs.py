@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import BIN, write_safetensors
+from conftest import BIN, one_line_error, write_safetensors
 
 pytestmark = pytest.mark.cli
 
@@ -707,17 +707,6 @@ def write_input(tmp_path, name, content):
     else:
         path.write_bytes(content)
     return path
-
-
-def one_line_error(p, path):
-    """The message after "nnparity: PATH: " (so that fragments cannot match the path)."""
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert p.stdout == ""
-    lines = p.stderr.splitlines()
-    assert len(lines) == 1, p.stderr
-    prefix = f"nnparity: {path}: "
-    assert lines[0].startswith(prefix), lines[0]
-    return lines[0][len(prefix):]
 
 
 def expect(nnp, cmd, path, fragments):

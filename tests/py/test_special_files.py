@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import BIN, write_safetensors
+from conftest import BIN, one_line_error, write_safetensors
 
 pytestmark = pytest.mark.cli
 
@@ -18,16 +18,6 @@ def nnp(*args):
     # a refusal is immediate: the timeout only turns a hang into a failure instead of a stuck run
     return subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
                           errors="replace", timeout=60)
-
-
-def one_line_error(p, path):
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert p.stdout == ""
-    lines = p.stderr.splitlines()
-    assert len(lines) == 1, p.stderr
-    prefix = f"nnparity: {path}: "
-    assert lines[0].startswith(prefix), lines[0]
-    return lines[0][len(prefix):]
 
 
 def partial_with_journal(tmp_path):
