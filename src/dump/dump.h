@@ -107,6 +107,14 @@ void nnp__dump_prefetch_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len)
 /* A record's name by nnparity's convention: "<module>/<role>", with "#<call>" for calls after the
  * first (dump/provenance.c). NULL strings read as "". Appended to b. */
 void nnp__record_name(nnp_sbuf *b, const char *module, const char *role, uint64_t call);
+/* ---- fingerprints (sketch.c) ---- */
+
+struct nnp_sketch;
+/* The sketches (kernels.h) of records idx[0..n) of d into out[0..n), on up to `threads` threads
+ * (0: one per CPU). */
+nnp_status nnp__dump_sketches(nnp_dump *d, const size_t *idx, size_t n, int threads,
+                              struct nnp_sketch *out);
+
 /* ---- opening (open.c) ---- */
 
 /* One format nnp_dump_open knows. `probe` looks at the file's first bytes (head[0..n), n up to
