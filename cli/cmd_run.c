@@ -548,6 +548,28 @@ static int run_side_of(run_side *s, char *const *set, size_t nset)
     return open_capture(s);
 }
 
+/* What the standard scenario's alignment found, as rules: written to DIR/aligned.rules (shown
+ * in the report, reusable with --rules) and loaded for the injection run and its diff. Nothing
+ * is written when every pair was made by name. */
+static int write_aligned_rules(run_report *r, const char *abs_dir, char **abs_rules)
+{
+    if (!nnp_diff_aligned_count(r->std))
+        return EXIT_AGREE;
+    char *text = NULL;
+    nnp_status st = nnp_diff_aligned_rules(r->std, r->side[SIDE_REF].dump, &text);
+    if (st)
+        return cli_fail(st);
+    r->aligned_rules_path = cli_join_path(r->out_dir, "aligned.rules");
+    *abs_rules = cli_join_path(abs_dir, "aligned.rules");
+    int rc = r->aligned_rules_path && *abs_rules ? EXIT_AGREE : run_nomem();
+    if (!rc)
+        rc = cli_write_file(r->aligned_rules_path, text, strlen(text));
+    nnp_free(text);
+    if (!rc && (st = nnp_rules_load(r->aligned_rules_path, &r->aligned_rules)))
+        rc = cli_fail(st);
+    return rc;
+}
+
 /* Everything after the arguments are known; `abs_dir` is DIR made absolute for the commands,
  * which may change directory. */
 static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_rules *rules)
@@ -578,12 +600,30 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
     }
 
     char *set[3] = {NULL};
+    nnp_diff_options o;
+    nnp_diff_options_init(&o);
+    o.rules = rules;
+    o.atol = a->atol;
+    o.rtol = a->rtol;
+    o.threads = a->threads;
     for (int i = 0; i < NSIDES && !rc; i++) {
         run_side *s = &r->side[i];
         set[0] = env_pair("NNPARITY_CAPTURE", abs_capture[i]);
         set[1] = NULL;
         set[2] = NULL;
         if (i == SIDE_INJ) {
+            /* the standard scenario first: without --rules, its alignment is what the port's
+             * inputs are injected through */
+            nnp_status st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_PORT].dump, &o,
+                                           &r->std);
+            if (st) {
+                rc = cli_fail(st);
+                break;
+            }
+            if (!a->rules && (rc = write_aligned_rules(r, abs_dir, &abs_rules)))
+                break;
+            if (r->aligned_rules)
+                o.rules = r->aligned_rules;
             /* inject from what the reference captured, partial or not */
             const char *ref_path = nnp_dump_path(r->side[SIDE_REF].dump);
             const char *base = strrchr(ref_path, '/');
@@ -614,14 +654,12 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
     if (rc)
         return rc;
 
-    nnp_diff_options o;
-    nnp_diff_options_init(&o);
-    o.rules = rules;
-    o.atol = a->atol;
-    o.rtol = a->rtol;
-    o.threads = a->threads;
-    nnp_status st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_PORT].dump, &o, &r->std);
-    if (!st && r->side[SIDE_INJ].dump)
+    /* the injected capture is paired as the standard one was: the same port records (by
+     * name) with the same reference records */
+    nnp_status st = NNP_OK;
+    o.like = r->std;
+    o.like_port = r->side[SIDE_PORT].dump;
+    if (r->side[SIDE_INJ].dump)
         st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_INJ].dump, &o, &r->inj);
     if (st)
         return cli_fail(st);
@@ -668,6 +706,10 @@ static int run_run(int argc, char **argv)
     }
     /* what an earlier run left must not pass for this run's results */
     remove(r.html_path);
+    char *stale = cli_join_path(a.out, "aligned.rules");
+    if (stale)
+        remove(stale);
+    free(stale);
     run_repro_clear(a.out);
     rc = run_all(&r, &a, abs_dir, rules);
     if (rc)

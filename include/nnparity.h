@@ -427,6 +427,8 @@ const char *nnp_verdict_name(nnp_verdict v);
  * F8_E4M3 1e-2 + 0.125|ref|, F8_E5M2 1e-2 + 0.25|ref|, integers and bool exact. */
 void nnp_default_tolerance(nnp_dtype a, nnp_dtype b, double *atol, double *rtol);
 
+typedef struct nnp_diff nnp_diff;
+
 typedef struct nnp_diff_options {
     size_t size;            /* sizeof(nnp_diff_options): set by nnp_diff_options_init */
     const nnp_rules *rules; /* maps the port's record names onto the reference's; NULL: none */
@@ -437,6 +439,12 @@ typedef struct nnp_diff_options {
      * a time, from any of the diff's threads); NULL: none. */
     void (*progress)(void *ctx, uint64_t done_bytes, uint64_t total_bytes);
     void *progress_ctx;
+    /* Pair as `like` did, a diff of the same reference against `like_port`: each of its pairs
+     * is made again with the port record of the same name, through the same adapters (a second
+     * run of one port, e.g. under injection, names its records alike). The rules then serve
+     * nothing but tolerances; what is left is paired by value only. NULL: pair as usual. */
+    const nnp_diff *like;
+    const nnp_dump *like_port;
 } nnp_diff_options;
 
 /* size set, no rules, atol = rtol = -1 (by dtype), threads 0, alignment on, no progress. */
@@ -450,6 +458,18 @@ typedef enum nnp_join_kind {
                              * join_axis (gather concat) */
     NNP_JOIN_GATHER_SUM     /* the ranks' copies, summed (gather sum) */
 } nnp_join_kind;
+
+/* What a pair was made on (docs/diff.md, "Pairing by evidence"). */
+typedef enum nnp_evidence {
+    NNP_EVIDENCE_NAME = 0,           /* the names, after the rules */
+    NNP_EVIDENCE_VALUE_EXACT,        /* the same bytes, dtype and shape */
+    NNP_EVIDENCE_VALUE,              /* values within 5% rel-L2 over the same elements, as the
+                                      * records' sketches estimate (a reshape is the same) */
+    NNP_EVIDENCE_VALUE_LAST_ROW,     /* the port's values are the last row of the reference's
+                                      * axis before the last (a decode step with a cache) */
+    NNP_EVIDENCE_STRUCTURE,          /* no value agrees: order, shape, dtype, role kind, names */
+    NNP_EVIDENCE_STRUCTURE_LAST_ROW  /* ... with the port's one row against the reference's last */
+} nnp_evidence;
 
 typedef struct nnp_diff_pair {
     size_t ref, port;       /* record indices in the two dumps (port: the first part of a join) */
@@ -473,6 +493,10 @@ typedef struct nnp_diff_pair {
     uint32_t nadapters;                      /* adapters (transpose, ref select, ...) applied
                                               * besides the join; 0: the parts were joined as
                                               * recorded, so part k is rows of the joined tensor */
+    nnp_evidence evidence;                   /* what the pair was made on */
+    double confidence;                       /* how sure the pairing is, in [0, 1]: 1 for names
+                                              * and equal bytes, 0.9-1 for values, at most 0.5
+                                              * for structure alone */
 } nnp_diff_pair;
 
 /* A port record that the rules renamed onto a name another port record had already taken
@@ -483,8 +507,7 @@ typedef struct nnp_collision {
     const char *name;  /* the name both were renamed to */
 } nnp_collision;
 
-/* The result of a diff: read it through the accessors below. */
-typedef struct nnp_diff nnp_diff;
+/* The result of a diff (declared above): read it through the accessors below. */
 
 /* The pairs, in the reference's execution order: pair i < nnp_diff_pair_count. The pointer
  * lives as long as the diff. */

@@ -66,6 +66,10 @@ typedef struct run_report {
     const char *out_dir;
     const char *rules_path;        /* NULL: none */
     const nnp_rules *rules;        /* the rules loaded from it: pairing and `component` lines */
+    char *aligned_rules_path;      /* without --rules: DIR/aligned.rules, what the alignment of
+                                    * the standard scenario found and injection went through;
+                                    * NULL when nothing was aligned */
+    nnp_rules *aligned_rules;
     double atol, rtol;             /* < 0: by dtype */
     bool plot_max_abs;             /* the plot's metric: max-abs instead of rel-L2 */
     nnp_diff *std, *inj;           /* NULL when that scenario has nothing to compare */

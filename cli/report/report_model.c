@@ -330,6 +330,8 @@ void run_report_free(run_report *r)
     }
     nnp_diff_free(r->std);
     nnp_diff_free(r->inj);
+    nnp_rules_free(r->aligned_rules);
+    free(r->aligned_rules_path);
     free(r->rows);
     free(r->verdict);
     free(r->html_path);

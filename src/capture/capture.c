@@ -23,6 +23,8 @@ typedef struct call_count {
     uint64_t next;
 } call_count;
 
+enum { INJECTION_REASONS = 16 };
+
 typedef struct session {
     pthread_mutex_t lock;
     nnp_writer *writer; /* NULL: not recording */
@@ -32,8 +34,12 @@ typedef struct session {
     size_t ncalls, capcalls;
     nnp_status failed;  /* the first recording failure; later records are refused with it */
     char failure[1024];
+    uint64_t injected, not_injected; /* inputs overwritten with the reference's, and not */
+    char *reasons[INJECTION_REASONS]; /* why not, for the first few */
+    size_t nreasons;
 } session;
 
+static nnp_status put_injection_meta(session *s);
 static _Atomic(session *) active;
 static void open_from_env(void);
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -51,6 +57,8 @@ static void session_free(session *s)
     nnp_writer_abort(s->writer);
     nnp_dump_close(s->ref);
     nnp_rules_free(s->rules);
+    for (size_t i = 0; i < s->nreasons; i++)
+        free(s->reasons[i]);
     for (size_t i = 0; i < s->capcalls; i++)
         free(s->calls[i].key);
     free(s->calls);
@@ -261,7 +269,9 @@ nnp_status nnp_capture_close(void)
             st = nnp__fail(s->failed, "%s; not finished: the records written before are in %s "
                            "(nnparity recover finishes it)", why, kept);
         } else if (s->writer) {
-            st = nnp_writer_close(s->writer);
+            if (s->ref)
+                st = put_injection_meta(s);
+            st = st ? st : nnp_writer_close(s->writer);
         }
         s->writer = NULL;
         session_free(s);
@@ -384,43 +394,121 @@ nnp_status nnp_tap_record(const nnp_tap_desc *d, const void *data)
     return st;
 }
 
-/* Overwrite data with the reference record for (d, call), under the session lock. */
+/* Count what injection did, and keep the first reasons it could not, for the capture's
+ * metadata (nnparity.injection): a run whose injection did nothing must not claim a layer's
+ * error as its own. */
+static void note_injection(session *s, nnp_status st)
+{
+    if (!st) {
+        s->injected++;
+        return;
+    }
+    s->not_injected++;
+    if (s->nreasons < INJECTION_REASONS) {
+        char *why = strdup(nnp_last_error());
+        if (why)
+            s->reasons[s->nreasons++] = why;
+    }
+}
+
+/* The metadata that says what injection did: {"injected": N, "not_injected": M, "reasons":
+ * [...]}, the first INJECTION_REASONS reasons. */
+static nnp_status put_injection_meta(session *s)
+{
+    nnp_sbuf b = {0};
+    nnp__sbuf_printf(&b, "{\"injected\":%llu,\"not_injected\":%llu,\"reasons\":[",
+                     (unsigned long long)s->injected, (unsigned long long)s->not_injected);
+    for (size_t k = 0; k < s->nreasons; k++) {
+        if (k)
+            nnp__sbuf_puts(&b, ",");
+        nnp__sbuf_json_string(&b, s->reasons[k]);
+    }
+    nnp__sbuf_puts(&b, "]}");
+    nnp_status st = b.failed ? nnp__nomem() : nnp__writer_put_meta(s->writer, NNP_META_INJECTION_KEY, b.s);
+    nnp__sbuf_free(&b);
+    return st;
+}
+
+/* Whether the port-side adapters of a mapping can be undone under injection: a reshape keeps
+ * the elements in C order, so the reference's bytes fit the port's tensor as they are. */
+static const nnp_op *port_op_in_the_way(const nnp_mapping *m)
+{
+    for (size_t k = 0; k < m->nops; k++)
+        if (!m->ops[k].on_ref && m->ops[k].kind != NNP_OP_RESHAPE)
+            return &m->ops[k];
+    return NULL;
+}
+
+/* Overwrite data with the reference record for (d, call), under the session lock: the record the
+ * rules map the name to, as the rules' reference-side adapters leave it (the last row of a
+ * sequence the reference re-ran whole, for a port that decodes one token). */
 static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call, void *data)
 {
     nnp_sbuf name = {0};
     nnp__record_name(&name, d->name, d->role, call);
     if (name.failed)
         return nnp__nomem();
-    char *mapped = NULL;
-    bool ignored = false;
-    nnp_status st = nnp_rules_map(s->rules, name.s, &mapped, &ignored);
-    int64_t i = st || ignored ? -1 : nnp_dump_find(s->ref, mapped);
-    if (!st && ignored)
+    nnp_mapping *maps = NULL;
+    size_t nmaps = 0;
+    nnp_status st = nnp__rules_apply(s->rules, name.s, &maps, &nmaps);
+    const char *mapped = !st && nmaps ? maps[0].name : NULL;
+    int64_t i = mapped ? nnp_dump_find(s->ref, mapped) : -1;
+    const nnp_op *blocking = mapped ? port_op_in_the_way(&maps[0]) : NULL;
+    if (!st && !nmaps)
         st = nnp__fail(NNP_ERR_NOT_FOUND, "inject '%s': ignored by the rules", name.s);
     else if (!st && i < 0)
         st = nnp__fail(NNP_ERR_NOT_FOUND, "inject '%s': %s holds no record '%s'", name.s,
                        nnp_dump_path(s->ref), mapped);
+    else if (!st && blocking) {
+        nnp_sbuf op = {0};
+        nnp__op_describe(&op, blocking);
+        st = nnp__fail(NNP_ERR_NOT_FOUND, "inject '%s': the rules compare it through '%s', "
+                       "which injection cannot undo", name.s, op.s ? op.s : "");
+        nnp__sbuf_free(&op);
+    }
     const nnp_record *r = i >= 0 ? nnp_dump_record(s->ref, (size_t)i) : NULL;
-    bool same = r && r->ndim == d->ndim;
+    nnp_tensor rt = {0};
+    if (!st) {
+        rt.dtype = r->dtype;
+        rt.ndim = r->ndim;
+        rt.nelem = r->nelem;
+        if (r->ndim > NNP_ADAPT_MAX_DIMS)
+            st = nnp__fail(NNP_ERR_ARG, "inject '%s': reference record '%s' has more than %d "
+                           "axes", name.s, r->name, NNP_ADAPT_MAX_DIMS);
+        else
+            memcpy(rt.shape, r->shape, r->ndim * sizeof *r->shape);
+    }
+    if (!st)
+        st = nnp_dump_data(s->ref, (size_t)i, &rt.data);
+    if (!st)
+        st = nnp__adapt(&rt, maps[0].ops, maps[0].nops, true, NULL);
+    /* with a reshape on the port's side the elements need only be as many */
+    bool reshaped = false;
+    for (size_t k = 0; !st && k < maps[0].nops; k++)
+        reshaped |= !maps[0].ops[k].on_ref && maps[0].ops[k].kind == NNP_OP_RESHAPE;
+    bool same = !st && rt.ndim == d->ndim;
     for (uint32_t k = 0; same && k < d->ndim; k++)
-        same = r->shape[k] == d->shape[k];
-    if (!st && !same) {
+        same = rt.shape[k] == d->shape[k];
+    uint64_t port_n = 1;
+    for (uint32_t k = 0; k < d->ndim; k++)
+        port_n *= d->shape[k];
+    if (!st && !same && !(reshaped && rt.nelem == port_n)) {
         char port[256], ref[256];
         nnp__format_shape(port, sizeof port, d->ndim, d->shape);
-        nnp__format_shape(ref, sizeof ref, r->ndim, r->shape);
+        nnp__format_shape(ref, sizeof ref, rt.ndim, rt.shape);
         st = nnp__fail(NNP_ERR_ARG, "inject '%s': shape mismatch: the port's input is %s, "
-                       "reference record '%s' is %s", name.s, port, r->name, ref);
+                       "reference record '%s' is %s%s", name.s, port, r->name, ref,
+                       maps[0].nops ? " after the rules' adapters" : "");
     }
-    const void *src = NULL;
-    if (!st)
-        st = nnp_dump_data(s->ref, (size_t)i, &src);
-    if (!st && (st = nnp_convert(r->dtype, src, (size_t)r->nelem, d->dtype, data))) {
+    if (!st && (st = nnp_convert(rt.dtype, rt.data, (size_t)rt.nelem, d->dtype, data))) {
         char why[512]; /* the message is rewritten in place: copy it out first */
         snprintf(why, sizeof why, "%s", nnp_last_error());
         st = nnp__fail(st, "inject '%s': %s", name.s, why);
     }
-    free(mapped);
+    nnp__tensor_free(&rt);
+    nnp__mappings_free(maps, nmaps);
     nnp__sbuf_free(&name);
+    note_injection(s, st);
     return st;
 }
 

@@ -12,4 +12,6 @@
  * records must not pass for a finished dump. Returns the partial file's path (valid until the
  * next call on this thread). */
 const char *nnp__writer_abandon(nnp_writer *w);
+/* nnp_writer_set_meta without the check for reserved keys: for nnparity's own facts. */
+nnp_status nnp__writer_put_meta(nnp_writer *w, const char *key, const char *value);
 #endif /* NNP_CAPTURE_H */

@@ -326,6 +326,11 @@ nnp_status nnp_writer_set_meta(nnp_writer *w, const char *key, const char *value
     if (strncmp(key, "nnparity.", 9) == 0)
         return nnp__fail(NNP_ERR_ARG, "%s: metadata key '%s' is reserved for nnparity", w->path,
                          key);
+    return nnp__writer_put_meta(w, key, value);
+}
+
+nnp_status nnp__writer_put_meta(nnp_writer *w, const char *key, const char *value)
+{
     if (w->failed)
         return nnp__fail(w->failed, "%s: nothing more is written after an earlier failure: %s",
                          w->path, w->failure);

@@ -89,6 +89,9 @@ void nnp_diff_free(nnp_diff *d)
     free(d->pairs);
     free(d->unmatched_ref);
     free(d->unmatched_port);
+    free(d->ref_value_seq);
+    free(d->port_value_seq);
+    free(d->port_value_ref);
     free(d);
 }
 
@@ -335,7 +338,14 @@ nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port)
         nnp_verdict v = d->pairs[i].verdict;
         if (d->first_divergence < 0 && v != NNP_PASS && v != NNP_WARN)
             d->first_divergence = (int64_t)i;
-        uint64_t seq = nnp_dump_record(port, d->pairs[i].port)->seq;
+        const nnp_diff_pair *p = &d->pairs[i];
+        uint64_t seq = nnp_dump_record(port, p->port)->seq;
+        /* one value under several names: its first appearance is where it was made; a later
+         * name of it on the reference's side (a value read again) says nothing of order */
+        if (d->port_value_seq)
+            seq = d->port_value_seq[p->port];
+        if (d->ref_value_seq && d->ref_value_seq[p->ref] != p->ref)
+            continue;
         if (d->order_violation < 0 && i > 0 && seq < last_seq)
             d->order_violation = (int64_t)i;
         last_seq = seq;

@@ -22,6 +22,11 @@ struct nnp_diff {
     size_t rank0_default;
     nnp_collision *collisions; /* renames that met, in the port's order (owned, like the pairs) */
     size_t ncollisions;
+    /* from pairing by evidence (NULL without): per record, the seq of the first record of the
+     * same dump that holds its value (the order check looks at values, not at their names);
+     * per port record, a reference record of its value (SIZE_MAX: none), for the rules */
+    uint64_t *ref_value_seq, *port_value_seq;
+    size_t *port_value_ref;
 };
 
 /* ---- rules: what a name maps to (rules.c) and the adapters that bring layouts together
@@ -133,6 +138,30 @@ typedef struct nnp__align_item {
  * are both aligned, their ref indices increase). score[j] (may be NULL) in [0,1] says how sure. */
 nnp_status nnp__align(const nnp__align_item *ref, size_t nref, const nnp__align_item *port,
                       size_t nport, int64_t *port_to_ref, double *score);
+/* A pair made by evidence (value_align.c): record indices in the two dumps. */
+typedef struct nnp__value_pair {
+    size_t ref, port;
+    uint8_t how;       /* nnp_evidence */
+    double confidence;
+} nnp__value_pair;
+
+/* What pairing by evidence found; the arrays are the caller's, one entry per record given. */
+typedef struct nnp__value_result {
+    nnp__value_pair *pairs; /* free() */
+    size_t npairs;
+    bool *port_covered;     /* the port record's value was paired (through another record of it,
+                             * perhaps) */
+    size_t *port_value_ref; /* a reference record holding the port record's value; SIZE_MAX */
+    uint64_t *ref_first, *port_first; /* the seq of the first record holding the same value */
+} nnp__value_result;
+
+/* Pair the records ref_recs[0..nref) and port_recs[0..nport) (each in execution order; the port's
+ * under the names the rules gave, port_names[k] for port_recs[k]) by value, then, with
+ * `structure`, by structure where no value agrees (value_align.c). Several reference records
+ * may share a port record when they are one value. */
+nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref, nnp_dump *port,
+                             const size_t *port_recs, size_t nport, const char *const *port_names,
+                             int threads, bool structure, nnp__value_result *res);
 /* Rules text that renames each port_names[i] to ref_names[i], generalized where that is safe;
  * it round-trips through nnp_rules_parse and nnp_rules_map. */
 nnp_status nnp__align_rules(const char *const *port_names, const char *const *ref_names, size_t n,

@@ -479,62 +479,169 @@ static nnp_status find_collisions(owned *o, const entry_set *s, nnp_diff *d)
     return NNP_OK;
 }
 
-static void align_item(const nnp_record *r, const char *name, nnp__align_item *it)
+/* The mapping an evidence pair is compared through: the port record's own, with the adapters
+ * its layout needs: the reference's last row for a decode step, a reshape for the same
+ * elements in another shape. Lives in the arena. */
+static const nnp_mapping *evidence_mapping(owned *o, const nnp_mapping *base, const nnp_record *r,
+                                           const nnp_record *q, uint8_t how)
 {
-    *it = (nnp__align_item){name, r->role, r->ndim, r->shape, r->dtype};
+    nnp_mapping *m = arena_alloc(o, sizeof *m);
+    nnp_op *ops = arena_alloc(o, 2 * sizeof *ops);
+    if (!m || !ops)
+        return NULL;
+    *m = *base;
+    m->ops = ops;
+    m->nops = 0;
+    uint64_t want[NNP_ADAPT_MAX_DIMS];
+    uint32_t nd = r->ndim <= NNP_ADAPT_MAX_DIMS ? r->ndim : 0;
+    memcpy(want, r->shape, nd * sizeof *want);
+    if (how == NNP_EVIDENCE_VALUE_LAST_ROW || how == NNP_EVIDENCE_STRUCTURE_LAST_ROW) {
+        ops[m->nops++] = (nnp_op){.kind = NNP_OP_SLICE, .on_ref = true, .axis = -2,
+                                  .start = -1, .end = INT64_MAX};
+        if (nd >= 2)
+            want[nd - 2] = 1;
+    }
+    bool same = q->ndim == nd && !memcmp(q->shape, want, nd * sizeof *want);
+    if (!same)
+        ops[m->nops++] = (nnp_op){.kind = NNP_OP_RESHAPE, .on_ref = false, .n = 0};
+    return m;
 }
 
-/* Pair what names left unmatched by execution order, signatures and name similarity. Only port
+/* Pair what names left unmatched by evidence (value_align.c): values, then structure. Only port
  * records that map to one whole reference record take part. */
 static nnp_status pair_by_alignment(owned *o, nnp_dump *ref, nnp_dump *port, const bool *ref_used,
-                                    const bool *port_used, nnp_diff *d)
+                                    bool *port_used, const nnp_diff_options *opts, bool structure,
+                                    nnp_diff *d)
 {
     size_t nref = nnp_dump_count(ref), nport = nnp_dump_count(port), nr = 0, np = 0;
-    nnp__align_item *ri = malloc((nref ? nref : 1) * sizeof *ri);
-    nnp__align_item *pi = malloc((nport ? nport : 1) * sizeof *pi);
     size_t *rmap = malloc((nref ? nref : 1) * sizeof *rmap);
     size_t *pmap = malloc((nport ? nport : 1) * sizeof *pmap);
-    int64_t *to = malloc((nport ? nport : 1) * sizeof *to);
-    nnp_status st = ri && pi && rmap && pmap && to ? NNP_OK : nnp__nomem();
-    for (size_t i = 0; !st && i < nref; i++)
-        if (!ref_used[i]) {
-            const nnp_record *r = nnp_dump_record(ref, i);
-            align_item(r, r->name, &ri[nr]);
+    const char **pnames = malloc((nport ? nport : 1) * sizeof *pnames);
+    nnp__value_result v = {
+        .port_covered = calloc(nport ? nport : 1, sizeof *v.port_covered),
+        .port_value_ref = malloc((nport ? nport : 1) * sizeof *v.port_value_ref),
+        .ref_first = malloc((nref ? nref : 1) * sizeof *v.ref_first),
+        .port_first = malloc((nport ? nport : 1) * sizeof *v.port_first)};
+    if (!d->ref_value_seq)
+        d->ref_value_seq = malloc((nref ? nref : 1) * sizeof *d->ref_value_seq);
+    if (!d->port_value_seq)
+        d->port_value_seq = malloc((nport ? nport : 1) * sizeof *d->port_value_seq);
+    if (!d->port_value_ref)
+        d->port_value_ref = malloc((nport ? nport : 1) * sizeof *d->port_value_ref);
+    nnp_status st = rmap && pmap && pnames && v.port_covered && v.port_value_ref &&
+                    v.ref_first && v.port_first && d->ref_value_seq && d->port_value_seq &&
+                    d->port_value_ref ? NNP_OK : nnp__nomem();
+    for (size_t i = 0; !st && i < nref; i++) {
+        d->ref_value_seq[i] = i;
+        if (!ref_used[i])
             rmap[nr++] = i;
-        }
-    for (size_t j = 0; !st && j < nport; j++)
+    }
+    for (size_t j = 0; !st && j < nport; j++) {
+        d->port_value_seq[j] = j;
+        d->port_value_ref[j] = SIZE_MAX;
         if (!port_used[j] && o->nmaps[j] == 1 && o->maps[j][0].nparts == 0) {
-            align_item(nnp_dump_record(port, j), o->maps[j][0].name, &pi[np]);
+            pnames[np] = o->maps[j][0].name;
             pmap[np++] = j;
         }
+    }
     if (!st && nr && np)
-        st = nnp__align(ri, nr, pi, np, to, NULL);
-    for (size_t j = 0; !st && nr && j < np; j++) {
-        if (to[j] < 0)
-            continue;
+        st = nnp__align_values(ref, rmap, nr, port, pmap, np, pnames, opts->threads, structure,
+                               &v);
+    for (size_t k = 0; !st && k < v.npairs; k++) {
+        const nnp__value_pair *x = &v.pairs[k];
         const nnp_mapping **maps = arena_alloc(o, sizeof *maps);
         size_t *parts = arena_alloc(o, sizeof *parts);
-        if (!maps || !parts) {
+        if (!maps || !parts ||
+            !(maps[0] = evidence_mapping(o, &o->maps[x->port][0], nnp_dump_record(ref, x->ref),
+                                         nnp_dump_record(port, x->port), x->how))) {
             st = nnp__nomem();
             break;
         }
-        maps[0] = &o->maps[pmap[j]][0];
-        parts[0] = pmap[j];
+        parts[0] = x->port;
         nnp_diff_pair *p = &d->pairs[d->npairs];
-        p->ref = rmap[to[j]];
-        p->port = pmap[j];
+        p->ref = x->ref;
+        p->port = x->port;
         p->parts = parts;
         p->nparts = 1;
         p->aligned = true;
+        p->evidence = (nnp_evidence)x->how;
+        p->confidence = x->confidence;
         o->pair_maps[d->npairs++] = maps;
         d->naligned++;
     }
-    free(ri);
-    free(pi);
+    for (size_t i = 0; !st && nr && np && i < nr; i++)
+        d->ref_value_seq[rmap[i]] = v.ref_first[i];
+    for (size_t k = 0; !st && nr && np && k < np; k++) {
+        d->port_value_seq[pmap[k]] = v.port_first[k];
+        d->port_value_ref[pmap[k]] = v.port_value_ref[k];
+        /* a port record whose value was paired through another of its names is not unmatched */
+        if (v.port_covered[k])
+            port_used[pmap[k]] = true;
+    }
     free(rmap);
     free(pmap);
-    free(to);
+    free(pnames);
+    free(v.pairs);
+    free(v.port_covered);
+    free(v.port_value_ref);
+    free(v.ref_first);
+    free(v.port_first);
     return st;
+}
+
+/* Pair as another diff of the same reference did (opts->like, made against opts->like_port):
+ * by the names of its port records, which a second run of the same port (under injection)
+ * records again. The mappings are copied, adapters and all. */
+static nnp_status pair_like(owned *o, nnp_dump *port, const nnp_diff_options *opts, bool *ref_used,
+                            bool *port_used, nnp_diff *d)
+{
+    const nnp_diff *m = opts->like;
+    const owned *mo = m->owned;
+    for (size_t i = 0; i < m->npairs; i++) {
+        const nnp_diff_pair *mp = &m->pairs[i];
+        if (ref_used[mp->ref])
+            continue;
+        uint32_t n = mp->nparts;
+        const nnp_mapping **maps = arena_alloc(o, n * sizeof *maps);
+        size_t *parts = arena_alloc(o, n * sizeof *parts);
+        if (!maps || !parts)
+            return nnp__nomem();
+        bool found = true;
+        for (uint32_t k = 0; k < n && found; k++) {
+            int64_t j = nnp_dump_find(port, nnp_dump_record(opts->like_port, mp->parts[k])->name);
+            found = j >= 0;
+            if (!found)
+                break;
+            parts[k] = (size_t)j;
+            const nnp_mapping *src = mo->pair_maps[i][k];
+            nnp_mapping *c = arena_alloc(o, sizeof *c);
+            nnp_op *ops = arena_alloc(o, (src->nops ? src->nops : 1) * sizeof *ops);
+            char *name = arena_text(o, src->name ? src->name : "");
+            if (!c || !ops || !name)
+                return nnp__nomem();
+            *c = *src;
+            memcpy(ops, src->ops, src->nops * sizeof *ops);
+            c->ops = ops;
+            c->name = name;
+            maps[k] = c;
+        }
+        if (!found)
+            continue;
+        nnp_diff_pair *p = &d->pairs[d->npairs];
+        p->ref = mp->ref;
+        p->port = parts[0];
+        p->parts = parts;
+        p->nparts = n;
+        p->aligned = mp->aligned;
+        p->evidence = mp->evidence;
+        p->confidence = mp->confidence;
+        o->pair_maps[d->npairs++] = maps;
+        d->naligned += mp->aligned;
+        ref_used[mp->ref] = true;
+        for (uint32_t k = 0; k < n; k++)
+            port_used[parts[k]] = true;
+    }
+    return NNP_OK;
 }
 
 typedef struct {
@@ -703,7 +810,9 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
     /* reference records a `ref ignore` rule drops count as used: not paired, not listed */
     for (size_t i = 0; !st && i < nref; i++)
         st = nnp__rules_check_ref(opts->rules, nnp_dump_record(ref, i)->name, &ref_used[i]);
-    if (!st)
+    if (!st && opts->like)
+        st = pair_like(o, port, opts, ref_used, port_used, d);
+    if (!st && !opts->like)
         st = pair_by_name(o, ref, ref_used, &e, d);
     if (!st)
         st = find_collisions(o, &e, d);
@@ -713,8 +822,13 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
             port_used[d->pairs[i].parts[k]] = true;
     }
     size_t named = d->npairs;
+    for (size_t i = 0; !opts->like && i < named; i++)
+        d->pairs[i].confidence = 1.0;
+    /* pairing like another diff: only values may add to it (what had no partner there must not
+     * gain one by structure here) */
     if (!st && !opts->no_align && named < nref && named < nport)
-        st = pair_by_alignment(o, ref, port, ref_used, port_used, d);
+        st = pair_by_alignment(o, ref, port, ref_used, port_used, opts, !opts->like, d);
+
     for (size_t i = named; !st && i < d->npairs; i++) {
         ref_used[d->pairs[i].ref] = true;
         port_used[d->pairs[i].port] = true;
@@ -734,6 +848,56 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
     free(ref_used);
     free(port_used);
     return st;
+}
+
+/* A name as a regex that matches it whole. */
+static void put_literal_regex(nnp_sbuf *b, const char *s)
+{
+    nnp__sbuf_puts(b, "^");
+    for (; *s; s++) {
+        if (strchr("\\.^$|?*+()[]{}", *s))
+            nnp__sbuf_puts(b, "\\");
+        nnp__sbuf_printf(b, "%c", *s);
+    }
+    nnp__sbuf_puts(b, "$");
+}
+
+/* The adapters the aligned pairs are compared through (the reference's last row, a reshape),
+ * one rule each after the renames: by then the port's name is the reference's. */
+static nnp_status adapter_rules(const nnp_diff *d, const nnp_dump *ref, nnp_sbuf *b)
+{
+    const owned *o = d->owned;
+    bool said = false;
+    for (size_t i = 0; i < d->npairs; i++) {
+        const nnp_diff_pair *p = &d->pairs[i];
+        const nnp_mapping *m = o->pair_maps[i][0];
+        const char *name = nnp_dump_record(ref, p->ref)->name;
+        if (!p->aligned || !m->nops || strpbrk(name, " \t\r\n#"))
+            continue;
+        if (!said)
+            nnp__sbuf_puts(b, "\n# how the aligned records meet: the reference's last row of a "
+                              "sequence, the same elements in another shape\n");
+        said = true;
+        for (size_t k = 0; k < m->nops; k++) {
+            nnp_sbuf op = {0};
+            nnp__op_describe(&op, &m->ops[k]);
+            if (op.failed) {
+                nnp__sbuf_free(&op);
+                return nnp__nomem();
+            }
+            /* "ref slice -2 -1:" -> "ref slice REGEX -2 -1:" */
+            const char *t = op.s;
+            bool on_ref = strncmp(t, "ref ", 4) == 0;
+            if (on_ref)
+                t += 4;
+            size_t kw = strcspn(t, " ");
+            nnp__sbuf_printf(b, "%s%.*s ", on_ref ? "ref " : "", (int)kw, t);
+            put_literal_regex(b, name);
+            nnp__sbuf_printf(b, "%s\n", t + kw);
+            nnp__sbuf_free(&op);
+        }
+    }
+    return b->failed ? nnp__nomem() : NNP_OK;
 }
 
 nnp_status nnp_diff_aligned_rules(const nnp_diff *d, const nnp_dump *ref, char **text)
@@ -765,12 +929,19 @@ nnp_status nnp_diff_aligned_rules(const nnp_diff *d, const nnp_dump *ref, char *
         st = nnp__nomem();
     for (size_t j = 0, at = 0; !st && j < o->nport; at += o->nmaps[j], j++)
         first[j] = at;
+    /* a port record whose value another of its names carried into a pair holds a reference
+     * record's value too: injection can feed it */
+    for (size_t j = 0; !st && d->port_value_ref && j < o->nport; j++)
+        if (o->nmaps[j] == 1 && d->port_value_ref[j] != SIZE_MAX)
+            ref_names[first[j]] = nnp_dump_record(ref, d->port_value_ref[j])->name;
     for (size_t i = 0; !st && i < d->npairs; i++)
         if (d->pairs[i].aligned)
             ref_names[first[d->pairs[i].port]] = nnp_dump_record(ref, d->pairs[i].ref)->name;
     free(first);
     if (!st)
         st = nnp__align_rules(port_names, ref_names, n, &b);
+    if (!st)
+        st = adapter_rules(d, ref, &b);
     free(port_names);
     free(ref_names);
     if (!st && !(*text = b.s ? b.s : strdup("")))

@@ -101,6 +101,9 @@ void nnp__dump_prefetch_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len)
 #define NNP_META_FORMAT_KEY "nnparity.format"
 #define NNP_META_FORMAT_VALUE "dump/1"
 #define NNP_META_RECORDS_KEY "nnparity.records"
+/* In a capture made under injection: what injection did, {"injected": N, "not_injected": M,
+ * "reasons": [...]} (capture/capture.c). */
+#define NNP_META_INJECTION_KEY "nnparity.injection"
 /* In a partial dump's placeholder header: the journal file (beside it) that lists its records. */
 #define NNP_META_PARTIAL_KEY "nnparity.partial"
 

@@ -1,0 +1,567 @@
+/*
+ * value_align.c - pairing by evidence for what names leave unmatched (DESIGN.md, "Pairing by
+ * evidence"): values first, structure only where values cannot speak, and "no partner" rather
+ * than a guess.
+ *
+ * 1. Identity. Within one dump, records with one hash (kernels/sketch.c: the same dtype, shape
+ *    and bytes) are one value with several names: a module's output that is the next one's
+ *    input, a container that passes data through.
+ * 2. Values. A port value and a reference value are the same when their hashes are equal, or
+ *    when their sketches put them within VALUE_TOL of each other (estimated rel-L2) over the
+ *    same elements: the same element count (a reshape), or the port's whole tensor against the
+ *    last row of the reference's sequence axis (a decoder with a cache against a reference that
+ *    re-runs the prefix). Of the candidates, the heaviest chain that runs forward on both sides
+ *    is kept (a weighted longest increasing subsequence over the values' first appearances).
+ * 3. Structure. Upstream of the first bug every correct value matches by value; downstream none
+ *    does, so what is left is aligned gap by gap between the value anchors by execution order,
+ *    shape, dtype, role kind and name (align.c). Such a pair is believed only while nothing
+ *    says otherwise: when a module that reads the port's (or the reference's) value makes a
+ *    value that matches again, the difference did not travel on, so the two records are not one
+ *    quantity computed two ways (a residual added in another place, a scale folded elsewhere)
+ *    and the pair is dropped: both stay unmatched.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diff/diff.h"
+
+#define VALUE_TOL 0.05 /* estimated rel-L2 under which two records hold one value */
+#define MAX_SCAN 512   /* reference values looked at per port value, nearest in norm first */
+#define MAX_CAND 8     /* candidates kept per port value */
+#define NONE32 UINT32_MAX
+
+/* One side: the records taking part, their values and what those are paired with. */
+typedef struct {
+    nnp_dump *d;
+    const size_t *rec;     /* records, in execution order */
+    size_t n;
+    nnp_sketch *sk;
+    uint32_t *cls;         /* per record: its value (class) */
+    size_t ncls;
+    uint32_t *first;       /* per value: its first record */
+    uint32_t *mstart;      /* per value: its records are members[mstart[c] .. mstart[c + 1]) */
+    uint32_t *members;
+    int64_t *partner;      /* per value: the other side's value it is paired with, -1 */
+    uint8_t *how;          /* per value: how (NNP_EVIDENCE_*) */
+    bool *agrees_after;    /* per value: a module reading it makes a paired value */
+} side;
+
+static bool is_input_role(const char *role)
+{
+    return role && role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
+}
+
+static void side_free(side *s)
+{
+    free(s->sk);
+    free(s->cls);
+    free(s->first);
+    free(s->mstart);
+    free(s->members);
+    free(s->partner);
+    free(s->how);
+    free(s->agrees_after);
+}
+
+/* Sketch every record and group them into values. */
+static nnp_status side_build(side *s, int threads)
+{
+    size_t n = s->n, cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    s->sk = malloc((n ? n : 1) * sizeof *s->sk);
+    s->cls = malloc((n ? n : 1) * sizeof *s->cls);
+    s->first = malloc((n ? n : 1) * sizeof *s->first);
+    s->mstart = calloc(n + 2, sizeof *s->mstart);
+    s->members = malloc((n ? n : 1) * sizeof *s->members);
+    uint32_t *tab = malloc(cap * sizeof *tab);
+    if (!s->sk || !s->cls || !s->first || !s->mstart || !s->members || !tab) {
+        free(tab);
+        return nnp__nomem();
+    }
+    nnp_status st = nnp__dump_sketches(s->d, s->rec, n, threads, s->sk);
+    if (st) {
+        free(tab);
+        return st;
+    }
+    memset(tab, 0xff, cap * sizeof *tab);
+    s->ncls = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t h = (size_t)nnp__mix64(s->sk[i].hash) & (cap - 1);
+        while (tab[h] != NONE32 && s->sk[s->first[tab[h]]].hash != s->sk[i].hash)
+            h = (h + 1) & (cap - 1);
+        if (tab[h] == NONE32) {
+            tab[h] = (uint32_t)s->ncls;
+            s->first[s->ncls++] = (uint32_t)i;
+        }
+        s->cls[i] = tab[h];
+        s->mstart[tab[h] + 1]++;
+    }
+    free(tab);
+    for (size_t c = 0; c < s->ncls; c++)
+        s->mstart[c + 1] += s->mstart[c];
+    uint32_t *fill = calloc(s->ncls ? s->ncls : 1, sizeof *fill);
+    s->partner = malloc((s->ncls ? s->ncls : 1) * sizeof *s->partner);
+    s->how = calloc(s->ncls ? s->ncls : 1, 1);
+    s->agrees_after = calloc(s->ncls ? s->ncls : 1, sizeof *s->agrees_after);
+    if (!fill || !s->partner || !s->how || !s->agrees_after) {
+        free(fill);
+        return nnp__nomem();
+    }
+    for (size_t i = 0; i < n; i++)
+        s->members[s->mstart[s->cls[i]] + fill[s->cls[i]]++] = (uint32_t)i;
+    for (size_t c = 0; c < s->ncls; c++)
+        s->partner[c] = -1;
+    free(fill);
+    return NNP_OK;
+}
+
+static const nnp_record *rec_at(const side *s, size_t i)
+{
+    return nnp_dump_record(s->d, s->rec[i]);
+}
+
+/* ---- candidates: reference values a port value may be ---- */
+
+typedef struct {
+    uint64_t count;
+    double norm;
+    uint32_t cls;
+    uint8_t last; /* the value's last-row sketch, not its whole one */
+} entry;
+
+static int entry_order(const void *a, const void *b)
+{
+    const entry *x = a, *y = b;
+    if (x->count != y->count)
+        return x->count < y->count ? -1 : 1;
+    return x->norm < y->norm ? -1 : x->norm > y->norm;
+}
+
+typedef struct {
+    uint32_t pc, rc;
+    uint8_t how;
+    double dist;
+    int64_t val;   /* chain weight ending here */
+    uint32_t prev; /* the candidate before it in the chain */
+} cand;
+
+static int64_t how_weight(uint8_t how)
+{
+    return how == NNP_EVIDENCE_VALUE_EXACT ? 4 : 3;
+}
+
+/* The reference value with hash h, or NONE32 (tab: open addressing over ref values). */
+static uint32_t find_hash(const side *r, const uint32_t *tab, size_t cap, uint64_t h)
+{
+    for (size_t k = (size_t)nnp__mix64(h) & (cap - 1); tab[k] != NONE32; k = (k + 1) & (cap - 1))
+        if (r->sk[r->first[tab[k]]].hash == h)
+            return tab[k];
+    return NONE32;
+}
+
+static void keep_best(cand *c, size_t *n, cand x)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (c[i].rc == x.rc) {
+            if (x.dist < c[i].dist)
+                c[i] = x;
+            return;
+        }
+    if (*n < MAX_CAND) {
+        c[(*n)++] = x;
+        return;
+    }
+    size_t worst = 0;
+    for (size_t i = 1; i < *n; i++)
+        if (c[i].dist > c[worst].dist)
+            worst = i;
+    if (x.dist < c[worst].dist)
+        c[worst] = x;
+}
+
+/* Every candidate pair of values, in the port's order. */
+static nnp_status find_candidates(const side *r, const side *p, cand **out, size_t *nout)
+{
+    size_t ne = 0, cap = 16;
+    while (cap < 2 * r->ncls)
+        cap *= 2;
+    entry *e = malloc((2 * r->ncls + 1) * sizeof *e);
+    uint32_t *tab = malloc(cap * sizeof *tab);
+    cand *c = malloc((p->ncls * MAX_CAND + 1) * sizeof *c);
+    if (!e || !tab || !c) {
+        free(e);
+        free(tab);
+        free(c);
+        return nnp__nomem();
+    }
+    memset(tab, 0xff, cap * sizeof *tab);
+    for (uint32_t k = 0; k < r->ncls; k++) {
+        const nnp_sketch *s = &r->sk[r->first[k]];
+        size_t h = (size_t)nnp__mix64(s->hash) & (cap - 1);
+        while (tab[h] != NONE32)
+            h = (h + 1) & (cap - 1);
+        tab[h] = k;
+        if (nnp_dtype_class_of(rec_at(r, r->first[k])->dtype) != NNP_CLASS_FLOAT)
+            continue; /* ids and masks: equal by chance too often to be evidence */
+        if (s->all.norm > 0)
+            e[ne++] = (entry){s->all.count, s->all.norm, k, 0};
+        if (s->has_last && s->last.norm > 0)
+            e[ne++] = (entry){s->last.count, s->last.norm, k, 1};
+    }
+    qsort(e, ne, sizeof *e, entry_order);
+    size_t nc = 0;
+    for (uint32_t pc = 0; pc < p->ncls; pc++) {
+        const nnp_sketch *ps = &p->sk[p->first[pc]];
+        if (nnp_dtype_class_of(rec_at(p, p->first[pc])->dtype) != NNP_CLASS_FLOAT ||
+            ps->all.norm <= 0)
+            continue;
+        cand best[MAX_CAND];
+        size_t nb = 0;
+        uint32_t rc = find_hash(r, tab, cap, ps->hash);
+        if (rc != NONE32)
+            keep_best(best, &nb, (cand){pc, rc, NNP_EVIDENCE_VALUE_EXACT, -1.0, 0, NONE32});
+        /* the reference values over as many elements whose norm is within the tolerance */
+        double lo = ps->all.norm / (1 + VALUE_TOL), hi = ps->all.norm / (1 - VALUE_TOL);
+        size_t a = 0, b = ne;
+        while (a < b) {
+            size_t m = a + (b - a) / 2;
+            if (e[m].count < ps->all.count || (e[m].count == ps->all.count && e[m].norm < lo))
+                a = m + 1;
+            else
+                b = m;
+        }
+        for (size_t k = a, seen = 0; k < ne && seen < MAX_SCAN && e[k].count == ps->all.count &&
+                                     e[k].norm <= hi; k++, seen++) {
+            const nnp_sketch *rs = &r->sk[r->first[e[k].cls]];
+            double d;
+            if (!nnp__sketch_distance(&ps->all, e[k].last ? &rs->last : &rs->all, &d, NULL) ||
+                !(d <= VALUE_TOL))
+                continue;
+            keep_best(best, &nb, (cand){pc, e[k].cls, e[k].last ? NNP_EVIDENCE_VALUE_LAST_ROW
+                                                                : NNP_EVIDENCE_VALUE,
+                                        d, 0, NONE32});
+        }
+        for (size_t i = 0; i < nb; i++)
+            c[nc++] = best[i];
+    }
+    free(e);
+    free(tab);
+    *out = c;
+    *nout = nc;
+    return NNP_OK;
+}
+
+/* ---- the chain ---- */
+
+static nnp_status chain_values(side *r, side *p, cand *c, size_t nc)
+{
+    size_t R = r->ncls;
+    int64_t *fw = calloc(R + 1, sizeof *fw);
+    uint32_t *fa = malloc((R + 1) * sizeof *fa);
+    if (!fw || !fa) {
+        free(fw);
+        free(fa);
+        return nnp__nomem();
+    }
+    for (size_t k = 0; k <= R; k++)
+        fa[k] = NONE32;
+    int64_t best = 0;
+    uint32_t best_k = NONE32;
+    for (size_t i = 0; i < nc;) {
+        size_t j = i;
+        while (j < nc && c[j].pc == c[i].pc)
+            j++;
+        /* the candidates of one port value cannot follow each other: query all, then update */
+        for (size_t k = i; k < j; k++) {
+            int64_t b = 0;
+            uint32_t arg = NONE32;
+            for (size_t pos = c[k].rc; pos > 0; pos &= pos - 1)
+                if (fw[pos] > b) {
+                    b = fw[pos];
+                    arg = fa[pos];
+                }
+            c[k].val = b + how_weight(c[k].how);
+            c[k].prev = arg;
+        }
+        for (size_t k = i; k < j; k++) {
+            for (size_t pos = c[k].rc + 1; pos <= R; pos += pos & (~pos + 1))
+                if (c[k].val > fw[pos]) {
+                    fw[pos] = c[k].val;
+                    fa[pos] = (uint32_t)k;
+                }
+            if (c[k].val > best) {
+                best = c[k].val;
+                best_k = (uint32_t)k;
+            }
+        }
+        i = j;
+    }
+    for (uint32_t k = best_k; k != NONE32; k = c[k].prev) {
+        r->partner[c[k].rc] = c[k].pc;
+        p->partner[c[k].pc] = c[k].rc;
+        r->how[c[k].rc] = p->how[c[k].pc] = c[k].how;
+    }
+    free(fw);
+    free(fa);
+    return NNP_OK;
+}
+
+/* ---- what reads a value: per value, whether a module that reads it makes a paired value ---- */
+
+typedef struct {
+    uint64_t key; /* module and call */
+    uint32_t pos;
+    bool input;
+} call_rec;
+
+static int call_order(const void *a, const void *b)
+{
+    const call_rec *x = a, *y = b;
+    return x->key < y->key ? -1 : x->key > y->key;
+}
+
+static nnp_status find_agreement_after(side *s)
+{
+    call_rec *cr = malloc((s->n ? s->n : 1) * sizeof *cr);
+    if (!cr)
+        return nnp__nomem();
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const nnp_record *q = rec_at(s, i);
+        if (!*q->module)
+            continue;
+        cr[n++] = (call_rec){nnp__hash_combine(nnp__hash_str(q->module), q->call), (uint32_t)i,
+                             is_input_role(q->role)};
+    }
+    qsort(cr, n, sizeof *cr, call_order);
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        bool made_paired = false;
+        for (; j < n && cr[j].key == cr[i].key; j++)
+            if (!cr[j].input && s->partner[s->cls[cr[j].pos]] >= 0)
+                made_paired = true;
+        for (size_t k = i; made_paired && k < j; k++)
+            if (cr[k].input)
+                s->agrees_after[s->cls[cr[k].pos]] = true;
+        i = j;
+    }
+    free(cr);
+    return NNP_OK;
+}
+
+/* ---- the result ---- */
+
+typedef struct {
+    nnp__value_pair *v;
+    size_t n, cap;
+} pair_list;
+
+static nnp_status push_pair(pair_list *l, nnp__value_pair x)
+{
+    if (!nnp__grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v))
+        return nnp__nomem();
+    l->v[l->n++] = x;
+    return NNP_OK;
+}
+
+static double value_confidence(uint8_t how, double dist)
+{
+    if (how == NNP_EVIDENCE_VALUE_EXACT)
+        return 1.0;
+    return 0.9 + 0.1 * (1.0 - (dist > VALUE_TOL ? 1.0 : dist / VALUE_TOL));
+}
+
+/* Pairs of records from the paired values: each reference record with a port record of its
+ * value, inputs with inputs, the k-th with the k-th where the counts allow. */
+static nnp_status pair_members(const side *r, const side *p, const cand *c, size_t nc,
+                               pair_list *out, bool *port_covered)
+{
+    double *dist = malloc((r->ncls ? r->ncls : 1) * sizeof *dist);
+    if (!dist)
+        return nnp__nomem();
+    for (size_t k = 0; k < nc; k++)
+        if (r->partner[c[k].rc] == (int64_t)c[k].pc)
+            dist[c[k].rc] = c[k].dist;
+    nnp_status st = NNP_OK;
+    for (uint32_t rc = 0; rc < r->ncls && !st; rc++) {
+        if (r->partner[rc] < 0)
+            continue;
+        uint32_t pc = (uint32_t)r->partner[rc];
+        const uint32_t *pm = p->members + p->mstart[pc];
+        size_t npm = p->mstart[pc + 1] - p->mstart[pc];
+        size_t used_in = 0, used_out = 0;
+        for (size_t k = 0; k < npm; k++)
+            port_covered[pm[k]] = true;
+        for (uint32_t m = r->mstart[rc]; m < r->mstart[rc + 1] && !st; m++) {
+            uint32_t ri = r->members[m];
+            bool in = is_input_role(rec_at(r, ri)->role);
+            size_t *used = in ? &used_in : &used_out;
+            uint32_t pick = NONE32, seen = 0, fallback = NONE32;
+            for (size_t k = 0; k < npm && pick == NONE32; k++) {
+                if (is_input_role(rec_at(p, pm[k])->role) != in)
+                    continue;
+                if (fallback == NONE32)
+                    fallback = pm[k];
+                if (seen++ == *used)
+                    pick = pm[k];
+            }
+            if (pick == NONE32)
+                pick = fallback != NONE32 ? fallback : pm[0];
+            else
+                (*used)++;
+            st = push_pair(out, (nnp__value_pair){r->rec[ri], p->rec[pick], r->how[rc],
+                                                  value_confidence(r->how[rc], dist[rc])});
+        }
+    }
+    free(dist);
+    return st;
+}
+
+/* Structure, gap by gap between the paired values. */
+static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pair_list *out,
+                            const bool *port_covered)
+{
+    /* the anchors: paired values by their first records, in order on both sides */
+    size_t na = 0;
+    uint32_t *ar = malloc((r->ncls + 1) * sizeof *ar), *ap = malloc((r->ncls + 1) * sizeof *ap);
+    nnp__align_item *ri = malloc((r->n ? r->n : 1) * sizeof *ri);
+    nnp__align_item *pi = malloc((p->n ? p->n : 1) * sizeof *pi);
+    uint32_t *rpos = malloc((r->n ? r->n : 1) * sizeof *rpos);
+    uint32_t *ppos = malloc((p->n ? p->n : 1) * sizeof *ppos);
+    int64_t *to = malloc((p->n ? p->n : 1) * sizeof *to);
+    double *score = malloc((p->n ? p->n : 1) * sizeof *score);
+    uint64_t *shapes = malloc((p->n ? p->n : 1) * NNP_ADAPT_MAX_DIMS * sizeof *shapes);
+    bool *last = calloc(p->n ? p->n : 1, sizeof *last);
+    nnp_status st = ar && ap && ri && pi && rpos && ppos && to && score && shapes && last
+                        ? NNP_OK : nnp__nomem();
+    for (uint32_t rc = 0; !st && rc < r->ncls; rc++)
+        if (r->partner[rc] >= 0) {
+            ar[na] = r->first[rc];
+            ap[na++] = p->first[r->partner[rc]];
+        }
+    ar[na] = (uint32_t)r->n;
+    ap[na] = (uint32_t)p->n;
+    size_t r0 = 0, p0 = 0;
+    for (size_t g = 0; !st && g <= na; g++) {
+        size_t nr = 0, np = 0;
+        for (size_t i = r0; i < ar[g]; i++)
+            if (r->partner[r->cls[i]] < 0) {
+                const nnp_record *q = rec_at(r, i);
+                ri[nr] = (nnp__align_item){q->name, is_input_role(q->role) ? "in" : "out",
+                                           q->ndim, q->shape, q->dtype};
+                rpos[nr++] = (uint32_t)i;
+            }
+        for (size_t j = p0; j < ap[g]; j++)
+            if (p->partner[p->cls[j]] < 0 && !port_covered[j]) {
+                const nnp_record *q = rec_at(p, j);
+                pi[np] = (nnp__align_item){port_names[j], is_input_role(q->role) ? "in" : "out",
+                                           q->ndim, q->shape, q->dtype};
+                /* a one-row record meets a reference record of any number of rows along
+                 * that axis whose other axes agree: a decode step against a prefix re-run */
+                if (q->ndim >= 2 && q->ndim <= NNP_ADAPT_MAX_DIMS && q->shape[q->ndim - 2] == 1) {
+                    uint64_t *sh = shapes + (size_t)np * NNP_ADAPT_MAX_DIMS, rows = 0;
+                    for (size_t k = 0; k < nr && rows != UINT64_MAX; k++) {
+                        const nnp__align_item *x = &ri[k];
+                        if (x->ndim != q->ndim || x->shape[q->ndim - 2] < 2 ||
+                            nnp_dtype_class_of(x->dtype) != nnp_dtype_class_of(q->dtype))
+                            continue;
+                        bool same = true;
+                        for (uint32_t d = 0; d < q->ndim && same; d++)
+                            same = d == q->ndim - 2 || x->shape[d] == q->shape[d];
+                        if (same)
+                            rows = rows == 0 || rows == x->shape[q->ndim - 2]
+                                       ? x->shape[q->ndim - 2] : UINT64_MAX;
+                    }
+                    if (rows && rows != UINT64_MAX) {
+                        memcpy(sh, q->shape, q->ndim * sizeof *sh);
+                        sh[q->ndim - 2] = rows;
+                        pi[np].shape = sh;
+                        last[j] = true;
+                    }
+                }
+                ppos[np++] = (uint32_t)j;
+            }
+        if (nr && np)
+            st = nnp__align(ri, nr, pi, np, to, score);
+        for (size_t k = 0; !st && nr && k < np; k++) {
+            if (to[k] < 0)
+                continue;
+            uint32_t i = rpos[to[k]], j = ppos[k];
+            /* a difference that a later module undoes was never the same quantity */
+            if (r->agrees_after[r->cls[i]] || p->agrees_after[p->cls[j]])
+                continue;
+            st = push_pair(out, (nnp__value_pair){r->rec[i], p->rec[j],
+                                                  last[j] ? NNP_EVIDENCE_STRUCTURE_LAST_ROW
+                                                          : NNP_EVIDENCE_STRUCTURE,
+                                                  0.5 * score[k]});
+        }
+        if (g < na) {
+            r0 = ar[g] + 1;
+            p0 = ap[g] + 1;
+        }
+    }
+    free(ar);
+    free(ap);
+    free(ri);
+    free(pi);
+    free(rpos);
+    free(ppos);
+    free(to);
+    free(score);
+    free(shapes);
+    free(last);
+    return st;
+}
+
+nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref, nnp_dump *port,
+                             const size_t *port_recs, size_t nport, const char *const *port_names,
+                             int threads, bool structure, nnp__value_result *res)
+{
+    nnp__value_pair **out = &res->pairs;
+    size_t *nout = &res->npairs;
+    bool *port_covered = res->port_covered;
+    *out = NULL;
+    *nout = 0;
+    if (nref >= NONE32 || nport >= NONE32)
+        return nnp__fail(NNP_ERR_ARG, "nnp__align_values: more than 2^32 - 2 records");
+    side r = {.d = ref, .rec = ref_recs, .n = nref}, p = {.d = port, .rec = port_recs, .n = nport};
+    cand *c = NULL;
+    size_t nc = 0;
+    pair_list l = {0};
+    nnp_status st = side_build(&r, threads);
+    if (!st)
+        st = side_build(&p, threads);
+    if (!st)
+        st = find_candidates(&r, &p, &c, &nc);
+    if (!st)
+        st = chain_values(&r, &p, c, nc);
+    if (!st)
+        st = find_agreement_after(&r);
+    if (!st)
+        st = find_agreement_after(&p);
+    if (!st)
+        st = pair_members(&r, &p, c, nc, &l, port_covered);
+    if (!st && structure)
+        st = pair_gaps(&r, &p, port_names, &l, port_covered);
+    /* what the rest of a diff needs of the values: each record's first appearance of its value,
+     * and for a port record, a reference record of its value */
+    for (size_t i = 0; !st && i < r.n; i++)
+        res->ref_first[i] = rec_at(&r, r.first[r.cls[i]])->seq;
+    for (size_t j = 0; !st && j < p.n; j++) {
+        res->port_first[j] = rec_at(&p, p.first[p.cls[j]])->seq;
+        int64_t rc = p.partner[p.cls[j]];
+        res->port_value_ref[j] = rc >= 0 ? r.rec[r.first[rc]] : SIZE_MAX;
+    }
+    free(c);
+    side_free(&r);
+    side_free(&p);
+    if (st) {
+        free(l.v);
+        return st;
+    }
+    *out = l.v;
+    *nout = l.n;
+    return NNP_OK;
+}
