@@ -470,6 +470,8 @@ typedef enum nnp_evidence {
     NNP_EVIDENCE_STRUCTURE,          /* no value agrees: order, shape, dtype, role kind, names */
     NNP_EVIDENCE_STRUCTURE_LAST_ROW  /* ... with the port's one row against the reference's last */
 } nnp_evidence;
+/* "name", "value-exact", "value", "value-last-row", "structure", "structure-last-row". */
+const char *nnp_evidence_name(nnp_evidence evidence);
 
 typedef struct nnp_diff_pair {
     size_t ref, port;       /* record indices in the two dumps (port: the first part of a join) */
@@ -507,6 +509,24 @@ typedef struct nnp_collision {
     const char *name;  /* the name both were renamed to */
 } nnp_collision;
 
+/* Who makes the first divergence, read on the port's side from what was measured. */
+typedef enum nnp_culprit_kind {
+    NNP_CULPRIT_NONE = 0,
+    NNP_CULPRIT_MODULE, /* a module of the port computes a wrong value from values that agree */
+    NNP_CULPRIT_CODE    /* code of a module that no module boundary of its own covers (a residual
+                         * add, a position embedding, pooling in a parent's forward) */
+} nnp_culprit_kind;
+
+typedef struct nnp_culprit {
+    nnp_culprit_kind kind;
+    const char *port_module; /* MODULE: the module; CODE: the module whose own code errs, ""
+                              * for the model's top level */
+    const char *ref_module;  /* the module of the reference record that first diverges */
+    int64_t after;           /* CODE: the port record that last agrees before the error; -1 */
+    int64_t before;          /* CODE: the first port record the error shows in (or an input that
+                              * no recorded module made and the reference has no partner for); -1 */
+} nnp_culprit;
+
 /* The result of a diff (declared above): read it through the accessors below. */
 
 /* The pairs, in the reference's execution order: pair i < nnp_diff_pair_count. The pointer
@@ -522,6 +542,9 @@ size_t nnp_diff_unmatched_port_count(const nnp_diff *diff);
 size_t nnp_diff_unmatched_port_at(const nnp_diff *diff, size_t i);
 /* Index into the pairs of the first FAIL or mismatch; -1: none. */
 int64_t nnp_diff_first_divergence(const nnp_diff *diff);
+/* Who makes the first divergence (docs/diff.md, "Culprit"); NULL when nothing diverges. Lives as
+ * long as the diff and the port dump. */
+const nnp_culprit *nnp_diff_culprit(const nnp_diff *diff);
 /* Index into the pairs of the first pair that runs earlier on the port side than the pair
  * before it; -1: the same order. */
 int64_t nnp_diff_order_violation(const nnp_diff *diff);

@@ -53,7 +53,30 @@ static json_t *pair_json(const nnp_dump *port, const nnp_diff_pair *p)
                           nnp_verdict_name(p->verdict), "atol", p->atol, "rtol", p->rtol);
     if (o && p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH)
         json_object_set_new(o, "metrics", metrics_json(p));
+    if (o) {
+        json_object_set_new(o, "evidence", json_string(nnp_evidence_name(p->evidence)));
+        json_object_set_new(o, "confidence", json_real(p->confidence));
+    }
     return o;
+}
+
+static json_t *port_record_json(const nnp_dump *port, int64_t i)
+{
+    return i < 0 ? json_null() : json_string(nnp_dump_record(port, (size_t)i)->name);
+}
+
+/* Who makes the first divergence (nnp_diff_culprit), or null. */
+static json_t *culprit_json(const run_report *r)
+{
+    const nnp_culprit *c = r->std ? nnp_diff_culprit(r->std) : NULL;
+    if (!c)
+        return json_null();
+    const nnp_dump *port = r->side[SIDE_PORT].dump;
+    return json_pack("{s:s, s:s, s:s, s:o, s:o}", "kind",
+                     c->kind == NNP_CULPRIT_CODE ? "code" : "module", "port_module",
+                     c->port_module, "ref_module", c->ref_module, "after",
+                     port_record_json(port, c->after), "before",
+                     port_record_json(port, c->before));
 }
 
 static json_t *hist_json(const run_hist *h)
@@ -133,7 +156,7 @@ static json_t *report_json(const run_report *r)
                         : json_null();
     json_t *tol = json_pack("{s:o, s:o}", "atol", r->atol < 0 ? json_null() : json_real(r->atol),
                             "rtol", r->rtol < 0 ? json_null() : json_real(r->rtol));
-    return json_pack(
+    json_t *o = json_pack(
         "{s:s, s:b, s:i, s:s, s:{s:o, s:o, s:o}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
         "s:o, s:s}",
         "schema", "nnparity.run/1", "agree", r->agree, "exit_code", r->exit_code, "verdict",
@@ -146,6 +169,11 @@ static json_t *report_json(const run_report *r)
         "unmatched_injected",
         r->inj ? unmatched_port_json(r->side[SIDE_INJ].dump, r->inj) : json_array(),
         "reproducer", repro, "report", r->html_path);
+    if (o) {
+        json_object_set_new(o, "culprit", culprit_json(r));
+        json_object_set_new(o, "aligned_rules", opt_string(r->aligned_rules_path));
+    }
+    return o;
 }
 
 int run_report_json(const run_report *r, const char *path)

@@ -178,9 +178,33 @@ static void say_failures(FILE *o, const run_report *r)
                 nnp_dump_count(inj->dump));
 }
 
+/* Who makes the error, as the port's records show it (nnp_diff_culprit). */
+static void say_culprit(FILE *o, const run_report *r)
+{
+    const nnp_culprit *c = r->std ? nnp_diff_culprit(r->std) : NULL;
+    const nnp_dump *port = r->side[SIDE_PORT].dump;
+    if (!c)
+        return;
+    if (c->kind == NNP_CULPRIT_MODULE) {
+        fprintf(o, "The first wrong value is made by the port's %s. ", c->port_module);
+        return;
+    }
+    if (*c->port_module)
+        fprintf(o, "The code of the port's %s", c->port_module);
+    else
+        fprintf(o, "The port's top-level code");
+    if (c->after >= 0)
+        fprintf(o, " between %s and %s", nnp_dump_record(port, (size_t)c->after)->name,
+                nnp_dump_record(port, (size_t)c->before)->name);
+    else
+        fprintf(o, " before %s", nnp_dump_record(port, (size_t)c->before)->name);
+    fprintf(o, " (not a module of its own) makes the error: the values before it agree. ");
+}
+
 static void say_divergence(FILE *o, const run_report *r)
 {
     char a[512], b[512];
+    say_culprit(o, r);
     if (r->first_divergence >= 0) {
         const run_row *row = &r->rows[r->first_divergence];
         run_row_layer(row, a, sizeof a);

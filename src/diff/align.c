@@ -277,6 +277,18 @@ static double item_sim(const actx *c, uint32_t r, uint32_t j)
                     c->port[j].name ? c->port[j].name : "");
 }
 
+/* How alike two records' values are, from their sketches: the cosine where it is positive (a
+ * wrongly computed value still leans towards the right one; an unrelated one does not), 0
+ * without sketches. */
+static double value_sim(const actx *c, uint32_t r, uint32_t j)
+{
+    const nnp_sketch_part *a = c->ref[r].values, *b = c->port[j].values;
+    double cosine;
+    if (!a || !b || !nnp__sketch_distance(b, a, NULL, &cosine))
+        return 0;
+    return cosine > 0 ? cosine : 0;
+}
+
 /* Whether the m-th members of a group (refs, ports, n each) pair better by name than either
  * does with its neighbour's partner: a record missing on one side and an extra one on the
  * other shift the pairing by one, and the names show it. */
@@ -450,7 +462,9 @@ static nnp_status dp_range(actx *c, size_t r0, size_t r1, size_t p0, size_t p1)
                     const feat *fp = &c->fp[p0 + j - 1];
                     if (fr->sig == fp->sig) {
                         double s = item_sim(c, (uint32_t)(r0 + i - 1), (uint32_t)(p0 + j - 1));
-                        int64_t d = prev[j - 1] + 1024 + (int64_t)(512 * s);
+                        double v = value_sim(c, (uint32_t)(r0 + i - 1), (uint32_t)(p0 + j - 1));
+                        int64_t d = prev[j - 1] + 1024 + (int64_t)(512 * s) +
+                                    (int64_t)(1024 * v);
                         if (d > v) {
                             v = d;
                             mv = 3;

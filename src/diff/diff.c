@@ -92,6 +92,7 @@ void nnp_diff_free(nnp_diff *d)
     free(d->ref_value_seq);
     free(d->port_value_seq);
     free(d->port_value_ref);
+    free(d->culprit_module);
     free(d);
 }
 
@@ -322,6 +323,8 @@ nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options 
         st = compare_all(d, ref, port, &o);
     if (!st)
         st = nnp__diff_conclude(d, port);
+    if (!st)
+        st = nnp__diff_culprit(d, ref, port);
     if (st) {
         nnp_diff_free(d);
         return st;

@@ -27,6 +27,8 @@ struct nnp_diff {
      * per port record, a reference record of its value (SIZE_MAX: none), for the rules */
     uint64_t *ref_value_seq, *port_value_seq;
     size_t *port_value_ref;
+    nnp_culprit culprit;      /* culprit.c */
+    char *culprit_module;
 };
 
 /* ---- rules: what a name maps to (rules.c) and the adapters that bring layouts together
@@ -131,6 +133,8 @@ typedef struct nnp__align_item {
     uint32_t ndim;
     const uint64_t *shape;
     nnp_dtype dtype;
+    const nnp_sketch_part *values; /* the values' sketch, or NULL: with both sides', how alike
+                                    * the values are breaks ties between equal structures */
 } nnp__align_item;
 
 /* Items are given in execution order. On return port_to_ref[j] is the index into ref of the
@@ -173,5 +177,7 @@ nnp_status nnp__align_rules(const char *const *port_names, const char *const *re
 void nnp__diff_verdict(nnp_diff_pair *p);
 /* Once every pair is compared: the first divergence, the order check, where NaN/Inf start. */
 nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port);
+/* Who makes the first divergence (culprit.c), once it is known. */
+nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port);
 
 #endif /* NNP_DIFF_H */

@@ -373,8 +373,40 @@ static double value_confidence(uint8_t how, double dist)
     return 0.9 + 0.1 * (1.0 - (dist > VALUE_TOL ? 1.0 : dist / VALUE_TOL));
 }
 
-/* Pairs of records from the paired values: each reference record with a port record of its
+/* Pairs of records from one pair of values: each reference record with a port record of the
  * value, inputs with inputs, the k-th with the k-th where the counts allow. */
+static nnp_status pair_class(const side *r, const side *p, uint32_t rc, uint32_t pc, uint8_t how,
+                             double confidence, pair_list *out, bool *port_covered)
+{
+    const uint32_t *pm = p->members + p->mstart[pc];
+    size_t npm = p->mstart[pc + 1] - p->mstart[pc];
+    size_t used_in = 0, used_out = 0;
+    for (size_t k = 0; k < npm; k++)
+        port_covered[pm[k]] = true;
+    nnp_status st = NNP_OK;
+    for (uint32_t m = r->mstart[rc]; m < r->mstart[rc + 1] && !st; m++) {
+        uint32_t ri = r->members[m];
+        bool in = is_input_role(rec_at(r, ri)->role);
+        size_t *used = in ? &used_in : &used_out;
+        uint32_t pick = NONE32, seen = 0, fallback = NONE32;
+        for (size_t k = 0; k < npm && pick == NONE32; k++) {
+            if (is_input_role(rec_at(p, pm[k])->role) != in)
+                continue;
+            if (fallback == NONE32)
+                fallback = pm[k];
+            if (seen++ == *used)
+                pick = pm[k];
+        }
+        if (pick == NONE32)
+            pick = fallback != NONE32 ? fallback : pm[0];
+        else
+            (*used)++;
+        st = push_pair(out, (nnp__value_pair){r->rec[ri], p->rec[pick], how, confidence});
+    }
+    return st;
+}
+
+/* The record pairs of the values the chain paired. */
 static nnp_status pair_members(const side *r, const side *p, const cand *c, size_t nc,
                                pair_list *out, bool *port_covered)
 {
@@ -385,117 +417,95 @@ static nnp_status pair_members(const side *r, const side *p, const cand *c, size
         if (r->partner[c[k].rc] == (int64_t)c[k].pc)
             dist[c[k].rc] = c[k].dist;
     nnp_status st = NNP_OK;
-    for (uint32_t rc = 0; rc < r->ncls && !st; rc++) {
-        if (r->partner[rc] < 0)
-            continue;
-        uint32_t pc = (uint32_t)r->partner[rc];
-        const uint32_t *pm = p->members + p->mstart[pc];
-        size_t npm = p->mstart[pc + 1] - p->mstart[pc];
-        size_t used_in = 0, used_out = 0;
-        for (size_t k = 0; k < npm; k++)
-            port_covered[pm[k]] = true;
-        for (uint32_t m = r->mstart[rc]; m < r->mstart[rc + 1] && !st; m++) {
-            uint32_t ri = r->members[m];
-            bool in = is_input_role(rec_at(r, ri)->role);
-            size_t *used = in ? &used_in : &used_out;
-            uint32_t pick = NONE32, seen = 0, fallback = NONE32;
-            for (size_t k = 0; k < npm && pick == NONE32; k++) {
-                if (is_input_role(rec_at(p, pm[k])->role) != in)
-                    continue;
-                if (fallback == NONE32)
-                    fallback = pm[k];
-                if (seen++ == *used)
-                    pick = pm[k];
-            }
-            if (pick == NONE32)
-                pick = fallback != NONE32 ? fallback : pm[0];
-            else
-                (*used)++;
-            st = push_pair(out, (nnp__value_pair){r->rec[ri], p->rec[pick], r->how[rc],
-                                                  value_confidence(r->how[rc], dist[rc])});
-        }
-    }
+    for (uint32_t rc = 0; rc < r->ncls && !st; rc++)
+        if (r->partner[rc] >= 0)
+            st = pair_class(r, p, rc, (uint32_t)r->partner[rc], r->how[rc],
+                            value_confidence(r->how[rc], dist[rc]), out, port_covered);
     free(dist);
     return st;
 }
 
-/* Structure, gap by gap between the paired values. */
+/* Structure, gap by gap between the paired values: one item per value that no value paired,
+ * placed by its first record (where it was made) and named by it. */
 static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pair_list *out,
-                            const bool *port_covered)
+                            bool *port_covered)
 {
-    /* the anchors: paired values by their first records, in order on both sides */
     size_t na = 0;
     uint32_t *ar = malloc((r->ncls + 1) * sizeof *ar), *ap = malloc((r->ncls + 1) * sizeof *ap);
-    nnp__align_item *ri = malloc((r->n ? r->n : 1) * sizeof *ri);
-    nnp__align_item *pi = malloc((p->n ? p->n : 1) * sizeof *pi);
-    uint32_t *rpos = malloc((r->n ? r->n : 1) * sizeof *rpos);
-    uint32_t *ppos = malloc((p->n ? p->n : 1) * sizeof *ppos);
-    int64_t *to = malloc((p->n ? p->n : 1) * sizeof *to);
-    double *score = malloc((p->n ? p->n : 1) * sizeof *score);
-    uint64_t *shapes = malloc((p->n ? p->n : 1) * NNP_ADAPT_MAX_DIMS * sizeof *shapes);
-    bool *last = calloc(p->n ? p->n : 1, sizeof *last);
-    nnp_status st = ar && ap && ri && pi && rpos && ppos && to && score && shapes && last
+    nnp__align_item *ri = malloc((r->ncls ? r->ncls : 1) * sizeof *ri);
+    nnp__align_item *pi = malloc((p->ncls ? p->ncls : 1) * sizeof *pi);
+    uint32_t *rcls = malloc((r->ncls ? r->ncls : 1) * sizeof *rcls);
+    uint32_t *pcls = malloc((p->ncls ? p->ncls : 1) * sizeof *pcls);
+    int64_t *to = malloc((p->ncls ? p->ncls : 1) * sizeof *to);
+    double *score = malloc((p->ncls ? p->ncls : 1) * sizeof *score);
+    uint64_t *shapes = malloc((p->ncls ? p->ncls : 1) * NNP_ADAPT_MAX_DIMS * sizeof *shapes);
+    bool *last = calloc(p->ncls ? p->ncls : 1, sizeof *last);
+    nnp_status st = ar && ap && ri && pi && rcls && pcls && to && score && shapes && last
                         ? NNP_OK : nnp__nomem();
     for (uint32_t rc = 0; !st && rc < r->ncls; rc++)
         if (r->partner[rc] >= 0) {
-            ar[na] = r->first[rc];
-            ap[na++] = p->first[r->partner[rc]];
+            ar[na] = rc;
+            ap[na++] = (uint32_t)r->partner[rc];
         }
-    ar[na] = (uint32_t)r->n;
-    ap[na] = (uint32_t)p->n;
+    if (!st) {
+        ar[na] = (uint32_t)r->ncls;
+        ap[na] = (uint32_t)p->ncls;
+    }
     size_t r0 = 0, p0 = 0;
     for (size_t g = 0; !st && g <= na; g++) {
         size_t nr = 0, np = 0;
-        for (size_t i = r0; i < ar[g]; i++)
-            if (r->partner[r->cls[i]] < 0) {
-                const nnp_record *q = rec_at(r, i);
-                ri[nr] = (nnp__align_item){q->name, is_input_role(q->role) ? "in" : "out",
-                                           q->ndim, q->shape, q->dtype};
-                rpos[nr++] = (uint32_t)i;
-            }
-        for (size_t j = p0; j < ap[g]; j++)
-            if (p->partner[p->cls[j]] < 0 && !port_covered[j]) {
-                const nnp_record *q = rec_at(p, j);
-                pi[np] = (nnp__align_item){port_names[j], is_input_role(q->role) ? "in" : "out",
-                                           q->ndim, q->shape, q->dtype};
-                /* a one-row record meets a reference record of any number of rows along
-                 * that axis whose other axes agree: a decode step against a prefix re-run */
-                if (q->ndim >= 2 && q->ndim <= NNP_ADAPT_MAX_DIMS && q->shape[q->ndim - 2] == 1) {
-                    uint64_t *sh = shapes + (size_t)np * NNP_ADAPT_MAX_DIMS, rows = 0;
-                    for (size_t k = 0; k < nr && rows != UINT64_MAX; k++) {
-                        const nnp__align_item *x = &ri[k];
-                        if (x->ndim != q->ndim || x->shape[q->ndim - 2] < 2 ||
-                            nnp_dtype_class_of(x->dtype) != nnp_dtype_class_of(q->dtype))
-                            continue;
-                        bool same = true;
-                        for (uint32_t d = 0; d < q->ndim && same; d++)
-                            same = d == q->ndim - 2 || x->shape[d] == q->shape[d];
-                        if (same)
-                            rows = rows == 0 || rows == x->shape[q->ndim - 2]
-                                       ? x->shape[q->ndim - 2] : UINT64_MAX;
-                    }
-                    if (rows && rows != UINT64_MAX) {
-                        memcpy(sh, q->shape, q->ndim * sizeof *sh);
-                        sh[q->ndim - 2] = rows;
-                        pi[np].shape = sh;
-                        last[j] = true;
-                    }
+        for (size_t c = r0; c < ar[g]; c++) {
+            if (r->partner[c] >= 0)
+                continue;
+            const nnp_record *q = rec_at(r, r->first[c]);
+            ri[nr] = (nnp__align_item){q->name, is_input_role(q->role) ? "in" : "out", q->ndim,
+                                       q->shape, q->dtype, &r->sk[r->first[c]].all};
+            rcls[nr++] = (uint32_t)c;
+        }
+        for (size_t c = p0; c < ap[g]; c++) {
+            if (p->partner[c] >= 0)
+                continue;
+            const nnp_record *q = rec_at(p, p->first[c]);
+            pi[np] = (nnp__align_item){port_names[p->first[c]],
+                                       is_input_role(q->role) ? "in" : "out", q->ndim, q->shape,
+                                       q->dtype, &p->sk[p->first[c]].all};
+            /* a one-row value meets a reference value of any number of rows along that axis
+             * whose other axes agree: a decode step against a prefix re-run */
+            if (q->ndim >= 2 && q->ndim <= NNP_ADAPT_MAX_DIMS && q->shape[q->ndim - 2] == 1) {
+                uint64_t *sh = shapes + np * NNP_ADAPT_MAX_DIMS, rows = 0;
+                for (size_t k = 0; k < nr && rows != UINT64_MAX; k++) {
+                    const nnp__align_item *x = &ri[k];
+                    if (x->ndim != q->ndim || x->shape[q->ndim - 2] < 2 ||
+                        nnp_dtype_class_of(x->dtype) != nnp_dtype_class_of(q->dtype))
+                        continue;
+                    bool same = true;
+                    for (uint32_t d = 0; d < q->ndim && same; d++)
+                        same = d == q->ndim - 2 || x->shape[d] == q->shape[d];
+                    if (same)
+                        rows = rows == 0 || rows == x->shape[q->ndim - 2]
+                                   ? x->shape[q->ndim - 2] : UINT64_MAX;
                 }
-                ppos[np++] = (uint32_t)j;
+                if (rows && rows != UINT64_MAX) {
+                    memcpy(sh, q->shape, q->ndim * sizeof *sh);
+                    sh[q->ndim - 2] = rows;
+                    pi[np].shape = sh;
+                    last[c] = true;
+                }
             }
+            pcls[np++] = (uint32_t)c;
+        }
         if (nr && np)
             st = nnp__align(ri, nr, pi, np, to, score);
         for (size_t k = 0; !st && nr && k < np; k++) {
             if (to[k] < 0)
                 continue;
-            uint32_t i = rpos[to[k]], j = ppos[k];
+            uint32_t rc = rcls[to[k]], pc = pcls[k];
             /* a difference that a later module undoes was never the same quantity */
-            if (r->agrees_after[r->cls[i]] || p->agrees_after[p->cls[j]])
+            if (r->agrees_after[rc] || p->agrees_after[pc])
                 continue;
-            st = push_pair(out, (nnp__value_pair){r->rec[i], p->rec[j],
-                                                  last[j] ? NNP_EVIDENCE_STRUCTURE_LAST_ROW
-                                                          : NNP_EVIDENCE_STRUCTURE,
-                                                  0.5 * score[k]});
+            st = pair_class(r, p, rc, pc,
+                            last[pc] ? NNP_EVIDENCE_STRUCTURE_LAST_ROW : NNP_EVIDENCE_STRUCTURE,
+                            0.5 * score[k], out, port_covered);
         }
         if (g < na) {
             r0 = ar[g] + 1;
@@ -506,8 +516,8 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
     free(ap);
     free(ri);
     free(pi);
-    free(rpos);
-    free(ppos);
+    free(rcls);
+    free(pcls);
     free(to);
     free(score);
     free(shapes);
@@ -564,4 +574,11 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
     *out = l.v;
     *nout = l.n;
     return NNP_OK;
+}
+
+const char *nnp_evidence_name(nnp_evidence e)
+{
+    static const char *const names[] = {"name", "value-exact", "value", "value-last-row",
+                                        "structure", "structure-last-row"};
+    return (unsigned)e < sizeof names / sizeof *names ? names[e] : "?";
 }
