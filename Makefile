@@ -30,17 +30,20 @@ LIB_SRC  = $(foreach l,$(LAYERS),$(wildcard src/$(l)/*.c))
 CLI_SRC  = $(wildcard cli/*.c cli/*/*.c)
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 EXAMPLE_SRC = $(wildcard examples/*.c)
+# ports written apart from a reference, as test material for pairing (tests/pairs/README.md)
+PAIR_SRC = $(wildcard tests/pairs/*.c)
 
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+PAIR_BIN = $(PAIR_SRC:tests/pairs/%.c=$(BUILD)/pairs/%)
 
 ASAN_BUILD = $(BUILD)/asan
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all lib cli examples setup demo check check-clang check-layers test unit unit-asan unit-tsan fuzz bench clean
-all: lib cli examples
+.PHONY: all lib cli examples pairs setup demo check check-clang check-layers test unit unit-asan unit-tsan fuzz bench clean
+all: lib cli examples pairs
 
 # The shared library's soname carries the API's major version (include/nnparity.h); the
 # unversioned name is a link to it, for -lnnparity and for loading by path.
@@ -49,6 +52,7 @@ SOVERSION = $(shell sed -n 's/^\#define NNP_VERSION_MAJOR \([0-9]*\)$$/\1/p' inc
 lib: $(BUILD)/libnnparity.a $(BUILD)/libnnparity.so
 cli: $(BUILD)/nnparity
 examples: $(EXAMPLE_BIN)
+pairs: $(PAIR_BIN)
 
 # -MMD: each object (and program) depends on the headers it includes, listed in a .d file beside it.
 DEPFLAGS = -MMD -MP
@@ -87,6 +91,10 @@ $(BUILD)/examples/%: examples/%.c $(BUILD)/libnnparity.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(DEPFLAGS) $< $(BUILD)/libnnparity.a -o $@ $(LIBS)
 
+$(BUILD)/pairs/%: tests/pairs/%.c $(BUILD)/libnnparity.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(DEPFLAGS) $< $(BUILD)/libnnparity.a -o $@ $(LIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libnnparity.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) -Itests/unit $(CFLAGS_ALL) $(DEPFLAGS) $< $(BUILD)/libnnparity.a -o $@ $(LIBS) -lcmocka
@@ -104,7 +112,7 @@ $(BUILD)/man/nnparity.1: $(BUILD)/nnparity scripts/gen_docs.py
 $(BUILD)/completion/nnparity: $(BUILD)/nnparity scripts/gen_docs.py
 	$(PYTHON) scripts/gen_docs.py completion $< $@
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_BIN:=.d) $(EXAMPLE_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_BIN:=.d) $(EXAMPLE_BIN:=.d) $(PAIR_BIN:=.d)
 
 setup:
 	@bash scripts/setup.sh
@@ -119,7 +127,7 @@ $(BUILD)/tests/test_cpp_header: tests/unit/test_cpp_header.cpp include/nnparity.
 
 # The same unit tests and CLI, rebuilt with AddressSanitizer and UndefinedBehaviorSanitizer.
 unit-asan:
-	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples pairs
 
 # The threaded unit tests (capture sessions, the thread pool of compare and stats, two dumps
 # opened at once), rebuilt with ThreadSanitizer: no data race under many tapping threads.
