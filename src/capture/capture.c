@@ -489,6 +489,18 @@ static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call
     bool same = !st && rt.ndim == d->ndim;
     for (uint32_t k = 0; same && k < d->ndim; k++)
         same = rt.shape[k] == d->shape[k];
+    /* a port that decodes one token meets a reference that re-ran the whole sequence: the
+     * reference's last row along the axis before the last is the port's input */
+    bool one_row = !st && !same && !reshaped && rt.ndim == d->ndim && d->ndim >= 2 &&
+                   d->shape[d->ndim - 2] == 1 && rt.shape[d->ndim - 2] > 1;
+    for (uint32_t k = 0; one_row && k < d->ndim; k++)
+        one_row = k == d->ndim - 2 || rt.shape[k] == d->shape[k];
+    if (one_row) {
+        nnp_op last = {.kind = NNP_OP_SLICE, .on_ref = true, .axis = -2, .start = -1,
+                       .end = INT64_MAX};
+        st = nnp__adapt(&rt, &last, 1, true, NULL);
+        same = !st;
+    }
     uint64_t port_n = 1;
     for (uint32_t k = 0; k < d->ndim; k++)
         port_n *= d->shape[k];
