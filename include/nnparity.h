@@ -809,6 +809,30 @@ nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int th
                              nnp_tensor_stats *out);
 
 /* ---------------------------------------------------------------------------------------------
+ * Fingerprints: a hash of each record's bytes and a small random projection of its values, from
+ * which the rel-L2 and cosine between two records are estimated without reading them again
+ * (docs/sketch.md). A capture stores them in its dump; for other records they are computed.
+ * ------------------------------------------------------------------------------------------- */
+
+#define NNP_SKETCH_WIDTH 32
+
+/* The projection of a stream of values and its norm and sum (NaN and infinite values count as
+ * 0); `count` is the stream's length: only streams of one length compare. */
+typedef struct nnp_sketch_part {
+    float proj[NNP_SKETCH_WIDTH];
+    double norm, sum;
+    uint64_t count;
+} nnp_sketch_part;
+
+typedef struct nnp_sketch {
+    uint64_t hash;      /* of the dtype, the shape and the bytes: equal hashes, one value */
+    uint64_t nonfinite; /* NaN and infinite elements */
+    nnp_sketch_part all; /* every element in C order */
+    bool has_last;       /* 2 or more axes and 2 or more rows on the one before the last: */
+    nnp_sketch_part last; /* the last row along that axis, for every leading index */
+} nnp_sketch;
+
+/* ---------------------------------------------------------------------------------------------
  * Relevance: which input tokens an output relied on, from recorded attention maps
  * (docs/relevance.md)
  *
