@@ -15,9 +15,10 @@
  * blocks of a tile are added, unrotated, to the row of a 32 x 32 float table picked by their
  * rotation; the table is folded into the double buckets every FOLD elements, so a block costs
  * one hash and four vector additions. The norm and the sum are added in double over LANES
- * accumulators by position. A tile's sums are finite exactly when its values are (sums of
- * finite floats cannot overflow a double), so values are tested only when a sum is not: then
- * the tile is copied with its NaNs and infinities counted and set to 0. On x86-64 an AVX2 (and
+ * accumulators by stream position, so a stream fed in pieces (the last rows) has the sums of
+ * the same values fed whole. Sums of finite floats cannot overflow a double, so values are
+ * tested only when a tile's sums are not finite: then the tile is copied with its NaNs and
+ * infinities counted and set to 0. On x86-64 an AVX2 (and
  * F16C) version is chosen at run time; it adds the same numbers in the same order as the
  * portable one (no FMA: a float squared is exact in double), so their results are identical
  * bit for bit, and a stored sketch matches one computed on another machine.
@@ -119,7 +120,8 @@ uint64_t nnp__bytes_hash(const void *data, uint64_t n, uint64_t seed)
 typedef struct {
     uint64_t pos;       /* elements of the stream seen */
     uint64_t nonfinite;
-    double acc[W], sum, norm2;
+    double acc[W];
+    double lane_sum[LANES], lane_sq[LANES]; /* element p of the stream in lane p % LANES */
     float rows[W][W];   /* rows[r][j]: element j of every block rotated by r, since the last fold */
 } builder;
 
@@ -332,13 +334,18 @@ static void fold(builder *b)
 static void segment(const kernel *k, builder *b, const float *x, size_t n, float *buf,
                     hash_state *hs)
 {
-    double s[LANES] = {0}, q[LANES] = {0};
+    /* the kernels put x[0] in lane 0: the builder's lanes turned so that lane 0 is x[0]'s */
+    unsigned o = (unsigned)(b->pos % LANES);
+    double s[LANES], q[LANES];
+    for (unsigned l = 0; l < LANES; l++) {
+        s[l] = b->lane_sum[(o + l) % LANES];
+        q[l] = b->lane_sq[(o + l) % LANES];
+    }
     if (hs)
         k->moments_hash(x, n, s, q, hs);
     else
         k->moments(x, n, s, q);
-    double q_all = lanes_total(q);
-    if (!isfinite(q_all)) {
+    if (!isfinite(lanes_total(q))) {
         /* a NaN would poison every estimate; the count says it was there */
         for (size_t i = 0; i < n; i++) {
             float v = x[i];
@@ -346,13 +353,16 @@ static void segment(const kernel *k, builder *b, const float *x, size_t n, float
             buf[i] = isfinite(v) ? v : 0.0f;
         }
         x = buf;
-        memset(s, 0, sizeof s);
-        memset(q, 0, sizeof q);
+        for (unsigned l = 0; l < LANES; l++) {
+            s[l] = b->lane_sum[(o + l) % LANES];
+            q[l] = b->lane_sq[(o + l) % LANES];
+        }
         k->moments(x, n, s, q);
-        q_all = lanes_total(q);
     }
-    b->sum += lanes_total(s);
-    b->norm2 += q_all;
+    for (unsigned l = 0; l < LANES; l++) {
+        b->lane_sum[(o + l) % LANES] = s[l];
+        b->lane_sq[(o + l) % LANES] = q[l];
+    }
 
     uint64_t pos = b->pos;
     size_t i = 0;
@@ -418,8 +428,8 @@ static void builder_end(builder *b, nnp_sketch_part *out)
     fold(b);
     for (int m = 0; m < W; m++)
         out->proj[m] = (float)b->acc[m];
-    out->norm = sqrt(b->norm2);
-    out->sum = b->sum;
+    out->norm = sqrt(lanes_total(b->lane_sq));
+    out->sum = lanes_total(b->lane_sum);
     out->count = b->pos;
 }
 
