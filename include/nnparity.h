@@ -832,6 +832,13 @@ typedef struct nnp_sketch {
     nnp_sketch_part last; /* the last row along that axis, for every leading index */
 } nnp_sketch;
 
+/* The fingerprints of records idx[0..n) of `dump` into out[0..n): those its file stores
+ * (decoded on first use, then kept with the dump), the others computed from the data on up to
+ * `threads` threads (<= 0: one per online CPU). A stored value that does not fit its records is
+ * NNP_ERR_FORMAT naming the file and the metadata key. */
+nnp_status nnp_dump_sketches(nnp_dump *dump, const size_t *idx, size_t n, int threads,
+                             nnp_sketch *out);
+
 /* ---------------------------------------------------------------------------------------------
  * Relevance: which input tokens an output relied on, from recorded attention maps
  * (docs/relevance.md)

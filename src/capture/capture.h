@@ -12,4 +12,7 @@
  * records must not pass for a finished dump. Returns the partial file's path (valid until the
  * next call on this thread). */
 const char *nnp__writer_abandon(nnp_writer *w);
+/* Whether writers sketch the records they add (default on); off only to time what it costs
+ * (bench/sketch_cost.c). Not thread-safe: set before any capture starts. */
+void nnp__writer_sketching(bool on);
 #endif /* NNP_CAPTURE_H */
