@@ -24,6 +24,7 @@
  * bit for bit, and a stored sketch matches one computed on another machine.
  */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
@@ -116,14 +117,39 @@ uint64_t nnp__bytes_hash(const void *data, uint64_t n, uint64_t seed)
 
 /* ---- the projection ---- */
 
+/* rows[r][j]: element j of every block rotated by r since the last fold. Only the rows in
+ * `used` hold sums: a small tensor touches a few, and the others are neither cleared nor
+ * folded. */
+typedef struct {
+    float rows[W][W];
+    uint32_t used;
+} table;
+
 /* A sketch being built from a stream of values. */
 typedef struct {
     uint64_t pos;       /* elements of the stream seen */
     uint64_t nonfinite;
     double acc[W];
     double lane_sum[LANES], lane_sq[LANES]; /* element p of the stream in lane p % LANES */
-    float rows[W][W];   /* rows[r][j]: element j of every block rotated by r, since the last fold */
+    table t;
 } builder;
+
+static void builder_init(builder *b)
+{
+    memset(b, 0, offsetof(builder, t));
+    b->t.used = 0;
+}
+
+/* The row of the table that a block with hash h adds to, cleared if it held nothing. */
+static inline float *row_of(table *t, uint64_t h)
+{
+    unsigned r = (unsigned)(h & (W - 1));
+    if (!(t->used >> r & 1u)) {
+        memset(t->rows[r], 0, sizeof t->rows[r]);
+        t->used |= 1u << r;
+    }
+    return t->rows[r];
+}
 
 /* What differs between the portable and the vector versions. */
 typedef struct {
@@ -132,7 +158,7 @@ typedef struct {
     /* the same, and the n / 8 whole stripes of x's bytes through hs (the values are float32) */
     void (*moments_hash)(const float *x, size_t n, double *s, double *q, hash_state *hs);
     /* nb whole blocks at x, the first of them block number `first` of the stream */
-    void (*blocks)(float (*rows)[W], const float *x, size_t nb, uint64_t first);
+    void (*blocks)(table *t, const float *x, size_t nb, uint64_t first);
     /* n F16 values to float (exact) */
     void (*f16)(const unsigned char *src, size_t n, float *dst);
 } kernel;
@@ -158,10 +184,10 @@ static void moments_hash_portable(const float *x, size_t n, double *s, double *q
 }
 
 /* Elements [j0, j0 + n) of one block (j0 + n <= W). */
-static void part_block(float (*rows)[W], const float *x, size_t n, unsigned j0, uint64_t block)
+static void part_block(table *t, const float *x, size_t n, unsigned j0, uint64_t block)
 {
     uint64_t h = block_hash(block);
-    float *row = rows[h & (W - 1)];
+    float *row = row_of(t, h);
     uint32_t signs = (uint32_t)(h >> 32);
     for (size_t i = 0; i < n; i++) {
         unsigned j = j0 + (unsigned)i;
@@ -174,10 +200,10 @@ static void part_block(float (*rows)[W], const float *x, size_t n, unsigned j0, 
     }
 }
 
-static void blocks_portable(float (*rows)[W], const float *x, size_t nb, uint64_t first)
+static void blocks_portable(table *t, const float *x, size_t nb, uint64_t first)
 {
-    for (size_t t = 0; t < nb; t++)
-        part_block(rows, x + t * W, W, 0, first + t);
+    for (size_t k = 0; k < nb; k++)
+        part_block(t, x + k * W, W, 0, first + k);
 }
 
 static void f16_portable(const unsigned char *src, size_t n, float *dst)
@@ -258,7 +284,7 @@ NNP_AVX2 static void moments_hash_avx2(const float *x, size_t n, double *s, doub
     moments_avx2_with(x, n, s, q, hs);
 }
 
-NNP_AVX2 static void blocks_avx2(float (*rows)[W], const float *x, size_t nb, uint64_t first)
+NNP_AVX2 static void blocks_avx2(table *tb, const float *x, size_t nb, uint64_t first)
 {
     /* lane l of vector v takes sign bit 8v + l, shifted up to the float's sign */
     const __m256i up0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
@@ -267,7 +293,7 @@ NNP_AVX2 static void blocks_avx2(float (*rows)[W], const float *x, size_t nb, ui
                   up3 = _mm256_sub_epi32(up2, eight);
     for (size_t t = 0; t < nb; t++, x += W) {
         uint64_t h = block_hash(first + t);
-        float *row = rows[h & (W - 1)];
+        float *row = row_of(tb, h);
         __m256i sg = _mm256_set1_epi32((int)(uint32_t)(h >> 32));
 #define NNP_SKETCH_STEP(v, up)                                                                 \
     _mm256_storeu_ps(row + 8 * (v),                                                            \
@@ -322,10 +348,10 @@ static double lanes_total(const double *l)
 static void fold(builder *b)
 {
     for (unsigned r = 0; r < W; r++)
-        for (unsigned j = 0; j < W; j++) {
-            b->acc[(j + r) & (W - 1)] += (double)b->rows[r][j];
-            b->rows[r][j] = 0;
-        }
+        if (b->t.used >> r & 1u)
+            for (unsigned j = 0; j < W; j++)
+                b->acc[(j + r) & (W - 1)] += (double)b->t.rows[r][j];
+    b->t.used = 0;
 }
 
 /* n (<= TILE) values at x, the next ones of b's stream; buf (TILE floats, may be x) takes a
@@ -369,14 +395,14 @@ static void segment(const kernel *k, builder *b, const float *x, size_t n, float
     unsigned j0 = (unsigned)(pos % W);
     if (j0) { /* the stream resumes inside a block */
         i = W - j0 < n ? W - j0 : n;
-        part_block(b->rows, x, i, j0, pos / W);
+        part_block(&b->t, x, i, j0, pos / W);
     }
     size_t nb = (n - i) / W;
     if (nb)
-        k->blocks(b->rows, x + i, nb, (pos + i) / W);
+        k->blocks(&b->t, x + i, nb, (pos + i) / W);
     i += nb * W;
     if (i < n)
-        part_block(b->rows, x + i, n - i, 0, (pos + i) / W);
+        part_block(&b->t, x + i, n - i, 0, (pos + i) / W);
     b->pos = pos + n;
     if (pos / FOLD != b->pos / FOLD)
         fold(b);
@@ -441,7 +467,7 @@ static void sketch_with(const kernel *k, nnp_dtype dtype, uint32_t ndim, const u
     const unsigned char *bytes = data;
     float buf[TILE];
     builder b;
-    memset(&b, 0, sizeof b);
+    builder_init(&b);
     hash_state hs;
     hash_init(&hs, SKETCH_SEED);
     if (nelem)
@@ -460,7 +486,7 @@ static void sketch_with(const kernel *k, nnp_dtype dtype, uint32_t ndim, const u
      * cache holds of a reference that re-runs the whole sequence */
     if (ndim >= 2 && shape[ndim - 2] >= 2 && nelem) {
         uint64_t cols = shape[ndim - 1], rows = shape[ndim - 2], lead = nelem / (cols * rows);
-        memset(&b, 0, sizeof b);
+        builder_init(&b);
         for (uint64_t l = 0; l < lead; l++)
             feed(k, &b, NULL, dtype, bytes + ((l * rows + rows - 1) * cols) * es, cols, buf);
         builder_end(&b, &out->last);
