@@ -12,6 +12,25 @@
  * records must not pass for a finished dump. Returns the partial file's path (valid until the
  * next call on this thread). */
 const char *nnp__writer_abandon(nnp_writer *w);
+/* A record's sketch taken beside its write (sketch_job.c): start it before writing the data,
+ * finish it after (always, even when the write failed: until then a thread may read the
+ * data); `entry` (NNP_SKETCH_ENTRY_BYTES) then holds the packed sketch. The shape and the
+ * data must stay until the job is finished. */
+typedef struct nnp_sketch_job {
+    nnp_dtype dtype;
+    uint32_t ndim;
+    const uint64_t *shape;
+    const void *data;
+    uint64_t nelem;
+    unsigned char *entry;
+    pthread_t thread;
+    bool threaded;
+} nnp_sketch_job;
+void nnp__sketch_job_start(nnp_sketch_job *j, nnp_dtype dtype, uint32_t ndim,
+                           const uint64_t *shape, const void *data, uint64_t nelem,
+                           unsigned char *entry);
+void nnp__sketch_job_finish(nnp_sketch_job *j);
+
 /* Whether writers sketch the records they add (default on); off only to time what it costs
  * (bench/sketch_cost.c). Not thread-safe: set before any capture starts. */
 void nnp__writer_sketching(bool on);

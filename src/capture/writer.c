@@ -24,7 +24,6 @@
 
 #include "capture/capture.h"
 #include "dump/provenance.h"
-#include "kernels/kernels.h"
 
 typedef struct w_rec {
     char *name, *module, *role, *module_type;
@@ -481,9 +480,17 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
         free_rec(&r);
         return st;
     }
+    /* the whole tensor is at hand now, and never again without reading the file back */
+    nnp_sketch_job job;
+    if (sketch_records)
+        nnp__sketch_job_start(&job, desc->dtype, desc->ndim, desc->shape, data, nelem, r.sketch);
     nnp_status st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
     if (!st)
         st = journal_record(w, desc, r.name, w->data_len, end);
+    if (sketch_records) {
+        nnp__sketch_job_finish(&job);
+        r.sketched = true;
+    }
     if (st) {
         /* Stop here: a torn journal line must stay the journal's last, and what was written
          * before stays recoverable. */
@@ -494,13 +501,6 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     }
     if (desc->ndim)
         memcpy(r.shape, desc->shape, desc->ndim * sizeof *r.shape);
-    if (sketch_records) {
-        /* the whole tensor is at hand now, and never again without reading the file back */
-        nnp_sketch k;
-        nnp__sketch_tensor(desc->dtype, desc->ndim, desc->shape, data, nelem, &k);
-        nnp__sketch_pack(&k, r.sketch);
-        r.sketched = true;
-    }
     r.call = desc->call;
     r.dtype = desc->dtype;
     r.ndim = desc->ndim;

@@ -129,7 +129,7 @@ typedef struct {
 typedef struct {
     uint64_t pos;       /* elements of the stream seen */
     uint64_t nonfinite;
-    double acc[W];
+    double acc[2 * W]; /* bucket m is acc[m] + acc[m + W]: a row folds in without wrapping */
     double lane_sum[LANES], lane_sq[LANES]; /* element p of the stream in lane p % LANES */
     table t;
 } builder;
@@ -140,14 +140,14 @@ static void builder_init(builder *b)
     b->t.used = 0;
 }
 
-/* The row of the table that a block with hash h adds to, cleared if it held nothing. */
-static inline float *row_of(table *t, uint64_t h)
+/* The row of the table that a block with hash h adds to; *fresh when it held nothing (its
+ * cells are then to be written, not added to: reading back cells just cleared would wait on
+ * the stores that cleared them). */
+static inline float *row_of(table *t, uint64_t h, bool *fresh)
 {
     unsigned r = (unsigned)(h & (W - 1));
-    if (!(t->used >> r & 1u)) {
-        memset(t->rows[r], 0, sizeof t->rows[r]);
-        t->used |= 1u << r;
-    }
+    *fresh = !(t->used >> r & 1u);
+    t->used |= 1u << r;
     return t->rows[r];
 }
 
@@ -187,7 +187,10 @@ static void moments_hash_portable(const float *x, size_t n, double *s, double *q
 static void part_block(table *t, const float *x, size_t n, unsigned j0, uint64_t block)
 {
     uint64_t h = block_hash(block);
-    float *row = row_of(t, h);
+    bool fresh;
+    float *row = row_of(t, h, &fresh);
+    if (fresh && n < W)
+        memset(row, 0, W * sizeof *row);
     uint32_t signs = (uint32_t)(h >> 32);
     for (size_t i = 0; i < n; i++) {
         unsigned j = j0 + (unsigned)i;
@@ -196,7 +199,7 @@ static void part_block(table *t, const float *x, size_t n, unsigned j0, uint64_t
         bits ^= ((signs >> j) & 1u) << 31;
         float v;
         memcpy(&v, &bits, 4);
-        row[j] += v;
+        row[j] = fresh ? v : row[j] + v;
     }
 }
 
@@ -293,19 +296,25 @@ NNP_AVX2 static void blocks_avx2(table *tb, const float *x, size_t nb, uint64_t 
                   up3 = _mm256_sub_epi32(up2, eight);
     for (size_t t = 0; t < nb; t++, x += W) {
         uint64_t h = block_hash(first + t);
-        float *row = row_of(tb, h);
+        bool fresh;
+        float *row = row_of(tb, h, &fresh);
         __m256i sg = _mm256_set1_epi32((int)(uint32_t)(h >> 32));
-#define NNP_SKETCH_STEP(v, up)                                                                 \
-    _mm256_storeu_ps(row + 8 * (v),                                                            \
-                     _mm256_add_ps(_mm256_loadu_ps(row + 8 * (v)),                             \
-                                   _mm256_xor_ps(_mm256_loadu_ps(x + 8 * (v)),                 \
-                                                 _mm256_castsi256_ps(_mm256_and_si256(         \
-                                                     _mm256_sllv_epi32(sg, up), top)))))
-        NNP_SKETCH_STEP(0, up0);
-        NNP_SKETCH_STEP(1, up1);
-        NNP_SKETCH_STEP(2, up2);
-        NNP_SKETCH_STEP(3, up3);
-#undef NNP_SKETCH_STEP
+#define NNP_SKETCH_SIGNED(v, up)                                                               \
+    _mm256_xor_ps(_mm256_loadu_ps(x + 8 * (v)),                                                \
+                  _mm256_castsi256_ps(_mm256_and_si256(_mm256_sllv_epi32(sg, up), top)))
+        __m256 v0 = NNP_SKETCH_SIGNED(0, up0), v1 = NNP_SKETCH_SIGNED(1, up1),
+               v2 = NNP_SKETCH_SIGNED(2, up2), v3 = NNP_SKETCH_SIGNED(3, up3);
+#undef NNP_SKETCH_SIGNED
+        if (!fresh) {
+            v0 = _mm256_add_ps(_mm256_loadu_ps(row), v0);
+            v1 = _mm256_add_ps(_mm256_loadu_ps(row + 8), v1);
+            v2 = _mm256_add_ps(_mm256_loadu_ps(row + 16), v2);
+            v3 = _mm256_add_ps(_mm256_loadu_ps(row + 24), v3);
+        }
+        _mm256_storeu_ps(row, v0);
+        _mm256_storeu_ps(row + 8, v1);
+        _mm256_storeu_ps(row + 16, v2);
+        _mm256_storeu_ps(row + 24, v3);
     }
 }
 
@@ -348,9 +357,12 @@ static double lanes_total(const double *l)
 static void fold(builder *b)
 {
     for (unsigned r = 0; r < W; r++)
-        if (b->t.used >> r & 1u)
+        if (b->t.used >> r & 1u) {
+            double *acc = b->acc + r;
+            const float *row = b->t.rows[r];
             for (unsigned j = 0; j < W; j++)
-                b->acc[(j + r) & (W - 1)] += (double)b->t.rows[r][j];
+                acc[j] += (double)row[j];
+        }
     b->t.used = 0;
 }
 
@@ -453,7 +465,7 @@ static void builder_end(builder *b, nnp_sketch_part *out)
 {
     fold(b);
     for (int m = 0; m < W; m++)
-        out->proj[m] = (float)b->acc[m];
+        out->proj[m] = (float)(b->acc[m] + b->acc[m + W]);
     out->norm = sqrt(lanes_total(b->lane_sq));
     out->sum = lanes_total(b->lane_sum);
     out->count = b->pos;

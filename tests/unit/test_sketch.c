@@ -459,6 +459,13 @@ static void test_capture_stores_sketches(void **state)
     uint64_t shape[3] = {2, 3, 64};
     assert_int_equal(nnp_tap("block", "out0", NNP_F32, 3, shape, x), NNP_OK);
     assert_int_equal(nnp_tap("block", "out0", NNP_F32, 2, shape + 1, x), NNP_OK);
+    /* a record large enough to be sketched beside its write, on a thread of its own */
+    uint64_t big[2] = {3, 100000};
+    float *y = malloc(3 * 100000 * sizeof *y);
+    for (int i = 0; i < 3 * 100000; i++)
+        y[i] = (float)(i % 977) - 400;
+    assert_int_equal(nnp_tap("block", "out1", NNP_F32, 2, big, y), NNP_OK);
+    free(y);
     assert_int_equal(nnp_capture_close(), NNP_OK);
     check_dump_sketches(p, true);
 }
