@@ -1,8 +1,9 @@
 /*
  * sketch_cost.c - what records' fingerprints (docs/sketch.md) cost: at capture, where the
  * writer sketches every record it adds, and on reading, where a dump's stored sketches are
- * decoded the first time they are asked for. Linked against the static library: it turns the
- * writer's sketching off (nnp__writer_sketching) for the peer runs.
+ * decoded the first time they are asked for. The peer runs capture with NNPARITY_SKETCH=0,
+ * which leaves the sketches out. Linked against the static library (`records` calls the
+ * kernel itself).
  *
  *   sketch_cost capture OUT COUNT ELEMS RUNS
  *       COUNT float32 records of ELEMS elements through nnp_tap into OUT, RUNS times with
@@ -13,6 +14,11 @@
  *       opens A and B with nnp_dump_open_both, then times nnp_dump_sketches over every record
  *       of both (the stored sketches decoded and checked), RUNS times on fresh opens; prints
  *       the median, and the header size of A.
+ *   sketch_cost records FILE RUNS
+ *       copies every record of FILE into memory, as a capture's writer is handed them, then
+ *       times sketching them all on one thread (nnp__sketch_tensor, what the writer runs for
+ *       each record); prints the median in seconds (bench/sketch_torch.py sets it against the
+ *       capture that wrote FILE).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,13 +91,14 @@ static int run_capture(const char *out, int count, uint64_t elems, int runs)
     double c;
     capture(out, count, elems, x, &c); /* warm the page cache and the file system */
     for (int r = 0; r < runs; r++) {
-        nnp__writer_sketching(true);
+        unsetenv("NNPARITY_SKETCH");
         t[r] = capture(out, count, elems, x, &t[2 * runs + r]);
-        nnp__writer_sketching(false);
+        setenv("NNPARITY_SKETCH", "0", 1);
         t[runs + r] = capture(out, count, elems, x, &t[3 * runs + r]);
         if (t[r] < 0 || t[runs + r] < 0)
             return fail("capture");
     }
+    unsetenv("NNPARITY_SKETCH");
     remove(out);
     double w = median(t, runs), wo = median(t + runs, runs);
     double cw = median(t + 2 * runs, runs), cwo = median(t + 3 * runs, runs);
@@ -149,13 +156,54 @@ static int run_decode(const char *a, const char *b, int runs)
     return 0;
 }
 
+static int run_records(const char *path, int runs)
+{
+    nnp_dump *d;
+    if (nnp_dump_open(path, &d) != NNP_OK)
+        return fail("open");
+    size_t n = nnp_dump_count(d);
+    void **copy = calloc(n ? n : 1, sizeof *copy);
+    double *t = malloc((size_t)(runs > 0 ? runs : 1) * sizeof *t);
+    if (!copy || !t || runs <= 0)
+        return 2;
+    for (size_t i = 0; i < n; i++) {
+        const nnp_record *r = nnp_dump_record(d, i);
+        const void *data = NULL;
+        if (r->nbytes && nnp_dump_data(d, i, &data) != NNP_OK)
+            return fail("data");
+        if (!(copy[i] = malloc(r->nbytes ? r->nbytes : 1)))
+            return 2;
+        if (r->nbytes)
+            memcpy(copy[i], data, r->nbytes);
+    }
+    for (int k = 0; k < runs; k++) {
+        double t0 = now();
+        for (size_t i = 0; i < n; i++) {
+            const nnp_record *r = nnp_dump_record(d, i);
+            nnp_sketch s;
+            nnp__sketch_tensor(r->dtype, r->ndim, r->shape, copy[i], r->nelem, &s);
+        }
+        t[k] = now() - t0;
+    }
+    printf("%.6f\n", median(t, runs));
+    for (size_t i = 0; i < n; i++)
+        free(copy[i]);
+    free(copy);
+    free(t);
+    nnp_dump_close(d);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 6 && strcmp(argv[1], "capture") == 0)
         return run_capture(argv[2], atoi(argv[3]), strtoull(argv[4], NULL, 10), atoi(argv[5]));
     if (argc == 5 && strcmp(argv[1], "decode") == 0)
         return run_decode(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 4 && strcmp(argv[1], "records") == 0)
+        return run_records(argv[2], atoi(argv[3]));
     fprintf(stderr, "usage: sketch_cost capture OUT COUNT ELEMS RUNS\n"
-                    "       sketch_cost decode A.safetensors B.safetensors RUNS\n");
+                    "       sketch_cost decode A.safetensors B.safetensors RUNS\n"
+                    "       sketch_cost records FILE RUNS\n");
     return 2;
 }

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # sketch_cost.sh - what records' fingerprints cost (docs/sketch.md): the share of a C capture's
 # time that the writer's sketching takes, with many small records and with few large ones
-# (each timed against the same capture with sketching turned off, alternately, target < 5%),
+# (each timed against the same capture with NNPARITY_SKETCH=0, alternately, target < 5%),
 # and decoding the stored sketches of two captures of 100,000 records (target well under
-# 1 s). Builds bench/sketch_cost.c against BUILD's static library (it turns the writer's
-# sketching off through an internal call).
+# 1 s). Builds bench/sketch_cost.c against BUILD's static library (it calls the kernel for
+# bench/sketch_torch.py).
 #
 #   bench/sketch_cost.sh BUILD DATA_DIR      RUNS (default 7) from env
 set -euo pipefail

@@ -31,7 +31,4 @@ void nnp__sketch_job_start(nnp_sketch_job *j, nnp_dtype dtype, uint32_t ndim,
                            unsigned char *entry);
 void nnp__sketch_job_finish(nnp_sketch_job *j);
 
-/* Whether writers sketch the records they add (default on); off only to time what it costs
- * (bench/sketch_cost.c). Not thread-safe: set before any capture starts. */
-void nnp__writer_sketching(bool on);
 #endif /* NNP_CAPTURE_H */

@@ -46,17 +46,10 @@ struct nnp_writer {
     nnp_strindex names; /* the records by name */
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
+    bool sketch;       /* records are sketched as they are added (NNPARITY_SKETCH=0: not) */
     nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
     char failure[512];
 };
-
-/* Whether records are sketched as they are added (benchmarks turn it off to time the cost). */
-static bool sketch_records = true;
-
-void nnp__writer_sketching(bool on)
-{
-    sketch_records = on;
-}
 
 static const char *name_at(const void *w, size_t i)
 {
@@ -137,6 +130,10 @@ static nnp_status writer_new(const char *path, nnp_writer **out)
     if (!w)
         return nnp__nomem();
     w->fd = w->jfd = -1;
+    /* the fingerprints' cost can be left out of a capture (docs/sketch.md); readers then
+     * compute them from the data */
+    const char *env = getenv("NNPARITY_SKETCH");
+    w->sketch = !env || strcmp(env, "0") != 0;
     w->path = strdup(path);
     w->tmp_path = with_suffix(path, ".partial");
     w->journal_path = with_suffix(path, ".journal");
@@ -482,12 +479,12 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     }
     /* the whole tensor is at hand now, and never again without reading the file back */
     nnp_sketch_job job;
-    if (sketch_records)
+    if (w->sketch)
         nnp__sketch_job_start(&job, desc->dtype, desc->ndim, desc->shape, data, nelem, r.sketch);
     nnp_status st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
     if (!st)
         st = journal_record(w, desc, r.name, w->data_len, end);
-    if (sketch_records) {
+    if (w->sketch) {
         nnp__sketch_job_finish(&job);
         r.sketched = true;
     }
