@@ -28,8 +28,7 @@ static const char ls_usage[] =
     "\n"
     "examples:\n"
     "  nnparity ls ref.safetensors\n"
-    "  nnparity ls --meta model.gguf\n"
-    "  nnparity ls --json --sketch ref.safetensors\n"
+    "  nnparity ls --meta --sketch model.gguf\n"
     "  nnparity ls --json ref.safetensors port.safetensors > records.json\n";
 
 /* The name column: as wide as the longest name, within what the line leaves it (at least 60
