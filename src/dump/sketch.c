@@ -5,6 +5,7 @@
  * dump. Records without one are sketched from their data, a task per record over the threads,
  * their pages let go right after, so that sketching a dump larger than memory streams it.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,7 +80,12 @@ typedef struct {
     const size_t *idx; /* the records to compute, as indices into the caller's idx */
     const size_t *rec;
     nnp_sketch *out;
-    nnp_status *status;
+    /* the first failing task's status and message: messages are per thread, and the
+     * caller's thread reports it */
+    pthread_mutex_t lock;
+    size_t failed_task;
+    nnp_status failed;
+    char message[1024];
 } sketch_ctx;
 
 static void sketch_one(void *c, size_t t)
@@ -90,7 +96,13 @@ static void sketch_one(void *c, size_t t)
     const void *data = NULL;
     nnp_status st = r->nbytes ? nnp_dump_data(ctx->d, i, &data) : NNP_OK;
     if (st) {
-        ctx->status[t] = st;
+        pthread_mutex_lock(&ctx->lock);
+        if (!ctx->failed || t < ctx->failed_task) {
+            ctx->failed = st;
+            ctx->failed_task = t;
+            snprintf(ctx->message, sizeof ctx->message, "%s", nnp_last_error());
+        }
+        pthread_mutex_unlock(&ctx->lock);
         return;
     }
     nnp__sketch_tensor(r->dtype, r->ndim, r->shape, data, r->nelem, &ctx->out[j]);
@@ -114,16 +126,14 @@ nnp_status nnp__dump_sketches(nnp_dump *d, const size_t *idx, size_t n, int thre
         else
             todo[ntodo++] = t;
     }
-    nnp_status *status = st || !ntodo ? NULL : calloc(ntodo, sizeof *status);
-    if (!st && ntodo && !status)
-        st = nnp__nomem();
     if (!st && ntodo) {
-        sketch_ctx ctx = {d, todo, idx, out, status};
+        sketch_ctx ctx = {.d = d, .idx = todo, .rec = idx, .out = out};
+        pthread_mutex_init(&ctx.lock, NULL);
         st = nnp__parallel_for(ntodo, nnp__thread_count(threads), sketch_one, &ctx);
-        for (size_t t = 0; t < ntodo && !st; t++)
-            st = status[t];
+        if (!st && ctx.failed)
+            st = nnp__fail(ctx.failed, "%s", ctx.message);
+        pthread_mutex_destroy(&ctx.lock);
     }
-    free(status);
     free(todo);
     return st;
 }
