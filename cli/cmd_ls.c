@@ -3,13 +3,15 @@
  */
 #include <getopt.h>
 #include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "report/json_out.h"
 
 static const char ls_usage[] =
-    "usage: nnparity ls [--json] [--meta] [--width N] FILE...\n"
+    "usage: nnparity ls [--json] [--meta] [--sketch] [--width N] FILE...\n"
     "\n"
     "List the records of each dump in execution order: seq (the number every report gives a\n"
     "record, from 0), name, dtype, shape and size (and the module type when the dump records\n"
@@ -17,13 +19,16 @@ static const char ls_usage[] =
     "\n"
     "  --json       one JSON document on stdout (schema nnparity.ls/1)\n"
     "  --meta       also print each file's metadata\n"
+    "  --sketch     also each record's fingerprint (docs/sketch.md): the hash of its bytes and\n"
+    "               its norm; with --json the whole sketch. A capture stores them; other\n"
+    "               files are read to compute them\n"
     "  --width N    lay the table out for N columns (default: the terminal's width, 80 when\n"
     "               stdout is not a terminal)\n"
     "  -h           this help\n"
     "\n"
     "examples:\n"
     "  nnparity ls ref.safetensors\n"
-    "  nnparity ls --meta model.gguf\n"
+    "  nnparity ls --meta --sketch model.gguf\n"
     "  nnparity ls --json ref.safetensors port.safetensors > records.json\n";
 
 /* The name column: as wide as the longest name, within what the line leaves it (at least 60
@@ -56,12 +61,62 @@ static void print_meta_text(const nnp_dump *d)
         if (strcmp(k, "nnparity.records") == 0)
             printf("  %s: (provenance of the %zu %s above)\n", cli_text(k), nnp_dump_count(d),
                    cli_plural(nnp_dump_count(d), "record", "records"));
+        else if (strcmp(k, "nnparity.sketches") == 0)
+            printf("  %s: (fingerprints of the records above, %zu characters; ls --sketch "
+                   "shows them)\n", cli_text(k), strlen(v));
         else
             printf("  %s: %s\n", cli_text(k), cli_text(v));
     }
 }
 
-static void print_text(const nnp_dump *d, bool meta)
+/* The fingerprints of every record of d, or NULL (the error printed, *rc set). */
+static nnp_sketch *all_sketches(nnp_dump *d, int *rc)
+{
+    size_t n = nnp_dump_count(d);
+    nnp_sketch *out = malloc((n ? n : 1) * sizeof *out);
+    size_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    if (!out || !idx) {
+        free(out);
+        free(idx);
+        cli_error("out of memory");
+        *rc = EXIT_INTERNAL;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    nnp_status st = nnp_dump_sketches(d, idx, n, 0, out);
+    free(idx);
+    if (st) {
+        free(out);
+        *rc = cli_fail(st);
+        return NULL;
+    }
+    return out;
+}
+
+static json_t *sketch_part_json(const nnp_sketch_part *p)
+{
+    json_t *proj = json_array();
+    for (int m = 0; m < NNP_SKETCH_WIDTH; m++)
+        json_array_append_new(proj, json_real(p->proj[m]));
+    return json_pack("{s:I, s:o, s:o, s:o}", "count", (json_int_t)p->count, "norm",
+                     json_out_number(p->norm), "sum", json_out_number(p->sum), "proj", proj);
+}
+
+/* {"hash": 16 hex digits, "nonfinite", "count", "norm", "sum", "proj": [32], "last": {...}} */
+static json_t *sketch_json(const nnp_sketch *k)
+{
+    char hash[17];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)k->hash);
+    json_t *o = sketch_part_json(&k->all);
+    json_object_set_new(o, "hash", json_string(hash));
+    json_object_set_new(o, "nonfinite", json_integer((json_int_t)k->nonfinite));
+    if (k->has_last)
+        json_object_set_new(o, "last", sketch_part_json(&k->last));
+    return o;
+}
+
+static void print_text(const nnp_dump *d, bool meta, const nnp_sketch *sk)
 {
     unsigned long long total = 0;
     bool typed = false;
@@ -74,14 +129,18 @@ static void print_text(const nnp_dump *d, bool meta)
     printf("%s: %s, %zu %s, %s\n", cli_text(nnp_dump_path(d)), nnp_dump_format(d), nnp_dump_count(d),
            cli_plural(nnp_dump_count(d), "record", "records"), size);
     int w = name_width(d);
-    printf("%6s  %-*s  %-7s  %-20s  %10s%s\n", "seq", w, "name", "dtype", "shape", "size",
-           typed ? "  type" : "");
+    printf("%6s  %-*s  %-7s  %-20s  %10s%s%s\n", "seq", w, "name", "dtype", "shape", "size",
+           sk ? "  hash              norm        " : "", typed ? "  type" : "");
     for (size_t i = 0; i < nnp_dump_count(d); i++) {
         const nnp_record *r = nnp_dump_record(d, i);
         cli_format_shape(shape, sizeof shape, r);
         cli_format_bytes(size, sizeof size, r->nbytes);
-        printf("%6llu  %-*s  %-7s  %-20s  %10s%s%s\n", (unsigned long long)r->seq, w,
-               cli_text(r->name), nnp_dtype_name(r->dtype), shape, size, typed ? "  " : "",
+        char fp[64] = "";
+        if (sk)
+            snprintf(fp, sizeof fp, "  %016llx  %-12.6g", (unsigned long long)sk[i].hash,
+                     sk[i].all.norm);
+        printf("%6llu  %-*s  %-7s  %-20s  %10s%s%s%s\n", (unsigned long long)r->seq, w,
+               cli_text(r->name), nnp_dtype_name(r->dtype), shape, size, fp, typed ? "  " : "",
                cli_text(r->module_type));
     }
     if (meta)
@@ -92,9 +151,10 @@ static int run_ls(int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"meta", no_argument, NULL, 'm'},
+                                         {"sketch", no_argument, NULL, 's'},
                                          {"width", required_argument, NULL, 'W'},
                                          {0, 0, 0, 0}};
-    bool json = false, meta = false;
+    bool json = false, meta = false, sketch = false;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
@@ -102,6 +162,8 @@ static int run_ls(int argc, char **argv)
             json = true;
         else if (c == 'm')
             meta = true;
+        else if (c == 's')
+            sketch = true;
         else if (c == 'W' && !cli_set_width(optarg))
             return cli_width_error(&cli_ls, optarg);
         else if (c != 'W')
@@ -122,8 +184,18 @@ static int run_ls(int argc, char **argv)
             rc = cli_fail(st);
             break;
         }
+        nnp_sketch *sk = sketch ? all_sketches(d, &rc) : NULL;
+        if (sketch && !sk) {
+            nnp_dump_close(d);
+            break;
+        }
         if (json) {
-            if (json_array_append_new(files, json_out_dump(d, meta)) != 0) {
+            json_t *o = json_out_dump(d, meta);
+            json_t *recs = o ? json_object_get(o, "records") : NULL;
+            for (size_t i = 0; sk && recs && i < nnp_dump_count(d); i++)
+                json_object_set_new(json_array_get(recs, i), "sketch", sketch_json(&sk[i]));
+            if (json_array_append_new(files, o) != 0) {
+                free(sk);
                 nnp_dump_close(d);
                 rc = json_out_print(NULL);
                 break;
@@ -131,8 +203,9 @@ static int run_ls(int argc, char **argv)
         } else {
             if (a > optind)
                 putchar('\n');
-            print_text(d, meta);
+            print_text(d, meta, sk);
         }
+        free(sk);
         nnp_dump_close(d);
     }
     if (json) {

@@ -855,6 +855,37 @@ nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int th
                              nnp_tensor_stats *out);
 
 /* ---------------------------------------------------------------------------------------------
+ * Fingerprints: a hash of each record's bytes and a small random projection of its values, from
+ * which the rel-L2 and cosine between two records are estimated without reading them again
+ * (docs/sketch.md). A capture stores them in its dump; for other records they are computed.
+ * ------------------------------------------------------------------------------------------- */
+
+#define NNP_SKETCH_WIDTH 32
+
+/* The projection of a stream of values and its norm and sum (NaN and infinite values count as
+ * 0); `count` is the stream's length: only streams of one length compare. */
+typedef struct nnp_sketch_part {
+    float proj[NNP_SKETCH_WIDTH];
+    double norm, sum;
+    uint64_t count;
+} nnp_sketch_part;
+
+typedef struct nnp_sketch {
+    uint64_t hash;      /* of the dtype, the shape and the bytes: equal hashes, one value */
+    uint64_t nonfinite; /* NaN and infinite elements */
+    nnp_sketch_part all; /* every element in C order */
+    bool has_last;       /* 2 or more axes and 2 or more rows on the one before the last: */
+    nnp_sketch_part last; /* the last row along that axis, for every leading index */
+} nnp_sketch;
+
+/* The fingerprints of records idx[0..n) of `dump` into out[0..n): those its file stores
+ * (decoded on first use, then kept with the dump), the others computed from the data on up to
+ * `threads` threads (<= 0: one per online CPU). A stored value that does not fit its records is
+ * NNP_ERR_FORMAT naming the file and the metadata key. */
+nnp_status nnp_dump_sketches(nnp_dump *dump, const size_t *idx, size_t n, int threads,
+                             nnp_sketch *out);
+
+/* ---------------------------------------------------------------------------------------------
  * Relevance: which input tokens an output relied on, from recorded attention maps
  * (docs/relevance.md)
  *

@@ -14,4 +14,23 @@
 const char *nnp__writer_abandon(nnp_writer *w);
 /* nnp_writer_set_meta without the check for reserved keys: for nnparity's own facts. */
 nnp_status nnp__writer_put_meta(nnp_writer *w, const char *key, const char *value);
+/* A record's sketch taken beside its write (sketch_job.c): start it before writing the data,
+ * finish it after (always, even when the write failed: until then a thread may read the
+ * data); `entry` (NNP_SKETCH_ENTRY_BYTES) then holds the packed sketch. The shape and the
+ * data must stay until the job is finished. */
+typedef struct nnp_sketch_job {
+    nnp_dtype dtype;
+    uint32_t ndim;
+    const uint64_t *shape;
+    const void *data;
+    uint64_t nelem;
+    unsigned char *entry;
+    pthread_t thread;
+    bool threaded;
+} nnp_sketch_job;
+void nnp__sketch_job_start(nnp_sketch_job *j, nnp_dtype dtype, uint32_t ndim,
+                           const uint64_t *shape, const void *data, uint64_t nelem,
+                           unsigned char *entry);
+void nnp__sketch_job_finish(nnp_sketch_job *j);
+
 #endif /* NNP_CAPTURE_H */

@@ -32,6 +32,8 @@ typedef struct w_rec {
     uint32_t ndim;
     uint64_t *shape;
     uint64_t begin, end;
+    bool sketched; /* false for a record resumed from a journal: its data is not at hand */
+    unsigned char sketch[NNP_SKETCH_ENTRY_BYTES]; /* its fingerprint, stored at close */
 } w_rec;
 
 struct nnp_writer {
@@ -44,6 +46,7 @@ struct nnp_writer {
     nnp_strindex names; /* the records by name */
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
+    bool sketch;       /* records are sketched as they are added (NNPARITY_SKETCH=0: not) */
     nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
     char failure[512];
 };
@@ -127,6 +130,10 @@ static nnp_status writer_new(const char *path, nnp_writer **out)
     if (!w)
         return nnp__nomem();
     w->fd = w->jfd = -1;
+    /* the fingerprints' cost can be left out of a capture (docs/sketch.md); readers then
+     * compute them from the data */
+    const char *env = getenv("NNPARITY_SKETCH");
+    w->sketch = !env || strcmp(env, "0") != 0;
     w->path = strdup(path);
     w->tmp_path = with_suffix(path, ".partial");
     w->journal_path = with_suffix(path, ".journal");
@@ -296,13 +303,13 @@ nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer
     nnp_status st = writer_new(path, &w);
     if (st)
         return st;
-    /* About 300 header bytes a record (entry plus provenance); 64 KiB when the count is unknown;
-     * never past safetensors' header limit. 8 + room is a multiple of 8 so the data starts
-     * aligned. */
-    uint64_t room = 65536, limit = 100000000u / 8 * 8;
+    /* About 300 header bytes a record (entry plus provenance) and 256 for its fingerprint;
+     * 64 KiB when the count is unknown; never past safetensors' header limit. 8 + room is a
+     * multiple of 8 so the data starts aligned. */
+    uint64_t room = 65536, limit = 100000000u / 8 * 8, per = 320 + 256;
     if (expected_records)
-        room = expected_records > (limit - 4096) / 320 ? limit
-                                                       : 4096 + (uint64_t)expected_records * 320;
+        room = expected_records > (limit - 4096) / per ? limit
+                                                       : 4096 + (uint64_t)expected_records * per;
     w->room = (room + 7) / 8 * 8;
     if ((st = check_final(path)) || (st = open_own(w->tmp_path, O_WRONLY, true, &w->fd))) {
         writer_free(w);
@@ -475,9 +482,17 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
         free_rec(&r);
         return st;
     }
+    /* the whole tensor is at hand now, and never again without reading the file back */
+    nnp_sketch_job job;
+    if (w->sketch)
+        nnp__sketch_job_start(&job, desc->dtype, desc->ndim, desc->shape, data, nelem, r.sketch);
     nnp_status st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
     if (!st)
         st = journal_record(w, desc, r.name, w->data_len, end);
+    if (w->sketch) {
+        nnp__sketch_job_finish(&job);
+        r.sketched = true;
+    }
     if (st) {
         /* Stop here: a torn journal line must stay the journal's last, and what was written
          * before stays recoverable. */
@@ -499,8 +514,31 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     return NNP_OK;
 }
 
-/* The whole header JSON, unpadded. */
-static char *build_header(nnp_writer *w, size_t *len)
+/* The records' fingerprints, when every record has one: a resumed capture's are not stored
+ * (readers compute them from the data). */
+static void put_sketches(nnp_writer *w, nnp_sbuf *h)
+{
+    if (!w->nrecs)
+        return;
+    for (size_t i = 0; i < w->nrecs; i++)
+        if (!w->recs[i].sketched)
+            return;
+    unsigned char *all = malloc(w->nrecs * sizeof w->recs->sketch);
+    if (!all) {
+        h->failed = true;
+        return;
+    }
+    for (size_t i = 0; i < w->nrecs; i++)
+        memcpy(all + i * sizeof w->recs->sketch, w->recs[i].sketch, sizeof w->recs->sketch);
+    /* base64 needs no JSON escaping */
+    nnp__sbuf_puts(h, ",\"" NNP_META_SKETCHES_KEY "\":\"");
+    nnp__sketch_value(h, all, w->nrecs);
+    nnp__sbuf_puts(h, "\"");
+    free(all);
+}
+
+/* The whole header JSON, unpadded; with the records' fingerprints when `sketches` is set. */
+static char *build_header(nnp_writer *w, size_t *len, bool sketches)
 {
     nnp_sbuf prov = {0}, h = {0};
     nnp__sbuf_puts(&prov, "[");
@@ -521,6 +559,8 @@ static char *build_header(nnp_writer *w, size_t *len)
     nnp__sbuf_puts(&h, "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE "\",");
     nnp__sbuf_puts(&h, "\"" NNP_META_RECORDS_KEY "\":");
     nnp__sbuf_json_string(&h, prov.failed ? "" : prov.s);
+    if (sketches)
+        put_sketches(w, &h);
     nnp__sbuf_puts(&h, "}");
     for (size_t i = 0; i < w->nrecs; i++) {
         w_rec *r = &w->recs[i];
@@ -630,7 +670,13 @@ nnp_status nnp_writer_close(nnp_writer *w)
                                           w->failure)
                               : NNP_OK;
     size_t len = 0;
-    char *hdr = st ? NULL : build_header(w, &len);
+    char *hdr = st ? NULL : build_header(w, &len, true);
+    if (hdr && len > 100000000u) {
+        /* the fingerprints are what makes it too long: a dump without them is still whole,
+         * and readers compute them from the data */
+        free(hdr);
+        hdr = build_header(w, &len, false);
+    }
     if (!st && !hdr)
         st = nnp__nomem();
     if (!st && len > 100000000u)

@@ -47,6 +47,9 @@ struct nnp_dump {
     deferred *defers;
     size_t ndefers, capdefers;
 
+    nnp_sketch_store *sketch_stores; /* the files' stored fingerprints */
+    size_t nsketch_stores, capsketch_stores;
+
     arena_block *arena;
     uint64_t file_index; /* the file being read, counted from 0 */
     uint64_t header_room; /* header length of the first safetensors file read */
@@ -114,6 +117,37 @@ nnp_status nnp__dump_defer(nnp_dump *d, void (*fn)(void *), void *p)
     }
     d->defers[d->ndefers++] = (deferred){fn, p};
     return NNP_OK;
+}
+
+nnp_status nnp__dump_add_sketch_store(nnp_dump *d, const char *file, char *value, size_t first,
+                                      size_t count)
+{
+    if (d->nsketch_stores >= UINT32_MAX - 1 || first > d->nrecs || count > d->nrecs - first ||
+        !nnp__grow((void **)&d->sketch_stores, &d->capsketch_stores, d->nsketch_stores + 1,
+                   sizeof *d->sketch_stores)) {
+        free(value);
+        return d->nsketch_stores >= UINT32_MAX - 1 || first > d->nrecs ||
+                       count > d->nrecs - first
+                   ? nnp__fail(NNP_ERR_INTERNAL, "%s: stored sketches of records not read", file)
+                   : nnp__nomem();
+    }
+    const char *fcopy = nnp__dump_strdup(d, file);
+    if (!fcopy) {
+        free(value);
+        return nnp__nomem();
+    }
+    d->sketch_stores[d->nsketch_stores++] =
+        (nnp_sketch_store){fcopy, value, strlen(value), count, NULL};
+    for (size_t k = 0; k < count; k++) {
+        d->recs[first + k].sketch_store = (uint32_t)d->nsketch_stores;
+        d->recs[first + k].sketch_at = k;
+    }
+    return NNP_OK;
+}
+
+nnp_sketch_store *nnp__dump_sketch_store(nnp_dump *d, uint32_t id)
+{
+    return id < d->nsketch_stores ? &d->sketch_stores[id] : NULL;
 }
 
 /* ---- the name index ---- */
@@ -467,6 +501,11 @@ void nnp_dump_close(nnp_dump *d)
     free(d->meta_values);
     nnp__strindex_free(&d->meta);
     free(d->defers);
+    for (size_t i = 0; i < d->nsketch_stores; i++) {
+        free(d->sketch_stores[i].value);
+        free(d->sketch_stores[i].decoded);
+    }
+    free(d->sketch_stores);
     free(d->path);
     free(d);
 }

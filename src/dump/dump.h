@@ -34,6 +34,8 @@ typedef struct nnp_rec {
     uint64_t meta_seq;        /* execution order given by nnparity metadata */
     bool has_meta_seq;
     uint64_t sort_key[3];     /* set when the dump is complete */
+    uint32_t sketch_store;    /* 1 + which stored sketches hold its fingerprint; 0: none */
+    uint64_t sketch_at;       /* ... and which entry of them */
 } nnp_rec;
 
 /* What the gathered views of one dump may hold in total: NNP_VIEW_CAP_FACTOR times the size of
@@ -110,13 +112,44 @@ void nnp__dump_prefetch_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len)
 /* A record's name by nnparity's convention: "<module>/<role>", with "#<call>" for calls after the
  * first (dump/provenance.c). NULL strings read as "". Appended to b. */
 void nnp__record_name(nnp_sbuf *b, const char *module, const char *role, uint64_t call);
-/* ---- fingerprints (sketch.c) ---- */
+/* ---- fingerprints (sketch.c, sketch_codec.c, docs/sketch.md) ---- */
 
-struct nnp_sketch;
-/* The sketches (kernels.h) of records idx[0..n) of d into out[0..n), on up to `threads` threads
- * (0: one per CPU). */
+/* The sketches of records idx[0..n) (each < the record count) of d into out[0..n): the stored
+ * ones decoded on first use and kept, the others computed from the data, a task per record on up
+ * to `threads` threads (<= 0: one per CPU). A stored value that does not fit is a format error
+ * naming the file and the key. */
 nnp_status nnp__dump_sketches(nnp_dump *d, const size_t *idx, size_t n, int threads,
-                              struct nnp_sketch *out);
+                              nnp_sketch *out);
+
+/* The metadata key under which a capture stores its records' sketches, and an entry's size. */
+#define NNP_META_SKETCHES_KEY "nnparity.sketches"
+#define NNP_SKETCH_ENTRY_BYTES 192
+
+/* One file's stored sketches: its NNP_META_SKETCHES_KEY value (owned by the dump) for its
+ * `count` records in data offset order, decoded into `decoded` on first use. */
+typedef struct nnp_sketch_store {
+    const char *file;
+    char *value;
+    size_t len, count;
+    nnp_sketch *decoded;
+} nnp_sketch_store;
+
+/* Take `value` (malloc'ed; freed when the dump closes, or now on failure) as the stored sketches
+ * of the `count` records that `file` added from record `first` on (adding order). */
+nnp_status nnp__dump_add_sketch_store(nnp_dump *d, const char *file, char *value, size_t first,
+                                      size_t count);
+/* Stored sketches number `id` (a record's sketch_store - 1). */
+nnp_sketch_store *nnp__dump_sketch_store(nnp_dump *d, uint32_t id);
+
+/* The entry of sketch s (NNP_SKETCH_ENTRY_BYTES bytes). */
+void nnp__sketch_pack(const nnp_sketch *s, unsigned char *entry);
+/* The metadata value of n entries (record order) appended to b. */
+void nnp__sketch_value(nnp_sbuf *b, const unsigned char *entries, size_t n);
+/* Whether `value` (len bytes) is a value this reader knows with entries for n records: a format
+ * error naming `file` and the key otherwise. */
+nnp_status nnp__sketch_value_check(const char *file, const char *value, size_t len, size_t n);
+/* Entry i of a checked value, itself checked (finite norms, an alphabet of base64). */
+nnp_status nnp__sketch_unpack(const char *file, const char *value, size_t i, nnp_sketch *out);
 
 /* ---- opening (open.c) ---- */
 

@@ -45,7 +45,7 @@ typedef struct {
     nnp_sbuf names;
     uint64_t *dims;
     size_t ndims, capdims;
-    char *records, *partial; /* nnparity's metadata values, when present */
+    char *records, *partial, *sketches; /* nnparity's metadata values, when present */
     char **meta_keys;        /* this file's metadata keys, for duplicate detection */
     size_t nmeta, capmeta;
     nnp_strindex meta;       /* meta_keys indexed: a header may hold millions of keys, and
@@ -268,9 +268,10 @@ static nnp_status parse_metadata(st_header *h, nnp_json *j, nnp_dump *d)
         nnp_status st = nnp__dump_add_meta(d, key, j->text.s);
         if (st)
             return st;
-        char **slot = strcmp(key, NNP_META_RECORDS_KEY) == 0   ? &h->records
-                      : strcmp(key, NNP_META_PARTIAL_KEY) == 0 ? &h->partial
-                                                               : NULL;
+        char **slot = strcmp(key, NNP_META_RECORDS_KEY) == 0    ? &h->records
+                      : strcmp(key, NNP_META_PARTIAL_KEY) == 0  ? &h->partial
+                      : strcmp(key, NNP_META_SKETCHES_KEY) == 0 ? &h->sketches
+                                                                : NULL;
         if (slot && !(*slot = strdup(j->text.s)))
             return nnp__nomem();
     } while (nnp__json_more(j, '}'));
@@ -391,6 +392,8 @@ static nnp_status load_records(nnp_dump *d, st_header *h, const nnp_map *m, uint
     const unsigned char *data = m->base + 8 + hlen;
     if ((st = nnp__dump_reserve(d, h->n)))
         return st;
+    size_t first;
+    nnp__dump_recs(d, &first);
     for (size_t i = 0; i < h->n; i++) {
         nnp_rec *r;
         const st_entry *e = &h->es[i];
@@ -398,6 +401,12 @@ static nnp_status load_records(nnp_dump *d, st_header *h, const nnp_map *m, uint
                                 &r)))
             return st;
         r->raw = data + e->begin;
+    }
+    if (h->sketches) { /* a capture's fingerprints, one per record in data offset order */
+        st = nnp__dump_add_sketch_store(d, h->path, h->sketches, first, h->n);
+        h->sketches = NULL;
+        if (st)
+            return st;
     }
     return h->records ? nnp__provenance_apply(d, h->path, h->records) : NNP_OK;
 }
@@ -433,6 +442,7 @@ nnp_status nnp__safetensors_load(nnp_dump *d, const char *path)
     free(h.dims);
     free(h.records);
     free(h.partial);
+    free(h.sketches);
     nnp__sbuf_free(&h.names);
     return st;
 }

@@ -55,29 +55,16 @@ bool nnp__cmp_block_with(nnp_cmp_kernel k, nnp_dtype rt, const void *ref, nnp_dt
 
 /* ---- fingerprints of records (sketch.c, docs/sketch.md) ---- */
 
-#define NNP_SKETCH_WIDTH 32
-
-/* The projection of a stream of values and its exact norm and sum (non-finite values count
- * as 0); `count` is the stream's length: only streams of one length compare. */
-typedef struct nnp_sketch_part {
-    float proj[NNP_SKETCH_WIDTH];
-    double norm, sum;
-    uint64_t count;
-} nnp_sketch_part;
-
-typedef struct nnp_sketch {
-    uint64_t hash;      /* of the dtype, the shape and the bytes: equal hashes, one value */
-    uint64_t nonfinite; /* NaN and infinite elements */
-    nnp_sketch_part all; /* every element in C order */
-    bool has_last;       /* 2 or more axes and 2 or more rows on the one before the last: */
-    nnp_sketch_part last; /* the last row along that axis, for every leading index */
-} nnp_sketch;
+/* nnp_sketch and nnp_sketch_part are public (nnparity.h). */
 
 /* A 64-bit hash of n bytes. */
 uint64_t nnp__bytes_hash(const void *data, uint64_t n, uint64_t seed);
 /* The sketch of a tensor of nelem elements stored as dtype (little-endian, C order) at data. */
 void nnp__sketch_tensor(nnp_dtype dtype, uint32_t ndim, const uint64_t *shape, const void *data,
                         uint64_t nelem, nnp_sketch *out);
+/* The portable version, for comparing against the vector one in tests (they agree bit for bit). */
+void nnp__sketch_tensor_portable(nnp_dtype dtype, uint32_t ndim, const uint64_t *shape,
+                                 const void *data, uint64_t nelem, nnp_sketch *out);
 /* The estimated ||a - b|| / ||b|| and cosine between the streams two parts were made from;
  * false when their lengths differ. Either output may be NULL. */
 bool nnp__sketch_distance(const nnp_sketch_part *a, const nnp_sketch_part *b, double *rel_l2,

@@ -77,6 +77,9 @@ def test_safetensors_kept_byte_for_byte(nnp, conformance, tmp_path, name):
     prov = json.loads(meta.pop("nnparity.records"))
     assert [e["tensor"] for e in prov] == [t[0] for t in want]
     assert [e["seq"] for e in prov] == list(range(len(want)))
+    if want:  # a fingerprint per record, written as any capture writes them (docs/sketch.md)
+        sketches = meta.pop("nnparity.sketches")
+        assert sketches.startswith("sketch/1:") and len(sketches) == 9 + 256 * len(want)
     assert meta == (meta_in or {})
     assert leftovers(out) == ["out.safetensors"]
 

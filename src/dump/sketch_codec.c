@@ -1,0 +1,208 @@
+/*
+ * sketch_codec.c - how a capture stores its records' fingerprints in the dump's __metadata__
+ * (docs/sketch.md): the value of "nnparity.sketches" is "sketch/1:" followed by the base64 of
+ * one 192-byte little-endian entry per record, in data offset order:
+ *
+ *   0    u64  hash          8    u64  non-finite count
+ *   16   part of every element, 104  part of the last rows (zero when the record has none):
+ *        +0 u64 count, +8 f64 norm, +16 f64 sum, +24 32 x f16 projection / norm
+ *
+ * 192 bytes are 256 base64 characters with no padding, so entry i starts at character
+ * 9 + 256 i, and a 100,000-record capture adds 25.6 MB to its header. The projection only
+ * needs about three digits (the estimate it feeds errs by tens of per cent); F16 of the
+ * projection divided by the norm keeps 11 bits whatever the values' scale, and the norm and
+ * sum, which bound the estimate exactly, are kept whole.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "dump/dump.h"
+
+#define PREFIX "sketch/1:"
+#define PREFIX_LEN (sizeof PREFIX - 1)
+#define ENTRY NNP_SKETCH_ENTRY_BYTES
+#define ENTRY_CHARS (ENTRY / 3 * 4)
+#define PART 88
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_f64(unsigned char *p, double x)
+{
+    uint64_t v;
+    memcpy(&v, &x, 8);
+    put64(p, v);
+}
+
+static double get_f64(const unsigned char *p)
+{
+    uint64_t v = nnp__le64(p);
+    double x;
+    memcpy(&x, &v, 8);
+    return x;
+}
+
+/* f to F16, to nearest even; magnitudes past F16's largest finite become that largest. */
+static uint16_t f16_of(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t a = x & 0x7fffffffu;
+    if (a >= 0x477ff000u) /* 65520 and up (and NaN, which the kernel never leaves) */
+        return sign | 0x7bffu;
+    if (a >= 0x38800000u) { /* normal: drop 13 mantissa bits, rebias the exponent */
+        a += 0xfffu + ((a >> 13) & 1u);
+        return (uint16_t)(sign | ((a - ((127u - 15u) << 23)) >> 13));
+    }
+    if (a < 0x33000000u) /* at most 2^-25, half the smallest subnormal: rounds to 0 */
+        return sign;
+    unsigned shift = 126u - (a >> 23); /* subnormal: a multiple of 2^-24 */
+    uint32_t m = (a & 0x7fffffu) | 0x800000u, q = m >> shift, rem = m & ((1u << shift) - 1u);
+    uint32_t half = 1u << (shift - 1);
+    q += rem > half || (rem == half && (q & 1u));
+    return (uint16_t)(sign | q);
+}
+
+static void pack_part(const nnp_sketch_part *p, unsigned char *e)
+{
+    put64(e, p->count);
+    put_f64(e + 8, p->norm);
+    put_f64(e + 16, p->sum);
+    for (int m = 0; m < NNP_SKETCH_WIDTH; m++) {
+        uint16_t h = p->norm > 0 ? f16_of((float)(p->proj[m] / p->norm)) : 0;
+        e[24 + 2 * m] = (unsigned char)h;
+        e[25 + 2 * m] = (unsigned char)(h >> 8);
+    }
+}
+
+void nnp__sketch_pack(const nnp_sketch *s, unsigned char *entry)
+{
+    memset(entry, 0, ENTRY);
+    put64(entry, s->hash);
+    put64(entry + 8, s->nonfinite);
+    pack_part(&s->all, entry + 16);
+    if (s->has_last)
+        pack_part(&s->last, entry + 16 + PART);
+}
+
+void nnp__sketch_value(nnp_sbuf *b, const unsigned char *entries, size_t n)
+{
+    if (n > (SIZE_MAX - PREFIX_LEN) / ENTRY_CHARS || !nnp__sbuf_room(b, PREFIX_LEN + n * ENTRY_CHARS))
+        return;
+    nnp__sbuf_put(b, PREFIX, PREFIX_LEN);
+    char *o = b->s + b->len;
+    const unsigned char *p = entries;
+    for (size_t k = 0; k < n * (ENTRY / 3); k++, p += 3) {
+        uint32_t v = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+        *o++ = b64[v >> 18];
+        *o++ = b64[(v >> 12) & 63];
+        *o++ = b64[(v >> 6) & 63];
+        *o++ = b64[v & 63];
+    }
+    b->len += n * ENTRY_CHARS;
+    b->s[b->len] = 0;
+}
+
+nnp_status nnp__sketch_value_check(const char *file, const char *value, size_t len, size_t n)
+{
+    if (len < PREFIX_LEN || memcmp(value, PREFIX, PREFIX_LEN) != 0) {
+        const char *colon = memchr(value, ':', len < 32 ? len : 32);
+        if (strncmp(value, "sketch/", 7) == 0 && colon)
+            return nnp__fail(NNP_ERR_FORMAT, "%s: metadata '%s': version '%.*s' is not one this "
+                             "nnparity reads (sketch/1)", file, NNP_META_SKETCHES_KEY,
+                             (int)(colon - value), value);
+        return nnp__fail(NNP_ERR_FORMAT, "%s: metadata '%s' does not start with '%s'", file,
+                         NNP_META_SKETCHES_KEY, PREFIX);
+    }
+    /* n < 2^32 records (the dump's cap), so n * 256 cannot overflow */
+    if (len - PREFIX_LEN != (uint64_t)n * ENTRY_CHARS)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: metadata '%s' holds %zu characters of entries; the "
+                         "file's %zu %s need %llu (%u each)", file, NNP_META_SKETCHES_KEY,
+                         len - PREFIX_LEN, n, n == 1 ? "record" : "records",
+                         (unsigned long long)n * ENTRY_CHARS, (unsigned)ENTRY_CHARS);
+    return NNP_OK;
+}
+
+static signed char b64_value[256]; /* -1 outside the alphabet */
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_init(void)
+{
+    memset(b64_value, -1, sizeof b64_value);
+    for (int i = 0; i < 64; i++)
+        b64_value[(unsigned char)b64[i]] = (signed char)i;
+}
+
+/* The 192 bytes of the base64 entry at s (256 characters), or false on a character outside the
+ * alphabet. */
+static bool unbase64(const char *s, unsigned char *out)
+{
+    pthread_once(&b64_once, b64_init);
+    const signed char *val = b64_value;
+    for (size_t k = 0; k < ENTRY / 3; k++, s += 4, out += 3) {
+        int a = val[(unsigned char)s[0]], b = val[(unsigned char)s[1]],
+            c = val[(unsigned char)s[2]], d = val[(unsigned char)s[3]];
+        if ((a | b | c | d) < 0)
+            return false;
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+        out[0] = (unsigned char)(v >> 16);
+        out[1] = (unsigned char)(v >> 8);
+        out[2] = (unsigned char)v;
+    }
+    return true;
+}
+
+static const char *unpack_part(const unsigned char *e, nnp_sketch_part *p)
+{
+    p->count = nnp__le64(e);
+    p->norm = get_f64(e + 8);
+    p->sum = get_f64(e + 16);
+    if (!isfinite(p->norm) || p->norm < 0)
+        return "a norm that is negative or not finite";
+    if (!isfinite(p->sum))
+        return "a sum that is not finite";
+    if (p->count == 0 && (p->norm != 0 || p->sum != 0))
+        return "a norm or sum for no elements";
+    for (int m = 0; m < NNP_SKETCH_WIDTH; m++) {
+        uint16_t h = (uint16_t)(e[24 + 2 * m] | e[25 + 2 * m] << 8);
+        if ((h & 0x7c00u) == 0x7c00u)
+            return "a projection that is not finite";
+        double v = (double)nnp_f16_to_f32(h) * p->norm;
+        /* a projection is at most the norm times sqrt(count): past a float's range only for
+         * values near it, where the kernel's own float would have overflowed as well */
+        p->proj[m] = v > 3.4028234663852886e38 ? 3.4028234663852886e38f
+                   : v < -3.4028234663852886e38 ? -3.4028234663852886e38f
+                                                 : (float)v;
+    }
+    return NULL;
+}
+
+nnp_status nnp__sketch_unpack(const char *file, const char *value, size_t i, nnp_sketch *out)
+{
+    unsigned char e[ENTRY];
+    memset(out, 0, sizeof *out);
+    const char *why = NULL;
+    if (!unbase64(value + PREFIX_LEN + i * ENTRY_CHARS, e))
+        why = "a character outside base64's alphabet";
+    if (!why) {
+        out->hash = nnp__le64(e);
+        out->nonfinite = nnp__le64(e + 8);
+        why = unpack_part(e + 16, &out->all);
+    }
+    if (!why) {
+        why = unpack_part(e + 16 + PART, &out->last);
+        out->has_last = out->last.count != 0;
+    }
+    if (!why && out->nonfinite > out->all.count)
+        why = "more non-finite elements than elements";
+    if (why)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: metadata '%s': entry %zu has %s", file,
+                         NNP_META_SKETCHES_KEY, i, why);
+    return NNP_OK;
+}
