@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "report.h"
@@ -186,25 +187,25 @@ static void say_culprit(FILE *o, const run_report *r)
     if (!c)
         return;
     if (c->kind == NNP_CULPRIT_MODULE) {
-        fprintf(o, "The first wrong value is made by the port's %s. ", c->port_module);
+        /* said only where the port names it otherwise than the reference */
+        if (strcmp(c->port_module, c->ref_module) != 0)
+            fprintf(o, " The first wrong value is made by the port's %s.", c->port_module);
         return;
     }
+    if (c->after < 0)
+        return; /* nothing agrees before it: the model's input, said above */
     if (*c->port_module)
-        fprintf(o, "The code of the port's %s", c->port_module);
+        fprintf(o, " The code of the port's %s", c->port_module);
     else
-        fprintf(o, "The port's top-level code");
-    if (c->after >= 0)
-        fprintf(o, " between %s and %s", nnp_dump_record(port, (size_t)c->after)->name,
-                nnp_dump_record(port, (size_t)c->before)->name);
-    else
-        fprintf(o, " before %s", nnp_dump_record(port, (size_t)c->before)->name);
-    fprintf(o, " (not a module of its own) makes the error: the values before it agree. ");
+        fprintf(o, " The port's top-level code");
+    fprintf(o, " between %s and %s (not a module of its own) makes the error: the values "
+               "before it agree.", nnp_dump_record(port, (size_t)c->after)->name,
+            nnp_dump_record(port, (size_t)c->before)->name);
 }
 
 static void say_divergence(FILE *o, const run_report *r)
 {
     char a[512], b[512];
-    say_culprit(o, r);
     if (r->first_divergence >= 0) {
         const run_row *row = &r->rows[r->first_divergence];
         run_row_layer(row, a, sizeof a);
@@ -254,6 +255,7 @@ static void say_divergence(FILE *o, const run_report *r)
                 cli_plural(npairs, "record is", "records are"),
                 r->inj ? " in both scenarios" : "");
     }
+    say_culprit(o, r);
     if (r->order_violation >= 0)
         fprintf(o, " The order differs: the port runs %s earlier than the record before it.",
                 r->rows[r->order_violation].rec->name);

@@ -132,7 +132,12 @@ def test_bug_is_own_and_the_rest_inherited(runs, bug):
     if bug == "no-k-bias":
         # softmax cancels the k bias: nothing after the fused q/k/v record fails at all
         assert failing_after == []
-        assert doc["verdict"].endswith("its own error; no layer after it inherits it.")
+        assert "its own error; no layer after it inherits it." in doc["verdict"]
+        # the port names the projection its own way: the verdict says which of its modules
+        assert doc["verdict"].endswith("The first wrong value is made by the port's blk.1.attn_q.")
+        assert doc["culprit"] == {"kind": "module", "port_module": "blk.1.attn_q",
+                                  "ref_module": "encoder.layers.encoder_layer_1.self_attention",
+                                  "after": None, "before": None}
     else:
         # the error travels to the logits, which are right on the reference's inputs
         logits = next(r for r in records if r["ref"] == "model/out0")
