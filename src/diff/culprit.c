@@ -117,17 +117,33 @@ nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
         bool ok = p->verdict == NNP_PASS || p->verdict == NNP_WARN;
-        for (uint32_t k = 0; k < p->nparts; k++)
-            state[p->parts[k]] = ok && state[p->parts[k]] != 2 ? 1 : 2;
+        for (uint32_t k = 0; k < p->nparts; k++) {
+            /* what one name of a value says, every name of it says */
+            size_t v = d->port_value_seq ? (size_t)d->port_value_seq[p->parts[k]] : p->parts[k];
+            state[v] = ok && state[v] != 2 ? 1 : 2;
+        }
     }
+    for (size_t j = 0; d->port_value_seq && j < nport; j++)
+        state[j] = state[d->port_value_seq[j]];
     const nnp_diff_pair *fd = &d->pairs[d->first_divergence];
-    const nnp_record *f = nnp_dump_record(port, fd->port);
-    /* the port's records are in execution order: its index is its seq */
+    /* where the port first goes wrong: the earliest made of the values that fail (a value
+     * that is wrong under one name was made wrong where it first appears); the port's records
+     * are in execution order, so an index is a seq */
+    size_t fport = SIZE_MAX;
+    for (size_t i = 0; i < d->npairs; i++) {
+        const nnp_diff_pair *p = &d->pairs[i];
+        if (p->verdict == NNP_PASS || p->verdict == NNP_WARN)
+            continue;
+        size_t made = d->port_value_seq ? (size_t)d->port_value_seq[p->port] : p->port;
+        if (made < fport)
+            fport = made;
+    }
+    const nnp_record *f = nnp_dump_record(port, fport);
     int64_t a = -1, b = -1;
-    for (int64_t j = (int64_t)fd->port - 1; j >= 0 && a < 0; j--)
+    for (int64_t j = (int64_t)fport - 1; j >= 0 && a < 0; j--)
         if (state[j] == 1)
             a = j;
-    for (int64_t j = a + 1; d->port_value_seq && j < (int64_t)fd->port && b < 0; j++) {
+    for (int64_t j = a + 1; d->port_value_seq && j < (int64_t)fport && b < 0; j++) {
         const nnp_record *q = nnp_dump_record(port, (size_t)j);
         if (!state[j] && is_input_role(q->role) && d->port_value_seq[j] == (uint64_t)j)
             b = j;
@@ -144,13 +160,13 @@ nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
     const span *at = NULL; /* the call whose own code errs, NULL: the top level */
     if (b >= 0 || is_input_role(f->role)) {
         c->kind = NNP_CULPRIT_CODE;
-        c->before = b >= 0 ? b : (int64_t)fd->port;
+        c->before = b >= 0 ? b : (int64_t)fport;
         at = enclosing(spans, nspans, span_of(spans, nspans,
                                               nnp_dump_record(port, (size_t)c->before)));
     } else if (as && fs && as != fs && as->lo > fs->lo && as->hi < fs->hi) {
         /* a module whose child's output agrees fails after it: its own code after the child */
         c->kind = NNP_CULPRIT_CODE;
-        c->before = (int64_t)fd->port;
+        c->before = (int64_t)fport;
         at = fs;
     } else {
         c->kind = NNP_CULPRIT_MODULE;

@@ -339,9 +339,17 @@ nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port)
     uint64_t last_seq = 0;
     for (size_t i = 0; i < d->npairs; i++) {
         nnp_verdict v = d->pairs[i].verdict;
-        if (d->first_divergence < 0 && v != NNP_PASS && v != NNP_WARN)
-            d->first_divergence = (int64_t)i;
         const nnp_diff_pair *p = &d->pairs[i];
+        if (v != NNP_PASS && v != NNP_WARN) {
+            /* A port paired by evidence is read in its own order: the first failing pair is
+             * the one whose port value was made first (the reference's order decides ties and
+             * a port paired by names alone). */
+            const nnp_diff_pair *q = d->first_divergence >= 0 ? &d->pairs[d->first_divergence]
+                                                              : NULL;
+            if (!q || (d->port_value_seq &&
+                       d->port_value_seq[p->port] < d->port_value_seq[q->port]))
+                d->first_divergence = (int64_t)i;
+        }
         uint64_t seq = nnp_dump_record(port, p->port)->seq;
         /* one value under several names: its first appearance is where it was made; a later
          * name of it on the reference's side (a value read again) says nothing of order */
