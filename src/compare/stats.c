@@ -11,15 +11,21 @@
  * fixed. float32 blocks skip the conversion and go through the fused kernels of kernels_f32.c.
  * Values so large that their moments overflow a double (near 1e308) are summed again exactly in
  * long double.
+ *
+ * A record read in place from a stored zip member has the member's CRC-32 checked in the same
+ * pass, chunk by chunk, as metrics.c does.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/crc32.h"
 #include "compare/compare.h"
 
 #define STATS_CHUNK_ELEMS (1u << 20)
 #define STATS_BLOCK_ELEMS 2048u
+/* Elements summarised before their CRC is taken, while they are still in the L2 cache. */
+#define CRC_SPAN 16384u
 
 typedef struct {
     uint64_t count, finite, nan, pos_inf, neg_inf, zeros;
@@ -33,6 +39,7 @@ typedef struct {
     uint64_t first;   /* first element */
     uint64_t n;       /* elements */
     double shift;     /* the record's pivot K */
+    bool crc;         /* the record's member check is folded into the pass */
 } chunk;
 
 typedef struct {
@@ -40,6 +47,7 @@ typedef struct {
     const void **data;
     chunk *chunks;
     part *parts;
+    uint32_t *crcs;   /* per chunk, where chunk.crc */
 } stats_job;
 
 static void part_init(part *p)
@@ -183,6 +191,8 @@ static void run_chunk(void *ctx, size_t t)
     part acc;
     part_init(&acc);
     nnp__dump_prefetch_range(job->dump, c->rec, c->first * es, c->n * es);
+    uint32_t crc = 0;
+    uint64_t span = 0; /* the first element not in the CRC yet */
     for (uint64_t done = 0; done < c->n;) {
         size_t n = c->n - done < STATS_BLOCK_ELEMS ? (size_t)(c->n - done) : STATS_BLOCK_ELEMS;
         nnp_block_moments m;
@@ -194,7 +204,12 @@ static void run_chunk(void *ctx, size_t t)
             summarize_block(buf, n, c->shift, &acc);
         }
         done += n;
+        if (c->crc && (done - span >= CRC_SPAN || done == c->n)) {
+            crc = nnp__crc32(crc, base + span * es, (size_t)(done - span) * es);
+            span = done;
+        }
     }
+    job->crcs[t] = crc;
     nnp__dump_release_range(job->dump, c->rec, c->first * es, c->n * es);
     job->parts[t] = acc;
 }
@@ -255,23 +270,39 @@ nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int th
     }
     chunk *chunks = calloc(nchunks ? nchunks : 1, sizeof *chunks);
     part *parts = calloc(nchunks ? nchunks : 1, sizeof *parts);
-    if (!st && (!data || !shifts || !chunks || !parts))
+    uint32_t *crcs = calloc(nchunks ? nchunks : 1, sizeof *crcs);
+    if (!st && (!data || !shifts || !chunks || !parts || !crcs))
         st = nnp__nomem();
     size_t c = 0;
     for (size_t i = 0; i < n && !st; i++) {
         const nnp_record *r = nnp_dump_record(dump, idx[i]);
-        if ((st = nnp_dump_data(dump, idx[i], &data[i])))
+        bool fold;
+        /* the pass checks what it reads (nnp__dump_pass_begin) */
+        if ((st = nnp__dump_data_for_pass(dump, idx[i], &data[i])) ||
+            (st = nnp__dump_pass_begin(dump, idx[i], &fold)))
             break;
         double shift = shifts[i] = pivot(r, data[i]);
         for (uint64_t first = 0; first < r->nelem; first += STATS_CHUNK_ELEMS) {
             uint64_t left = r->nelem - first;
             chunks[c++] = (chunk){idx[i], i, first,
-                                  left < STATS_CHUNK_ELEMS ? left : STATS_CHUNK_ELEMS, shift};
+                                  left < STATS_CHUNK_ELEMS ? left : STATS_CHUNK_ELEMS, shift,
+                                  fold};
         }
     }
     if (!st) {
-        stats_job job = {dump, data, chunks, parts};
+        stats_job job = {dump, data, chunks, parts, crcs};
         st = nnp__parallel_for(nchunks, threads, run_chunk, &job);
+    }
+    /* each folded record's chunks, in order: the CRC of its bytes */
+    for (size_t k = 0; k < nchunks && !st;) {
+        size_t rec = chunks[k].rec, out = chunks[k].out;
+        bool fold = chunks[k].crc;
+        size_t es = nnp_dtype_size(nnp_dump_record(dump, rec)->dtype);
+        uint32_t crc = 0;
+        for (; k < nchunks && chunks[k].out == out; k++)
+            crc = nnp__crc32_combine(crc, crcs[k], chunks[k].n * es);
+        if (fold)
+            st = nnp__dump_pass_end(dump, rec, crc);
     }
     if (!st) {
         /* Merge each record's chunks in order: the same sums whatever thread ran them. */
@@ -302,5 +333,6 @@ nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int th
     free(shifts);
     free(chunks);
     free(parts);
+    free(crcs);
     return st;
 }

@@ -11,7 +11,8 @@
  * ("layer.0.weight"), plain leaves (numbers, strings, None) become metadata under their names,
  * and a bare tensor takes the file's stem. A contiguous tensor points into its storage member
  * in the mapping. Any other view (transposed, strided, or a slice of a shared storage) gets a
- * loader that gathers its elements into C order on its first nnp_dump_data.
+ * loader that gathers its elements into C order on its first nnp_dump_data. A stored storage
+ * member is checked against its CRC-32 when a tensor over it is first read (dump.c).
  *
  * The pre-1.6 format (a bare sequence of pickles) is recognised and refused with advice.
  */
@@ -36,6 +37,7 @@ struct nnp_pv_storage {
     uint64_t numel;
     nnp_dtype dtype;
     const char *member; /* the zip's copy of the member name */
+    nnp_member_check *check; /* a stored member's CRC-32, checked when first read; or NULL */
 };
 
 typedef struct tload {
@@ -129,6 +131,10 @@ static nnp_status persistent_load(void *ctx, nnp_pickle *P, const nnp_pv *pid, n
                                     " (storage size)", key, e->size, numel, nnp_dtype_name(dtype),
                                     fits ? "" : "more than ", fits ? nbytes : UINT64_MAX);
         const unsigned char *bytes = nnp__zip_stored_data(L->zip, e);
+        nnp_member_check *check = NULL;
+        if (bytes && !(check = nnp__dump_member_check(L->d, L->path, e->name, bytes, e->size,
+                                                       e->crc32)))
+            return NNP_ERR_NOMEM;
         if (!bytes && e->size) {
             /* torch writes storages stored; a deflated one is read into memory whole */
             unsigned char *buf;
@@ -145,6 +151,7 @@ static nnp_status persistent_load(void *ctx, nnp_pickle *P, const nnp_pv *pid, n
         s->numel = numel;
         s->dtype = dtype;
         s->member = e->name;
+        s->check = check;
         L->storages[idx] = s;
     }
     nnp_pv *v = nnp__pickle_value(P, NNP_PV_STORAGE);
@@ -235,6 +242,7 @@ static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
     nnp_rec *r;
     if (st || (st = nnp__dump_add(L->d, L->path, name, dtype, t->ndim, t->shape, &r)))
         return st;
+    r->check = t->st->check;
     /* C order: each dimension's stride is the product of the later sizes (any stride will do
      * for a dimension of size 1, which is never stepped along) */
     bool contiguous = true;
@@ -247,6 +255,7 @@ static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
     if (!nelem || contiguous) {
         /* offset * es < numel * es, the member's size */
         r->raw = nelem ? t->st->bytes + t->offset * es : t->st->bytes;
+        r->check_off = nelem ? t->offset * es : 0;
         r->layout = L->big_endian && es > 1 ? NNP_LAYOUT_BYTESWAP : 0;
         return NNP_OK;
     }
@@ -583,6 +592,8 @@ static nnp_status load_archive(tload *L, const unsigned char *base, uint64_t siz
         if ((st = nnp__zip_extract_alloc(&z, pkl, &inflated)))
             goto out;
         P->p = inflated;
+    } else if ((st = nnp__zip_extract(&z, pkl, 0, NULL, 0))) { /* read whole now: check it */
+        goto out;
     }
     /* Each value, item and reference costs an opcode byte; flattening a shared container
      * visits it again, so allow a few visits per byte before calling it amplification. */
