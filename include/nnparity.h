@@ -243,6 +243,14 @@ int64_t nnp_dump_find(const nnp_dump *dump, const char *name);
  * mismatch", naming the file and the member, for this and every later call. */
 nnp_status nnp_dump_data(nnp_dump *dump, size_t i, const void **data);
 
+/* The bytes record i's data takes in its file: nbytes for data stored as it is presented, fewer
+ * for a PyTorch view that repeats elements (an expanded tensor, stride 0, stores one element
+ * however many it presents), a deflated npz member (its compressed size) and a quantized GGUF
+ * tensor (its blocks). For a view of a PyTorch storage: the elements of the storage it reads,
+ * at most (the span from its first to its last, and no more than the product of the sizes it
+ * steps along). 0 for no such record. */
+uint64_t nnp_record_stored_bytes(const nnp_dump *dump, size_t i);
+
 /* Checking an archive member's CRC-32 reads all its bytes once more before they are used.
  * nnp_diff_dumps and nnp_stats_compute read every byte of what they compare anyway, and can
  * check a member as they read it instead. After nnp_dump_defer_checks, nnp_dump_data hands out

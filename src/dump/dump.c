@@ -774,6 +774,13 @@ static nnp_status data_of(nnp_dump *d, size_t i, const void **data, bool check_r
     return st;
 }
 
+uint64_t nnp_record_stored_bytes(const nnp_dump *d, size_t i)
+{
+    if (!d || i >= d->nrecs)
+        return 0;
+    return d->recs[i].stored_set ? d->recs[i].stored : d->recs[i].pub.nbytes;
+}
+
 nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
 {
     return data_of(d, i, data, true);

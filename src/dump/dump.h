@@ -32,6 +32,10 @@ typedef struct nnp_rec {
     struct nnp_member_check *check; /* the stored zip member `raw` (or what `load` reads) lies
                                      * in, whose CRC-32 is checked before first use; or NULL */
     uint64_t check_off;       /* where `raw` starts in that member */
+    uint64_t stored;          /* bytes its data takes in the file, where a reader set
+                               * stored_set: a view that repeats elements, compressed or
+                               * quantized data; otherwise nbytes */
+    bool stored_set;
     uint64_t file_index;      /* which file of the dump it came from, in opening order */
     uint64_t file_order;      /* order within that file (data offset order for safetensors) */
     uint64_t meta_seq;        /* execution order given by nnparity metadata */

@@ -83,6 +83,8 @@ static nnp_status add_member(nnp_dump *d, const nnp_zip *z, const nnp_zip_entry 
         r->check = nnp__dump_member_check(d, z->path, e->name, stored, e->size, e->crc32);
         return r->check ? NNP_OK : NNP_ERR_NOMEM;
     }
+    r->stored = e->comp_size;
+    r->stored_set = true;
     if (info.nbytes == 0) /* no data to ask for later: check the member now */
         return nnp__zip_extract(z, e, 0, NULL, 0);
     if (info.layout) {

@@ -228,6 +228,22 @@ static nnp_status gather_load(void *ctx, void *dst, uint64_t nbytes)
     return NNP_OK;
 }
 
+/* How many of its storage's elements a view reads, at most: the span from its first element
+ * to its last, and no more than the product of the sizes it steps along (an expanded dimension,
+ * stride 0, reads one element however long it is). check_extent bounded the span. */
+static uint64_t view_reach(const nnp_pv_tensor *t, uint64_t nelem)
+{
+    if (!nelem)
+        return 0;
+    uint64_t span = 1, stepped = 1;
+    for (uint32_t k = 0; k < t->ndim; k++) {
+        span += (t->shape[k] - 1) * t->stride[k];
+        if (t->stride[k])
+            stepped *= t->shape[k]; /* a factor of nelem, which did not overflow */
+    }
+    return span < stepped ? span : stepped;
+}
+
 static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
 {
     const nnp_pv_tensor *t = v->u.t;
@@ -274,6 +290,8 @@ static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
     r->load = gather_load;
     r->load_ctx = g;
     r->view_stored = t->st->numel * es; /* the member's size */
+    r->stored = view_reach(t, nelem) * es;
+    r->stored_set = true;
     return NNP_OK;
 }
 
