@@ -47,6 +47,7 @@ typedef struct {
     double atol, rtol;
     acc *parts;
     uint32_t *crc_ref, *crc_port; /* per chunk, for a side whose member check is folded in */
+    bool *no_memory; /* per chunk: a gathered side's buffer could not be had */
 } cmp_job;
 
 static void acc_merge(acc *a, const acc *b)
@@ -253,13 +254,36 @@ static void slow_block(const cmp_job *job, const unsigned char *r, const unsigne
     }
 }
 
+/* Elements [first, first + n) of a side: in place, or, for a side read by ranges (data NULL,
+ * nnp__dump_begin_ranged), gathered into *buf (the caller frees it). NULL: no memory. */
+static const unsigned char *chunk_of(const nnp_cmp_side *side, uint64_t first, uint64_t n,
+                                     unsigned char **buf)
+{
+    size_t es = nnp_dtype_size(side->dtype);
+    if (side->data)
+        return (const unsigned char *)side->data + first * es;
+    if (!(*buf = malloc(n ? (size_t)n * es : 1)))
+        return NULL;
+    nnp__dump_read_range(side->dump, side->rec, first, n, *buf);
+    return *buf;
+}
+
 static void run_chunk(void *ctx, size_t t)
 {
     cmp_job *job = ctx;
     uint64_t first = (uint64_t)t * CMP_CHUNK;
     uint64_t n = job->n - first < CMP_CHUNK ? job->n - first : CMP_CHUNK;
     size_t rs = nnp_dtype_size(job->ref.dtype), ps = nnp_dtype_size(job->port.dtype);
-    const unsigned char *ref = job->ref.data, *port = job->port.data;
+    /* this chunk of each side: in place, or gathered into a buffer of its own (a view) */
+    unsigned char *gathered[2] = {NULL, NULL};
+    const unsigned char *ref = chunk_of(&job->ref, first, n, &gathered[0]);
+    const unsigned char *port = chunk_of(&job->port, first, n, &gathered[1]);
+    if (!ref || !port) {
+        free(gathered[0]);
+        free(gathered[1]);
+        job->no_memory[t] = true;
+        return;
+    }
     bool fast = nnp__cmp_fast_dtype(job->ref.dtype) && nnp__cmp_fast_dtype(job->port.dtype);
     size_t block = fast ? NNP_CMP_BLOCK : CMP_BLOCK;
     /* No prefetch: mapping a chunk ahead with MADV_POPULATE_READ cost more system time than
@@ -271,16 +295,15 @@ static void run_chunk(void *ctx, size_t t)
     uint64_t span = 0; /* the first element not in the CRCs yet */
     for (uint64_t done = 0; done < n;) {
         size_t k = n - done < block ? (size_t)(n - done) : block;
-        const unsigned char *r = ref + (first + done) * rs, *p = port + (first + done) * ps;
+        const unsigned char *r = ref + done * rs, *p = port + done * ps;
         if (!fast || !fast_block(job, r, p, k, first + done, &total))
             slow_block(job, r, p, k, first + done, &total);
         done += k;
         if (crc && (done - span >= CRC_SPAN || done == n)) {
             if (job->crc_ref)
-                crc_ref = nnp__crc32(crc_ref, ref + (first + span) * rs, (size_t)(done - span) * rs);
+                crc_ref = nnp__crc32(crc_ref, ref + span * rs, (size_t)(done - span) * rs);
             if (job->crc_port)
-                crc_port = nnp__crc32(crc_port, port + (first + span) * ps,
-                                      (size_t)(done - span) * ps);
+                crc_port = nnp__crc32(crc_port, port + span * ps, (size_t)(done - span) * ps);
             span = done;
         }
     }
@@ -288,10 +311,12 @@ static void run_chunk(void *ctx, size_t t)
         job->crc_ref[t] = crc_ref;
     if (job->crc_port)
         job->crc_port[t] = crc_port;
-    if (job->ref.dump)
+    if (job->ref.dump && job->ref.data)
         nnp__dump_release_range(job->ref.dump, job->ref.rec, first * rs, n * rs);
-    if (job->port.dump)
+    if (job->port.dump && job->port.data)
         nnp__dump_release_range(job->port.dump, job->port.rec, first * ps, n * ps);
+    free(gathered[0]);
+    free(gathered[1]);
     job->parts[t] = total;
 }
 
@@ -379,7 +404,8 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
                               const nnp_compare_options *opts, nnp_metrics *out)
 {
     if (!out || !ref || !port || nnp_dtype_size(ref->dtype) == 0 ||
-        nnp_dtype_size(port->dtype) == 0 || (n && (!ref->data || !port->data)))
+        nnp_dtype_size(port->dtype) == 0 ||
+        (n && ((!ref->data && !ref->dump) || (!port->data && !port->dump))))
         return nnp__fail(NNP_ERR_ARG, "nnp_compare: missing data, dtype or output");
     nnp_compare_options o;
     nnp_compare_options_init(&o);
@@ -397,14 +423,19 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
     acc *parts = calloc(nchunks ? nchunks : 1, sizeof *parts);
     uint32_t *crcs = fold_ref || fold_port ? calloc(2 * (nchunks ? nchunks : 1), sizeof *crcs)
                                            : NULL;
-    if (!parts || ((fold_ref || fold_port) && !crcs)) {
+    bool *no_memory = calloc(nchunks ? nchunks : 1, sizeof *no_memory);
+    if (!parts || !no_memory || ((fold_ref || fold_port) && !crcs)) {
         free(parts);
         free(crcs);
+        free(no_memory);
         return nnp__nomem();
     }
     cmp_job job = {*ref, *port, n, o.atol, o.rtol, parts, fold_ref ? crcs : NULL,
-                   fold_port ? crcs + nchunks : NULL};
+                   fold_port ? crcs + nchunks : NULL, no_memory};
     st = nnp__parallel_for(nchunks, o.threads, run_chunk, &job);
+    for (size_t t = 0; t < nchunks && !st; t++)
+        if (no_memory[t])
+            st = nnp__nomem();
     if (!st && fold_ref)
         st = pass_end(ref, job.crc_ref, nchunks, n);
     if (!st && fold_port)
@@ -417,6 +448,7 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
     }
     free(parts);
     free(crcs);
+    free(no_memory);
     return st;
 }
 
@@ -449,9 +481,14 @@ nnp_status nnp__compare_records(nnp_dump *ref, size_t ref_rec, nnp_dump *port, s
         return nnp__fail(NNP_ERR_ARG, "nnp_compare: '%s' has %llu elements, '%s' %llu", a->name,
                          (unsigned long long)a->nelem, b->name, (unsigned long long)b->nelem);
     nnp_cmp_side r = {a->dtype, NULL, ref, ref_rec}, p = {b->dtype, NULL, port, port_rec};
-    /* the pass checks what it reads (nnp__compare_sides) */
-    nnp_status st = nnp__dump_data_for_pass(ref, ref_rec, &r.data);
+    /* the pass checks what it reads (nnp__compare_sides); a view it gathers a chunk at a time */
+    bool ranged_ref, ranged_port;
+    nnp_status st = nnp__dump_begin_ranged(ref, ref_rec, &ranged_ref);
+    if (!st && !ranged_ref)
+        st = nnp__dump_data_for_pass(ref, ref_rec, &r.data);
     if (!st)
+        st = nnp__dump_begin_ranged(port, port_rec, &ranged_port);
+    if (!st && !ranged_port)
         st = nnp__dump_data_for_pass(port, port_rec, &p.data);
     if (!st)
         st = nnp__compare_sides(&r, &p, a->nelem, opts, out);
@@ -486,10 +523,11 @@ void nnp__compare_chunk(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint6
      * only the index of the worst element is relative to the view */
     uint64_t first = chunk * CMP_CHUNK, len = n - first < CMP_CHUNK ? n - first : CMP_CHUNK;
     size_t rs = nnp_dtype_size(ref->dtype), ps = nnp_dtype_size(port->dtype);
+    bool no_memory = false;
     cmp_job job = {{ref->dtype, (const unsigned char *)ref->data + first * rs, NULL, 0},
                    {port->dtype, (const unsigned char *)port->data + first * ps, NULL, 0},
-                   len, atol, rtol, partial, NULL, NULL};
-    run_chunk(&job, 0);
+                   len, atol, rtol, partial, NULL, NULL, &no_memory};
+    run_chunk(&job, 0); /* both sides in place: nothing to allocate */
     acc *a = partial;
     if (a->has_max)
         a->max_index += first;

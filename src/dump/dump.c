@@ -726,6 +726,51 @@ nnp_status nnp__dump_pass_end(nnp_dump *d, size_t i, uint32_t crc)
     return settle(c, whole);
 }
 
+/* Under the lock: count a view's presented size against the dump's cap, or refuse it. The
+ * cap bounds the work of reading views as well as their copies, so a view read a range at a
+ * time counts too. */
+static nnp_status take_view_budget(nnp_dump *d, const nnp_rec *r)
+{
+    if (!r->view_stored)
+        return NNP_OK;
+    uint64_t cap = view_cap(d);
+    if (r->pub.nbytes > cap || d->view_bytes > cap - r->pub.nbytes)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is a view of %" PRIu64 " stored bytes "
+                         "that reads as %" PRIu64 " bytes; with the %" PRIu64 " bytes of the "
+                         "views read before it, that passes the cap of %" PRIu64 " bytes on "
+                         "what a file's views may expand to (%u times the file's size, at "
+                         "least %llu MiB)", r->pub.file, r->pub.name, r->view_stored,
+                         r->pub.nbytes, d->view_bytes, cap, NNP_VIEW_CAP_FACTOR,
+                         NNP_VIEW_CAP_MIN >> 20);
+    d->view_bytes += r->pub.nbytes;
+    return NNP_OK;
+}
+
+nnp_status nnp__dump_begin_ranged(nnp_dump *d, size_t i, bool *ranged)
+{
+    *ranged = false;
+    if (!d || i >= d->nrecs)
+        return nnp__fail(NNP_ERR_ARG, "nnp_dump_data: no record %zu", i);
+    nnp_rec *r = &d->recs[i];
+    if (!r->load_range || !r->pub.nbytes)
+        return NNP_OK;
+    pthread_mutex_lock(&d->lock);
+    nnp_status st = NNP_OK;
+    if (!r->owned) {
+        if (!(st = r->check ? check_member(d, r->check) : NNP_OK) &&
+            !(st = take_view_budget(d, r)))
+            *ranged = true;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return st;
+}
+
+void nnp__dump_read_range(nnp_dump *d, size_t i, uint64_t first, uint64_t n, void *dst)
+{
+    const nnp_rec *r = &d->recs[i];
+    r->load_range(r->load_ctx, first, n, dst);
+}
+
 static nnp_status data_of(nnp_dump *d, size_t i, const void **data, bool check_raw)
 {
     if (!d || i >= d->nrecs || !data)
@@ -746,15 +791,8 @@ static nnp_status data_of(nnp_dump *d, size_t i, const void **data, bool check_r
         if (r->pub.ndim > 64 && (r->layout & NNP_LAYOUT_FORTRAN)) {
             st = nnp__fail(NNP_ERR_UNSUPPORTED, "%s: tensor '%s': Fortran order with %u dimensions",
                            r->pub.file, r->pub.name, r->pub.ndim);
-        } else if (r->view_stored && (r->pub.nbytes > view_cap(d) ||
-                                      d->view_bytes > view_cap(d) - r->pub.nbytes)) {
-            st = nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is a view of %" PRIu64 " stored bytes "
-                           "that reads as %" PRIu64 " bytes; with the %" PRIu64 " bytes of the "
-                           "views read before it, that passes the cap of %" PRIu64 " bytes on "
-                           "what a file's views may expand to (%u times the file's size, at "
-                           "least %llu MiB)", r->pub.file, r->pub.name, r->view_stored,
-                           r->pub.nbytes, d->view_bytes, view_cap(d), NNP_VIEW_CAP_FACTOR,
-                           NNP_VIEW_CAP_MIN >> 20);
+        } else if ((st = take_view_budget(d, r))) {
+            /* refused before anything is allocated */
         } else if (r->pub.nbytes > SIZE_MAX || !(r->owned = malloc((size_t)r->pub.nbytes))) {
             st = nnp__nomem();
         } else if (r->load) {
@@ -762,8 +800,6 @@ static nnp_status data_of(nnp_dump *d, size_t i, const void **data, bool check_r
             if (st) {
                 free(r->owned);
                 r->owned = NULL;
-            } else if (r->view_stored) {
-                d->view_bytes += r->pub.nbytes; /* under the cap, checked above */
             }
         } else {
             convert_layout(r, r->raw, r->owned);

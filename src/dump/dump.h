@@ -19,12 +19,17 @@ enum {
 /* Produces a record's little-endian C-ordered bytes into dst (rec->pub.nbytes long); used for data
  * that is not in the mapped file as-is (compressed archive members). `ctx` is the loader's own. */
 typedef nnp_status (*nnp_loader_fn)(void *ctx, void *dst, uint64_t nbytes);
+/* Produces elements [first, first + n) of those (n * dtype size bytes into dst), for a loader
+ * that can start anywhere: a pass then needs only the piece it is at, not a copy of the whole
+ * record (a view's copy may be far larger than its file). */
+typedef void (*nnp_range_fn)(void *ctx, uint64_t first, uint64_t n, void *dst);
 
 typedef struct nnp_rec {
     nnp_record pub;
     const unsigned char *raw; /* stored bytes in a mapping (NULL when `load` provides them) */
     unsigned layout;          /* NNP_LAYOUT_* flags describing `raw` */
     nnp_loader_fn load;
+    nnp_range_fn load_range;  /* the same elements a range at a time, where `load` can */
     void *load_ctx;
     void *owned;              /* converted copy, made on the first nnp_dump_data() */
     uint64_t view_stored;     /* a view gathered by `load` (torch): the bytes of the storage it
@@ -74,6 +79,14 @@ nnp_status nnp__dump_data_for_pass(nnp_dump *d, size_t i, const void **data);
  * has no member to check, or its member was checked before or here (a mismatch is returned). */
 nnp_status nnp__dump_pass_begin(nnp_dump *d, size_t i, bool *fold);
 nnp_status nnp__dump_pass_end(nnp_dump *d, size_t i, uint32_t crc);
+
+/* Before a pass reads record i a range at a time with nnp__dump_read_range instead of through
+ * nnp_dump_data: *ranged is set when the record is made by a loader that can do that (a
+ * gathered view) and has no copy yet; its member is checked here first. Otherwise the pass
+ * takes nnp_dump_data's bytes as usual. */
+nnp_status nnp__dump_begin_ranged(nnp_dump *d, size_t i, bool *ranged);
+/* Elements [first, first + n) of such a record into dst; nothing of it is kept. */
+void nnp__dump_read_range(nnp_dump *d, size_t i, uint64_t first, uint64_t n, void *dst);
 
 /* Map `path` and keep the mapping until the dump closes (it is owned by the dump). */
 nnp_status nnp__dump_map(nnp_dump *d, const char *path, nnp_map *out);

@@ -202,19 +202,28 @@ static void copy_elem(unsigned char *dst, const unsigned char *src, size_t es, b
         dst[b] = src[swap ? es - 1 - b : b];
 }
 
-/* Walk the view in C order, the last dimension innermost. check_extent bounded every position,
- * so nothing here can leave the storage. */
-static nnp_status gather_load(void *ctx, void *dst, uint64_t nbytes)
+/* Elements [first, first + n) of the view in C order, the last dimension innermost.
+ * check_extent bounded every position, so nothing here can leave the storage. */
+static void gather_range(void *ctx, uint64_t first, uint64_t n, void *dst)
 {
     const gather *g = ctx;
     unsigned char *out = dst;
-    uint64_t idx[NNP_PICKLE_MAX_DIMS] = {0};
+    uint64_t idx[NNP_PICKLE_MAX_DIMS] = {0}, off = 0, rest = first;
     uint32_t last = g->ndim - 1;
-    uint64_t inner = g->shape[last], rows = nbytes / g->es / inner, off = 0;
-    for (uint64_t r = 0; r < rows; r++) {
+    for (uint32_t k = g->ndim; k-- > 0;) { /* where element `first` is */
+        idx[k] = rest % g->shape[k];
+        rest /= g->shape[k];
+        off += idx[k] * g->step[k];
+    }
+    while (n) {
+        uint64_t take = g->shape[last] - idx[last] < n ? g->shape[last] - idx[last] : n;
         const unsigned char *src = g->base + off;
-        for (uint64_t j = 0; j < inner; j++, src += g->step[last], out += g->es)
+        for (uint64_t j = 0; j < take; j++, src += g->step[last], out += g->es)
             copy_elem(out, src, g->es, g->swap);
+        n -= take;
+        /* to the start of the next row: positions wrap modulo 2^64 on the way and come back */
+        off -= idx[last] * g->step[last];
+        idx[last] = 0;
         for (uint32_t k = last; k-- > 0;) {
             if (idx[k] + 1 < g->shape[k]) {
                 idx[k]++;
@@ -225,6 +234,12 @@ static nnp_status gather_load(void *ctx, void *dst, uint64_t nbytes)
             idx[k] = 0;
         }
     }
+}
+
+static nnp_status gather_load(void *ctx, void *dst, uint64_t nbytes)
+{
+    const gather *g = ctx;
+    gather_range(ctx, 0, nbytes / g->es, dst);
     return NNP_OK;
 }
 
@@ -288,6 +303,7 @@ static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
     g->shape = r->pub.shape;
     g->step = step;
     r->load = gather_load;
+    r->load_range = gather_range;
     r->load_ctx = g;
     r->view_stored = t->st->numel * es; /* the member's size */
     r->stored = view_reach(t, nelem) * es;
