@@ -52,12 +52,16 @@ def test_views_read_by_chunks_match_numpy(nnp, tmp_path, threads):
 
 
 def peak_rss(*args):
+    env = dict(os.environ)
+    # AddressSanitizer keeps freed memory in quarantine (256 MiB), which would count each
+    # chunk's buffer anew; a small quarantine measures what the pass itself holds
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"
     code = ("import resource, subprocess, sys\n"
             "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
             "assert p.returncode == 0, p.stderr\n"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
     p = subprocess.run([sys.executable, "-c", code, str(BIN), *args], capture_output=True,
-                       text=True, env=dict(os.environ), check=True)
+                       text=True, env=env, check=True)
     return int(p.stdout.strip()) * 1024
 
 
