@@ -2,7 +2,8 @@
 #   make          library (build/libnnparity.a, build/libnnparity.so) and CLI (build/nnparity)
 #   make demo     set-up, build, record the ViT example, and run `nnparity run` on its port with a bug
 #   make check    set-up, build, every test (also under ASan+UBSan); last line is the summary
-#   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS each
+#   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS each, then the file-system harness
+#                 (tests/fs_hostile.py) for FUZZ_SECONDS more; `make fs-hostile` runs only that
 #   make bench    benchmarks (bench/README.md)
 #   make install  library, headers, CLI, pkg-config and CMake files, man pages, bash completion and
 #                 the Python package under PREFIX (/usr/local), staged under DESTDIR if set;
@@ -42,7 +43,7 @@ PAIR_BIN = $(PAIR_SRC:tests/pairs/%.c=$(BUILD)/pairs/%)
 ASAN_BUILD = $(BUILD)/asan
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all lib cli examples pairs setup demo check check-clang check-layers test unit unit-asan unit-tsan fuzz bench clean
+.PHONY: all lib cli examples pairs setup demo check check-clang check-layers test unit unit-asan unit-tsan fuzz fs-hostile bench clean
 all: lib cli examples pairs
 
 # The shared library's soname carries the API's major version (include/nnparity.h); the
@@ -159,6 +160,15 @@ demo: setup all
 
 fuzz:
 	@$(MAKE) --no-print-directory -C fuzz FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)
+	@$(MAKE) --no-print-directory fs-hostile FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)
+
+# Every read-side command over hostile file systems (links, FIFOs, devices, files truncated
+# while read, racing writers), with the sanitized CLI; `make check` runs its short mode
+# (tests/run_tests.sh), this its long one: random runs for FUZZ_SECONDS (fuzz/README.md).
+fs-hostile: lib
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" cli
+	@$(PYTHON) tests/fs_hostile.py --long --seconds $(or $(FUZZ_SECONDS),60) \
+		--bin $(ASAN_BUILD)/nnparity --lib $(BUILD)/libnnparity.so
 
 bench: setup all
 	@bash bench/run.sh $(BUILD)

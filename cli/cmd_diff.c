@@ -829,9 +829,17 @@ static int run_diff(int argc, char **argv)
     o.no_align = no_align;
     o.progress = mpi ? NULL : show_progress;
     o.progress_ctx = &line;
+    if (!st && !mpi) {
+        /* the diff reads every byte it compares: it checks archive members as it reads them,
+         * and what it read otherwise is checked before anything is reported */
+        nnp_dump_defer_checks(ref);
+        nnp_dump_defer_checks(port);
+    }
     if (!st)
         st = mpi ? nnp_diff_dumps_comm(ref, port, &o, &comm, &d)
                  : nnp_diff_dumps(ref, port, &o, &d);
+    if (!st && !mpi && !(st = nnp_dump_finish_checks(ref)))
+        st = nnp_dump_finish_checks(port);
     if (line.shown)
         fprintf(stderr, "\r\033[K");
     if (st) {

@@ -1,5 +1,6 @@
 /*
- * cmd_ls.c - `nnparity ls`: one line per record, in execution order.
+ * cmd_ls.c - `nnparity ls`: one line per record, in execution order, with the bytes each
+ * presents and, where they differ, the bytes it takes in the file.
  */
 #include <getopt.h>
 #include <jansson.h>
@@ -15,7 +16,11 @@ static const char ls_usage[] =
     "\n"
     "List the records of each dump in execution order: seq (the number every report gives a\n"
     "record, from 0), name, dtype, shape and size (and the module type when the dump records\n"
-    "it).\n"
+    "it). size is what a record presents (nelem times its dtype's size); when a record takes\n"
+    "another number of bytes in the file, a \"stored\" column says how many: a PyTorch view\n"
+    "that repeats elements (torch.zeros(1).expand(1000) stores one float), a deflated npz\n"
+    "member, a quantized GGUF tensor. The JSON gives both for every record (nbytes,\n"
+    "stored_bytes).\n"
     "\n"
     "  --json       one JSON document on stdout (schema nnparity.ls/1)\n"
     "  --meta       also print each file's metadata\n"
@@ -31,9 +36,18 @@ static const char ls_usage[] =
     "  nnparity ls --meta --sketch model.gguf\n"
     "  nnparity ls --json ref.safetensors port.safetensors > records.json\n";
 
+/* Whether any record takes another number of bytes in the file than it presents. */
+static bool any_stored_apart(const nnp_dump *d)
+{
+    for (size_t i = 0; i < nnp_dump_count(d); i++)
+        if (nnp_record_stored_bytes(d, i) != nnp_dump_record(d, i)->nbytes)
+            return true;
+    return false;
+}
+
 /* The name column: as wide as the longest name, within what the line leaves it (at least 60
  * columns; a longer name pushes the rest of its row to the right). */
-static int name_width(const nnp_dump *d)
+static int name_width(const nnp_dump *d, bool stored)
 {
     size_t w = 4, type = 0;
     for (size_t i = 0; i < nnp_dump_count(d); i++) {
@@ -43,7 +57,7 @@ static int name_width(const nnp_dump *d)
         type = t > type ? t : type;
     }
     /* seq, dtype, shape and size with their gaps, and the type column when there is one */
-    int rest = 6 + 2 + 2 + 7 + 2 + 20 + 2 + 10 + (type ? 2 + (int)type : 0);
+    int rest = 6 + 2 + 2 + 7 + 2 + 20 + 2 + 10 + (stored ? 2 + 10 : 0) + (type ? 2 + (int)type : 0);
     int room = cli_width() - rest;
     if (room < 60)
         room = 60;
@@ -118,33 +132,53 @@ static json_t *sketch_json(const nnp_sketch *k)
 
 static void print_text(const nnp_dump *d, bool meta, const nnp_sketch *sk)
 {
-    unsigned long long total = 0;
-    bool typed = false;
+    unsigned long long total = 0, total_stored = 0;
+    bool typed = false, stored = any_stored_apart(d);
     for (size_t i = 0; i < nnp_dump_count(d); i++) {
         total += nnp_dump_record(d, i)->nbytes;
+        total_stored += nnp_record_stored_bytes(d, i);
         typed = typed || *nnp_dump_record(d, i)->module_type;
     }
-    char size[32], shape[256];
+    char size[32], kept[32], shape[256];
     cli_format_bytes(size, sizeof size, total);
-    printf("%s: %s, %zu %s, %s\n", cli_text(nnp_dump_path(d)), nnp_dump_format(d), nnp_dump_count(d),
-           cli_plural(nnp_dump_count(d), "record", "records"), size);
-    int w = name_width(d);
-    printf("%6s  %-*s  %-7s  %-20s  %10s%s%s\n", "seq", w, "name", "dtype", "shape", "size",
-           sk ? "  hash              norm        " : "", typed ? "  type" : "");
+    cli_format_bytes(kept, sizeof kept, total_stored);
+    printf("%s: %s, %zu %s, %s%s%s\n", cli_text(nnp_dump_path(d)), nnp_dump_format(d),
+           nnp_dump_count(d), cli_plural(nnp_dump_count(d), "record", "records"), size,
+           stored ? ", stored in " : "", stored ? kept : "");
+    int w = name_width(d, stored);
+    printf("%6s  %-*s  %-7s  %-20s  %10s%s%s%s\n", "seq", w, "name", "dtype", "shape", "size",
+           stored ? "      stored" : "", sk ? "  hash              norm        " : "",
+           typed ? "  type" : "");
     for (size_t i = 0; i < nnp_dump_count(d); i++) {
         const nnp_record *r = nnp_dump_record(d, i);
         cli_format_shape(shape, sizeof shape, r);
         cli_format_bytes(size, sizeof size, r->nbytes);
+        cli_format_bytes(kept, sizeof kept, nnp_record_stored_bytes(d, i));
         char fp[64] = "";
         if (sk)
             snprintf(fp, sizeof fp, "  %016llx  %-12.6g", (unsigned long long)sk[i].hash,
                      sk[i].all.norm);
-        printf("%6llu  %-*s  %-7s  %-20s  %10s%s%s%s\n", (unsigned long long)r->seq, w,
-               cli_text(r->name), nnp_dtype_name(r->dtype), shape, size, fp, typed ? "  " : "",
+        printf("%6llu  %-*s  %-7s  %-20s  %10s%s%*s%s%s%s\n", (unsigned long long)r->seq, w,
+               cli_text(r->name), nnp_dtype_name(r->dtype), shape, size, stored ? "  " : "",
+               stored ? 10 : 0, stored ? kept : "", fp, typed ? "  " : "",
                cli_text(r->module_type));
     }
     if (meta)
         print_meta_text(d);
+}
+
+/* Each record of a dump's JSON gains "stored_bytes" (nnp_record_stored_bytes), after the
+ * fields every record has. NULL stays NULL. */
+static json_t *with_stored_bytes(const nnp_dump *d, json_t *o)
+{
+    json_t *recs = o ? json_object_get(o, "records") : NULL;
+    for (size_t i = 0; i < json_array_size(recs); i++)
+        if (json_object_set_new(json_array_get(recs, i), "stored_bytes",
+                                json_integer((json_int_t)nnp_record_stored_bytes(d, i))) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    return o;
 }
 
 static int run_ls(int argc, char **argv)
@@ -190,7 +224,7 @@ static int run_ls(int argc, char **argv)
             break;
         }
         if (json) {
-            json_t *o = json_out_dump(d, meta);
+            json_t *o = with_stored_bytes(d, json_out_dump(d, meta));
             json_t *recs = o ? json_object_get(o, "records") : NULL;
             for (size_t i = 0; sk && recs && i < nnp_dump_count(d); i++)
                 json_object_set_new(json_array_get(recs, i), "sketch", sketch_json(&sk[i]));

@@ -237,8 +237,30 @@ int64_t nnp_dump_find(const nnp_dump *dump, const char *name);
  * several threads at once. A PyTorch view (transposed, strided, expanded) is gathered into a copy;
  * the copies of one dump may hold together 16 times the size of its files, at least 64 MiB: the
  * view that would pass that cap is refused (NNP_ERR_FORMAT, naming the file, the tensor, its
- * size, its storage's size and the cap) before anything is allocated for it. */
+ * size, its storage's size and the cap) before anything is allocated for it. A record stored in
+ * a zip archive (an npz member, a PyTorch storage) is checked against the member's CRC-32 the
+ * first time a record of that member is handed out: a mismatch is NNP_ERR_FORMAT, "CRC-32
+ * mismatch", naming the file and the member, for this and every later call. */
 nnp_status nnp_dump_data(nnp_dump *dump, size_t i, const void **data);
+
+/* The bytes record i's data takes in its file: nbytes for data stored as it is presented, fewer
+ * for a PyTorch view that repeats elements (an expanded tensor, stride 0, stores one element
+ * however many it presents), a deflated npz member (its compressed size) and a quantized GGUF
+ * tensor (its blocks). For a view of a PyTorch storage: the elements of the storage it reads,
+ * at most (the span from its first to its last, and no more than the product of the sizes it
+ * steps along). 0 for no such record. */
+uint64_t nnp_record_stored_bytes(const nnp_dump *dump, size_t i);
+
+/* Checking an archive member's CRC-32 reads all its bytes once more before they are used.
+ * nnp_diff_dumps and nnp_stats_compute read every byte of what they compare anyway, and can
+ * check a member as they read it instead. After nnp_dump_defer_checks, nnp_dump_data hands out
+ * records read in place without checking them first; the library's comparing and stats passes
+ * check what they read, and nnp_dump_finish_checks checks every member handed out and not
+ * checked since, then returns to checking in nnp_dump_data. Trust no result computed while
+ * checks were deferred until nnp_dump_finish_checks returned NNP_OK (on a mismatch: the error
+ * of nnp_dump_data above, for the first such member). */
+void nnp_dump_defer_checks(nnp_dump *dump);
+nnp_status nnp_dump_finish_checks(nnp_dump *dump);
 
 /* Metadata: the file's string-to-string pairs (safetensors __metadata__; for shards, those of the
  * first shard), nnparity's own keys included. */

@@ -3,7 +3,8 @@
 #   1. the C unit tests (cmocka), as built normally and under ASan+UBSan, and the threaded ones
 #      under ThreadSanitizer;
 #   2. the Python tests (pytest): CLI golden tests, interop with numpy and torch, exhaustive dtypes;
-#   3. the CLI tests again against the sanitized CLI.
+#   3. the CLI tests again against the sanitized CLI;
+#   4. the sanitized CLI over hostile file systems (tests/fs_hostile.py, its short mode).
 # Called by `make check` with BUILD, ASAN_BUILD, TSAN_BUILD and PYTHON set.
 set -u
 cd "$(dirname "$0")/.."
@@ -72,6 +73,24 @@ run_pytest() { # label, pytest args...
     printf '%-8s %-28s %3d passed, %d failed\n' "pytest" "$label" "$p" "$f"
 }
 
+run_plain() { # label, command...: a program whose last line is "NAME: N passed, N failed"
+    local label=$1 out="$log/plain.$1.txt" line p f
+    shift
+    timeout 900 "$@" >"$out" 2>&1
+    line=$(grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1)
+    p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
+    f=$(sed -E 's/.*, ([0-9]+) failed/\1/' <<<"$line")
+    p=${p:-0}
+    f=${f:-1} # no summary: it did not finish
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$f" -ne 0 ]; then
+        failures+=("$label")
+        cat "$out"
+    fi
+    printf '%-8s %-28s %3d passed, %d failed\n' "plain" "$label" "$p" "$f"
+}
+
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] && run_cmocka "$t" unit
 done
@@ -86,6 +105,8 @@ NNPARITY_BIN="$BUILD/nnparity" NNPARITY_LIB="$BUILD/libnnparity.so" \
     run_pytest all tests/py
 NNPARITY_BIN="$ASAN_BUILD/nnparity" \
     run_pytest cli-asan tests/py -m cli
+run_plain fs_hostile "$PYTHON" tests/fs_hostile.py --bin "$ASAN_BUILD/nnparity" \
+    --lib "$BUILD/libnnparity.so"
 
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failed suites: ${failures[*]}"

@@ -1,7 +1,7 @@
 /*
  * zip.c - reads zip archives held in memory (see zip.h): the central directory, checked against
  * the archive's bounds and each member's local header, and members' data, stored or deflated
- * (zlib), with its size and CRC-32 checked.
+ * (zlib), with its size and CRC-32 checked (common/crc32.c).
  *
  * The central directory is the only index trusted: local headers are checked against it, and
  * sizes are never taken from local headers or data descriptors (which streaming writers such as
@@ -16,6 +16,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "common/crc32.h"
 #include "common/zip.h"
 
 #define SIG_LOCAL 0x04034b50u
@@ -425,13 +426,18 @@ const unsigned char *nnp__zip_stored_data(const nnp_zip *z, const nnp_zip_entry 
 
 /* ---- member data ---- */
 
-static nnp_status check_crc(const nnp_zip *z, const nnp_zip_entry *e, uLong crc)
+nnp_status nnp__zip_check_crc(const char *path, const char *member, uint32_t crc, uint32_t want)
 {
-    if (crc != e->crc32)
-        return member_fail(NNP_ERR_FORMAT, z->path, e->name, "CRC-32 of its data is 0x%08lx, the "
-                           "central directory says 0x%08" PRIx32 " (zip CRC-32)",
-                           (unsigned long)crc, e->crc32);
+    if (crc != want)
+        return member_fail(NNP_ERR_FORMAT, path, member, "CRC-32 mismatch: its data has 0x%08"
+                           PRIx32 ", the central directory says 0x%08" PRIx32 " (zip CRC-32)",
+                           crc, want);
     return NNP_OK;
+}
+
+static nnp_status check_crc(const nnp_zip *z, const nnp_zip_entry *e, uint32_t crc)
+{
+    return nnp__zip_check_crc(z->path, e->name, crc, e->crc32);
 }
 
 static nnp_status stored_read(const nnp_zip *z, const nnp_zip_entry *e, uint64_t skip,
@@ -442,13 +448,9 @@ static nnp_status stored_read(const nnp_zip *z, const nnp_zip_entry *e, uint64_t
         memcpy(dst, src + skip, (size_t)n);
     if (!whole)
         return NNP_OK;
-    uLong crc = crc32(0L, Z_NULL, 0);
-    for (uint64_t done = 0; done < e->size;) {
-        uint64_t step = e->size - done < ZCHUNK ? e->size - done : ZCHUNK;
-        crc = crc32(crc, src + done, (uInt)step);
-        done += step;
-    }
-    return check_crc(z, e, crc);
+    if (e->size > SIZE_MAX)
+        return nnp__nomem();
+    return check_crc(z, e, nnp__crc32(0, src, (size_t)e->size));
 }
 
 /* Inflate a member, keeping bytes [skip, skip + n) in dst. With `whole` it runs to the end of the
@@ -468,7 +470,7 @@ static nnp_status inflate_member(const nnp_zip *z, const nnp_zip_entry *e, uint6
                          z->path, e->name, zr);
     const unsigned char *in = z->base + e->data_offset;
     uint64_t in_left = e->comp_size, pos = 0, stop = skip + n;
-    uLong crc = crc32(0L, Z_NULL, 0);
+    uint32_t crc = 0;
     nnp_status st = NNP_OK;
     while (whole || pos < stop) {
         unsigned char *out;
@@ -495,7 +497,7 @@ static nnp_status inflate_member(const nnp_zip *z, const nnp_zip_entry *e, uint6
         zr = inflate(&s, Z_NO_FLUSH);
         uint64_t got = room - s.avail_out;
         if (whole)
-            crc = crc32(crc, out, (uInt)got);
+            crc = nnp__crc32(crc, out, (size_t)got);
         pos += got;
         if (whole && pos > e->size) {
             st = member_fail(NNP_ERR_FORMAT, z->path, e->name, "inflates to more than the %"

@@ -64,4 +64,9 @@ nnp_status nnp__zip_extract(const nnp_zip *z, const nnp_zip_entry *e, uint64_t s
  * byte is allocated, so an empty member gives a valid pointer. */
 nnp_status nnp__zip_extract_alloc(const nnp_zip *z, const nnp_zip_entry *e, unsigned char **out);
 
+/* NNP_OK when `crc`, computed over member `member` of the archive `path`, is the CRC-32 `want`
+ * its central directory declares; otherwise the one-line "CRC-32 mismatch" error naming both.
+ * For readers that check a stored member's bytes themselves, as they are first read. */
+nnp_status nnp__zip_check_crc(const char *path, const char *member, uint32_t crc, uint32_t want);
+
 #endif /* NNP_FORMATS_ZIP_H */

@@ -11,7 +11,9 @@
 /* One side of a comparison: n elements of `dtype` at `data`. When `dump` is set, `data` is what
  * nnp_dump_data gave for its record `rec`: the pass then releases each chunk's mapped pages
  * once compared, so that comparing a tensor of any size keeps only the chunks in flight
- * resident (the page cache keeps the file). NULL: memory the caller owns, left alone. */
+ * resident (the page cache keeps the file). NULL: memory the caller owns, left alone. `data`
+ * NULL with `dump` set: a record nnp__dump_begin_ranged allowed to be read by ranges (a view),
+ * which the pass gathers a chunk at a time into buffers of its own. */
 typedef struct nnp_cmp_side {
     nnp_dtype dtype;
     const void *data;

@@ -13,15 +13,23 @@
  * When a side lives in a dump, each chunk's pages are dropped from the process once it is
  * compared: a diff of dumps larger than memory keeps only the chunks in flight resident, and
  * the page cache, not the process, holds the files.
+ *
+ * A side read in place from a stored zip member has its member's CRC-32 checked in the same
+ * pass: each chunk computes the CRC of what it has just compared, a span at a time while the
+ * span is still in the cache, and the chunks' CRCs are combined in order at the end
+ * (nnp__dump_pass_begin), so a checkpoint's tensors are not read a second time to check them.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/crc32.h"
 #include "compare/compare.h"
 
 #define CMP_CHUNK (1u << 20)
 #define CMP_BLOCK 1024u
+/* Elements compared before their CRC is taken: 64 KiB of F32 a side, still in the L2 cache. */
+#define CRC_SPAN 16384u
 
 typedef struct {
     uint64_t count, finite, nan_ref, nan_port, inf_ref, inf_port, fail;
@@ -38,6 +46,8 @@ typedef struct {
     uint64_t n;
     double atol, rtol;
     acc *parts;
+    uint32_t *crc_ref, *crc_port; /* per chunk, for a side whose member check is folded in */
+    bool *no_memory; /* per chunk: a gathered side's buffer could not be had */
 } cmp_job;
 
 static void acc_merge(acc *a, const acc *b)
@@ -244,30 +254,69 @@ static void slow_block(const cmp_job *job, const unsigned char *r, const unsigne
     }
 }
 
+/* Elements [first, first + n) of a side: in place, or, for a side read by ranges (data NULL,
+ * nnp__dump_begin_ranged), gathered into *buf (the caller frees it). NULL: no memory. */
+static const unsigned char *chunk_of(const nnp_cmp_side *side, uint64_t first, uint64_t n,
+                                     unsigned char **buf)
+{
+    size_t es = nnp_dtype_size(side->dtype);
+    if (side->data)
+        return (const unsigned char *)side->data + first * es;
+    if (!(*buf = malloc(n ? (size_t)n * es : 1)))
+        return NULL;
+    nnp__dump_read_range(side->dump, side->rec, first, n, *buf);
+    return *buf;
+}
+
 static void run_chunk(void *ctx, size_t t)
 {
     cmp_job *job = ctx;
     uint64_t first = (uint64_t)t * CMP_CHUNK;
     uint64_t n = job->n - first < CMP_CHUNK ? job->n - first : CMP_CHUNK;
     size_t rs = nnp_dtype_size(job->ref.dtype), ps = nnp_dtype_size(job->port.dtype);
-    const unsigned char *ref = job->ref.data, *port = job->port.data;
+    /* this chunk of each side: in place, or gathered into a buffer of its own (a view) */
+    unsigned char *gathered[2] = {NULL, NULL};
+    const unsigned char *ref = chunk_of(&job->ref, first, n, &gathered[0]);
+    const unsigned char *port = chunk_of(&job->port, first, n, &gathered[1]);
+    if (!ref || !port) {
+        free(gathered[0]);
+        free(gathered[1]);
+        job->no_memory[t] = true;
+        return;
+    }
     bool fast = nnp__cmp_fast_dtype(job->ref.dtype) && nnp__cmp_fast_dtype(job->port.dtype);
     size_t block = fast ? NNP_CMP_BLOCK : CMP_BLOCK;
     /* No prefetch: mapping a chunk ahead with MADV_POPULATE_READ cost more system time than
      * the page faults it saves (the kernel maps 16 pages a fault from the page cache), and
      * MADV_WILLNEED more again; both were slower, warm and cold. */
     acc total = {0};
+    bool crc = job->crc_ref || job->crc_port;
+    uint32_t crc_ref = 0, crc_port = 0;
+    uint64_t span = 0; /* the first element not in the CRCs yet */
     for (uint64_t done = 0; done < n;) {
         size_t k = n - done < block ? (size_t)(n - done) : block;
-        const unsigned char *r = ref + (first + done) * rs, *p = port + (first + done) * ps;
+        const unsigned char *r = ref + done * rs, *p = port + done * ps;
         if (!fast || !fast_block(job, r, p, k, first + done, &total))
             slow_block(job, r, p, k, first + done, &total);
         done += k;
+        if (crc && (done - span >= CRC_SPAN || done == n)) {
+            if (job->crc_ref)
+                crc_ref = nnp__crc32(crc_ref, ref + span * rs, (size_t)(done - span) * rs);
+            if (job->crc_port)
+                crc_port = nnp__crc32(crc_port, port + span * ps, (size_t)(done - span) * ps);
+            span = done;
+        }
     }
-    if (job->ref.dump)
+    if (job->crc_ref)
+        job->crc_ref[t] = crc_ref;
+    if (job->crc_port)
+        job->crc_port[t] = crc_port;
+    if (job->ref.dump && job->ref.data)
         nnp__dump_release_range(job->ref.dump, job->ref.rec, first * rs, n * rs);
-    if (job->port.dump)
+    if (job->port.dump && job->port.data)
         nnp__dump_release_range(job->port.dump, job->port.rec, first * ps, n * ps);
+    free(gathered[0]);
+    free(gathered[1]);
     job->parts[t] = total;
 }
 
@@ -325,11 +374,38 @@ static void finish(const acc *a, nnp_metrics *m)
     if (m->pcc < -1) m->pcc = -1;
 }
 
+/* Whether the pass folds the check of a side's zip member in (nnp__dump_pass_begin): only a
+ * side that is its record whole; any other is checked now, if it needs it. */
+static nnp_status pass_begin(const nnp_cmp_side *side, uint64_t n, bool *fold)
+{
+    *fold = false;
+    if (!side->dump)
+        return NNP_OK;
+    const nnp_record *r = nnp_dump_record(side->dump, side->rec);
+    bool whole = r && r->nelem == n && r->dtype == side->dtype;
+    return nnp__dump_pass_begin(side->dump, side->rec, whole ? fold : NULL);
+}
+
+/* The chunks' CRCs in order: the CRC of the record's bytes, for its member's check. */
+static nnp_status pass_end(const nnp_cmp_side *side, const uint32_t *crcs, size_t nchunks,
+                           uint64_t n)
+{
+    size_t es = nnp_dtype_size(side->dtype);
+    uint32_t crc = 0;
+    for (size_t t = 0; t < nchunks; t++) {
+        uint64_t len = n - (uint64_t)t * CMP_CHUNK < CMP_CHUNK ? n - (uint64_t)t * CMP_CHUNK
+                                                               : CMP_CHUNK;
+        crc = nnp__crc32_combine(crc, crcs[t], len * es);
+    }
+    return nnp__dump_pass_end(side->dump, side->rec, crc);
+}
+
 nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
                               const nnp_compare_options *opts, nnp_metrics *out)
 {
     if (!out || !ref || !port || nnp_dtype_size(ref->dtype) == 0 ||
-        nnp_dtype_size(port->dtype) == 0 || (n && (!ref->data || !port->data)))
+        nnp_dtype_size(port->dtype) == 0 ||
+        (n && ((!ref->data && !ref->dump) || (!port->data && !port->dump))))
         return nnp__fail(NNP_ERR_ARG, "nnp_compare: missing data, dtype or output");
     nnp_compare_options o;
     nnp_compare_options_init(&o);
@@ -338,11 +414,32 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
     if (!(o.atol >= 0) || !(o.rtol >= 0))
         return nnp__fail(NNP_ERR_ARG, "nnp_compare: tolerances must be non-negative numbers");
     size_t nchunks = (size_t)((n + CMP_CHUNK - 1) / CMP_CHUNK);
+    bool fold_ref = false, fold_port = false;
+    nnp_status st = pass_begin(ref, n, &fold_ref);
+    if (!st)
+        st = pass_begin(port, n, &fold_port);
+    if (st)
+        return st;
     acc *parts = calloc(nchunks ? nchunks : 1, sizeof *parts);
-    if (!parts)
+    uint32_t *crcs = fold_ref || fold_port ? calloc(2 * (nchunks ? nchunks : 1), sizeof *crcs)
+                                           : NULL;
+    bool *no_memory = calloc(nchunks ? nchunks : 1, sizeof *no_memory);
+    if (!parts || !no_memory || ((fold_ref || fold_port) && !crcs)) {
+        free(parts);
+        free(crcs);
+        free(no_memory);
         return nnp__nomem();
-    cmp_job job = {*ref, *port, n, o.atol, o.rtol, parts};
-    nnp_status st = nnp__parallel_for(nchunks, o.threads, run_chunk, &job);
+    }
+    cmp_job job = {*ref, *port, n, o.atol, o.rtol, parts, fold_ref ? crcs : NULL,
+                   fold_port ? crcs + nchunks : NULL, no_memory};
+    st = nnp__parallel_for(nchunks, o.threads, run_chunk, &job);
+    for (size_t t = 0; t < nchunks && !st; t++)
+        if (no_memory[t])
+            st = nnp__nomem();
+    if (!st && fold_ref)
+        st = pass_end(ref, job.crc_ref, nchunks, n);
+    if (!st && fold_port)
+        st = pass_end(port, job.crc_port, nchunks, n);
     if (!st) {
         acc total = {0};
         for (size_t i = 0; i < nchunks; i++)
@@ -350,6 +447,8 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
         finish(&total, out);
     }
     free(parts);
+    free(crcs);
+    free(no_memory);
     return st;
 }
 
@@ -382,9 +481,15 @@ nnp_status nnp__compare_records(nnp_dump *ref, size_t ref_rec, nnp_dump *port, s
         return nnp__fail(NNP_ERR_ARG, "nnp_compare: '%s' has %llu elements, '%s' %llu", a->name,
                          (unsigned long long)a->nelem, b->name, (unsigned long long)b->nelem);
     nnp_cmp_side r = {a->dtype, NULL, ref, ref_rec}, p = {b->dtype, NULL, port, port_rec};
-    nnp_status st = nnp_dump_data(ref, ref_rec, &r.data);
+    /* the pass checks what it reads (nnp__compare_sides); a view it gathers a chunk at a time */
+    bool ranged_ref, ranged_port;
+    nnp_status st = nnp__dump_begin_ranged(ref, ref_rec, &ranged_ref);
+    if (!st && !ranged_ref)
+        st = nnp__dump_data_for_pass(ref, ref_rec, &r.data);
     if (!st)
-        st = nnp_dump_data(port, port_rec, &p.data);
+        st = nnp__dump_begin_ranged(port, port_rec, &ranged_port);
+    if (!st && !ranged_port)
+        st = nnp__dump_data_for_pass(port, port_rec, &p.data);
     if (!st)
         st = nnp__compare_sides(&r, &p, a->nelem, opts, out);
     /* the pages the chunks could not release, those two chunks share (one chunk released all
@@ -418,10 +523,11 @@ void nnp__compare_chunk(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint6
      * only the index of the worst element is relative to the view */
     uint64_t first = chunk * CMP_CHUNK, len = n - first < CMP_CHUNK ? n - first : CMP_CHUNK;
     size_t rs = nnp_dtype_size(ref->dtype), ps = nnp_dtype_size(port->dtype);
+    bool no_memory = false;
     cmp_job job = {{ref->dtype, (const unsigned char *)ref->data + first * rs, NULL, 0},
                    {port->dtype, (const unsigned char *)port->data + first * ps, NULL, 0},
-                   len, atol, rtol, partial};
-    run_chunk(&job, 0);
+                   len, atol, rtol, partial, NULL, NULL, &no_memory};
+    run_chunk(&job, 0); /* both sides in place: nothing to allocate */
     acc *a = partial;
     if (a->has_max)
         a->max_index += first;

@@ -11,15 +11,24 @@
  * fixed. float32 blocks skip the conversion and go through the fused kernels of kernels_f32.c.
  * Values so large that their moments overflow a double (near 1e308) are summed again exactly in
  * long double.
+ *
+ * A record read in place from a stored zip member has the member's CRC-32 checked in the same
+ * pass, chunk by chunk, as metrics.c does. A gathered view (a PyTorch view that is not stored
+ * in order) is gathered a chunk at a time into a buffer of that chunk's size, so its stats
+ * never need a copy of all it presents, which for an expanded view can be far more than its
+ * file (nnp__dump_begin_ranged).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/crc32.h"
 #include "compare/compare.h"
 
 #define STATS_CHUNK_ELEMS (1u << 20)
 #define STATS_BLOCK_ELEMS 2048u
+/* Elements summarised before their CRC is taken, while they are still in the L2 cache. */
+#define CRC_SPAN 16384u
 
 typedef struct {
     uint64_t count, finite, nan, pos_inf, neg_inf, zeros;
@@ -33,6 +42,7 @@ typedef struct {
     uint64_t first;   /* first element */
     uint64_t n;       /* elements */
     double shift;     /* the record's pivot K */
+    bool crc;         /* the record's member check is folded into the pass */
 } chunk;
 
 typedef struct {
@@ -40,6 +50,8 @@ typedef struct {
     const void **data;
     chunk *chunks;
     part *parts;
+    uint32_t *crcs;   /* per chunk, where chunk.crc */
+    bool *no_memory;  /* per chunk: its gathering buffer could not be had */
 } stats_job;
 
 static void part_init(part *p)
@@ -177,12 +189,23 @@ static void run_chunk(void *ctx, size_t t)
     const nnp_record *r = nnp_dump_record(job->dump, c->rec);
     size_t es = nnp_dtype_size(r->dtype);
     const unsigned char *base = (const unsigned char *)job->data[c->out] + c->first * es;
+    unsigned char *gathered = NULL;
+    if (!job->data[c->out]) { /* a view, gathered a chunk at a time */
+        if (!(gathered = malloc((size_t)c->n * es))) {
+            job->no_memory[t] = true;
+            return;
+        }
+        nnp__dump_read_range(job->dump, c->rec, c->first, c->n, gathered);
+        base = gathered;
+    }
     /* float32 read in place where it is aligned (a file may place a tensor at any offset) */
     bool direct = r->dtype == NNP_F32 && (uintptr_t)base % sizeof(float) == 0;
     double buf[STATS_BLOCK_ELEMS];
     part acc;
     part_init(&acc);
     nnp__dump_prefetch_range(job->dump, c->rec, c->first * es, c->n * es);
+    uint32_t crc = 0;
+    uint64_t span = 0; /* the first element not in the CRC yet */
     for (uint64_t done = 0; done < c->n;) {
         size_t n = c->n - done < STATS_BLOCK_ELEMS ? (size_t)(c->n - done) : STATS_BLOCK_ELEMS;
         nnp_block_moments m;
@@ -194,7 +217,13 @@ static void run_chunk(void *ctx, size_t t)
             summarize_block(buf, n, c->shift, &acc);
         }
         done += n;
+        if (c->crc && (done - span >= CRC_SPAN || done == c->n)) {
+            crc = nnp__crc32(crc, base + span * es, (size_t)(done - span) * es);
+            span = done;
+        }
     }
+    job->crcs[t] = crc;
+    free(gathered);
     nnp__dump_release_range(job->dump, c->rec, c->first * es, c->n * es);
     job->parts[t] = acc;
 }
@@ -224,10 +253,16 @@ static void exact_moments(const nnp_record *r, const void *data, double *mean, d
     *std = (double)sqrtl(m2 / (long double)n);
 }
 
-/* K: the first finite element among the first few, else 0. */
-static double pivot(const nnp_record *r, const void *data)
+/* K: the first finite element among the first few, else 0. A view read by ranges (data NULL)
+ * gives those few first. */
+static double pivot(nnp_dump *dump, size_t rec, const nnp_record *r, const void *data)
 {
     size_t es = nnp_dtype_size(r->dtype);
+    unsigned char head[64 * 16];
+    if (!data && r->nelem) {
+        nnp__dump_read_range(dump, rec, 0, r->nelem < 64 ? r->nelem : 64, head);
+        data = head;
+    }
     for (uint64_t i = 0; i < r->nelem && i < 64; i++) {
         double v;
         nnp_convert_to_f64(r->dtype, (const unsigned char *)data + i * es, 1, &v);
@@ -255,23 +290,44 @@ nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int th
     }
     chunk *chunks = calloc(nchunks ? nchunks : 1, sizeof *chunks);
     part *parts = calloc(nchunks ? nchunks : 1, sizeof *parts);
-    if (!st && (!data || !shifts || !chunks || !parts))
+    uint32_t *crcs = calloc(nchunks ? nchunks : 1, sizeof *crcs);
+    bool *no_memory = calloc(nchunks ? nchunks : 1, sizeof *no_memory);
+    if (!st && (!data || !shifts || !chunks || !parts || !crcs || !no_memory))
         st = nnp__nomem();
     size_t c = 0;
     for (size_t i = 0; i < n && !st; i++) {
         const nnp_record *r = nnp_dump_record(dump, idx[i]);
-        if ((st = nnp_dump_data(dump, idx[i], &data[i])))
+        bool fold = false, ranged;
+        /* the pass checks what it reads (nnp__dump_pass_begin); a view it gathers itself */
+        if ((st = nnp__dump_begin_ranged(dump, idx[i], &ranged)) ||
+            (!ranged && ((st = nnp__dump_data_for_pass(dump, idx[i], &data[i])) ||
+                         (st = nnp__dump_pass_begin(dump, idx[i], &fold)))))
             break;
-        double shift = shifts[i] = pivot(r, data[i]);
+        double shift = shifts[i] = pivot(dump, idx[i], r, data[i]);
         for (uint64_t first = 0; first < r->nelem; first += STATS_CHUNK_ELEMS) {
             uint64_t left = r->nelem - first;
             chunks[c++] = (chunk){idx[i], i, first,
-                                  left < STATS_CHUNK_ELEMS ? left : STATS_CHUNK_ELEMS, shift};
+                                  left < STATS_CHUNK_ELEMS ? left : STATS_CHUNK_ELEMS, shift,
+                                  fold};
         }
     }
     if (!st) {
-        stats_job job = {dump, data, chunks, parts};
+        stats_job job = {dump, data, chunks, parts, crcs, no_memory};
         st = nnp__parallel_for(nchunks, threads, run_chunk, &job);
+    }
+    for (size_t k = 0; k < nchunks && !st; k++)
+        if (no_memory[k])
+            st = nnp__nomem();
+    /* each folded record's chunks, in order: the CRC of its bytes */
+    for (size_t k = 0; k < nchunks && !st;) {
+        size_t rec = chunks[k].rec, out = chunks[k].out;
+        bool fold = chunks[k].crc;
+        size_t es = nnp_dtype_size(nnp_dump_record(dump, rec)->dtype);
+        uint32_t crc = 0;
+        for (; k < nchunks && chunks[k].out == out; k++)
+            crc = nnp__crc32_combine(crc, crcs[k], chunks[k].n * es);
+        if (fold)
+            st = nnp__dump_pass_end(dump, rec, crc);
     }
     if (!st) {
         /* Merge each record's chunks in order: the same sums whatever thread ran them. */
@@ -294,13 +350,19 @@ nnp_status nnp_stats_compute(nnp_dump *dump, const size_t *idx, size_t n, int th
             s->abs_max = any ? acc.abs_max : NAN;
             s->mean = any ? shifts[i] + acc.mean : NAN;
             s->std = any ? sqrt(acc.m2 / (double)acc.finite) : NAN;
-            if (any && (!isfinite(s->mean) || !isfinite(s->std)))
+            if (any && (!isfinite(s->mean) || !isfinite(s->std))) {
+                /* rare: a view read by ranges is copied whole for this */
+                if (!data[i] && (st = nnp_dump_data(dump, idx[i], &data[i])))
+                    break;
                 exact_moments(nnp_dump_record(dump, idx[i]), data[i], &s->mean, &s->std);
+            }
         }
     }
     free(data);
     free(shifts);
     free(chunks);
     free(parts);
+    free(crcs);
+    free(no_memory);
     return st;
 }

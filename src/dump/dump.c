@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/crc32.h"
+#include "common/zip.h"
 #include "dump/dump.h"
 
 typedef struct arena_block {
@@ -21,6 +24,20 @@ typedef struct arena_block {
     size_t used, cap;
     max_align_t data[];
 } arena_block;
+
+/* Where a stored member's check stands. OWED: a record was handed out unchecked while checks
+ * were deferred (nnp_dump_defer_checks); nnp_dump_finish_checks checks those. */
+enum { CHECK_UNREAD, CHECK_OWED, CHECK_GOOD, CHECK_BAD };
+
+struct nnp_member_check {
+    const char *file, *member;
+    const unsigned char *data;
+    uint64_t size;
+    uint32_t crc;        /* declared */
+    atomic_uint got;     /* computed, once checked */
+    atomic_int state;    /* CHECK_*: records are read from several threads */
+    nnp_member_check *next;
+};
 
 typedef struct deferred {
     void (*fn)(void *);
@@ -63,6 +80,8 @@ struct nnp_dump {
                            * in the order their file does, so it is usually the next one */
     pthread_mutex_t lock; /* guards on-demand conversion in nnp_dump_data */
     uint64_t view_bytes;  /* bytes the gathered views (view_stored) hold so far, under lock */
+    nnp_member_check *checks; /* every stored member's check, for nnp_dump_finish_checks */
+    atomic_bool defer_checks;
 };
 
 /* ---- growth and the arena ---- */
@@ -600,30 +619,219 @@ static uint64_t view_cap(const nnp_dump *d)
     return cap > NNP_VIEW_CAP_MIN ? cap : NNP_VIEW_CAP_MIN;
 }
 
-nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
+/* ---- stored zip members: their CRC-32 ---- */
+
+/* Members this large are checked in steps whose pages are released behind the check, so that
+ * checking one keeps its resident size bounded, as the passes over a record do. */
+#define CHECK_STEP (UINT64_C(16) << 20)
+#define CHECK_RELEASE_FROM (UINT64_C(64) << 20)
+/* A pass folds a member's check in when the record is at least FOLD_MIN bytes and the member
+ * holds at most FOLD_MARGIN bytes besides it (an npy header): those few are read apart. */
+#define FOLD_MIN (UINT64_C(1) << 20)
+#define FOLD_MARGIN (UINT64_C(1) << 20)
+
+nnp_member_check *nnp__dump_member_check(nnp_dump *d, const char *file, const char *member,
+                                         const unsigned char *data, uint64_t size, uint32_t crc)
+{
+    nnp_member_check *c = nnp__dump_alloc(d, sizeof *c);
+    char *f = nnp__dump_strdup(d, file), *m = nnp__dump_strdup(d, member);
+    if (!c || !f || !m)
+        return NULL;
+    c->file = f;
+    c->member = m;
+    c->data = data;
+    c->size = size;
+    c->crc = crc;
+    atomic_init(&c->got, 0);
+    atomic_init(&c->state, CHECK_UNREAD);
+    c->next = d->checks;
+    d->checks = c;
+    return c;
+}
+
+static nnp_status settle(nnp_member_check *c, uint32_t got)
+{
+    atomic_store(&c->got, got);
+    nnp_status st = nnp__zip_check_crc(c->file, c->member, got, c->crc);
+    atomic_store(&c->state, st ? CHECK_BAD : CHECK_GOOD);
+    return st;
+}
+
+/* Whole pages of [p, p+len) that lie in one of the dump's mappings go back to the page cache. */
+static void release_bytes(const nnp_dump *d, const unsigned char *p, uint64_t len)
+{
+    for (size_t m = 0; m < d->nmaps; m++) {
+        const unsigned char *b = d->maps[m].base;
+        if (p < b || p + len > b + d->maps[m].size)
+            continue;
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + len) & ~(page - 1);
+        if (e > a)
+            madvise((void *)a, e - a, MADV_DONTNEED);
+        return;
+    }
+}
+
+/* Check a member now, in one pass over its bytes. */
+static nnp_status check_member(const nnp_dump *d, nnp_member_check *c)
+{
+    int state = atomic_load(&c->state);
+    if (state == CHECK_GOOD)
+        return NNP_OK;
+    if (state == CHECK_BAD)
+        return nnp__zip_check_crc(c->file, c->member, atomic_load(&c->got), c->crc);
+    uint32_t crc = 0;
+    for (uint64_t done = 0; done < c->size;) {
+        uint64_t step = c->size - done < CHECK_STEP ? c->size - done : CHECK_STEP;
+        crc = nnp__crc32(crc, c->data + done, (size_t)step);
+        if (c->size >= CHECK_RELEASE_FROM)
+            release_bytes(d, c->data + done, step);
+        done += step;
+    }
+    return settle(c, crc);
+}
+
+/* Check record r's member before its bytes are handed out in place, or, while checks are
+ * deferred, note that it is owed. */
+static nnp_status check_or_owe(nnp_dump *d, nnp_member_check *c)
+{
+    int state = atomic_load(&c->state);
+    if (state == CHECK_GOOD)
+        return NNP_OK;
+    if (state != CHECK_BAD && atomic_load(&d->defer_checks)) {
+        int unread = CHECK_UNREAD;
+        atomic_compare_exchange_strong(&c->state, &unread, CHECK_OWED);
+        return NNP_OK;
+    }
+    return check_member(d, c);
+}
+
+void nnp_dump_defer_checks(nnp_dump *d)
+{
+    if (d)
+        atomic_store(&d->defer_checks, true);
+}
+
+nnp_status nnp_dump_finish_checks(nnp_dump *d)
+{
+    if (!d)
+        return NNP_OK;
+    atomic_store(&d->defer_checks, false);
+    nnp_member_check *bad = NULL;
+    for (nnp_member_check *c = d->checks; c; c = c->next) {
+        int state = atomic_load(&c->state);
+        if ((state == CHECK_OWED || state == CHECK_BAD) && check_member(d, c) && !bad)
+            bad = c;
+    }
+    /* its message again: a later member's failure may have replaced it */
+    return bad ? check_member(d, bad) : NNP_OK;
+}
+
+nnp_status nnp__dump_pass_begin(nnp_dump *d, size_t i, bool *fold)
+{
+    if (fold)
+        *fold = false;
+    if (!d || i >= d->nrecs)
+        return nnp__fail(NNP_ERR_ARG, "nnp_dump_data: no record %zu", i);
+    const nnp_rec *r = &d->recs[i];
+    nnp_member_check *c = r->check;
+    /* a converted or gathered copy was made after its member was checked */
+    if (!c || r->load || r->layout)
+        return NNP_OK;
+    int state = atomic_load(&c->state);
+    if (state == CHECK_GOOD)
+        return NNP_OK;
+    if (fold && state != CHECK_BAD && r->pub.nbytes >= FOLD_MIN &&
+        c->size - r->pub.nbytes <= FOLD_MARGIN) {
+        *fold = true;
+        return NNP_OK;
+    }
+    return check_member(d, c);
+}
+
+nnp_status nnp__dump_pass_end(nnp_dump *d, size_t i, uint32_t crc)
+{
+    if (!d || i >= d->nrecs || !d->recs[i].check)
+        return nnp__fail(NNP_ERR_INTERNAL, "nnp__dump_pass_end: record %zu has no check", i);
+    const nnp_rec *r = &d->recs[i];
+    nnp_member_check *c = r->check;
+    if (atomic_load(&c->state) == CHECK_GOOD)
+        return NNP_OK; /* another pass over the same member was first */
+    /* the bytes before and after the record (pass_begin bounded them by FOLD_MARGIN) */
+    uint64_t before = r->check_off, end = r->check_off + r->pub.nbytes;
+    uint32_t whole = nnp__crc32(0, c->data, (size_t)before);
+    whole = nnp__crc32_combine(whole, crc, r->pub.nbytes);
+    whole = nnp__crc32(whole, c->data + end, (size_t)(c->size - end));
+    return settle(c, whole);
+}
+
+/* Under the lock: count a view's presented size against the dump's cap, or refuse it. The
+ * cap bounds the work of reading views as well as their copies, so a view read a range at a
+ * time counts too. */
+static nnp_status take_view_budget(nnp_dump *d, const nnp_rec *r)
+{
+    if (!r->view_stored)
+        return NNP_OK;
+    uint64_t cap = view_cap(d);
+    if (r->pub.nbytes > cap || d->view_bytes > cap - r->pub.nbytes)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is a view of %" PRIu64 " stored bytes "
+                         "that reads as %" PRIu64 " bytes; with the %" PRIu64 " bytes of the "
+                         "views read before it, that passes the cap of %" PRIu64 " bytes on "
+                         "what a file's views may expand to (%u times the file's size, at "
+                         "least %llu MiB)", r->pub.file, r->pub.name, r->view_stored,
+                         r->pub.nbytes, d->view_bytes, cap, NNP_VIEW_CAP_FACTOR,
+                         NNP_VIEW_CAP_MIN >> 20);
+    d->view_bytes += r->pub.nbytes;
+    return NNP_OK;
+}
+
+nnp_status nnp__dump_begin_ranged(nnp_dump *d, size_t i, bool *ranged)
+{
+    *ranged = false;
+    if (!d || i >= d->nrecs)
+        return nnp__fail(NNP_ERR_ARG, "nnp_dump_data: no record %zu", i);
+    nnp_rec *r = &d->recs[i];
+    if (!r->load_range || !r->pub.nbytes)
+        return NNP_OK;
+    pthread_mutex_lock(&d->lock);
+    nnp_status st = NNP_OK;
+    if (!r->owned) {
+        if (!(st = r->check ? check_member(d, r->check) : NNP_OK) &&
+            !(st = take_view_budget(d, r)))
+            *ranged = true;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return st;
+}
+
+void nnp__dump_read_range(nnp_dump *d, size_t i, uint64_t first, uint64_t n, void *dst)
+{
+    const nnp_rec *r = &d->recs[i];
+    r->load_range(r->load_ctx, first, n, dst);
+}
+
+static nnp_status data_of(nnp_dump *d, size_t i, const void **data, bool check_raw)
 {
     if (!d || i >= d->nrecs || !data)
         return nnp__fail(NNP_ERR_ARG, "nnp_dump_data: no record %zu", i);
     nnp_rec *r = &d->recs[i];
+    nnp_status st = NNP_OK;
     if (!r->load && !r->layout) {
+        if (check_raw && r->check && (st = check_or_owe(d, r->check)))
+            return st;
         *data = r->raw;
         return NNP_OK;
     }
-    nnp_status st = NNP_OK;
     pthread_mutex_lock(&d->lock);
-    if (!r->owned && r->pub.nbytes) {
+    /* what the conversion reads is checked first, deferred or not: the copy is what stays */
+    if (!r->owned && r->check)
+        st = check_member(d, r->check);
+    if (!st && !r->owned && r->pub.nbytes) {
         if (r->pub.ndim > 64 && (r->layout & NNP_LAYOUT_FORTRAN)) {
             st = nnp__fail(NNP_ERR_UNSUPPORTED, "%s: tensor '%s': Fortran order with %u dimensions",
                            r->pub.file, r->pub.name, r->pub.ndim);
-        } else if (r->view_stored && (r->pub.nbytes > view_cap(d) ||
-                                      d->view_bytes > view_cap(d) - r->pub.nbytes)) {
-            st = nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is a view of %" PRIu64 " stored bytes "
-                           "that reads as %" PRIu64 " bytes; with the %" PRIu64 " bytes of the "
-                           "views read before it, that passes the cap of %" PRIu64 " bytes on "
-                           "what a file's views may expand to (%u times the file's size, at "
-                           "least %llu MiB)", r->pub.file, r->pub.name, r->view_stored,
-                           r->pub.nbytes, d->view_bytes, view_cap(d), NNP_VIEW_CAP_FACTOR,
-                           NNP_VIEW_CAP_MIN >> 20);
+        } else if ((st = take_view_budget(d, r))) {
+            /* refused before anything is allocated */
         } else if (r->pub.nbytes > SIZE_MAX || !(r->owned = malloc((size_t)r->pub.nbytes))) {
             st = nnp__nomem();
         } else if (r->load) {
@@ -631,8 +839,6 @@ nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
             if (st) {
                 free(r->owned);
                 r->owned = NULL;
-            } else if (r->view_stored) {
-                d->view_bytes += r->pub.nbytes; /* under the cap, checked above */
             }
         } else {
             convert_layout(r, r->raw, r->owned);
@@ -641,6 +847,23 @@ nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
     *data = st ? NULL : r->owned;
     pthread_mutex_unlock(&d->lock);
     return st;
+}
+
+uint64_t nnp_record_stored_bytes(const nnp_dump *d, size_t i)
+{
+    if (!d || i >= d->nrecs)
+        return 0;
+    return d->recs[i].stored_set ? d->recs[i].stored : d->recs[i].pub.nbytes;
+}
+
+nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)
+{
+    return data_of(d, i, data, true);
+}
+
+nnp_status nnp__dump_data_for_pass(nnp_dump *d, size_t i, const void **data)
+{
+    return data_of(d, i, data, false);
 }
 
 /* The whole pages inside [off, off+len) of record i's mapped bytes, or false when the record is

@@ -19,16 +19,28 @@ enum {
 /* Produces a record's little-endian C-ordered bytes into dst (rec->pub.nbytes long); used for data
  * that is not in the mapped file as-is (compressed archive members). `ctx` is the loader's own. */
 typedef nnp_status (*nnp_loader_fn)(void *ctx, void *dst, uint64_t nbytes);
+/* Produces elements [first, first + n) of those (n * dtype size bytes into dst), for a loader
+ * that can start anywhere: a pass then needs only the piece it is at, not a copy of the whole
+ * record (a view's copy may be far larger than its file). */
+typedef void (*nnp_range_fn)(void *ctx, uint64_t first, uint64_t n, void *dst);
 
 typedef struct nnp_rec {
     nnp_record pub;
     const unsigned char *raw; /* stored bytes in a mapping (NULL when `load` provides them) */
     unsigned layout;          /* NNP_LAYOUT_* flags describing `raw` */
     nnp_loader_fn load;
+    nnp_range_fn load_range;  /* the same elements a range at a time, where `load` can */
     void *load_ctx;
     void *owned;              /* converted copy, made on the first nnp_dump_data() */
     uint64_t view_stored;     /* a view gathered by `load` (torch): the bytes of the storage it
                                * reads; nonzero puts its conversion under the dump's view cap */
+    struct nnp_member_check *check; /* the stored zip member `raw` (or what `load` reads) lies
+                                     * in, whose CRC-32 is checked before first use; or NULL */
+    uint64_t check_off;       /* where `raw` starts in that member */
+    uint64_t stored;          /* bytes its data takes in the file, where a reader set
+                               * stored_set: a view that repeats elements, compressed or
+                               * quantized data; otherwise nbytes */
+    bool stored_set;
     uint64_t file_index;      /* which file of the dump it came from, in opening order */
     uint64_t file_order;      /* order within that file (data offset order for safetensors) */
     uint64_t meta_seq;        /* execution order given by nnparity metadata */
@@ -42,6 +54,41 @@ typedef struct nnp_rec {
  * the files it mapped, and at least NNP_VIEW_CAP_MIN bytes (nnp_dump_data enforces it). */
 #define NNP_VIEW_CAP_FACTOR 16u
 #define NNP_VIEW_CAP_MIN (64ull << 20)
+
+/* ---- stored zip members (dump.c) ----
+ * A record read in place from a stored zip member (npz, a PyTorch storage) is checked against
+ * the member's CRC-32 before its bytes are first used: by nnp_dump_data, or, for a pass that
+ * reads a record whole (comparing, stats), folded into that pass (nnp__dump_pass_begin). A
+ * member is checked once, whichever of its records is read first. */
+
+typedef struct nnp_member_check nnp_member_check;
+
+/* A check of member `member` of `file` (both copied): its bytes data[0..size) in a mapping of
+ * the dump, and the CRC-32 `crc` its central directory declares. NULL on out-of-memory (with
+ * the error set). Records then point at it (check, check_off). */
+nnp_member_check *nnp__dump_member_check(nnp_dump *d, const char *file, const char *member,
+                                         const unsigned char *data, uint64_t size, uint32_t crc);
+
+/* nnp_dump_data for a pass that reads every byte of record i itself: a record read in place is
+ * handed out without its member's check, which nnp__dump_pass_begin then settles. */
+nnp_status nnp__dump_data_for_pass(nnp_dump *d, size_t i, const void **data);
+
+/* Before a pass reads record i whole (fold NULL: before anything reads part of it, which checks
+ * the member now if it needs it). *fold is set when the pass is to compute the CRC-32 of
+ * the record's nbytes (in pieces, combined in order: nnp__crc32, nnp__crc32_combine) and give
+ * it to nnp__dump_pass_end, which checks the member with it: the member is mostly this
+ * record's bytes, which the pass reads anyway. Otherwise there is nothing to fold: the record
+ * has no member to check, or its member was checked before or here (a mismatch is returned). */
+nnp_status nnp__dump_pass_begin(nnp_dump *d, size_t i, bool *fold);
+nnp_status nnp__dump_pass_end(nnp_dump *d, size_t i, uint32_t crc);
+
+/* Before a pass reads record i a range at a time with nnp__dump_read_range instead of through
+ * nnp_dump_data: *ranged is set when the record is made by a loader that can do that (a
+ * gathered view) and has no copy yet; its member is checked here first. Otherwise the pass
+ * takes nnp_dump_data's bytes as usual. */
+nnp_status nnp__dump_begin_ranged(nnp_dump *d, size_t i, bool *ranged);
+/* Elements [first, first + n) of such a record into dst; nothing of it is kept. */
+void nnp__dump_read_range(nnp_dump *d, size_t i, uint64_t first, uint64_t n, void *dst);
 
 /* Map `path` and keep the mapping until the dump closes (it is owned by the dump). */
 nnp_status nnp__dump_map(nnp_dump *d, const char *path, nnp_map *out);

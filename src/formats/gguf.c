@@ -574,6 +574,8 @@ static nnp_status add_records(nnp_dump *d, const rd *r, const tinfo *ts, size_t 
             return st;
         rec->load = load_quant;
         rec->load_ctx = q;
+        rec->stored = t->nbytes;
+        rec->stored_set = true;
         sbuf_clear(key);
         nnp__sbuf_puts(key, RESERVED_PREFIX);
         nnp__sbuf_puts(key, t->name);

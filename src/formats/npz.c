@@ -2,7 +2,8 @@
  * npz.c - reads numpy .npz archives (np.savez, np.savez_compressed): a zip whose members are .npy
  * files, one record per member, named as numpy names them (the member name without ".npy").
  *
- * Stored members are parsed in place in the mapping. A deflated member's npy header is inflated
+ * Stored members are parsed in place in the mapping, and checked against their CRC-32 when a
+ * record is first read (dump.c, nnp__dump_member_check). A deflated member's npy header is inflated
  * at open, so that its dtype and shape are known; its data is inflated, with size and CRC-32
  * checked, when first asked for (nnp_dump_data), straight into the record's buffer.
  */
@@ -78,8 +79,12 @@ static nnp_status add_member(nnp_dump *d, const nnp_zip *z, const nnp_zip_entry 
     if (stored) {
         r->raw = stored + info.data_offset;
         r->layout = info.layout;
-        return NNP_OK;
+        r->check_off = info.data_offset;
+        r->check = nnp__dump_member_check(d, z->path, e->name, stored, e->size, e->crc32);
+        return r->check ? NNP_OK : NNP_ERR_NOMEM;
     }
+    r->stored = e->comp_size;
+    r->stored_set = true;
     if (info.nbytes == 0) /* no data to ask for later: check the member now */
         return nnp__zip_extract(z, e, 0, NULL, 0);
     if (info.layout) {

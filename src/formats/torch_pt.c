@@ -11,7 +11,8 @@
  * ("layer.0.weight"), plain leaves (numbers, strings, None) become metadata under their names,
  * and a bare tensor takes the file's stem. A contiguous tensor points into its storage member
  * in the mapping. Any other view (transposed, strided, or a slice of a shared storage) gets a
- * loader that gathers its elements into C order on its first nnp_dump_data.
+ * loader that gathers its elements into C order on its first nnp_dump_data. A stored storage
+ * member is checked against its CRC-32 when a tensor over it is first read (dump.c).
  *
  * The pre-1.6 format (a bare sequence of pickles) is recognised and refused with advice.
  */
@@ -36,6 +37,7 @@ struct nnp_pv_storage {
     uint64_t numel;
     nnp_dtype dtype;
     const char *member; /* the zip's copy of the member name */
+    nnp_member_check *check; /* a stored member's CRC-32, checked when first read; or NULL */
 };
 
 typedef struct tload {
@@ -129,6 +131,10 @@ static nnp_status persistent_load(void *ctx, nnp_pickle *P, const nnp_pv *pid, n
                                     " (storage size)", key, e->size, numel, nnp_dtype_name(dtype),
                                     fits ? "" : "more than ", fits ? nbytes : UINT64_MAX);
         const unsigned char *bytes = nnp__zip_stored_data(L->zip, e);
+        nnp_member_check *check = NULL;
+        if (bytes && !(check = nnp__dump_member_check(L->d, L->path, e->name, bytes, e->size,
+                                                       e->crc32)))
+            return NNP_ERR_NOMEM;
         if (!bytes && e->size) {
             /* torch writes storages stored; a deflated one is read into memory whole */
             unsigned char *buf;
@@ -145,6 +151,7 @@ static nnp_status persistent_load(void *ctx, nnp_pickle *P, const nnp_pv *pid, n
         s->numel = numel;
         s->dtype = dtype;
         s->member = e->name;
+        s->check = check;
         L->storages[idx] = s;
     }
     nnp_pv *v = nnp__pickle_value(P, NNP_PV_STORAGE);
@@ -195,19 +202,28 @@ static void copy_elem(unsigned char *dst, const unsigned char *src, size_t es, b
         dst[b] = src[swap ? es - 1 - b : b];
 }
 
-/* Walk the view in C order, the last dimension innermost. check_extent bounded every position,
- * so nothing here can leave the storage. */
-static nnp_status gather_load(void *ctx, void *dst, uint64_t nbytes)
+/* Elements [first, first + n) of the view in C order, the last dimension innermost.
+ * check_extent bounded every position, so nothing here can leave the storage. */
+static void gather_range(void *ctx, uint64_t first, uint64_t n, void *dst)
 {
     const gather *g = ctx;
     unsigned char *out = dst;
-    uint64_t idx[NNP_PICKLE_MAX_DIMS] = {0};
+    uint64_t idx[NNP_PICKLE_MAX_DIMS] = {0}, off = 0, rest = first;
     uint32_t last = g->ndim - 1;
-    uint64_t inner = g->shape[last], rows = nbytes / g->es / inner, off = 0;
-    for (uint64_t r = 0; r < rows; r++) {
+    for (uint32_t k = g->ndim; k-- > 0;) { /* where element `first` is */
+        idx[k] = rest % g->shape[k];
+        rest /= g->shape[k];
+        off += idx[k] * g->step[k];
+    }
+    while (n) {
+        uint64_t take = g->shape[last] - idx[last] < n ? g->shape[last] - idx[last] : n;
         const unsigned char *src = g->base + off;
-        for (uint64_t j = 0; j < inner; j++, src += g->step[last], out += g->es)
+        for (uint64_t j = 0; j < take; j++, src += g->step[last], out += g->es)
             copy_elem(out, src, g->es, g->swap);
+        n -= take;
+        /* to the start of the next row: positions wrap modulo 2^64 on the way and come back */
+        off -= idx[last] * g->step[last];
+        idx[last] = 0;
         for (uint32_t k = last; k-- > 0;) {
             if (idx[k] + 1 < g->shape[k]) {
                 idx[k]++;
@@ -218,7 +234,29 @@ static nnp_status gather_load(void *ctx, void *dst, uint64_t nbytes)
             idx[k] = 0;
         }
     }
+}
+
+static nnp_status gather_load(void *ctx, void *dst, uint64_t nbytes)
+{
+    const gather *g = ctx;
+    gather_range(ctx, 0, nbytes / g->es, dst);
     return NNP_OK;
+}
+
+/* How many of its storage's elements a view reads, at most: the span from its first element
+ * to its last, and no more than the product of the sizes it steps along (an expanded dimension,
+ * stride 0, reads one element however long it is). check_extent bounded the span. */
+static uint64_t view_reach(const nnp_pv_tensor *t, uint64_t nelem)
+{
+    if (!nelem)
+        return 0;
+    uint64_t span = 1, stepped = 1;
+    for (uint32_t k = 0; k < t->ndim; k++) {
+        span += (t->shape[k] - 1) * t->stride[k];
+        if (t->stride[k])
+            stepped *= t->shape[k]; /* a factor of nelem, which did not overflow */
+    }
+    return span < stepped ? span : stepped;
 }
 
 static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
@@ -235,6 +273,7 @@ static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
     nnp_rec *r;
     if (st || (st = nnp__dump_add(L->d, L->path, name, dtype, t->ndim, t->shape, &r)))
         return st;
+    r->check = t->st->check;
     /* C order: each dimension's stride is the product of the later sizes (any stride will do
      * for a dimension of size 1, which is never stepped along) */
     bool contiguous = true;
@@ -247,6 +286,7 @@ static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
     if (!nelem || contiguous) {
         /* offset * es < numel * es, the member's size */
         r->raw = nelem ? t->st->bytes + t->offset * es : t->st->bytes;
+        r->check_off = nelem ? t->offset * es : 0;
         r->layout = L->big_endian && es > 1 ? NNP_LAYOUT_BYTESWAP : 0;
         return NNP_OK;
     }
@@ -263,8 +303,11 @@ static nnp_status add_tensor(tload *L, const char *name, const nnp_pv *v)
     g->shape = r->pub.shape;
     g->step = step;
     r->load = gather_load;
+    r->load_range = gather_range;
     r->load_ctx = g;
     r->view_stored = t->st->numel * es; /* the member's size */
+    r->stored = view_reach(t, nelem) * es;
+    r->stored_set = true;
     return NNP_OK;
 }
 
@@ -583,6 +626,8 @@ static nnp_status load_archive(tload *L, const unsigned char *base, uint64_t siz
         if ((st = nnp__zip_extract_alloc(&z, pkl, &inflated)))
             goto out;
         P->p = inflated;
+    } else if ((st = nnp__zip_extract(&z, pkl, 0, NULL, 0))) { /* read whole now: check it */
+        goto out;
     }
     /* Each value, item and reference costs an opcode byte; flattening a shared container
      * visits it again, so allow a few visits per byte before calling it amplification. */

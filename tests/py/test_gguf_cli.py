@@ -98,7 +98,10 @@ def test_ls_meta_shows_every_pair(nnp, gguf):
     assert kv["test.f64"] == "%.17g" % np.pi
     p = nnp("ls", "--meta", gguf, check=0)
     lines = p.stdout.splitlines()
-    assert lines[0] == f"{gguf}: gguf, 13 records, 19.2 KiB"
+    # quantized tensors present F32 and store their blocks (q8_0: 34 bytes a block of 32)
+    assert lines[0] == f"{gguf}: gguf, 13 records, 19.2 KiB, stored in 4.07 KiB"
+    assert lines[1].split()[-2:] == ["size", "stored"]
+    assert [l.split()[-4:] for l in lines[2:] if " t.q8_0 " in l] == [["1.00", "KiB", "272", "B"]]
     meta = lines.index("metadata (25):")
     shown_pairs = [l[2:].split(": ", 1) for l in lines[meta + 1:]]
     assert [k for k, _ in shown_pairs[:15]] == list(kv)

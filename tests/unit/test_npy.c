@@ -908,6 +908,84 @@ static void test_npz_crc(void **state)
     free(a.p);
 }
 
+/* A stored member is read in place; its CRC-32 is checked before its bytes are first used:
+ * by nnp_dump_data, or, folded into the pass, by nnp_stats_compute; with checks deferred, by
+ * nnp_dump_finish_checks. */
+static void expect_crc_error(nnp_status st, const char *path, const char *member)
+{
+    assert_int_equal(st, NNP_ERR_FORMAT);
+    const char *msg = nnp_last_error();
+    assert_non_null(strstr(msg, path));
+    assert_non_null(strstr(msg, member));
+    assert_non_null(strstr(msg, "CRC-32 mismatch"));
+    assert_null(strchr(msg, '\n'));
+}
+
+static void test_npz_stored_crc(void **state)
+{
+    (void)state;
+    buf a = f23();
+    zm bad[] = {{.name = "a.npy", .data = a.p, .len = a.n, .crc_xor = 0x80}};
+    const char *path = write_zip("stored_crc.npz", bad, 1, false);
+    nnp_dump *d = open_ok(path); /* opening reads the header only */
+    const void *p = NULL;
+    expect_crc_error(nnp_dump_data(d, 0, &p), path, "member 'a.npy'");
+    expect_crc_error(nnp_dump_data(d, 0, &p), path, "member 'a.npy'"); /* and again */
+    nnp_tensor_stats s;
+    size_t i = 0;
+    expect_crc_error(nnp_stats_compute(d, &i, 1, 1, &s), path, "member 'a.npy'");
+    nnp_dump_close(d);
+
+    /* deferred: handed out unchecked, then found by nnp_dump_finish_checks, which also ends
+     * the deferral */
+    d = open_ok(path);
+    nnp_dump_defer_checks(d);
+    assert_int_equal(nnp_dump_data(d, 0, &p), NNP_OK);
+    expect_crc_error(nnp_dump_finish_checks(d), path, "member 'a.npy'");
+    expect_crc_error(nnp_dump_data(d, 0, &p), path, "member 'a.npy'");
+    nnp_dump_close(d);
+
+    /* a member never handed out is not owed */
+    d = open_ok(path);
+    nnp_dump_defer_checks(d);
+    assert_int_equal(nnp_dump_finish_checks(d), NNP_OK);
+    nnp_dump_close(d);
+
+    /* over a megabyte: stats folds the check into its pass, with one thread or two */
+    size_t n = 300000;
+    float *v = malloc(n * sizeof *v);
+    assert_non_null(v);
+    for (size_t k = 0; k < n; k++)
+        v[k] = (float)k * 0.5f;
+    buf big = npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (300000,), }", v,
+                        n * sizeof *v);
+    for (int spoil = 0; spoil < 2; spoil++)
+        for (int threads = 1; threads <= 2; threads++) {
+            zm m[] = {{.name = "big.npy", .data = big.p, .len = big.n,
+                       .crc_xor = spoil ? 1u : 0u}};
+            char name[64];
+            snprintf(name, sizeof name, "big%d%d.npz", spoil, threads);
+            path = write_zip(name, m, 1, false);
+            d = open_ok(path);
+            nnp_status st = nnp_stats_compute(d, &i, 1, threads, &s);
+            if (spoil) {
+                expect_crc_error(st, path, "member 'big.npy'");
+                expect_crc_error(nnp_dump_data(d, 0, &p), path, "member 'big.npy'");
+            } else {
+                assert_int_equal(st, NNP_OK);
+                assert_int_equal(s.count, n);
+                nnp_dump_defer_checks(d); /* checked by the pass: nothing is owed */
+                assert_int_equal(nnp_dump_data(d, 0, &p), NNP_OK);
+                assert_int_equal(nnp_dump_finish_checks(d), NNP_OK);
+                assert_memory_equal(p, v, n * sizeof *v);
+            }
+            nnp_dump_close(d);
+        }
+    free(big.p);
+    free(v);
+    free(a.p);
+}
+
 static void test_npz_structure(void **state)
 {
     (void)state;
@@ -1087,6 +1165,7 @@ int main(void)
         cmocka_unit_test(test_npz_member_names),
         cmocka_unit_test(test_npz_sizes),
         cmocka_unit_test(test_npz_crc),
+        cmocka_unit_test(test_npz_stored_crc),
         cmocka_unit_test(test_npz_structure),
         cmocka_unit_test(test_zip_reader),
     };

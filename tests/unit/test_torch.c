@@ -20,6 +20,7 @@
 #include "testutil.h"
 
 #include "nnparity.h"
+#include "internal.h"
 
 /* ---- helpers ---- */
 
@@ -523,6 +524,45 @@ static void test_views(void **state)
     nnp_dump_close(d);
 }
 
+/* A view read a range at a time (what stats and comparing do instead of copying it whole):
+ * every range is the same elements as the whole copy, whatever row it starts in. */
+static void test_view_ranges(void **state)
+{
+    (void)state;
+    const char *path = one_tensor("ranges.pt", 1, 3, (const int64_t[]){2, 3, 2},
+                                  (const int64_t[]){1, 6, 3});
+    nnp_dump *d = open_ok(path), *e = open_ok(path);
+    bool ranged = false;
+    assert_int_equal(nnp__dump_begin_ranged(d, 0, &ranged), NNP_OK);
+    assert_true(ranged);
+    float want[12], got[12];
+    memcpy(want, data_at(e, 0), sizeof want);
+    for (uint64_t first = 0; first < 12; first++)
+        for (uint64_t n = 1; first + n <= 12; n++) {
+            memset(got, 0xff, sizeof got);
+            nnp__dump_read_range(d, 0, first, n, got);
+            assert_memory_equal(got, want + first, n * sizeof *got);
+        }
+    /* compared by ranges against the copy of the same view: identical */
+    nnp_metrics m;
+    assert_int_equal(nnp__compare_records(d, 0, e, 0, NULL, &m), NNP_OK);
+    assert_int_equal(m.count, 12);
+    assert_true(m.max_abs == 0 && m.rel_l2 == 0);
+    /* once copied, a view is read from its copy */
+    assert_non_null(data_at(d, 0));
+    assert_int_equal(nnp__dump_begin_ranged(d, 0, &ranged), NNP_OK);
+    assert_false(ranged);
+    nnp_dump_close(d);
+    nnp_dump_close(e);
+
+    /* a contiguous tensor is read in place, never by ranges */
+    path = one_tensor("in_place.pt", 0, 1, (const int64_t[]){24}, (const int64_t[]){1});
+    d = open_ok(path);
+    assert_int_equal(nnp__dump_begin_ranged(d, 0, &ranged), NNP_OK);
+    assert_false(ranged);
+    nnp_dump_close(d);
+}
+
 static void test_geometry_refused(void **state)
 {
     (void)state;
@@ -934,6 +974,7 @@ int main(void)
         cmocka_unit_test(test_legacy),
         cmocka_unit_test(test_hostile_conformance),
         cmocka_unit_test(test_views),
+        cmocka_unit_test(test_view_ranges),
         cmocka_unit_test(test_geometry_refused),
         cmocka_unit_test(test_storages),
         cmocka_unit_test(test_variants),
