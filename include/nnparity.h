@@ -268,6 +268,12 @@ size_t nnp_dump_meta_count(const nnp_dump *dump);
 void nnp_dump_meta_at(const nnp_dump *dump, size_t i, const char **key, const char **value);
 /* The value for `key`, or NULL. */
 const char *nnp_dump_meta_get(const nnp_dump *dump, const char *key);
+/* What injection did in a capture made under it (its "nnparity.injection" metadata): the
+ * inputs overwritten with the reference's, those that were not, and why (the first reason;
+ * NULL when all were injected). false when the capture does not say (not made under injection,
+ * or by an older nnparity); a malformed value is NNP_ERR_FORMAT through nnp_last_error. */
+bool nnp_dump_injection(const nnp_dump *dump, uint64_t *injected, uint64_t *not_injected,
+                        char **first_reason);
 
 /* The metadata key prefix under which the GGUF reader records each quantized tensor's stored
  * type: "gguf.tensor_type.<record name>" = "Q4_K". A GGUF file that uses such keys itself is

@@ -70,6 +70,9 @@ typedef struct run_report {
                                     * the standard scenario found and injection went through;
                                     * NULL when nothing was aligned */
     nnp_rules *aligned_rules;
+    bool injection_known;          /* the injected capture says what injection did: */
+    uint64_t injected, not_injected; /* inputs overwritten with the reference's, and not */
+    char *not_injected_why;        /* the first reason one was not; NULL */
     double atol, rtol;             /* < 0: by dtype */
     bool plot_max_abs;             /* the plot's metric: max-abs instead of rel-L2 */
     nnp_diff *std, *inj;           /* NULL when that scenario has nothing to compare */

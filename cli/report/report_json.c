@@ -172,6 +172,13 @@ static json_t *report_json(const run_report *r)
     if (o) {
         json_object_set_new(o, "culprit", culprit_json(r));
         json_object_set_new(o, "aligned_rules", opt_string(r->aligned_rules_path));
+        json_object_set_new(o, "injection",
+                            r->injection_known
+                                ? json_pack("{s:I, s:I, s:o}", "injected",
+                                            (json_int_t)r->injected, "not_injected",
+                                            (json_int_t)r->not_injected, "first_reason",
+                                            opt_string(r->not_injected_why))
+                                : json_null());
     }
     return o;
 }

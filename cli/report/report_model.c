@@ -174,6 +174,17 @@ static void say_failures(FILE *o, const run_report *r)
     if (!inj->dump)
         fprintf(o, "Under injection the port captured nothing (it %s), so an own error cannot be "
                    "told from an inherited one. ", inj->status);
+    else if (r->injection_known && !r->injected)
+        fprintf(o, "The injection scenario had no effect: none of the port's %llu tapped inputs "
+                   "could be given the reference's value%s%s%s, so an own error cannot be told "
+                   "from an inherited one. ", (unsigned long long)r->not_injected,
+                r->not_injected_why ? " (" : "", r->not_injected_why ? r->not_injected_why : "",
+                r->not_injected_why ? ")" : "");
+    else if (r->injection_known && r->not_injected)
+        fprintf(o, "Under injection %llu of the port's tapped inputs could not be given the "
+                   "reference's value%s%s%s. ", (unsigned long long)r->not_injected,
+                r->not_injected_why ? " (" : "", r->not_injected_why ? r->not_injected_why : "",
+                r->not_injected_why ? ")" : "");
     else if (inj->failed)
         fprintf(o, "Under injection the port %s after capturing %zu records. ", inj->status,
                 nnp_dump_count(inj->dump));
@@ -265,7 +276,11 @@ static void say_divergence(FILE *o, const run_report *r)
 static int attribute(run_report *r)
 {
     nnp_attribution *a;
-    nnp_status st = nnp_attribute(r->side[SIDE_REF].dump, r->std, r->inj, &a);
+    r->injection_known = nnp_dump_injection(r->side[SIDE_INJ].dump, &r->injected,
+                                            &r->not_injected, &r->not_injected_why);
+    /* an injection run that injected nothing measured nothing: no label may say own */
+    bool measured = !r->injection_known || r->injected > 0;
+    nnp_status st = nnp_attribute(r->side[SIDE_REF].dump, r->std, measured ? r->inj : NULL, &a);
     if (st)
         return cli_fail(st);
     for (size_t i = 0; i < r->nrows; i++) {
@@ -358,6 +373,7 @@ void run_report_free(run_report *r)
     nnp_diff_free(r->inj);
     nnp_rules_free(r->aligned_rules);
     free(r->aligned_rules_path);
+    free(r->not_injected_why);
     free(r->rows);
     free(r->verdict);
     free(r->html_path);

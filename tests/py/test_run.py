@@ -488,3 +488,24 @@ def test_html_page_in_headless_chromium(bad_eps, tmp_path):
     # the script ran to its end: the table is marked sortable, and its rows rendered
     assert 'id="records-table" data-sortable="ready"' in p.stdout
     assert p.stdout.count('data-label="inherited"') == 12
+
+
+def test_nothing_injected_labels_nothing_own(tmp_path):
+    """A port whose inputs all map to names the reference lacks is injected nowhere: the run
+    says the injection had no effect and labels no record own or inherited."""
+    rules = tmp_path / "away.rules"
+    rules.write_text("rename /in([0-9]) /elsewhere\\1\n")
+    p, doc = nnp_run(tmp_path / "out", TINY, f"{TINY} --bad-eps", "--rules", rules, check=1)
+    assert doc["injection"]["injected"] == 0 and doc["injection"]["not_injected"] > 0
+    assert "holds no record" in doc["injection"]["first_reason"]
+    labels = {r["label"] for r in doc["records"]}
+    assert "own" not in labels and "inherited" not in labels, labels
+    first = doc["records"][doc["first_divergence"]]
+    assert first["ref"] == "block.norm/out0" and first["label"] == "unknown"
+    assert "The injection scenario had no effect" in doc["verdict"]
+
+
+def test_injection_counts_what_it_injected(bad_eps):
+    out, p, doc = bad_eps
+    assert doc["injection"]["injected"] > 0 and doc["injection"]["not_injected"] == 0
+    assert doc["injection"]["first_reason"] is None
