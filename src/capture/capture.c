@@ -475,7 +475,7 @@ static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call
         if (r->ndim > NNP_ADAPT_MAX_DIMS)
             st = nnp__fail(NNP_ERR_ARG, "inject '%s': reference record '%s' has more than %d "
                            "axes", name.s, r->name, NNP_ADAPT_MAX_DIMS);
-        else
+        else if (r->ndim)
             memcpy(rt.shape, r->shape, r->ndim * sizeof *r->shape);
     }
     if (!st)

@@ -494,14 +494,15 @@ static const nnp_mapping *evidence_mapping(owned *o, const nnp_mapping *base, co
     m->nops = 0;
     uint64_t want[NNP_ADAPT_MAX_DIMS];
     uint32_t nd = r->ndim <= NNP_ADAPT_MAX_DIMS ? r->ndim : 0;
-    memcpy(want, r->shape, nd * sizeof *want);
+    if (nd)
+        memcpy(want, r->shape, nd * sizeof *want);
     if (how == NNP_EVIDENCE_VALUE_LAST_ROW || how == NNP_EVIDENCE_STRUCTURE_LAST_ROW) {
         ops[m->nops++] = (nnp_op){.kind = NNP_OP_SLICE, .on_ref = true, .axis = -2,
                                   .start = -1, .end = INT64_MAX};
         if (nd >= 2)
             want[nd - 2] = 1;
     }
-    bool same = q->ndim == nd && !memcmp(q->shape, want, nd * sizeof *want);
+    bool same = q->ndim == nd && (!nd || !memcmp(q->shape, want, nd * sizeof *want));
     if (!same)
         ops[m->nops++] = (nnp_op){.kind = NNP_OP_RESHAPE, .on_ref = false, .n = 0};
     return m;
@@ -620,7 +621,8 @@ static nnp_status pair_like(owned *o, nnp_dump *port, const nnp_diff_options *op
             if (!c || !ops || !name)
                 return nnp__nomem();
             *c = *src;
-            memcpy(ops, src->ops, src->nops * sizeof *ops);
+            if (src->nops)
+                memcpy(ops, src->ops, src->nops * sizeof *ops);
             c->ops = ops;
             c->name = name;
             maps[k] = c;
