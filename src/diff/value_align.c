@@ -27,7 +27,7 @@
 #include "diff/diff.h"
 
 #define VALUE_TOL 0.05 /* estimated rel-L2 under which two records hold one value */
-#define MAX_SCAN 512   /* reference values looked at per port value, nearest in norm first */
+#define MAX_SCAN 512   /* reference values looked at per port value and table */
 #define MAX_CAND 8     /* candidates kept per port value */
 #define NONE32 UINT32_MAX
 
@@ -131,14 +131,6 @@ typedef struct {
     uint8_t last; /* the value's last-row sketch, not its whole one */
 } entry;
 
-static int entry_order(const void *a, const void *b)
-{
-    const entry *x = a, *y = b;
-    if (x->count != y->count)
-        return x->count < y->count ? -1 : 1;
-    return x->norm < y->norm ? -1 : x->norm > y->norm;
-}
-
 typedef struct {
     uint32_t pc, rc;
     uint8_t how;
@@ -181,6 +173,36 @@ static void keep_best(cand *c, size_t *n, cand x)
         c[worst] = x;
 }
 
+/* Reference parts indexed by locality-sensitive keys: a part's element count with the signs of
+ * LSH_BITS of its projection's components, LSH_TABLES times over other components. Two parts
+ * within VALUE_TOL of each other differ in a component's sign only where that component is
+ * about as small as their difference, so a part meets its match in some table with near
+ * certainty (a few in a thousand are missed by all), while the tables keep the candidates a
+ * part is compared with to a few hundred out of a capture of 100,000 alike records. */
+#define LSH_TABLES 8
+#define LSH_BITS 16
+
+typedef struct {
+    uint64_t key;
+    uint32_t entry;
+} lsh_slot;
+
+static uint64_t lsh_key(const nnp_sketch_part *p, int table)
+{
+    uint64_t k = 0;
+    for (int b = 0; b < LSH_BITS; b++) {
+        int m = (table * 11 + b * 3) % NNP_SKETCH_WIDTH;
+        k = k << 1 | (p->proj[m] > 0);
+    }
+    return nnp__hash_combine(nnp__hash_combine(0x9e3779b9u, p->count), k);
+}
+
+static const nnp_sketch_part *entry_part(const side *r, const entry *e)
+{
+    const nnp_sketch *s = &r->sk[r->first[e->cls]];
+    return e->last ? &s->last : &s->all;
+}
+
 /* Every candidate pair of values, in the port's order. */
 static nnp_status find_candidates(const side *r, const side *p, cand **out, size_t *nout)
 {
@@ -190,10 +212,12 @@ static nnp_status find_candidates(const side *r, const side *p, cand **out, size
     entry *e = malloc((2 * r->ncls + 1) * sizeof *e);
     uint32_t *tab = malloc(cap * sizeof *tab);
     cand *c = malloc((p->ncls * MAX_CAND + 1) * sizeof *c);
-    if (!e || !tab || !c) {
+    lsh_slot *lsh = malloc((LSH_TABLES * (2 * r->ncls + 1)) * sizeof *lsh);
+    if (!e || !tab || !c || !lsh) {
         free(e);
         free(tab);
         free(c);
+        free(lsh);
         return nnp__nomem();
     }
     memset(tab, 0xff, cap * sizeof *tab);
@@ -210,7 +234,48 @@ static nnp_status find_candidates(const side *r, const side *p, cand **out, size
         if (s->has_last && s->last.norm > 0)
             e[ne++] = (entry){s->last.count, s->last.norm, k, 1};
     }
-    qsort(e, ne, sizeof *e, entry_order);
+    /* each table's slots grouped by bucket (a counting sort): a lookup is one bucket's run */
+    size_t nbk = 16;
+    while (nbk < ne)
+        nbk *= 2;
+    uint32_t *start = calloc((size_t)LSH_TABLES * (nbk + 1), sizeof *start);
+    if (!start) {
+        free(e);
+        free(tab);
+        free(c);
+        free(lsh);
+        return nnp__nomem();
+    }
+    for (int t = 0; t < LSH_TABLES; t++) {
+        lsh_slot *row = lsh + (size_t)t * ne;
+        uint32_t *st = start + (size_t)t * (nbk + 1);
+        for (size_t k = 0; k < ne; k++) {
+            uint64_t key = lsh_key(entry_part(r, &e[k]), t);
+            st[(key & (nbk - 1)) + 1]++;
+            row[k] = (lsh_slot){key, (uint32_t)k};
+        }
+        for (size_t b = 0; b < nbk; b++)
+            st[b + 1] += st[b];
+        lsh_slot *tmp = malloc((ne ? ne : 1) * sizeof *tmp);
+        uint32_t *fill = calloc(nbk, sizeof *fill);
+        if (!tmp || !fill) {
+            free(tmp);
+            free(fill);
+            free(start);
+            free(e);
+            free(tab);
+            free(c);
+            free(lsh);
+            return nnp__nomem();
+        }
+        for (size_t k = 0; k < ne; k++) {
+            size_t b = row[k].key & (nbk - 1);
+            tmp[st[b] + fill[b]++] = row[k];
+        }
+        memcpy(row, tmp, ne * sizeof *row);
+        free(tmp);
+        free(fill);
+    }
     size_t nc = 0;
     for (uint32_t pc = 0; pc < p->ncls; pc++) {
         const nnp_sketch *ps = &p->sk[p->first[pc]];
@@ -222,32 +287,36 @@ static nnp_status find_candidates(const side *r, const side *p, cand **out, size
         uint32_t rc = find_hash(r, tab, cap, ps->hash);
         if (rc != NONE32)
             keep_best(best, &nb, (cand){pc, rc, NNP_EVIDENCE_VALUE_EXACT, -1.0, 0, NONE32});
-        /* the reference values over as many elements whose norm is within the tolerance */
+        /* a value that is the same bytes needs no nearer one: the search is for the others */
         double lo = ps->all.norm / (1 + VALUE_TOL), hi = ps->all.norm / (1 - VALUE_TOL);
-        size_t a = 0, b = ne;
-        while (a < b) {
-            size_t m = a + (b - a) / 2;
-            if (e[m].count < ps->all.count || (e[m].count == ps->all.count && e[m].norm < lo))
-                a = m + 1;
-            else
-                b = m;
-        }
-        for (size_t k = a, seen = 0; k < ne && seen < MAX_SCAN && e[k].count == ps->all.count &&
-                                     e[k].norm <= hi; k++, seen++) {
-            const nnp_sketch *rs = &r->sk[r->first[e[k].cls]];
-            double d;
-            if (!nnp__sketch_distance(&ps->all, e[k].last ? &rs->last : &rs->all, &d, NULL) ||
-                !(d <= VALUE_TOL))
-                continue;
-            keep_best(best, &nb, (cand){pc, e[k].cls, e[k].last ? NNP_EVIDENCE_VALUE_LAST_ROW
+        for (int t = rc != NONE32 ? LSH_TABLES : 0; t < LSH_TABLES; t++) {
+            const lsh_slot *row = lsh + (size_t)t * ne;
+            uint64_t key = lsh_key(&ps->all, t);
+            const uint32_t *st = start + (size_t)t * (nbk + 1);
+            size_t b = key & (nbk - 1);
+            for (size_t k = st[b], seen = 0; k < st[b + 1] && seen < MAX_SCAN; k++) {
+                if (row[k].key != key)
+                    continue;
+                seen++;
+                const entry *x = &e[row[k].entry];
+                if (x->count != ps->all.count || x->norm < lo || x->norm > hi)
+                    continue;
+                double d;
+                if (!nnp__sketch_distance(&ps->all, entry_part(r, x), &d, NULL) ||
+                    !(d <= VALUE_TOL))
+                    continue;
+                keep_best(best, &nb, (cand){pc, x->cls, x->last ? NNP_EVIDENCE_VALUE_LAST_ROW
                                                                 : NNP_EVIDENCE_VALUE,
-                                        d, 0, NONE32});
+                                            d, 0, NONE32});
+            }
         }
         for (size_t i = 0; i < nb; i++)
             c[nc++] = best[i];
     }
     free(e);
     free(tab);
+    free(lsh);
+    free(start);
     *out = c;
     *nout = nc;
     return NNP_OK;
