@@ -176,9 +176,14 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
         nnp_diff_pair *p = &d->pairs[i];
         if (p->verdict != NNP_PASS)
             continue; /* a mismatch, decided without comparing */
-        /* adapted pairs fetch their data when they are compared */
-        if (!p->adapters && ((st = nnp_dump_data(ref, p->ref, &rdata[i])) ||
-                             (st = nnp_dump_data(port, p->port, &pdata[i]))))
+        /* adapted pairs fetch their data when they are compared; a view is read a chunk at
+         * a time by the pass (its data left NULL), and the pass checks what it reads */
+        bool ranged = false;
+        if (!p->adapters &&
+            ((st = nnp__dump_begin_ranged(ref, p->ref, &ranged)) ||
+             (!ranged && (st = nnp__dump_data_for_pass(ref, p->ref, &rdata[i]))) ||
+             (st = nnp__dump_begin_ranged(port, p->port, &ranged)) ||
+             (!ranged && (st = nnp__dump_data_for_pass(port, p->port, &pdata[i])))))
             break;
         if (nnp_dump_record(ref, p->ref)->nelem < (1u << 20))
             small[ns++] = i;

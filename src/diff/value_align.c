@@ -203,23 +203,68 @@ static const nnp_sketch_part *entry_part(const side *r, const entry *e)
     return e->last ? &s->last : &s->all;
 }
 
+/* The tables: slots[t * n + k] are table t's slots grouped by bucket (a counting sort), bucket
+ * b's run from start[t * (nbk + 1) + b]; a lookup is one run. */
+typedef struct {
+    lsh_slot *slots;
+    uint32_t *start;
+    size_t n, nbk;
+} lsh_index;
+
+static void lsh_free(lsh_index *x)
+{
+    free(x->slots);
+    free(x->start);
+    x->slots = NULL;
+    x->start = NULL;
+}
+
+static nnp_status lsh_build(const side *r, const entry *e, size_t ne, lsh_index *x)
+{
+    x->n = ne;
+    x->nbk = 16;
+    while (x->nbk < ne)
+        x->nbk *= 2;
+    x->slots = malloc((LSH_TABLES * ne + 1) * sizeof *x->slots);
+    x->start = calloc((size_t)LSH_TABLES * (x->nbk + 1), sizeof *x->start);
+    lsh_slot *tmp = malloc((ne + 1) * sizeof *tmp);
+    uint32_t *fill = malloc(x->nbk * sizeof *fill);
+    nnp_status st = x->slots && x->start && tmp && fill ? NNP_OK : nnp__nomem();
+    for (int t = 0; !st && t < LSH_TABLES; t++) {
+        lsh_slot *row = x->slots + (size_t)t * ne;
+        uint32_t *run = x->start + (size_t)t * (x->nbk + 1);
+        for (size_t k = 0; k < ne; k++) {
+            tmp[k] = (lsh_slot){lsh_key(entry_part(r, &e[k]), t), (uint32_t)k};
+            run[(tmp[k].key & (x->nbk - 1)) + 1]++;
+        }
+        for (size_t k = 0; k < x->nbk; k++)
+            run[k + 1] += run[k];
+        memset(fill, 0, x->nbk * sizeof *fill);
+        for (size_t k = 0; k < ne; k++) {
+            size_t bk = tmp[k].key & (x->nbk - 1);
+            row[run[bk] + fill[bk]++] = tmp[k];
+        }
+    }
+    free(tmp);
+    free(fill);
+    if (st)
+        lsh_free(x);
+    return st;
+}
+
 /* Every candidate pair of values, in the port's order. */
 static nnp_status find_candidates(const side *r, const side *p, cand **out, size_t *nout)
 {
-    size_t ne = 0, cap = 16;
+    size_t ne = 0, cap = 16, nc = 0;
     while (cap < 2 * r->ncls)
         cap *= 2;
     entry *e = malloc((2 * r->ncls + 1) * sizeof *e);
     uint32_t *tab = malloc(cap * sizeof *tab);
     cand *c = malloc((p->ncls * MAX_CAND + 1) * sizeof *c);
-    lsh_slot *lsh = malloc((LSH_TABLES * (2 * r->ncls + 1)) * sizeof *lsh);
-    if (!e || !tab || !c || !lsh) {
-        free(e);
-        free(tab);
-        free(c);
-        free(lsh);
-        return nnp__nomem();
-    }
+    lsh_index lsh = {0};
+    nnp_status st = e && tab && c ? NNP_OK : nnp__nomem();
+    if (st)
+        goto done;
     memset(tab, 0xff, cap * sizeof *tab);
     for (uint32_t k = 0; k < r->ncls; k++) {
         const nnp_sketch *s = &r->sk[r->first[k]];
@@ -234,49 +279,8 @@ static nnp_status find_candidates(const side *r, const side *p, cand **out, size
         if (s->has_last && s->last.norm > 0)
             e[ne++] = (entry){s->last.count, s->last.norm, k, 1};
     }
-    /* each table's slots grouped by bucket (a counting sort): a lookup is one bucket's run */
-    size_t nbk = 16;
-    while (nbk < ne)
-        nbk *= 2;
-    uint32_t *start = calloc((size_t)LSH_TABLES * (nbk + 1), sizeof *start);
-    if (!start) {
-        free(e);
-        free(tab);
-        free(c);
-        free(lsh);
-        return nnp__nomem();
-    }
-    for (int t = 0; t < LSH_TABLES; t++) {
-        lsh_slot *row = lsh + (size_t)t * ne;
-        uint32_t *st = start + (size_t)t * (nbk + 1);
-        for (size_t k = 0; k < ne; k++) {
-            uint64_t key = lsh_key(entry_part(r, &e[k]), t);
-            st[(key & (nbk - 1)) + 1]++;
-            row[k] = (lsh_slot){key, (uint32_t)k};
-        }
-        for (size_t b = 0; b < nbk; b++)
-            st[b + 1] += st[b];
-        lsh_slot *tmp = malloc((ne ? ne : 1) * sizeof *tmp);
-        uint32_t *fill = calloc(nbk, sizeof *fill);
-        if (!tmp || !fill) {
-            free(tmp);
-            free(fill);
-            free(start);
-            free(e);
-            free(tab);
-            free(c);
-            free(lsh);
-            return nnp__nomem();
-        }
-        for (size_t k = 0; k < ne; k++) {
-            size_t b = row[k].key & (nbk - 1);
-            tmp[st[b] + fill[b]++] = row[k];
-        }
-        memcpy(row, tmp, ne * sizeof *row);
-        free(tmp);
-        free(fill);
-    }
-    size_t nc = 0;
+    if ((st = lsh_build(r, e, ne, &lsh)))
+        goto done;
     for (uint32_t pc = 0; pc < p->ncls; pc++) {
         const nnp_sketch *ps = &p->sk[p->first[pc]];
         if (nnp_dtype_class_of(rec_at(p, p->first[pc])->dtype) != NNP_CLASS_FLOAT ||
@@ -290,11 +294,11 @@ static nnp_status find_candidates(const side *r, const side *p, cand **out, size
         /* a value that is the same bytes needs no nearer one: the search is for the others */
         double lo = ps->all.norm / (1 + VALUE_TOL), hi = ps->all.norm / (1 - VALUE_TOL);
         for (int t = rc != NONE32 ? LSH_TABLES : 0; t < LSH_TABLES; t++) {
-            const lsh_slot *row = lsh + (size_t)t * ne;
+            const lsh_slot *row = lsh.slots + (size_t)t * ne;
+            const uint32_t *run = lsh.start + (size_t)t * (lsh.nbk + 1);
             uint64_t key = lsh_key(&ps->all, t);
-            const uint32_t *st = start + (size_t)t * (nbk + 1);
-            size_t b = key & (nbk - 1);
-            for (size_t k = st[b], seen = 0; k < st[b + 1] && seen < MAX_SCAN; k++) {
+            size_t bk = key & (lsh.nbk - 1);
+            for (size_t k = run[bk], seen = 0; k < run[bk + 1] && seen < MAX_SCAN; k++) {
                 if (row[k].key != key)
                     continue;
                 seen++;
@@ -313,10 +317,14 @@ static nnp_status find_candidates(const side *r, const side *p, cand **out, size
         for (size_t i = 0; i < nb; i++)
             c[nc++] = best[i];
     }
+done:
     free(e);
     free(tab);
-    free(lsh);
-    free(start);
+    lsh_free(&lsh);
+    if (st) {
+        free(c);
+        return st;
+    }
     *out = c;
     *nout = nc;
     return NNP_OK;

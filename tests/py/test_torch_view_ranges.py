@@ -73,3 +73,27 @@ def test_expanded_view_stats_in_bounded_memory(tmp_path):
     listing = peak_rss("ls", str(path))          # opens the file, reads no data
     stats = peak_rss("stats", "-j", "2", str(path))
     assert stats - listing < 32 * MIB, (stats, listing)
+
+
+def test_expanded_view_diff_in_bounded_memory(tmp_path):
+    """diff reads a view by chunks too: comparing two 64 MiB views of 4 KiB each holds neither
+    whole, and finds the one element that differs."""
+    v = torch.arange(1024.0).reshape(1024, 1).expand(1024, 16 * 1024)
+    w = v.clone()
+    w[5, 7] += 1  # one element apart: a plain tensor now, read in place
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({"wide": v}, a)
+    torch.save({"wide": v}, b)
+    listing = peak_rss("ls", str(a))
+    same = peak_rss("diff", "-j", "2", str(a), str(b))
+    assert same - listing < 32 * MIB, (same, listing)
+    c = tmp_path / "c.pt"
+    torch.save({"wide": w}, c)
+    p = subprocess.run([str(BIN), "diff", "--json", str(a), str(c)], capture_output=True,
+                       text=True)
+    # one element in 16M outside the tolerance: a warning, and exactly where it is
+    assert p.returncode == 0, p.stderr
+    pair = json.loads(p.stdout)["pairs"][0]
+    assert pair["verdict"] == "warn"
+    m = pair["metrics"]
+    assert m["max_abs"] == 1.0 and m["max_index"] == [5, 7], m
