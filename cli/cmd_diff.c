@@ -84,7 +84,17 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
                cli_text(nnp_dump_record(port, p->parts[0])->name));
         for (uint32_t k = 1; k < p->nparts; k++)
             printf(", %s", cli_text(nnp_dump_record(port, p->parts[k])->name));
-        printf("%s\n", p->aligned ? " (paired by alignment)" : "");
+        if (p->aligned)
+            printf(" (paired by %s, confidence %.2f)\n",
+                   p->evidence == NNP_EVIDENCE_VALUE_EXACT       ? "equal bytes"
+                   : p->evidence == NNP_EVIDENCE_VALUE           ? "values"
+                   : p->evidence == NNP_EVIDENCE_VALUE_LAST_ROW  ? "values of the last row"
+                   : p->evidence == NNP_EVIDENCE_STRUCTURE_LAST_ROW
+                       ? "structure, one row against the last"
+                       : "structure",
+                   p->confidence);
+        else
+            printf("\n");
     }
     if (p->adapters)
         printf("  adapted: %s\n", cli_text(p->adapters));
@@ -422,6 +432,8 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
                               p->problem ? json_string(p->problem) : json_null());
         if (!o)
             goto fail;
+        json_object_set_new(o, "evidence", json_string(nnp_evidence_name(p->evidence)));
+        json_object_set_new(o, "confidence", json_real(p->confidence));
         if (p->nparts > 1) {
             json_t *parts = json_array();
             for (uint32_t k = 0; k < p->nparts; k++)

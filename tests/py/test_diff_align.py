@@ -81,3 +81,37 @@ def test_emitted_rules_pair_by_name_next_time(nnp, tmp_path):
     doc = diff(nnp, ref, port, "--rules", emitted, "--no-align", check=0)
     assert len(doc["pairs"]) == 29 and doc["aligned"] == 0
     assert doc["unmatched_ref"] == ["encoder.layers.encoder_layer_2.ln_2/out0"]
+
+
+def test_pairs_say_what_they_were_made_on(nnp, tmp_path):
+    """Values pair records whose names share nothing: the same bytes, values within the
+    sketches' tolerance, the port's one row against the last row of a sequence the reference
+    re-ran whole. A record with no counterpart is listed, not paired by position."""
+    rng = np.random.default_rng(1)
+    seq = rng.standard_normal((1, 6, 8)).astype(np.float32)
+    a = rng.standard_normal((4, 8)).astype(np.float32)
+    only_ref = rng.standard_normal((4, 8)).astype(np.float32)
+    b = rng.standard_normal((4, 8)).astype(np.float32)
+    ref = {"model.embed/out0": a, "model.scores/out0": only_ref, "model.proj/out0": b,
+           "model.block/out0": seq}
+    port = {"e/out0": a, "p/out0": b * np.float32(1 + 1e-6), "blk/out0": seq[:, -1:, :].copy()}
+    write_safetensors(tmp_path / "r.safetensors", ref)
+    write_safetensors(tmp_path / "p.safetensors", port)
+    doc = json.loads(nnp("diff", "--json", tmp_path / "r.safetensors",
+                         tmp_path / "p.safetensors", check=0).stdout)
+    pairs = {p["ref"]: p for p in doc["pairs"]}
+    assert pairs["model.embed/out0"]["port"] == "e/out0"
+    assert pairs["model.embed/out0"]["evidence"] == "value-exact"
+    assert pairs["model.embed/out0"]["confidence"] == 1.0
+    assert pairs["model.proj/out0"]["port"] == "p/out0"
+    assert pairs["model.proj/out0"]["evidence"] == "value"
+    assert 0.9 <= pairs["model.proj/out0"]["confidence"] <= 1.0
+    last = pairs["model.block/out0"]
+    assert last["port"] == "blk/out0" and last["evidence"] == "value-last-row"
+    assert last["adapters"] == "ref slice -2 -1:" and last["verdict"] == "pass"
+    # the reference's scores have no counterpart: listed, never paired by position
+    assert "model.scores/out0" not in pairs
+    assert doc["unmatched_ref"] == ["model.scores/out0"] and doc["agree"] is True
+    text = nnp("diff", "--all", tmp_path / "r.safetensors", tmp_path / "p.safetensors",
+               check=0).stdout
+    assert "  blk/out0 -> model.block/out0\n" in text
