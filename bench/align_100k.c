@@ -68,7 +68,7 @@ static size_t add(capture *c, const char *name, uint32_t ndim, uint64_t d0, uint
     c->shape[i][0] = d0;
     c->shape[i][1] = d1;
     c->shape[i][2] = d2;
-    c->it[i] = (nnp__align_item){strdup(name), "out0", ndim, c->shape[i], NNP_F32};
+    c->it[i] = (nnp__align_item){strdup(name), "out0", ndim, c->shape[i], NNP_F32, NULL};
     c->truth[i] = truth;
     return i;
 }

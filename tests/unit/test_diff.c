@@ -93,7 +93,11 @@ static void write_dump(const char *path, const rec4 *recs, size_t n)
 
 static nnp_diff *diff_of(nnp_dump *ref, nnp_dump *port, const nnp_rules *rules)
 {
-    nnp_diff_options o = {sizeof o, rules, -1, -1, 1, true, NULL, NULL};
+    nnp_diff_options o;
+    nnp_diff_options_init(&o);
+    o.rules = rules;
+    o.threads = 1;
+    o.no_align = true;
     nnp_diff *d;
     assert_int_equal(nnp_diff_dumps(ref, port, &o, &d), NNP_OK);
     return d;

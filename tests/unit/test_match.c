@@ -38,7 +38,7 @@ static size_t add(capture *c, nnp_dtype dt, int truth, const char *name, uint32_
     c->shape[i][0] = d0;
     c->shape[i][1] = d1;
     c->shape[i][2] = d2;
-    c->it[i] = (nnp__align_item){c->name[i], c->role[i], ndim, c->shape[i], dt};
+    c->it[i] = (nnp__align_item){c->name[i], c->role[i], ndim, c->shape[i], dt, NULL};
     c->truth[i] = truth;
     return i;
 }
