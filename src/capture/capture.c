@@ -490,14 +490,13 @@ static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call
     for (uint32_t k = 0; same && k < d->ndim; k++)
         same = rt.shape[k] == d->shape[k];
     /* a port that decodes one token meets a reference that re-ran the whole sequence: the
-     * reference's last row along the axis before the last is the port's input */
-    bool one_row = !st && !same && !reshaped && rt.ndim == d->ndim && d->ndim >= 2 &&
-                   d->shape[d->ndim - 2] == 1 && rt.shape[d->ndim - 2] > 1;
-    for (uint32_t k = 0; one_row && k < d->ndim; k++)
-        one_row = k == d->ndim - 2 || rt.shape[k] == d->shape[k];
+     * reference's last row along the sequence axis is the port's input */
+    bool one_row = !st && !same && !reshaped &&
+                   nnp__is_one_row_of(d->ndim, d->shape, d->dtype, rt.ndim, rt.shape, rt.dtype);
     if (one_row) {
-        nnp_op last = {.kind = NNP_OP_SLICE, .on_ref = true, .axis = -2, .start = -1,
-                       .end = INT64_MAX};
+        nnp_op last = {.kind = NNP_OP_SLICE, .on_ref = true,
+                       .axis = nnp__sequence_axis(d->ndim, d->dtype) - (int)d->ndim,
+                       .start = -1, .end = INT64_MAX};
         st = nnp__adapt(&rt, &last, 1, true, NULL);
         same = !st;
     }

@@ -441,3 +441,23 @@ void nnp__op_describe(nnp_sbuf *b, const nnp_op *op)
         break;
     }
 }
+
+int nnp__sequence_axis(uint32_t ndim, nnp_dtype dtype)
+{
+    if (ndim == 2 && nnp_dtype_class_of(dtype) == NNP_CLASS_INT)
+        return 1;
+    return ndim >= 2 ? (int)ndim - 2 : -1;
+}
+
+bool nnp__is_one_row_of(uint32_t qdim, const uint64_t *q, nnp_dtype qdtype, uint32_t rdim,
+                        const uint64_t *r, nnp_dtype rdtype)
+{
+    int a = nnp__sequence_axis(qdim, qdtype);
+    if (a < 0 || qdim != rdim || nnp_dtype_class_of(qdtype) != nnp_dtype_class_of(rdtype) ||
+        q[a] != 1 || r[a] < 2)
+        return false;
+    for (uint32_t d = 0; d < qdim; d++)
+        if (d != (uint32_t)a && q[d] != r[d])
+            return false;
+    return true;
+}

@@ -113,6 +113,14 @@ nnp_status nnp__adapt(nnp_tensor *t, const nnp_op *ops, size_t nops, bool on_ref
 /* Join n parts along axis into a new tensor (shape only when the parts have no data). */
 nnp_status nnp__concat(const nnp_tensor *parts, size_t n, int64_t axis, nnp_tensor *out);
 void nnp__tensor_free(nnp_tensor *t);
+/* The axis along which a decoder with a cache holds one row where a reference that re-runs the
+ * prefix holds them all: the one before the last ([B, T, D] activations, [B, H, T, T] scores),
+ * the last of a 2-d tensor of integers ([B, T] token ids and positions); -1 for fewer axes. */
+int nnp__sequence_axis(uint32_t ndim, nnp_dtype dtype);
+/* Whether port shape q is reference shape r cut to one row along the sequence axis (r has more
+ * than one there, every other axis equal, the same dtype class). */
+bool nnp__is_one_row_of(uint32_t qdim, const uint64_t *q, nnp_dtype qdtype, uint32_t rdim,
+                        const uint64_t *r, nnp_dtype rdtype);
 
 /* ---- pairing (pairing.c) and automatic alignment (match.c) ---- */
 

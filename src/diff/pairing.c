@@ -497,10 +497,12 @@ static const nnp_mapping *evidence_mapping(owned *o, const nnp_mapping *base, co
     if (nd)
         memcpy(want, r->shape, nd * sizeof *want);
     if (how == NNP_EVIDENCE_VALUE_LAST_ROW || how == NNP_EVIDENCE_STRUCTURE_LAST_ROW) {
-        ops[m->nops++] = (nnp_op){.kind = NNP_OP_SLICE, .on_ref = true, .axis = -2,
-                                  .start = -1, .end = INT64_MAX};
-        if (nd >= 2)
-            want[nd - 2] = 1;
+        int a = nnp__sequence_axis(r->ndim, r->dtype);
+        ops[m->nops++] = (nnp_op){.kind = NNP_OP_SLICE, .on_ref = true,
+                                  .axis = a >= 0 ? a - (int)r->ndim : -2, .start = -1,
+                                  .end = INT64_MAX};
+        if (nd && a >= 0)
+            want[a] = 1;
     }
     bool same = q->ndim == nd && (!nd || !memcmp(q->shape, want, nd * sizeof *want));
     if (!same)

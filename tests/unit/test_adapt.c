@@ -219,6 +219,27 @@ static void test_alias_keeps_the_name_and_adds_one(void **state)
     nnp_rules_free(r);
 }
 
+/* A decoder with a cache holds one row of the sequence a reference re-running the prefix holds:
+ * activations along the axis before the last, token ids and positions along their last. */
+static void test_one_row_along_the_sequence_axis(void **state)
+{
+    (void)state;
+    assert_int_equal(nnp__sequence_axis(3, NNP_F32), 1);
+    assert_int_equal(nnp__sequence_axis(4, NNP_BF16), 2);
+    assert_int_equal(nnp__sequence_axis(2, NNP_F32), 0);
+    assert_int_equal(nnp__sequence_axis(2, NNP_I64), 1);
+    assert_int_equal(nnp__sequence_axis(1, NNP_I64), -1);
+    const uint64_t step[] = {1, 1, 32}, prefix[] = {1, 6, 32}, wide[] = {1, 6, 64};
+    assert_true(nnp__is_one_row_of(3, step, NNP_F32, 3, prefix, NNP_F16));
+    assert_false(nnp__is_one_row_of(3, step, NNP_F32, 3, wide, NNP_F32));
+    assert_false(nnp__is_one_row_of(3, prefix, NNP_F32, 3, prefix, NNP_F32));
+    assert_false(nnp__is_one_row_of(3, step, NNP_F32, 3, prefix, NNP_I32));
+    const uint64_t id[] = {1, 1}, ids[] = {1, 6}, rows[] = {6, 1};
+    assert_true(nnp__is_one_row_of(2, id, NNP_I32, 2, ids, NNP_I64));
+    assert_false(nnp__is_one_row_of(2, id, NNP_F32, 2, ids, NNP_F32));
+    assert_true(nnp__is_one_row_of(2, id, NNP_F32, 2, rows, NNP_F32));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_concat_along_inner_and_outer_axes),
         cmocka_unit_test(test_apply_collects_parts_forks_and_tolerances),
         cmocka_unit_test(test_alias_keeps_the_name_and_adds_one),
+        cmocka_unit_test(test_one_row_along_the_sequence_axis),
     };
     return cmocka_run_group_tests_name("adapt", tests, NULL, NULL);
 }
