@@ -502,6 +502,52 @@ static nnp_status pair_members(const side *r, const side *p, const cand *c, size
     return st;
 }
 
+/* Between the pairs that roles allowed, what is left is aligned once more without roles: a value
+ * one side's module makes (an output) may be made by the other side's own code (only ever an
+ * input there: a KV cache written by the attention's code, a sum no module returns). Roles go
+ * first because they separate most look-alikes; this pass only adds pairs, never moves one. */
+static nnp_status align_roleless_rest(nnp__align_item *ri, size_t nr, nnp__align_item *pi,
+                                      size_t np, int64_t *to, double *score)
+{
+    size_t *rmap = malloc(nr * sizeof *rmap), *pmap = malloc(np * sizeof *pmap);
+    nnp__align_item *sr = malloc(nr * sizeof *sr), *sp = malloc(np * sizeof *sp);
+    int64_t *sto = malloc(np * sizeof *sto);
+    double *ssc = malloc(np * sizeof *ssc);
+    nnp_status st = rmap && pmap && sr && sp && sto && ssc ? NNP_OK : nnp__nomem();
+    size_t r0 = 0, p0 = 0;
+    for (size_t k = 0; !st && k <= np; k++) {
+        if (k < np && to[k] < 0)
+            continue;
+        size_t r1 = k < np ? (size_t)to[k] : nr, n_r = 0, n_p = 0;
+        for (size_t i = r0; i < r1; i++) {
+            sr[n_r] = ri[i];
+            sr[n_r].role = NULL;
+            rmap[n_r++] = i;
+        }
+        for (size_t j = p0; j < k; j++) {
+            sp[n_p] = pi[j];
+            sp[n_p].role = NULL;
+            pmap[n_p++] = j;
+        }
+        if (n_r && n_p)
+            st = nnp__align(sr, n_r, sp, n_p, sto, ssc);
+        for (size_t j = 0; !st && n_r && j < n_p; j++)
+            if (sto[j] >= 0) {
+                to[pmap[j]] = (int64_t)rmap[sto[j]];
+                score[pmap[j]] = ssc[j];
+            }
+        r0 = r1 + 1;
+        p0 = k + 1;
+    }
+    free(rmap);
+    free(pmap);
+    free(sr);
+    free(sp);
+    free(sto);
+    free(ssc);
+    return st;
+}
+
 /* Structure, gap by gap between the paired values: one item per value that no value paired,
  * placed by its first record (where it was made) and named by it. */
 static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pair_list *out,
@@ -546,25 +592,20 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
             pi[np] = (nnp__align_item){port_names[p->first[c]],
                                        is_input_role(q->role) ? "in" : "out", q->ndim, q->shape,
                                        q->dtype, &p->sk[p->first[c]].all};
-            /* a one-row value meets a reference value of any number of rows along that axis
-             * whose other axes agree: a decode step against a prefix re-run */
-            if (q->ndim >= 2 && q->ndim <= NNP_ADAPT_MAX_DIMS && q->shape[q->ndim - 2] == 1) {
+            /* a one-row value meets a reference value of any number of rows along the
+             * sequence axis whose other axes agree: a decode step against a prefix re-run */
+            int a = nnp__sequence_axis(q->ndim, q->dtype);
+            if (a >= 0 && q->ndim <= NNP_ADAPT_MAX_DIMS && q->shape[a] == 1) {
                 uint64_t *sh = shapes + np * NNP_ADAPT_MAX_DIMS, rows = 0;
                 for (size_t k = 0; k < nr && rows != UINT64_MAX; k++) {
                     const nnp__align_item *x = &ri[k];
-                    if (x->ndim != q->ndim || x->shape[q->ndim - 2] < 2 ||
-                        nnp_dtype_class_of(x->dtype) != nnp_dtype_class_of(q->dtype))
-                        continue;
-                    bool same = true;
-                    for (uint32_t d = 0; d < q->ndim && same; d++)
-                        same = d == q->ndim - 2 || x->shape[d] == q->shape[d];
-                    if (same)
-                        rows = rows == 0 || rows == x->shape[q->ndim - 2]
-                                   ? x->shape[q->ndim - 2] : UINT64_MAX;
+                    if (nnp__is_one_row_of(q->ndim, q->shape, q->dtype, x->ndim, x->shape,
+                                           x->dtype))
+                        rows = rows == 0 || rows == x->shape[a] ? x->shape[a] : UINT64_MAX;
                 }
                 if (rows && rows != UINT64_MAX) {
                     memcpy(sh, q->shape, q->ndim * sizeof *sh);
-                    sh[q->ndim - 2] = rows;
+                    sh[a] = rows;
                     pi[np].shape = sh;
                     last[c] = true;
                 }
@@ -573,6 +614,8 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
         }
         if (nr && np)
             st = nnp__align(ri, nr, pi, np, to, score);
+        if (!st && nr && np)
+            st = align_roleless_rest(ri, nr, pi, np, to, score);
         for (size_t k = 0; !st && nr && k < np; k++) {
             if (to[k] < 0)
                 continue;
