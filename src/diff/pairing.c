@@ -987,25 +987,31 @@ static nnp_status part_rules(const nnp_diff *d, const nnp_dump *ref, bool *renam
             st = op_rules(m, pname, false, b);
             continue;
         }
+        /* one reference record a part (a value's other names would be parts again), in part
+         * order: by the start of each pair's slice of the port's last axis */
         size_t at[16], n = 0;
+        int64_t start[16];
         bool ok = true;
-        for (size_t j = i; j < d->npairs && n < 16; j++)
-            if (is_part_pair(&d->pairs[j]) && d->pairs[j].port == p->port) {
-                ok &= ruleable(nnp_dump_record(ref, d->pairs[j].ref)->name);
-                at[n++] = j;
-            }
+        for (size_t j = i; j < d->npairs && n < 16; j++) {
+            if (!is_part_pair(&d->pairs[j]) || d->pairs[j].port != p->port)
+                continue;
+            const nnp_mapping *mj = o->pair_maps[j][0];
+            int64_t sj = INT64_MAX;
+            for (size_t q = 0; q < mj->nops; q++)
+                if (!mj->ops[q].on_ref && mj->ops[q].kind == NNP_OP_SLICE)
+                    sj = mj->ops[q].start;
+            bool seen = false;
+            for (size_t k = 0; k < n; k++)
+                seen |= start[k] == sj;
+            if (seen)
+                continue;
+            ok &= ruleable(nnp_dump_record(ref, d->pairs[j].ref)->name);
+            start[n] = sj;
+            at[n++] = j;
+        }
         renamed[p->port] = true;
         if (!ok)
             continue;
-        /* in part order: the start of each pair's slice of the port's last axis */
-        int64_t start[16];
-        for (size_t k = 0; k < n; k++) {
-            const nnp_mapping *mk = o->pair_maps[at[k]][0];
-            start[k] = INT64_MAX;
-            for (size_t q = 0; q < mk->nops; q++)
-                if (!mk->ops[q].on_ref && mk->ops[q].kind == NNP_OP_SLICE)
-                    start[k] = mk->ops[q].start;
-        }
         for (size_t k = 1; k < n; k++)
             for (size_t q = k; q > 0 && start[q - 1] > start[q]; q--) {
                 int64_t ts = start[q];
