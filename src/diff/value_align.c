@@ -19,6 +19,8 @@
  *    value that matches again, the difference did not travel on, so the two records are not one
  *    quantity computed two ways (a residual added in another place, a scale folded elsewhere)
  *    and the pair is dropped: both stay unmatched.
+ * 4. Parts. A fused value that nothing paired (q, k and v side by side) is matched part by part
+ *    with the other side's values (value_parts.c); those take no part in the structure step.
  */
 #include <math.h>
 #include <stdlib.h>
