@@ -120,16 +120,13 @@ static double part_distance(const nnp_sketch *pk, const nnp_sketch *other, int m
     return dist;
 }
 
-/* The parts side's values near fused value f, in execution order: after the other side's
- * partner of the last paired value before f, shape-compatible, not yet in a group. */
+/* The parts side's values near fused value f, in execution order: after `from` (the other
+ * side's partner of the last paired value before f, -1: none), shape-compatible, not yet in a
+ * group. */
 static size_t near_values(const nnp__parts_side *F, const nnp__parts_side *S, uint32_t f,
-                          bool port_is_fused, const bool *s_taken, uint32_t *out, int *meet,
-                          uint32_t *nparts)
+                          int64_t from, bool port_is_fused, const bool *s_taken, uint32_t *out,
+                          int *meet, uint32_t *nparts)
 {
-    int64_t from = -1;
-    for (int64_t c = (int64_t)f - 1; c >= 0 && from < 0; c--)
-        if (F->partner[c] >= 0)
-            from = F->partner[c];
     const nnp_record *fr = nnp_dump_record(F->d, F->rec[F->first[f]]);
     size_t n = 0;
     for (size_t c = (size_t)(from + 1), seen = 0;
@@ -172,11 +169,12 @@ static double part_confidence(double dist, int any, uint32_t n)
 
 /* Fused value f of side F against side S: the best group, if any, into l. */
 static nnp_status group_one(const nnp__parts_side *F, const nnp__parts_side *S, uint32_t f,
-                            bool port_is_fused, bool *f_taken, bool *s_taken, part_list *l)
+                            int64_t from, bool port_is_fused, bool *f_taken, bool *s_taken,
+                            part_list *l)
 {
     uint32_t cand[NEAR_KEEP], cn[NEAR_KEEP];
     int meet[NEAR_KEEP];
-    size_t nc = near_values(F, S, f, port_is_fused, s_taken, cand, meet, cn);
+    size_t nc = near_values(F, S, f, from, port_is_fused, s_taken, cand, meet, cn);
     uint32_t best_n = 0, best_member[MAX_PARTS];
     int best_any = 0, best_own = 0, best_meet[MAX_PARTS];
     double best_dist[MAX_PARTS];
@@ -247,9 +245,13 @@ static nnp_status group_side(const nnp__parts_side *F, const nnp__parts_side *S,
                              bool port_is_fused, bool *f_taken, bool *s_taken, part_list *l)
 {
     nnp_status st = NNP_OK;
-    for (uint32_t f = 0; f < F->ncls && !st; f++)
-        if (F->partner[f] < 0 && !f_taken[f])
-            st = group_one(F, S, f, port_is_fused, f_taken, s_taken, l);
+    int64_t from = -1; /* the partner of the last paired value so far */
+    for (uint32_t f = 0; f < F->ncls && !st; f++) {
+        if (F->partner[f] >= 0)
+            from = F->partner[f];
+        else if (!f_taken[f])
+            st = group_one(F, S, f, from, port_is_fused, f_taken, s_taken, l);
+    }
     return st;
 }
 
