@@ -496,9 +496,15 @@ typedef enum nnp_evidence {
     NNP_EVIDENCE_VALUE_LAST_ROW,     /* the port's values are the last row of the reference's
                                       * axis before the last (a decode step with a cache) */
     NNP_EVIDENCE_STRUCTURE,          /* no value agrees: order, shape, dtype, role kind, names */
-    NNP_EVIDENCE_STRUCTURE_LAST_ROW  /* ... with the port's one row against the reference's last */
+    NNP_EVIDENCE_STRUCTURE_LAST_ROW, /* ... with the port's one row against the reference's last */
+    NNP_EVIDENCE_VALUE_PART,         /* one side's values are part k of n of the other side's
+                                      * along the last axis (a fused q, k, v projection against
+                                      * separate ones); the pair's adapters say which part */
+    NNP_EVIDENCE_STRUCTURE_PART      /* the place of such a part in a fused value whose other
+                                      * parts agree, without its values agreeing */
 } nnp_evidence;
-/* "name", "value-exact", "value", "value-last-row", "structure", "structure-last-row". */
+/* "name", "value-exact", "value", "value-last-row", "structure", "structure-last-row",
+ * "value-part", "structure-part". */
 const char *nnp_evidence_name(nnp_evidence evidence);
 
 typedef struct nnp_diff_pair {

@@ -52,7 +52,11 @@ static nnp_status index_pairs(nnp_attribution *a, const nnp_diff *d, bool inj)
                              "reference record %zu, and the reference holds %zu", i,
                              inj ? "injected" : "standard", d->pairs[i].ref, a->n);
         nnp_attribution_row *row = &a->rows[d->pairs[i].ref];
-        *(inj ? &row->inj_pair : &row->std_pair) = (int64_t)i;
+        int64_t *at = inj ? &row->inj_pair : &row->std_pair;
+        /* a record paired several times (the parts of a fused one) is as wrong as its first
+         * failing pair */
+        if (*at < 0 || (!fails(&d->pairs[*at]) && fails(&d->pairs[i])))
+            *at = (int64_t)i;
     }
     return NNP_OK;
 }

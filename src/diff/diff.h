@@ -155,7 +155,38 @@ typedef struct nnp__value_pair {
     size_t ref, port;
     uint8_t how;       /* nnp_evidence */
     double confidence;
+    uint8_t part, nparts; /* nparts > 0: one side is the fused one, compared through its part
+                           * `part` of nparts along the last axis (value_parts.c) */
+    bool ref_fused;       /* ... the reference's side (else the port's) */
+    bool last_row;        /* the reference's last row against the port's one row */
 } nnp__value_pair;
+
+/* One side of pairing by evidence, as value_parts.c reads it: its values (value_align.c). */
+typedef struct nnp__parts_side {
+    nnp_dump *d;
+    const size_t *rec;      /* the records taking part, in execution order */
+    const nnp_sketch *sk;   /* per record */
+    const uint32_t *first;  /* per value: its first record */
+    size_t ncls;            /* values, numbered in the order they are first made */
+    const int64_t *partner; /* per value: the other side's value paired by value, or -1 */
+} nnp__parts_side;
+
+/* A value of one side paired with part `part` of nparts of a fused value of the other. */
+typedef struct nnp__part_pair {
+    uint32_t rc, pc;      /* the reference's value and the port's */
+    uint8_t part, nparts;
+    bool ref_fused;       /* the reference's value is the fused one (else the port's) */
+    bool last_row;        /* the port's one row against the reference's last */
+    bool by_value;        /* it holds that part (else it is paired on structure: order, shape) */
+    double confidence;    /* 0.9-1 by value; at most 0.5 on structure, less the fewer members
+                           * of its group hold a part */
+} nnp__part_pair;
+
+/* Pair fused values that nothing paired with the other side's values that are their parts
+ * (value_parts.c). ref_taken and port_taken (per value, false on entry) say which values a
+ * group took: the fused one and its members. *out: free(). */
+nnp_status nnp__pair_parts(const nnp__parts_side *ref, const nnp__parts_side *port,
+                           bool *ref_taken, bool *port_taken, nnp__part_pair **out, size_t *nout);
 
 /* What pairing by evidence found; the arrays are the caller's, one entry per record given. */
 typedef struct nnp__value_result {

@@ -26,6 +26,7 @@ typedef struct {
     size_t *nmaps;
     size_t nport;
     const nnp_mapping ***pair_maps; /* per pair: the mapping of each part */
+    size_t pairs_cap;           /* room in pairs and pair_maps */
     arena_block *arena;         /* shapes, part lists, texts */
 } owned;
 
@@ -403,6 +404,27 @@ static nnp_status plan_pair(owned *o, nnp_dump *ref, nnp_dump *port, nnp_diff_pa
     return NNP_OK;
 }
 
+/* Room for `more` pairs besides those made: one per reference record, unless the parts of a
+ * fused record (value_parts.c) pair it several times. */
+static nnp_status pairs_room(owned *o, nnp_diff *d, size_t more)
+{
+    size_t need = d->npairs + more;
+    if (need <= o->pairs_cap)
+        return NNP_OK;
+    nnp_diff_pair *p = realloc(d->pairs, need * sizeof *p);
+    if (!p)
+        return nnp__nomem();
+    d->pairs = p;
+    memset(p + o->pairs_cap, 0, (need - o->pairs_cap) * sizeof *p);
+    const nnp_mapping ***m = realloc(o->pair_maps, need * sizeof *m);
+    if (!m)
+        return nnp__nomem();
+    o->pair_maps = m;
+    memset(m + o->pairs_cap, 0, (need - o->pairs_cap) * sizeof *m);
+    o->pairs_cap = need;
+    return NNP_OK;
+}
+
 /* Pairs made by name, in the reference's order; what is left goes to alignment. */
 static nnp_status pair_by_name(owned *o, nnp_dump *ref, const bool *ref_ignored, entry_set *s,
                                nnp_diff *d)
@@ -480,23 +502,33 @@ static nnp_status find_collisions(owned *o, const entry_set *s, nnp_diff *d)
 }
 
 /* The mapping an evidence pair is compared through: the port record's own, with the adapters
- * its layout needs: the reference's last row for a decode step, a reshape for the same
- * elements in another shape. Lives in the arena. */
+ * its layout needs: the fused side's part along the last axis, the reference's last row for a
+ * decode step, a reshape for the same elements in another shape. Lives in the arena. */
 static const nnp_mapping *evidence_mapping(owned *o, const nnp_mapping *base, const nnp_record *r,
-                                           const nnp_record *q, uint8_t how)
+                                           const nnp_record *q, const nnp__value_pair *x)
 {
     nnp_mapping *m = arena_alloc(o, sizeof *m);
-    nnp_op *ops = arena_alloc(o, 2 * sizeof *ops);
+    nnp_op *ops = arena_alloc(o, 3 * sizeof *ops);
     if (!m || !ops)
         return NULL;
     *m = *base;
     m->ops = ops;
     m->nops = 0;
+    uint8_t how = x->how;
     uint64_t want[NNP_ADAPT_MAX_DIMS];
     uint32_t nd = r->ndim <= NNP_ADAPT_MAX_DIMS ? r->ndim : 0;
     if (nd)
         memcpy(want, r->shape, nd * sizeof *want);
-    if (how == NNP_EVIDENCE_VALUE_LAST_ROW || how == NNP_EVIDENCE_STRUCTURE_LAST_ROW) {
+    const nnp_record *fused = x->ref_fused ? r : q;
+    if (x->nparts && fused->ndim >= 1 && nd) {
+        int64_t d = (int64_t)(fused->shape[fused->ndim - 1] / x->nparts);
+        ops[m->nops++] = (nnp_op){.kind = NNP_OP_SLICE, .on_ref = x->ref_fused, .axis = -1,
+                                  .start = d * x->part, .end = d * (x->part + 1)};
+        if (x->ref_fused)
+            want[nd - 1] = (uint64_t)d;
+    }
+    if (how == NNP_EVIDENCE_VALUE_LAST_ROW || how == NNP_EVIDENCE_STRUCTURE_LAST_ROW ||
+        x->last_row) {
         int a = nnp__sequence_axis(r->ndim, r->dtype);
         ops[m->nops++] = (nnp_op){.kind = NNP_OP_SLICE, .on_ref = true,
                                   .axis = a >= 0 ? a - (int)r->ndim : -2, .start = -1,
@@ -504,7 +536,12 @@ static const nnp_mapping *evidence_mapping(owned *o, const nnp_mapping *base, co
         if (nd && a >= 0)
             want[a] = 1;
     }
-    bool same = q->ndim == nd && (!nd || !memcmp(q->shape, want, nd * sizeof *want));
+    uint64_t got[NNP_ADAPT_MAX_DIMS];
+    if (q->ndim <= NNP_ADAPT_MAX_DIMS && q->ndim)
+        memcpy(got, q->shape, q->ndim * sizeof *got);
+    if (x->nparts && !x->ref_fused && q->ndim && q->ndim <= NNP_ADAPT_MAX_DIMS)
+        got[q->ndim - 1] /= x->nparts;
+    bool same = q->ndim == nd && (!nd || !memcmp(got, want, nd * sizeof *want));
     if (!same)
         ops[m->nops++] = (nnp_op){.kind = NNP_OP_RESHAPE, .on_ref = false, .n = 0};
     return m;
@@ -550,13 +587,15 @@ static nnp_status pair_by_alignment(owned *o, nnp_dump *ref, nnp_dump *port, con
     if (!st && nr && np)
         st = nnp__align_values(ref, rmap, nr, port, pmap, np, pnames, opts->threads, structure,
                                &v);
+    if (!st)
+        st = pairs_room(o, d, v.npairs);
     for (size_t k = 0; !st && k < v.npairs; k++) {
         const nnp__value_pair *x = &v.pairs[k];
         const nnp_mapping **maps = arena_alloc(o, sizeof *maps);
         size_t *parts = arena_alloc(o, sizeof *parts);
         if (!maps || !parts ||
             !(maps[0] = evidence_mapping(o, &o->maps[x->port][0], nnp_dump_record(ref, x->ref),
-                                         nnp_dump_record(port, x->port), x->how))) {
+                                         nnp_dump_record(port, x->port), x))) {
             st = nnp__nomem();
             break;
         }
@@ -600,6 +639,10 @@ static nnp_status pair_like(owned *o, nnp_dump *port, const nnp_diff_options *op
 {
     const nnp_diff *m = opts->like;
     const owned *mo = m->owned;
+    size_t first = d->npairs;
+    nnp_status st = pairs_room(o, d, m->npairs);
+    if (st)
+        return st;
     for (size_t i = 0; i < m->npairs; i++) {
         const nnp_diff_pair *mp = &m->pairs[i];
         if (ref_used[mp->ref])
@@ -641,10 +684,12 @@ static nnp_status pair_like(owned *o, nnp_dump *port, const nnp_diff_options *op
         p->confidence = mp->confidence;
         o->pair_maps[d->npairs++] = maps;
         d->naligned += mp->aligned;
-        ref_used[mp->ref] = true;
         for (uint32_t k = 0; k < n; k++)
             port_used[parts[k]] = true;
     }
+    /* marked once all are in: the parts of a fused record are several pairs of one record */
+    for (size_t i = first; i < d->npairs; i++)
+        ref_used[d->pairs[i].ref] = true;
     return NNP_OK;
 }
 
@@ -802,6 +847,7 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
     o->nmaps = calloc(nport ? nport : 1, sizeof *o->nmaps);
     o->pair_maps = calloc(nref ? nref : 1, sizeof *o->pair_maps);
     d->pairs = calloc(nref ? nref : 1, sizeof *d->pairs);
+    o->pairs_cap = nref ? nref : 1;
     d->unmatched_ref = calloc(nref ? nref : 1, sizeof *d->unmatched_ref);
     d->unmatched_port = calloc(nport ? nport : 1, sizeof *d->unmatched_port);
     bool *ref_used = calloc(nref ? nref : 1, sizeof *ref_used);
@@ -855,15 +901,141 @@ nnp_status nnp__pair_records(nnp_dump *ref, nnp_dump *port, const nnp_diff_optio
 }
 
 /* A name as a regex that matches it whole. */
-static void put_literal_regex(nnp_sbuf *b, const char *s)
+static void put_literal(nnp_sbuf *b, const char *s)
 {
-    nnp__sbuf_puts(b, "^");
     for (; *s; s++) {
         if (strchr("\\.^$|?*+()[]{}", *s))
             nnp__sbuf_puts(b, "\\");
         nnp__sbuf_printf(b, "%c", *s);
     }
+}
+
+static void put_literal_regex(nnp_sbuf *b, const char *s)
+{
+    nnp__sbuf_puts(b, "^");
+    put_literal(b, s);
     nnp__sbuf_puts(b, "$");
+}
+
+static bool is_part_pair(const nnp_diff_pair *p)
+{
+    return p->aligned &&
+           (p->evidence == NNP_EVIDENCE_VALUE_PART || p->evidence == NNP_EVIDENCE_STRUCTURE_PART);
+}
+
+/* Whether a record's name can stand in a rule as a regex or a label: words are split at blanks,
+ * '#' starts a comment, ':' would end a split label. */
+static bool ruleable(const char *name)
+{
+    return !strpbrk(name, " \t\r\n#:");
+}
+
+/* One pair's adapters as rules on `name` (the name the rules have made by then). */
+static nnp_status op_rules(const nnp_mapping *m, const char *name, bool skip_port_part,
+                           nnp_sbuf *b)
+{
+    for (size_t k = 0; k < m->nops; k++) {
+        if (skip_port_part && !m->ops[k].on_ref && m->ops[k].kind == NNP_OP_SLICE &&
+            m->ops[k].axis == -1)
+            continue; /* the split made it */
+        nnp_sbuf op = {0};
+        nnp__op_describe(&op, &m->ops[k]);
+        if (op.failed) {
+            nnp__sbuf_free(&op);
+            return nnp__nomem();
+        }
+        /* "ref slice -2 -1:" -> "ref slice REGEX -2 -1:" */
+        const char *t = op.s;
+        bool on_ref = strncmp(t, "ref ", 4) == 0;
+        if (on_ref)
+            t += 4;
+        size_t kw = strcspn(t, " ");
+        nnp__sbuf_printf(b, "%s%.*s ", on_ref ? "ref " : "", (int)kw, t);
+        put_literal_regex(b, name);
+        nnp__sbuf_printf(b, "%s\n", t + kw);
+        nnp__sbuf_free(&op);
+    }
+    return NNP_OK;
+}
+
+/* The parts of fused records (value_parts.c), before the renames, on the names they meet
+ * there. A port record that is one part of a fused reference record takes its slice of the
+ * reference's by its own name: several port records become the one reference name. A fused
+ * port record is split into the reference's names, each with its share of the last axis. */
+static nnp_status part_rules(const nnp_diff *d, const nnp_dump *ref, bool *renamed, nnp_sbuf *b)
+{
+    const owned *o = d->owned;
+    bool said = false;
+    nnp_status st = NNP_OK;
+    for (size_t i = 0; i < d->npairs && !st; i++) {
+        const nnp_diff_pair *p = &d->pairs[i];
+        if (!is_part_pair(p) || o->nmaps[p->port] != 1)
+            continue;
+        const char *pname = o->maps[p->port][0].name;
+        if (renamed[p->port] || !ruleable(pname))
+            continue;
+        /* the port's side sliced: the fused record is the port's, and its parts are the
+         * reference records paired with it, in part order */
+        const nnp_mapping *m = o->pair_maps[i][0];
+        bool port_fused = false;
+        for (size_t k = 0; k < m->nops; k++)
+            port_fused |= !m->ops[k].on_ref && m->ops[k].kind == NNP_OP_SLICE;
+        if (!said)
+            nnp__sbuf_puts(b, "# parts of fused records: a port record that is a part of a "
+                              "fused reference record, or a fused port record split into the "
+                              "reference's\n");
+        said = true;
+        if (!port_fused) {
+            st = op_rules(m, pname, false, b);
+            continue;
+        }
+        /* one reference record a part (a value's other names would be parts again), in part
+         * order: by the start of each pair's slice of the port's last axis */
+        size_t at[16], n = 0;
+        int64_t start[16];
+        bool ok = true;
+        for (size_t j = i; j < d->npairs && n < 16; j++) {
+            if (!is_part_pair(&d->pairs[j]) || d->pairs[j].port != p->port)
+                continue;
+            const nnp_mapping *mj = o->pair_maps[j][0];
+            int64_t sj = INT64_MAX;
+            for (size_t q = 0; q < mj->nops; q++)
+                if (!mj->ops[q].on_ref && mj->ops[q].kind == NNP_OP_SLICE)
+                    sj = mj->ops[q].start;
+            bool seen = false;
+            for (size_t k = 0; k < n; k++)
+                seen |= start[k] == sj;
+            if (seen)
+                continue;
+            ok &= ruleable(nnp_dump_record(ref, d->pairs[j].ref)->name);
+            start[n] = sj;
+            at[n++] = j;
+        }
+        renamed[p->port] = true;
+        if (!ok)
+            continue;
+        for (size_t k = 1; k < n; k++)
+            for (size_t q = k; q > 0 && start[q - 1] > start[q]; q--) {
+                int64_t ts = start[q];
+                size_t ta = at[q];
+                start[q] = start[q - 1];
+                at[q] = at[q - 1];
+                start[q - 1] = ts;
+                at[q - 1] = ta;
+            }
+        nnp__sbuf_puts(b, "split ^(");
+        put_literal(b, pname);
+        nnp__sbuf_puts(b, ")$ -1");
+        for (size_t k = 0; k < n; k++)
+            nnp__sbuf_printf(b, " %s", nnp_dump_record(ref, d->pairs[at[k]].ref)->name);
+        nnp__sbuf_puts(b, "\n");
+        for (size_t k = 0; k < n && !st; k++)
+            st = op_rules(o->pair_maps[at[k]][0], nnp_dump_record(ref, d->pairs[at[k]].ref)->name,
+                          true, b);
+    }
+    if (!st && said)
+        nnp__sbuf_puts(b, "\n");
+    return st ? st : b->failed ? nnp__nomem() : NNP_OK;
 }
 
 /* The adapters the aligned pairs are compared through (the reference's last row, a reshape),
@@ -876,7 +1048,7 @@ static nnp_status adapter_rules(const nnp_diff *d, const nnp_dump *ref, nnp_sbuf
         const nnp_diff_pair *p = &d->pairs[i];
         const nnp_mapping *m = o->pair_maps[i][0];
         const char *name = nnp_dump_record(ref, p->ref)->name;
-        if (!p->aligned || !m->nops || strpbrk(name, " \t\r\n#"))
+        if (!p->aligned || !m->nops || strpbrk(name, " \t\r\n#") || is_part_pair(p))
             continue;
         if (!said)
             nnp__sbuf_puts(b, "\n# how the aligned records meet: the reference's last row of a "
@@ -929,8 +1101,12 @@ nnp_status nnp_diff_aligned_rules(const nnp_diff *d, const nnp_dump *ref, char *
             port_names[k] = ref_names[k] = o->maps[j][m].name;
     /* an aligned port record has one mapping: it now maps to its reference partner */
     size_t *first = malloc((o->nport ? o->nport : 1) * sizeof *first);
-    if (!st && !first)
+    bool *split = calloc(o->nport ? o->nport : 1, sizeof *split);
+    if (!st && (!first || !split))
         st = nnp__nomem();
+    /* the parts go first: they meet the port's names before any rename */
+    if (!st)
+        st = part_rules(d, ref, split, &b);
     for (size_t j = 0, at = 0; !st && j < o->nport; at += o->nmaps[j], j++)
         first[j] = at;
     /* a port record whose value another of its names carried into a pair holds a reference
@@ -939,9 +1115,10 @@ nnp_status nnp_diff_aligned_rules(const nnp_diff *d, const nnp_dump *ref, char *
         if (o->nmaps[j] == 1 && d->port_value_ref[j] != SIZE_MAX)
             ref_names[first[j]] = nnp_dump_record(ref, d->port_value_ref[j])->name;
     for (size_t i = 0; !st && i < d->npairs; i++)
-        if (d->pairs[i].aligned)
+        if (d->pairs[i].aligned && !split[d->pairs[i].port])
             ref_names[first[d->pairs[i].port]] = nnp_dump_record(ref, d->pairs[i].ref)->name;
     free(first);
+    free(split);
     if (!st)
         st = nnp__align_rules(port_names, ref_names, n, &b);
     if (!st)

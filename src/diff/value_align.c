@@ -19,6 +19,8 @@
  *    value that matches again, the difference did not travel on, so the two records are not one
  *    quantity computed two ways (a residual added in another place, a scale folded elsewhere)
  *    and the pair is dropped: both stay unmatched.
+ * 4. Parts. A fused value that nothing paired (q, k and v side by side) is matched part by part
+ *    with the other side's values (value_parts.c); those take no part in the structure step.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -45,6 +47,7 @@ typedef struct {
     int64_t *partner;      /* per value: the other side's value it is paired with, -1 */
     uint8_t *how;          /* per value: how (NNP_EVIDENCE_*) */
     bool *agrees_after;    /* per value: a module reading it makes a paired value */
+    bool *in_part;         /* per value: in a group of parts of a fused value (value_parts.c) */
 } side;
 
 static bool is_input_role(const char *role)
@@ -62,6 +65,7 @@ static void side_free(side *s)
     free(s->partner);
     free(s->how);
     free(s->agrees_after);
+    free(s->in_part);
 }
 
 /* Sketch every record and group them into values. */
@@ -105,7 +109,8 @@ static nnp_status side_build(side *s, int threads)
     s->partner = malloc((s->ncls ? s->ncls : 1) * sizeof *s->partner);
     s->how = calloc(s->ncls ? s->ncls : 1, 1);
     s->agrees_after = calloc(s->ncls ? s->ncls : 1, sizeof *s->agrees_after);
-    if (!fill || !s->partner || !s->how || !s->agrees_after) {
+    s->in_part = calloc(s->ncls ? s->ncls : 1, sizeof *s->in_part);
+    if (!fill || !s->partner || !s->how || !s->agrees_after || !s->in_part) {
         free(fill);
         return nnp__nomem();
     }
@@ -478,7 +483,8 @@ static nnp_status pair_class(const side *r, const side *p, uint32_t rc, uint32_t
             pick = fallback != NONE32 ? fallback : pm[0];
         else
             (*used)++;
-        st = push_pair(out, (nnp__value_pair){r->rec[ri], p->rec[pick], how, confidence});
+        st = push_pair(out, (nnp__value_pair){.ref = r->rec[ri], .port = p->rec[pick],
+                                              .how = how, .confidence = confidence});
     }
     return st;
 }
@@ -548,6 +554,50 @@ static nnp_status align_roleless_rest(nnp__align_item *ri, size_t nr, nnp__align
     return st;
 }
 
+/* ---- parts of fused values (value_parts.c) ---- */
+
+static nnp__parts_side parts_view(const side *s)
+{
+    return (nnp__parts_side){s->d, s->rec, s->sk, s->first, s->ncls, s->partner};
+}
+
+/* The record pairs of a fused value's parts: each reference record of the one value with a port
+ * record of the other, inputs with inputs where there are some. */
+static nnp_status pair_parts(side *r, side *p, pair_list *out, bool *port_covered)
+{
+    nnp__parts_side rv = parts_view(r), pv = parts_view(p);
+    nnp__part_pair *v = NULL;
+    size_t n = 0;
+    nnp_status st = nnp__pair_parts(&rv, &pv, r->in_part, p->in_part, &v, &n);
+    for (size_t k = 0; !st && k < n; k++) {
+        const uint32_t *pm = p->members + p->mstart[v[k].pc];
+        size_t npm = p->mstart[v[k].pc + 1] - p->mstart[v[k].pc];
+        for (size_t j = 0; j < npm; j++)
+            port_covered[pm[j]] = true;
+        for (uint32_t m = r->mstart[v[k].rc]; m < r->mstart[v[k].rc + 1] && !st; m++) {
+            uint32_t ri = r->members[m], pick = pm[0];
+            bool in = is_input_role(rec_at(r, ri)->role);
+            for (size_t j = 0; j < npm; j++)
+                if (is_input_role(rec_at(p, pm[j])->role) == in) {
+                    pick = pm[j];
+                    break;
+                }
+            st = push_pair(out, (nnp__value_pair){
+                                    .ref = r->rec[ri],
+                                    .port = p->rec[pick],
+                                    .how = v[k].by_value ? NNP_EVIDENCE_VALUE_PART
+                                                         : NNP_EVIDENCE_STRUCTURE_PART,
+                                    .confidence = v[k].confidence,
+                                    .part = v[k].part,
+                                    .nparts = v[k].nparts,
+                                    .ref_fused = v[k].ref_fused,
+                                    .last_row = v[k].last_row});
+        }
+    }
+    free(v);
+    return st;
+}
+
 /* Structure, gap by gap between the paired values: one item per value that no value paired,
  * placed by its first record (where it was made) and named by it. */
 static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pair_list *out,
@@ -578,7 +628,7 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
     for (size_t g = 0; !st && g <= na; g++) {
         size_t nr = 0, np = 0;
         for (size_t c = r0; c < ar[g]; c++) {
-            if (r->partner[c] >= 0)
+            if (r->partner[c] >= 0 || r->in_part[c])
                 continue;
             const nnp_record *q = rec_at(r, r->first[c]);
             ri[nr] = (nnp__align_item){q->name, is_input_role(q->role) ? "in" : "out", q->ndim,
@@ -586,7 +636,7 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
             rcls[nr++] = (uint32_t)c;
         }
         for (size_t c = p0; c < ap[g]; c++) {
-            if (p->partner[c] >= 0)
+            if (p->partner[c] >= 0 || p->in_part[c])
                 continue;
             const nnp_record *q = rec_at(p, p->first[c]);
             pi[np] = (nnp__align_item){port_names[p->first[c]],
@@ -674,6 +724,8 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
     if (!st)
         st = pair_members(&r, &p, c, nc, &l, port_covered);
     if (!st && structure)
+        st = pair_parts(&r, &p, &l, port_covered);
+    if (!st && structure)
         st = pair_gaps(&r, &p, port_names, &l, port_covered);
     /* what the rest of a diff needs of the values: each record's first appearance of its value,
      * and for a port record, a reference record of its value */
@@ -698,7 +750,8 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
 
 const char *nnp_evidence_name(nnp_evidence e)
 {
-    static const char *const names[] = {"name", "value-exact", "value", "value-last-row",
-                                        "structure", "structure-last-row"};
+    static const char *const names[] = {"name",           "value-exact",       "value",
+                                        "value-last-row", "structure",         "structure-last-row",
+                                        "value-part",     "structure-part"};
     return (unsigned)e < sizeof names / sizeof *names ? names[e] : "?";
 }

@@ -34,8 +34,6 @@ BUGS = sorted(EXPECTED)
 KNOWN_MISSES = {
     "no-residual": "the block's code drops the residual, but the norm that reads the sum is "
                    "blamed: the sum has no record of its own in the port",
-    "qk-swap": "the fused qkv output is q, k and v side by side: values are not matched part "
-               "by part, so the attention core is blamed",
 }
 
 

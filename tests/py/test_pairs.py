@@ -42,12 +42,6 @@ KNOWN_MISSES = {
                                   "conv before its BatchNorm, so it agrees; the merge is blamed",
     ("vit", "no-residual"): "after the error, structure pairs the block's output with the next "
                             "block's query projection",
-    ("vit", "softmax-scale"): "q, k and v have no partner (the reference holds them fused): the "
-                              "last agreeing record is value/in0, not value/out0",
-    ("vit", "head-merge"): "structure pairs the reference's attention output with the port's "
-                           "value projection",
-    ("vit", "qk-swap"): "q, k and v are parts of the reference's fused in_proj: values are not "
-                        "matched part by part",
 }
 
 
