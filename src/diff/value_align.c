@@ -569,6 +569,12 @@ static nnp_status pair_parts(side *r, side *p, pair_list *out, bool *port_covere
     nnp__part_pair *v = NULL;
     size_t n = 0;
     nnp_status st = nnp__pair_parts(&rv, &pv, r->in_part, p->in_part, &v, &n);
+    /* A reference value whose last row is a part of the port's fused one (a decode step's
+     * q, k, v against a prefix re-run) gave the port only that row: the whole value may still
+     * be held by the port elsewhere (k and v in the cache), so structure may still pair it. */
+    for (size_t k = 0; !st && k < n; k++)
+        if (!v[k].ref_fused && v[k].last_row)
+            r->in_part[v[k].rc] = false;
     for (size_t k = 0; !st && k < n; k++) {
         const uint32_t *pm = p->members + p->mstart[v[k].pc];
         size_t npm = p->mstart[v[k].pc + 1] - p->mstart[v[k].pc];
