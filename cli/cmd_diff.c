@@ -91,6 +91,8 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
                    : p->evidence == NNP_EVIDENCE_VALUE_LAST_ROW  ? "values of the last row"
                    : p->evidence == NNP_EVIDENCE_STRUCTURE_LAST_ROW
                        ? "structure, one row against the last"
+                   : p->evidence == NNP_EVIDENCE_DATAFLOW
+                       ? "dataflow, what the counterpart reads or makes"
                        : "structure",
                    p->confidence);
         else

@@ -496,9 +496,12 @@ typedef enum nnp_evidence {
     NNP_EVIDENCE_VALUE_LAST_ROW,     /* the port's values are the last row of the reference's
                                       * axis before the last (a decode step with a cache) */
     NNP_EVIDENCE_STRUCTURE,          /* no value agrees: order, shape, dtype, role kind, names */
-    NNP_EVIDENCE_STRUCTURE_LAST_ROW  /* ... with the port's one row against the reference's last */
+    NNP_EVIDENCE_STRUCTURE_LAST_ROW, /* ... with the port's one row against the reference's last */
+    NNP_EVIDENCE_DATAFLOW            /* what the port module's counterpart reads or makes, where
+                                      * the value it equals is read or made elsewhere */
 } nnp_evidence;
-/* "name", "value-exact", "value", "value-last-row", "structure", "structure-last-row". */
+/* "name", "value-exact", "value", "value-last-row", "structure", "structure-last-row",
+ * "dataflow". */
 const char *nnp_evidence_name(nnp_evidence evidence);
 
 typedef struct nnp_diff_pair {
