@@ -33,13 +33,6 @@ BUGS = [(pair, bug) for pair in sorted(EXPECTED) for bug in EXPECTED[pair]]
 # Bugs the pairing does not yet put where expected.py does: each says what the report names
 # instead and why. strict: a case that starts to pass must leave this list.
 KNOWN_MISSES = {
-    ("cnn", "stride-moved"): "the first wrong value has another shape than the reference's "
-                             "(16x16 against 8x8): structure pairs only equal shapes, so the "
-                             "merge is blamed",
-    ("cnn", "no-relu"): "conv_b is fed the reference's pre-ReLU value, which agrees by value: "
-                        "that the reference feeds its conv2 another value is not checked",
-    ("cnn", "shortcut-unfolded"): "the shortcut's output equals the reference's downsampling "
-                                  "conv before its BatchNorm, so it agrees; the merge is blamed",
     ("vit", "no-residual"): "after the error, structure pairs the block's output with the next "
                             "block's query projection",
     ("vit", "softmax-scale"): "q, k and v have no partner (the reference holds them fused): the "
