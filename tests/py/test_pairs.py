@@ -108,6 +108,25 @@ def test_bug_is_blamed_on_its_culprit(runs, pair, bug):
         (report.describe(got), report.describe(EXPECTED[pair][bug]), report.verdict_text(case.doc))
 
 
+# Bugs whose first wrong value equals a reference value other than its counterpart's (a ReLU
+# skipped, a BatchNorm left unfolded) or has another shape (a stride moved): only the dataflow
+# pairs it with what the counterpart reads or makes (docs/diff.md, "Dataflow").
+DATAFLOW_CASES = [("cnn", "no-relu"), ("cnn", "shortcut-unfolded"), ("cnn", "stride-moved")]
+
+
+@pytest.mark.parametrize("pair,bug", DATAFLOW_CASES)
+def test_first_wrong_value_is_paired_on_the_dataflow(runs, pair, bug):
+    first = report.first_divergence(runs[(pair, bug)].doc)
+    assert first is not None and first["standard"]["evidence"] == "dataflow", first
+
+
+@pytest.mark.parametrize("pair", sorted(EXPECTED))
+def test_correct_port_has_no_dataflow_pair(runs, pair):
+    doc = runs[(pair, CORRECT)].doc
+    assert [r["ref"] for r in doc["records"]
+            if (r.get("standard") or {}).get("evidence") == "dataflow"] == []
+
+
 @pytest.mark.parametrize("pair", sorted(EXPECTED))
 def test_records_without_partner_are_unmatched_not_failed(runs, pair):
     doc = runs[(pair, CORRECT)].doc
