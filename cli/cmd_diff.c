@@ -94,6 +94,8 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
                    : p->evidence == NNP_EVIDENCE_VALUE_PART ? "values of a part of a fused record"
                    : p->evidence == NNP_EVIDENCE_STRUCTURE_PART
                        ? "structure, a part of a fused record whose other parts agree"
+                   : p->evidence == NNP_EVIDENCE_DATAFLOW
+                       ? "dataflow, what the counterpart reads or makes"
                        : "structure",
                    p->confidence);
         else

@@ -500,11 +500,13 @@ typedef enum nnp_evidence {
     NNP_EVIDENCE_VALUE_PART,         /* one side's values are part k of n of the other side's
                                       * along the last axis (a fused q, k, v projection against
                                       * separate ones); the pair's adapters say which part */
-    NNP_EVIDENCE_STRUCTURE_PART      /* the place of such a part in a fused value whose other
+    NNP_EVIDENCE_STRUCTURE_PART,     /* the place of such a part in a fused value whose other
                                       * parts agree, without its values agreeing */
+    NNP_EVIDENCE_DATAFLOW            /* what the port module's counterpart reads or makes, where
+                                      * the value it equals is read or made elsewhere */
 } nnp_evidence;
 /* "name", "value-exact", "value", "value-last-row", "structure", "structure-last-row",
- * "value-part", "structure-part". */
+ * "value-part", "structure-part", "dataflow". */
 const char *nnp_evidence_name(nnp_evidence evidence);
 
 typedef struct nnp_diff_pair {

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "diff/diff.h"
+#include "diff/value_side.h"
 
 #define VALUE_TOL 0.05 /* estimated rel-L2 under which two records hold one value */
 #define MAX_SCAN 512   /* reference values looked at per port value and table */
@@ -34,21 +35,7 @@
 #define NONE32 UINT32_MAX
 
 /* One side: the records taking part, their values and what those are paired with. */
-typedef struct {
-    nnp_dump *d;
-    const size_t *rec;     /* records, in execution order */
-    size_t n;
-    nnp_sketch *sk;
-    uint32_t *cls;         /* per record: its value (class) */
-    size_t ncls;
-    uint32_t *first;       /* per value: its first record */
-    uint32_t *mstart;      /* per value: its records are members[mstart[c] .. mstart[c + 1]) */
-    uint32_t *members;
-    int64_t *partner;      /* per value: the other side's value it is paired with, -1 */
-    uint8_t *how;          /* per value: how (NNP_EVIDENCE_*) */
-    bool *agrees_after;    /* per value: a module reading it makes a paired value */
-    bool *in_part;         /* per value: in a group of parts of a fused value (value_parts.c) */
-} side;
+typedef nnp__value_side side;
 
 static bool is_input_role(const char *role)
 {
@@ -452,6 +439,8 @@ static double value_confidence(uint8_t how, double dist)
 {
     if (how == NNP_EVIDENCE_VALUE_EXACT)
         return 1.0;
+    if (how == NNP_EVIDENCE_DATAFLOW)
+        return 0.5; /* no value agrees: as sure as structure can be */
     return 0.9 + 0.1 * (1.0 - (dist > VALUE_TOL ? 1.0 : dist / VALUE_TOL));
 }
 
@@ -493,7 +482,7 @@ static nnp_status pair_class(const side *r, const side *p, uint32_t rc, uint32_t
 static nnp_status pair_members(const side *r, const side *p, const cand *c, size_t nc,
                                pair_list *out, bool *port_covered)
 {
-    double *dist = malloc((r->ncls ? r->ncls : 1) * sizeof *dist);
+    double *dist = calloc(r->ncls ? r->ncls : 1, sizeof *dist);
     if (!dist)
         return nnp__nomem();
     for (size_t k = 0; k < nc; k++)
@@ -723,6 +712,8 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
         st = find_candidates(&r, &p, &c, &nc);
     if (!st)
         st = chain_values(&r, &p, c, nc);
+    if (!st && structure)
+        st = nnp__flow_check(&r, &p);
     if (!st)
         st = find_agreement_after(&r);
     if (!st)
@@ -758,6 +749,6 @@ const char *nnp_evidence_name(nnp_evidence e)
 {
     static const char *const names[] = {"name",           "value-exact",       "value",
                                         "value-last-row", "structure",         "structure-last-row",
-                                        "value-part",     "structure-part"};
+                                        "value-part",     "structure-part",    "dataflow"};
     return (unsigned)e < sizeof names / sizeof *names ? names[e] : "?";
 }
