@@ -594,7 +594,14 @@ class Session:
 
     def _open_explicit(self, L):
         n_mod = sum(1 for _ in self.model.modules()) if self.model is not None else 0
-        per = (1 if self.inputs else 0) + (1 if self.outputs else 0) + (2 if self.grads else 0)
+        # Records expected per module and side. The library keeps this much room for the
+        # header in front of the data; a header that outgrows it is written by copying every
+        # recorded byte once more behind a bigger one, while room left over costs only its
+        # spaces. Most modules record one tensor a side, but a module called in a loop (RAFT's
+        # update block) or given a list (DenseNet's layers) records several: torchvision's
+        # models need up to 3.3 a side, so 4 leaves a margin.
+        per = 4 * ((1 if self.inputs else 0) + (1 if self.outputs else 0)
+                   + (2 if self.grads else 0))
         rank, world = distributed_rank(self.rank, self.world_size)
         opts = _lib.CaptureOptions(
             os.fsencode(self.inject_path) if self.inject_path else None,
