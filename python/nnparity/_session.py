@@ -340,10 +340,8 @@ class Session:
     # -- selection --------------------------------------------------------------------------
 
     def _modules(self):
-        if self.model is None:
-            return []
         out = []
-        for path, module in self.model.named_modules():
+        for path, module in self._named:
             name = path if path else self.root
             selected = ((self.include is None or _matches(name, self.include))
                         and not (self.exclude and _matches(name, self.exclude))
@@ -593,7 +591,7 @@ class Session:
         self._open_explicit(L)
 
     def _open_explicit(self, L):
-        n_mod = sum(1 for _ in self.model.modules()) if self.model is not None else 0
+        n_mod = len(self._named)
         # Records expected per module and side. The library keeps this much room for the
         # header in front of the data; a header that outgrows it is written by copying every
         # recorded byte once more behind a bigger one, while room left over costs only its
@@ -620,8 +618,9 @@ class Session:
             raise NnparityError(NNP_ERR_ARG, "this session was already used; make a new one")
         self._entered = True
         # Checked before the session opens, so that a refusal leaves no file behind.
-        if self.model is not None and self.root and any(
-                p == self.root for p, _ in self.model.named_modules()):
+        # The model's modules, walked once: the check below, the header room and the hooks.
+        self._named = list(self.model.named_modules()) if self.model is not None else []
+        if self.root and any(p == self.root for p, _ in self._named):
             raise NnparityError(NNP_ERR_ARG, f"a submodule of the model is named {self.root!r}, "
                                              "the root module's record name; pass root=... "
                                              "with another name")
@@ -640,15 +639,21 @@ class Session:
         """Name the modules whose hooks never ran while a submodule's did: their forward was
         called directly (`block.forward(x)` runs no hook), or their parent used their submodules
         without calling them; either way nothing of theirs is in the dump."""
-        called = [mod.name for _, mod in self._mods if mod.called]
+        # the modules above a called one other than the root, by name; the root is above all
+        above, any_called = set(), False
+        for _, mod in self._mods:
+            if mod.called and mod.name != self.root:
+                any_called = True
+                parts = mod.name.split(".")
+                for i in range(1, len(parts)):
+                    above.add(".".join(parts[:i]))
         silent = []
         for module, mod in self._mods:
             if mod.called or not (mod.rec_in or mod.rec_out or mod.inject):
                 continue
             if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
                 continue  # containers have no forward of their own
-            prefix = "" if mod.name == self.root else mod.name + "."
-            if any(c != mod.name and c != self.root and c.startswith(prefix) for c in called):
+            if (any_called if mod.name == self.root else mod.name in above):
                 silent.append(mod.name)
         # the outermost ones: a module inside a silent one says nothing new
         silent = [n for n in silent
