@@ -11,8 +11,8 @@ listed as skipped.
         [--runs 5] [--dir DIR] [--group classification,...] [--peer TREE] [MODEL ...]
 
 Prints one row per model: plain ms and capture ms (medians of --runs runs; more for a fast
-model, until each side had about 3 s, up to 4 times --runs; 3 for a model slower than 3 s),
-their ratio, the floor, and the records and MB the dump holds. The floor is (plain + write) /
+model, until each side had about 3 s, up to 4 times --runs; 3 for a model slower than 1 s, and
+one run for a model slower than 5 s, whose ratio is close to 1 anyway), their ratio, the floor, and the records and MB the dump holds. The floor is (plain + write) /
 plain, where write is the time to write the same bytes with one plain write() a record into a
 new file, timed in the same runs: no capture that writes its records as the forward runs can
 have a lower ratio. The ratios are the figures to compare; absolute times drift on a shared
@@ -148,22 +148,31 @@ def measure(group, name, runs, workdir, bridges):
         fn()
         return time.perf_counter() - t0
 
+    # each round: the plain forward, the captures (this tree's last: its dump gives the sizes
+    # the plain writes copy), the plain writes
+    captures = [capture_with(b) for b in reversed(bridges)]
+    times = [[] for _ in range(2 + len(captures))]  # plain, write, captures
+    sizes = None
     with torch.no_grad(), warnings.catch_warnings():
         # the bridge's warnings (skipped tensors) are not what is measured here
         warnings.simplefilter("ignore")
-        # warm-up of each; the plain one's time sizes the runs: `runs`, more (up to 4 times as
-        # many) for a fast model, so that each side runs about 3 s in all, and 3 for a slow one
+        # a warm-up of each; the plain one's time sizes the runs: `runs`, more (up to 4 times
+        # as many) for a fast model, so that each side runs about 3 s in all; 3 for a model
+        # slower than 1 s, and 1 with no warm-up but the plain one's for one slower than 5 s
         first = timed(plain)
-        sides = [plain, None] + [capture_with(b) for b in bridges]
-        for side in reversed(sides[2:]):
-            timed(side)
-        sizes = record_sizes(path)  # this tree's dump, warmed up last
-        sides[1] = plain_writes(raw, sizes)
-        n = 3 if first > 3.0 else max(runs, min(4 * runs, int(3.0 / max(first, 1e-3))))
-        times = [[] for _ in sides]
+        if first > 5.0:
+            n = 1
+        else:
+            for side in captures:
+                timed(side)
+            sizes = record_sizes(path)
+            n = 3 if first > 1.0 else max(runs, min(4 * runs, int(3.0 / max(first, 1e-3))))
         for _ in range(n):
-            for side, t in zip(sides, times):
+            times[0].append(timed(plain))
+            for side, t in zip(captures, reversed(times[2:])):
                 t.append(timed(side))
+            sizes = sizes or record_sizes(path)
+            times[1].append(timed(plain_writes(raw, sizes)))
     for p in (path, raw):
         if p.exists():
             p.unlink()
