@@ -8,7 +8,8 @@ default threads, under torch.no_grad(). A model that does not build or run on it
 listed as skipped.
 
     NNPARITY_LIB=build/libnnparity.so /usr/bin/python3 bench/zoo_capture.py \
-        [--runs 5] [--dir DIR] [--group classification,...] [--peer TREE] [MODEL ...]
+        [--runs 5] [--dir DIR] [--group classification,...] [--max-mparams N] [--peer TREE]
+        [MODEL ...]
 
 Prints one row per model: plain ms and capture ms (medians of --runs runs; more for a fast
 model, until each side had about 3 s, up to 4 times --runs; 3 for a model slower than 1 s, and
@@ -24,7 +25,11 @@ system mounted with `discard`, a wait for the device) and is not the capture's o
 
 --peer TREE also times the bridge of another source tree (TREE/python, with its
 TREE/build/libnnparity.so) in the same runs, interleaved: a before/after comparison whose
-figures share the same plain forwards."""
+figures share the same plain forwards.
+
+--max-mparams N leaves out the models of more than N million parameters (listed as skipped):
+building one and running it once takes minutes on a small machine, and a model that large
+spends its time in a few big layers, where the capture costs least."""
 import argparse
 import ctypes
 import gc
@@ -59,6 +64,16 @@ def build(group, name):
     torch.manual_seed(0)
     extra = {"weights_backbone": None} if group in ("segmentation", "detection") else {}
     return models.get_model(name, weights=None, **extra).eval()
+
+
+def count_mparams(name):
+    """The model's parameters in millions, from its weights' description (no download, no
+    build); None when torchvision describes none."""
+    try:
+        weights = list(models.get_model_weights(name))
+    except Exception:
+        return None
+    return weights[0].meta.get("num_params", 0) / 1e6 if weights else None
 
 
 def example_input(group, name):
@@ -188,6 +203,8 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dir", help="where the dump goes (default: a temporary directory)")
     ap.add_argument("--peer", help="another source tree whose bridge is timed too")
+    ap.add_argument("--max-mparams", type=float,
+                    help="leave out models of more than this many million parameters")
     args = ap.parse_args()
 
     todo = []
@@ -207,6 +224,12 @@ def main():
     ratios = []
     try:
         for group, name in todo:
+            if args.max_mparams is not None:
+                mparams = count_mparams(name)
+                if mparams is not None and mparams > args.max_mparams:
+                    print(f"{name:36} skipped: {mparams:.0f}M parameters, over --max-mparams",
+                          flush=True)
+                    continue
             try:
                 tp, tw, tcs, records, mb = measure(group, name, args.runs, workdir, bridges)
             except Exception as e:  # a model that does not run on this input
