@@ -1,11 +1,14 @@
 """Loading libnnparity.so through ctypes: the C signatures the bridge uses, the nnp_tap_desc
-structure, the mapping between torch dtypes and nnp_dtype, and NnparityError for failing calls.
+structure (and TapPacker, which packs it by hand on the recording path), the mapping between
+torch dtypes and nnp_dtype, and NnparityError for failing calls.
 
 Everything else in the package goes through this module, so it is the one place that has to agree
 with include/nnparity.h."""
 import ctypes
 import ctypes.util
 import os
+import struct
+import threading
 from pathlib import Path
 
 import torch
@@ -104,6 +107,65 @@ class TapDesc(ctypes.Structure):
     ]
 
 
+class CStr(bytes):
+    """bytes that know where their characters are, for descriptors packed by hand (TapPacker).
+    The address stays valid as long as the object lives; names the bridge reuses record after
+    record (module names, roles) are made CStr once."""
+
+    def __new__(cls, value):
+        self = super().__new__(cls, value)
+        self.addr = _address(self)
+        return self
+
+
+def _address(b):
+    """The address of the characters of bytes b (0 for None); valid while b lives."""
+    if b is None:
+        return 0
+    addr = getattr(b, "addr", None)
+    return addr if addr is not None else ctypes.cast(ctypes.c_char_p(b), ctypes.c_void_p).value
+
+
+class TapPacker(threading.local):
+    """A struct nnp_tap_desc and its shape, packed with the struct module into a buffer of the
+    calling thread: building a TapDesc (and its shape array) through ctypes for each record
+    costs more than the library takes to record a small tensor. The layout is the compiler's
+    ("@": native sizes and alignment); _Lib checks it against TapDesc, whose layout it checks
+    against the library's."""
+    DESC = struct.Struct("@PPPiIP")
+    MAX_DIMS = 64
+    SHAPES = [struct.Struct(f"@{n}Q") for n in range(MAX_DIMS + 1)]
+
+    def __init__(self):
+        self.buf = ctypes.create_string_buffer(self.DESC.size + 8 * self.MAX_DIMS)
+        self.addr = ctypes.addressof(self.buf)
+
+    def pack(self, name_b, role_b, type_b, code, shape):
+        """The address of the packed descriptor, valid until this thread packs another; None
+        when the shape has more dimensions than the buffer holds (build a TapDesc then). The
+        names must stay alive until the descriptor is used."""
+        n = len(shape)
+        if n > self.MAX_DIMS:
+            return None
+        self.DESC.pack_into(self.buf, 0, _address(name_b), _address(role_b), _address(type_b),
+                            code, n, self.addr + self.DESC.size)
+        self.SHAPES[n].pack_into(self.buf, self.DESC.size, *shape)
+        return self.addr
+
+
+def check_packer():
+    """Refuse a TapPacker layout that is not TapDesc's."""
+    fields = [f for f, _ in TapDesc._fields_]
+    fmt = TapPacker.DESC.format.lstrip("@")
+    offsets = [struct.calcsize("@" + fmt[:i + 1]) - struct.calcsize("@" + fmt[i])
+               for i in range(len(fmt))]
+    mine = {"size": TapPacker.DESC.size, **dict(zip(fields, offsets))}
+    theirs = {"size": ctypes.sizeof(TapDesc), **{f: getattr(TapDesc, f).offset for f in fields}}
+    if mine != theirs:
+        raise NnparityError(NNP_ERR_INTERNAL, f"the bridge packs nnp_tap_desc as {mine}, but "
+                                              f"its TapDesc is {theirs}")
+
+
 class CaptureOptions(ctypes.Structure):
     """struct nnp_capture_options."""
     _c_name = "nnp_capture_options"
@@ -171,6 +233,14 @@ _SIGNATURES = {
 }
 
 
+# Second prototypes of C functions, loaded as <name>_at: the tap functions given the address of
+# a descriptor TapPacker packed.
+_AT_SIGNATURES = {
+    "nnp_tap_record": (_c_int, [_c_void_p, _c_void_p]),
+    "nnp_tap_inject": (_c_int, [_c_void_p, _c_void_p]),
+}
+
+
 def _find_library():
     """The library to load, the first found of: NNPARITY_LIB; the repository's build/ when this
     package is the source tree's; the copy a package built from a built tree carries; the
@@ -215,9 +285,16 @@ class _Lib:
             fn.restype = restype
             fn.argtypes = argtypes
             setattr(self, name, fn)
+        for name, (restype, argtypes) in _AT_SIGNATURES.items():
+            try:
+                fn = ctypes.CFUNCTYPE(restype, *argtypes)((name, self.dll))
+            except AttributeError:
+                fn = _missing(path, name)
+            setattr(self, name + "_at", fn)
         check_version(self)
-        for struct in (TapDesc, CaptureOptions, Record):
-            check_layout(self, struct)
+        for cls in (TapDesc, CaptureOptions, Record):
+            check_layout(self, cls)
+        check_packer()
 
 
 def check_version(L):

@@ -101,7 +101,14 @@ def host_view(t):
     returned as it is, so its memory is read in place."""
     code = _lib.TORCH_TO_NNP.get(t.dtype)
     # is_nested first: a nested tensor's layout is strided, but its shape cannot be read.
-    if code is None or t.is_nested or t.layout != torch.strided or t.device.type == "meta":
+    if code is None or t.is_nested or t.layout != torch.strided:
+        return None
+    if t.is_cpu:
+        if t.is_contiguous():
+            # Read in place, not detached: only its shape and address are used, and a hook
+            # pays for every new tensor object, record after record.
+            return t, code
+    elif t.device.type == "meta":
         return None
     t = t.detach()
     if t.device.type != "cpu":
@@ -126,14 +133,28 @@ def make_desc(name_b, role_b, type_b, code, shape):
     return desc
 
 
+# Descriptors for the library, packed in a buffer of the calling thread.
+_packer = _lib.TapPacker()
+
+
+def tap_call(fn, fn_at, name_b, role_b, type_b, code, shape, data):
+    """fn (nnp_tap_record or nnp_tap_inject) on a descriptor of the given fields; fn_at is the
+    same function given a packed one, used whenever the shape fits the packer."""
+    addr = _packer.pack(name_b, role_b, type_b, code, shape)
+    if addr is not None:
+        return fn_at(addr, data)
+    return fn(ctypes.byref(make_desc(name_b, role_b, type_b, code, shape)), data)
+
+
 def record_tensor(name_b, role_b, type_b, t):
     """Record t; False (nothing recorded) when host_view() refuses it."""
     hv = host_view(t)
     if hv is None:
         return False
     h, code = hv
-    desc = make_desc(name_b, role_b, type_b, code, h.shape)
-    status = _lib.lib().nnp_tap_record(ctypes.byref(desc), h.data_ptr() or _EMPTY_ADDR)
+    L = _lib.lib()
+    status = tap_call(L.nnp_tap_record, L.nnp_tap_record_at, name_b, role_b, type_b, code,
+                      h.shape, h.data_ptr() or _EMPTY_ADDR)
     if status != NNP_OK:
         raise _lib.error(status, f"recording {name_b.decode()}/{role_b.decode()}")
     return True
@@ -235,8 +256,9 @@ def inject_tensor(name_b, role_b, type_b, t):
         buf = src.clone(memory_format=torch.contiguous_format)
     else:
         buf = src.to("cpu").contiguous()
-    desc = make_desc(name_b, role_b, type_b, code, buf.shape)
-    status = _lib.lib().nnp_tap_inject(ctypes.byref(desc), buf.data_ptr() or _EMPTY_ADDR)
+    L = _lib.lib()
+    status = tap_call(L.nnp_tap_inject, L.nnp_tap_inject_at, name_b, role_b, type_b, code,
+                      buf.shape, buf.data_ptr() or _EMPTY_ADDR)
     if status == NNP_ERR_NOT_FOUND:
         return t
     if status != NNP_OK:
@@ -275,8 +297,9 @@ class _Mod:
 
     def __init__(self, name, module, rec_in, rec_out, grads, inject):
         self.name = name
-        self.name_b = name.encode()
-        self.type_b = type(module).__name__.encode()
+        # CStr: the library is handed them record after record
+        self.name_b = _lib.CStr(name.encode())
+        self.type_b = _lib.CStr(type(module).__name__.encode())
         self.rec_in, self.rec_out, self.grads, self.inject = rec_in, rec_out, grads, inject
         self.called = False  # its hooks ran at least once
 
@@ -288,7 +311,7 @@ def role_bytes(prefix, i):
     key = (prefix, i)
     b = _ROLE_CACHE.get(key)
     if b is None:
-        b = _ROLE_CACHE[key] = f"{prefix}{i}".encode()
+        b = _ROLE_CACHE[key] = _lib.CStr(f"{prefix}{i}".encode())
     return b
 
 
@@ -340,10 +363,8 @@ class Session:
     # -- selection --------------------------------------------------------------------------
 
     def _modules(self):
-        if self.model is None:
-            return []
         out = []
-        for path, module in self.model.named_modules():
+        for path, module in self._named:
             name = path if path else self.root
             selected = ((self.include is None or _matches(name, self.include))
                         and not (self.exclude and _matches(name, self.exclude))
@@ -364,6 +385,9 @@ class Session:
 
     def _pop(self, mod):
         s = self.stack()
+        if s and s[-1] is mod:
+            s.pop()
+            return
         # Pop down to this module: entries above it belong to forwards that raised and were
         # caught inside this one.
         for i in range(len(s) - 1, -1, -1):
@@ -458,13 +482,15 @@ class Session:
             tensors = flatten(args, [])
             if kwargs:
                 flatten(kwargs, tensors)
+            record, name_b, type_b = self._record, mod.name_b, mod.type_b
             for i, t in enumerate(tensors):
-                self._record(mod.name_b, role_bytes("in", i), mod.type_b, t)
+                record(name_b, role_bytes("in", i), type_b, t)
         return None
 
     def _outputs(self, mod, output):
+        record, name_b, type_b = self._record, mod.name_b, mod.type_b
         for i, t in enumerate(flatten(output, [])):
-            self._record(mod.name_b, role_bytes("out", i), mod.type_b, t)
+            record(name_b, role_bytes("out", i), type_b, t)
 
     def _grads(self, mod, grad_input, grad_output):
         for prefix, grads in (("grad_out", grad_output), ("grad_in", grad_input)):
@@ -593,8 +619,15 @@ class Session:
         self._open_explicit(L)
 
     def _open_explicit(self, L):
-        n_mod = sum(1 for _ in self.model.modules()) if self.model is not None else 0
-        per = (1 if self.inputs else 0) + (1 if self.outputs else 0) + (2 if self.grads else 0)
+        n_mod = len(self._named)
+        # Records expected per module and side. The library keeps this much room for the
+        # header in front of the data; a header that outgrows it is written by copying every
+        # recorded byte once more behind a bigger one, while room left over costs only its
+        # spaces. Most modules record one tensor a side, but a module called in a loop (RAFT's
+        # update block) or given a list (DenseNet's layers) records several: torchvision's
+        # models need up to 3.3 a side, so 4 leaves a margin.
+        per = 4 * ((1 if self.inputs else 0) + (1 if self.outputs else 0)
+                   + (2 if self.grads else 0))
         rank, world = distributed_rank(self.rank, self.world_size)
         opts = _lib.CaptureOptions(
             os.fsencode(self.inject_path) if self.inject_path else None,
@@ -613,8 +646,9 @@ class Session:
             raise NnparityError(NNP_ERR_ARG, "this session was already used; make a new one")
         self._entered = True
         # Checked before the session opens, so that a refusal leaves no file behind.
-        if self.model is not None and self.root and any(
-                p == self.root for p, _ in self.model.named_modules()):
+        # The model's modules, walked once: the check below, the header room and the hooks.
+        self._named = list(self.model.named_modules()) if self.model is not None else []
+        if self.root and any(p == self.root for p, _ in self._named):
             raise NnparityError(NNP_ERR_ARG, f"a submodule of the model is named {self.root!r}, "
                                              "the root module's record name; pass root=... "
                                              "with another name")
@@ -633,15 +667,21 @@ class Session:
         """Name the modules whose hooks never ran while a submodule's did: their forward was
         called directly (`block.forward(x)` runs no hook), or their parent used their submodules
         without calling them; either way nothing of theirs is in the dump."""
-        called = [mod.name for _, mod in self._mods if mod.called]
+        # the modules above a called one other than the root, by name; the root is above all
+        above, any_called = set(), False
+        for _, mod in self._mods:
+            if mod.called and mod.name != self.root:
+                any_called = True
+                parts = mod.name.split(".")
+                for i in range(1, len(parts)):
+                    above.add(".".join(parts[:i]))
         silent = []
         for module, mod in self._mods:
             if mod.called or not (mod.rec_in or mod.rec_out or mod.inject):
                 continue
             if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
                 continue  # containers have no forward of their own
-            prefix = "" if mod.name == self.root else mod.name + "."
-            if any(c != mod.name and c != self.root and c.startswith(prefix) for c in called):
+            if (any_called if mod.name == self.root else mod.name in above):
                 silent.append(mod.name)
         # the outermost ones: a module inside a silent one says nothing new
         silent = [n for n in silent

@@ -220,6 +220,34 @@ def test_non_contiguous_scalar_and_empty_tensors(tmp_path):
     assert dump["model/in2"].shape == (0, 5) and dump["model/out2"].shape == (0, 5)
 
 
+@pytest.mark.parametrize("ndim", [16, 64, 65, 70])
+def test_tensors_of_many_dimensions_are_recorded_and_injected(tmp_path, ndim):
+    # The bridge packs a record's description into a buffer for up to 64 dimensions and
+    # builds it otherwise; both ways must say the same. Injection takes up to 16 axes (the
+    # adapters' limit); past that the library's refusal names the record, which it could not
+    # do from a descriptor it read wrong.
+    shape = [1] * (ndim - 2) + [2, 3]
+    x = torch.arange(6.0).reshape(shape)
+    model = nn.Identity()
+    ref, port = tmp_path / "ref.safetensors", tmp_path / "port.safetensors"
+    with nnparity.capture(model, ref):
+        model(x)
+    dump = nnparity.load(ref)
+    assert_same_bits(dump["model/in0"], x)
+    assert_same_bits(dump["model/out0"], x)
+    if ndim > 16:
+        with pytest.raises(nnparity.NnparityError,
+                           match="inject 'model/in0': reference record 'model/in0' has more "
+                                 "than 16 axes"):
+            with nnparity.inject(model, ref, capture_path=port):
+                model(torch.zeros(shape))
+        return
+    with nnparity.inject(model, ref, capture_path=port):
+        y = model(torch.zeros(shape))
+    assert_same_bits(y, x)
+    assert_same_bits(nnparity.load(port)["model/in0"], x)
+
+
 def test_include_exclude_leaves_and_roles(tmp_path):
     model, x = vit(), image()
     path = tmp_path / "sel.safetensors"
