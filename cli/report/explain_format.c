@@ -4,17 +4,27 @@
  */
 #include "report/explain_format.h"
 
+#include <string.h>
+
 #include "cli.h"
 #include "report/json_out.h"
 
 void explain_print(FILE *o, const nnp_diff *d, size_t pair, const char *indent)
 {
+    /* long lines wrap at the report's width, under the text after "where: " */
+    char first[64];
+    int width = cli_width(), in = (int)strlen(indent);
     const nnp_profile *pr = nnp_diff_profile(d, pair);
-    if (pr)
-        fprintf(o, "%swhere: %s\n", indent, cli_text(pr->where));
+    if (pr) {
+        snprintf(first, sizeof first, "%swhere: ", indent);
+        cli_wrap(o, first, in + 4, width, pr->where);
+    }
     for (size_t k = 0; k < nnp_diff_hint_count(d, pair); k++) {
         const nnp_hint *h = nnp_diff_hint_at(d, pair, k);
-        fprintf(o, "%shint: %s (fit %.3f)\n", indent, cli_text(h->text), h->fit);
+        char line[768];
+        snprintf(line, sizeof line, "%s (fit %.3f)", h->text, h->fit);
+        snprintf(first, sizeof first, "%shint: ", indent);
+        cli_wrap(o, first, in + 4, width, line);
     }
 }
 

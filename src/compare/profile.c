@@ -234,8 +234,7 @@ static nnp_status describe(nnp__explained *x, bool by_fail, double total)
             nnp__sbuf_printf(&w, " from index %llu on", (unsigned long long)from);
     }
     if (!w.len)
-        nnp__sbuf_puts(&w, "the error is spread over every axis: no few indices of one axis "
-                           "hold most of it");
+        nnp__sbuf_puts(&w, "the error is spread over every axis");
     free(mass);
     if (w.failed || reg.failed) {
         nnp__sbuf_free(&w);
