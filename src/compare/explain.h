@@ -28,6 +28,8 @@ typedef struct nnp__xsample {
     uint64_t n;
     uint64_t *flat;
     double *r, *p;
+    uint64_t *idx;                     /* n x ndim: each element's index along each axis */
+    uint64_t stride[NNP__X_MAX_DIMS];  /* of each axis, in elements */
 } nnp__xsample;
 
 /* What one pair's explanation keeps (the public parts point into it). */

@@ -18,9 +18,9 @@
 
 #include "compare/explain.h"
 
-#define HINT_MAX (1u << 15)
-#define HINT_RUN 256u
-#define PERM_MAX 4096u
+#define HINT_MAX (1u << 13)
+#define HINT_RUN 128u
+#define PERM_MAX 1024u
 #define FIT 0.99
 
 const char *nnp_hint_kind_name(nnp_hint_kind kind)
@@ -58,11 +58,6 @@ static uint64_t stride_of(const nnp__xinput *in, uint32_t a)
     return s;
 }
 
-static uint64_t index_along(const nnp__xinput *in, uint64_t flat, uint32_t a)
-{
-    return flat / stride_of(in, a) % in->shape[a];
-}
-
 /* The elements of the region (every axis' indices the profile found, or all of it), all or
  * runs of them spread over it. */
 static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x)
@@ -78,7 +73,9 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x)
     s->flat = malloc(n * sizeof *s->flat);
     s->r = malloc(n * sizeof *s->r);
     s->p = malloc(n * sizeof *s->p);
-    if (!s->flat || !s->r || !s->p)
+    s->idx = malloc(n * (in->ndim ? in->ndim : 1) * sizeof *s->idx);
+    memcpy(s->stride, st, sizeof st);
+    if (!s->flat || !s->r || !s->p || !s->idx)
         return nnp__nomem();
     uint64_t runs = total <= HINT_MAX ? 1 : HINT_MAX / HINT_RUN, len = total <= HINT_MAX ? total
                                                                                        : HINT_RUN;
@@ -91,7 +88,8 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x)
             for (uint32_t a = in->ndim; a-- > 0;) {
                 uint64_t i = u % rs[a];
                 u /= rs[a];
-                flat += (x->nreg[a] ? x->reg[a][i] : i) * st[a];
+                s->idx[s->n * in->ndim + a] = x->nreg[a] ? x->reg[a][i] : i;
+                flat += s->idx[s->n * in->ndim + a] * st[a];
             }
             s->flat[s->n] = flat;
             s->r[s->n] = nnp__x_elem(in->rdtype, in->r, flat);
@@ -161,16 +159,17 @@ static base base_of(const nnp__xinput *in, const nnp__xsample *s)
 static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, double *fit)
 {
     static const int ks[] = {1, -1, 2, -2};
-    uint64_t st = stride_of(in, a);
+    uint64_t st = s->stride[a];
     int best = 0;
     *fit = 0;
     for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
         double resid = 0, e = 0;
-        uint64_t valid = 0;
-        for (uint64_t k = 0; k < s->n; k++) {
+        uint64_t valid = 0, seen = 0, step = s->n > PERM_MAX ? s->n / PERM_MAX : 1;
+        for (uint64_t k = 0; k < s->n; k += step) {
+            seen++;
             if (!FINITE(k))
                 continue;
-            int64_t i = (int64_t)index_along(in, s->flat[k], a), j = i - ks[t];
+            int64_t i = (int64_t)s->idx[k * in->ndim + a], j = i - ks[t];
             if (j < 0 || j >= (int64_t)in->shape[a])
                 continue;
             double q = nnp__x_elem(in->rdtype, in->r, s->flat[k] + (uint64_t)(j - i) * st);
@@ -178,7 +177,7 @@ static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, 
             e += (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
             valid++;
         }
-        double f = e > 0 && valid * 2 >= s->n ? 1 - resid / e : 0;
+        double f = e > 0 && valid * 2 >= seen ? 1 - resid / e : 0;
         if (f > *fit) {
             *fit = f;
             best = ks[t];
@@ -193,7 +192,7 @@ static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, 
 static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint32_t a,
                               uint64_t g, uint64_t *map, bool *seen_out)
 {
-    uint64_t n = in->shape[a], bs = n / g, st = stride_of(in, a);
+    uint64_t n = in->shape[a], bs = n / g, st = s->stride[a];
     double *err = calloc(g * g, sizeof *err);
     bool *seen = seen_out;
     if (!err)
@@ -203,7 +202,7 @@ static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint
     for (uint64_t k = 0; k < s->n; k += step) {
         if (!FINITE(k))
             continue;
-        uint64_t i = index_along(in, s->flat[k], a), bi = i / bs, o = i % bs;
+        uint64_t i = s->idx[k * in->ndim + a], bi = i / bs, o = i % bs;
         seen[bi] = true;
         for (uint64_t bj = 0; bj < g; bj++) {
             int64_t delta = (int64_t)(bj * bs + o) - (int64_t)i;
@@ -233,7 +232,7 @@ static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint
 static nnp_status permutation_hints(const nnp__xinput *in, const nnp__xsample *s,
                                     nnp__explained *x, uint32_t a)
 {
-    static const uint64_t blocks[] = {2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64};
+    static const uint64_t blocks[] = {2, 3, 4, 8};
     uint64_t n = in->shape[a], cand[16];
     size_t nc = 0;
     if (x->nreg[a]) { /* indices of the region, against every index of the axis */
@@ -405,7 +404,7 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
         }
         for (uint64_t k = 0; k < s->n; k++)
             if (FINITE(k)) {
-                uint64_t i = index_along(in, s->flat[k], a);
+                uint64_t i = s->idx[k * in->ndim + a];
                 sum[i] += s->p[k] - s->r[k];
                 cnt[i]++;
             }
@@ -463,12 +462,12 @@ static nnp_status structure_hints(const nnp__xinput *in, const nnp__xsample *s, 
         for (uint32_t c = a + 1; c < in->ndim && !st; c++) {
             if (x->nreg[a] || x->nreg[c] || in->shape[a] != in->shape[c] || in->shape[a] < 2)
                 continue;
-            uint64_t sa = stride_of(in, a), sc = stride_of(in, c);
+            uint64_t sa = s->stride[a], sc = s->stride[c];
             double resid = 0;
             for (uint64_t k = 0; k < s->n; k++) {
                 if (!FINITE(k))
                     continue;
-                uint64_t i = index_along(in, s->flat[k], a), j = index_along(in, s->flat[k], c);
+                uint64_t i = s->idx[k * in->ndim + a], j = s->idx[k * in->ndim + c];
                 uint64_t f = s->flat[k] - i * sa - j * sc + j * sa + i * sc;
                 double q = nnp__x_elem(in->rdtype, in->r, f);
                 resid += (s->p[k] - q) * (s->p[k] - q);

@@ -15,8 +15,8 @@
 
 #include "compare/explain.h"
 
-#define SAMPLE_MAX (1u << 18)
-#define RUN 1024u
+#define SAMPLE_MAX (1u << 16)
+#define RUN 512u
 /* Share of the error that "lies in" a few indices. */
 #define CONCENTRATED 0.95
 
@@ -299,6 +299,7 @@ void nnp__x_sample_free(nnp__explained *x)
     free(x->sample.flat);
     free(x->sample.r);
     free(x->sample.p);
+    free(x->sample.idx);
     memset(&x->sample, 0, sizeof x->sample);
 }
 

@@ -13,7 +13,7 @@
 #include "diff/diff.h"
 
 /* Records this many pairs before or after a failing one are the candidates it may hold. */
-#define OTHER_WINDOW 16
+#define OTHER_WINDOW 4
 
 static bool has(const char *type, const char *word)
 {
