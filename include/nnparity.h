@@ -629,7 +629,7 @@ void nnp_diff_free(nnp_diff *diff);
  * Where a failing pair's error lies, and what explains it (docs/diff.md, "Where and hints")
  *
  * For every pair with verdict NNP_FAIL the diff reads the pair once more, all of it when it
- * holds at most 262144 elements, else a seeded sample of that many (runs of 1024 elements
+ * holds at most 65536 elements, else a seeded sample of that many (runs of 512 elements
  * spread over the tensor), and keeps:
  * - a profile per axis: each index's share of the squared error and its count of elements
  *   outside tolerance, with one line saying where the error concentrates ("all 784 failing
@@ -637,7 +637,7 @@ void nnp_diff_free(nnp_diff *diff);
  *   index 12 on"). Axes are named from the reference record's module type where it says their
  *   layout (NCHW for convolutions and 2-d norms, batch x token x feature for Linear and
  *   norms on 3-d input, batch x head x query x key for attention maps), else "axis k".
- * - hints: simple explanations tested against the pair (at most 32768 elements of where the
+ * - hints: simple explanations tested against the pair (at most 8192 elements of where the
  *   error lies), each kept only when it fits: a scale, a sign flip, a constant or a bias along
  *   an axis, two axes swapped, indices or blocks of indices permuted along an axis, a shift
  *   along an axis, the rounding of a narrower float type, clipping, zeros, new NaN/Inf, the
