@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "report/json_out.h"
+#include "report/explain_format.h"
 #include "report/pair_format.h"
 
 static const char diff_usage[] =
@@ -295,6 +296,7 @@ static void print_text(const nnp_dump *ref, const nnp_dump *port, const nnp_diff
                *r->module_type ? " [" : "", cli_text(r->module_type), *r->module_type ? "]" : "",
                verdict_text(p->verdict, v, sizeof v));
         print_pair_details(ref, port, p);
+        explain_print(stdout, d, (size_t)first, "  ");
     }
     if (reorder >= 0) {
         size_t i = (size_t)reorder;
@@ -448,6 +450,10 @@ static json_t *diff_json(const nnp_dump *ref, const nnp_dump *port, const nnp_di
         }
         if (p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH)
             json_object_set_new(o, "metrics", metrics_json(p));
+        if (explain_json_set(o, d, i) != 0) {
+            json_decref(o);
+            goto fail;
+        }
         if (json_array_append_new(pairs, o) != 0)
             goto fail;
     }

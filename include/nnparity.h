@@ -473,6 +473,9 @@ typedef struct nnp_diff_options {
      * nothing but tolerances; what is left is paired by value only. NULL: pair as usual. */
     const nnp_diff *like;
     const nnp_dump *like_port;
+    /* Leave out where each failing pair's error lies and what explains it (nnp_diff_profile,
+     * nnp_diff_hint_at): the diff then reads each pair once and no more. */
+    bool no_explain;
 } nnp_diff_options;
 
 /* size set, no rules, atol = rtol = -1 (by dtype), threads 0, alignment on, no progress. */
@@ -629,6 +632,81 @@ const char *nnp_component_of(const nnp_rules *rules, const char *name, const cha
 nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options *opts,
                           nnp_diff **out);
 void nnp_diff_free(nnp_diff *diff);
+
+/* ---------------------------------------------------------------------------------------------
+ * Where a failing pair's error lies, and what explains it (docs/diff.md, "Where and hints")
+ *
+ * For every pair with verdict NNP_FAIL the diff reads the pair once more, all of it when it
+ * holds at most 65536 elements, else a seeded sample of that many (runs of 512 elements
+ * spread over the tensor), and keeps:
+ * - a profile per axis: each index's share of the squared error and its count of elements
+ *   outside tolerance, with one line saying where the error concentrates ("all 784 failing
+ *   elements lie in axis 1 index 7 (channel 7)", "the error grows along axis 1 (token) from
+ *   index 12 on"). Axes are named from the reference record's module type where it says their
+ *   layout (NCHW for convolutions and 2-d norms, batch x token x feature for Linear and
+ *   norms on 3-d input, batch x head x query x key for attention maps), else "axis k".
+ * - hints: simple explanations tested against the pair (at most 8192 elements of where the
+ *   error lies), each kept only when it fits: a scale, a sign flip, a constant or a bias along
+ *   an axis, two axes swapped, indices or blocks of indices permuted along an axis, a shift
+ *   along an axis, the rounding of a narrower float type, clipping, zeros, new NaN/Inf, the
+ *   values of another reference record. A pair whose shapes are a permutation of each other
+ *   (verdict NNP_SHAPE_MISMATCH) is tested for permuted axes only.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nnp_axis_profile {
+    const char *name;       /* "channel", "token", "head", ... or "axis 2" */
+    uint64_t size;          /* indices along the axis */
+    const double *sq_share; /* per index: its share of the squared error of the finite elements
+                             * read (they sum to 1; all 0 when that error is 0) */
+    const uint64_t *fail;   /* per index: elements read that are outside tolerance */
+} nnp_axis_profile;
+
+typedef struct nnp_profile {
+    uint32_t ndim;
+    const nnp_axis_profile *axes; /* ndim of them, in the order of the reference's shape */
+    uint64_t elements;            /* elements read: all of the pair's, or a sample */
+    bool sampled;                 /* elements < the pair's count */
+    uint64_t fail;                /* of the elements read, those outside tolerance */
+    const char *where;            /* one line: where the error concentrates */
+} nnp_profile;
+
+typedef enum nnp_hint_kind {
+    NNP_HINT_SCALE = 0,    /* port = value x reference */
+    NNP_HINT_SIGN,         /* port = -reference */
+    NNP_HINT_OFFSET,       /* port = reference + b: a constant (axis -1) or one b per index of
+                            * `axis` (a missing or extra bias); value: the mean |b| */
+    NNP_HINT_AXES_SWAPPED, /* the port holds the reference with `axis` and `axis2` swapped (or,
+                            * for permuted shapes, with its axes permuted: see the text) */
+    NNP_HINT_PERMUTED,     /* indices along `axis` are permuted, in blocks of `value` indices */
+    NNP_HINT_SHIFT,        /* port index i along `axis` holds reference index i - value */
+    NNP_HINT_PRECISION,    /* within a few ulps of a narrower float type's rounding of the
+                            * reference; value: the error's root mean square in those ulps */
+    NNP_HINT_CLIP,         /* the port is the reference clipped at `value` (see the text) */
+    NNP_HINT_ZEROS,        /* zeros where the reference is not: a part left out */
+    NNP_HINT_NONFINITE,    /* NaN or Inf where the reference is finite; value: how many */
+    NNP_HINT_OTHER_RECORD  /* the port holds another reference record's values (records
+                            * swapped, or wired to the wrong input); value: its record index */
+} nnp_hint_kind;
+
+typedef struct nnp_hint {
+    nnp_hint_kind kind;
+    double fit;          /* in [0, 1]: the share of the squared error it explains, or of the
+                          * failing elements it accounts for (zeros, clipping, precision, NaN) */
+    int32_t axis, axis2; /* the axes it acts along; -1: none */
+    double value;        /* as the kind says */
+    const char *text;    /* one line for a person, e.g. "port = 1.5 x reference in axis 1
+                          * index 7 (channel 7)" */
+} nnp_hint;
+
+/* "scale", "sign", "offset", "axes-swapped", "permuted", "shift", "precision", "clip", "zeros",
+ * "nonfinite", "other-record"; "?" outside the enum. */
+const char *nnp_hint_kind_name(nnp_hint_kind kind);
+/* The profile of pair i; NULL when it has none (it does not fail, options.no_explain, or a
+ * distributed diff). Lives as long as the diff. */
+const nnp_profile *nnp_diff_profile(const nnp_diff *diff, size_t pair);
+/* The hints that fit pair i, best first: hint k < nnp_diff_hint_count (NULL past it). */
+size_t nnp_diff_hint_count(const nnp_diff *diff, size_t pair);
+const nnp_hint *nnp_diff_hint_at(const nnp_diff *diff, size_t pair, size_t i);
 
 /* ---------------------------------------------------------------------------------------------
  * Attribution: the layer's own error, or one it inherits (docs/run.md)

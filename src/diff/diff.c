@@ -93,6 +93,7 @@ void nnp_diff_free(nnp_diff *d)
     free(d->port_value_seq);
     free(d->port_value_ref);
     free(d->culprit_module);
+    nnp__diff_explained_free(d);
     free(d);
 }
 
@@ -326,6 +327,8 @@ nnp_status nnp_diff_dumps(nnp_dump *ref, nnp_dump *port, const nnp_diff_options 
     st = d ? nnp__pair_records(ref, port, &o, d) : nnp__nomem();
     if (!st)
         st = compare_all(d, ref, port, &o);
+    if (!st && !o.no_explain)
+        st = nnp__diff_explain(d, ref, port, o.threads);
     if (!st)
         st = nnp__diff_conclude(d, port);
     if (!st)

@@ -6,6 +6,7 @@
 #define NNP_DIFF_H
 
 #include "compare/compare.h"
+#include "compare/explain.h"
 
 /* The result of a diff (opaque in nnparity.h: callers read it through accessors, diff.c). */
 struct nnp_diff {
@@ -29,6 +30,7 @@ struct nnp_diff {
     size_t *port_value_ref;
     nnp_culprit culprit;      /* culprit.c */
     char *culprit_module;
+    nnp__explained **explained; /* per pair: where its error lies and hints (explain.c); NULL */
 };
 
 /* ---- rules: what a name maps to (rules.c) and the adapters that bring layouts together
@@ -216,6 +218,9 @@ nnp_status nnp__align_rules(const char *const *port_names, const char *const *re
 void nnp__diff_verdict(nnp_diff_pair *p);
 /* Once every pair is compared: the first divergence, the order check, where NaN/Inf start. */
 nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port);
+/* Where each failing pair's error lies and what explains it (explain.c), once compared. */
+nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads);
+void nnp__diff_explained_free(nnp_diff *d);
 /* Who makes the first divergence (culprit.c), once it is known. */
 nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port);
 

@@ -60,7 +60,7 @@ static void test_every_options_init(void **state)
     memset(&d, 0xff, sizeof d);
     nnp_diff_options_init(&d);
     assert_int_equal(d.size, sizeof d);
-    assert_true(d.atol == -1 && d.rtol == -1 && d.threads == 0 && !d.no_align);
+    assert_true(d.atol == -1 && d.rtol == -1 && d.threads == 0 && !d.no_align && !d.no_explain);
     assert_null(d.rules);
     assert_null(d.progress);
     nnp_capture_options c;
@@ -162,7 +162,32 @@ static void test_diff_accessors(void **state)
     assert_int_equal(nnp_diff_collision_count(diff), 0);
     assert_null(nnp_diff_collision_at(diff, 0));
     assert_int_equal(nnp_diff_aligned_count(diff), 0);
+    /* where the failing pair's error lies, and no profile or hint for the one that agrees */
+    assert_null(nnp_diff_profile(diff, 0));
+    assert_int_equal(nnp_diff_hint_count(diff, 0), 0);
+    const nnp_profile *pr = nnp_diff_profile(diff, 1);
+    assert_non_null(pr);
+    assert_int_equal(pr->ndim, 1);
+    assert_int_equal(pr->fail, 1);
+    assert_false(pr->sampled);
+    assert_string_equal(pr->where, "all 1 failing elements lie in axis 0 index 1");
+    assert_int_equal(pr->axes[0].fail[1], 1);
+    assert_true(pr->axes[0].sq_share[1] == 1 && pr->axes[0].sq_share[0] == 0);
+    assert_null(nnp_diff_profile(diff, 2));
+    assert_null(nnp_diff_hint_at(diff, 1, nnp_diff_hint_count(diff, 1)));
+    assert_null(nnp_diff_profile(NULL, 0));
+    assert_int_equal(nnp_diff_hint_count(NULL, 0), 0);
+    assert_string_equal(nnp_hint_kind_name(NNP_HINT_SCALE), "scale");
+    assert_string_equal(nnp_hint_kind_name(NNP_HINT_OTHER_RECORD), "other-record");
+    assert_string_equal(nnp_hint_kind_name((nnp_hint_kind)99), "?");
     nnp_diff_free(diff);
+    /* without them the diff reads each pair once */
+    o.no_explain = true;
+    assert_int_equal(nnp_diff_dumps(r, p, &o, &diff), NNP_OK);
+    assert_null(nnp_diff_profile(diff, 1));
+    assert_int_equal(nnp_diff_hint_count(diff, 1), 0);
+    nnp_diff_free(diff);
+    o.no_explain = false;
     /* a diff refuses options never initialized */
     nnp_diff_options bad = {0};
     assert_int_equal(nnp_diff_dumps(r, p, &bad, &diff), NNP_ERR_ARG);

@@ -1,0 +1,78 @@
+/*
+ * explain.h - where a failing pair's error lies (profile.c) and which simple explanation fits it
+ * (hints.c), computed on the pair's two tensors as they were compared.
+ */
+#ifndef NNP_EXPLAIN_H
+#define NNP_EXPLAIN_H
+
+#include "compare/compare.h"
+
+#define NNP__X_MAX_DIMS 16
+#define NNP__X_MAX_HINTS 16
+/* Indices of one axis that can still be called "where the error lies". */
+#define NNP__X_REGION_MAX 4
+
+/* The pair: both sides in C order with one shape (the reference's, as compared). */
+typedef struct nnp__xinput {
+    nnp_dtype rdtype, pdtype;
+    const void *r, *p;
+    uint32_t ndim;
+    const uint64_t *shape;
+    uint64_t nelem;
+    double atol, rtol;
+    const char *names[NNP__X_MAX_DIMS]; /* axis names; NULL: "axis k" */
+} nnp__xinput;
+
+/* Elements of where the error lies, read for the hints: their flat indices and both values. */
+typedef struct nnp__xsample {
+    uint64_t n;
+    uint64_t *flat;
+    double *r, *p;
+    uint64_t *idx;                     /* n x ndim: each element's index along each axis */
+    uint64_t stride[NNP__X_MAX_DIMS];  /* of each axis, in elements */
+} nnp__xsample;
+
+/* What one pair's explanation keeps (the public parts point into it). */
+typedef struct nnp__explained {
+    nnp_profile profile;
+    nnp_axis_profile axes[NNP__X_MAX_DIMS];
+    char *names[NNP__X_MAX_DIMS];
+    double *share;   /* every axis' shares, one block */
+    uint64_t *fail;  /* every axis' counts, one block */
+    char *where;
+    /* the indices each axis' error lies in (nreg 0: the whole axis), and those as words */
+    uint32_t nreg[NNP__X_MAX_DIMS];
+    uint64_t reg[NNP__X_MAX_DIMS][NNP__X_REGION_MAX];
+    char *region_text; /* "" when the error spreads over every axis */
+    nnp_hint hints[NNP__X_MAX_HINTS];
+    size_t nhints;
+    nnp__xsample sample; /* freed once the hints are taken */
+    double sample_sq;    /* squared error of the sample's finite elements */
+} nnp__explained;
+
+/* One element of a tensor as a double. */
+double nnp__x_elem(nnp_dtype dtype, const void *data, uint64_t i);
+/* Whether an element pair is outside tolerance (a NaN on either side is; the same infinity on
+ * both is not). */
+bool nnp__x_fails(double r, double p, double atol, double rtol);
+/* "axis 2 (token)" or "axis 2". */
+void nnp__x_axis_label(nnp_sbuf *b, const nnp__explained *x, uint32_t a);
+
+/* The profile and the where line (profile.c); x zeroed by the caller. */
+nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x);
+/* The hints that fit (hints.c), after the profile: `m` are the pair's metrics. */
+nnp_status nnp__x_hints(const nnp__xinput *in, const nnp_metrics *m, nnp__explained *x);
+/* The share of the sample's squared error explained by `other` (a tensor of the same shape)
+ * standing in for the reference; -1 when there is no error to explain. */
+double nnp__x_other_fit(const nnp__explained *x, nnp_dtype dtype, const void *other);
+/* Add a hint (its text formatted); hints beyond NNP__X_MAX_HINTS are dropped. */
+nnp_status nnp__x_hint_add(nnp__explained *x, nnp_hint_kind kind, double fit, int axis, int axis2,
+                           double value, const char *fmt, ...) NNP_PRINTF(7, 8);
+/* For a pair whose port shape `pshape` is a permutation of the reference's `in->shape`: add an
+ * axes-swapped hint when one permutation of the port's axes gives the reference back. */
+nnp_status nnp__x_permuted_shape(const nnp__xinput *in, uint32_t pndim, const uint64_t *pshape,
+                                 nnp__explained *x);
+void nnp__x_sample_free(nnp__explained *x);
+void nnp__explained_free(nnp__explained *x);
+
+#endif /* NNP_EXPLAIN_H */

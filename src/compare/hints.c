@@ -1,0 +1,656 @@
+/*
+ * hints.c - simple explanations of a failing pair's difference, each tested on where the error
+ * lies and kept only when it fits: a scale, a sign flip, an offset or bias, a shift, swapped axes,
+ * permuted indices, the rounding of a narrower float type, clipping, zeros, new NaN/Inf.
+ *
+ * Every test reads a bounded sample of the region the profile found (at most HINT_MAX elements,
+ * the permutation tests fewer), so a hint costs a fixed number of reads whatever the tensor's
+ * size. A model's fit is the share of the squared error it explains, or, for the models that
+ * say what happened to single elements (zeros, clipping, rounding), the share of the failing
+ * elements it accounts for; a hint is kept at FIT or more, so that a model that explains only
+ * part of the error is never offered as the explanation.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compare/explain.h"
+
+#define HINT_MAX (1u << 13)
+#define HINT_RUN 128u
+#define PERM_MAX 1024u
+#define FIT 0.99
+
+const char *nnp_hint_kind_name(nnp_hint_kind kind)
+{
+    static const char *const names[] = {"scale", "sign",      "offset",   "axes-swapped",
+                                        "permuted", "shift",  "precision", "clip",
+                                        "zeros", "nonfinite", "other-record"};
+    return (unsigned)kind < sizeof names / sizeof *names ? names[kind] : "?";
+}
+
+nnp_status nnp__x_hint_add(nnp__explained *x, nnp_hint_kind kind, double fit, int axis, int axis2,
+                           double value, const char *fmt, ...)
+{
+    if (x->nhints >= NNP__X_MAX_HINTS)
+        return NNP_OK;
+    nnp_sbuf b = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    nnp__sbuf_puts(&b, line);
+    if (b.failed)
+        return nnp__nomem();
+    x->hints[x->nhints++] = (nnp_hint){kind, fit < 0 ? 0 : fit > 1 ? 1 : fit, axis, axis2, value,
+                                       b.s};
+    return NNP_OK;
+}
+
+static uint64_t stride_of(const nnp__xinput *in, uint32_t a)
+{
+    uint64_t s = 1;
+    for (uint32_t k = a + 1; k < in->ndim; k++)
+        s *= in->shape[k];
+    return s;
+}
+
+/* The elements of the region (every axis' indices the profile found, or all of it), all or
+ * runs of them spread over it. */
+static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x)
+{
+    uint64_t rs[NNP__X_MAX_DIMS], st[NNP__X_MAX_DIMS], total = 1;
+    for (uint32_t a = 0; a < in->ndim; a++) {
+        rs[a] = x->nreg[a] ? x->nreg[a] : in->shape[a];
+        st[a] = stride_of(in, a);
+        total *= rs[a];
+    }
+    uint64_t n = total <= HINT_MAX ? total : HINT_MAX;
+    nnp__xsample *s = &x->sample;
+    s->flat = malloc(n * sizeof *s->flat);
+    s->r = malloc(n * sizeof *s->r);
+    s->p = malloc(n * sizeof *s->p);
+    s->idx = malloc(n * (in->ndim ? in->ndim : 1) * sizeof *s->idx);
+    memcpy(s->stride, st, sizeof st);
+    if (!s->flat || !s->r || !s->p || !s->idx)
+        return nnp__nomem();
+    uint64_t runs = total <= HINT_MAX ? 1 : HINT_MAX / HINT_RUN, len = total <= HINT_MAX ? total
+                                                                                       : HINT_RUN;
+    uint64_t stratum = total / runs, seed = total * 2654435761u + 1;
+    for (uint64_t k = 0; k < runs; k++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t start = runs == 1 ? 0 : k * stratum + (seed >> 17) % (stratum - len + 1);
+        for (uint64_t j = 0; j < len; j++) {
+            uint64_t u = start + j, flat = 0;
+            for (uint32_t a = in->ndim; a-- > 0;) {
+                uint64_t i = u % rs[a];
+                u /= rs[a];
+                s->idx[s->n * in->ndim + a] = x->nreg[a] ? x->reg[a][i] : i;
+                flat += s->idx[s->n * in->ndim + a] * st[a];
+            }
+            s->flat[s->n] = flat;
+            s->r[s->n] = nnp__x_elem(in->rdtype, in->r, flat);
+            s->p[s->n] = nnp__x_elem(in->pdtype, in->p, flat);
+            s->n++;
+        }
+    }
+    return NNP_OK;
+}
+
+/* " in axis 1 index 7 (channel 7)", or "" when the error lies everywhere. */
+static const char *in_region(const nnp__explained *x, char *buf, size_t n)
+{
+    if (!x->region_text || !*x->region_text)
+        return "";
+    snprintf(buf, n, " in %s", x->region_text);
+    return buf;
+}
+
+static void label(char *buf, size_t n, const nnp__explained *x, uint32_t a)
+{
+    nnp_sbuf b = {0};
+    nnp__x_axis_label(&b, x, a);
+    snprintf(buf, n, "%s", b.s ? b.s : "axis");
+    nnp__sbuf_free(&b);
+}
+
+/* A scale that is 1/sqrt(k) or sqrt(k) for a whole k, as attention's 1/sqrt(d) is. */
+static void scale_words(char *buf, size_t n, double c)
+{
+    double inv = 1 / (c * c), k = round(inv), k2 = round(c * c);
+    if (k >= 2 && fabs(inv - k) <= 0.005 * k)
+        snprintf(buf, n, " (%s1/sqrt(%.0f): a 1/sqrt(d) scale applied where the reference has none, "
+                         "or twice)", c < 0 ? "-" : "", k);
+    else if (k2 >= 2 && fabs(c * c - k2) <= 0.005 * k2)
+        snprintf(buf, n, " (%ssqrt(%.0f): a 1/sqrt(d) scale missing)", c < 0 ? "-" : "", k2);
+    else
+        buf[0] = 0;
+}
+
+typedef struct {
+    double E;          /* squared error of the finite elements */
+    uint64_t fin, F, Ffin, newnf;
+} base;
+
+static base base_of(const nnp__xinput *in, const nnp__xsample *s)
+{
+    base b = {0};
+    for (uint64_t k = 0; k < s->n; k++) {
+        double r = s->r[k], p = s->p[k];
+        bool bad = nnp__x_fails(r, p, in->atol, in->rtol);
+        b.F += bad;
+        if (isfinite(r) && isfinite(p)) {
+            b.E += (p - r) * (p - r);
+            b.fin++;
+            b.Ffin += bad;
+        } else if (isfinite(r)) {
+            b.newnf++;
+        }
+    }
+    return b;
+}
+
+#define FINITE(k) (isfinite(s->r[k]) && isfinite(s->p[k]))
+
+/* The shift k along axis a that explains the most; *fit its fit (0: none). */
+static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, double *fit)
+{
+    static const int ks[] = {1, -1, 2, -2};
+    uint64_t st = s->stride[a];
+    int best = 0;
+    *fit = 0;
+    for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
+        double resid = 0, e = 0;
+        uint64_t valid = 0, seen = 0, step = s->n > PERM_MAX ? s->n / PERM_MAX : 1;
+        for (uint64_t k = 0; k < s->n; k += step) {
+            seen++;
+            if (!FINITE(k))
+                continue;
+            int64_t i = (int64_t)s->idx[k * in->ndim + a], j = i - ks[t];
+            if (j < 0 || j >= (int64_t)in->shape[a])
+                continue;
+            double q = nnp__x_elem(in->rdtype, in->r, s->flat[k] + (uint64_t)(j - i) * st);
+            resid += (s->p[k] - q) * (s->p[k] - q);
+            e += (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
+            valid++;
+        }
+        double f = e > 0 && valid * 2 >= seen ? 1 - resid / e : 0;
+        if (f > *fit) {
+            *fit = f;
+            best = ks[t];
+        }
+    }
+    return best;
+}
+
+/* Indices (g blocks of shape[a] / g) permuted along axis a, the port's block i holding the
+ * reference's block map[i]; only port indices the sample holds are tested, against every
+ * reference index. The fit, 0 when the best map is the identity or takes one block twice. */
+static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint32_t a,
+                              uint64_t g, uint64_t *map, bool *seen_out)
+{
+    uint64_t n = in->shape[a], bs = n / g, st = s->stride[a];
+    double *err = calloc(g * g, sizeof *err);
+    bool *seen = seen_out;
+    if (!err)
+        return -1;
+    memset(seen, 0, g * sizeof *seen);
+    uint64_t step = s->n > PERM_MAX ? s->n / PERM_MAX : 1;
+    for (uint64_t k = 0; k < s->n; k += step) {
+        if (!FINITE(k))
+            continue;
+        uint64_t i = s->idx[k * in->ndim + a], bi = i / bs, o = i % bs;
+        seen[bi] = true;
+        for (uint64_t bj = 0; bj < g; bj++) {
+            int64_t delta = (int64_t)(bj * bs + o) - (int64_t)i;
+            double q = nnp__x_elem(in->rdtype, in->r, s->flat[k] + (uint64_t)delta * st);
+            err[bi * g + bj] += (s->p[k] - q) * (s->p[k] - q);
+        }
+    }
+    double e = 0, resid = 0;
+    bool moved = false, distinct = true;
+    for (uint64_t bi = 0; bi < g; bi++) {
+        map[bi] = bi;
+        if (!seen[bi])
+            continue;
+        for (uint64_t bj = 0; bj < g; bj++)
+            if (err[bi * g + bj] < err[bi * g + map[bi]])
+                map[bi] = bj;
+        e += err[bi * g + bi];
+        resid += err[bi * g + map[bi]];
+        moved |= map[bi] != bi;
+        for (uint64_t bk = 0; bk < bi; bk++)
+            distinct &= !seen[bk] || map[bk] != map[bi];
+    }
+    free(err);
+    return moved && distinct && e > 0 ? 1 - resid / e : 0;
+}
+
+static nnp_status permutation_hints(const nnp__xinput *in, const nnp__xsample *s,
+                                    nnp__explained *x, uint32_t a)
+{
+    static const uint64_t blocks[] = {2, 3, 4, 8};
+    uint64_t n = in->shape[a], cand[16];
+    size_t nc = 0;
+    if (x->nreg[a]) { /* indices of the region, against every index of the axis */
+        if (n <= 256)
+            cand[nc++] = n;
+    } else {
+        for (size_t t = 0; t < sizeof blocks / sizeof *blocks; t++)
+            if (blocks[t] < n && n % blocks[t] == 0)
+                cand[nc++] = blocks[t];
+        if (n <= 64)
+            cand[nc++] = n;
+    }
+    for (size_t t = 0; t < nc; t++) {
+        uint64_t g = cand[t];
+        uint64_t *map = malloc(g * sizeof *map);
+        bool *seen = malloc(g * sizeof *seen);
+        double fit = map && seen ? permutation_fit(in, s, a, g, map, seen) : -1;
+        if (fit < 0) {
+            free(map);
+            free(seen);
+            return nnp__nomem();
+        }
+        if (fit >= FIT) {
+            char ax[96], moves[256] = "";
+            size_t len = 0, shown = 0;
+            for (uint64_t i = 0; i < g && shown < 4; i++)
+                if (seen[i] && map[i] != i) {
+                    len += (size_t)snprintf(moves + len, sizeof moves - len, "%s%llu holds %llu",
+                                            shown ? ", " : "", (unsigned long long)i,
+                                            (unsigned long long)map[i]);
+                    shown++;
+                }
+            label(ax, sizeof ax, x, a);
+            nnp_status st;
+            if (g == n)
+                st = nnp__x_hint_add(x, NNP_HINT_PERMUTED, fit, (int)a, -1, 1,
+                                     "indices along %s are permuted: port index %s of the "
+                                     "reference's (rows in another's place)", ax, moves);
+            else
+                st = nnp__x_hint_add(x, NNP_HINT_PERMUTED, fit, (int)a, -1, (double)(n / g),
+                                     "blocks of %llu along %s are permuted: port block %s of "
+                                     "the reference's (q, k, v or heads in another order)",
+                                     (unsigned long long)(n / g), ax, moves);
+            free(map);
+            free(seen);
+            return st;
+        }
+        free(map);
+        free(seen);
+    }
+    return NNP_OK;
+}
+
+/* Rounding of the reference to a float type with `mant` mantissa bits: the error in its ulps. */
+static double ulp_at(double v, int mant, int emin)
+{
+    int e;
+    if (v == 0 || !isfinite(v))
+        return ldexp(1, emin - mant);
+    frexp(v, &e);
+    return ldexp(1, (e - 1 > emin ? e - 1 : emin) - mant);
+}
+
+static nnp_status precision_hint(const nnp__xinput *in, const nnp__xsample *s, const base *b,
+                                 nnp__explained *x)
+{
+    static const struct { int mant, emin; const char *name; } fmts[] = {
+        {10, -126, "f16 or tf32"}, {7, -126, "bf16"}};
+    double maxr = 0, sd = 0;
+    for (uint64_t k = 0; k < s->n; k++)
+        if (FINITE(k)) {
+            maxr = fmax(maxr, fabs(s->r[k]));
+            sd += s->p[k] - s->r[k];
+        }
+    /* rounding errs both ways: a systematic error (an approximated function) is not one */
+    if (fabs(sd / (double)b->fin) > 0.25 * sqrt(b->E / (double)b->fin))
+        return NNP_OK;
+    for (size_t t = 0; t < 2; t++) {
+        uint64_t within = 0, exact = 0;
+        double su2 = 0;
+        for (uint64_t k = 0; k < s->n; k++) {
+            if (!FINITE(k))
+                continue;
+            double u = fabs(s->p[k] - s->r[k]) / ulp_at(s->r[k], fmts[t].mant, fmts[t].emin);
+            su2 += u * u;
+            double q = s->p[k] / ulp_at(s->p[k], fmts[t].mant, fmts[t].emin);
+            exact += q == floor(q);
+            if (nnp__x_fails(s->r[k], s->p[k], in->atol, in->rtol))
+                within += u <= 4;
+        }
+        double fit = (double)within / (double)b->Ffin, rms = sqrt(su2 / (double)b->fin);
+        /* rounding leaves about 0.3 ulps rms, a few operations in the narrower type about 1:
+         * an error of several ulps of one type is the rounding of a narrower one */
+        if (fit < FIT || rms < 0.05 || rms > 1)
+            continue;
+        const char *name = t == 0 && maxr > 65504 ? "tf32" : fmts[t].name;
+        return nnp__x_hint_add(x, NNP_HINT_PRECISION, fit, -1, -1, rms,
+                               "within 4 ulps of %s rounding of the reference (%.2g ulps rms%s): "
+                               "a precision change, not a bug", name, rms,
+                               exact == b->fin ? t == 0 ? "; the port's values are f16/tf32 numbers"
+                                                        : "; the port's values are bf16 numbers"
+                                               : "");
+    }
+    return NNP_OK;
+}
+
+static nnp_status clip_hint(const nnp__xsample *s, const nnp__xinput *in, const base *b,
+                            nnp__explained *x)
+{
+    double hi = -INFINITY, lo = INFINITY;
+    for (uint64_t k = 0; k < s->n; k++)
+        if (FINITE(k)) {
+            hi = fmax(hi, s->p[k]);
+            lo = fmin(lo, s->p[k]);
+        }
+    if (!(hi > lo))
+        return NNP_OK;
+    uint64_t above = 0, below = 0, inner = 0;
+    for (uint64_t k = 0; k < s->n; k++) {
+        if (!FINITE(k))
+            continue;
+        inner += s->p[k] > lo && s->p[k] < hi;
+        if (!nnp__x_fails(s->r[k], s->p[k], in->atol, in->rtol))
+            continue;
+        above += s->p[k] == hi && s->r[k] > hi;
+        below += s->p[k] == lo && s->r[k] < lo;
+    }
+    double fit = (double)(above + below) / (double)b->Ffin;
+    /* most values untouched: a tensor made all of one value is zeros or a constant, not a clip */
+    if (fit < FIT || inner * 10 < b->fin)
+        return NNP_OK;
+    if (above && below)
+        return nnp__x_hint_add(x, NNP_HINT_CLIP, fit, -1, -1, hi,
+                               "clipped to [%.6g, %.6g] where the reference goes past it "
+                               "(clipping or saturation)", lo, hi);
+    return nnp__x_hint_add(x, NNP_HINT_CLIP, fit, -1, -1, above ? hi : lo,
+                           "clipped %s at %.6g where the reference goes past it (clipping or "
+                           "saturation)", above ? "above" : "below", above ? hi : lo);
+}
+
+/* port = reference + b, b constant or one per index of an axis the region spans whole. */
+static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, const base *b,
+                              nnp__explained *x, bool *fitted)
+{
+    char where[512];
+    double sd = 0;
+    for (uint64_t k = 0; k < s->n; k++)
+        if (FINITE(k))
+            sd += s->p[k] - s->r[k];
+    double mean = sd / (double)b->fin, fit = 1 - (b->E - (double)b->fin * mean * mean) / b->E;
+    if (fit >= FIT) {
+        *fitted = true;
+        return nnp__x_hint_add(x, NNP_HINT_OFFSET, fit, -1, -1, fabs(mean),
+                               "port = reference + %.6g%s (a constant offset)", mean,
+                               in_region(x, where, sizeof where));
+    }
+    int best = -1;
+    double best_fit = 0, best_mean = 0;
+    for (uint32_t a = 0; a < in->ndim; a++) {
+        uint64_t n = in->shape[a];
+        if (x->nreg[a] || n < 2 || n * 4 > b->fin)
+            continue;
+        double *sum = calloc(n, sizeof *sum);
+        uint64_t *cnt = calloc(n, sizeof *cnt);
+        if (!sum || !cnt) {
+            free(sum);
+            free(cnt);
+            return nnp__nomem();
+        }
+        for (uint64_t k = 0; k < s->n; k++)
+            if (FINITE(k)) {
+                uint64_t i = s->idx[k * in->ndim + a];
+                sum[i] += s->p[k] - s->r[k];
+                cnt[i]++;
+            }
+        double explained = 0, mabs = 0;
+        uint64_t used = 0;
+        bool enough = true;
+        for (uint64_t i = 0; i < n; i++) {
+            if (!cnt[i])
+                continue;
+            /* a mean of one or two elements explains them whatever they are */
+            enough &= cnt[i] >= 3;
+            explained += sum[i] * sum[i] / (double)cnt[i];
+            mabs += fabs(sum[i] / (double)cnt[i]);
+            used++;
+        }
+        free(sum);
+        free(cnt);
+        double f = explained / b->E;
+        if (enough && used >= 2 && f > best_fit) {
+            best_fit = f;
+            best = (int)a;
+            best_mean = mabs / (double)used;
+        }
+    }
+    if (best < 0 || best_fit < FIT)
+        return NNP_OK;
+    *fitted = true;
+    char ax[96];
+    label(ax, sizeof ax, x, (uint32_t)best);
+    return nnp__x_hint_add(x, NNP_HINT_OFFSET, best_fit, best, -1, best_mean,
+                           "port = reference + b along %s%s, mean |b| %.3g (a bias missing or "
+                           "added)", ax, in_region(x, where, sizeof where), best_mean);
+}
+
+static nnp_status structure_hints(const nnp__xinput *in, const nnp__xsample *s, const base *b,
+                                  nnp__explained *x, bool *fitted)
+{
+    nnp_status st = NNP_OK;
+    bool shifted[NNP__X_MAX_DIMS] = {0};
+    for (uint32_t a = 0; a < in->ndim && !st; a++) {
+        if (x->nreg[a] || in->shape[a] < 3)
+            continue;
+        double fit;
+        int k = best_shift(in, s, a, &fit);
+        if (fit < FIT)
+            continue;
+        char ax[96];
+        label(ax, sizeof ax, x, a);
+        shifted[a] = *fitted = true;
+        st = nnp__x_hint_add(x, NNP_HINT_SHIFT, fit, (int)a, -1, k,
+                             "shifted by %+d along %s: port index i holds reference index i %s %d "
+                             "(an off-by-one position)", k, ax, k > 0 ? "-" : "+", abs(k));
+    }
+    for (uint32_t a = 0; a < in->ndim && !st; a++)
+        for (uint32_t c = a + 1; c < in->ndim && !st; c++) {
+            if (x->nreg[a] || x->nreg[c] || in->shape[a] != in->shape[c] || in->shape[a] < 2)
+                continue;
+            uint64_t sa = s->stride[a], sc = s->stride[c];
+            double resid = 0;
+            for (uint64_t k = 0; k < s->n; k++) {
+                if (!FINITE(k))
+                    continue;
+                uint64_t i = s->idx[k * in->ndim + a], j = s->idx[k * in->ndim + c];
+                uint64_t f = s->flat[k] - i * sa - j * sc + j * sa + i * sc;
+                double q = nnp__x_elem(in->rdtype, in->r, f);
+                resid += (s->p[k] - q) * (s->p[k] - q);
+            }
+            double fit = 1 - resid / b->E;
+            if (fit < FIT)
+                continue;
+            char ax[96], cx[96];
+            label(ax, sizeof ax, x, a);
+            label(cx, sizeof cx, x, c);
+            *fitted = true;
+            st = nnp__x_hint_add(x, NNP_HINT_AXES_SWAPPED, fit, (int)a, (int)c, 0,
+                                 "%s and %s swapped: the port holds the reference transposed "
+                                 "(rules: transpose)", ax, cx);
+        }
+    for (uint32_t a = 0; a < in->ndim && !st; a++) {
+        if (shifted[a] || in->shape[a] < 2)
+            continue;
+        size_t before = x->nhints;
+        st = permutation_hints(in, s, x, a);
+        *fitted |= x->nhints > before;
+    }
+    return st;
+}
+
+static int by_fit(const void *a, const void *b)
+{
+    double x = ((const nnp_hint *)a)->fit, y = ((const nnp_hint *)b)->fit;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+nnp_status nnp__x_hints(const nnp__xinput *in, const nnp_metrics *m, nnp__explained *x)
+{
+    nnp_status st = take_sample(in, x);
+    if (st)
+        return st;
+    const nnp__xsample *s = &x->sample;
+    base b = base_of(in, s);
+    x->sample_sq = b.E;
+    char where[512];
+    uint64_t nf = m->nan_new + m->inf_new;
+    if (nf)
+        st = nnp__x_hint_add(x, NNP_HINT_NONFINITE, b.F ? (double)b.newnf / (double)b.F : 1, -1,
+                             -1, (double)nf, "%s introduced: %llu NaN and %llu Inf where the "
+                             "reference is finite%s", m->nan_new ? "NaN" : "Inf",
+                             (unsigned long long)m->nan_new, (unsigned long long)m->inf_new,
+                             in_region(x, where, sizeof where));
+    if (st || b.E <= 0 || !b.Ffin)
+        goto done;
+    uint64_t zeros = 0;
+    double srr = 0, spr = 0;
+    for (uint64_t k = 0; k < s->n; k++)
+        if (FINITE(k)) {
+            srr += s->r[k] * s->r[k];
+            spr += s->p[k] * s->r[k];
+            zeros += s->p[k] == 0 && s->r[k] != 0 &&
+                     nnp__x_fails(s->r[k], s->p[k], in->atol, in->rtol);
+        }
+    bool fitted = false;
+    double zfit = (double)zeros / (double)b.Ffin;
+    if (zfit >= FIT) {
+        fitted = true;
+        st = nnp__x_hint_add(x, NNP_HINT_ZEROS, zfit, -1, -1, (double)zeros,
+                             "zeros where the reference is not%s (a part left out)",
+                             in_region(x, where, sizeof where));
+    }
+    double c = srr > 0 ? spr / srr : 0, resid = 0;
+    for (uint64_t k = 0; k < s->n && srr > 0; k++)
+        if (FINITE(k))
+            resid += (s->p[k] - c * s->r[k]) * (s->p[k] - c * s->r[k]);
+    double cfit = srr > 0 ? 1 - resid / b.E : 0;
+    if (!st && !fitted && cfit >= FIT && fabs(c) > 1e-6 && fabs(c - 1) > 1e-3) {
+        fitted = true;
+        char words[160];
+        scale_words(words, sizeof words, c);
+        if (fabs(c + 1) < 0.01)
+            st = nnp__x_hint_add(x, NNP_HINT_SIGN, cfit, -1, -1, c,
+                                 "port = -reference%s (a sign flipped)",
+                                 in_region(x, where, sizeof where));
+        else
+            st = nnp__x_hint_add(x, NNP_HINT_SCALE, cfit, -1, -1, c,
+                                 "port = %.6g x reference%s%s", c,
+                                 in_region(x, where, sizeof where), words);
+    }
+    if (!st && !fitted)
+        st = offset_hint(in, s, &b, x, &fitted);
+    if (!st && !fitted)
+        st = structure_hints(in, s, &b, x, &fitted);
+    if (!st && !fitted)
+        st = clip_hint(s, in, &b, x);
+    if (!st && !fitted && x->nhints == (nf ? 1u : 0u))
+        st = precision_hint(in, s, &b, x);
+done:
+    if (!st && x->nhints > 1)
+        qsort(x->hints, x->nhints, sizeof *x->hints, by_fit);
+    return st;
+}
+
+double nnp__x_other_fit(const nnp__explained *x, nnp_dtype dtype, const void *other)
+{
+    const nnp__xsample *s = &x->sample;
+    if (x->sample_sq <= 0)
+        return -1;
+    double resid = 0;
+    for (uint64_t k = 0; k < s->n; k++) {
+        if (!FINITE(k))
+            continue;
+        double q = nnp__x_elem(dtype, other, s->flat[k]);
+        resid += (s->p[k] - q) * (s->p[k] - q);
+    }
+    return isfinite(resid) ? 1 - resid / x->sample_sq : -1;
+}
+
+nnp_status nnp__x_permuted_shape(const nnp__xinput *in, uint32_t pndim, const uint64_t *pshape,
+                                 nnp__explained *x)
+{
+    if (pndim != in->ndim || pndim < 2 || pndim > 6)
+        return NNP_OK;
+    uint32_t perm[6], n = pndim;
+    for (uint32_t k = 0; k < n; k++)
+        perm[k] = k;
+    uint64_t pst[6], rst[6];
+    for (uint32_t k = 0; k < n; k++) {
+        pst[k] = rst[k] = 1;
+        for (uint32_t j = k + 1; j < n; j++) {
+            pst[k] *= pshape[j];
+            rst[k] *= in->shape[j];
+        }
+    }
+    uint64_t step = in->nelem > PERM_MAX ? in->nelem / PERM_MAX : 1, seed = in->nelem | 1;
+    /* every permutation of the port's axes, in lexicographic order */
+    for (;;) {
+        bool fits_shape = true, identity = true;
+        for (uint32_t k = 0; k < n; k++) {
+            fits_shape &= pshape[k] == in->shape[perm[k]];
+            identity &= perm[k] == k;
+        }
+        if (fits_shape && !identity) {
+            uint64_t within = 0, total = 0;
+            for (uint64_t f = 0; f < in->nelem; f += step) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                uint64_t rf = step > 1 ? f + (seed >> 17) % step : f;
+                if (rf >= in->nelem)
+                    break;
+                uint64_t pf = 0;
+                for (uint32_t k = 0; k < n; k++)
+                    pf += rf / rst[perm[k]] % in->shape[perm[k]] * pst[k];
+                double r = nnp__x_elem(in->rdtype, in->r, rf), p = nnp__x_elem(in->pdtype, in->p, pf);
+                within += !nnp__x_fails(r, p, in->atol, in->rtol);
+                total++;
+            }
+            double fit = total ? (double)within / (double)total : 0;
+            if (fit >= FIT) {
+                char axes[64] = "";
+                size_t len = 0;
+                uint32_t inv[6];
+                for (uint32_t k = 0; k < n; k++)
+                    inv[perm[k]] = k;
+                for (uint32_t k = 0; k < n; k++)
+                    len += (size_t)snprintf(axes + len, sizeof axes - len, "%s%u", k ? "," : "",
+                                            inv[k]);
+                return nnp__x_hint_add(x, NNP_HINT_AXES_SWAPPED, fit, -1, -1, 0,
+                                       "the port holds the reference with its axes permuted: a "
+                                       "transposed output (rules: transpose NAME %s)", axes);
+            }
+        }
+        /* next permutation */
+        int i = (int)n - 2;
+        while (i >= 0 && perm[i] >= perm[i + 1])
+            i--;
+        if (i < 0)
+            break;
+        int j = (int)n - 1;
+        while (perm[j] <= perm[i])
+            j--;
+        uint32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+        for (int a = i + 1, z = (int)n - 1; a < z; a++, z--) {
+            t = perm[a];
+            perm[a] = perm[z];
+            perm[z] = t;
+        }
+    }
+    return NNP_OK;
+}

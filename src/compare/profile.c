@@ -1,0 +1,319 @@
+/*
+ * profile.c - where a failing pair's error lies: per axis, each index's share of the squared
+ * error and its count of elements outside tolerance, and one line that says it to the person who
+ * must fix the port ("all 784 failing elements lie in axis 1 index 7 (channel 7)").
+ *
+ * The pair is read once more, after the comparing pass: whole when small, else a seeded sample
+ * of runs spread over the tensor, so that a failing pair costs at most a fixed number of reads
+ * beyond the comparison whatever its size. Runs keep the reads sequential; stratified random
+ * starts keep a run from landing on the same index of some axis every time.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compare/explain.h"
+
+#define SAMPLE_MAX (1u << 16)
+#define RUN 512u
+/* Share of the error that "lies in" a few indices. */
+#define CONCENTRATED 0.95
+
+double nnp__x_elem(nnp_dtype dtype, const void *data, uint64_t i)
+{
+    const unsigned char *b = data;
+    switch (dtype) {
+    case NNP_F32: {
+        float f;
+        memcpy(&f, b + 4 * i, 4);
+        return f;
+    }
+    case NNP_F64: {
+        double d;
+        memcpy(&d, b + 8 * i, 8);
+        return d;
+    }
+    default: {
+        double d;
+        nnp_convert_to_f64(dtype, b + i * nnp_dtype_size(dtype), 1, &d);
+        return d;
+    }
+    }
+}
+
+bool nnp__x_fails(double r, double p, double atol, double rtol)
+{
+    if (isnan(r) || isnan(p))
+        return true;
+    if (isinf(r) || isinf(p))
+        return r != p;
+    return fabs(p - r) > atol + rtol * fabs(r);
+}
+
+void nnp__x_axis_label(nnp_sbuf *b, const nnp__explained *x, uint32_t a)
+{
+    const char *name = x->axes[a].name;
+    if (strncmp(name, "axis ", 5) == 0)
+        nnp__sbuf_printf(b, "axis %u", a);
+    else
+        nnp__sbuf_printf(b, "axis %u (%s)", a, name);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* splitmix64: a fixed seed gives the same sample on every run */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Accumulate one run [start, start + len) into the per-axis arrays. */
+static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, double **sq,
+                     uint64_t **fl, uint64_t *fail_total)
+{
+    uint64_t idx[NNP__X_MAX_DIMS], rest = start;
+    for (uint32_t a = in->ndim; a-- > 0;) {
+        idx[a] = rest % in->shape[a];
+        rest /= in->shape[a];
+    }
+    for (uint64_t f = start; f < start + len; f++) {
+        double r = nnp__x_elem(in->rdtype, in->r, f), p = nnp__x_elem(in->pdtype, in->p, f);
+        bool bad = nnp__x_fails(r, p, in->atol, in->rtol);
+        double d = p - r, d2 = isfinite(d) ? d * d : 0;
+        *fail_total += bad;
+        for (uint32_t a = 0; a < in->ndim; a++) {
+            sq[a][idx[a]] += d2;
+            fl[a][idx[a]] += bad;
+        }
+        for (uint32_t a = in->ndim; a-- > 0;) { /* the next index, row-major */
+            if (++idx[a] < in->shape[a])
+                break;
+            idx[a] = 0;
+        }
+    }
+}
+
+/* "s" for a plural of a named axis: "heads 2 and 3"; an unnamed one says "indices". */
+static void index_list(nnp_sbuf *b, const nnp__explained *x, uint32_t a)
+{
+    uint32_t n = x->nreg[a];
+    nnp__sbuf_printf(b, "axis %u %s ", a, n == 1 ? "index" : "indices");
+    for (uint32_t k = 0; k < n; k++)
+        nnp__sbuf_printf(b, "%s%llu", k == 0 ? "" : k + 1 == n ? " and " : ", ",
+                         (unsigned long long)x->reg[a][k]);
+    const char *name = x->axes[a].name;
+    if (strncmp(name, "axis ", 5) != 0) {
+        nnp__sbuf_printf(b, " (%s%s ", name, n == 1 ? "" : "s");
+        for (uint32_t k = 0; k < n; k++)
+            nnp__sbuf_printf(b, "%s%llu", k == 0 ? "" : k + 1 == n ? " and " : ", ",
+                             (unsigned long long)x->reg[a][k]);
+        nnp__sbuf_puts(b, ")");
+    }
+}
+
+/* The fewest indices (at most NNP__X_REGION_MAX, and at most half the axis) that hold
+ * CONCENTRATED of the mass; 0 when none do. Their share goes to *share. */
+static uint32_t concentrate(const double *mass, uint64_t n, double total, uint64_t *out,
+                            double *share)
+{
+    uint32_t k = 0;
+    double held = 0;
+    while (k < NNP__X_REGION_MAX && k * 2 < n && held < CONCENTRATED * total) {
+        uint64_t best = UINT64_MAX;
+        for (uint64_t i = 0; i < n; i++) {
+            bool taken = false;
+            for (uint32_t j = 0; j < k; j++)
+                taken |= out[j] == i;
+            if (!taken && (best == UINT64_MAX || mass[i] > mass[best]))
+                best = i;
+        }
+        if (best == UINT64_MAX || mass[best] <= 0)
+            break;
+        out[k++] = best;
+        held += mass[best];
+    }
+    if (held < CONCENTRATED * total || k * 2 > n)
+        return 0;
+    for (uint32_t i = 1; i < k; i++) /* ascending, as people read them */
+        for (uint32_t j = i; j > 0 && out[j - 1] > out[j]; j--) {
+            uint64_t t = out[j];
+            out[j] = out[j - 1];
+            out[j - 1] = t;
+        }
+    *share = held / total;
+    return k;
+}
+
+/* Along an axis the error is absent before some index and present from it on, or grows along
+ * the whole axis: the index (0 for the whole axis) and whether it grows; false when neither. */
+static bool onset(const double *mass, uint64_t n, double total, uint64_t *from, bool *grows)
+{
+    if (n < 4 || total <= 0)
+        return false;
+    uint64_t k = 0;
+    double before = 0;
+    while (k < n && before + mass[k] <= 1e-3 * total)
+        before += mass[k++];
+    /* the trend of the rest: the correlation of the index with the mass */
+    double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, m = (double)(n - k);
+    for (uint64_t i = k; i < n; i++) {
+        double xi = (double)i, yi = mass[i];
+        sx += xi;
+        sy += yi;
+        sxx += xi * xi;
+        syy += yi * yi;
+        sxy += xi * yi;
+    }
+    double vx = sxx - sx * sx / m, vy = syy - sy * sy / m, c = sxy - sx * sy / m;
+    double corr = vx > 0 && vy > 0 ? c / sqrt(vx * vy) : 0;
+    *from = k;
+    *grows = n - k >= 4 && corr > 0.9 && mass[n - 1] > 2 * mass[k];
+    return (k > 0 && k + 2 <= n) || (k == 0 && *grows);
+}
+
+static nnp_status describe(nnp__explained *x, bool by_fail, double total)
+{
+    nnp_sbuf w = {0}, reg = {0};
+    uint32_t ndim = x->profile.ndim;
+    double *mass = NULL;
+    uint64_t biggest = 1;
+    for (uint32_t a = 0; a < ndim; a++)
+        biggest = x->axes[a].size > biggest ? x->axes[a].size : biggest;
+    mass = malloc(biggest * sizeof *mass);
+    if (!mass)
+        return nnp__nomem();
+    double least_share = 1;
+    bool any = false;
+    for (uint32_t a = 0; a < ndim; a++) {
+        const nnp_axis_profile *ax = &x->axes[a];
+        for (uint64_t i = 0; i < ax->size; i++)
+            mass[i] = by_fail ? (double)ax->fail[i] : ax->sq_share[i];
+        double share = 0;
+        x->nreg[a] = ax->size > 1 ? concentrate(mass, ax->size, by_fail ? (double)x->profile.fail
+                                                                        : 1.0,
+                                                x->reg[a], &share)
+                                  : 0;
+        if (!x->nreg[a])
+            continue;
+        least_share = share < least_share ? share : least_share;
+        if (any)
+            nnp__sbuf_puts(&reg, ", ");
+        index_list(&reg, x, a);
+        any = true;
+    }
+    if (any) {
+        unsigned long long nf = (unsigned long long)x->profile.fail;
+        const char *of = x->profile.sampled ? " of a sample" : "";
+        if (by_fail && least_share >= 1)
+            nnp__sbuf_printf(&w, "all %llu failing elements%s lie in %s", nf, of, reg.s);
+        else if (by_fail)
+            nnp__sbuf_printf(&w, "%.0f%% of the %llu failing elements%s lie in %s",
+                             floor(100 * least_share), nf, of, reg.s);
+        else
+            nnp__sbuf_printf(&w, "%.0f%% of the squared error lies in %s",
+                             floor(100 * least_share), reg.s);
+    }
+    /* A sample's runs cover the other axes' indices of a region only here and there: where the
+     * error starts along them is not known from a sample of a region. */
+    for (uint32_t a = 0; a < ndim && !(any && x->profile.sampled); a++) {
+        const nnp_axis_profile *ax = &x->axes[a];
+        if (x->nreg[a])
+            continue;
+        for (uint64_t i = 0; i < ax->size; i++)
+            mass[i] = by_fail ? (double)ax->fail[i] : ax->sq_share[i];
+        uint64_t from;
+        bool grows;
+        if (!onset(mass, ax->size, total, &from, &grows))
+            continue;
+        nnp__sbuf_puts(&w, w.len ? "; " : "");
+        nnp__sbuf_printf(&w, "the error %s along ", grows ? "grows" : "lies");
+        nnp__x_axis_label(&w, x, a);
+        if (from)
+            nnp__sbuf_printf(&w, " from index %llu on", (unsigned long long)from);
+    }
+    if (!w.len)
+        nnp__sbuf_puts(&w, "the error is spread over every axis");
+    free(mass);
+    if (w.failed || reg.failed) {
+        nnp__sbuf_free(&w);
+        nnp__sbuf_free(&reg);
+        return nnp__nomem();
+    }
+    x->where = w.s;
+    x->region_text = reg.s ? reg.s : calloc(1, 1);
+    return x->region_text ? NNP_OK : nnp__nomem();
+}
+
+nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x)
+{
+    uint64_t total_idx = 0;
+    for (uint32_t a = 0; a < in->ndim; a++)
+        total_idx += in->shape[a];
+    x->share = calloc(total_idx ? total_idx : 1, sizeof *x->share);
+    x->fail = calloc(total_idx ? total_idx : 1, sizeof *x->fail);
+    if (!x->share || !x->fail)
+        return nnp__nomem();
+    double *sq[NNP__X_MAX_DIMS];
+    uint64_t *fl[NNP__X_MAX_DIMS], off = 0;
+    for (uint32_t a = 0; a < in->ndim; a++) {
+        sq[a] = x->share + off;
+        fl[a] = x->fail + off;
+        off += in->shape[a];
+        char buf[32];
+        snprintf(buf, sizeof buf, "axis %u", a);
+        x->names[a] = strdup(in->names[a] ? in->names[a] : buf);
+        if (!x->names[a])
+            return nnp__nomem();
+        x->axes[a] = (nnp_axis_profile){x->names[a], in->shape[a], sq[a], fl[a]};
+    }
+    x->profile.ndim = in->ndim;
+    x->profile.axes = x->axes;
+    uint64_t fail = 0;
+    if (in->nelem <= SAMPLE_MAX) {
+        read_run(in, 0, in->nelem, sq, fl, &fail);
+        x->profile.elements = in->nelem;
+    } else {
+        uint64_t runs = SAMPLE_MAX / RUN, stratum = in->nelem / runs, seed = in->nelem;
+        for (uint64_t k = 0; k < runs; k++)
+            read_run(in, k * stratum + rng_next(&seed) % (stratum - RUN + 1), RUN, sq, fl, &fail);
+        x->profile.elements = runs * RUN;
+        x->profile.sampled = true;
+    }
+    x->profile.fail = fail;
+    /* every axis sums the same squared error: take it from the first */
+    double total = 0;
+    for (uint64_t i = 0; in->ndim && i < in->shape[0]; i++)
+        total += sq[0][i];
+    for (uint32_t a = 0; a < in->ndim && total > 0; a++)
+        for (uint64_t i = 0; i < in->shape[a]; i++)
+            sq[a][i] /= total;
+    /* failing elements say where a NaN or a small count lies; the squared error says it when
+     * every element read passes (a sample that missed them) */
+    return describe(x, fail > 0, fail > 0 ? (double)fail : 1.0);
+}
+
+void nnp__x_sample_free(nnp__explained *x)
+{
+    free(x->sample.flat);
+    free(x->sample.r);
+    free(x->sample.p);
+    free(x->sample.idx);
+    memset(&x->sample, 0, sizeof x->sample);
+}
+
+void nnp__explained_free(nnp__explained *x)
+{
+    if (!x)
+        return;
+    for (uint32_t a = 0; a < NNP__X_MAX_DIMS; a++)
+        free(x->names[a]);
+    free(x->share);
+    free(x->fail);
+    free(x->where);
+    free(x->region_text);
+    for (size_t k = 0; k < x->nhints; k++)
+        free((char *)x->hints[k].text);
+    nnp__x_sample_free(x);
+}
