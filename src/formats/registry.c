@@ -156,10 +156,14 @@ static bool is_hdf5(const char *path, const unsigned char *head, size_t n, bool 
     return n >= 8 && memcmp(head, "\x89HDF\r\n\x1a\n", 8) == 0;
 }
 
-/* A pickle (PROTO 2 to 5) that is not torch's legacy format, which is taken before this. */
+/* A pickle (PROTO 2 to 5) that is not torch's legacy format, which is taken before this. A
+ * safetensors file whose header length is 0x280 to 0x5ff plus a multiple of 0x10000 starts with
+ * the same two bytes: its length's bytes 4..7 are zero and its header opens with '{'. */
 static bool is_bare_pickle(const char *path, const unsigned char *head, size_t n, bool is_dir)
 {
     (void)path, (void)is_dir;
+    if (n >= 9 && !head[4] && !head[5] && !head[6] && !head[7] && head[8] == '{')
+        return false;
     return n >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5;
 }
 

@@ -520,9 +520,9 @@ def test_torch_onnx_export_is_refused(tmp_path):
 
 
 def test_safetensors_is_never_taken_for_a_foreign_format(tmp_path):
-    """Header lengths whose bytes start like an ONNX model (08 07 12 ...) or hold text: the file
-    is still read as safetensors."""
-    for hlen in (0x120708, 0x3a0708, 0x7b2020):
+    """Header lengths whose bytes start like an ONNX model (08 07 12 ...), like a pickle's
+    PROTO opcode (80 02 .. 80 05) or hold text: the file is still read as safetensors."""
+    for hlen in (0x120708, 0x3a0708, 0x7b2020, 0x280, 0x5ff, 0x10380):
         meta = {"note": "x"}
         body = json.dumps({"__metadata__": meta, "a": {"dtype": "F32", "shape": [1],
                                                        "data_offsets": [0, 4]}}).encode()
