@@ -1054,24 +1054,9 @@ static nnp_status adapter_rules(const nnp_diff *d, const nnp_dump *ref, nnp_sbuf
             nnp__sbuf_puts(b, "\n# how the aligned records meet: the reference's last row of a "
                               "sequence, the same elements in another shape\n");
         said = true;
-        for (size_t k = 0; k < m->nops; k++) {
-            nnp_sbuf op = {0};
-            nnp__op_describe(&op, &m->ops[k]);
-            if (op.failed) {
-                nnp__sbuf_free(&op);
-                return nnp__nomem();
-            }
-            /* "ref slice -2 -1:" -> "ref slice REGEX -2 -1:" */
-            const char *t = op.s;
-            bool on_ref = strncmp(t, "ref ", 4) == 0;
-            if (on_ref)
-                t += 4;
-            size_t kw = strcspn(t, " ");
-            nnp__sbuf_printf(b, "%s%.*s ", on_ref ? "ref " : "", (int)kw, t);
-            put_literal_regex(b, name);
-            nnp__sbuf_printf(b, "%s\n", t + kw);
-            nnp__sbuf_free(&op);
-        }
+        nnp_status st = op_rules(m, name, false, b);
+        if (st)
+            return st;
     }
     return b->failed ? nnp__nomem() : NNP_OK;
 }
