@@ -902,6 +902,12 @@ nnp_status nnp_tap(const char *name, const char *role, nnp_dtype dtype, uint32_t
                    const uint64_t *shape, const void *data);
 nnp_status nnp_tap_input(const char *name, const char *role, nnp_dtype dtype, uint32_t ndim,
                          const uint64_t *shape, void *data);
+/* A layer's parameter (or buffer), recorded as `<name>/param:<param>` the first time the
+ * session sees it and not again, however often the layer runs: what the layer computes with, for
+ * a diff that names a wrong weight and a reproducer that holds it (the PyTorch bridge records
+ * the same with params=True). Never injected. */
+nnp_status nnp_tap_param(const char *name, const char *param, nnp_dtype dtype, uint32_t ndim,
+                         const uint64_t *shape, const void *data);
 
 /* The longest tap name, in bytes without the terminating NUL, that the name-formatting taps
  * below build. */

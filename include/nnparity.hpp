@@ -295,6 +295,18 @@ template <class T> void tap(CStr name, CStr role, const std::vector<T> &data)
     tap(name, role, detail::dtype<T>(), Shape(&n, 1), data.data());
 }
 
+/* A layer's parameter, recorded as name/param:<param> once a session (nnp_tap_param). */
+inline void tap_param(CStr name, CStr param, nnp_dtype dtype, const Shape &shape,
+                      const void *data)
+{
+    check(nnp_tap_param(name.c_str(), param.c_str(), dtype, shape.ndim(), shape.dims(), data));
+}
+
+template <class T> void tap_param(CStr name, CStr param, const Shape &shape, const T *data)
+{
+    tap_param(name, param, detail::dtype<T>(), shape, data);
+}
+
 inline bool tap_input(CStr name, CStr role, nnp_dtype dtype, const Shape &shape, void *data,
                       CStr module_type = CStr())
 {

@@ -49,6 +49,7 @@ static bool is_output(const char *role)
 /* What the file holds for one record, and where its data comes from. */
 typedef struct {
     const nnp_record *ref; /* names it */
+    const run_row *row;    /* its row of the report */
     nnp_dump *dump;        /* holds its data */
     size_t index;
     const char *what;
@@ -83,6 +84,7 @@ static size_t members_of(const run_report *r, const run_row *layer, member *m)
         }
         member *e = &m[n++];
         e->ref = rec;
+        e->row = row;
         /* the injected capture's record, when it is the same tensor as the reference's (not
          * joined or adapted by the rules) */
         const nnp_diff_pair *p = row->inj;
@@ -97,7 +99,9 @@ static size_t members_of(const run_report *r, const run_row *layer, member *m)
             e->what = is_input(rec->role) ? "input: the reference's (the injection run did not "
                                             "capture it)"
                       : is_output(rec->role) ? "the reference's output"
-                                             : "parameter or tap, from the reference";
+                      : starts_with(rec->role, "param:") ? "parameter, the reference's"
+                      : starts_with(rec->role, "buffer:") ? "buffer, the reference's"
+                                                          : "parameter or tap, from the reference";
         }
     }
     return n;
@@ -198,6 +202,13 @@ static void readme(FILE *o, const run_report *r, const run_row *layer, const mem
     }
     error_line(o, "on the reference's inputs", worst, worst->inj);
     error_line(o, "in the standard run", worst, worst->std);
+    /* the layer's own parameters that the port holds otherwise: likely what to fix */
+    for (size_t i = 0; i < n; i++) {
+        const nnp_diff_pair *p = m[i].row->inj ? m[i].row->inj : m[i].row->std;
+        if (!is_input(m[i].ref->role) && !is_output(m[i].ref->role) && p &&
+            p->verdict != NNP_PASS)
+            error_line(o, "the port's parameter differs", m[i].row, p);
+    }
     fprintf(o, "\n`layer.safetensors` holds (as the layer's first call):\n\n"
                "| tensor | what | dtype | shape |\n|---|---|---|---|\n");
     for (size_t i = 0; i < n; i++) {

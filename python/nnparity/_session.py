@@ -293,18 +293,22 @@ def _matches(name, patterns):
 
 class _Mod:
     """What the hooks of one module need, computed once."""
-    __slots__ = ("name", "name_b", "type_b", "rec_in", "rec_out", "grads", "inject", "called")
+    __slots__ = ("name", "name_b", "type_b", "rec_in", "rec_out", "grads", "inject", "called",
+                 "params")
 
-    def __init__(self, name, module, rec_in, rec_out, grads, inject):
+    def __init__(self, name, module, rec_in, rec_out, grads, inject, params=False):
         self.name = name
         # CStr: the library is handed them record after record
         self.name_b = _lib.CStr(name.encode())
         self.type_b = _lib.CStr(type(module).__name__.encode())
         self.rec_in, self.rec_out, self.grads, self.inject = rec_in, rec_out, grads, inject
         self.called = False  # its hooks ran at least once
+        self.params = params  # its parameters and buffers are still to be recorded
 
 
 _ROLE_CACHE = {}
+# Modules whose parameters the library's environment session has recorded, by record name.
+_ENV_PARAMS_DONE = set()
 
 
 def role_bytes(prefix, i):
@@ -326,7 +330,7 @@ class Session:
 
     def __init__(self, model, path=None, *, inject_path=None, rules=None, only=None, grads=False,
                  include=None, exclude=None, leaves_only=False, inputs=True, outputs=True,
-                 root="model", env=False, rank=None, world_size=None):
+                 root="model", env=False, rank=None, world_size=None, params=False):
         if (rank is None) != (world_size is None):
             raise NnparityError(NNP_ERR_ARG, "give rank and world_size together, or neither")
         if world_size is not None and not 0 <= int(rank) < int(world_size):
@@ -343,6 +347,7 @@ class Session:
         self.leaves_only = bool(leaves_only)
         self.inputs = bool(inputs)
         self.outputs = bool(outputs)
+        self.params = bool(params)
         self.root = root
         self.env = env
         self.recording = self.path is not None
@@ -370,9 +375,13 @@ class Session:
                         and not (self.exclude and _matches(name, self.exclude))
                         and not (self.leaves_only and next(module.children(), None) is not None))
             inject = self.injecting and (self.only is None or _matches(name, self.only))
+            has_params = next(module.parameters(recurse=False), None) is not None or \
+                next(module.buffers(recurse=False), None) is not None
             out.append((module, _Mod(name, module, selected and self.inputs and self.recording,
                                      selected and self.outputs and self.recording,
-                                     selected and self.grads and self.recording, inject)))
+                                     selected and self.grads and self.recording, inject,
+                                     selected and self.params and self.recording
+                                     and has_params)))
         return out
 
     # -- the module stack ---------------------------------------------------------------------
@@ -454,6 +463,23 @@ class Session:
 
     # -- hooks --------------------------------------------------------------------------------
 
+    def _params(self, mod, module):
+        """Record the module's own parameters (role param:NAME) and buffers (buffer:NAME) as
+        its first call sees them, once a session: what a layer computes with, for a diff that
+        names the wrong weight and a reproducer that holds it. An environment session spans
+        several blocks: a module it has seen is not recorded again."""
+        mod.params = False
+        if self.env:
+            if mod.name in _ENV_PARAMS_DONE:
+                return
+            _ENV_PARAMS_DONE.add(mod.name)
+        for kind, items in (("param", module.named_parameters(recurse=False)),
+                            ("buffer", module.named_buffers(recurse=False))):
+            for pname, t in items:
+                if isinstance(t, torch.Tensor):
+                    self._record(mod.name_b, _lib.CStr(f"{kind}:{pname}".encode()), mod.type_b,
+                                 t.detach())
+
     def _inputs(self, mod, args, kwargs):
         """Record or inject the tensors of (args, kwargs); returns the new (args, kwargs) when
         something was injected, else None."""
@@ -505,6 +531,8 @@ class Session:
             mod.called = True
             session.stack().append(mod)
             try:
+                if mod.params:
+                    session._params(mod, module)
                 r = session._inputs(mod, args, None)
             except NnparityError:
                 raise
@@ -517,6 +545,8 @@ class Session:
             mod.called = True
             session.stack().append(mod)
             try:
+                if mod.params:
+                    session._params(mod, module)
                 return session._inputs(mod, args, kwargs)
             except NnparityError:
                 raise

@@ -4,6 +4,7 @@
     NNPARITY_CAPTURE=port.safetensors   record every layer into this dump
     NNPARITY_INJECT=ref.safetensors     inject the reference's layer inputs
     NNPARITY_RULES=port.rules           rules for the injection
+    NNPARITY_PARAMS=1                   also record the modules' parameters and buffers
 
 With none of CAPTURE and INJECT set, auto() does nothing at all. Otherwise it uses the library's
 environment session: it is opened on the first auto() block and stays open for the process, so
@@ -29,13 +30,16 @@ def _close_at_exit():
 def auto(model=None, **kw):
     """A context manager: like capture()/inject() with the paths from the environment, or a
     no-op. `model` may be None to only enable nnparity.tap(). Keywords are those of capture()
-    (grads, include, exclude, leaves_only, inputs, outputs, root) and inject()'s `only`."""
+    (grads, include, exclude, leaves_only, inputs, outputs, root, params) and inject()'s
+    `only`; NNPARITY_PARAMS=1 in the environment sets params."""
     global _atexit_registered
     if not (os.environ.get("NNPARITY_CAPTURE") or os.environ.get("NNPARITY_INJECT")):
         return contextlib.nullcontext()
     if not _atexit_registered:
         atexit.register(_close_at_exit)
         _atexit_registered = True
+    if os.environ.get("NNPARITY_PARAMS", "") not in ("", "0"):
+        kw.setdefault("params", True)
     return Session(model, os.environ.get("NNPARITY_CAPTURE") or None,
                    inject_path=os.environ.get("NNPARITY_INJECT") or None,
                    rules=os.environ.get("NNPARITY_RULES") or None, env=True, **kw)

@@ -11,7 +11,7 @@ from ._session import Session
 
 
 def capture(model, path, grads=False, include=None, exclude=None, leaves_only=False,
-            inputs=True, outputs=True, root="model", rank=None, world_size=None):
+            inputs=True, outputs=True, root="model", rank=None, world_size=None, params=False):
     """A context manager that records `model` into the dump at `path` (model None: only
     nnparity.tap() records).
 
@@ -24,6 +24,8 @@ def capture(model, path, grads=False, include=None, exclude=None, leaves_only=Fa
     exclude      glob(s): do not record modules that match one
     leaves_only  record only modules without children
     inputs/outputs  whether to record the modules' inputs / outputs
+    params       also record each module's own parameters (role param:NAME) and buffers
+                 (buffer:NAME), once, as its first call sees them
     root         the record name of the root module
     rank, world_size  this process's place in a distributed run (default: torch.distributed's
                  when initialized, else the launcher's environment); with several ranks `path`
@@ -33,4 +35,4 @@ def capture(model, path, grads=False, include=None, exclude=None, leaves_only=Fa
     them. The model computes exactly what it computes without capture."""
     return Session(model, path, grads=grads, include=include, exclude=exclude,
                    leaves_only=leaves_only, inputs=inputs, outputs=outputs, root=root,
-                   rank=rank, world_size=world_size)
+                   rank=rank, world_size=world_size, params=params)

@@ -12,7 +12,7 @@ from ._session import Session
 
 def inject(model, reference, rules=None, only=None, capture_path=None, grads=False,
            include=None, exclude=None, leaves_only=False, inputs=True, outputs=True,
-           root="model", rank=None, world_size=None):
+           root="model", rank=None, world_size=None, params=False):
     """A context manager that feeds `reference`'s recorded inputs to `model`'s modules.
 
     rules         a rules file mapping this model's record names onto the reference's
@@ -22,6 +22,7 @@ def inject(model, reference, rules=None, only=None, capture_path=None, grads=Fal
                   keywords then say what is recorded, as for capture(). Injected inputs are
                   always recorded, as injected.
     rank, world_size  as for capture(): where capture_path records in a distributed run
+    params        as for capture(): record the modules' parameters and buffers (never injected)
 
     An input the reference has no record for runs unchanged. An input whose shape differs from
     the reference's raises NnparityError naming both shapes. Integer and bool inputs need the
@@ -31,4 +32,4 @@ def inject(model, reference, rules=None, only=None, capture_path=None, grads=Fal
     return Session(model, capture_path, inject_path=reference, rules=rules, only=only,
                    grads=grads, include=include, exclude=exclude, leaves_only=leaves_only,
                    inputs=inputs, outputs=outputs, root=root, rank=rank,
-                   world_size=world_size)
+                   world_size=world_size, params=params)

@@ -569,6 +569,39 @@ nnp_status nnp_tap_input(const char *name, const char *role, nnp_dtype dtype, ui
     return nnp_tap_inject(&d, data);
 }
 
+nnp_status nnp_tap_param(const char *name, const char *param, nnp_dtype dtype, uint32_t ndim,
+                         const uint64_t *shape, const void *data)
+{
+    session *s = current();
+    if (!s)
+        return NNP_OK;
+    nnp_status st = NNP_OK;
+    char stack[128], *role = stack;
+    size_t n = param ? strlen(param) : 0;
+    if (!name || !n)
+        st = nnp__fail(NNP_ERR_ARG, "tap param: a name and a parameter name are needed");
+    else if (n + 7 > sizeof stack && !(role = malloc(n + 7)))
+        st = nnp__nomem();
+    if (!st) {
+        memcpy(role, "param:", 6);
+        memcpy(role + 6, param, n + 1);
+        nnp_tap_desc d = {name, role, NULL, dtype, ndim, shape};
+        st = check_desc(&d, data);
+        if (!st) {
+            pthread_mutex_lock(&s->lock);
+            uint64_t call;
+            /* a layer's weights are one value however often it runs: only the first is kept */
+            if (!(st = next_call(s, name, role, &call)) && call == 0)
+                st = record_locked(s, &d, 0, data);
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    if (role != stack)
+        free(role);
+    done();
+    return st;
+}
+
 /* ---- taps whose name is formatted (the session is looked up before any formatting) ---- */
 
 /* Format the name into buf (NNP_TAP_NAME_MAX + 1 bytes) and make it d->name. */

@@ -172,6 +172,39 @@ def test_module_called_twice_gets_two_calls(tmp_path):
         "act/in0#1", "act/out0#1", "model/out0"]
 
 
+def test_parameters_and_buffers_recorded_once_and_never_injected(tmp_path):
+    """params=True: each module's own parameters (param:NAME) and buffers (buffer:NAME), as its
+    first call sees them, once a session however often it runs; under injection they are the
+    port's own, recorded, not replaced."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+    ref, port = tmp_path / "ref.safetensors", tmp_path / "port.safetensors"
+    x = torch.randn(2, 4)
+    with torch.no_grad(), nnparity.capture(model, ref, params=True):
+        model(x)
+        model(x)
+    names = [r.name for r in nnparity.load(ref).records]
+    assert names[:4] == ["model/in0", "0/param:weight", "0/param:bias", "0/in0"]
+    assert names.count("1/buffer:running_var") == 1 and "1/buffer:running_var#1" not in names
+    assert "1/param:weight#1" not in names and "0/out0#1" in names
+    t = nnparity.load(ref)
+    assert torch.equal(t["0/param:weight"], model[0].weight)
+    assert torch.equal(t["1/buffer:running_mean"], model[1].running_mean)
+    port_model = copy.deepcopy(model)
+    with torch.no_grad():
+        port_model[0].weight.mul_(2)
+        with nnparity.inject(port_model, ref, capture_path=port, params=True):
+            port_model(x)
+    got = nnparity.load(port)
+    assert torch.equal(got["0/param:weight"], port_model[0].weight)
+    assert torch.equal(port_model[0].weight, 2 * model[0].weight)
+    # without params=True, none
+    plain = tmp_path / "plain.safetensors"
+    with torch.no_grad(), nnparity.capture(model, plain):
+        model(x)
+    assert not any(":" in r.role for r in nnparity.load(plain).records)
+
+
 class Structured(nn.Module):
     """Nested arguments and results, non-tensor arguments, dtypes other than f32."""
 

@@ -509,3 +509,66 @@ def test_injection_counts_what_it_injected(bad_eps):
     out, p, doc = bad_eps
     assert doc["injection"]["injected"] > 0 and doc["injection"]["not_injected"] == 0
     assert doc["injection"]["first_reason"] is None
+
+
+BN_CHANNEL = """
+import sys, torch
+import nnparity
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                            torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3, padding=1)).eval()
+with torch.no_grad():
+    model[1].running_mean.normal_()
+    model[1].running_var.uniform_(0.5, 2.0)
+    if "--port" in sys.argv:  # a checkpoint loader that got one channel's scale wrong
+        model[1].weight[7] *= 1.5
+x = torch.randn(1, 3, 28, 28)
+with torch.no_grad(), nnparity.auto(model, params=True):
+    model(x)
+"""
+
+
+def test_wrong_parameter_is_named_and_its_reproducer_holds_it(tmp_path):
+    """A BatchNorm whose weight has one wrong channel: with params=True the bridge records each
+    module's parameters and buffers, the run's first divergence is that weight, and the
+    reproducer holds the reference's parameters, fails as the run did, and passes once the
+    parameter is fixed."""
+    script = tmp_path / "model.py"
+    script.write_text(BN_CHANNEL)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"), NNPARITY_LIB=str(LIB))
+    py = "/usr/bin/python3"
+    out = tmp_path / "out"
+    p, doc = nnp_run(out, f"{py} {script}", f"{py} {script} --port", check=1, env=env)
+    first = doc["records"][doc["first_divergence"]]
+    assert first["ref"] == "1/param:weight" and first["label"] == "own"
+    assert first["standard"]["metrics"]["max_index"] == [7]
+    assert by_name(doc)["1/out0"]["label"] == "own"
+    assert by_name(doc)["0/param:weight"]["label"] == "ok"
+    assert doc["reproducer"]["layer"] == "1"
+    meta, tensors = read_safetensors(out / "repro" / "layer.safetensors")
+    assert set(tensors) == {"1/in0", "1/out0", "1/param:weight", "1/param:bias",
+                            "1/buffer:running_mean", "1/buffer:running_var",
+                            "1/buffer:num_batches_tracked"}
+    _, ref = read_safetensors(out / "ref.safetensors")
+    assert tensors["1/param:weight"] == ref["1/param:weight"]
+    readme = (out / "repro" / "README.md").read_text()
+    assert "| `1/param:weight` | parameter, the reference's | F32 | [16] |" in readme
+    assert ("the port's parameter differs (`1/param:weight`, fail): max-abs 0.5 at [7] "
+            "(reference 1, port 1.5)") in readme
+    # as the README says: the port on the reproducer fails as the run did ...
+    repro = out / "repro" / "layer.safetensors"
+    mine = tmp_path / "mine.safetensors"
+    run_env = dict(env, NNPARITY_INJECT=str(repro), NNPARITY_CAPTURE=str(mine))
+    subprocess.run([py, str(script), "--port"], env=run_env, check=True)
+    d = subprocess.run([str(BIN), "diff", "--json", repro, mine], capture_output=True,
+                       text=True)
+    assert d.returncode == 1, d.stderr
+    pairs = {x["ref"]: x for x in json.loads(d.stdout)["pairs"]}
+    want = by_name(doc)["1/out0"]["injected"]["metrics"]
+    assert pairs["1/out0"]["metrics"]["max_abs"] == want["max_abs"]
+    assert pairs["1/param:weight"]["verdict"] == "fail"
+    # ... and passes once the parameter is fixed
+    run_env["NNPARITY_CAPTURE"] = str(tmp_path / "fixed.safetensors")
+    subprocess.run([py, str(script)], env=run_env, check=True)
+    subprocess.run([str(BIN), "diff", repro, tmp_path / "fixed.safetensors"],
+                   capture_output=True, check=True)

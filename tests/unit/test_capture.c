@@ -103,6 +103,38 @@ static void test_no_session_is_a_no_op(void **state)
     assert_int_equal(nnp_capture_close(), NNP_OK);
 }
 
+/* A layer's weights are tapped as it runs, step after step; the capture keeps the first. */
+static void test_parameters_are_recorded_once(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "params.safetensors");
+    float w[4] = {1, 2, 3, 4}, x[2] = {5, 6};
+    uint64_t four = 4, two = 2;
+    assert_int_equal(nnp_tap_param("blk.0.ffn_up", "weight", NNP_F32, 1, &four, w), NNP_OK);
+    assert_int_equal(nnp_capture_open(p, NULL), NNP_OK);
+    for (int step = 0; step < 3; step++) {
+        w[0] = (float)step; /* what a later step holds is not what the layer started with */
+        assert_int_equal(nnp_tap_param("blk.0.ffn_up", "weight", NNP_F32, 1, &four, w), NNP_OK);
+        assert_int_equal(nnp_tap("blk.0.ffn_up", "out0", NNP_F32, 1, &two, x), NNP_OK);
+    }
+    assert_int_equal(nnp_tap_param("blk.0.ffn_up", "", NNP_F32, 1, &four, w), NNP_ERR_ARG);
+    assert_int_equal(nnp_tap_param("blk.0.ffn_up", NULL, NNP_F32, 1, &four, w), NNP_ERR_ARG);
+    assert_int_equal(nnp_tap_param("blk.0.ffn_up", "bias", NNP_F32, 1, &four, NULL),
+                     NNP_ERR_ARG);
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+    nnp_dump *d = open_ok(p);
+    assert_int_equal(nnp_dump_count(d), 4);
+    const nnp_record *r = nnp_dump_record(d, 0);
+    assert_string_equal(r->name, "blk.0.ffn_up/param:weight");
+    assert_string_equal(r->role, "param:weight");
+    const float *v;
+    assert_int_equal(nnp_dump_data(d, 0, (const void **)&v), NNP_OK);
+    assert_true(v[0] == 0 && v[3] == 4);
+    assert_string_equal(nnp_dump_record(d, 3)->name, "blk.0.ffn_up/out0#2");
+    nnp_dump_close(d);
+}
+
 static void test_records_and_call_indices(void **state)
 {
     (void)state;
@@ -787,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_recover_after_kill_during_close),
         cmocka_unit_test(test_close_while_tapping),
         cmocka_unit_test(test_formatted_names),
+        cmocka_unit_test(test_parameters_are_recorded_once),
         cmocka_unit_test(test_formatted_injection),
         cmocka_unit_test(test_capture_metadata),
         cmocka_unit_test(test_capture_metadata_survives_a_kill),

@@ -148,6 +148,8 @@ void test_capture_and_dump(void **)
         nnparity::tap("embed", "out0", NNP_F32, {3, 2}, x);
         std::vector<double> d = {0.5, 0.25};
         nnparity::tap("head", "out0", d, {1, 2}, "Linear");
+        for (int step = 0; step < 2; step++) /* kept once */
+            nnparity::tap_param("head", "weight", {2}, &d[0]);
         std::string msg;
         assert_int_equal(thrown([&] { nnparity::tapf("out0", {6}, x, "%s", std::string(
                                           NNP_TAP_NAME_MAX + 1, 'n').c_str()); }, &msg),
@@ -161,12 +163,13 @@ void test_capture_and_dump(void **)
 
     nnparity::Dump dump(path);
     assert_string_equal(dump.format(), "safetensors");
-    assert_int_equal(dump.size(), 7);
+    assert_int_equal(dump.size(), 8);
     std::vector<std::string> names;
     for (const nnp_record &r : dump)
         names.push_back(r.name);
     const char *want[] = {"blk.0.attn_q/in0", "blk.0.attn_q/out0", "blk.1.attn_q/in0",
-                          "blk.1.attn_q/out0", "embed/ids", "embed/out0", "head/out0"};
+                          "blk.1.attn_q/out0", "embed/ids", "embed/out0", "head/out0",
+                          "head/param:weight"};
     for (std::size_t i = 0; i < names.size(); i++)
         assert_string_equal(names[i].c_str(), want[i]);
     assert_string_equal(dump.meta("engine"), "cpp test");
@@ -188,14 +191,14 @@ void test_capture_and_dump(void **)
     assert_null(dump.find("nothing"));
     bool out_of_range = false;
     try {
-        dump.record(7);
+        dump.record(8);
     } catch (const std::out_of_range &) {
         out_of_range = true;
     }
     assert_true(out_of_range);
 
     nnparity::Dump moved(std::move(dump));
-    assert_int_equal(moved.size(), 7);
+    assert_int_equal(moved.size(), 8);
     assert_int_equal(dump.size(), 0); /* the moved-from dump holds nothing */
     std::string msg;
     assert_int_equal(thrown([] { nnparity::Dump none("/nonexistent/x.safetensors"); }, &msg),
