@@ -205,6 +205,113 @@ class Record(ctypes.Structure):
     ]
 
 
+# The diff's result, read through its accessors (nnp_diff_pair_at, nnp_diff_profile, ...). These
+# structures are checked against the library when a diff is first asked for (check_diff_layouts),
+# not when the library loads, so that capture keeps working with a library that predates them.
+class Metrics(ctypes.Structure):
+    """struct nnp_metrics."""
+    _c_name = "nnp_metrics"
+    _fields_ = [(n, ctypes.c_uint64) for n in
+                ("count", "finite", "nan_ref", "nan_port", "inf_ref", "inf_port",
+                 "allclose_fail")] + \
+        [(n, ctypes.c_double) for n in
+         ("allclose_fail_pct", "mse", "rmse", "mean_abs", "max_abs")] + \
+        [("max_index", ctypes.c_uint64)] + \
+        [(n, ctypes.c_double) for n in
+         ("ref_at_max", "port_at_max", "rel_l2", "nmse", "snr_db", "cosine", "pcc")] + \
+        [("nan_new", ctypes.c_uint64), ("inf_new", ctypes.c_uint64),
+         ("reserved", ctypes.c_double * 6)]
+
+
+class DiffOptions(ctypes.Structure):
+    """struct nnp_diff_options (progress is a function pointer the bridge leaves NULL)."""
+    _c_name = "nnp_diff_options"
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("rules", ctypes.c_void_p),
+        ("atol", ctypes.c_double),
+        ("rtol", ctypes.c_double),
+        ("threads", ctypes.c_int),
+        ("no_align", ctypes.c_bool),
+        ("progress", ctypes.c_void_p),
+        ("progress_ctx", ctypes.c_void_p),
+        ("like", ctypes.c_void_p),
+        ("like_port", ctypes.c_void_p),
+        ("no_explain", ctypes.c_bool),
+    ]
+
+
+class DiffPair(ctypes.Structure):
+    """struct nnp_diff_pair, as nnp_diff_pair_at returns it."""
+    _c_name = "nnp_diff_pair"
+    _fields_ = [
+        ("ref", ctypes.c_size_t),
+        ("port", ctypes.c_size_t),
+        ("verdict", ctypes.c_int),
+        ("atol", ctypes.c_double),
+        ("rtol", ctypes.c_double),
+        ("metrics", Metrics),
+        ("aligned", ctypes.c_bool),
+        ("nparts", ctypes.c_uint32),
+        ("parts", ctypes.POINTER(ctypes.c_size_t)),
+        ("adapters", ctypes.c_char_p),
+        ("problem", ctypes.c_char_p),
+        ("ref_dtype", ctypes.c_int),
+        ("port_dtype", ctypes.c_int),
+        ("ref_ndim", ctypes.c_uint32),
+        ("port_ndim", ctypes.c_uint32),
+        ("ref_shape", ctypes.POINTER(ctypes.c_uint64)),
+        ("port_shape", ctypes.POINTER(ctypes.c_uint64)),
+        ("join", ctypes.c_int),
+        ("join_axis", ctypes.c_int64),
+        ("nadapters", ctypes.c_uint32),
+        ("evidence", ctypes.c_int),
+        ("confidence", ctypes.c_double),
+    ]
+
+
+class Collision(ctypes.Structure):
+    """struct nnp_collision."""
+    _c_name = "nnp_collision"
+    _fields_ = [("port", ctypes.c_size_t), ("taken_by", ctypes.c_size_t),
+                ("name", ctypes.c_char_p)]
+
+
+class Culprit(ctypes.Structure):
+    """struct nnp_culprit."""
+    _c_name = "nnp_culprit"
+    _fields_ = [("kind", ctypes.c_int), ("port_module", ctypes.c_char_p),
+                ("ref_module", ctypes.c_char_p), ("after", ctypes.c_int64),
+                ("before", ctypes.c_int64)]
+
+
+class AxisProfile(ctypes.Structure):
+    """struct nnp_axis_profile."""
+    _c_name = "nnp_axis_profile"
+    _fields_ = [("name", ctypes.c_char_p), ("size", ctypes.c_uint64),
+                ("sq_share", ctypes.POINTER(ctypes.c_double)),
+                ("fail", ctypes.POINTER(ctypes.c_uint64))]
+
+
+class Profile(ctypes.Structure):
+    """struct nnp_profile."""
+    _c_name = "nnp_profile"
+    _fields_ = [("ndim", ctypes.c_uint32), ("axes", ctypes.POINTER(AxisProfile)),
+                ("elements", ctypes.c_uint64), ("sampled", ctypes.c_bool),
+                ("fail", ctypes.c_uint64), ("where", ctypes.c_char_p)]
+
+
+class Hint(ctypes.Structure):
+    """struct nnp_hint."""
+    _c_name = "nnp_hint"
+    _fields_ = [("kind", ctypes.c_int), ("fit", ctypes.c_double), ("axis", ctypes.c_int32),
+                ("axis2", ctypes.c_int32), ("value", ctypes.c_double),
+                ("text", ctypes.c_char_p)]
+
+
+DIFF_STRUCTS = (Metrics, DiffOptions, DiffPair, Collision, Culprit, AxisProfile, Profile, Hint)
+
+
 _c_int, _c_char_p, _c_void_p = ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p
 _SIGNATURES = {
     # name: (restype, argtypes)
@@ -230,6 +337,42 @@ _SIGNATURES = {
     "nnp_capture_set_meta": (_c_int, [_c_char_p, _c_char_p]),
     "nnp_convert": (_c_int, [_c_int, _c_void_p, ctypes.c_size_t, _c_int, _c_void_p]),
     "nnp_recover": (_c_int, [_c_char_p, ctypes.POINTER(ctypes.c_size_t)]),
+    # diffing two dumps (nnparity.diff), the calls `nnparity diff` makes
+    "nnp_free": (None, [_c_void_p]),
+    "nnp_dtype_name": (_c_char_p, [_c_int]),
+    "nnp_dump_open_both": (_c_int, [_c_char_p, _c_char_p, ctypes.POINTER(_c_void_p),
+                                    ctypes.POINTER(_c_void_p)]),
+    "nnp_dump_path": (_c_char_p, [_c_void_p]),
+    "nnp_dump_defer_checks": (None, [_c_void_p]),
+    "nnp_dump_finish_checks": (_c_int, [_c_void_p]),
+    "nnp_rules_load": (_c_int, [_c_char_p, ctypes.POINTER(_c_void_p)]),
+    "nnp_rules_parse": (_c_int, [_c_char_p, _c_char_p, ctypes.POINTER(_c_void_p)]),
+    "nnp_rules_free": (None, [_c_void_p]),
+    "nnp_diff_options_init": (None, [ctypes.POINTER(DiffOptions)]),
+    "nnp_diff_dumps": (_c_int, [_c_void_p, _c_void_p, ctypes.POINTER(DiffOptions),
+                                ctypes.POINTER(_c_void_p)]),
+    "nnp_diff_free": (None, [_c_void_p]),
+    "nnp_diff_pair_count": (ctypes.c_size_t, [_c_void_p]),
+    "nnp_diff_pair_at": (ctypes.POINTER(DiffPair), [_c_void_p, ctypes.c_size_t]),
+    "nnp_diff_unmatched_ref_count": (ctypes.c_size_t, [_c_void_p]),
+    "nnp_diff_unmatched_ref_at": (ctypes.c_size_t, [_c_void_p, ctypes.c_size_t]),
+    "nnp_diff_unmatched_port_count": (ctypes.c_size_t, [_c_void_p]),
+    "nnp_diff_unmatched_port_at": (ctypes.c_size_t, [_c_void_p, ctypes.c_size_t]),
+    "nnp_diff_first_divergence": (ctypes.c_int64, [_c_void_p]),
+    "nnp_diff_culprit": (ctypes.POINTER(Culprit), [_c_void_p]),
+    "nnp_diff_order_violation": (ctypes.c_int64, [_c_void_p]),
+    "nnp_diff_nonfinite_origin": (ctypes.c_int64, [_c_void_p]),
+    "nnp_diff_aligned_count": (ctypes.c_size_t, [_c_void_p]),
+    "nnp_diff_collision_count": (ctypes.c_size_t, [_c_void_p]),
+    "nnp_diff_collision_at": (ctypes.POINTER(Collision), [_c_void_p, ctypes.c_size_t]),
+    "nnp_diff_profile": (ctypes.POINTER(Profile), [_c_void_p, ctypes.c_size_t]),
+    "nnp_diff_hint_count": (ctypes.c_size_t, [_c_void_p, ctypes.c_size_t]),
+    "nnp_diff_hint_at": (ctypes.POINTER(Hint), [_c_void_p, ctypes.c_size_t, ctypes.c_size_t]),
+    "nnp_verdict_name": (_c_char_p, [_c_int]),
+    "nnp_evidence_name": (_c_char_p, [_c_int]),
+    "nnp_hint_kind_name": (_c_char_p, [_c_int]),
+    "nnp_component_kind_of": (_c_int, [_c_void_p, _c_char_p, _c_char_p]),
+    "nnp_component_name": (_c_char_p, [_c_int]),
 }
 
 
@@ -334,6 +477,14 @@ def check_layout(L, struct):
         raise NnparityError(NNP_ERR_UNSUPPORTED,
                             f"struct {struct._c_name} differs between the bridge and {L.path} "
                             f"({wrong}): rebuild libnnparity or update the bridge")
+
+
+def check_diff_layouts(L):
+    """Check the diff's structures against the library once, before the first diff reads one."""
+    if not getattr(L, "diff_layouts_checked", False):
+        for cls in DIFF_STRUCTS:
+            check_layout(L, cls)
+        L.diff_layouts_checked = True
 
 
 def _missing(path, name):

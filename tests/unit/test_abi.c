@@ -106,6 +106,25 @@ static void test_version_free_and_layouts(void **state)
     assert_int_equal(v, 0);
     assert_true(nnp_struct_layout("nnp_diff_options", NULL, &v));
     assert_int_equal(v, sizeof(nnp_diff_options));
+    /* the diff's result, as a binding reads it without the accessors' C types */
+    assert_true(nnp_struct_layout("nnp_diff_pair", NULL, &v));
+    assert_int_equal(v, sizeof(nnp_diff_pair));
+    assert_true(nnp_struct_layout("nnp_diff_pair", "confidence", &v));
+    assert_int_equal(v, offsetof(nnp_diff_pair, confidence));
+    assert_true(nnp_struct_layout("nnp_metrics", "pcc", &v));
+    assert_int_equal(v, offsetof(nnp_metrics, pcc));
+    assert_true(nnp_struct_layout("nnp_profile", "where", &v));
+    assert_int_equal(v, offsetof(nnp_profile, where));
+    assert_true(nnp_struct_layout("nnp_axis_profile", "fail", &v));
+    assert_int_equal(v, offsetof(nnp_axis_profile, fail));
+    assert_true(nnp_struct_layout("nnp_hint", "text", &v));
+    assert_int_equal(v, offsetof(nnp_hint, text));
+    assert_true(nnp_struct_layout("nnp_culprit", "before", &v));
+    assert_int_equal(v, offsetof(nnp_culprit, before));
+    assert_true(nnp_struct_layout("nnp_collision", "name", &v));
+    assert_int_equal(v, offsetof(nnp_collision, name));
+    assert_true(nnp_struct_layout("nnp_diff_options", "no_explain", &v));
+    assert_int_equal(v, offsetof(nnp_diff_options, no_explain));
     assert_false(nnp_struct_layout("nnp_record", "no_such_field", &v));
     assert_false(nnp_struct_layout("nnp_nothing", NULL, &v));
 }
