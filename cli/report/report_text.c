@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "pair_format.h"
+#include "explain_format.h"
 #include "report.h"
 
 enum { MISSING_SHOWN = 10, ROW_FIGURES = 50, ROW_NAME_INDENT = 8 };
@@ -67,6 +68,13 @@ static int counts(char *buf, size_t n, const char *label, const nnp_diff *d)
         snprintf(failed, sizeof failed, ", %zu fail", fail);
     return snprintf(buf, n, "%s %zu (%zu pass%s%s)", label, nnp_diff_pair_count(d), c[NNP_PASS],
                     warn, failed);
+}
+
+/* Where the pair's error lies and what explains it, under its scenario's line. */
+static void explain_row(FILE *o, const nnp_diff *d, const nnp_diff_pair *p)
+{
+    if (d && p && nnp_diff_pair_count(d))
+        explain_print(o, d, (size_t)(p - nnp_diff_pair_at(d, 0)), "            ");
 }
 
 static void print_scenario(FILE *o, const char *label, const nnp_diff_pair *p)
@@ -218,7 +226,9 @@ void run_report_text(FILE *o, const run_report *r, bool all, int line_width)
                  (unsigned long long)rec->seq, nnp_label_name(row->label));
         wrap(o, "first divergence: ", what, 2);
         print_scenario(o, "standard", row->std);
+        explain_row(o, r->std, row->std);
         print_scenario(o, "injected", row->inj);
+        explain_row(o, r->inj, row->inj);
     } else if (r->first_own >= 0) {
         const run_row *row = &r->rows[r->first_own];
         fprintf(o, "first own error: %s, seq %llu\n", cli_text(row->rec->name),

@@ -206,7 +206,9 @@ static nnp_status describe(nnp__explained *x, bool by_fail, double total)
     if (any) {
         unsigned long long nf = (unsigned long long)x->profile.fail;
         const char *of = x->profile.sampled ? " of a sample" : "";
-        if (by_fail && least_share >= 1)
+        if (by_fail && least_share >= 1 && nf == 1)
+            nnp__sbuf_printf(&w, "the one failing element%s lies in %s", of, reg.s);
+        else if (by_fail && least_share >= 1)
             nnp__sbuf_printf(&w, "all %llu failing elements%s lie in %s", nf, of, reg.s);
         else if (by_fail)
             nnp__sbuf_printf(&w, "%.0f%% of the %llu failing elements%s lie in %s",
