@@ -1,17 +1,23 @@
 /*
  * report_html.c - DIR/report.html of `nnparity run`: one self-contained page (inline CSS, SVG and
- * a few lines of JavaScript; no network, no external fonts, scripts or images) with the verdict
- * at the top, the runs and their stderr, the plot, a sortable table of every record, the
- * components, and per-record details: the worst element in both scenarios and a histogram of
- * |port - ref|. Every name that comes from a dump or a command is HTML-escaped.
+ * a small script; no network, no external fonts, scripts or images) with the verdict at the
+ * top, the plot (report_html_plot.c), a table of every record drawn by the script from one JSON
+ * array (failing records first, the rest folded by module prefix, a name filter, sorting), the
+ * components, the runs and their stderr, and details of the failing records: the worst element
+ * in both scenarios, where the error lies with a heatmap and hints (report_html_heat.c), and a
+ * histogram of |port - ref|. It stays a few megabytes for 10,000 records. Every name that comes
+ * from a dump or a command is HTML-escaped (and \u-escaped in the row data).
  */
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "pair_format.h"
 #include "plot/plot.h"
 #include "report.h"
+#include "report_html.h"
 
 void html_escape(FILE *o, const char *s)
 {
@@ -45,9 +51,22 @@ static const char style[] =
     "table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid "
     "#eceef1;text-align:left;vertical-align:top}\n"
     "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}td.nw{white-space:nowrap}\n"
+    /* the records table takes the page's width and never more: long names wrap anywhere, the
+     * rest of the columns keep their figures on one line (1280 px shows every column) */
+    "#records-wrap{max-width:100%;overflow-x:auto}#records-table{width:100%}\n"
+    "#records-table td,#records-table th{padding:2px 5px}\n"
+    "#records-table td.name{overflow-wrap:anywhere;word-break:break-word;min-width:14em}\n"
+    "#records-table td.t{overflow-wrap:anywhere;max-width:9em}\n"
     "table.sortable th{cursor:pointer;user-select:none;white-space:nowrap;background:#f5f6f8}\n"
     "th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:"
     "' \\25BC'}\n"
+    "tr.grp th,tr.grp-fail th{background:#fff;cursor:default;font-weight:normal;padding-top:6px;"
+    "white-space:normal}\n"
+    "tr.grp button,tr.grp-fail button{font:inherit;border:0;background:none;cursor:pointer;"
+    "padding:0;text-align:left}\n"
+    "tr.grp-fail th{color:#b3191c;font-weight:600}\n"
+    ".tools{display:flex;flex-wrap:wrap;gap:12px;align-items:center;margin:6px 0}\n"
+    ".tools input[type=search]{font:inherit;padding:3px 6px;width:22em;max-width:100%}\n"
     "code,pre,.mono{font-family:ui-monospace,'DejaVu Sans Mono',monospace;font-size:12px}\n"
     "pre{background:#f5f6f8;padding:8px;overflow:auto;max-height:24em}\n"
     ".own{color:#b3191c;font-weight:600}.inherited{color:#a05a00}.missing,.unknown{color:#6b7280}"
@@ -58,49 +77,150 @@ static const char style[] =
     ".hist td{padding:1px 6px;border:0}.bar{display:inline-block;height:10px;background:#1f77b4;"
     "min-width:1px}.bar.inj{background:#ff7f0e}\n"
     ".swatch{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:4px}\n"
-    ".grid{display:flex;flex-wrap:wrap;gap:24px}\n";
+    ".grid{display:flex;flex-wrap:wrap;gap:24px}\n"
+    ".explain{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}"
+    ".explain ul{margin:0;padding-left:18px;max-width:60em}.note{color:#6b7280;font-size:12px;"
+    "flex-basis:100%;margin:0}\n";
 
-/* Sorting by a column's data-v (or its text), and the filter checkbox; runs once at load. */
-static const char script[] =
+/* The records table, rendered from the page's row data (one JSON array, far smaller than a row
+ * of HTML per record): failing records first and open, the rest folded by module prefix and
+ * rendered only when a block is opened or the filter finds something in it; sorting by a
+ * column sorts within each block. At its end it records how long the page took to become
+ * usable (data-ready-ms, a performance mark) and whether the table is wider than its frame.
+ * In parts, as ISO C bounds the length of one string literal. */
+static const char *const script[] = {
     "(function () {\n"
     "  var table = document.getElementById('records-table');\n"
-    "  if (!table) return;\n"
-    "  var heads = table.tHead.rows[0].cells, body = table.tBodies[0];\n"
-    "  function key(row, col, num) {\n"
-    "    var cell = row.cells[col], v = cell.getAttribute('data-v');\n"
-    "    if (v === null) v = cell.textContent;\n"
-    "    if (!num) return v.toLowerCase();\n"
-    "    var f = parseFloat(v);\n"
-    "    return isNaN(f) ? -Infinity : f;\n"
+    "  var data = document.getElementById('nnp-rows');\n"
+    "  if (!table || !data) return;\n"
+    "  var D = JSON.parse(data.textContent), R = D.rows, C = {};\n"
+    "  D.columns.forEach(function (c, i) { C[c] = i; });\n"
+    "  var heads = table.tHead.rows[0].cells, ncol = heads.length, det = {};\n"
+    "  D.detailed.forEach(function (i) { det[i] = true; });\n"
+    "  var blocks = [], at = D.failing;\n"
+    "  if (D.failing) blocks.push({title: D.failing + ' not within tolerance', fail: true,\n"
+    "    rows: D.order.slice(0, D.failing), open: true});\n"
+    "  D.groups.forEach(function (g) {\n"
+    "    blocks.push({title: g.prefix, count: g.count, other: g.fail,\n"
+    "      rows: D.order.slice(at, at + g.count), open: false});\n"
+    "    at += g.count;\n"
+    "  });\n"
+    "  function esc(s) {\n"
+    "    return String(s).replace(/[&<>\"']/g, function (c) {\n"
+    "      return {'&': '&amp;', '<': '&lt;', '>': '&gt;', '\"': '&quot;', \"'\": '&#39;'}[c];\n"
+    "    });\n"
     "  }\n"
-    "  Array.prototype.forEach.call(heads, function (th, col) {\n"
+    "  function num(v) {\n"
+    "    if (v === null) return '-';\n"
+    "    if (typeof v === 'string') return v;\n"
+    "    if (v === 0) return '0';\n"
+    "    var e = Math.floor(Math.log10(Math.abs(v)));\n"
+    "    if (e < -4 || e >= 3) {\n"
+    "      var s = v.toExponential(2).replace(/\\.?0+e/, 'e');\n"
+    "      return s.replace(/e([+-])(\\d)$/, 'e$10$2');\n"
+    "    }\n"
+    "    return String(parseFloat(v.toPrecision(3)));\n"
+    "  }\n"
+    "  function cell(v) {\n"
+    "    return '<td class=\"n\">' + num(v) + '</td>';\n"
+    "  }\n"
+    "  function row(i) {\n"
+    "    var r = R[i], label = r[C.label];\n"
+    "    var name = esc(r[C.name]);\n"
+    "    if (det[i]) name = '<a href=\"#row-' + i + '\">' + name + '</a>';\n"
+    "    return '<tr class=\"r-' + label + (i === D.first ? ' r-first' : '') +\n"
+    "      '\" data-label=\"' + label + '\"><td class=\"n\">' + r[C.seq] +\n"
+    "      '</td><td class=\"name\">' + name + '</td><td class=\"t\">' + esc(r[C.type]) +\n"
+    "      '</td><td><span class=\"swatch\" style=\"background:#' + D.colors[r[C.component]] +\n"
+    "      '\"></span>' + esc(r[C.component]) + '</td><td class=\"' + label + '\">' + label +\n"
+    "      '</td><td>' + (r[C.standard] || '-') + '</td>' + cell(r[C.std_rel]) +\n"
+    "      cell(r[C.std_abs]) + '<td>' + (r[C.injected] || '-') + '</td>' +\n"
+    "      cell(r[C.inj_rel]) + cell(r[C.inj_abs]) + cell(r[C.ratio]) + '</tr>';\n"
+    "  }\n"
+    "  var filter = document.getElementById('filter'), only = document.getElementById('only-bad');\n"
+    "  var shown = document.getElementById('filter-count');\n"
+    "  function render() {\n"
+    "    var q = filter ? filter.value.trim().toLowerCase() : '', bad = only && only.checked;\n"
+    "    var html = [], total = 0;\n"
+    "    blocks.forEach(function (b, k) {\n"
+    "      var rows = b.rows;\n"
+    "      if (bad && !b.fail) return;\n"
+    "      if (q) rows = rows.filter(function (i) {\n"
+    "        return R[i][C.name].toLowerCase().indexOf(q) >= 0;\n"
+    "      });\n"
+    "      if (q && !rows.length) return;\n"
+    "      total += rows.length;\n"
+    "      var open = b.open || (q && !b.fail);\n"
+    "      html.push('<tbody data-block=\"' + k + '\"><tr class=\"' + (b.fail ? 'grp-fail' : 'grp') +\n"
+    "        '\"><th colspan=\"' + ncol + '\"><button type=\"button\" aria-expanded=\"' + open +\n"
+    "        '\">' + (open ? '\\u25BE ' : '\\u25B8 ') + esc(b.title) + '</button>' +\n"
+    "        (b.fail ? '' : ': ' + (q ? rows.length + ' of ' : '') + b.count +\n"
+    "        ' within tolerance' + (b.other ? ' (' + b.other + ' more listed above)' : '')) +\n"
+    "        '</th></tr>');\n"
+    "      if (open) html.push(rows.map(row).join(''));\n"
+    "      html.push('</tbody>');\n"
+    "    });\n"
+    "    Array.prototype.slice.call(table.tBodies).forEach(function (t) { t.remove(); });\n"
+    "    table.insertAdjacentHTML('beforeend', html.join(''));\n"
+    "    if (shown) shown.textContent = q || bad ? total + ' of ' + R.length + ' records' : '';\n"
+    "  }\n",
+    "  table.addEventListener('click', function (e) {\n"
+    "    var btn = e.target.closest('tr.grp button, tr.grp-fail button');\n"
+    "    if (!btn) return;\n"
+    "    var b = blocks[+btn.closest('tbody').getAttribute('data-block')];\n"
+    "    b.open = btn.getAttribute('aria-expanded') !== 'true';\n"
+    "    render();\n"
+    "  });\n"
+    "  function key(i, col, numeric) {\n"
+    "    var v = R[i][col];\n"
+    "    if (!numeric) return String(v === null ? '' : v).toLowerCase();\n"
+    "    if (v === 'inf') return Infinity;\n"
+    "    if (v === '-inf') return -Infinity;\n"
+    "    return v === null ? -Infinity : v;\n"
+    "  }\n"
+    "  Array.prototype.forEach.call(heads, function (th) {\n"
+    "    var col = C[th.getAttribute('data-col')];\n"
     "    function sort() {\n"
-    "      var num = th.getAttribute('data-type') === 'num';\n"
+    "      var numeric = th.getAttribute('data-type') === 'num';\n"
     "      var asc = th.getAttribute('aria-sort') !== 'ascending';\n"
     "      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('aria-sort'); });\n"
     "      th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');\n"
-    "      var rows = Array.prototype.slice.call(body.rows);\n"
-    "      rows.sort(function (a, b) {\n"
-    "        var x = key(a, col, num), y = key(b, col, num);\n"
-    "        return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);\n"
+    "      blocks.forEach(function (b) {\n"
+    "        b.rows.sort(function (x, y) {\n"
+    "          var a = key(x, col, numeric), c = key(y, col, numeric);\n"
+    "          return (a < c ? -1 : a > c ? 1 : x - y) * (asc ? 1 : -1);\n"
+    "        });\n"
     "      });\n"
-    "      rows.forEach(function (row) { body.appendChild(row); });\n"
+    "      render();\n"
     "    }\n"
     "    th.tabIndex = 0;\n"
-    "    th.title = 'sort by this column';\n"
+    "    th.title = 'sort by this column (within each block)';\n"
     "    th.addEventListener('click', sort);\n"
     "    th.addEventListener('keydown', function (e) {\n"
     "      if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sort(); }\n"
     "    });\n"
     "  });\n"
-    "  var only = document.getElementById('only-bad');\n"
-    "  if (only) only.addEventListener('change', function () {\n"
-    "    Array.prototype.forEach.call(body.rows, function (row) {\n"
-    "      row.hidden = only.checked && row.getAttribute('data-label') === 'ok';\n"
-    "    });\n"
+    "  var timer = 0;\n"
+    "  if (filter) filter.addEventListener('input', function () {\n"
+    "    clearTimeout(timer);\n"
+    "    timer = setTimeout(render, 120);\n"
     "  });\n"
+    "  if (only) only.addEventListener('change', render);\n"
+    "  function fold(open) {\n"
+    "    blocks.forEach(function (b) { if (!b.fail) b.open = open; });\n"
+    "    render();\n"
+    "  }\n"
+    "  document.getElementById('fold-all').addEventListener('click', function () { fold(false); });\n"
+    "  document.getElementById('unfold-all').addEventListener('click', function () { fold(true); });\n"
+    "  render();\n"
     "  table.setAttribute('data-sortable', 'ready');\n"
-    "})();\n";
+    "  var wrap = document.getElementById('records-wrap');\n"
+    "  table.setAttribute('data-overflow', String(Math.max(0, table.scrollWidth - wrap.clientWidth,\n"
+    "    document.documentElement.scrollWidth - document.documentElement.clientWidth)));\n"
+    "  if (performance.mark) performance.mark('nnp-interactive');\n"
+    "  document.body.setAttribute('data-ready-ms', performance.now().toFixed(0));\n"
+    "})();\n"
+};
 
 /* A number for a data-v attribute: what parseFloat reads back. */
 static void data_v(FILE *o, double v)
@@ -125,17 +245,6 @@ static void num_cell(FILE *o, double v)
     fputs("<td class=\"n\"", o);
     data_v(o, v);
     fprintf(o, ">%s</td>", buf);
-}
-
-static void pair_cells(FILE *o, const nnp_diff_pair *p)
-{
-    if (!p) {
-        fputs("<td>-</td><td class=\"n\" data-v=\"\">-</td><td class=\"n\" data-v=\"\">-</td>", o);
-        return;
-    }
-    fprintf(o, "<td>%s</td>", nnp_verdict_name(p->verdict));
-    num_cell(o, compared(p) ? p->metrics.rel_l2 : NAN);
-    num_cell(o, compared(p) ? p->metrics.max_abs : NAN);
 }
 
 static void runs(FILE *o, const run_report *r)
@@ -234,9 +343,11 @@ static void histogram(FILE *o, const char *title, const run_hist *h, bool inj)
         char label[48];
         run_hist_label(i, label, sizeof label);
         double pct = most ? 100.0 * (double)h->bin[i] / (double)most : 0;
-        fprintf(o, "<tr><td class=\"mono\">%s</td><td style=\"width:180px\"><span class=\"bar%s\" "
-                   "style=\"width:%.1f%%\"></span></td><td class=\"n\">%llu</td></tr>", label,
-                inj ? " inj" : "", pct, (unsigned long long)h->bin[i]);
+        fputs("<tr><td class=\"mono\">", o);
+        html_escape(o, label); /* "< 1e-10" */
+        fprintf(o, "</td><td style=\"width:180px\"><span class=\"bar%s\" style=\"width:%.1f%%\">"
+                   "</span></td><td class=\"n\">%llu</td></tr>", inj ? " inj" : "", pct,
+                (unsigned long long)h->bin[i]);
     }
     fputs("</table></div>\n", o);
 }
@@ -273,38 +384,235 @@ static void first_divergence(FILE *o, const run_report *r)
     }
 }
 
-static void records_table(FILE *o, const run_report *r)
+/* A string as a JSON string inside a <script> element: besides JSON's own escapes, <, > and &
+ * are written as \u escapes, so that no name can close the element or read as markup. */
+static void json_str(FILE *o, const char *s)
 {
-    fputs("<h2 id=\"records\">Records</h2>\n<p>One row per reference record in execution order. "
-          "<b>own</b>: the record differs even on the reference's inputs; <b>inherited</b>: it "
-          "differs only on the port's own upstream outputs. Click a column to sort. "
-          "<label><input type=\"checkbox\" id=\"only-bad\"> only records not within tolerance"
-          "</label></p>\n", o);
-    fputs("<table class=\"sortable\" id=\"records-table\">\n<thead><tr>"
-          "<th class=\"n\" data-type=\"num\">seq</th><th>name (reference)</th><th>type</th>"
-          "<th>component</th><th>label</th><th>standard</th><th class=\"n\" data-type=\"num\">"
-          "std rel-L2</th><th class=\"n\" data-type=\"num\">std max-abs</th><th>injected</th>"
-          "<th class=\"n\" data-type=\"num\">inj rel-L2</th><th class=\"n\" data-type=\"num\">"
-          "inj max-abs</th><th class=\"n\" data-type=\"num\">inj/std</th></tr></thead>\n<tbody>\n",
-          o);
+    fputc('"', o);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(o, "\\%c", c);
+        else if (c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x7f)
+            fprintf(o, "\\u%04x", c);
+        else
+            fputc(c, o);
+    }
+    fputc('"', o);
+}
+
+/* A number for the row data: 4 significant digits (the table shows 3; sorting needs no more);
+ * JSON has no NaN or infinity: null and "inf". */
+static void json_num(FILE *o, double v)
+{
+    if (isnan(v))
+        fputs("null", o);
+    else if (isinf(v))
+        fputs(v > 0 ? "\"inf\"" : "\"-inf\"", o);
+    else
+        fprintf(o, "%.4g", v);
+}
+
+static void json_pair(FILE *o, const nnp_diff_pair *p)
+{
+    if (!p) {
+        fputs(",null,null,null", o);
+        return;
+    }
+    fprintf(o, ",\"%s\",", nnp_verdict_name(p->verdict));
+    json_num(o, compared(p) ? p->metrics.rel_l2 : NAN);
+    fputc(',', o);
+    json_num(o, compared(p) ? p->metrics.max_abs : NAN);
+}
+
+/* The block a passing record is folded into: its module path up to the first part that is an
+ * index ("model.layers.3" of "model.layers.3.mlp.fc1": a repeated block), else its first part
+ * ("encoder" of "encoder.norm"); a record whose file has no module path, by its name up to the
+ * role. The length of that prefix of prefix_of(rec). */
+static size_t prefix_len(const nnp_record *rec)
+{
+    const char *m = *rec->module ? rec->module : rec->name;
+    size_t end = *rec->module ? strlen(m) : strcspn(m, "/"), first = end, s = 0;
+    for (size_t i = 0; i <= end; i++) {
+        if (i < end && m[i] != '.')
+            continue;
+        if (first == end)
+            first = i;
+        size_t d = s;
+        while (d < i && m[d] >= '0' && m[d] <= '9')
+            d++;
+        if (d == i && i > s)
+            return i;
+        s = i + 1;
+    }
+    return first;
+}
+
+static const char *prefix_of(const nnp_record *rec)
+{
+    return *rec->module ? rec->module : rec->name;
+}
+
+/* Failing rows first (in execution order), then the passing ones grouped by prefix, the groups
+ * in the order of their first record: order[] holds row indices so, group[g] the groups' first
+ * rows, count[g] their sizes, other[g] the failing rows of the same prefix. */
+typedef struct layout {
+    size_t *order, nfail;
+    size_t *first, *count, *other, ngroups;
+} layout;
+
+static void layout_free(layout *l)
+{
+    free(l->order);
+    free(l->first);
+    free(l->count);
+    free(l->other);
+    memset(l, 0, sizeof *l);
+}
+
+static bool same_prefix(const run_report *r, const size_t *len, size_t a, size_t b)
+{
+    return len[a] == len[b] && memcmp(prefix_of(r->rows[a].rec), prefix_of(r->rows[b].rec),
+                                      len[a]) == 0;
+}
+
+static int layout_of(const run_report *r, layout *l)
+{
+    memset(l, 0, sizeof *l);
+    size_t n = r->nrows ? r->nrows : 1;
+    size_t *group = malloc(n * sizeof *group), *len = malloc(n * sizeof *len);
+    l->order = malloc(n * sizeof *l->order);
+    l->first = malloc(n * sizeof *l->first);
+    l->count = calloc(n, sizeof *l->count);
+    l->other = calloc(n, sizeof *l->other);
+    if (!group || !len || !l->order || !l->first || !l->count || !l->other) {
+        free(group);
+        free(len);
+        layout_free(l);
+        return -1;
+    }
+    for (size_t i = 0; i < r->nrows; i++)
+        len[i] = prefix_len(r->rows[i].rec);
+    /* each row's group; most models run a prefix's records together, so the last group is
+     * tried first and the search stays short */
+    for (size_t i = 0; i < r->nrows; i++) {
+        size_t g = l->ngroups;
+        if (g && same_prefix(r, len, l->first[g - 1], i)) {
+            g = g - 1;
+        } else {
+            for (size_t k = 0; k < l->ngroups; k++)
+                if (same_prefix(r, len, l->first[k], i)) {
+                    g = k;
+                    break;
+                }
+        }
+        if (g == l->ngroups)
+            l->first[l->ngroups++] = i;
+        group[i] = g;
+        if (r->rows[i].label != NNP_LABEL_OK) {
+            l->order[l->nfail++] = i;
+            l->other[g]++;
+        } else {
+            l->count[g]++;
+        }
+    }
+    /* the passing rows, group after group: start[g] is where group g's rows go */
+    free(len);
+    size_t *start = malloc(n * sizeof *start);
+    if (!start) {
+        free(group);
+        layout_free(l);
+        return -1;
+    }
+    size_t at = l->nfail;
+    for (size_t g = 0; g < l->ngroups; g++) {
+        start[g] = at;
+        at += l->count[g];
+    }
+    for (size_t i = 0; i < r->nrows; i++)
+        if (r->rows[i].label == NNP_LABEL_OK)
+            l->order[start[group[i]]++] = i;
+    free(start);
+    free(group);
+    return 0;
+}
+
+static void row_data(FILE *o, const run_report *r, const layout *l)
+{
+    fputs("<script type=\"application/json\" id=\"nnp-rows\">{\"columns\":[\"seq\",\"name\","
+          "\"type\",\"component\",\"label\",\"standard\",\"std_rel\",\"std_abs\",\"injected\","
+          "\"inj_rel\",\"inj_abs\",\"ratio\"],\n\"rows\":[", o);
     for (size_t i = 0; i < r->nrows; i++) {
         const run_row *row = &r->rows[i];
-        const char *label = nnp_label_name(row->label);
-        fprintf(o, "<tr class=\"r-%s%s\" data-label=\"%s\"><td class=\"n\">%llu</td><td><a "
-                   "href=\"#row-%zu\">", label, (int64_t)i == r->first_divergence ? " r-first" : "",
-                label, (unsigned long long)row->rec->seq, i);
-        html_escape(o, row->rec->name);
-        fputs("</a></td><td>", o);
-        html_escape(o, row->rec->module_type);
-        fprintf(o, "</td><td><span class=\"swatch\" style=\"background:#%06x\"></span>%s</td>"
-                   "<td class=\"%s\">%s</td>", plot_color(row->component),
-                nnp_component_name(row->component), label, label);
-        pair_cells(o, row->std);
-        pair_cells(o, row->inj);
-        num_cell(o, row->ratio);
-        fputs("</tr>\n", o);
+        fprintf(o, "%s[%llu,", i ? ",\n" : "\n", (unsigned long long)row->rec->seq);
+        json_str(o, row->rec->name);
+        fputc(',', o);
+        json_str(o, row->rec->module_type);
+        fprintf(o, ",\"%s\",\"%s\"", nnp_component_name(row->component),
+                nnp_label_name(row->label));
+        json_pair(o, row->std);
+        json_pair(o, row->inj);
+        fputc(',', o);
+        json_num(o, row->ratio);
+        fputc(']', o);
     }
-    fputs("</tbody></table>\n", o);
+    fputs("],\n\"order\":[", o);
+    for (size_t i = 0; i < r->nrows; i++)
+        fprintf(o, "%s%zu", i ? "," : "", l->order[i]);
+    fprintf(o, "],\n\"failing\":%zu,\"first\":%lld,\"detailed\":[", l->nfail,
+            (long long)r->first_divergence);
+    for (size_t k = 0; k < l->nfail && k < HTML_DETAILS_MAX; k++)
+        fprintf(o, "%s%zu", k ? "," : "", l->order[k]);
+    fputs("],\n\"colors\":{", o);
+    for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++)
+        fprintf(o, "%s\"%s\":\"%06x\"", k ? "," : "",
+                nnp_component_name((nnp_component_kind)k), plot_color((nnp_component_kind)k));
+    fputs("},\n\"groups\":[", o);
+    bool comma = false;
+    for (size_t g = 0; g < l->ngroups; g++) {
+        if (!l->count[g])
+            continue; /* every record of it fails: it is listed in the first block */
+        const nnp_record *rec = r->rows[l->first[g]].rec;
+        size_t n = prefix_len(rec);
+        char *p = strndup(prefix_of(rec), n);
+        fputs(comma ? ",\n{\"prefix\":" : "\n{\"prefix\":", o);
+        json_str(o, p ? p : "?");
+        free(p);
+        fprintf(o, ",\"count\":%zu,\"fail\":%zu}", l->count[g], l->other[g]);
+        comma = true;
+    }
+    fputs("]}</script>\n", o);
+}
+
+static void records_table(FILE *o, const run_report *r, const layout *l)
+{
+    fputs("<h2 id=\"records\">Records</h2>\n<p>One row per reference record. Records not within "
+          "tolerance come first, in execution order; the others are folded by module prefix. "
+          "<b>own</b>: the record differs even on the reference's inputs; <b>inherited</b>: it "
+          "differs only on the port's own upstream outputs. Click a column to sort (within each "
+          "block).</p>\n<div class=\"tools\"><input type=\"search\" id=\"filter\" "
+          "placeholder=\"filter by name\" aria-label=\"filter records by name\">"
+          "<label><input type=\"checkbox\" id=\"only-bad\"> only records not within tolerance"
+          "</label><button type=\"button\" id=\"unfold-all\">unfold all</button>"
+          "<button type=\"button\" id=\"fold-all\">fold all</button>"
+          "<span id=\"filter-count\"></span></div>\n", o);
+    fprintf(o, "<p>%zu of %zu %s not within tolerance; %zu within, in %zu %s.</p>\n", l->nfail,
+            r->nrows, cli_plural(r->nrows, "record is", "records are"), r->nrows - l->nfail,
+            l->ngroups, cli_plural(l->ngroups, "block", "blocks"));
+    fputs("<noscript><p>The table is drawn by the page's script; the per-record details below "
+          "and the JSON report (--json-file) hold the same figures.</p></noscript>\n", o);
+    fputs("<div id=\"records-wrap\"><table class=\"sortable\" id=\"records-table\">\n<thead><tr>"
+          "<th class=\"n\" data-type=\"num\" data-col=\"seq\">seq</th>"
+          "<th data-col=\"name\">name (reference)</th><th data-col=\"type\">type</th>"
+          "<th data-col=\"component\">component</th><th data-col=\"label\">label</th>"
+          "<th data-col=\"standard\">standard</th><th class=\"n\" data-type=\"num\" "
+          "data-col=\"std_rel\">std rel-L2</th><th class=\"n\" data-type=\"num\" "
+          "data-col=\"std_abs\">std max-abs</th><th data-col=\"injected\">injected</th>"
+          "<th class=\"n\" data-type=\"num\" data-col=\"inj_rel\">inj rel-L2</th>"
+          "<th class=\"n\" data-type=\"num\" data-col=\"inj_abs\">inj max-abs</th>"
+          "<th class=\"n\" data-type=\"num\" data-col=\"ratio\">inj/std</th></tr></thead>\n"
+          "</table></div>\n", o);
+    row_data(o, r, l);
 }
 
 static void components(FILE *o, const run_report *r)
@@ -331,42 +639,91 @@ static void components(FILE *o, const run_report *r)
     fputs("</tbody></table>\n", o);
 }
 
-static void details(FILE *o, const run_report *r)
+/* Index of each reference record's pair in a diff; SIZE_MAX where it has none. */
+static size_t *pair_index(const run_report *r, const nnp_diff *d)
 {
-    fputs("<h2 id=\"details\">Per-record details</h2>\n", o);
-    for (size_t i = 0; i < r->nrows; i++) {
-        const run_row *row = &r->rows[i];
-        char shape[256];
-        cli_format_shape(shape, sizeof shape, row->rec);
-        fprintf(o, "<details id=\"row-%zu\"%s><summary><span class=\"mono\">%llu</span> <code>",
-                i, (int64_t)i == r->first_divergence ? " open" : "",
-                (unsigned long long)row->rec->seq);
-        html_escape(o, row->rec->name);
-        fprintf(o, "</code> <span class=\"%s\">%s</span></summary>\n<p>",
-                nnp_label_name(row->label), nnp_label_name(row->label));
-        if (*row->rec->module_type) {
-            html_escape(o, row->rec->module_type);
-            fputs(", ", o);
-        }
-        fprintf(o, "%s, %s %s", nnp_component_name(row->component),
-                nnp_dtype_name(row->rec->dtype), shape);
-        if (row->std) {
-            fputs("; port record <code>", o);
-            html_escape(o, nnp_dump_record(r->side[SIDE_PORT].dump, row->std->port)->name);
-            fputs("</code>", o);
-            if (row->std->adapters) {
-                fputs(" adapted by <code>", o);
-                html_escape(o, row->std->adapters);
-                fputs("</code>", o);
-            }
-        }
-        fputs("</p>\n", o);
-        scenario_table(o, row);
-        fputs("<div class=\"grid\">", o);
-        histogram(o, "standard", &row->std_hist, false);
-        histogram(o, "injected", &row->inj_hist, true);
-        fputs("</div></details>\n", o);
+    size_t *ix = malloc((r->nrows ? r->nrows : 1) * sizeof *ix);
+    if (!ix)
+        return NULL;
+    for (size_t i = 0; i < r->nrows; i++)
+        ix[i] = SIZE_MAX;
+    for (size_t k = 0; d && k < nnp_diff_pair_count(d); k++) {
+        size_t ref = nnp_diff_pair_at(d, k)->ref;
+        if (ref < r->nrows)
+            ix[ref] = k;
     }
+    return ix;
+}
+
+static void detail(FILE *o, const run_report *r, size_t i, const size_t *std_ix,
+                   const size_t *inj_ix, bool heat)
+{
+    const run_row *row = &r->rows[i];
+    char shape[256];
+    cli_format_shape(shape, sizeof shape, row->rec);
+    fprintf(o, "<details id=\"row-%zu\"%s><summary><span class=\"mono\">%llu</span> <code>", i,
+            (int64_t)i == r->first_divergence ? " open" : "", (unsigned long long)row->rec->seq);
+    html_escape(o, row->rec->name);
+    fprintf(o, "</code> <span class=\"%s\">%s</span></summary>\n<p>",
+            nnp_label_name(row->label), nnp_label_name(row->label));
+    if (*row->rec->module_type) {
+        html_escape(o, row->rec->module_type);
+        fputs(", ", o);
+    }
+    fprintf(o, "%s, %s %s", nnp_component_name(row->component), nnp_dtype_name(row->rec->dtype),
+            shape);
+    if (row->std) {
+        fputs("; port record <code>", o);
+        html_escape(o, nnp_dump_record(r->side[SIDE_PORT].dump, row->std->port)->name);
+        fputs("</code>", o);
+        if (row->std->adapters) {
+            fputs(" adapted by <code>", o);
+            html_escape(o, row->std->adapters);
+            fputs("</code>", o);
+        }
+    }
+    fputs("</p>\n", o);
+    scenario_table(o, row);
+    /* where the error lies: the standard scenario's, and the injected one's where it says
+     * something else (an own error reads the same in both) */
+    const nnp_profile *sp = NULL;
+    if (std_ix && std_ix[i] != SIZE_MAX) {
+        sp = nnp_diff_profile(r->std, std_ix[i]);
+        html_explain(o, r->std, std_ix[i], heat);
+    }
+    if (inj_ix && inj_ix[i] != SIZE_MAX) {
+        const nnp_profile *ip = nnp_diff_profile(r->inj, inj_ix[i]);
+        if (ip && (!sp || !sp->where || !ip->where || strcmp(sp->where, ip->where) != 0)) {
+            fputs("<p>On the reference's inputs (injected):</p>\n", o);
+            html_explain(o, r->inj, inj_ix[i], heat && !sp);
+        }
+    }
+    fputs("<div class=\"grid\">", o);
+    histogram(o, "standard", &row->std_hist, false);
+    histogram(o, "injected", &row->inj_hist, true);
+    fputs("</div></details>\n", o);
+}
+
+/* Details of the failing records only (the first HTML_DETAILS_MAX): what passes is in the
+ * table, and a page of 10,000 passing records' details would weigh tens of megabytes. */
+static void details(FILE *o, const run_report *r, const layout *l)
+{
+    fputs("<h2 id=\"details\">Records not within tolerance</h2>\n", o);
+    if (!l->nfail) {
+        fputs("<p>None.</p>\n", o);
+        return;
+    }
+    size_t *std_ix = pair_index(r, r->std), *inj_ix = pair_index(r, r->inj);
+    if (!std_ix || !inj_ix)
+        fputs("<p>Where the errors lie is left out: out of memory.</p>\n", o);
+    size_t n = l->nfail < HTML_DETAILS_MAX ? l->nfail : HTML_DETAILS_MAX;
+    for (size_t k = 0; k < n; k++)
+        detail(o, r, l->order[k], std_ix, inj_ix, k < HTML_HEAT_MAX);
+    if (l->nfail > n)
+        fprintf(o, "<p>%zu more records not within tolerance are in the table; the JSON report "
+                   "(--json-file) has the details of every one.</p>\n", l->nfail - n);
+    free(std_ix);
+    free(inj_ix);
 }
 
 static void unmatched(FILE *o, const run_report *r)
@@ -400,12 +757,21 @@ void run_report_html(FILE *o, const run_report *r)
     fputs("</p></div>\n", o);
     first_divergence(o, r);
     fputs("<h2 id=\"plot\">Error per layer</h2>\n", o);
-    plot_svg(o, r, false);
-    records_table(o, r);
+    html_plot(o, r);
+    layout l;
+    bool table = layout_of(r, &l) == 0;
+    if (table)
+        records_table(o, r, &l);
+    else
+        fputs("<p>The records table is left out: out of memory.</p>\n", o);
     components(o, r);
     runs(o, r);
     unmatched(o, r);
-    details(o, r);
-    fprintf(o, "<p class=\"mono\">nnparity %s</p>\n<script>\n%s</script>\n</body>\n</html>\n",
-            nnp_version(), script);
+    if (table)
+        details(o, r, &l);
+    layout_free(&l);
+    fprintf(o, "<p class=\"mono\">nnparity %s</p>\n<script>\n", nnp_version());
+    for (size_t k = 0; k < sizeof script / sizeof *script; k++)
+        fputs(script[k], o);
+    fputs("</script>\n</body>\n</html>\n", o);
 }
