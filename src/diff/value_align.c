@@ -593,6 +593,38 @@ static nnp_status pair_parts(side *r, side *p, pair_list *out, bool *port_covere
     return st;
 }
 
+static int first_order(const void *a, const void *b)
+{
+    const uint32_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* The port's values in the order they were made: the dataflow check appends the values it
+ * splits off (value_flow.c), so an index no longer says where a value stands. Returns the
+ * rank of each value (rank[c]) and the value of each rank (order[k]). */
+static nnp_status made_order(const side *p, uint32_t **rank, uint32_t **order)
+{
+    size_t n = p->ncls ? p->ncls : 1;
+    uint32_t *pairs = malloc(2 * n * sizeof *pairs);
+    *rank = malloc(n * sizeof **rank);
+    *order = malloc(n * sizeof **order);
+    if (!pairs || !*rank || !*order) {
+        free(pairs);
+        return nnp__nomem();
+    }
+    for (uint32_t c = 0; c < p->ncls; c++) {
+        pairs[2 * c] = p->first[c];
+        pairs[2 * c + 1] = c;
+    }
+    qsort(pairs, p->ncls, 2 * sizeof *pairs, first_order);
+    for (uint32_t k = 0; k < p->ncls; k++) {
+        (*order)[k] = pairs[2 * k + 1];
+        (*rank)[pairs[2 * k + 1]] = k;
+    }
+    free(pairs);
+    return NNP_OK;
+}
+
 /* Structure, gap by gap between the paired values: one item per value that no value paired,
  * placed by its first record (where it was made) and named by it. */
 static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pair_list *out,
@@ -608,12 +640,13 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
     double *score = malloc((p->ncls ? p->ncls : 1) * sizeof *score);
     uint64_t *shapes = malloc((p->ncls ? p->ncls : 1) * NNP_ADAPT_MAX_DIMS * sizeof *shapes);
     bool *last = calloc(p->ncls ? p->ncls : 1, sizeof *last);
+    uint32_t *prank = NULL, *porder = NULL;
     nnp_status st = ar && ap && ri && pi && rcls && pcls && to && score && shapes && last
-                        ? NNP_OK : nnp__nomem();
+                        ? made_order(p, &prank, &porder) : nnp__nomem();
     for (uint32_t rc = 0; !st && rc < r->ncls; rc++)
         if (r->partner[rc] >= 0) {
             ar[na] = rc;
-            ap[na++] = (uint32_t)r->partner[rc];
+            ap[na++] = prank[r->partner[rc]];
         }
     if (!st) {
         ar[na] = (uint32_t)r->ncls;
@@ -630,7 +663,8 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
                                        q->shape, q->dtype, &r->sk[r->first[c]].all};
             rcls[nr++] = (uint32_t)c;
         }
-        for (size_t c = p0; c < ap[g]; c++) {
+        for (size_t x = p0; x < ap[g]; x++) {
+            uint32_t c = porder[x];
             if (p->partner[c] >= 0 || p->in_part[c])
                 continue;
             const nnp_record *q = rec_at(p, p->first[c]);
@@ -687,6 +721,8 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
     free(score);
     free(shapes);
     free(last);
+    free(prank);
+    free(porder);
     return st;
 }
 

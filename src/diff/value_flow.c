@@ -24,6 +24,11 @@
  * the port's value, or one enclosing it, makes a value that agrees again (a port that computes
  * in other steps than the reference, or folds a module into another, agrees there), and never
  * without a reference value that no other port value has.
+ *
+ * Modules without a type (a C engine's taps) are of the kind their path names with its
+ * indices left out; a value that no reference module reads is read by code (a residual add),
+ * and the dataflow through such code is read from the order: what the enclosing module's code
+ * makes after the value.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -146,12 +151,15 @@ static nnp_status readers_build(const nnp__value_side *s, const calls *c, uint32
 
 /* ---- the port's calls: which make a value that agrees, or sit inside one that does ---- */
 
-static bool call_agrees(const nnp__value_side *p, const calls *c, uint32_t k)
+/* Call k makes a value that agrees, other than value `but` (NONE32: any): a pair is no
+ * evidence for itself, so a container that passes the questioned value on does not vouch
+ * for it. */
+static bool call_agrees(const nnp__value_side *p, const calls *c, uint32_t k, uint32_t but)
 {
     for (uint32_t x = c->cstart[k]; x < c->cstart[k + 1]; x++) {
         uint32_t i = c->crec[x];
-        if (!is_input_role(rec_at(p, i)->role) && p->partner[p->cls[i]] >= 0 &&
-            by_value(p->how[p->cls[i]]))
+        if (!is_input_role(rec_at(p, i)->role) && p->cls[i] != but &&
+            p->partner[p->cls[i]] >= 0 && by_value(p->how[p->cls[i]]))
             return true;
     }
     return false;
@@ -169,15 +177,14 @@ static int span_order(const void *a, const void *b)
     return x->hi > y->hi ? -1 : x->hi < y->hi;
 }
 
-/* held[k]: a call whose records span call k's makes a value that agrees. Spans nest
- * (a call's records enclose its children's), so a stack over the spans in order finds each
- * call's enclosing ones. */
-static nnp_status agreement_held(const nnp__value_side *p, const calls *c, bool **held)
+/* parent[k]: the innermost call whose records span call k's, NONE32 for none. Spans nest (a
+ * call's records enclose its children's), so a stack over the spans in order finds them. */
+static nnp_status parents_build(const calls *c, uint32_t **parent)
 {
     span *sp = malloc((c->ncalls ? c->ncalls : 1) * sizeof *sp);
     uint32_t *stack = malloc((c->ncalls ? c->ncalls : 1) * sizeof *stack);
-    *held = calloc(c->ncalls ? c->ncalls : 1, sizeof **held);
-    if (!sp || !stack || !*held) {
+    *parent = malloc((c->ncalls ? c->ncalls : 1) * sizeof **parent);
+    if (!sp || !stack || !*parent) {
         free(sp);
         free(stack);
         return nnp__nomem();
@@ -189,8 +196,7 @@ static nnp_status agreement_held(const nnp__value_side *p, const calls *c, bool 
     for (uint32_t x = 0; x < c->ncalls; x++) {
         while (top && c->hi[stack[top - 1]] < sp[x].lo)
             top--;
-        uint32_t up = top ? stack[top - 1] : NONE32;
-        (*held)[sp[x].k] = up != NONE32 && ((*held)[up] || call_agrees(p, c, up));
+        (*parent)[sp[x].k] = top ? stack[top - 1] : NONE32;
         stack[top++] = sp[x].k;
     }
     free(sp);
@@ -204,6 +210,7 @@ static nnp_status agreement_held(const nnp__value_side *p, const calls *c, bool 
  * with a value that a reference module of that type reads (an input role) or makes. */
 typedef struct {
     uint64_t key, type;
+    uint64_t who; /* the port module, while learning */
     uint32_t n;
 } kind_count;
 
@@ -215,9 +222,30 @@ typedef struct {
     size_t ninst, icap;
 } kinds;
 
+/* A module's kind: its type, or when the capture records none (a C engine tapping with the C
+ * API), its path with every run of digits made one: the repeated blocks of a network are the
+ * same kind of module under their indices ("blk.0.ffn_norm" and "blk.1.ffn_norm"). */
+static uint64_t kind_of(const nnp_record *q)
+{
+    if (*q->module_type)
+        return nnp__hash_str(q->module_type);
+    uint64_t h = 0x51ed270b27a1c0d5ull;
+    for (const char *c = q->module; *c; c++) {
+        bool digit = *c >= '0' && *c <= '9';
+        if (digit && c[1] >= '0' && c[1] <= '9')
+            continue;
+        h = nnp__hash_combine(h, digit ? '#' : (unsigned char)*c);
+    }
+    return h;
+}
+
+/* The kind standing for a value that no module reads: the code of a module's forward reads it
+ * (a residual add), and a port module reading it stands where that code is. */
+#define KIND_CODE 0x00c0debeef5eed01ull
+
 static uint64_t port_key(const nnp_record *q)
 {
-    return nnp__hash_combine(nnp__hash_str(q->module_type), nnp__hash_str(q->role));
+    return nnp__hash_combine(kind_of(q), nnp__hash_str(q->role));
 }
 
 static int kind_order(const void *a, const void *b)
@@ -225,34 +253,51 @@ static int kind_order(const void *a, const void *b)
     const kind_count *x = a, *y = b;
     if (x->key != y->key)
         return x->key < y->key ? -1 : 1;
-    return x->type < y->type ? -1 : x->type > y->type;
+    if (x->type != y->type)
+        return x->type < y->type ? -1 : 1;
+    return x->who < y->who ? -1 : x->who > y->who;
 }
 
-/* The distinct types of the modules that read reference value rc (in), or the type of the one
- * that made it (!in: its first record, the innermost module; the containers around it pass it
- * on, they do not make it). */
+/* Reference record q, an input of value rc, is read by a module that returns it unchanged (a
+ * dropout at inference, an identity): such a module computes nothing from it, and says nothing
+ * of where the value goes. */
+static bool passes_on(const nnp__value_side *r, uint32_t rc, const nnp_record *q)
+{
+    for (uint32_t m = r->mstart[rc]; m < r->mstart[rc + 1]; m++) {
+        const nnp_record *x = rec_at(r, r->members[m]);
+        if (!is_input_role(x->role) && x->call == q->call && !strcmp(x->module, q->module))
+            return true;
+    }
+    return false;
+}
+
+/* The distinct kinds of the modules that read reference value rc (in; KIND_CODE when none
+ * does), or the kind of the one that made it (!in: its first record, the innermost module; the
+ * containers around it pass it on, they do not make it). */
 static size_t ref_types(const nnp__value_side *r, uint32_t rc, bool in, uint64_t *out,
                         size_t cap)
 {
     size_t n = 0;
     if (!in) {
         const nnp_record *q = rec_at(r, r->first[rc]);
-        if (is_input_role(q->role) || !*q->module_type || !cap)
+        if (is_input_role(q->role) || !*q->module || !cap)
             return 0; /* made by code, not by a module */
-        out[0] = nnp__hash_str(q->module_type);
+        out[0] = kind_of(q);
         return 1;
     }
     for (uint32_t m = r->mstart[rc]; m < r->mstart[rc + 1]; m++) {
         const nnp_record *q = rec_at(r, r->members[m]);
-        if (is_input_role(q->role) != in || !*q->module_type)
+        if (is_input_role(q->role) != in || !*q->module || passes_on(r, rc, q))
             continue;
-        uint64_t t = nnp__hash_str(q->module_type);
+        uint64_t t = kind_of(q);
         size_t k = 0;
         while (k < n && out[k] != t)
             k++;
         if (k == n && n < cap)
             out[n++] = t;
     }
+    if (!n && cap)
+        out[n++] = KIND_CODE;
     return n;
 }
 
@@ -264,21 +309,23 @@ static nnp_status kinds_learn(const nnp__value_side *r, const nnp__value_side *p
     for (size_t j = 0; j < p->n; j++) {
         const nnp_record *q = rec_at(p, j);
         int64_t rc = p->partner[p->cls[j]];
-        if (!*q->module || !*q->module_type || rc < 0 || !by_value(p->how[p->cls[j]]))
+        if (!*q->module || rc < 0 || !by_value(p->how[p->cls[j]]))
             continue;
         size_t nt = ref_types(r, (uint32_t)rc, is_input_role(q->role), t, MAX_TYPES);
-        uint64_t key = port_key(q);
+        uint64_t key = port_key(q), who = nnp__hash_str(q->module);
         for (size_t k = 0; k < nt; k++) {
             if (!nnp__grow((void **)&kd->v, &kd->cap, kd->n + 1, sizeof *kd->v))
                 return nnp__nomem();
-            kd->v[kd->n++] = (kind_count){key, t[k], 1};
+            kd->v[kd->n++] = (kind_count){key, t[k], who, 1};
         }
         if (nt) {
             if (!nnp__grow((void **)&kd->inst, &kd->icap, kd->ninst + 1, sizeof *kd->inst))
                 return nnp__nomem();
-            kd->inst[kd->ninst++] = (kind_count){key, 0, 1};
+            kd->inst[kd->ninst++] = (kind_count){key, 0, who, 1};
         }
     }
+    /* a module counts once, however often it is called: a module called at every decode step
+     * repeats its own behaviour, it does not show another module's */
     kind_count *lists[2] = {kd->v, kd->inst};
     size_t *lens[2] = {&kd->n, &kd->ninst};
     for (int l = 0; l < 2; l++) {
@@ -286,11 +333,16 @@ static nnp_status kinds_learn(const nnp__value_side *r, const nnp__value_side *p
         size_t n = *lens[l], k = 0;
         qsort(v, n, sizeof *v, kind_order);
         for (size_t i = 0; i < n; i++) {
-            if (k && v[k - 1].key == v[i].key && v[k - 1].type == v[i].type)
-                v[k - 1].n += v[i].n;
-            else
+            if (k && v[k - 1].key == v[i].key && v[k - 1].type == v[i].type) {
+                if (v[k - 1].who != v[i].who)
+                    v[k - 1].n++;
+                v[k - 1].who = v[i].who; /* sorted: one module's entries are adjacent */
+            } else {
                 v[k++] = v[i];
+            }
         }
+        for (size_t i = 0; i < k; i++)
+            v[i].who = 0; /* looked up by kind alone */
         *lens[l] = k;
     }
     return NNP_OK;
@@ -299,7 +351,7 @@ static nnp_status kinds_learn(const nnp__value_side *r, const nnp__value_side *p
 static uint32_t kinds_count(const kind_count *v, size_t n, uint64_t key, uint64_t type)
 {
     size_t a = 0, b = n;
-    kind_count x = {key, type, 0};
+    kind_count x = {key, type, 0, 0};
     while (a < b) {
         size_t m = a + (b - a) / 2;
         if (kind_order(&v[m], &x) < 0)
@@ -343,16 +395,62 @@ typedef struct {
     const nnp__value_side *r;
     const calls *c;
     const uint32_t *rstart, *readers;
+    const uint32_t *parent; /* per call: the innermost call around it */
     uint32_t *seen; /* per reference value: the walk that last visited it */
     uint32_t walk;
     bool *taken;    /* per reference value: given to a port value by this file */
     uint32_t *front, *next; /* value lists, ncls each */
 } walker;
 
+/* Reference record i's value, reached by a walk: kept for the next depth, and the best
+ * destination so far when it is paired with nothing and can stand for what port record q's
+ * counterpart reads or makes (of one depth, the earliest made). */
+static void walk_reach(walker *w, const kinds *kd, const nnp_record *q, uint32_t i, size_t *nn,
+                       uint32_t *best)
+{
+    const nnp__value_side *r = w->r;
+    uint32_t v = r->cls[i];
+    if (w->seen[v] == w->walk)
+        return;
+    w->seen[v] = w->walk;
+    w->next[(*nn)++] = v;
+    if (r->partner[v] < 0 && !w->taken[v] && counterpart_value(r, kd, q, v) &&
+        (*best == NONE32 || r->first[v] < r->first[*best]))
+        *best = v;
+}
+
+/* The values the code of the modules around value u's maker makes after it: what a module's
+ * forward computes between its children's calls (a residual add) is recorded only as the
+ * input of the module that reads it, or as the enclosing module's output, so the dataflow
+ * through that code is read from the order. The innermost module around the maker whose code
+ * makes any such value is the one that reads u, as far as the records can tell. */
+static void walk_code(walker *w, const kinds *kd, const nnp_record *q, uint32_t u, size_t *nn,
+                      uint32_t *best)
+{
+    const nnp__value_side *r = w->r;
+    uint32_t made = r->first[u], k = w->c->call[made];
+    if (k == NONE32)
+        return;
+    /* a value made by code first appears as an input: that code is the reading module's parent's */
+    for (uint32_t up = w->parent[k]; up != NONE32; up = w->parent[up]) {
+        bool found = false;
+        for (uint32_t i = made + 1; i <= w->c->hi[up]; i++) {
+            const nnp_record *x = rec_at(r, i);
+            if (r->first[r->cls[i]] != i ||
+                (!is_input_role(x->role) && w->c->call[i] != up))
+                continue; /* passed on, or made by a module inside */
+            found = true;
+            walk_reach(w, kd, q, i, nn, best);
+        }
+        if (found)
+            return;
+    }
+}
+
 /* The nearest reference value downstream of from[0..nfrom) (the values made by the modules
- * that read them, and so on, MAX_DEPTH modules deep) that is paired with nothing and can stand
- * for what port record q's counterpart reads or makes; NONE32 if none. Of one depth, the
- * earliest made. */
+ * that read them or by the code after them, and so on, MAX_DEPTH steps deep) that is paired
+ * with nothing and can stand for what port record q's counterpart reads or makes; NONE32 if
+ * none. Of one depth, the earliest made. */
 static uint32_t walk_down(walker *w, const kinds *kd, const nnp_record *q, const uint32_t *from,
                           size_t nfrom)
 {
@@ -367,21 +465,15 @@ static uint32_t walk_down(walker *w, const kinds *kd, const nnp_record *q, const
     for (int depth = 0; depth < MAX_DEPTH && nf; depth++) {
         size_t nn = 0;
         uint32_t best = NONE32;
-        for (size_t f = 0; f < nf; f++)
+        for (size_t f = 0; f < nf; f++) {
             for (uint32_t x = w->rstart[w->front[f]]; x < w->rstart[w->front[f] + 1]; x++) {
                 uint32_t k = w->readers[x];
-                for (uint32_t y = w->c->cstart[k]; y < w->c->cstart[k + 1]; y++) {
-                    uint32_t i = w->c->crec[y];
-                    uint32_t v = r->cls[i];
-                    if (is_input_role(rec_at(r, i)->role) || w->seen[v] == w->walk)
-                        continue;
-                    w->seen[v] = w->walk;
-                    w->next[nn++] = v;
-                    if (r->partner[v] < 0 && !w->taken[v] && counterpart_value(r, kd, q, v) &&
-                        (best == NONE32 || r->first[v] < r->first[best]))
-                        best = v;
-                }
+                for (uint32_t y = w->c->cstart[k]; y < w->c->cstart[k + 1]; y++)
+                    if (!is_input_role(rec_at(r, w->c->crec[y])->role))
+                        walk_reach(w, kd, q, w->c->crec[y], &nn, &best);
             }
+            walk_code(w, kd, q, w->front[f], &nn, &best);
+        }
         if (best != NONE32)
             return best;
         uint32_t *t = w->front;
@@ -500,6 +592,7 @@ typedef struct {
     calls rc, pc;
     uint32_t *rstart, *readers;   /* reference: who reads each value */
     uint32_t *prstart, *preaders; /* port: who reads each value */
+    uint32_t *pparent, *rparent;  /* per call: the innermost call around it */
     bool *held;                   /* port calls: a call around them makes a value that agrees */
     bool *moved;                  /* port records: moved to another value */
     kinds kd;
@@ -508,21 +601,55 @@ typedef struct {
     size_t nmv, mvcap;
 } flow;
 
+/* held[k]: a call around call k makes a value that agrees. */
+static nnp_status agreement_held(flow *f)
+{
+    const calls *c = &f->pc;
+    f->held = calloc(c->ncalls ? c->ncalls : 1, sizeof *f->held);
+    if (!f->held)
+        return nnp__nomem();
+    /* a parent's records span its child's, so it comes first in the spans' order */
+    span *sp = malloc((c->ncalls ? c->ncalls : 1) * sizeof *sp);
+    if (!sp)
+        return nnp__nomem();
+    for (uint32_t k = 0; k < c->ncalls; k++)
+        sp[k] = (span){c->lo[k], c->hi[k], k};
+    qsort(sp, c->ncalls, sizeof *sp, span_order);
+    for (uint32_t x = 0; x < c->ncalls; x++) {
+        uint32_t k = sp[x].k, up = f->pparent[k];
+        f->held[k] = up != NONE32 && (f->held[up] || call_agrees(f->p, c, up, NONE32));
+    }
+    free(sp);
+    return NNP_OK;
+}
+
+/* A call around call k makes a value that agrees, other than value `but`. */
+static bool held_but(const flow *f, uint32_t k, uint32_t but)
+{
+    if (!f->held[k])
+        return false;
+    for (uint32_t u = f->pparent[k]; u != NONE32; u = f->pparent[u])
+        if (call_agrees(f->p, &f->pc, u, but))
+            return true;
+    return false;
+}
+
 /* Nothing the port does downstream of record j undoes a difference: neither a module reading
- * j's value nor one enclosing j's module makes a value that agrees. */
+ * j's value nor one enclosing j's module makes a value that agrees. The value j holds is not
+ * such a value: it is the pair in question, whoever passes it on. */
 static bool difference_travels(const flow *f, uint32_t j)
 {
     const nnp__value_side *p = f->p;
-    uint32_t k = f->pc.call[j];
-    if (k == NONE32 || f->held[k] || f->moved[j])
+    uint32_t k = f->pc.call[j], v = p->cls[j];
+    if (k == NONE32 || held_but(f, k, v) || f->moved[j])
         return false;
     if (is_input_role(rec_at(p, j)->role))
-        return !call_agrees(p, &f->pc, k);
-    uint32_t v = p->cls[j], nreaders = f->prstart[v + 1] - f->prstart[v];
+        return !call_agrees(p, &f->pc, k, v);
+    uint32_t nreaders = f->prstart[v + 1] - f->prstart[v];
     if (!nreaders)
         return false; /* a value nothing reads cannot contradict the dataflow */
     for (uint32_t x = f->prstart[v]; x < f->prstart[v + 1]; x++)
-        if (f->held[f->preaders[x]] || call_agrees(p, &f->pc, f->preaders[x]))
+        if (held_but(f, f->preaders[x], v) || call_agrees(p, &f->pc, f->preaders[x], v))
             return false;
     return true;
 }
@@ -547,7 +674,7 @@ static nnp_status check_value_pairs(flow *f)
     for (uint32_t j = 0; !st && j < p->n; j++) {
         uint32_t v = p->cls[j];
         const nnp_record *q = rec_at(p, j);
-        if (p->partner[v] < 0 || !by_value(p->how[v]) || !*q->module_type ||
+        if (p->partner[v] < 0 || !by_value(p->how[v]) || !*q->module ||
             !contradicts(r, &f->kd, q, (uint32_t)p->partner[v]) || !difference_travels(f, j))
             continue;
         uint32_t from = (uint32_t)p->partner[v];
@@ -559,7 +686,7 @@ static nnp_status check_value_pairs(flow *f)
         for (uint32_t m = p->mstart[v]; !st && m < p->mstart[v + 1]; m++) {
             uint32_t i = p->members[m];
             const nnp_record *qi = rec_at(p, i);
-            if (i > j && !f->moved[i] && *qi->module_type && contradicts(r, &f->kd, qi, from))
+            if (i > j && !f->moved[i] && *qi->module && contradicts(r, &f->kd, qi, from))
                 st = push_move(f, i, to);
         }
     }
@@ -581,7 +708,7 @@ static nnp_status check_unpaired_outputs(flow *f)
         const nnp_record *q = rec_at(p, j);
         uint32_t v = p->cls[j], k = f->pc.call[j];
         if (is_input_role(q->role) || p->first[v] != j || p->partner[v] >= 0 || k == NONE32 ||
-            !*q->module_type || f->held[k] || call_agrees(p, &f->pc, k))
+            !*q->module_type || f->held[k] || call_agrees(p, &f->pc, k, NONE32))
             continue;
         size_t nfrom = 0;
         bool inputs_agree = true;
@@ -630,14 +757,18 @@ nnp_status nnp__flow_check(nnp__value_side *r, nnp__value_side *p)
     if (!st)
         st = readers_build(p, &f.pc, &f.prstart, &f.preaders);
     if (!st)
-        st = agreement_held(p, &f.pc, &f.held);
+        st = parents_build(&f.pc, &f.pparent);
+    if (!st)
+        st = parents_build(&f.rc, &f.rparent);
+    if (!st)
+        st = agreement_held(&f);
     if (!st && !(f.moved = calloc(p->n ? p->n : 1, sizeof *f.moved)))
         st = nnp__nomem();
     if (!st)
         st = kinds_learn(r, p, &f.kd);
     if (!st) {
         size_t nc = r->ncls ? r->ncls : 1;
-        f.w = (walker){r, &f.rc, f.rstart, f.readers, calloc(nc, sizeof(uint32_t)), 0,
+        f.w = (walker){r, &f.rc, f.rstart, f.readers, f.rparent, calloc(nc, sizeof(uint32_t)), 0,
                        calloc(nc, sizeof(bool)), malloc(nc * sizeof(uint32_t)),
                        malloc(nc * sizeof(uint32_t))};
         if (!f.w.seen || !f.w.taken || !f.w.front || !f.w.next)
@@ -656,6 +787,8 @@ nnp_status nnp__flow_check(nnp__value_side *r, nnp__value_side *p)
     free(f.prstart);
     free(f.preaders);
     free(f.held);
+    free(f.pparent);
+    free(f.rparent);
     free(f.moved);
     free(f.kd.v);
     free(f.kd.inst);

@@ -31,10 +31,7 @@ BUGS = sorted(EXPECTED)
 
 # Bugs the pairing does not yet put where expected_gpt.py does, and why. strict: a case that
 # starts to pass must leave this list.
-KNOWN_MISSES = {
-    "no-residual": "the block's code drops the residual, but the norm that reads the sum is "
-                   "blamed: the sum has no record of its own in the port",
-}
+KNOWN_MISSES = {}
 
 
 def with_known_misses(bugs):

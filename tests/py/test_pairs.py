@@ -32,10 +32,7 @@ BUGS = [(pair, bug) for pair in sorted(EXPECTED) for bug in EXPECTED[pair]]
 
 # Bugs the pairing does not yet put where expected.py does: each says what the report names
 # instead and why. strict: a case that starts to pass must leave this list.
-KNOWN_MISSES = {
-    ("vit", "no-residual"): "after the error, structure pairs the block's output with the next "
-                            "block's query projection",
-}
+KNOWN_MISSES = {}
 
 
 def with_known_misses(cases):
