@@ -99,6 +99,10 @@ int cli_check_output(const char *path, cli_output_kind kind, bool force);
 /* Write `text` to `path` whole: into "<path>.tmp", then renamed, so that a failed write (a full
  * disk) never leaves half a report. An error is printed; returns EXIT_AGREE or EXIT_BAD_INPUT. */
 int cli_write_file(const char *path, const char *text, size_t len);
+/* The dump at `path` that an nnp_writer is building (NULL: none): if a mapped input shrinks
+ * under the command (SIGBUS), its .partial and .journal are removed before the exit. Call it
+ * once nnp_writer_open succeeded, and with NULL after nnp_writer_close or _abort. */
+void cli_sigbus_output(const char *path);
 /* Whether two paths name one file. */
 bool cli_same_file(const char *a, const char *b);
 /* A dump path that does not exist but whose PATH.partial and PATH.journal do: a capture that did

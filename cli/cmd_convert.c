@@ -355,6 +355,7 @@ static int write_out(nnp_dump **d, const char *in, const out_paths *p, const siz
     nnp_status st = nnp_writer_open(p->path[0], header_estimate(*d, idx, n), &w);
     if (st)
         return cli_fail(st);
+    cli_sigbus_output(p->path[0]);
     int rc = EXIT_AGREE;
     for (size_t i = 0; i < nnp_dump_meta_count(*d) && rc == EXIT_AGREE; i++) {
         const char *k, *v;
@@ -367,9 +368,12 @@ static int write_out(nnp_dump **d, const char *in, const out_paths *p, const siz
         rc = write_records(d, in, idx, n, o, w, &written);
     if (rc) {
         nnp_writer_abort(w);
+        cli_sigbus_output(NULL);
         return rc;
     }
-    if ((st = nnp_writer_close(w)))
+    st = nnp_writer_close(w);
+    cli_sigbus_output(NULL);
+    if (st)
         return close_failed(st, p);
     char size[32];
     cli_format_bytes(size, sizeof size, written);

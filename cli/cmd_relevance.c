@@ -499,6 +499,7 @@ static int write_safetensors(const rel_args *a, const result *res, const char *p
     nnp_status st = nnp_writer_open(path, 4, &w);
     if (st)
         return cli_fail(st);
+    cli_sigbus_output(path);
     char buf[64];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)res->query);
     int rc = EXIT_AGREE;
@@ -525,9 +526,12 @@ static int write_safetensors(const rel_args *a, const result *res, const char *p
         rc = add_tensor(w, "heatmap", 2, shape, res->heat);
     if (rc) {
         nnp_writer_abort(w);
+        cli_sigbus_output(NULL);
         return rc;
     }
-    return (st = nnp_writer_close(w)) ? cli_fail(st) : EXIT_AGREE;
+    st = nnp_writer_close(w);
+    cli_sigbus_output(NULL);
+    return st ? cli_fail(st) : EXIT_AGREE;
 }
 
 static int write_outputs(const rel_args *a, const result *res, picture *pic)

@@ -65,8 +65,9 @@ static int unknown_command(const char *name, bool after_help)
 
 /* A file truncated by another process while it is mapped raises SIGBUS on the next read past
  * its new end. The handler names the file (nnp_mapping_of is async-signal-safe) and leaves
- * with exit 2, using only write(2) and _exit(2): an output file not yet renamed into place
- * stays a temporary file beside it (docs/cli.md). */
+ * with exit 2, using only write(2), unlink(2) and _exit(2): an output file not yet renamed into
+ * place stays a temporary file beside it (docs/cli.md), and a dump being written loses its
+ * .partial and .journal (cli_sigbus_output). */
 static size_t sig_put(char *buf, size_t at, size_t cap, const char *s)
 {
     for (; *s && at < cap; s++)
@@ -74,10 +75,30 @@ static size_t sig_put(char *buf, size_t at, size_t cap, const char *s)
     return at;
 }
 
+/* The dump a command is writing when the signal comes: its temporaries go with it, so that
+ * "nothing was written" holds (the writer made both, exclusively, before this was armed). */
+static char sigbus_partial[4200], sigbus_journal[4200];
+static volatile sig_atomic_t sigbus_armed;
+
+void cli_sigbus_output(const char *path)
+{
+    sigbus_armed = 0;
+    if (!path)
+        return;
+    int a = snprintf(sigbus_partial, sizeof sigbus_partial, "%s.partial", path);
+    int b = snprintf(sigbus_journal, sizeof sigbus_journal, "%s.journal", path);
+    if (a > 0 && (size_t)a < sizeof sigbus_partial && b > 0 && (size_t)b < sizeof sigbus_journal)
+        sigbus_armed = 1;
+}
+
 static void on_sigbus(int sig, siginfo_t *info, void *uctx)
 {
     (void)sig;
     (void)uctx;
+    if (sigbus_armed) {
+        unlink(sigbus_partial);
+        unlink(sigbus_journal);
+    }
     char buf[4352];
     size_t cap = sizeof buf - 1, n = 0;
     const char *path = NULL;

@@ -114,6 +114,7 @@ static nnp_status write_file(const char *path, const run_report *r, const member
     nnp_status st = nnp_writer_open(path, n, &w);
     if (st)
         return st;
+    cli_sigbus_output(path);
     st = nnp_writer_set_meta(w, "layer", layer);
     if (!st)
         st = nnp_writer_set_meta(w, "made_by", "nnparity run");
@@ -133,11 +134,12 @@ static nnp_status write_file(const char *path, const run_report *r, const member
         if (!st)
             st = nnp_writer_add(w, &d, data);
     }
-    if (st) {
+    if (st)
         nnp_writer_abort(w);
-        return st;
-    }
-    return nnp_writer_close(w);
+    else
+        st = nnp_writer_close(w);
+    cli_sigbus_output(NULL);
+    return st;
 }
 
 /* `s` quoted for sh. */

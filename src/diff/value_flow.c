@@ -331,6 +331,8 @@ static nnp_status kinds_learn(const nnp__value_side *r, const nnp__value_side *p
     for (int l = 0; l < 2; l++) {
         kind_count *v = lists[l];
         size_t n = *lens[l], k = 0;
+        if (!n)
+            continue; /* v may be NULL: nothing was ever added */
         qsort(v, n, sizeof *v, kind_order);
         for (size_t i = 0; i < n; i++) {
             if (k && v[k - 1].key == v[i].key && v[k - 1].type == v[i].type) {
