@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "dump/dump.h"
+#include "kernels/kernels.h"
 
 #define PREFIX "sketch/1:"
 #define PREFIX_LEN (sizeof PREFIX - 1)
@@ -47,37 +48,16 @@ static double get_f64(const unsigned char *p)
     return x;
 }
 
-/* f to F16, to nearest even; magnitudes past F16's largest finite become that largest. */
-static uint16_t f16_of(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-    uint32_t a = x & 0x7fffffffu;
-    if (a >= 0x477ff000u) /* 65520 and up (and NaN, which the kernel never leaves) */
-        return sign | 0x7bffu;
-    if (a >= 0x38800000u) { /* normal: drop 13 mantissa bits, rebias the exponent */
-        a += 0xfffu + ((a >> 13) & 1u);
-        return (uint16_t)(sign | ((a - ((127u - 15u) << 23)) >> 13));
-    }
-    if (a < 0x33000000u) /* at most 2^-25, half the smallest subnormal: rounds to 0 */
-        return sign;
-    unsigned shift = 126u - (a >> 23); /* subnormal: a multiple of 2^-24 */
-    uint32_t m = (a & 0x7fffffu) | 0x800000u, q = m >> shift, rem = m & ((1u << shift) - 1u);
-    uint32_t half = 1u << (shift - 1);
-    q += rem > half || (rem == half && (q & 1u));
-    return (uint16_t)(sign | q);
-}
-
 static void pack_part(const nnp_sketch_part *p, unsigned char *e)
 {
     put64(e, p->count);
     put_f64(e + 8, p->norm);
     put_f64(e + 16, p->sum);
+    uint16_t h[NNP_SKETCH_WIDTH];
+    nnp__sketch_proj_f16(p, h);
     for (int m = 0; m < NNP_SKETCH_WIDTH; m++) {
-        uint16_t h = p->norm > 0 ? f16_of((float)(p->proj[m] / p->norm)) : 0;
-        e[24 + 2 * m] = (unsigned char)h;
-        e[25 + 2 * m] = (unsigned char)(h >> 8);
+        e[24 + 2 * m] = (unsigned char)h[m];
+        e[25 + 2 * m] = (unsigned char)(h[m] >> 8);
     }
 }
 
