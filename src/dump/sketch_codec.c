@@ -161,17 +161,8 @@ static const char *unpack_part(const unsigned char *e, nnp_sketch_part *p)
         return "a sum that is not finite";
     if (p->count == 0 && (p->norm != 0 || p->sum != 0))
         return "a norm or sum for no elements";
-    for (int m = 0; m < NNP_SKETCH_WIDTH; m++) {
-        uint16_t h = (uint16_t)(e[24 + 2 * m] | e[25 + 2 * m] << 8);
-        if ((h & 0x7c00u) == 0x7c00u)
-            return "a projection that is not finite";
-        double v = (double)nnp_f16_to_f32(h) * p->norm;
-        /* a projection is at most the norm times sqrt(count): past a float's range only for
-         * values near it, where the kernel's own float would have overflowed as well */
-        p->proj[m] = v > 3.4028234663852886e38 ? 3.4028234663852886e38f
-                   : v < -3.4028234663852886e38 ? -3.4028234663852886e38f
-                                                 : (float)v;
-    }
+    if (!nnp__sketch_proj_unpack(e + 24, p->norm, p->proj))
+        return "a projection that is not finite";
     return NULL;
 }
 

@@ -62,6 +62,10 @@ bool nnp__cmp_block_with(nnp_cmp_kernel k, nnp_dtype rt, const void *ref, nnp_dt
  * version gives the same bits. */
 void nnp__sketch_proj_f16(const nnp_sketch_part *p, uint16_t *out);
 void nnp__sketch_proj_f16_portable(const nnp_sketch_part *p, uint16_t *out);
+/* The other way: the W little-endian F16 at src, each times the norm in double and held to a
+ * float's range, into out; false when one of them is not finite (out is then not all set). */
+bool nnp__sketch_proj_unpack(const unsigned char *src, double norm, float *out);
+bool nnp__sketch_proj_unpack_portable(const unsigned char *src, double norm, float *out);
 
 /* A 64-bit hash of n bytes. */
 uint64_t nnp__bytes_hash(const void *data, uint64_t n, uint64_t seed);

@@ -634,6 +634,57 @@ void nnp__sketch_proj_f16(const nnp_sketch_part *p, uint16_t *out)
     nnp__sketch_proj_f16_portable(p, out);
 }
 
+#define FLT_TOP 3.4028234663852886e38 /* the largest float, as a double */
+
+bool nnp__sketch_proj_unpack_portable(const unsigned char *src, double norm, float *out)
+{
+    for (int m = 0; m < W; m++) {
+        uint16_t h = (uint16_t)(src[2 * m] | src[2 * m + 1] << 8);
+        if ((h & 0x7c00u) == 0x7c00u)
+            return false;
+        double v = (double)nnp_f16_to_f32(h) * norm;
+        /* a projection is at most the norm times sqrt(count): past a float's range only for
+         * values near it, where the kernel's own float would have overflowed as well */
+        out[m] = v > FLT_TOP ? (float)FLT_TOP : v < -FLT_TOP ? (float)-FLT_TOP : (float)v;
+    }
+    return true;
+}
+
+#ifdef NNP_X86
+/* The same, eight at a time with F16C (exact, as the portable conversion): decoding a
+ * capture's stored sketches converted 64 values a record one call each. The values are
+ * finite, so holding them to the range with min and max is the portable comparisons. */
+NNP_AVX2 static bool proj_unpack_avx2(const unsigned char *src, double norm, float *out)
+{
+    const __m256d n = _mm256_set1_pd(norm), top = _mm256_set1_pd(FLT_TOP),
+                  bottom = _mm256_set1_pd(-FLT_TOP);
+    const __m128i expo = _mm_set1_epi16(0x7c00);
+    for (int m = 0; m < W; m += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * m));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(h, expo), expo)))
+            return false;
+        __m256 f = _mm256_cvtph_ps(h);
+        __m256d lo = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(f)), n);
+        __m256d hi = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)), n);
+        lo = _mm256_min_pd(_mm256_max_pd(lo, bottom), top);
+        hi = _mm256_min_pd(_mm256_max_pd(hi, bottom), top);
+        _mm_storeu_ps(out + m, _mm256_cvtpd_ps(lo));
+        _mm_storeu_ps(out + m + 4, _mm256_cvtpd_ps(hi));
+    }
+    return true;
+}
+#endif
+
+bool nnp__sketch_proj_unpack(const unsigned char *src, double norm, float *out)
+{
+    pthread_once(&chosen_once, choose);
+#ifdef NNP_X86
+    if (best != &portable)
+        return proj_unpack_avx2(src, norm, out);
+#endif
+    return nnp__sketch_proj_unpack_portable(src, norm, out);
+}
+
 /* ---- estimates ---- */
 
 bool nnp__sketch_distance(const nnp_sketch_part *a, const nnp_sketch_part *b, double *rel_l2,
