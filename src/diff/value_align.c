@@ -116,9 +116,9 @@ static const nnp_record *rec_at(const side *s, size_t i)
 
 /* ---- candidates: reference values a port value may be ---- */
 
+/* A reference part port values are compared with: the record's whole sketch or its last rows'. */
 typedef struct {
-    uint64_t count;
-    double norm;
+    const nnp_sketch_part *part;
     uint32_t cls;
     uint8_t last; /* the value's last-row sketch, not its whole one */
 } entry;
@@ -136,12 +136,24 @@ static int64_t how_weight(uint8_t how)
     return how == NNP_EVIDENCE_VALUE_EXACT ? 4 : 3;
 }
 
-/* The reference value with hash h, or NONE32 (tab: open addressing over ref values). */
-static uint32_t find_hash(const side *r, const uint32_t *tab, size_t cap, uint64_t h)
+/* Reference values by hash (open addressing), the hash kept in the slot so that a lookup reads
+ * the table alone, not the sketches. */
+typedef struct {
+    uint64_t hash;
+    uint32_t cls; /* NONE32: empty */
+} hash_slot;
+
+static size_t hash_home(uint64_t h, size_t cap)
 {
-    for (size_t k = (size_t)nnp__mix64(h) & (cap - 1); tab[k] != NONE32; k = (k + 1) & (cap - 1))
-        if (r->sk[r->first[tab[k]]].hash == h)
-            return tab[k];
+    return (size_t)nnp__mix64(h) & (cap - 1);
+}
+
+/* The reference value with hash h, or NONE32. */
+static uint32_t find_hash(const hash_slot *tab, size_t cap, uint64_t h)
+{
+    for (size_t k = hash_home(h, cap); tab[k].cls != NONE32; k = (k + 1) & (cap - 1))
+        if (tab[k].hash == h)
+            return tab[k].cls;
     return NONE32;
 }
 
@@ -174,29 +186,52 @@ static void keep_best(cand *c, size_t *n, cand x)
 #define LSH_TABLES 8
 #define LSH_BITS 16
 
+/* A slot holds the entry's norm: most entries of a bucket are turned away on it, without
+ * reading the entry or its sketch. */
 typedef struct {
     uint64_t key;
+    double norm;
     uint32_t entry;
 } lsh_slot;
 
-static uint64_t lsh_key(const nnp_sketch_part *p, int table)
+/* Table t's key takes the signs of components (11 t + 3 b) % W, b = 0 .. LSH_BITS - 1, first
+ * to last from the top bit down: the signs of the components rotated right by 11 t, at the
+ * fixed positions 3 b % W. Those 16 bits are gathered a byte of the signs at a time through
+ * gather[byte][its value], the key bits that byte's bits make: four lookups instead of sixteen
+ * tests a table (computing keys was a twentieth of pairing two 100k-record captures). */
+static uint16_t lsh_gather[4][256];
+static pthread_once_t lsh_gather_once = PTHREAD_ONCE_INIT;
+
+static void lsh_gather_init(void)
 {
-    uint64_t k = 0;
     for (int b = 0; b < LSH_BITS; b++) {
-        int m = (table * 11 + b * 3) % NNP_SKETCH_WIDTH;
-        k = k << 1 | (p->proj[m] > 0);
+        int m = b * 3 % NNP_SKETCH_WIDTH;
+        for (int v = 0; v < 256; v++)
+            if (v >> (m % 8) & 1)
+                lsh_gather[m / 8][v] |= (uint16_t)(1u << (LSH_BITS - 1 - b));
     }
-    return nnp__hash_combine(nnp__hash_combine(0x9e3779b9u, p->count), k);
 }
 
-static const nnp_sketch_part *entry_part(const side *r, const entry *e)
+/* The part's key in every table, from one read of its projection. */
+static void lsh_keys(const nnp_sketch_part *p, uint64_t *keys)
 {
-    const nnp_sketch *s = &r->sk[r->first[e->cls]];
-    return e->last ? &s->last : &s->all;
+    pthread_once(&lsh_gather_once, lsh_gather_init);
+    uint32_t signs = 0;
+    for (int m = 0; m < NNP_SKETCH_WIDTH; m++)
+        signs |= (uint32_t)(p->proj[m] > 0) << m;
+    uint64_t c = nnp__hash_combine(0x9e3779b9u, p->count);
+    for (int table = 0; table < LSH_TABLES; table++) {
+        unsigned r = (unsigned)(table * 11) % NNP_SKETCH_WIDTH;
+        uint32_t x = r ? signs >> r | signs << (NNP_SKETCH_WIDTH - r) : signs;
+        uint64_t k = (uint64_t)(lsh_gather[0][x & 255] | lsh_gather[1][x >> 8 & 255] |
+                                lsh_gather[2][x >> 16 & 255] | lsh_gather[3][x >> 24]);
+        keys[table] = nnp__hash_combine(c, k);
+    }
 }
 
-/* The tables: slots[t * n + k] are table t's slots grouped by bucket (a counting sort), bucket
- * b's run from start[t * (nbk + 1) + b]; a lookup is one run. */
+/* The tables: slots[t * n + k] are table t's slots grouped by bucket (a counting sort, which
+ * keeps the entries' order within a bucket), bucket b's run from start[t * (nbk + 1) + b]; a
+ * lookup is one run. */
 typedef struct {
     lsh_slot *slots;
     uint32_t *start;
@@ -211,7 +246,7 @@ static void lsh_free(lsh_index *x)
     x->start = NULL;
 }
 
-static nnp_status lsh_build(const side *r, const entry *e, size_t ne, lsh_index *x)
+static nnp_status lsh_build(const entry *e, size_t ne, lsh_index *x)
 {
     x->n = ne;
     x->nbk = 16;
@@ -219,99 +254,179 @@ static nnp_status lsh_build(const side *r, const entry *e, size_t ne, lsh_index 
         x->nbk *= 2;
     x->slots = malloc((LSH_TABLES * ne + 1) * sizeof *x->slots);
     x->start = calloc((size_t)LSH_TABLES * (x->nbk + 1), sizeof *x->start);
-    lsh_slot *tmp = malloc((ne + 1) * sizeof *tmp);
+    uint64_t *keys = malloc((LSH_TABLES * ne + 1) * sizeof *keys);
     uint32_t *fill = malloc(x->nbk * sizeof *fill);
-    nnp_status st = x->slots && x->start && tmp && fill ? NNP_OK : nnp__nomem();
+    nnp_status st = x->slots && x->start && keys && fill ? NNP_OK : nnp__nomem();
+    for (size_t k = 0; !st && k < ne; k++)
+        lsh_keys(e[k].part, keys + k * LSH_TABLES);
     for (int t = 0; !st && t < LSH_TABLES; t++) {
         lsh_slot *row = x->slots + (size_t)t * ne;
         uint32_t *run = x->start + (size_t)t * (x->nbk + 1);
-        for (size_t k = 0; k < ne; k++) {
-            tmp[k] = (lsh_slot){lsh_key(entry_part(r, &e[k]), t), (uint32_t)k};
-            run[(tmp[k].key & (x->nbk - 1)) + 1]++;
-        }
+        for (size_t k = 0; k < ne; k++)
+            run[(keys[k * LSH_TABLES + t] & (x->nbk - 1)) + 1]++;
         for (size_t k = 0; k < x->nbk; k++)
             run[k + 1] += run[k];
         memset(fill, 0, x->nbk * sizeof *fill);
         for (size_t k = 0; k < ne; k++) {
-            size_t bk = tmp[k].key & (x->nbk - 1);
-            row[run[bk] + fill[bk]++] = tmp[k];
+            uint64_t key = keys[k * LSH_TABLES + t];
+            size_t bk = key & (x->nbk - 1);
+            row[run[bk] + fill[bk]++] = (lsh_slot){key, e[k].part->norm, (uint32_t)k};
         }
     }
-    free(tmp);
+    free(keys);
     free(fill);
     if (st)
         lsh_free(x);
     return st;
 }
 
-/* Every candidate pair of values, in the port's order. */
-static nnp_status find_candidates(const side *r, const side *p, cand **out, size_t *nout)
+/* ---- probing: each port value's candidates, port values a chunk at a time on the threads ---- */
+
+#define PROBE_CHUNK 256 /* port values a task: its lookups fit on the stack */
+
+typedef struct {
+    const side *r, *p;
+    const entry *e;
+    const hash_slot *tab;
+    size_t cap;
+    const lsh_index *lsh;
+    cand *c;       /* task k's candidates from c[k * PROBE_CHUNK * MAX_CAND] */
+    size_t *count; /* ... and how many */
+} probe_ctx;
+
+typedef struct {
+    uint64_t key;
+    uint32_t pc, table;
+} lsh_query;
+
+static bool probe_eligible(const side *p, uint32_t pc)
 {
-    size_t ne = 0, cap = 16, nc = 0;
-    while (cap < 2 * r->ncls)
-        cap *= 2;
-    entry *e = malloc((2 * r->ncls + 1) * sizeof *e);
-    uint32_t *tab = malloc(cap * sizeof *tab);
-    cand *c = malloc((p->ncls * MAX_CAND + 1) * sizeof *c);
-    lsh_index lsh = {0};
-    nnp_status st = e && tab && c ? NNP_OK : nnp__nomem();
-    if (st)
-        goto done;
-    memset(tab, 0xff, cap * sizeof *tab);
-    for (uint32_t k = 0; k < r->ncls; k++) {
-        const nnp_sketch *s = &r->sk[r->first[k]];
-        size_t h = (size_t)nnp__mix64(s->hash) & (cap - 1);
-        while (tab[h] != NONE32)
-            h = (h + 1) & (cap - 1);
-        tab[h] = k;
-        if (nnp_dtype_class_of(rec_at(r, r->first[k])->dtype) != NNP_CLASS_FLOAT)
-            continue; /* ids and masks: equal by chance too often to be evidence */
-        if (s->all.norm > 0)
-            e[ne++] = (entry){s->all.count, s->all.norm, k, 0};
-        if (s->has_last && s->last.norm > 0)
-            e[ne++] = (entry){s->last.count, s->last.norm, k, 1};
+    return nnp_dtype_class_of(rec_at(p, p->first[pc])->dtype) == NNP_CLASS_FLOAT &&
+           p->sk[p->first[pc]].all.norm > 0;
+}
+
+/* A lookup's bucket run in its table. */
+static void query_run(const probe_ctx *x, const lsh_query *q, const lsh_slot **row, size_t *k0,
+                      size_t *k1)
+{
+    const lsh_index *l = x->lsh;
+    const uint32_t *run = l->start + (size_t)q->table * (l->nbk + 1);
+    size_t bk = q->key & (l->nbk - 1);
+    *row = l->slots + (size_t)q->table * l->n;
+    *k0 = run[bk];
+    *k1 = run[bk + 1];
+}
+
+/* One lookup: the reference parts in q's bucket with q's key that lie within VALUE_TOL of ps. */
+static void query_run_all(const probe_ctx *x, const lsh_query *q, const nnp_sketch_part *ps,
+                          cand *best, size_t *nb)
+{
+    const lsh_slot *row;
+    size_t k0, k1;
+    query_run(x, q, &row, &k0, &k1);
+    double lo = ps->norm / (1 + VALUE_TOL), hi = ps->norm / (1 - VALUE_TOL);
+    for (size_t k = k0, seen = 0; k < k1 && seen < MAX_SCAN; k++) {
+        if (row[k].key != q->key)
+            continue;
+        seen++;
+        if (row[k].norm < lo || row[k].norm > hi)
+            continue;
+        const entry *y = &x->e[row[k].entry];
+        if (y->part->count != ps->count)
+            continue;
+        double d;
+        if (!nnp__sketch_distance(ps, y->part, &d, NULL) || !(d <= VALUE_TOL))
+            continue;
+        keep_best(best, nb, (cand){q->pc, y->cls, y->last ? NNP_EVIDENCE_VALUE_LAST_ROW
+                                                          : NNP_EVIDENCE_VALUE,
+                                   d, 0, NONE32});
     }
-    if ((st = lsh_build(r, e, ne, &lsh)))
-        goto done;
-    for (uint32_t pc = 0; pc < p->ncls; pc++) {
+}
+
+static void probe_chunk(void *arg, size_t task)
+{
+    probe_ctx *x = arg;
+    const side *p = x->p;
+    uint32_t a = (uint32_t)(task * PROBE_CHUNK);
+    uint32_t b = p->ncls - a < PROBE_CHUNK ? (uint32_t)p->ncls : a + PROBE_CHUNK;
+    uint32_t exact[PROBE_CHUNK];
+    lsh_query q[PROBE_CHUNK * LSH_TABLES];
+    size_t nq = 0;
+    for (uint32_t pc = a; pc < b; pc++) {
+        exact[pc - a] = NONE32 - 1; /* not a value to look for */
+        if (!probe_eligible(p, pc))
+            continue;
         const nnp_sketch *ps = &p->sk[p->first[pc]];
-        if (nnp_dtype_class_of(rec_at(p, p->first[pc])->dtype) != NNP_CLASS_FLOAT ||
-            ps->all.norm <= 0)
+        exact[pc - a] = find_hash(x->tab, x->cap, ps->hash);
+        /* a value that is the same bytes needs no nearer one: the search is for the others */
+        if (exact[pc - a] != NONE32)
+            continue;
+        uint64_t keys[LSH_TABLES];
+        lsh_keys(&ps->all, keys);
+        for (uint32_t t = 0; t < LSH_TABLES; t++)
+            q[nq++] = (lsh_query){keys[t], pc, t};
+    }
+    cand *out = x->c + task * PROBE_CHUNK * MAX_CAND;
+    size_t nout = 0, qi = 0;
+    for (uint32_t pc = a; pc < b; pc++) {
+        if (exact[pc - a] == NONE32 - 1)
             continue;
         cand best[MAX_CAND];
         size_t nb = 0;
-        uint32_t rc = find_hash(r, tab, cap, ps->hash);
-        if (rc != NONE32)
-            keep_best(best, &nb, (cand){pc, rc, NNP_EVIDENCE_VALUE_EXACT, -1.0, 0, NONE32});
-        /* a value that is the same bytes needs no nearer one: the search is for the others */
-        double lo = ps->all.norm / (1 + VALUE_TOL), hi = ps->all.norm / (1 - VALUE_TOL);
-        for (int t = rc != NONE32 ? LSH_TABLES : 0; t < LSH_TABLES; t++) {
-            const lsh_slot *row = lsh.slots + (size_t)t * ne;
-            const uint32_t *run = lsh.start + (size_t)t * (lsh.nbk + 1);
-            uint64_t key = lsh_key(&ps->all, t);
-            size_t bk = key & (lsh.nbk - 1);
-            for (size_t k = run[bk], seen = 0; k < run[bk + 1] && seen < MAX_SCAN; k++) {
-                if (row[k].key != key)
-                    continue;
-                seen++;
-                const entry *x = &e[row[k].entry];
-                if (x->count != ps->all.count || x->norm < lo || x->norm > hi)
-                    continue;
-                double d;
-                if (!nnp__sketch_distance(&ps->all, entry_part(r, x), &d, NULL) ||
-                    !(d <= VALUE_TOL))
-                    continue;
-                keep_best(best, &nb, (cand){pc, x->cls, x->last ? NNP_EVIDENCE_VALUE_LAST_ROW
-                                                                : NNP_EVIDENCE_VALUE,
-                                            d, 0, NONE32});
-            }
-        }
-        for (size_t i = 0; i < nb; i++)
-            c[nc++] = best[i];
+        if (exact[pc - a] != NONE32)
+            keep_best(best, &nb, (cand){pc, exact[pc - a], NNP_EVIDENCE_VALUE_EXACT, -1.0, 0,
+                                        NONE32});
+        for (; qi < nq && q[qi].pc == pc; qi++)
+            query_run_all(x, &q[qi], &p->sk[p->first[pc]].all, best, &nb);
+        memcpy(out + nout, best, nb * sizeof *best);
+        nout += nb;
+    }
+    x->count[task] = nout;
+}
+
+/* Every candidate pair of values, in the port's order. */
+static nnp_status find_candidates(const side *r, const side *p, int threads, cand **out,
+                                  size_t *nout)
+{
+    size_t ne = 0, cap = 16, nc = 0, ntasks = (p->ncls + PROBE_CHUNK - 1) / PROBE_CHUNK;
+    while (cap < 2 * r->ncls)
+        cap *= 2;
+    entry *e = malloc((2 * r->ncls + 1) * sizeof *e);
+    hash_slot *tab = malloc(cap * sizeof *tab);
+    cand *c = malloc((ntasks * PROBE_CHUNK * MAX_CAND + 1) * sizeof *c);
+    size_t *count = calloc(ntasks + 1, sizeof *count);
+    lsh_index lsh = {0};
+    nnp_status st = e && tab && c && count ? NNP_OK : nnp__nomem();
+    if (st)
+        goto done;
+    for (size_t k = 0; k < cap; k++)
+        tab[k] = (hash_slot){0, NONE32};
+    for (uint32_t k = 0; k < r->ncls; k++) {
+        const nnp_sketch *s = &r->sk[r->first[k]];
+        size_t h = hash_home(s->hash, cap);
+        while (tab[h].cls != NONE32)
+            h = (h + 1) & (cap - 1);
+        tab[h] = (hash_slot){s->hash, k};
+        if (nnp_dtype_class_of(rec_at(r, r->first[k])->dtype) != NNP_CLASS_FLOAT)
+            continue; /* ids and masks: equal by chance too often to be evidence */
+        if (s->all.norm > 0)
+            e[ne++] = (entry){&s->all, k, 0};
+        if (s->has_last && s->last.norm > 0)
+            e[ne++] = (entry){&s->last, k, 1};
+    }
+    if ((st = lsh_build(e, ne, &lsh)))
+        goto done;
+    probe_ctx x = {r, p, e, tab, cap, &lsh, c, count};
+    if ((st = nnp__parallel_for(ntasks, threads, probe_chunk, &x)))
+        goto done;
+    for (size_t k = 0; k < ntasks; k++) {
+        memmove(c + nc, c + k * PROBE_CHUNK * MAX_CAND, count[k] * sizeof *c);
+        nc += count[k];
     }
 done:
     free(e);
     free(tab);
+    free(count);
     lsh_free(&lsh);
     if (st) {
         free(c);
@@ -745,7 +860,7 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
     if (!st)
         st = side_build(&p, threads);
     if (!st)
-        st = find_candidates(&r, &p, &c, &nc);
+        st = find_candidates(&r, &p, threads, &c, &nc);
     if (!st)
         st = chain_values(&r, &p, c, nc);
     if (!st && structure)

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "dump/dump.h"
+#include "kernels/kernels.h"
 
 #define PREFIX "sketch/1:"
 #define PREFIX_LEN (sizeof PREFIX - 1)
@@ -47,37 +48,16 @@ static double get_f64(const unsigned char *p)
     return x;
 }
 
-/* f to F16, to nearest even; magnitudes past F16's largest finite become that largest. */
-static uint16_t f16_of(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-    uint32_t a = x & 0x7fffffffu;
-    if (a >= 0x477ff000u) /* 65520 and up (and NaN, which the kernel never leaves) */
-        return sign | 0x7bffu;
-    if (a >= 0x38800000u) { /* normal: drop 13 mantissa bits, rebias the exponent */
-        a += 0xfffu + ((a >> 13) & 1u);
-        return (uint16_t)(sign | ((a - ((127u - 15u) << 23)) >> 13));
-    }
-    if (a < 0x33000000u) /* at most 2^-25, half the smallest subnormal: rounds to 0 */
-        return sign;
-    unsigned shift = 126u - (a >> 23); /* subnormal: a multiple of 2^-24 */
-    uint32_t m = (a & 0x7fffffu) | 0x800000u, q = m >> shift, rem = m & ((1u << shift) - 1u);
-    uint32_t half = 1u << (shift - 1);
-    q += rem > half || (rem == half && (q & 1u));
-    return (uint16_t)(sign | q);
-}
-
 static void pack_part(const nnp_sketch_part *p, unsigned char *e)
 {
     put64(e, p->count);
     put_f64(e + 8, p->norm);
     put_f64(e + 16, p->sum);
+    uint16_t h[NNP_SKETCH_WIDTH];
+    nnp__sketch_proj_f16(p, h);
     for (int m = 0; m < NNP_SKETCH_WIDTH; m++) {
-        uint16_t h = p->norm > 0 ? f16_of((float)(p->proj[m] / p->norm)) : 0;
-        e[24 + 2 * m] = (unsigned char)h;
-        e[25 + 2 * m] = (unsigned char)(h >> 8);
+        e[24 + 2 * m] = (unsigned char)h[m];
+        e[25 + 2 * m] = (unsigned char)(h[m] >> 8);
     }
 }
 
@@ -91,19 +71,31 @@ void nnp__sketch_pack(const nnp_sketch *s, unsigned char *entry)
         pack_part(&s->last, entry + 16 + PART);
 }
 
+/* The two characters of every 12 bits: a capture's close encodes 256 characters a record, and
+ * two lookups for three bytes cost half of four. */
+static char b64_pairs[4096][2];
+static pthread_once_t pairs_once = PTHREAD_ONCE_INIT;
+
+static void pairs_init(void)
+{
+    for (int v = 0; v < 4096; v++) {
+        b64_pairs[v][0] = b64[v >> 6];
+        b64_pairs[v][1] = b64[v & 63];
+    }
+}
+
 void nnp__sketch_value(nnp_sbuf *b, const unsigned char *entries, size_t n)
 {
     if (n > (SIZE_MAX - PREFIX_LEN) / ENTRY_CHARS || !nnp__sbuf_room(b, PREFIX_LEN + n * ENTRY_CHARS))
         return;
     nnp__sbuf_put(b, PREFIX, PREFIX_LEN);
+    pthread_once(&pairs_once, pairs_init);
     char *o = b->s + b->len;
     const unsigned char *p = entries;
-    for (size_t k = 0; k < n * (ENTRY / 3); k++, p += 3) {
+    for (size_t k = 0; k < n * (ENTRY / 3); k++, p += 3, o += 4) {
         uint32_t v = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
-        *o++ = b64[v >> 18];
-        *o++ = b64[(v >> 12) & 63];
-        *o++ = b64[(v >> 6) & 63];
-        *o++ = b64[v & 63];
+        memcpy(o, b64_pairs[v >> 12], 2);
+        memcpy(o + 2, b64_pairs[v & 4095], 2);
     }
     b->len += n * ENTRY_CHARS;
     b->s[b->len] = 0;
@@ -169,17 +161,8 @@ static const char *unpack_part(const unsigned char *e, nnp_sketch_part *p)
         return "a sum that is not finite";
     if (p->count == 0 && (p->norm != 0 || p->sum != 0))
         return "a norm or sum for no elements";
-    for (int m = 0; m < NNP_SKETCH_WIDTH; m++) {
-        uint16_t h = (uint16_t)(e[24 + 2 * m] | e[25 + 2 * m] << 8);
-        if ((h & 0x7c00u) == 0x7c00u)
-            return "a projection that is not finite";
-        double v = (double)nnp_f16_to_f32(h) * p->norm;
-        /* a projection is at most the norm times sqrt(count): past a float's range only for
-         * values near it, where the kernel's own float would have overflowed as well */
-        p->proj[m] = v > 3.4028234663852886e38 ? 3.4028234663852886e38f
-                   : v < -3.4028234663852886e38 ? -3.4028234663852886e38f
-                                                 : (float)v;
-    }
+    if (!nnp__sketch_proj_unpack(e + 24, p->norm, p->proj))
+        return "a projection that is not finite";
     return NULL;
 }
 

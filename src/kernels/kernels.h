@@ -57,6 +57,16 @@ bool nnp__cmp_block_with(nnp_cmp_kernel k, nnp_dtype rt, const void *ref, nnp_dt
 
 /* nnp_sketch and nnp_sketch_part are public (nnparity.h). */
 
+/* A projection as stored (dump/sketch_codec.c): F16 of proj[m] / norm to nearest even, a
+ * magnitude past F16's largest finite as that largest; zeros when the norm is 0. The portable
+ * version gives the same bits. */
+void nnp__sketch_proj_f16(const nnp_sketch_part *p, uint16_t *out);
+void nnp__sketch_proj_f16_portable(const nnp_sketch_part *p, uint16_t *out);
+/* The other way: the W little-endian F16 at src, each times the norm in double and held to a
+ * float's range, into out; false when one of them is not finite (out is then not all set). */
+bool nnp__sketch_proj_unpack(const unsigned char *src, double norm, float *out);
+bool nnp__sketch_proj_unpack_portable(const unsigned char *src, double norm, float *out);
+
 /* A 64-bit hash of n bytes. */
 uint64_t nnp__bytes_hash(const void *data, uint64_t n, uint64_t seed);
 /* The sketch of a tensor of nelem elements stored as dtype (little-endian, C order) at data. */

@@ -161,6 +161,8 @@ typedef struct {
     void (*blocks)(table *t, const float *x, size_t nb, uint64_t first);
     /* n F16 values to float (exact) */
     void (*f16)(const unsigned char *src, size_t n, float *dst);
+    /* acc[j] += row[j] for j in [0, W), in double */
+    void (*fold_row)(double *acc, const float *row);
 } kernel;
 
 static inline uint64_t block_hash(uint64_t block)
@@ -212,6 +214,12 @@ static void blocks_portable(table *t, const float *x, size_t nb, uint64_t first)
 static void f16_portable(const unsigned char *src, size_t n, float *dst)
 {
     nnp_convert_to_f32(NNP_F16, src, n, dst);
+}
+
+static void fold_row_portable(double *acc, const float *row)
+{
+    for (unsigned j = 0; j < W; j++)
+        acc[j] += (double)row[j];
 }
 
 #ifdef NNP_X86
@@ -318,6 +326,15 @@ NNP_AVX2 static void blocks_avx2(table *tb, const float *x, size_t nb, uint64_t 
     }
 }
 
+/* The same additions as fold_row_portable, four at a time: a small record folds once, and
+ * its twenty-odd rows cost as much as its blocks. */
+NNP_AVX2 static void fold_row_avx2(double *acc, const float *row)
+{
+    for (unsigned j = 0; j < W; j += 4)
+        _mm256_storeu_pd(acc + j, _mm256_add_pd(_mm256_loadu_pd(acc + j),
+                                                _mm256_cvtps_pd(_mm_loadu_ps(row + j))));
+}
+
 NNP_AVX2 static void f16_avx2(const unsigned char *src, size_t n, float *dst)
 {
     size_t i = 0;
@@ -328,14 +345,15 @@ NNP_AVX2 static void f16_avx2(const unsigned char *src, size_t n, float *dst)
 #endif
 
 static const kernel portable = {moments_portable, moments_hash_portable, blocks_portable,
-                                f16_portable};
+                                f16_portable, fold_row_portable};
 static const kernel *best = &portable;
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static void choose(void)
 {
 #ifdef NNP_X86
-    static const kernel avx2 = {moments_avx2, moments_hash_avx2, blocks_avx2, f16_avx2};
+    static const kernel avx2 = {moments_avx2, moments_hash_avx2, blocks_avx2, f16_avx2,
+                                fold_row_avx2};
     unsigned a, b, c, d;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C))
@@ -354,15 +372,11 @@ static double lanes_total(const double *l)
     return (a[0] + a[2]) + (a[1] + a[3]);
 }
 
-static void fold(builder *b)
+static void fold(const kernel *k, builder *b)
 {
     for (unsigned r = 0; r < W; r++)
-        if (b->t.used >> r & 1u) {
-            double *acc = b->acc + r;
-            const float *row = b->t.rows[r];
-            for (unsigned j = 0; j < W; j++)
-                acc[j] += (double)row[j];
-        }
+        if (b->t.used >> r & 1u)
+            k->fold_row(b->acc + r, b->t.rows[r]);
     b->t.used = 0;
 }
 
@@ -417,7 +431,7 @@ static void segment(const kernel *k, builder *b, const float *x, size_t n, float
         part_block(&b->t, x + i, n - i, 0, (pos + i) / W);
     b->pos = pos + n;
     if (pos / FOLD != b->pos / FOLD)
-        fold(b);
+        fold(k, b);
 }
 
 /* n values of dtype at src as floats: in place when they are aligned float32, else in buf. */
@@ -461,9 +475,39 @@ static void feed(const kernel *k, builder *b, hash_state *hs, nnp_dtype dtype,
     }
 }
 
-static void builder_end(builder *b, nnp_sketch_part *out)
+/* The last rows of `lead` blocks of rows x cols elements of dtype at src (cols < TILE) through
+ * b: rows gathered into buf, as floats, and fed a tileful at a time. A stream fed in pieces has
+ * the sums of the same values fed whole, except that its float table is folded after the piece
+ * that crosses a multiple of FOLD: a tileful therefore ends where a row crossing one ends, as
+ * when every row was fed alone. Fed alone, a row of a few elements cost as much as a tile: the
+ * last rows of a [1, 576, 7, 7] activation took as long as the rest of its sketch. */
+static void feed_rows(const kernel *k, builder *b, nnp_dtype dtype, const unsigned char *src,
+                      uint64_t lead, uint64_t rows, uint64_t cols, float *buf)
 {
-    fold(b);
+    size_t es = nnp_dtype_size(dtype), fill = 0;
+    float conv[TILE];
+    for (uint64_t l = 0; l < lead; l++) {
+        if (fill + cols > TILE) {
+            segment(k, b, buf, fill, buf, NULL);
+            fill = 0;
+        }
+        const unsigned char *row = src + ((l * rows + rows - 1) * cols) * es;
+        const float *x = as_floats(k, dtype, row, (size_t)cols, conv);
+        memcpy(buf + fill, x, (size_t)cols * sizeof *buf);
+        fill += (size_t)cols;
+        uint64_t end = b->pos + fill;
+        if ((end - cols) / FOLD != end / FOLD) {
+            segment(k, b, buf, fill, buf, NULL);
+            fill = 0;
+        }
+    }
+    if (fill)
+        segment(k, b, buf, fill, buf, NULL);
+}
+
+static void builder_end(const kernel *k, builder *b, nnp_sketch_part *out)
+{
+    fold(k, b);
     for (int m = 0; m < W; m++)
         out->proj[m] = (float)(b->acc[m] + b->acc[m + W]);
     out->norm = sqrt(lanes_total(b->lane_sq));
@@ -491,7 +535,7 @@ static void sketch_with(const kernel *k, nnp_dtype dtype, uint32_t ndim, const u
         h = nnp__hash_combine(h, shape[d]);
     out->hash = nnp__hash_combine(h, hash_end(&hs, nbytes, nelem ? bytes + nbytes / 32 * 32
                                                                  : NULL));
-    builder_end(&b, &out->all);
+    builder_end(k, &b, &out->all);
     out->nonfinite = b.nonfinite;
 
     /* the last row along the axis before the last: what a port that decodes one token with a
@@ -499,9 +543,12 @@ static void sketch_with(const kernel *k, nnp_dtype dtype, uint32_t ndim, const u
     if (ndim >= 2 && shape[ndim - 2] >= 2 && nelem) {
         uint64_t cols = shape[ndim - 1], rows = shape[ndim - 2], lead = nelem / (cols * rows);
         builder_init(&b);
-        for (uint64_t l = 0; l < lead; l++)
-            feed(k, &b, NULL, dtype, bytes + ((l * rows + rows - 1) * cols) * es, cols, buf);
-        builder_end(&b, &out->last);
+        if (cols < TILE)
+            feed_rows(k, &b, dtype, bytes, lead, rows, cols, buf);
+        else
+            for (uint64_t l = 0; l < lead; l++)
+                feed(k, &b, NULL, dtype, bytes + ((l * rows + rows - 1) * cols) * es, cols, buf);
+        builder_end(k, &b, &out->last);
         out->has_last = true;
     }
 }
@@ -517,6 +564,125 @@ void nnp__sketch_tensor_portable(nnp_dtype dtype, uint32_t ndim, const uint64_t 
                                  const void *data, uint64_t nelem, nnp_sketch *out)
 {
     sketch_with(&portable, dtype, ndim, shape, data, nelem, out);
+}
+
+/* f to F16, to nearest even; magnitudes past F16's largest finite become that largest. */
+static uint16_t f16_of(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t a = x & 0x7fffffffu;
+    if (a >= 0x477ff000u) /* 65520 and up (and NaN, which the kernel never leaves) */
+        return sign | 0x7bffu;
+    if (a >= 0x38800000u) { /* normal: drop 13 mantissa bits, rebias the exponent */
+        a += 0xfffu + ((a >> 13) & 1u);
+        return (uint16_t)(sign | ((a - ((127u - 15u) << 23)) >> 13));
+    }
+    if (a < 0x33000000u) /* at most 2^-25, half the smallest subnormal: rounds to 0 */
+        return sign;
+    unsigned shift = 126u - (a >> 23); /* subnormal: a multiple of 2^-24 */
+    uint32_t m = (a & 0x7fffffu) | 0x800000u, q = m >> shift, rem = m & ((1u << shift) - 1u);
+    uint32_t half = 1u << (shift - 1);
+    q += rem > half || (rem == half && (q & 1u));
+    return (uint16_t)(sign | q);
+}
+
+void nnp__sketch_proj_f16_portable(const nnp_sketch_part *p, uint16_t *out)
+{
+    for (int m = 0; m < W; m++)
+        out[m] = p->norm > 0 ? f16_of((float)(p->proj[m] / p->norm)) : 0;
+}
+
+#ifdef NNP_X86
+/* The same bits as the portable version: the division in double, rounded to float, F16C's
+ * conversion to nearest even, and f16_of's saturation (F16C would give infinity) put back. A
+ * capture stores two such projections per record; done one by one they cost a fifth of the
+ * sketch of a 4 KiB record. */
+NNP_AVX2 static void proj_f16_avx2(const nnp_sketch_part *p, uint16_t *out)
+{
+    const __m256d norm = _mm256_set1_pd(p->norm);
+    const __m256i absmask = _mm256_set1_epi32(0x7fffffff), big = _mm256_set1_epi32(0x477fefff);
+    const __m256i most = _mm256_set1_epi32(0x7bff);
+    for (int m = 0; m < W; m += 8) {
+        __m256 v = _mm256_loadu_ps(p->proj + m);
+        __m128 lo = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), norm));
+        __m128 hi = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), norm));
+        __m256 q = _mm256_set_m128(hi, lo);
+        __m256i bits = _mm256_castps_si256(q);
+        __m256i a = _mm256_and_si256(bits, absmask);
+        __m256i sat = _mm256_cmpgt_epi32(a, big); /* a >= 0x477ff000: 65520 and up, and NaN */
+        __m256i h = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(q, _MM_FROUND_TO_NEAREST_INT));
+        __m256i sign = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x8000));
+        h = _mm256_blendv_epi8(h, _mm256_or_si256(sign, most), sat);
+        /* eight 32-bit lanes to eight 16-bit values */
+        __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        _mm_storeu_si128((__m128i *)(void *)(out + m), packed);
+    }
+}
+#endif
+
+void nnp__sketch_proj_f16(const nnp_sketch_part *p, uint16_t *out)
+{
+    pthread_once(&chosen_once, choose);
+#ifdef NNP_X86
+    if (best != &portable && p->norm > 0) {
+        proj_f16_avx2(p, out);
+        return;
+    }
+#endif
+    nnp__sketch_proj_f16_portable(p, out);
+}
+
+#define FLT_TOP 3.4028234663852886e38 /* the largest float, as a double */
+
+bool nnp__sketch_proj_unpack_portable(const unsigned char *src, double norm, float *out)
+{
+    for (int m = 0; m < W; m++) {
+        uint16_t h = (uint16_t)(src[2 * m] | src[2 * m + 1] << 8);
+        if ((h & 0x7c00u) == 0x7c00u)
+            return false;
+        double v = (double)nnp_f16_to_f32(h) * norm;
+        /* a projection is at most the norm times sqrt(count): past a float's range only for
+         * values near it, where the kernel's own float would have overflowed as well */
+        out[m] = v > FLT_TOP ? (float)FLT_TOP : v < -FLT_TOP ? (float)-FLT_TOP : (float)v;
+    }
+    return true;
+}
+
+#ifdef NNP_X86
+/* The same, eight at a time with F16C (exact, as the portable conversion): decoding a
+ * capture's stored sketches converted 64 values a record one call each. The values are
+ * finite, so holding them to the range with min and max is the portable comparisons. */
+NNP_AVX2 static bool proj_unpack_avx2(const unsigned char *src, double norm, float *out)
+{
+    const __m256d n = _mm256_set1_pd(norm), top = _mm256_set1_pd(FLT_TOP),
+                  bottom = _mm256_set1_pd(-FLT_TOP);
+    const __m128i expo = _mm_set1_epi16(0x7c00);
+    for (int m = 0; m < W; m += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * m));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(h, expo), expo)))
+            return false;
+        __m256 f = _mm256_cvtph_ps(h);
+        __m256d lo = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(f)), n);
+        __m256d hi = _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)), n);
+        lo = _mm256_min_pd(_mm256_max_pd(lo, bottom), top);
+        hi = _mm256_min_pd(_mm256_max_pd(hi, bottom), top);
+        _mm_storeu_ps(out + m, _mm256_cvtpd_ps(lo));
+        _mm_storeu_ps(out + m + 4, _mm256_cvtpd_ps(hi));
+    }
+    return true;
+}
+#endif
+
+bool nnp__sketch_proj_unpack(const unsigned char *src, double norm, float *out)
+{
+    pthread_once(&chosen_once, choose);
+#ifdef NNP_X86
+    if (best != &portable)
+        return proj_unpack_avx2(src, norm, out);
+#endif
+    return nnp__sketch_proj_unpack_portable(src, norm, out);
 }
 
 /* ---- estimates ---- */

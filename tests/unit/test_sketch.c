@@ -284,10 +284,11 @@ static void test_vector_matches_portable(void **state)
         nnp_dtype t;
         const void *p;
     } cases[] = {{NNP_F32, f}, {NNP_F16, h}, {NNP_BF16, h}, {NNP_F64, g}, {NNP_I32, k}};
-    uint64_t shapes[][3] = {{N}, {7, N / 7}, {1, 11, N / 77}};
-    uint32_t ndims[] = {1, 2, 3};
+    /* the last two: many short last rows, gathered a tileful at a time, crossing a fold */
+    uint64_t shapes[][3] = {{N}, {7, N / 7}, {1, 11, N / 77}, {N / 2, 2, 1}, {N / 6, 2, 3}};
+    uint32_t ndims[] = {1, 2, 3, 3, 3};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
-        for (int s = 0; s < 3; s++) {
+        for (int s = 0; s < 5; s++) {
             uint64_t n = 1;
             for (uint32_t d = 0; d < ndims[s]; d++)
                 n *= shapes[s][d];
@@ -305,6 +306,61 @@ static void test_vector_matches_portable(void **state)
     nnp__sketch_tensor(NNP_F32, 1, shape, f, N, &p);
     assert_memory_equal(&v, &p, sizeof v);
     free(odd);
+}
+
+/* A projection is stored as F16 of proj / norm, by a vector version where the CPU has one: the
+ * same bits as the portable one for every magnitude, subnormal and saturated ones included. */
+static void test_stored_projection_matches_portable(void **state)
+{
+    (void)state;
+    rng_state = 9;
+    nnp_sketch_part p = {0};
+    uint16_t v[NNP_SKETCH_WIDTH], q[NNP_SKETCH_WIDTH];
+    for (int round = 0; round < 4000; round++) {
+        p.norm = ldexp(1.0 + fabs(normal()), (int)(uniform() * 60) - 30);
+        for (int m = 0; m < NNP_SKETCH_WIDTH; m++) {
+            double scale = ldexp(1.0, (int)(uniform() * 50) - 32); /* F16's range and past it */
+            p.proj[m] = (float)(normal() * p.norm * scale);
+        }
+        if (round % 7 == 0) {
+            p.proj[3] = INFINITY;
+            p.proj[5] = -65519.0f * (float)p.norm; /* just under the saturation */
+            p.proj[6] = (float)(65520.0 * p.norm);
+            p.proj[9] = 0.0f;
+            p.proj[10] = -0.0f;
+        }
+        nnp__sketch_proj_f16(&p, v);
+        nnp__sketch_proj_f16_portable(&p, q);
+        assert_memory_equal(v, q, sizeof v);
+    }
+    p.norm = 0;
+    nnp__sketch_proj_f16(&p, v);
+    for (int m = 0; m < NNP_SKETCH_WIDTH; m++)
+        assert_int_equal(v[m], 0);
+}
+
+/* ... and read back by a vector version too: the same floats, and the same refusal of a value
+ * that is not finite, whatever the bytes and the norm. */
+static void test_stored_projection_reads_as_portable(void **state)
+{
+    (void)state;
+    rng_state = 10;
+    unsigned char e[2 * NNP_SKETCH_WIDTH];
+    float v[NNP_SKETCH_WIDTH], q[NNP_SKETCH_WIDTH];
+    for (int round = 0; round < 4000; round++) {
+        for (size_t i = 0; i < sizeof e; i++)
+            e[i] = (unsigned char)(uniform() * 256);
+        if (round % 2) /* most rounds without an infinity or NaN among 32 values */
+            for (int m = 0; m < NNP_SKETCH_WIDTH; m++)
+                if ((e[2 * m + 1] & 0x7c) == 0x7c)
+                    e[2 * m + 1] ^= 0x40;
+        double norm = round % 5 == 0 ? 1.7e308 : ldexp(uniform(), (int)(uniform() * 300) - 150);
+        bool a = nnp__sketch_proj_unpack(e, norm, v);
+        bool b = nnp__sketch_proj_unpack_portable(e, norm, q);
+        assert_int_equal(a, b);
+        if (a)
+            assert_memory_equal(v, q, sizeof v);
+    }
 }
 
 static void test_entry_round_trip(void **state)
@@ -615,6 +671,8 @@ int main(void)
         cmocka_unit_test(test_last_row),
         cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_vector_matches_portable),
+        cmocka_unit_test(test_stored_projection_matches_portable),
+        cmocka_unit_test(test_stored_projection_reads_as_portable),
         cmocka_unit_test(test_entry_round_trip),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_capture_stores_sketches),
