@@ -189,7 +189,7 @@ static void test_diff_accessors(void **state)
     assert_int_equal(pr->ndim, 1);
     assert_int_equal(pr->fail, 1);
     assert_false(pr->sampled);
-    assert_string_equal(pr->where, "all 1 failing elements lie in axis 0 index 1");
+    assert_string_equal(pr->where, "the one failing element lies in axis 0 index 1");
     assert_int_equal(pr->axes[0].fail[1], 1);
     assert_true(pr->axes[0].sq_share[1] == 1 && pr->axes[0].sq_share[0] == 0);
     assert_null(nnp_diff_profile(diff, 2));
