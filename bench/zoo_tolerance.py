@@ -6,7 +6,7 @@ Random weights (seed 0), one input each; per model, four captures and three diff
 - f64: the model in float64 against the float32 reference must agree;
 - scaled: every parameter (weights and biases) times 1.01, so that each module that holds
   some computes its output 1% off, fed the reference's inputs (injection): the output of every
-  module that holds a weight must fail.
+  module that holds a weight (not all zeros, as ViT's head) must fail.
 
     NNPARITY_BIN=build/nnparity NNPARITY_LIB=build/libnnparity.so \\
         /usr/bin/python3 bench/zoo_tolerance.py [--quick] [MODEL ...]
