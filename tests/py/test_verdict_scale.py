@@ -61,3 +61,24 @@ def test_user_tolerances_scale_the_bound(nnp, tmp_path):
     rc, p = pair(nnp, tmp_path, ref, ref * np.float32(1.5), *args)
     assert p["metrics"]["allclose_fail"] == 0
     assert rc == 1 and p["verdict"] == "fail"
+
+
+def test_noise_in_a_tensor_of_large_values_passes_and_a_wrong_element_does_not(nnp, tmp_path):
+    """Summation noise scales with the tensor, not with the element: it lands on the elements
+    near zero too, where atol + rtol x |ref| is small."""
+    ref = (RNG.standard_normal((8, 64, 32)) * 4.5).astype(np.float32)
+    noise = (RNG.standard_normal(ref.shape) * 2e-5).astype(np.float32)
+    rc, p = pair(nnp, tmp_path, ref, ref + noise)
+    assert p["metrics"]["allclose_fail"] * 1000 > p["metrics"]["count"]  # once a failure
+    assert rc == 0 and p["verdict"] == "pass"
+    port = ref.copy()
+    port[3, 7, 5] += np.float32(0.5)
+    rc, p = pair(nnp, tmp_path, ref, port)
+    assert rc == 0 and p["verdict"] == "warn" and p["metrics"]["allclose_fail"] == 1
+    port[:, :, 5] += np.float32(0.05)
+    rc, p = pair(nnp, tmp_path, ref, port)
+    assert rc == 1 and p["verdict"] == "fail"
+    # a NaN on both sides is no noise: the elements decide
+    ref[0, 0, 0] = port[0, 0, 0] = np.nan
+    rc, p = pair(nnp, tmp_path, ref, ref + noise)
+    assert p["verdict"] == "fail"
