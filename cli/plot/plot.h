@@ -37,6 +37,9 @@ const char *plot_metric_name(const run_report *r);
 
 /* plot_svg.c: the plot as SVG; `standalone` adds the XML declaration for a file of its own. */
 void plot_svg(FILE *o, const run_report *r, bool standalone);
+/* The axes' lines, the x axis's record numbers and both titles (shared with report.html's
+ * binned plot). */
+void plot_svg_x_axis(FILE *o, const run_report *r, const plot_layout *g);
 /* plot_png.c: the plot rasterized into a PNG file (written whole or not at all). */
 int plot_png(const run_report *r, const char *path);
 

@@ -79,6 +79,11 @@ static void axes(FILE *o, const run_report *r, const plot_layout *g)
     fprintf(o, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e6e8eb\" "
                "stroke-dasharray=\"2 3\"/>\n<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">0"
                "</text>\n", g->left, z, g->right, z, g->left - 6, z + 4);
+    plot_svg_x_axis(o, r, g);
+}
+
+void plot_svg_x_axis(FILE *o, const run_report *r, const plot_layout *g)
+{
     fprintf(o, "<path d=\"M%d %dV%dH%d\" fill=\"none\" stroke=\"#333\"/>\n", g->left, g->top,
             g->bottom + 4, g->right);
     size_t step = plot_tick_step(g), k = 0;

@@ -74,23 +74,7 @@ static void axes(FILE *o, const run_report *r, const plot_layout *g)
                "fill=\"#f3f4f6\"/><text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">exact 0</text>"
                "</g>\n", g->left, z, g->right - g->left, g->bottom - z, g->left - 6,
             z + strip_h(g) + 4);
-    fprintf(o, "<path d=\"M%d %dV%dH%d\" fill=\"none\" stroke=\"#333\"/>\n", g->left, g->top,
-            g->bottom + 4, g->right);
-    size_t step = plot_tick_step(g), k = 0;
-    for (size_t i = 0; i < r->nrows; i++) {
-        const run_row *row = &r->rows[i];
-        if (!plot_has(g, row))
-            continue;
-        if (k % step == 0)
-            fprintf(o, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%llu</text>\n",
-                    plot_x(g, k), g->bottom + 18, (unsigned long long)row->rec->seq);
-        k++;
-    }
-    fprintf(o, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s in execution order (record "
-               "seq)</text>\n", (g->left + g->right) / 2, g->bottom + 36,
-            g->all_rows ? "records" : "layer outputs");
-    fprintf(o, "<text x=\"%d\" y=\"%d\" font-size=\"13\" font-weight=\"bold\">error per layer: "
-               "%s, log scale</text>\n", g->left, g->top - 14, plot_metric_name(r));
+    plot_svg_x_axis(o, r, g);
 }
 
 static void legend(FILE *o, const run_report *r, const plot_layout *g, bool binned)

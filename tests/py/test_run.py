@@ -244,6 +244,17 @@ def test_reproducer_reproduces_the_layer_alone(bad_eps, tmp_path):
                    capture_output=True, check=True)
 
 
+def assert_self_contained(page, text):
+    """The page loads nothing from elsewhere: no external tags, sources, links or URLs."""
+    for tag, attrs in page.tags:
+        assert tag not in ("link", "img", "iframe", "object", "embed"), tag
+        assert "src" not in attrs, (tag, attrs)
+        href = attrs.get("href")
+        assert href is None or href.startswith("#"), (tag, attrs)
+    assert "<link" not in text and "src=" not in text and "@import" not in text
+    assert "url(" not in text and "http://" not in text and "https://" not in text
+
+
 class Page(html.parser.HTMLParser):
     """Collects tags, attributes and text of the report page."""
 
@@ -270,13 +281,7 @@ def test_html_page_is_self_contained(bad_eps):
     page.close()
     tags = [t for t, _ in page.tags]
     assert tags[0] == "html" and "svg" in tags and "table" in tags and "script" in tags
-    for tag, attrs in page.tags:
-        assert tag not in ("link", "img", "iframe", "object", "embed"), tag
-        assert "src" not in attrs, (tag, attrs)
-        href = attrs.get("href")
-        assert href is None or href.startswith("#"), (tag, attrs)
-    assert "<link" not in text and "src=" not in text and "@import" not in text
-    assert "url(" not in text and "http://" not in text and "https://" not in text
+    assert_self_contained(page, text)
     body = " ".join(page.text)
     assert "The port does not match the reference" in body
     assert "block.norm differs from the reference on its own inputs" in body
