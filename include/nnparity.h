@@ -701,8 +701,8 @@ typedef struct nnp_hint {
 /* "scale", "sign", "offset", "axes-swapped", "permuted", "shift", "precision", "clip", "zeros",
  * "nonfinite", "other-record"; "?" outside the enum. */
 const char *nnp_hint_kind_name(nnp_hint_kind kind);
-/* The profile of pair i; NULL when it has none (it does not fail, options.no_explain, or a
- * distributed diff). Lives as long as the diff. */
+/* The profile of pair i; NULL when it has none (it does not fail, or options.no_explain; a
+ * distributed diff explains on process 0, as one process does). Lives as long as the diff. */
 const nnp_profile *nnp_diff_profile(const nnp_diff *diff, size_t pair);
 /* The hints that fit pair i, best first: hint k < nnp_diff_hint_count (NULL past it). */
 size_t nnp_diff_hint_count(const nnp_diff *diff, size_t pair);

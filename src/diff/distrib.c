@@ -290,10 +290,16 @@ nnp_status nnp_diff_dumps_comm(nnp_dump *ref, nnp_dump *port, const nnp_diff_opt
     }
     if ((st = nnp_comm_agree(comm, st)))
         goto out;
+    /* then what a single process does after comparing, on process 0 alone: explanations read
+     * the failing pairs again, culprit and conclusion read the merged results */
     if (comm->rank == 0) {
         st = merge_results(ref, d, u, nu, all, slot);
+        if (!st && !o.no_explain)
+            st = nnp__diff_explain(d, ref, port, o.threads);
         if (!st)
             st = nnp__diff_conclude(d, port);
+        if (!st)
+            st = nnp__diff_culprit(d, ref, port);
     }
     st = nnp_comm_agree(comm, st);
 out:
