@@ -40,6 +40,10 @@ void plot_svg(FILE *o, const run_report *r, bool standalone);
 /* The axes' lines, the x axis's record numbers and both titles (shared with report.html's
  * binned plot). */
 void plot_svg_x_axis(FILE *o, const run_report *r, const plot_layout *g);
+/* One record's mark at (x, y): a circle (standard) or an open square (injected, scenario 1) in
+ * its component's colour, with a tooltip of value v; `links` wraps it in a link to its row. */
+void plot_svg_mark(FILE *o, const run_report *r, const run_row *row, int scenario, double v,
+                   double x, double y, bool links);
 /* plot_png.c: the plot rasterized into a PNG file (written whole or not at all). */
 int plot_png(const run_report *r, const char *path);
 

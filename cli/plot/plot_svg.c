@@ -43,11 +43,15 @@ static void point(FILE *o, const run_report *r, const plot_layout *g, const run_
                   size_t k, int scenario, bool links)
 {
     double v = plot_value(r, row, scenario);
-    if (isnan(v))
-        return;
+    if (!isnan(v))
+        plot_svg_mark(o, r, row, scenario, v, plot_x(g, k), plot_y(g, v), links);
+}
+
+void plot_svg_mark(FILE *o, const run_report *r, const run_row *row, int scenario, double v,
+                   double x, double y, bool links)
+{
     char num[32];
     run_num(num, sizeof num, v);
-    double x = plot_x(g, k), y = plot_y(g, v);
     if (links)
         fprintf(o, "<a href=\"#row-%zu\">", row->ref);
     if (scenario)

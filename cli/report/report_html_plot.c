@@ -164,24 +164,9 @@ static void point(FILE *o, const run_report *r, const plot_layout *g, const run_
     double v = plot_value(r, row, s);
     if (isnan(v))
         return;
-    char num[32];
-    run_num(num, sizeof num, v);
-    double x = plot_x(g, k), y = v > 0 ? plot_y(g, v) : zero_y(g, s) + strip_h(g) / 2;
-    if (link)
-        fprintf(o, "<a href=\"#row-%zu\">", row->ref);
-    if (s)
-        fprintf(o, "<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"none\" "
-                   "stroke=\"#%06x\" stroke-width=\"1.5\">", x - 3.5, y - 3.5,
-                plot_color(row->component));
-    else
-        fprintf(o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"#%06x\">", x, y,
-                plot_color(row->component));
-    fprintf(o, "<title>%llu ", (unsigned long long)row->rec->seq);
-    html_escape(o, row->rec->name);
-    fprintf(o, " (%s, %s): %s %s %s</title>", nnp_component_name(row->component),
-            nnp_label_name(row->label), s ? "injected" : "standard", plot_metric_name(r), num);
-    fputs(s ? "</rect>" : "</circle>", o);
-    fputs(link ? "</a>\n" : "\n", o);
+    /* zeros in their strip, apart from the log axis */
+    double y = v > 0 ? plot_y(g, v) : zero_y(g, s) + strip_h(g) / 2;
+    plot_svg_mark(o, r, row, s, v, plot_x(g, k), y, link);
 }
 
 /* The bins' lines: per scenario and component one path of vertical strokes, and per scenario

@@ -33,6 +33,13 @@ def _text(b):
     return b.decode("utf-8", "surrogateescape") if b is not None else None
 
 
+class _Fields:
+    """to_dict() of a result dataclass: its fields by name, as the JSON report names them."""
+
+    def to_dict(self):
+        return _as_dict(self)
+
+
 def _as_dict(obj):
     out = {}
     for f in fields(obj):
@@ -49,7 +56,7 @@ def _as_dict(obj):
 
 
 @dataclass(frozen=True)
-class Metrics:
+class Metrics(_Fields):
     """The metrics of one compared pair (nnp_metrics); max_index is the worst element's
     coordinates in the shape the pair was compared at. Floats keep NaN and infinities, which
     to_dict() writes as None, as the JSON report does."""
@@ -76,12 +83,9 @@ class Metrics:
     cosine: float
     pcc: float
 
-    def to_dict(self):
-        return _as_dict(self)
-
 
 @dataclass(frozen=True)
-class Hint:
+class Hint(_Fields):
     """A simple explanation that fits a failing pair (nnp_hint): kind ("scale", "sign",
     "offset", ...), fit in [0, 1], the axes it acts along (None: none), its value, one line of
     text."""
@@ -92,15 +96,12 @@ class Hint:
     value: float
     text: str
 
-    def to_dict(self):
-        return _as_dict(self)
-
     def __str__(self):
         return f"{self.text} (fit {self.fit:.3f})"
 
 
 @dataclass(frozen=True)
-class AxisProfile:
+class AxisProfile(_Fields):
     """One axis of a failing pair's profile: its name ("channel", "token", "axis 2"), size,
     each index's share of the squared error and count of elements outside tolerance."""
     name: str
@@ -108,12 +109,9 @@ class AxisProfile:
     sq_share: List[float]
     fail: List[int]
 
-    def to_dict(self):
-        return _as_dict(self)
-
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(_Fields):
     """Where a failing pair's error lies (nnp_profile): the one-line `where`, the elements read
     (all, or a sample), how many of them fail, and the profile of every axis."""
     where: str
@@ -122,12 +120,9 @@ class Profile:
     fail: int
     axes: List[AxisProfile]
 
-    def to_dict(self):
-        return _as_dict(self)
-
 
 @dataclass(frozen=True)
-class Culprit:
+class Culprit(_Fields):
     """Who makes the first divergence (nnp_diff_culprit): kind "module" (a port module computes
     a wrong value from values that agree) or "code" (code no module boundary covers); `after`
     and `before` are port record names (None where the library gives none)."""
@@ -137,19 +132,13 @@ class Culprit:
     after: Optional[str]
     before: Optional[str]
 
-    def to_dict(self):
-        return _as_dict(self)
-
 
 @dataclass(frozen=True)
-class Collision:
+class Collision(_Fields):
     """A port record that the rules renamed onto a name another port record had taken."""
     port: str
     name: str
     taken_by: str
-
-    def to_dict(self):
-        return _as_dict(self)
 
 
 @dataclass(frozen=True, repr=False)

@@ -370,14 +370,16 @@ static nnp_status check_desc(const nnp_tap_desc *d, const void *data)
     return NNP_OK;
 }
 
-/* Record d in the session s, held by the caller. */
-static nnp_status tap_record_in(session *s, const nnp_tap_desc *d, const void *data)
+/* Record d in the session s, held by the caller; with first_only, only the first time the
+ * session sees its name and role (later ones still count calls). */
+static nnp_status tap_record_in(session *s, const nnp_tap_desc *d, const void *data,
+                                bool first_only)
 {
     nnp_status st = check_desc(d, data);
     if (!st) {
         pthread_mutex_lock(&s->lock);
         uint64_t call;
-        if (!(st = next_call(s, d->name, d->role, &call)))
+        if (!(st = next_call(s, d->name, d->role, &call)) && (!first_only || call == 0))
             st = record_locked(s, d, call, data);
         pthread_mutex_unlock(&s->lock);
     }
@@ -389,7 +391,7 @@ nnp_status nnp_tap_record(const nnp_tap_desc *d, const void *data)
     session *s = current();
     if (!s)
         return NNP_OK;
-    nnp_status st = tap_record_in(s, d, data);
+    nnp_status st = tap_record_in(s, d, data, false);
     done();
     return st;
 }
@@ -586,15 +588,8 @@ nnp_status nnp_tap_param(const char *name, const char *param, nnp_dtype dtype, u
         memcpy(role, "param:", 6);
         memcpy(role + 6, param, n + 1);
         nnp_tap_desc d = {name, role, NULL, dtype, ndim, shape};
-        st = check_desc(&d, data);
-        if (!st) {
-            pthread_mutex_lock(&s->lock);
-            uint64_t call;
-            /* a layer's weights are one value however often it runs: only the first is kept */
-            if (!(st = next_call(s, name, role, &call)) && call == 0)
-                st = record_locked(s, &d, 0, data);
-            pthread_mutex_unlock(&s->lock);
-        }
+        /* a layer's weights are one value however often it runs: only the first is kept */
+        st = tap_record_in(s, &d, data, true);
     }
     if (role != stack)
         free(role);
@@ -637,7 +632,7 @@ static nnp_status vtapf(const char *who, bool inject, const nnp_tap_desc *desc, 
         nnp_tap_desc d = *desc;
         st = format_name(who, &d, name, fmt, args);
         if (!st)
-            st = inject ? tap_inject_in(s, &d, data) : tap_record_in(s, &d, in);
+            st = inject ? tap_inject_in(s, &d, data) : tap_record_in(s, &d, in, false);
     }
     done();
     return st;

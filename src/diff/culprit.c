@@ -18,11 +18,6 @@
 
 #include "diff/diff.h"
 
-static bool is_input_role(const char *role)
-{
-    return role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
-}
-
 /* The module a record belongs to: its module path, or its name when the file has none. */
 static const char *module_of(const nnp_record *r)
 {
@@ -145,7 +140,7 @@ nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
             a = j;
     for (int64_t j = a + 1; d->port_value_seq && j < (int64_t)fport && b < 0; j++) {
         const nnp_record *q = nnp_dump_record(port, (size_t)j);
-        if (!state[j] && is_input_role(q->role) && d->port_value_seq[j] == (uint64_t)j)
+        if (!state[j] && nnp__is_input_role(q->role) && d->port_value_seq[j] == (uint64_t)j)
             b = j;
     }
     free(state);
@@ -158,7 +153,7 @@ nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
     nnp_culprit *c = &d->culprit;
     c->ref_module = module_of(nnp_dump_record(ref, fd->ref));
     const span *at = NULL; /* the call whose own code errs, NULL: the top level */
-    if (b >= 0 || is_input_role(f->role)) {
+    if (b >= 0 || nnp__is_input_role(f->role)) {
         c->kind = NNP_CULPRIT_CODE;
         c->before = b >= 0 ? b : (int64_t)fport;
         at = enclosing(spans, nspans, span_of(spans, nspans,

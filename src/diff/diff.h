@@ -115,6 +115,11 @@ nnp_status nnp__adapt(nnp_tensor *t, const nnp_op *ops, size_t nops, bool on_ref
 /* Join n parts along axis into a new tensor (shape only when the parts have no data). */
 nnp_status nnp__concat(const nnp_tensor *parts, size_t n, int64_t axis, nnp_tensor *out);
 void nnp__tensor_free(nnp_tensor *t);
+/* A layer input's role: "in0", "in1", ... (not "ids", not "input_scale"). */
+static inline bool nnp__is_input_role(const char *role)
+{
+    return role && role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
+}
 /* The axis along which a decoder with a cache holds one row where a reference that re-runs the
  * prefix holds them all: the one before the last ([B, T, D] activations, [B, H, T, T] scores),
  * the last of a 2-d tensor of integers ([B, T] token ids and positions); -1 for fewer axes. */

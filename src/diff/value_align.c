@@ -37,11 +37,6 @@
 /* One side: the records taking part, their values and what those are paired with. */
 typedef nnp__value_side side;
 
-static bool is_input_role(const char *role)
-{
-    return role && role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
-}
-
 static void side_free(side *s)
 {
     free(s->sk);
@@ -517,7 +512,7 @@ static nnp_status find_agreement_after(side *s)
         if (!*q->module)
             continue;
         cr[n++] = (call_rec){nnp__hash_combine(nnp__hash_str(q->module), q->call), (uint32_t)i,
-                             is_input_role(q->role)};
+                             nnp__is_input_role(q->role)};
     }
     qsort(cr, n, sizeof *cr, call_order);
     for (size_t i = 0; i < n;) {
@@ -572,11 +567,11 @@ static nnp_status pair_class(const side *r, const side *p, uint32_t rc, uint32_t
     nnp_status st = NNP_OK;
     for (uint32_t m = r->mstart[rc]; m < r->mstart[rc + 1] && !st; m++) {
         uint32_t ri = r->members[m];
-        bool in = is_input_role(rec_at(r, ri)->role);
+        bool in = nnp__is_input_role(rec_at(r, ri)->role);
         size_t *used = in ? &used_in : &used_out;
         uint32_t pick = NONE32, seen = 0, fallback = NONE32;
         for (size_t k = 0; k < npm && pick == NONE32; k++) {
-            if (is_input_role(rec_at(p, pm[k])->role) != in)
+            if (nnp__is_input_role(rec_at(p, pm[k])->role) != in)
                 continue;
             if (fallback == NONE32)
                 fallback = pm[k];
@@ -686,9 +681,9 @@ static nnp_status pair_parts(side *r, side *p, pair_list *out, bool *port_covere
             port_covered[pm[j]] = true;
         for (uint32_t m = r->mstart[v[k].rc]; m < r->mstart[v[k].rc + 1] && !st; m++) {
             uint32_t ri = r->members[m], pick = pm[0];
-            bool in = is_input_role(rec_at(r, ri)->role);
+            bool in = nnp__is_input_role(rec_at(r, ri)->role);
             for (size_t j = 0; j < npm; j++)
-                if (is_input_role(rec_at(p, pm[j])->role) == in) {
+                if (nnp__is_input_role(rec_at(p, pm[j])->role) == in) {
                     pick = pm[j];
                     break;
                 }
@@ -774,7 +769,7 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
             if (r->partner[c] >= 0 || r->in_part[c])
                 continue;
             const nnp_record *q = rec_at(r, r->first[c]);
-            ri[nr] = (nnp__align_item){q->name, is_input_role(q->role) ? "in" : "out", q->ndim,
+            ri[nr] = (nnp__align_item){q->name, nnp__is_input_role(q->role) ? "in" : "out", q->ndim,
                                        q->shape, q->dtype, &r->sk[r->first[c]].all};
             rcls[nr++] = (uint32_t)c;
         }
@@ -784,7 +779,7 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
                 continue;
             const nnp_record *q = rec_at(p, p->first[c]);
             pi[np] = (nnp__align_item){port_names[p->first[c]],
-                                       is_input_role(q->role) ? "in" : "out", q->ndim, q->shape,
+                                       nnp__is_input_role(q->role) ? "in" : "out", q->ndim, q->shape,
                                        q->dtype, &p->sk[p->first[c]].all};
             /* a one-row value meets a reference value of any number of rows along the
              * sequence axis whose other axes agree: a decode step against a prefix re-run */

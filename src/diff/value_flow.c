@@ -38,11 +38,6 @@
 #define NONE32 UINT32_MAX
 #define MAX_DEPTH 3 /* reference modules walked downstream looking for a counterpart's value */
 
-static bool is_input_role(const char *role)
-{
-    return role && role[0] == 'i' && role[1] == 'n' && role[2] >= '0' && role[2] <= '9';
-}
-
 static const nnp_record *rec_at(const nnp__value_side *s, size_t i)
 {
     return nnp_dump_record(s->d, s->rec[i]);
@@ -138,12 +133,12 @@ static nnp_status readers_build(const nnp__value_side *s, const calls *c, uint32
         return nnp__nomem();
     }
     for (size_t i = 0; i < s->n; i++)
-        if (c->call[i] != NONE32 && is_input_role(rec_at(s, i)->role))
+        if (c->call[i] != NONE32 && nnp__is_input_role(rec_at(s, i)->role))
             (*rstart)[s->cls[i] + 1]++;
     for (size_t v = 0; v < s->ncls; v++)
         (*rstart)[v + 1] += (*rstart)[v];
     for (size_t i = 0; i < s->n; i++)
-        if (c->call[i] != NONE32 && is_input_role(rec_at(s, i)->role))
+        if (c->call[i] != NONE32 && nnp__is_input_role(rec_at(s, i)->role))
             (*readers)[(*rstart)[s->cls[i]] + fill[s->cls[i]]++] = c->call[i];
     free(fill);
     return NNP_OK;
@@ -158,7 +153,7 @@ static bool call_agrees(const nnp__value_side *p, const calls *c, uint32_t k, ui
 {
     for (uint32_t x = c->cstart[k]; x < c->cstart[k + 1]; x++) {
         uint32_t i = c->crec[x];
-        if (!is_input_role(rec_at(p, i)->role) && p->cls[i] != but &&
+        if (!nnp__is_input_role(rec_at(p, i)->role) && p->cls[i] != but &&
             p->partner[p->cls[i]] >= 0 && by_value(p->how[p->cls[i]]))
             return true;
     }
@@ -265,7 +260,7 @@ static bool passes_on(const nnp__value_side *r, uint32_t rc, const nnp_record *q
 {
     for (uint32_t m = r->mstart[rc]; m < r->mstart[rc + 1]; m++) {
         const nnp_record *x = rec_at(r, r->members[m]);
-        if (!is_input_role(x->role) && x->call == q->call && !strcmp(x->module, q->module))
+        if (!nnp__is_input_role(x->role) && x->call == q->call && !strcmp(x->module, q->module))
             return true;
     }
     return false;
@@ -280,14 +275,14 @@ static size_t ref_types(const nnp__value_side *r, uint32_t rc, bool in, uint64_t
     size_t n = 0;
     if (!in) {
         const nnp_record *q = rec_at(r, r->first[rc]);
-        if (is_input_role(q->role) || !*q->module || !cap)
+        if (nnp__is_input_role(q->role) || !*q->module || !cap)
             return 0; /* made by code, not by a module */
         out[0] = kind_of(q);
         return 1;
     }
     for (uint32_t m = r->mstart[rc]; m < r->mstart[rc + 1]; m++) {
         const nnp_record *q = rec_at(r, r->members[m]);
-        if (is_input_role(q->role) != in || !*q->module || passes_on(r, rc, q))
+        if (nnp__is_input_role(q->role) != in || !*q->module || passes_on(r, rc, q))
             continue;
         uint64_t t = kind_of(q);
         size_t k = 0;
@@ -311,7 +306,7 @@ static nnp_status kinds_learn(const nnp__value_side *r, const nnp__value_side *p
         int64_t rc = p->partner[p->cls[j]];
         if (!*q->module || rc < 0 || !by_value(p->how[p->cls[j]]))
             continue;
-        size_t nt = ref_types(r, (uint32_t)rc, is_input_role(q->role), t, MAX_TYPES);
+        size_t nt = ref_types(r, (uint32_t)rc, nnp__is_input_role(q->role), t, MAX_TYPES);
         uint64_t key = port_key(q), who = nnp__hash_str(q->module);
         for (size_t k = 0; k < nt; k++) {
             if (!nnp__grow((void **)&kd->v, &kd->cap, kd->n + 1, sizeof *kd->v))
@@ -370,7 +365,7 @@ static bool contradicts(const nnp__value_side *r, const kinds *kd, const nnp_rec
                         uint32_t rc)
 {
     uint64_t t[MAX_TYPES], key = port_key(q);
-    size_t nt = ref_types(r, rc, is_input_role(q->role), t, MAX_TYPES);
+    size_t nt = ref_types(r, rc, nnp__is_input_role(q->role), t, MAX_TYPES);
     if (!nt || kinds_count(kd->inst, kd->ninst, key, 0) < 2)
         return false; /* nothing reads or makes it, or no other record of the kind to learn from */
     for (size_t k = 0; k < nt; k++)
@@ -384,7 +379,7 @@ static bool counterpart_value(const nnp__value_side *r, const kinds *kd, const n
                               uint32_t rc)
 {
     uint64_t t[MAX_TYPES], key = port_key(q);
-    size_t nt = ref_types(r, rc, is_input_role(q->role), t, MAX_TYPES);
+    size_t nt = ref_types(r, rc, nnp__is_input_role(q->role), t, MAX_TYPES);
     for (size_t k = 0; k < nt; k++)
         if (kinds_count(kd->v, kd->n, key, t[k]) > 0)
             return true;
@@ -439,7 +434,7 @@ static void walk_code(walker *w, const kinds *kd, const nnp_record *q, uint32_t 
         for (uint32_t i = made + 1; i <= w->c->hi[up]; i++) {
             const nnp_record *x = rec_at(r, i);
             if (r->first[r->cls[i]] != i ||
-                (!is_input_role(x->role) && w->c->call[i] != up))
+                (!nnp__is_input_role(x->role) && w->c->call[i] != up))
                 continue; /* passed on, or made by a module inside */
             found = true;
             walk_reach(w, kd, q, i, nn, best);
@@ -471,7 +466,7 @@ static uint32_t walk_down(walker *w, const kinds *kd, const nnp_record *q, const
             for (uint32_t x = w->rstart[w->front[f]]; x < w->rstart[w->front[f] + 1]; x++) {
                 uint32_t k = w->readers[x];
                 for (uint32_t y = w->c->cstart[k]; y < w->c->cstart[k + 1]; y++)
-                    if (!is_input_role(rec_at(r, w->c->crec[y])->role))
+                    if (!nnp__is_input_role(rec_at(r, w->c->crec[y])->role))
                         walk_reach(w, kd, q, w->c->crec[y], &nn, &best);
             }
             walk_code(w, kd, q, w->front[f], &nn, &best);
@@ -645,7 +640,7 @@ static bool difference_travels(const flow *f, uint32_t j)
     uint32_t k = f->pc.call[j], v = p->cls[j];
     if (k == NONE32 || held_but(f, k, v) || f->moved[j])
         return false;
-    if (is_input_role(rec_at(p, j)->role))
+    if (nnp__is_input_role(rec_at(p, j)->role))
         return !call_agrees(p, &f->pc, k, v);
     uint32_t nreaders = f->prstart[v + 1] - f->prstart[v];
     if (!nreaders)
@@ -709,14 +704,14 @@ static nnp_status check_unpaired_outputs(flow *f)
     for (uint32_t j = 0; !st && j < p->n; j++) {
         const nnp_record *q = rec_at(p, j);
         uint32_t v = p->cls[j], k = f->pc.call[j];
-        if (is_input_role(q->role) || p->first[v] != j || p->partner[v] >= 0 || k == NONE32 ||
+        if (nnp__is_input_role(q->role) || p->first[v] != j || p->partner[v] >= 0 || k == NONE32 ||
             !*q->module_type || f->held[k] || call_agrees(p, &f->pc, k, NONE32))
             continue;
         size_t nfrom = 0;
         bool inputs_agree = true;
         for (uint32_t x = f->pc.cstart[k]; x < f->pc.cstart[k + 1] && inputs_agree; x++) {
             uint32_t i = f->pc.crec[x];
-            if (!is_input_role(rec_at(p, i)->role))
+            if (!nnp__is_input_role(rec_at(p, i)->role))
                 continue;
             int64_t rc = p->partner[p->cls[i]];
             inputs_agree = rc >= 0 && by_value(p->how[p->cls[i]]);
