@@ -44,6 +44,8 @@ void plot_svg_x_axis(FILE *o, const run_report *r, const plot_layout *g);
  * its component's colour, with a tooltip of value v; `links` wraps it in a link to its row. */
 void plot_svg_mark(FILE *o, const run_report *r, const run_row *row, int scenario, double v,
                    double x, double y, bool links);
+/* The legend's row of components present, from (x, y). */
+void plot_svg_components(FILE *o, const run_report *r, int x, int y);
 /* plot_png.c: the plot rasterized into a PNG file (written whole or not at all). */
 int plot_png(const run_report *r, const char *path);
 

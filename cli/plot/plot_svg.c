@@ -117,8 +117,11 @@ static void legend(FILE *o, const run_report *r, const plot_layout *g)
     fprintf(o, "<rect x=\"%d\" y=\"%d\" width=\"7\" height=\"7\" fill=\"none\" stroke=\"#555\" "
                "stroke-width=\"1.5\"/><text x=\"%d\" y=\"%d\">injected: on the reference's "
                "inputs</text>\n", x, y - 8, x + 12, y);
-    y += 20;
-    x = g->left;
+    plot_svg_components(o, r, g->left, y + 20);
+}
+
+void plot_svg_components(FILE *o, const run_report *r, int x, int y)
+{
     for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
         const run_component *c = &r->components[k];
         if (!c->rows)

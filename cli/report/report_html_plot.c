@@ -96,16 +96,7 @@ static void legend(FILE *o, const run_report *r, const plot_layout *g, bool binn
         fprintf(o, "<rect x=\"%d\" y=\"%d\" width=\"7\" height=\"7\" fill=\"none\" stroke=\"%s\" "
                    "stroke-width=\"1.5\"/><text x=\"%d\" y=\"%d\">injected: on the reference's "
                    "inputs</text>\n", x, y - 8, INJ, x + 12, y);
-    y += 20;
-    x = g->left;
-    for (size_t k = 0; k < NNP_COMPONENT_COUNT; k++) {
-        const run_component *c = &r->components[k];
-        if (!c->rows)
-            continue;
-        fprintf(o, "<circle cx=\"%d\" cy=\"%d\" r=\"4\" fill=\"#%06x\"/><text x=\"%d\" y=\"%d\">"
-                   "%s</text>\n", x + 4, y - 4, plot_color(c->kind), x + 12, y, c->name);
-        x += 130;
-    }
+    plot_svg_components(o, r, g->left, y + 20);
 }
 
 /* The tolerance line: straight where every record has the same, else a step per bin. */
