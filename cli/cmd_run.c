@@ -7,6 +7,7 @@
  * two diffs into the report (the labels are the library's, nnp_attribute), and the other files
  * of report/ and plot/ render it.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -35,12 +36,16 @@ static const char run_usage[] =
     "component, and is always written to DIR/report.html (one self-contained page with a plot).\n"
     "A reproducer for the first layer with its own error goes to DIR/repro/.\n"
     "\n"
+    "With --baseline, the reference also runs in the port's precision; an error within 4x the\n"
+    "baseline's at the same record is labelled precision, not own (docs/run.md).\n"
+    "\n"
     "Each command runs through `sh -c` with the environment that the C API and the PyTorch\n"
     "bridge read:\n"
     "  reference  NNPARITY_CAPTURE=DIR/ref.safetensors\n"
     "  port       NNPARITY_CAPTURE=DIR/port.safetensors\n"
     "  injection  NNPARITY_CAPTURE=DIR/port_injected.safetensors\n"
     "             NNPARITY_INJECT=DIR/ref.safetensors  NNPARITY_RULES=FILE (with --rules)\n"
+    "  baseline   NNPARITY_CAPTURE=DIR/baseline[_injected].safetensors  NNPARITY_BASELINE=B\n"
     "Their stderr passes through and is kept whole in DIR/<capture>.stderr; their stdout goes to\n"
     "stderr, so that stdout holds only the report.\n"
     "\n"
@@ -48,6 +53,8 @@ static const char run_usage[] =
     "  --port CMD       the port command (required)\n"
     "  --rules FILE     map the port's names onto the reference's (docs/rules.md), for\n"
     "                   injecting and comparing\n"
+    "  --baseline B     bf16, f16, autocast-bf16 or autocast-f16: the --ref command run with\n"
+    "                   NNPARITY_BASELINE=B; anything else: a command that makes the baseline\n"
     "  --out DIR        where the captures and reports go (default: nnparity-run)\n"
     "  --atol X         absolute tolerance for every pair (default: by dtype, docs/diff.md)\n"
     "  --rtol X         relative tolerance for every pair (default: by dtype)\n"
@@ -79,7 +86,8 @@ static const char run_usage[] =
     "  nnparity run --ref 'python ref.py' --port './port model.bin' --out nnparity-run\n"
     "  nnparity run --ref 'python ref.py' --port 'python port.py' --rules port.rules \\\n"
     "      --markdown report.md --plot error.svg\n"
-    "  nnparity run --ref 'python ref.py' --port './port' --json > run.json\n";
+    "  nnparity run --ref 'python ref.py' --port './port' --json > run.json\n"
+    "  nnparity run --ref 'python ref.py' --port 'python port_bf16.py' --baseline bf16\n";
 
 /* How much of a command's stderr is kept for the report: the last TAIL_LINES lines, out of at
  * most the last TAIL_BYTES bytes. */
@@ -129,7 +137,8 @@ static void remove_capture(const char *path)
     }
 }
 
-/* The environment for a command: ours without NNPARITY_CAPTURE/INJECT/RULES, plus `set`. */
+/* The environment for a command: ours without NNPARITY_CAPTURE/INJECT/RULES/BASELINE, plus
+ * `set`: each command gets only what its part of the run asks for. */
 static char **child_env(char *const *set, size_t nset)
 {
     size_t n = 0;
@@ -142,7 +151,8 @@ static char **child_env(char *const *set, size_t nset)
     for (size_t i = 0; i < n; i++)
         if (strncmp(environ[i], "NNPARITY_CAPTURE=", 17) != 0 &&
             strncmp(environ[i], "NNPARITY_INJECT=", 16) != 0 &&
-            strncmp(environ[i], "NNPARITY_RULES=", 15) != 0)
+            strncmp(environ[i], "NNPARITY_RULES=", 15) != 0 &&
+            strncmp(environ[i], "NNPARITY_BASELINE=", 18) != 0)
             env[k++] = environ[i];
     for (size_t i = 0; i < nset; i++)
         if (set[i])
@@ -358,11 +368,12 @@ opened:
 }
 
 /* The one-line reason and stderr tail of a command that captured nothing. */
-static void say_nothing_captured(const run_side *s, bool injected)
+static void say_nothing_captured(const run_side *s, int side)
 {
     char who[64];
-    snprintf(who, sizeof who, injected ? "the port command under injection" : "the %s command",
-             s->role);
+    snprintf(who, sizeof who, side == SIDE_INJ ? "the port command under injection"
+                              : side == SIDE_BASE_INJ ? "the baseline command under injection"
+                                                       : "the %s command", s->role);
     if (s->failed)
         cli_error("%s failed before capturing anything: it %s", who, s->status);
     else
@@ -416,6 +427,7 @@ static void render_svg(FILE *o, const run_report *r)
 
 typedef struct {
     const char *ref_cmd, *port_cmd, *rules, *out, *plot, *json, *markdown;
+    const char *baseline; /* --baseline: a precision (bf16, ...) or a command; NULL: none */
     double atol, rtol;
     bool all, max_abs, to_stdout, force;
     int threads;
@@ -431,7 +443,8 @@ static int parse_args(int argc, char **argv, run_args *a)
         {"json", no_argument, NULL, 'J'},         {"json-file", required_argument, NULL, 'F'},
         {"markdown", required_argument, NULL, 'M'}, {"all", no_argument, NULL, 'A'},
         {"threads", required_argument, NULL, 'j'}, {"force", no_argument, NULL, 'y'},
-        {"width", required_argument, NULL, 'W'},  {0, 0, 0, 0}};
+        {"width", required_argument, NULL, 'W'},  {"baseline", required_argument, NULL, 'b'},
+        {0, 0, 0, 0}};
     *a = (run_args){.out = "nnparity-run", .atol = -1, .rtol = -1};
     int c;
     opterr = 0;
@@ -440,6 +453,7 @@ static int parse_args(int argc, char **argv, run_args *a)
         case 'f': a->ref_cmd = optarg; break;
         case 'p': a->port_cmd = optarg; break;
         case 'r': a->rules = optarg; break;
+        case 'b': a->baseline = optarg; break;
         case 'o': a->out = optarg; break;
         case 'P': a->plot = optarg; break;
         case 'J': a->to_stdout = true; break;
@@ -490,6 +504,9 @@ static int parse_args(int argc, char **argv, run_args *a)
         return cli_usage_error(&cli_run, "--ref CMD and --port CMD are needed");
     if (!*a->out)
         return cli_usage_error(&cli_run, "--out needs a directory");
+    if (a->baseline && !*a->baseline)
+        return cli_usage_error(&cli_run, "--baseline needs a precision (bf16, f16, autocast-bf16, "
+                               "autocast-f16) or a command");
     if (a->plot && !ends_with(a->plot, ".svg") && !ends_with(a->plot, ".png"))
         return cli_usage_error(&cli_run, "--plot writes FILE.svg or FILE.png, not '%s'", a->plot);
     if ((a->atol < 0) != (a->rtol < 0)) {
@@ -570,16 +587,94 @@ static int write_aligned_rules(run_report *r, const char *abs_dir, char **abs_ru
     return rc;
 }
 
+/* The precisions --baseline names itself: the --ref command run with NNPARITY_BASELINE set. */
+static bool baseline_is_precision(const char *b)
+{
+    static const char *const specs[] = {"bf16", "f16", "autocast-bf16", "autocast-f16"};
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++)
+        if (strcmp(b, specs[i]) == 0)
+            return true;
+    return false;
+}
+
+/* What the baseline computes in, for the report: the precision --baseline named, else the
+ * narrowest floating dtype among the baseline's records. */
+static void baseline_precision(run_report *r, const char *spec)
+{
+    if (baseline_is_precision(spec)) {
+        const char *dash = strrchr(spec, '-');
+        snprintf(r->baseline_precision, sizeof r->baseline_precision, "%s",
+                 dash ? dash + 1 : spec);
+        return;
+    }
+    const nnp_dump *d = r->side[SIDE_BASE].dump;
+    size_t best = 0;
+    for (size_t i = 0; i < nnp_dump_count(d); i++) {
+        nnp_dtype t = nnp_dump_record(d, i)->dtype;
+        if (nnp_dtype_class_of(t) == NNP_CLASS_FLOAT && (!best || nnp_dtype_size(t) < best)) {
+            best = nnp_dtype_size(t);
+            /* as the precisions are spoken of: bf16, f16 */
+            char *p = r->baseline_precision;
+            snprintf(p, sizeof r->baseline_precision, "%s", nnp_dtype_name(t));
+            for (; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+        }
+    }
+    if (!best)
+        snprintf(r->baseline_precision, sizeof r->baseline_precision, "the baseline's precision");
+}
+
+/* DIR/baseline_injection.rules: the baseline under injection is given what the port was given
+ * (nnp_injection_mirror_rules), so that from each injected point it computes the same layers as
+ * the port's module there. Without the port's injected capture, or one that does not say what
+ * it was given, the baseline is injected everywhere (a tighter floor) and *abs_path stays NULL. */
+static int write_mirror_rules(run_report *r, const char *abs_dir, char **abs_path)
+{
+    if (!r->side[SIDE_INJ].dump)
+        return EXIT_AGREE;
+    char *text = NULL;
+    nnp_status st = nnp_injection_mirror_rules(r->side[SIDE_INJ].dump, r->side[SIDE_REF].dump,
+                                               &text);
+    if (st == NNP_ERR_NOT_FOUND)
+        return EXIT_AGREE;
+    if (st)
+        return cli_fail(st);
+    char *path = cli_join_path(r->out_dir, "baseline_injection.rules");
+    *abs_path = cli_join_path(abs_dir, "baseline_injection.rules");
+    int rc = path && *abs_path ? cli_write_file(path, text, strlen(text)) : run_nomem();
+    free(path);
+    nnp_free(text);
+    return rc;
+}
+
+/* The standard scenario's diff and, without --rules, the rules its alignment found: what the
+ * port's inputs are injected through. */
+static int diff_standard(run_report *r, const run_args *a, const char *abs_dir,
+                         nnp_diff_options *o, char **abs_rules)
+{
+    nnp_status st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_PORT].dump, o, &r->std);
+    if (st)
+        return cli_fail(st);
+    int rc = a->rules ? EXIT_AGREE : write_aligned_rules(r, abs_dir, abs_rules);
+    if (!rc && r->aligned_rules)
+        o->rules = r->aligned_rules;
+    return rc;
+}
+
 /* Everything after the arguments are known; `abs_dir` is DIR made absolute for the commands,
  * which may change directory. */
 static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_rules *rules)
 {
-    static const char *const names[NSIDES] = {"ref", "port", "port_injected"};
-    static const char *const roles[NSIDES] = {"reference", "port", "injected"};
-    const char *cmds[NSIDES] = {a->ref_cmd, a->port_cmd, a->port_cmd};
+    static const char *const names[NSIDES] = {"ref", "port", "port_injected", "baseline",
+                                              "baseline_injected"};
+    static const char *const roles[NSIDES] = {"reference", "port", "injected", "baseline",
+                                              "baseline injected"};
+    bool spec = a->baseline && baseline_is_precision(a->baseline);
+    const char *base_cmd = spec ? a->ref_cmd : a->baseline;
+    const char *cmds[NSIDES] = {a->ref_cmd, a->port_cmd, a->port_cmd, base_cmd, base_cmd};
     char *abs_capture[NSIDES] = {NULL};
     int rc = EXIT_AGREE;
-    for (int i = 0; i < NSIDES; i++) {
+    for (int i = 0; i < NSIDES && cmds[i]; i++) {
         run_side *s = &r->side[i];
         char file[64];
         s->role = roles[i];
@@ -593,64 +688,65 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
         if (!s->capture || !abs_capture[i] || !s->stderr_file)
             rc = run_nomem();
     }
-    char *abs_rules = NULL;
+    char *abs_rules = NULL, *abs_ref = NULL;
     if (!rc && a->rules && !(abs_rules = realpath(a->rules, NULL))) {
         cli_error("%s: %s", a->rules, strerror(errno));
         rc = EXIT_BAD_INPUT;
     }
 
-    char *set[3] = {NULL};
+    char *set[4] = {NULL}, *mirror_rules = NULL;
     nnp_diff_options o;
     nnp_diff_options_init(&o);
     o.rules = rules;
     o.atol = a->atol;
     o.rtol = a->rtol;
     o.threads = a->threads;
-    for (int i = 0; i < NSIDES && !rc; i++) {
+    for (int i = 0; i < NSIDES && cmds[i] && !rc; i++) {
         run_side *s = &r->side[i];
-        set[0] = env_pair("NNPARITY_CAPTURE", abs_capture[i]);
-        set[1] = NULL;
-        set[2] = NULL;
+        bool injected = i == SIDE_INJ || i == SIDE_BASE_INJ;
         if (i == SIDE_INJ) {
             /* the standard scenario first: without --rules, its alignment is what the port's
              * inputs are injected through */
-            nnp_status st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_PORT].dump, &o,
-                                           &r->std);
-            if (st) {
-                rc = cli_fail(st);
+            if ((rc = diff_standard(r, a, abs_dir, &o, &abs_rules)))
                 break;
-            }
-            if (!a->rules && (rc = write_aligned_rules(r, abs_dir, &abs_rules)))
-                break;
-            if (r->aligned_rules)
-                o.rules = r->aligned_rules;
             /* inject from what the reference captured, partial or not */
             const char *ref_path = nnp_dump_path(r->side[SIDE_REF].dump);
             const char *base = strrchr(ref_path, '/');
-            char *abs_ref = cli_join_path(abs_dir, base ? base + 1 : ref_path);
-            set[1] = env_pair("NNPARITY_INJECT", abs_ref);
-            free(abs_ref);
-            set[2] = env_pair("NNPARITY_RULES", abs_rules);
-            if (!set[1] || (abs_rules && !set[2]))
+            if (!(abs_ref = cli_join_path(abs_dir, base ? base + 1 : ref_path))) {
                 rc = run_nomem();
+                break;
+            }
         }
-        if (!set[0])
+        if (i == SIDE_BASE_INJ && (rc = write_mirror_rules(r, abs_dir, &mirror_rules)))
+            break;
+        set[0] = env_pair("NNPARITY_CAPTURE", abs_capture[i]);
+        set[1] = injected ? env_pair("NNPARITY_INJECT", abs_ref) : NULL;
+        /* the baseline is the reference's own code: it needs no rules to inject */
+        set[2] = i == SIDE_INJ ? env_pair("NNPARITY_RULES", abs_rules)
+                 : i >= SIDE_BASE && spec ? env_pair("NNPARITY_BASELINE", a->baseline)
+                                          : NULL;
+        set[3] = i == SIDE_BASE_INJ ? env_pair("NNPARITY_RULES", mirror_rules) : NULL;
+        if (!set[0] || (injected && !set[1]) || (i == SIDE_INJ && abs_rules && !set[2]) ||
+            (i >= SIDE_BASE && spec && !set[2]) || (mirror_rules && i == SIDE_BASE_INJ && !set[3]))
             rc = run_nomem();
         if (!rc)
-            rc = run_side_of(s, set, 3);
-        for (int k = 0; k < 3; k++)
+            rc = run_side_of(s, set, 4);
+        for (int k = 0; k < 4; k++)
             free(set[k]);
-        if (!rc && !s->dump && i == SIDE_INJ)
-            say_nothing_captured(s, true); /* reported, and compared without it */
-        if (!rc && !s->dump && i != SIDE_INJ) {
-            /* nothing to compare without the reference or the port's standard capture */
-            say_nothing_captured(s, false);
+        if (!rc && !s->dump && (i == SIDE_INJ || i == SIDE_BASE_INJ))
+            say_nothing_captured(s, i); /* reported, and compared without it */
+        if (!rc && !s->dump && i != SIDE_INJ && i != SIDE_BASE_INJ) {
+            /* nothing to compare without the reference, the port's standard capture or the
+             * baseline asked for */
+            say_nothing_captured(s, i);
             rc = EXIT_BAD_INPUT;
         }
     }
     for (int i = 0; i < NSIDES; i++)
         free(abs_capture[i]);
     free(abs_rules);
+    free(abs_ref);
+    free(mirror_rules);
     if (rc)
         return rc;
 
@@ -661,8 +757,22 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
     o.like_port = r->side[SIDE_PORT].dump;
     if (r->side[SIDE_INJ].dump)
         st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_INJ].dump, &o, &r->inj);
+    /* the baseline runs the reference's code: paired by name, measured, not explained */
+    nnp_diff_options ob;
+    nnp_diff_options_init(&ob);
+    ob.atol = a->atol;
+    ob.rtol = a->rtol;
+    ob.threads = a->threads;
+    ob.no_explain = true;
+    if (!st && r->side[SIDE_BASE].dump)
+        st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_BASE].dump, &ob, &r->base_std);
+    if (!st && r->side[SIDE_BASE_INJ].dump)
+        st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_BASE_INJ].dump, &ob,
+                            &r->base_inj);
     if (st)
         return cli_fail(st);
+    if (r->base_std)
+        baseline_precision(r, a->baseline);
     r->rules = rules;
     return run_report_build(r);
 }
@@ -711,6 +821,15 @@ static int run_run(int argc, char **argv)
         remove(stale);
     free(stale);
     run_repro_clear(a.out);
+    /* an earlier run's baseline must not be taken for this run's */
+    if (!a.baseline)
+        for (size_t k = 0; k < 2; k++) {
+            char *old = cli_join_path(a.out, k ? "baseline_injected.safetensors"
+                                               : "baseline.safetensors");
+            if (old)
+                remove_capture(old);
+            free(old);
+        }
     rc = run_all(&r, &a, abs_dir, rules);
     if (rc)
         goto out;

@@ -274,6 +274,14 @@ const char *nnp_dump_meta_get(const nnp_dump *dump, const char *key);
  * or by an older nnparity); a malformed value is NNP_ERR_FORMAT through nnp_last_error. */
 bool nnp_dump_injection(const nnp_dump *dump, uint64_t *injected, uint64_t *not_injected,
                         char **first_reason);
+/* Rules (docs/rules.md) that make an injection into the reference's own code give exactly the
+ * values `injected` (a capture made under injection from `ref`) was given: an `ignore` line for
+ * every record of `ref` whose value no input of `injected` took. With them, the reference run
+ * again in another precision and injected (`nnparity run --baseline`) computes, from each
+ * injected point, the same span of layers as the port's modules do, however the port drew its
+ * module boundaries. NNP_ERR_NOT_FOUND when `injected` does not say which records it took (not
+ * made under injection, or by nnparity before 0.6). Release *text with nnp_free. */
+nnp_status nnp_injection_mirror_rules(const nnp_dump *injected, nnp_dump *ref, char **text);
 
 /* The metadata key prefix under which the GGUF reader records each quantized tensor's stored
  * type: "gguf.tensor_type.<record name>" = "Q4_K". A GGUF file that uses such keys itself is
@@ -722,6 +730,10 @@ const nnp_hint *nnp_diff_hint_at(const nnp_diff *diff, size_t pair, size_t i);
  *   unknown    otherwise: it fails, and the injected diff did not pair it
  * A pair "fails" with verdict fail, shape or dtype. A layer is one module call: the records of
  * one module path and call index, or a record alone when its dump has no module path.
+ *
+ * With a baseline (nnp_attribute_baseline) a record may also be labelled
+ *   precision  it would be own, inherited or unknown, but the port differs there no more than
+ *              the reference does when it computes in the port's precision
  * ------------------------------------------------------------------------------------------- */
 
 typedef enum nnp_label {
@@ -730,10 +742,11 @@ typedef enum nnp_label {
     NNP_LABEL_INHERITED,
     NNP_LABEL_UNKNOWN,
     NNP_LABEL_MISSING,
-    NNP_LABEL_COUNT
+    NNP_LABEL_COUNT,     /* the labels nnp_attribute gives: the size of summary.labels */
+    NNP_LABEL_PRECISION  /* only nnp_attribute_baseline gives it; counted in summary.precision */
 } nnp_label;
 
-/* "ok", "own", "inherited", "unknown", "missing"; "?" outside the enum. */
+/* "ok", "own", "inherited", "unknown", "missing", "precision"; "?" for other values. */
 const char *nnp_label_name(nnp_label label);
 
 typedef struct nnp_attribution nnp_attribution;
@@ -748,6 +761,9 @@ typedef struct nnp_attribution_row {
                           * the layer's own, near 0 where it is all inherited; +inf when only
                           * the standard rel-L2 is 0; NaN when both are, or when either pair is
                           * missing or was not compared (a shape or dtype mismatch) */
+    /* the baseline's pairs of this record (nnp_attribute_baseline), indices into
+     * its standard and injected diffs; -1: not paired there, or no baseline */
+    int64_t base_std_pair, base_inj_pair;
 } nnp_attribution_row;
 
 typedef struct nnp_attribution_summary {
@@ -761,6 +777,7 @@ typedef struct nnp_attribution_summary {
                                * but the first divergence's, with no record labelled own and a
                                * record labelled inherited after the first divergence and before
                                * the first own record of another layer (0 with no divergence) */
+    size_t precision;         /* records labelled precision (only with a baseline) */
 } nnp_attribution_summary;
 
 /* Label every record of `ref` from the standard diff `std` and the injected diff `inj` (NULL:
@@ -768,6 +785,20 @@ typedef struct nnp_attribution_summary {
  * A pair that names a record `ref` does not hold is NNP_ERR_ARG. On failure *out is NULL. */
 nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
                          nnp_attribution **out);
+/* The same with a noise floor: `base_std` and `base_inj` diff the reference (`ref`) against
+ * the baseline, the reference run again in the port's precision (the PyTorch bridge's
+ * NNPARITY_BASELINE=bf16), as it is and fed the reference's inputs as the port is under
+ * injection (base_inj NULL: base_std stands for both scenarios, a looser floor). A record that
+ * nnp_attribute labels own, inherited or unknown is labelled precision instead when each of its
+ * failing pairs was compared, introduces no NaN or infinity beyond the baseline's, and has a
+ * rel-L2 and a max-abs each at most NNP_PRECISION_FACTOR times the baseline's at that record in
+ * the same scenario: the port differs there no more than the reference computed in that
+ * precision does. The summary's first_divergence is then the first record whose standard pair
+ * fails and which is not labelled precision. */
+#define NNP_PRECISION_FACTOR 4.0
+nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
+                                  const nnp_diff *base_std, const nnp_diff *base_inj,
+                                  nnp_attribution **out);
 /* Rows, one per reference record in execution order (NULL for i >= count), and the summary;
  * pointers into the attribution, valid until it is freed. */
 size_t nnp_attribution_count(const nnp_attribution *a);

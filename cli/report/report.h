@@ -23,11 +23,13 @@ typedef struct run_hist {
 /* The bin's range as text, e.g. "1e-05 .. 1e-04", "0", "not finite". */
 void run_hist_label(int bin, char *buf, size_t n);
 
-/* The three commands: the reference, the port, the port under injection. */
-enum { SIDE_REF, SIDE_PORT, SIDE_INJ, NSIDES };
+/* The commands: the reference, the port, the port under injection, and with --baseline the
+ * reference in the port's precision, as it is and under injection. A side whose command is NULL
+ * did not take part. */
+enum { SIDE_REF, SIDE_PORT, SIDE_INJ, SIDE_BASE, SIDE_BASE_INJ, NSIDES };
 
 typedef struct run_side {
-    const char *role;     /* "reference", "port", "injected" */
+    const char *role;     /* "reference", "port", "injected", "baseline", "baseline injected" */
     const char *command;  /* run through sh -c */
     char *capture;        /* DIR/<name>.safetensors */
     char *stderr_file;    /* DIR/<name>.stderr: the command's whole stderr */
@@ -47,6 +49,7 @@ typedef struct run_row {
     const nnp_record *rec;
     nnp_component_kind component;   /* nnp_component_kind_of(), with the rules */
     const nnp_diff_pair *std, *inj; /* the pairs in both scenarios; NULL: not captured there */
+    const nnp_diff_pair *base_std, *base_inj; /* the baseline's, in both; NULL: none */
     nnp_label label;                /* nnp_attribute's, as is its ratio */
     double ratio;                   /* injected rel-L2 / standard rel-L2; NaN when undefined */
     run_hist std_hist, inj_hist;
@@ -76,6 +79,10 @@ typedef struct run_report {
     double atol, rtol;             /* < 0: by dtype */
     bool plot_max_abs;             /* the plot's metric: max-abs instead of rel-L2 */
     nnp_diff *std, *inj;           /* NULL when that scenario has nothing to compare */
+    nnp_diff *base_std, *base_inj; /* the reference against the baseline; NULL: none */
+    char baseline_precision[32];   /* what the baseline computes in ("bf16"); "" without one */
+    size_t precision;              /* rows labelled precision: within the baseline's noise */
+    size_t beyond_noise;           /* rows labelled own, inherited or unknown */
     run_row *rows;                 /* one per reference record, in execution order */
     size_t nrows;
     int64_t first_divergence;      /* row of the standard scenario's first divergence; -1 */
@@ -101,9 +108,17 @@ int run_report_build(run_report *r);
 void run_report_free(run_report *r);
 /* Say "out of memory" and return EXIT_INTERNAL. */
 int run_nomem(void);
+/* The run's result in a few words, lower case: "the port agrees with the reference (within
+ * bf16 compute noise)" or "the port does not match the reference". */
+void run_headline(const run_report *r, char *buf, size_t n);
 /* The layer a row belongs to, for people: "block.norm", "block.norm (call 1)", or the record's
  * name when its file has no module path. */
 void run_row_layer(const run_row *row, char *buf, size_t n);
+/* Whether a side took part in the run (the baseline's only with --baseline). */
+static inline bool run_side_used(const run_side *s)
+{
+    return s->command != NULL;
+}
 /* A number with 3 significant digits; "-" for NaN, "inf" for infinity. */
 void run_num(char *buf, size_t n, double v);
 

@@ -8,6 +8,7 @@
  * histogram of |port - ref|. It stays a few megabytes for 10,000 records. Every name that comes
  * from a dump or a command is HTML-escaped (and \u-escaped in the row data).
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -253,6 +254,8 @@ static void runs(FILE *o, const run_report *r)
           "<th>result</th><th class=\"n\">records</th><th>capture</th></tr></thead><tbody>\n", o);
     for (int s = 0; s < NSIDES; s++) {
         const run_side *d = &r->side[s];
+        if (!run_side_used(d))
+            continue;
         fprintf(o, "<tr><td>%s</td><td><code>", d->role);
         html_escape(o, d->command);
         fprintf(o, "</code></td><td class=\"nw %s\">", d->failed ? "own" : "ok");
@@ -744,8 +747,9 @@ static void unmatched(FILE *o, const run_report *r)
 
 void run_report_html(FILE *o, const run_report *r)
 {
-    const char *headline = r->agree ? "The port agrees with the reference"
-                                    : "The port does not match the reference";
+    char headline[128];
+    run_headline(r, headline, sizeof headline);
+    headline[0] = (char)toupper((unsigned char)headline[0]);
     fprintf(o, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                CLI_MARK_HTML "\n"
                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"

@@ -105,6 +105,14 @@ static json_t *row_json(const run_report *r, const run_row *row)
         json_object_set_new(o, "histograms",
                             json_pack("{s:o, s:o}", "standard", hist_json(&row->std_hist),
                                       "injected", hist_json(&row->inj_hist)));
+    /* the noise floor the label was measured against */
+    if (o && r->base_std)
+        json_object_set_new(
+            o, "baseline",
+            json_pack("{s:o, s:o}", "standard", pair_json(r->side[SIDE_BASE].dump, row->base_std),
+                      "injected", r->base_inj ? pair_json(r->side[SIDE_BASE_INJ].dump,
+                                                          row->base_inj)
+                                              : json_null()));
     return o;
 }
 
@@ -172,6 +180,17 @@ static json_t *report_json(const run_report *r)
     if (o) {
         json_object_set_new(o, "culprit", culprit_json(r));
         json_object_set_new(o, "aligned_rules", opt_string(r->aligned_rules_path));
+        json_t *runs = json_object_get(o, "runs");
+        for (int s = SIDE_BASE; s < NSIDES; s++)
+            if (run_side_used(&r->side[s]))
+                json_object_set_new(runs, s == SIDE_BASE ? "baseline" : "baseline_injected",
+                                    side_json(&r->side[s]));
+        json_object_set_new(o, "baseline",
+                            r->base_std ? json_pack("{s:s, s:f, s:I}", "precision",
+                                                    r->baseline_precision, "factor",
+                                                    NNP_PRECISION_FACTOR, "within_noise",
+                                                    (json_int_t)r->precision)
+                                        : json_null());
         json_object_set_new(o, "injection",
                             r->injection_known
                                 ? json_pack("{s:I, s:I, s:o}", "injected",

@@ -30,13 +30,16 @@ static void metrics_cell(FILE *o, const nnp_diff_pair *p)
 
 void run_report_markdown(FILE *o, const run_report *r)
 {
-    fprintf(o, "### nnparity run: %s\n\n", r->agree ? "the port agrees with the reference"
-                                                    : "the port does not match the reference");
+    char headline[128];
+    run_headline(r, headline, sizeof headline);
+    fprintf(o, "### nnparity run: %s\n\n", headline);
     md_text(o, r->verdict, false);
     fprintf(o, "\n\n");
     fprintf(o, "| run | command | result | records |\n|---|---|---|---:|\n");
     for (int s = 0; s < NSIDES; s++) {
         const run_side *d = &r->side[s];
+        if (!run_side_used(d))
+            continue;
         fprintf(o, "| %s | ", d->role);
         md_code(o, d->command, true);
         fprintf(o, " | ");

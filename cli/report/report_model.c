@@ -41,6 +41,16 @@ void run_hist_label(int bin, char *buf, size_t n)
         snprintf(buf, n, "1e%d .. 1e%d", HIST_LO_EXP + bin - 2, HIST_LO_EXP + bin - 1);
 }
 
+void run_headline(const run_report *r, char *buf, size_t n)
+{
+    if (r->agree && r->precision)
+        snprintf(buf, n, "the port agrees with the reference within %s compute noise",
+                 r->baseline_precision);
+    else
+        snprintf(buf, n, "%s", r->agree ? "the port agrees with the reference"
+                                        : "the port does not match the reference");
+}
+
 void run_row_layer(const run_row *row, char *buf, size_t n)
 {
     const nnp_record *r = row->rec;
@@ -188,6 +198,33 @@ static void say_failures(FILE *o, const run_report *r)
     else if (inj->failed)
         fprintf(o, "Under injection the port %s after capturing %zu records. ", inj->status,
                 nnp_dump_count(inj->dump));
+    const run_side *base = &r->side[SIDE_BASE], *base_inj = &r->side[SIDE_BASE_INJ];
+    if (run_side_used(base) && base->failed)
+        fprintf(o, "The baseline %s after capturing %zu records. ", base->status,
+                nnp_dump_count(base->dump));
+    if (run_side_used(base_inj) && !base_inj->dump)
+        fprintf(o, "Under injection the baseline captured nothing (it %s): its standard run is "
+                   "the noise floor in both scenarios. ", base_inj->status);
+    else if (run_side_used(base_inj) && base_inj->failed)
+        fprintf(o, "Under injection the baseline %s after capturing %zu records. ",
+                base_inj->status, nnp_dump_count(base_inj->dump));
+}
+
+/* Whether a command failed (exited non-zero or was killed). */
+static bool run_any_failed(const run_report *r)
+{
+    for (int s = 0; s < NSIDES; s++)
+        if (r->side[s].failed)
+            return true;
+    return false;
+}
+
+/* Whether the standard diff's culprit speaks of the report's first divergence: with a baseline,
+ * the diff's first failing pair may lie within the noise, and its culprit is then another's. */
+static bool run_culprit_is_first(const run_report *r)
+{
+    int64_t fd = nnp_diff_first_divergence(r->std);
+    return fd >= 0 && (int64_t)nnp_diff_pair_at(r->std, (size_t)fd)->ref == r->first_divergence;
 }
 
 /* Who makes the error, as the port's records show it (nnp_diff_culprit). */
@@ -195,7 +232,7 @@ static void say_culprit(FILE *o, const run_report *r)
 {
     const nnp_culprit *c = r->std ? nnp_diff_culprit(r->std) : NULL;
     const nnp_dump *port = r->side[SIDE_PORT].dump;
-    if (!c)
+    if (!c || r->first_divergence < 0 || !run_culprit_is_first(r))
         return;
     if (c->kind == NNP_CULPRIT_MODULE) {
         /* said only where the port names it otherwise than the reference */
@@ -254,18 +291,31 @@ static void say_divergence(FILE *o, const run_report *r)
         fprintf(o, "Every pair agrees in the standard scenario, but %s differs from the reference "
                    "on the reference's own inputs: an error of its own that the standard run "
                    "hides.", a);
+    } else if (r->precision) {
+        if (run_any_failed(r))
+            fprintf(o, "Of what was captured, ");
+        else
+            fprintf(o, "The port agrees with the reference within %s compute noise: ",
+                    r->baseline_precision);
+        fprintf(o, "%zu %s differ%s from the reference, each by at most %g times what the "
+                   "reference computed in %s differs at the same record (the baseline).",
+                r->precision, cli_plural(r->precision, "record", "records"),
+                r->precision == 1 ? "s" : "", NNP_PRECISION_FACTOR, r->baseline_precision);
     } else if (!nnp_diff_pair_count(r->std)) {
         fprintf(o, "No reference record has a partner in the port's capture: check the record "
                    "names (--rules, docs/rules.md).");
     } else {
-        bool failed = r->side[SIDE_REF].failed || r->side[SIDE_PORT].failed ||
-                      r->side[SIDE_INJ].failed;
+        bool failed = run_any_failed(r);
         size_t npairs = nnp_diff_pair_count(r->std);
         fprintf(o, "%s %zu compared %s within tolerance%s.",
                 failed ? "The" : "The port agrees with the reference: all", npairs,
                 cli_plural(npairs, "record is", "records are"),
                 r->inj ? " in both scenarios" : "");
     }
+    if (r->precision && (r->first_divergence >= 0 || r->first_own >= 0))
+        fprintf(o, " %zu other %s differ%s only by %s compute noise (labelled precision).",
+                r->precision, cli_plural(r->precision, "record", "records"),
+                r->precision == 1 ? "s" : "", r->baseline_precision);
     say_culprit(o, r);
     if (r->order_violation >= 0)
         fprintf(o, " The order differs: the port runs %s earlier than the record before it.",
@@ -280,13 +330,21 @@ static int attribute(run_report *r)
                                             &r->not_injected, &r->not_injected_why);
     /* an injection run that injected nothing measured nothing: no label may say own */
     bool measured = !r->injection_known || r->injected > 0;
-    nnp_status st = nnp_attribute(r->side[SIDE_REF].dump, r->std, measured ? r->inj : NULL, &a);
+    nnp_dump *ref = r->side[SIDE_REF].dump;
+    const nnp_diff *inj = measured ? r->inj : NULL;
+    nnp_status st = r->base_std ? nnp_attribute_baseline(ref, r->std, inj, r->base_std,
+                                                         r->base_inj, &a)
+                                : nnp_attribute(ref, r->std, inj, &a);
     if (st)
         return cli_fail(st);
     for (size_t i = 0; i < r->nrows; i++) {
         const nnp_attribution_row *row = nnp_attribution_row_at(a, i);
         r->rows[i].label = row->label;
         r->rows[i].ratio = row->ratio;
+        if (row->base_std_pair >= 0)
+            r->rows[i].base_std = nnp_diff_pair_at(r->base_std, (size_t)row->base_std_pair);
+        if (row->base_inj_pair >= 0)
+            r->rows[i].base_inj = nnp_diff_pair_at(r->base_inj, (size_t)row->base_inj_pair);
     }
     const nnp_attribution_summary *s = nnp_attribution_summary_of(a);
     r->first_divergence = s->first_divergence;
@@ -295,6 +353,9 @@ static int attribute(run_report *r)
     r->inherited_after = s->inherited_after;
     r->own_layers = s->own_layers;
     r->missing = s->labels[NNP_LABEL_MISSING];
+    r->precision = s->precision;
+    r->beyond_noise = s->labels[NNP_LABEL_OWN] + s->labels[NNP_LABEL_INHERITED] +
+                      s->labels[NNP_LABEL_UNKNOWN];
     nnp_attribution_free(a);
     return EXIT_AGREE;
 }
@@ -350,12 +411,13 @@ int run_report_build(run_report *r)
     }
     r->verdict = text;
 
-    bool failed = false;
-    for (int s = 0; s < NSIDES; s++)
-        failed |= r->side[s].failed;
-    r->agree = !failed && nnp_diff_pair_count(r->std) > 0 &&
-               nnp_diff_first_divergence(r->std) < 0 && nnp_diff_order_violation(r->std) < 0 &&
-               r->inj && nnp_diff_first_divergence(r->inj) < 0;
+    bool failed = run_any_failed(r);
+    /* with a baseline, a record within its noise is no divergence */
+    bool diverges = r->base_std ? r->beyond_noise > 0
+                                : nnp_diff_first_divergence(r->std) >= 0 ||
+                                      (r->inj && nnp_diff_first_divergence(r->inj) >= 0);
+    r->agree = !failed && nnp_diff_pair_count(r->std) > 0 && !diverges &&
+               nnp_diff_order_violation(r->std) < 0 && r->inj;
     r->exit_code = !r->side[SIDE_INJ].dump ? EXIT_BAD_INPUT : r->agree ? EXIT_AGREE : EXIT_FOUND;
     return EXIT_AGREE;
 }
@@ -371,6 +433,8 @@ void run_report_free(run_report *r)
     }
     nnp_diff_free(r->std);
     nnp_diff_free(r->inj);
+    nnp_diff_free(r->base_std);
+    nnp_diff_free(r->base_inj);
     nnp_rules_free(r->aligned_rules);
     free(r->aligned_rules_path);
     free(r->not_injected_why);

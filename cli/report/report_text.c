@@ -3,6 +3,7 @@
  * three runs, the verdict, the first divergence in both scenarios, the order check, the records
  * that are not within tolerance with their own/inherited label, and the components.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,18 +29,18 @@ static const char *base_name(const char *path)
     return slash ? slash + 1 : path;
 }
 
-static void print_side(FILE *o, const run_side *s)
+static void print_side(FILE *o, const run_side *s, int pad)
 {
-    char line[1024], head[16];
+    char line[1024], head[32];
     size_t n = s->dump ? nnp_dump_count(s->dump) : 0;
-    snprintf(head, sizeof head, "%-10s ", s->role);
+    snprintf(head, sizeof head, "%-*s ", pad, s->role);
     if (s->dump)
         snprintf(line, sizeof line, "%s: %zu %s in %s%s", s->status, n,
                  cli_plural(n, "record", "records"), base_name(nnp_dump_path(s->dump)),
                  s->recovered ? " (finished from its partial capture)" : "");
     else
         snprintf(line, sizeof line, "%s: captured nothing", s->status);
-    wrap(o, head, line, 11);
+    wrap(o, head, line, pad + 1);
     if ((s->failed || !s->dump) && s->tail && *s->tail) {
         fprintf(o, "  stderr, last %zu %s (all of it in %s):\n", s->tail_lines,
                 cli_plural(s->tail_lines, "line", "lines"), base_name(s->stderr_file));
@@ -198,22 +199,51 @@ static void print_unmatched(FILE *o, const char *what, const nnp_dump *dump, con
         fprintf(o, "  ... and %zu more\n", count - 10);
 }
 
+/* The baseline's errors at a record: the noise floor its label was measured against. */
+static void print_floor(FILE *o, const run_report *r, const run_row *row)
+{
+    if (!r->base_std)
+        return;
+    char line[512], a[32], b[32], c[32], d[32];
+    const nnp_diff_pair *s = row->base_std, *i = row->base_inj ? row->base_inj : row->base_std;
+    metric(a, sizeof a, s);
+    metric(c, sizeof c, i);
+    run_num(b, sizeof b, s && s->verdict <= NNP_FAIL ? s->metrics.max_abs : NAN);
+    run_num(d, sizeof d, i && i->verdict <= NNP_FAIL ? i->metrics.max_abs : NAN);
+    snprintf(line, sizeof line, "the reference in %s differs by rel-L2 %s, max-abs %s as it "
+             "is, rel-L2 %s, max-abs %s on its own inputs (precision: within %g times both)",
+             r->baseline_precision, a, b, c, d, NNP_PRECISION_FACTOR);
+    wrap(o, "  baseline  ", line, 12);
+}
+
 void run_report_text(FILE *o, const run_report *r, bool all, int line_width)
 {
     width = line_width;
-    fprintf(o, "nnparity run: %s\n", r->agree ? "the port agrees with the reference"
-                                               : "the port does not match the reference");
+    char headline[128];
+    run_headline(r, headline, sizeof headline);
+    fprintf(o, "nnparity run: %s\n", headline);
     char line[1024];
     snprintf(line, sizeof line, "%s/ (the commands' stderr: *.stderr)", r->out_dir);
     wrap(o, "captures in ", line, 2);
+    /* the roles' column: as wide as "baseline injected" when that run took part */
+    int pad = run_side_used(&r->side[SIDE_BASE_INJ]) ? 17 : 10;
     for (int s = 0; s < NSIDES; s++)
-        print_side(o, &r->side[s]);
+        if (run_side_used(&r->side[s]))
+            print_side(o, &r->side[s], pad);
     int n = counts(line, sizeof line, "standard", r->std);
     if (r->inj && n > 0 && (size_t)n + 2 < sizeof line) {
         memcpy(line + n, ", ", 3);
         counts(line + n + 2, sizeof line - (size_t)n - 2, "injected", r->inj);
     }
     wrap(o, "pairs: ", line, 2);
+    if (r->base_std) {
+        n = counts(line, sizeof line, "standard", r->base_std);
+        if (r->base_inj && n > 0 && (size_t)n + 2 < sizeof line) {
+            memcpy(line + n, ", ", 3);
+            counts(line + n + 2, sizeof line - (size_t)n - 2, "injected", r->base_inj);
+        }
+        wrap(o, "baseline pairs: ", line, 2);
+    }
 
     fputc('\n', o);
     wrap(o, "verdict: ", r->verdict, 2);
@@ -229,6 +259,7 @@ void run_report_text(FILE *o, const run_report *r, bool all, int line_width)
         explain_row(o, r->std, row->std);
         print_scenario(o, "injected", row->inj);
         explain_row(o, r->inj, row->inj);
+        print_floor(o, r, row);
     } else if (r->first_own >= 0) {
         const run_row *row = &r->rows[r->first_own];
         fprintf(o, "first own error: %s, seq %llu\n", cli_text(row->rec->name),

@@ -330,7 +330,8 @@ class Session:
 
     def __init__(self, model, path=None, *, inject_path=None, rules=None, only=None, grads=False,
                  include=None, exclude=None, leaves_only=False, inputs=True, outputs=True,
-                 root="model", env=False, rank=None, world_size=None, params=False):
+                 root="model", env=False, rank=None, world_size=None, params=False,
+                 baseline=None):
         if (rank is None) != (world_size is None):
             raise NnparityError(NNP_ERR_ARG, "give rank and world_size together, or neither")
         if world_size is not None and not 0 <= int(rank) < int(world_size):
@@ -350,6 +351,9 @@ class Session:
         self.params = bool(params)
         self.root = root
         self.env = env
+        # the reference in a port's precision (precision.py): None, "bf16", "autocast-bf16", ...
+        self.baseline = baseline
+        self._precision = None
         self.recording = self.path is not None
         self.injecting = self.inject_path is not None
         self._handles = []
@@ -595,6 +599,9 @@ class Session:
                 self._handles.append(module.register_full_backward_hook(bw))
 
     def _unregister(self):
+        if self._precision is not None:
+            precision, self._precision = self._precision, None
+            precision.exit()
         handles, self._handles = self._handles, []
         for h in handles:
             h.remove()
@@ -682,9 +689,17 @@ class Session:
             raise NnparityError(NNP_ERR_ARG, f"a submodule of the model is named {self.root!r}, "
                                              "the root module's record name; pass root=... "
                                              "with another name")
+        if self.baseline:
+            from .precision import Precision, parse
+            parse(self.baseline)  # a bad value is refused before any file is opened
         self._open()
         try:
+            if self.baseline:
+                self._precision = Precision(self.model, self.baseline)
+                self._precision.before_hooks()
             self._register()
+            if self._precision:
+                self._precision.after_hooks()
         except BaseException:
             self._unregister()
             if not self.env:

@@ -5,6 +5,8 @@
     NNPARITY_INJECT=ref.safetensors     inject the reference's layer inputs
     NNPARITY_RULES=port.rules           rules for the injection
     NNPARITY_PARAMS=1                   also record the modules' parameters and buffers
+    NNPARITY_BASELINE=bf16              run the model in that precision: bf16, f16,
+                                        autocast-bf16 or autocast-f16 (precision.py)
 
 With none of CAPTURE and INJECT set, auto() does nothing at all. Otherwise it uses the library's
 environment session: it is opened on the first auto() block and stays open for the process, so
@@ -31,7 +33,8 @@ def auto(model=None, **kw):
     """A context manager: like capture()/inject() with the paths from the environment, or a
     no-op. `model` may be None to only enable nnparity.tap(). Keywords are those of capture()
     (grads, include, exclude, leaves_only, inputs, outputs, root, params) and inject()'s
-    `only`; NNPARITY_PARAMS=1 in the environment sets params."""
+    `only`; NNPARITY_PARAMS=1 in the environment sets params, NNPARITY_BASELINE=SPEC sets
+    baseline (the model run in that precision, for `nnparity run --baseline`)."""
     global _atexit_registered
     if not (os.environ.get("NNPARITY_CAPTURE") or os.environ.get("NNPARITY_INJECT")):
         return contextlib.nullcontext()
@@ -40,6 +43,8 @@ def auto(model=None, **kw):
         _atexit_registered = True
     if os.environ.get("NNPARITY_PARAMS", "") not in ("", "0"):
         kw.setdefault("params", True)
+    if os.environ.get("NNPARITY_BASELINE"):
+        kw.setdefault("baseline", os.environ["NNPARITY_BASELINE"])
     return Session(model, os.environ.get("NNPARITY_CAPTURE") or None,
                    inject_path=os.environ.get("NNPARITY_INJECT") or None,
                    rules=os.environ.get("NNPARITY_RULES") or None, env=True, **kw)

@@ -2,7 +2,8 @@
  * attribute.c - own error or inherited: each reference record's label from the standard diff and
  * the injected diff (the port fed the reference's inputs), and the layer counts the verdict of
  * `nnparity run` is worded from. A library call, so that a program holding its own two diffs gets
- * the same labels as the report.
+ * the same labels as the report. With a baseline (the reference run in the port's precision) an
+ * error no larger than the baseline's at the same record is labelled precision.
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +24,8 @@ const char *nnp_label_name(nnp_label label)
         [NNP_LABEL_OK] = "ok",           [NNP_LABEL_OWN] = "own",
         [NNP_LABEL_INHERITED] = "inherited", [NNP_LABEL_UNKNOWN] = "unknown",
         [NNP_LABEL_MISSING] = "missing"};
+    if (label == NNP_LABEL_PRECISION)
+        return "precision";
     return (unsigned)label < NNP_LABEL_COUNT ? names[label] : "?";
 }
 
@@ -42,17 +45,32 @@ static const nnp_diff_pair *pair_of(const nnp_diff *d, int64_t i)
     return i < 0 ? NULL : &d->pairs[i];
 }
 
-/* Point each row at its pair in `d` (std: false, inj: true); a pair that names a record the
- * reference does not hold means the diff was made against another dump. */
-static nnp_status index_pairs(nnp_attribution *a, const nnp_diff *d, bool inj)
+/* The diffs a row points into: the port's in both scenarios, and the baseline's. */
+enum { SCEN_STD, SCEN_INJ, SCEN_BASE_STD, SCEN_BASE_INJ };
+
+static int64_t *row_pair(nnp_attribution_row *row, int scenario)
 {
+    switch (scenario) {
+    case SCEN_STD: return &row->std_pair;
+    case SCEN_INJ: return &row->inj_pair;
+    case SCEN_BASE_STD: return &row->base_std_pair;
+    default: return &row->base_inj_pair;
+    }
+}
+
+/* Point each row at its pair in `d`; a pair that names a record the reference does not hold
+ * means the diff was made against another dump. */
+static nnp_status index_pairs(nnp_attribution *a, const nnp_diff *d, int scenario)
+{
+    static const char *const what[] = {"standard", "injected", "baseline's standard",
+                                       "baseline's injected"};
     for (size_t i = 0; d && i < d->npairs; i++) {
         if (d->pairs[i].ref >= a->n)
             return nnp__fail(NNP_ERR_ARG, "nnp_attribute: pair %zu of the %s diff names "
                              "reference record %zu, and the reference holds %zu", i,
-                             inj ? "injected" : "standard", d->pairs[i].ref, a->n);
+                             what[scenario], d->pairs[i].ref, a->n);
         nnp_attribution_row *row = &a->rows[d->pairs[i].ref];
-        int64_t *at = inj ? &row->inj_pair : &row->std_pair;
+        int64_t *at = row_pair(row, scenario);
         /* a record paired several times (the parts of a fused one) is as wrong as its first
          * failing pair */
         if (*at < 0 || (!fails(&d->pairs[*at]) && fails(&d->pairs[i])))
@@ -74,6 +92,32 @@ static void label_row(nnp_attribution_row *row, const nnp_diff_pair *std, const 
         double s = std->metrics.rel_l2, j = inj->metrics.rel_l2;
         row->ratio = s > 0 ? j / s : j > 0 ? INFINITY : NAN;
     }
+}
+
+/* Whether the port's pair `p` differs no more than the baseline's pair `b` does at the same
+ * record: both compared, no NaN or infinity the baseline does not also introduce, rel-L2 and
+ * max-abs within NNP_PRECISION_FACTOR of the baseline's. Both measures, because a wrong channel
+ * among many moves the rel-L2 of the whole tensor little but its max-abs much. */
+static bool within_noise(const nnp_diff_pair *p, const nnp_diff_pair *b)
+{
+    if (!compared(p) || !compared(b))
+        return false;
+    const nnp_metrics *m = &p->metrics, *n = &b->metrics;
+    if (m->nan_new > n->nan_new || m->inf_new > n->inf_new)
+        return false;
+    return isfinite(m->rel_l2) && isfinite(n->rel_l2) &&
+           m->rel_l2 <= NNP_PRECISION_FACTOR * n->rel_l2 &&
+           m->max_abs <= NNP_PRECISION_FACTOR * n->max_abs;
+}
+
+/* Own, inherited or unknown, but each failing pair within the baseline's noise. */
+static bool precision_only(const nnp_diff_pair *std, const nnp_diff_pair *inj,
+                           const nnp_diff_pair *base_std, const nnp_diff_pair *base_inj)
+{
+    if (!fails(std) && !fails(inj))
+        return false;
+    return (!fails(std) || within_noise(std, base_std)) &&
+           (!fails(inj) || within_noise(inj, base_inj));
 }
 
 /* ---- layers: the records of one module call ---- */
@@ -163,8 +207,9 @@ static nnp_status count_layers(const nnp_dump *ref, nnp_attribution *a)
     return st;
 }
 
-nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
-                         nnp_attribution **out)
+static nnp_status attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
+                            const nnp_diff *base_std, const nnp_diff *base_inj,
+                            nnp_attribution **out)
 {
     if (!out)
         return nnp__fail(NNP_ERR_ARG, "nnp_attribute: no output");
@@ -181,21 +226,40 @@ nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_dif
         return nnp__nomem();
     }
     for (size_t i = 0; i < a->n; i++)
-        a->rows[i] = (nnp_attribution_row){.ref = i, .std_pair = -1, .inj_pair = -1};
-    nnp_status st = index_pairs(a, std, false);
-    if (!st)
-        st = index_pairs(a, inj, true);
+        a->rows[i] = (nnp_attribution_row){.ref = i, .std_pair = -1, .inj_pair = -1,
+                                           .base_std_pair = -1, .base_inj_pair = -1};
+    const nnp_diff *diffs[] = {std, inj, base_std, base_inj};
+    nnp_status st = NNP_OK;
+    for (int k = 0; k < 4 && !st; k++)
+        st = index_pairs(a, diffs[k], k);
+    /* without an injected baseline, the standard one is the floor in both scenarios */
+    const nnp_diff *floor_inj = base_inj ? base_inj : base_std;
     nnp_attribution_summary *s = &a->summary;
     s->first_divergence = -1;
     s->first_own = -1;
     for (size_t i = 0; !st && i < a->n; i++) {
         nnp_attribution_row *row = &a->rows[i];
-        label_row(row, pair_of(std, row->std_pair), inj ? pair_of(inj, row->inj_pair) : NULL);
-        s->labels[row->label]++;
+        const nnp_diff_pair *sp = pair_of(std, row->std_pair),
+                            *ip = inj ? pair_of(inj, row->inj_pair) : NULL;
+        label_row(row, sp, ip);
+        if (base_std && (row->label == NNP_LABEL_OWN || row->label == NNP_LABEL_INHERITED ||
+                         row->label == NNP_LABEL_UNKNOWN) &&
+            precision_only(sp, ip, pair_of(base_std, row->base_std_pair),
+                           pair_of(floor_inj, base_inj ? row->base_inj_pair
+                                                       : row->base_std_pair)))
+            row->label = NNP_LABEL_PRECISION;
+        if (row->label == NNP_LABEL_PRECISION)
+            s->precision++;
+        else
+            s->labels[row->label]++;
         if (row->label == NNP_LABEL_OWN && s->first_own < 0)
             s->first_own = (int64_t)i;
+        /* with a baseline, the first divergence is the first beyond its noise */
+        if (base_std && s->first_divergence < 0 && fails(sp) &&
+            row->label != NNP_LABEL_PRECISION)
+            s->first_divergence = (int64_t)i;
     }
-    if (!st && std->first_divergence >= 0)
+    if (!st && !base_std && std->first_divergence >= 0)
         s->first_divergence = (int64_t)std->pairs[std->first_divergence].ref;
     if (!st)
         st = count_layers(ref, a);
@@ -205,6 +269,24 @@ nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_dif
     }
     *out = a;
     return NNP_OK;
+}
+
+nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
+                         nnp_attribution **out)
+{
+    return attribute(ref, std, inj, NULL, NULL, out);
+}
+
+nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
+                                  const nnp_diff *base_std, const nnp_diff *base_inj,
+                                  nnp_attribution **out)
+{
+    if (!base_std) {
+        if (out)
+            *out = NULL;
+        return nnp__fail(NNP_ERR_ARG, "nnp_attribute_baseline: no baseline diff");
+    }
+    return attribute(ref, std, inj, base_std, base_inj, out);
 }
 
 size_t nnp_attribution_count(const nnp_attribution *a)

@@ -31,11 +31,18 @@ def planted_bug(script, bugs):
 def forward(model, x, **kw):
     """model(x) under nnparity.auto(model): the one forward pass `nnparity run` records. On one
     thread: the pair scripts run two at a time on small machines, and one thread keeps every
-    reduction in the same order from run to run."""
+    reduction in the same order from run to run. NNP_PAIR_DTYPE=bf16 (or f16) runs the model
+    and its input in that dtype end to end, as a port to an accelerator does."""
     torch.set_num_threads(1)
+    dtype = os.environ.get("NNP_PAIR_DTYPE", "")
+    if dtype:
+        if dtype not in ("bf16", "f16"):
+            sys.exit(f"NNP_PAIR_DTYPE={dtype} is not bf16 or f16")
+        dtype = torch.bfloat16 if dtype == "bf16" else torch.float16
+        model, x = model.to(dtype), x.to(dtype)
     with torch.no_grad(), nnparity.auto(model, **kw):
         y = model(x)
-    print("output:", " ".join(f"{v:.6f}" for v in y.flatten().tolist()))
+    print("output:", " ".join(f"{v:.6f}" for v in y.float().flatten().tolist()))
     return y
 
 
