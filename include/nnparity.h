@@ -63,9 +63,9 @@ extern "C" {
  * library allocates or that carry their own size) raises the minor number. CHANGELOG.md says
  * what each version changed. */
 #define NNP_VERSION_MAJOR 0
-#define NNP_VERSION_MINOR 5
+#define NNP_VERSION_MINOR 6
 #define NNP_VERSION_PATCH 0
-#define NNP_VERSION_STRING "0.5.0"
+#define NNP_VERSION_STRING "0.6.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for `#if NNP_VERSION_NUMBER >= 200` */
 #define NNP_VERSION_NUMBER (NNP_VERSION_MAJOR * 10000 + NNP_VERSION_MINOR * 100 + NNP_VERSION_PATCH)
 

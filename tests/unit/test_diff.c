@@ -169,6 +169,40 @@ static void test_attribution(void **state)
     assert_int_equal(nnp_attribution_summary_of(a)->first_divergence, 1);
     nnp_attribution_free(a);
 
+    /* with a baseline (the reference in the port's precision) an error within 4x its error at
+     * the same record is precision: b, c and f; d's is 8x in max-abs and stays its own */
+    static const rec4 base[] = {{"a", {1, 2, 3, 4}}, {"b", {1.8f, 2, 3, 4}},
+                                {"c", {1.8f, 2, 3, 4}}, {"d", {1.5f, 2, 3, 4}},
+                                {"e", {1, 2, 3, 4}}, {"f", {1.9f, 2, 3, 4}}};
+    char pb[512];
+    write_dump(scratch(pb, sizeof pb, "attr_base.safetensors"), base, 6);
+    nnp_dump *b;
+    assert_int_equal(nnp_dump_open(pb, &b), NNP_OK);
+    nnp_diff *based = diff_of(r, b, NULL);
+    assert_int_equal(nnp_attribute_baseline(r, std, injd, based, based, &a), NNP_OK);
+    static const nnp_label noisy[] = {NNP_LABEL_OK,  NNP_LABEL_PRECISION, NNP_LABEL_PRECISION,
+                                      NNP_LABEL_OWN, NNP_LABEL_MISSING,   NNP_LABEL_PRECISION};
+    for (size_t i = 0; i < 6; i++) {
+        const nnp_attribution_row *row = nnp_attribution_row_at(a, i);
+        if (row->label != noisy[i])
+            fail_msg("record %zu with a baseline: %s, not %s", i, nnp_label_name(row->label),
+                     nnp_label_name(noisy[i]));
+        assert_int_equal(nnp_diff_pair_at(based, (size_t)row->base_std_pair)->ref, i);
+    }
+    s = nnp_attribution_summary_of(a);
+    assert_int_equal(s->precision, 3);
+    assert_int_equal(s->labels[NNP_LABEL_OWN], 1);
+    assert_int_equal(s->labels[NNP_LABEL_INHERITED] + s->labels[NNP_LABEL_UNKNOWN], 0);
+    assert_int_equal(s->first_divergence, 3); /* the first beyond the noise */
+    assert_int_equal(s->first_own, 3);
+    assert_string_equal(nnp_label_name(NNP_LABEL_PRECISION), "precision");
+    nnp_attribution_free(a);
+    a = (nnp_attribution *)1;
+    assert_int_equal(nnp_attribute_baseline(r, std, injd, NULL, NULL, &a), NNP_ERR_ARG);
+    assert_null(a);
+    nnp_diff_free(based);
+    nnp_dump_close(b);
+
     /* a diff made against another reference is refused, not read out of bounds */
     a = (nnp_attribution *)1;
     assert_int_equal(nnp_attribute(j, std, NULL, &a), NNP_ERR_ARG);
