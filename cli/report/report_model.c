@@ -251,6 +251,29 @@ static void say_culprit(FILE *o, const run_report *r)
             nnp_dump_record(port, (size_t)c->before)->name);
 }
 
+/* Without a baseline: when the first divergence's port values are bf16 or f16 and its error is
+ * within 16 units of that type's rounding (2^-8 for bf16, 2^-11 for f16), a size the type's
+ * compute noise reaches in a few layers (a dot product of a few hundred terms alone makes
+ * several units), say so, and how to measure it. */
+static void say_noise_size(FILE *o, const run_report *r)
+{
+    if (r->base_std || r->first_divergence < 0)
+        return;
+    const nnp_diff_pair *p = r->rows[r->first_divergence].std;
+    if (!p || p->verdict != NNP_FAIL || p->metrics.nan_new || p->metrics.inf_new)
+        return;
+    nnp_dtype pd = nnp_dump_record(r->side[SIDE_PORT].dump, p->port)->dtype;
+    nnp_dtype rd = nnp_dump_record(r->side[SIDE_REF].dump, p->ref)->dtype;
+    double unit = pd == NNP_BF16 ? 0x1p-8 : pd == NNP_F16 ? 0x1p-11 : 0;
+    if (!unit || nnp_dtype_size(rd) <= nnp_dtype_size(pd) || !(p->metrics.rel_l2 <= 16 * unit))
+        return;
+    const char *name = pd == NNP_BF16 ? "bf16" : "f16";
+    fprintf(o, " The port's values there are %s and its rel-L2 of %.3g is %.1f units of %s "
+               "rounding: %s compute noise reaches that size, so this may be no bug at all "
+               "(--baseline %s measures the noise layer by layer).", name, p->metrics.rel_l2,
+            p->metrics.rel_l2 / unit, name, name, name);
+}
+
 static void say_divergence(FILE *o, const run_report *r)
 {
     char a[512], b[512];
@@ -312,6 +335,7 @@ static void say_divergence(FILE *o, const run_report *r)
                 cli_plural(npairs, "record is", "records are"),
                 r->inj ? " in both scenarios" : "");
     }
+    say_noise_size(o, r);
     if (r->precision && (r->first_divergence >= 0 || r->first_own >= 0))
         fprintf(o, " %zu other %s differ%s only by %s compute noise (labelled precision).",
                 r->precision, cli_plural(r->precision, "record", "records"),

@@ -47,6 +47,9 @@ def test_without_baseline_bf16_noise_is_called_own(tmp_path):
     assert p.returncode == 1, p.stderr
     assert "own" in labels(doc).values() and "precision" not in labels(doc).values()
     assert doc["baseline"] is None and "baseline" not in doc["runs"]
+    # the verdict says the error is of the size bf16 noise reaches, and how to measure it
+    assert "its rel-L2 of" in doc["verdict"] and "units of bf16 rounding" in doc["verdict"]
+    assert "(--baseline bf16 measures the noise layer by layer)" in doc["verdict"]
 
 
 def test_correct_bf16_port_agrees_within_noise(correct):
