@@ -176,8 +176,10 @@ static bool unpaired(const side *s, uint32_t c)
 /* A value that may take part: unpaired, of a permutable shape, not all zero. */
 static bool candidate_value(const side *s, uint32_t c)
 {
+    if (!unpaired(s, c)) /* most are paired: their records are not looked at */
+        return false;
     const nnp_record *q = rec_at(s, s->first[c]);
-    return unpaired(s, c) && permutable(q->ndim, q->dtype) && s->sk[s->first[c]].all.norm > 0;
+    return permutable(q->ndim, q->dtype) && s->sk[s->first[c]].all.norm > 0;
 }
 
 static int by_first(const void *a, const void *b)
