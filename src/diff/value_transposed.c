@@ -277,6 +277,7 @@ typedef struct {
     uint32_t pc;
     nnp__perm perm;
     double dist; /* -1: none */
+    bool exact;  /* the same bytes */
 } match;
 
 /* Reference value rc against its near port values: the nearest that holds it permuted. The
@@ -299,6 +300,8 @@ static nnp_status best_match(const side *r, const side *p, uint32_t rc, const ne
     const nnp_record *q = nnp_dump_record(r->d, ri);
     const void *data;
     nnp_status st = nnp_dump_data(r->d, ri, &data);
+    if (st)
+        return st;
     for (size_t i = 0; i < np && !st; i++) {
         nnp_sketch sk;
         if ((st = sketch_permuted(q, data, &perms[i], &sk)))
@@ -311,11 +314,12 @@ static nnp_status best_match(const side *r, const side *p, uint32_t rc, const ne
                 continue;
             const nnp_sketch *ps = &p->sk[p->first[nv[j].pc]];
             double d = 0;
-            if (ps->hash != sk.hash &&
+            bool exact = ps->hash == sk.hash;
+            if (!exact &&
                 (!nnp__sketch_distance(&ps->all, &sk.all, &d, NULL) || !(d <= VALUE_TOL)))
                 continue;
             if (best->dist < 0 || d < best->dist)
-                *best = (match){nv[j].pc, perms[i], d};
+                *best = (match){nv[j].pc, perms[i], d, exact};
         }
     }
     nnp_dump_release(r->d, ri);
@@ -393,9 +397,10 @@ nnp_status nnp__pair_transposed(side *r, side *p, nnp__perm_pair **out, size_t *
         r->how[rc] = p->how[m.pc] = NNP_EVIDENCE_VALUE_TRANSPOSED;
         from = rank ? rank[m.pc] : m.pc;
         choose(chosen, &m.perm);
+        /* as value_align.c's: equal bytes 1, values 0.9-1 by their distance */
         st = push(&v, &n, &cap, (nnp__perm_pair){
                                     rc, m.pc, m.perm,
-                                    m.dist == 0 ? 1.0 : 0.9 + 0.1 * (1.0 - m.dist / VALUE_TOL)});
+                                    m.exact ? 1.0 : 0.9 + 0.1 * (1.0 - m.dist / VALUE_TOL)});
     }
     free(pkey);
     free(order);
