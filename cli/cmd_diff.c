@@ -97,6 +97,10 @@ static void print_pair_details(const nnp_dump *ref, const nnp_dump *port, const 
                        ? "structure, a part of a fused record whose other parts agree"
                    : p->evidence == NNP_EVIDENCE_DATAFLOW
                        ? "dataflow, what the counterpart reads or makes"
+                   : p->evidence == NNP_EVIDENCE_VALUE_TRANSPOSED
+                       ? "values, with the axes in another order"
+                   : p->evidence == NNP_EVIDENCE_STRUCTURE_TRANSPOSED
+                       ? "structure, with the axes in another order"
                        : "structure",
                    p->confidence);
         else

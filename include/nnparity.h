@@ -513,11 +513,17 @@ typedef enum nnp_evidence {
                                       * separate ones); the pair's adapters say which part */
     NNP_EVIDENCE_STRUCTURE_PART,     /* the place of such a part in a fused value whose other
                                       * parts agree, without its values agreeing */
-    NNP_EVIDENCE_DATAFLOW            /* what the port module's counterpart reads or makes, where
+    NNP_EVIDENCE_DATAFLOW,           /* what the port module's counterpart reads or makes, where
                                       * the value it equals is read or made elsewhere */
+    NNP_EVIDENCE_VALUE_TRANSPOSED,   /* the port's values are the reference's with its axes in
+                                      * another order ([B, H, T, D] as [B, T, H, D], NCHW as
+                                      * NHWC, [d, t] as [t, d]); the pair's adapters transpose
+                                      * the reference's tensor */
+    NNP_EVIDENCE_STRUCTURE_TRANSPOSED /* no value agrees: order, names and a shape that is the
+                                       * other's with its axes permuted, one way only */
 } nnp_evidence;
 /* "name", "value-exact", "value", "value-last-row", "structure", "structure-last-row",
- * "value-part", "structure-part", "dataflow". */
+ * "value-part", "structure-part", "dataflow", "value-transposed", "structure-transposed". */
 const char *nnp_evidence_name(nnp_evidence evidence);
 
 typedef struct nnp_diff_pair {

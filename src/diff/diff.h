@@ -157,6 +157,15 @@ typedef struct nnp__align_item {
  * are both aligned, their ref indices increase). score[j] (may be NULL) in [0,1] says how sure. */
 nnp_status nnp__align(const nnp__align_item *ref, size_t nref, const nnp__align_item *port,
                       size_t nport, int64_t *port_to_ref, double *score);
+/* Axes a reference value is read through to meet the port's layout (value_transposed.c): the
+ * port's axis k is the reference's axis axes[k], so the port's shape is the reference's shape
+ * permuted ([B, H, T, D] read as [B, T, H, D]: 0,2,1,3). n 0: none. */
+#define NNP_PERM_MAX_DIMS 5
+typedef struct nnp__perm {
+    uint8_t n;
+    uint8_t axes[NNP_PERM_MAX_DIMS];
+} nnp__perm;
+
 /* A pair made by evidence (value_align.c): record indices in the two dumps. */
 typedef struct nnp__value_pair {
     size_t ref, port;
@@ -166,6 +175,7 @@ typedef struct nnp__value_pair {
                            * `part` of nparts along the last axis (value_parts.c) */
     bool ref_fused;       /* ... the reference's side (else the port's) */
     bool last_row;        /* the reference's last row against the port's one row */
+    nnp__perm perm;       /* the reference's axes permuted into the port's layout */
 } nnp__value_pair;
 
 /* One side of pairing by evidence, as value_parts.c reads it: its values (value_align.c). */

@@ -502,13 +502,14 @@ static nnp_status find_collisions(owned *o, const entry_set *s, nnp_diff *d)
 }
 
 /* The mapping an evidence pair is compared through: the port record's own, with the adapters
- * its layout needs: the fused side's part along the last axis, the reference's last row for a
- * decode step, a reshape for the same elements in another shape. Lives in the arena. */
+ * its layout needs: the reference's axes in the port's order, the fused side's part along the
+ * last axis, the reference's last row for a decode step, a reshape for the same elements in
+ * another shape. Lives in the arena. */
 static const nnp_mapping *evidence_mapping(owned *o, const nnp_mapping *base, const nnp_record *r,
                                            const nnp_record *q, const nnp__value_pair *x)
 {
     nnp_mapping *m = arena_alloc(o, sizeof *m);
-    nnp_op *ops = arena_alloc(o, 3 * sizeof *ops);
+    nnp_op *ops = arena_alloc(o, 4 * sizeof *ops);
     if (!m || !ops)
         return NULL;
     *m = *base;
@@ -519,6 +520,15 @@ static const nnp_mapping *evidence_mapping(owned *o, const nnp_mapping *base, co
     uint32_t nd = r->ndim <= NNP_ADAPT_MAX_DIMS ? r->ndim : 0;
     if (nd)
         memcpy(want, r->shape, nd * sizeof *want);
+    /* on the reference's side, so that injection can feed the port the reference's value */
+    if (x->perm.n && x->perm.n == nd) {
+        nnp_op *t = &ops[m->nops++];
+        *t = (nnp_op){.kind = NNP_OP_TRANSPOSE, .on_ref = true, .n = x->perm.n};
+        for (uint32_t k = 0; k < nd; k++) {
+            t->dims[k] = x->perm.axes[k];
+            want[k] = r->shape[x->perm.axes[k]];
+        }
+    }
     const nnp_record *fused = x->ref_fused ? r : q;
     if (x->nparts && fused->ndim >= 1 && nd) {
         int64_t d = (int64_t)(fused->shape[fused->ndim - 1] / x->nparts);
@@ -1038,8 +1048,9 @@ static nnp_status part_rules(const nnp_diff *d, const nnp_dump *ref, bool *renam
     return st ? st : b->failed ? nnp__nomem() : NNP_OK;
 }
 
-/* The adapters the aligned pairs are compared through (the reference's last row, a reshape),
- * one rule each after the renames: by then the port's name is the reference's. */
+/* The adapters the aligned pairs are compared through (the reference's last row, a reshape,
+ * the reference's axes in the port's order), one rule each after the renames: by then the
+ * port's name is the reference's. */
 static nnp_status adapter_rules(const nnp_diff *d, const nnp_dump *ref, nnp_sbuf *b)
 {
     const owned *o = d->owned;
@@ -1052,7 +1063,8 @@ static nnp_status adapter_rules(const nnp_diff *d, const nnp_dump *ref, nnp_sbuf
             continue;
         if (!said)
             nnp__sbuf_puts(b, "\n# how the aligned records meet: the reference's last row of a "
-                              "sequence, the same elements in another shape\n");
+                              "sequence, the same elements in another shape, the reference's "
+                              "axes in the port's order\n");
         said = true;
         nnp_status st = op_rules(m, name, false, b);
         if (st)

@@ -21,6 +21,10 @@
  *    and the pair is dropped: both stay unmatched.
  * 4. Parts. A fused value that nothing paired (q, k and v side by side) is matched part by part
  *    with the other side's values (value_parts.c); those take no part in the structure step.
+ * 5. Axes. After the chain, a reference value that nothing paired is read with its axes in the
+ *    order of an unpaired port value near it whose shape is its own permuted ([B, H, T, D] as
+ *    [B, T, H, D]) and matched by value (value_transposed.c); the structure step may pair such
+ *    shapes too where only one permutation fits.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -557,7 +561,8 @@ static double value_confidence(uint8_t how, double dist)
 /* Pairs of records from one pair of values: each reference record with a port record of the
  * value, inputs with inputs, the k-th with the k-th where the counts allow. */
 static nnp_status pair_class(const side *r, const side *p, uint32_t rc, uint32_t pc, uint8_t how,
-                             double confidence, pair_list *out, bool *port_covered)
+                             double confidence, const nnp__perm *perm, pair_list *out,
+                             bool *port_covered)
 {
     const uint32_t *pm = p->members + p->mstart[pc];
     size_t npm = p->mstart[pc + 1] - p->mstart[pc];
@@ -583,7 +588,8 @@ static nnp_status pair_class(const side *r, const side *p, uint32_t rc, uint32_t
         else
             (*used)++;
         st = push_pair(out, (nnp__value_pair){.ref = r->rec[ri], .port = p->rec[pick],
-                                              .how = how, .confidence = confidence});
+                                              .how = how, .confidence = confidence,
+                                              .perm = perm ? *perm : (nnp__perm){0}});
     }
     return st;
 }
@@ -600,10 +606,21 @@ static nnp_status pair_members(const side *r, const side *p, const cand *c, size
             dist[c[k].rc] = c[k].dist;
     nnp_status st = NNP_OK;
     for (uint32_t rc = 0; rc < r->ncls && !st; rc++)
-        if (r->partner[rc] >= 0)
+        if (r->partner[rc] >= 0 && r->how[rc] != NNP_EVIDENCE_VALUE_TRANSPOSED)
             st = pair_class(r, p, rc, (uint32_t)r->partner[rc], r->how[rc],
-                            value_confidence(r->how[rc], dist[rc]), out, port_covered);
+                            value_confidence(r->how[rc], dist[rc]), NULL, out, port_covered);
     free(dist);
+    return st;
+}
+
+/* The record pairs of values paired with their axes permuted (value_transposed.c). */
+static nnp_status pair_transposed(const side *r, const side *p, const nnp__perm_pair *v, size_t n,
+                                  pair_list *out, bool *port_covered)
+{
+    nnp_status st = NNP_OK;
+    for (size_t k = 0; k < n && !st; k++)
+        st = pair_class(r, p, v[k].rc, v[k].pc, NNP_EVIDENCE_VALUE_TRANSPOSED, v[k].confidence,
+                        &v[k].perm, out, port_covered);
     return st;
 }
 
@@ -736,9 +753,11 @@ static nnp_status made_order(const side *p, uint32_t **rank, uint32_t **order)
 }
 
 /* Structure, gap by gap between the paired values: one item per value that no value paired,
- * placed by its first record (where it was made) and named by it. */
-static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pair_list *out,
-                            bool *port_covered)
+ * placed by its first record (where it was made) and named by it. A port value with the axes
+ * of a reference shape of its gap in another order is aligned as that shape where the shapes
+ * leave no doubt (value_transposed.c); `chosen`: the permutations values chose. */
+static nnp_status pair_gaps(side *r, side *p, const char *const *port_names,
+                            const nnp__perm_set *chosen, pair_list *out, bool *port_covered)
 {
     size_t na = 0;
     uint32_t *ar = malloc((r->ncls + 1) * sizeof *ar), *ap = malloc((r->ncls + 1) * sizeof *ap);
@@ -750,9 +769,11 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
     double *score = malloc((p->ncls ? p->ncls : 1) * sizeof *score);
     uint64_t *shapes = malloc((p->ncls ? p->ncls : 1) * NNP_ADAPT_MAX_DIMS * sizeof *shapes);
     bool *last = calloc(p->ncls ? p->ncls : 1, sizeof *last);
+    const uint64_t **pshape = malloc((p->ncls ? p->ncls : 1) * sizeof *pshape);
+    nnp__perm *perm = malloc((p->ncls ? p->ncls : 1) * sizeof *perm);
     uint32_t *prank = NULL, *porder = NULL;
-    nnp_status st = ar && ap && ri && pi && rcls && pcls && to && score && shapes && last
-                        ? made_order(p, &prank, &porder) : nnp__nomem();
+    nnp_status st = ar && ap && ri && pi && rcls && pcls && to && score && shapes && last &&
+                    pshape && perm ? made_order(p, &prank, &porder) : nnp__nomem();
     for (uint32_t rc = 0; !st && rc < r->ncls; rc++)
         if (r->partner[rc] >= 0) {
             ar[na] = rc;
@@ -801,7 +822,18 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
             }
             pcls[np++] = (uint32_t)c;
         }
+        /* a shape that is a reference shape of the gap permuted is aligned as that one; its
+         * values, in another order, say nothing of which it is */
         if (nr && np)
+            st = nnp__gap_perms(ri, nr, pi, np, chosen, pshape, perm);
+        for (size_t k = 0; !st && nr && k < np; k++)
+            if (pshape[k] && !last[pcls[k]]) {
+                pi[k].shape = pshape[k];
+                pi[k].values = NULL;
+            } else {
+                pshape[k] = NULL;
+            }
+        if (!st && nr && np)
             st = nnp__align(ri, nr, pi, np, to, score);
         if (!st && nr && np)
             st = align_roleless_rest(ri, nr, pi, np, to, score);
@@ -813,8 +845,10 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
             if (r->agrees_after[rc] || p->agrees_after[pc])
                 continue;
             st = pair_class(r, p, rc, pc,
-                            last[pc] ? NNP_EVIDENCE_STRUCTURE_LAST_ROW : NNP_EVIDENCE_STRUCTURE,
-                            0.5 * score[k], out, port_covered);
+                            last[pc]    ? NNP_EVIDENCE_STRUCTURE_LAST_ROW
+                            : pshape[k] ? NNP_EVIDENCE_STRUCTURE_TRANSPOSED
+                                        : NNP_EVIDENCE_STRUCTURE,
+                            0.5 * score[k], pshape[k] ? &perm[k] : NULL, out, port_covered);
         }
         if (g < na) {
             r0 = ar[g] + 1;
@@ -831,6 +865,8 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names, pai
     free(score);
     free(shapes);
     free(last);
+    free(pshape);
+    free(perm);
     free(prank);
     free(porder);
     return st;
@@ -851,6 +887,9 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
     cand *c = NULL;
     size_t nc = 0;
     pair_list l = {0};
+    nnp__perm_pair *tp = NULL;
+    size_t ntp = 0;
+    nnp__perm_set chosen = {0};
     nnp_status st = side_build(&r, threads);
     if (!st)
         st = side_build(&p, threads);
@@ -861,15 +900,19 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
     if (!st && structure)
         st = nnp__flow_check(&r, &p);
     if (!st)
+        st = nnp__pair_transposed(&r, &p, &tp, &ntp, &chosen);
+    if (!st)
         st = find_agreement_after(&r);
     if (!st)
         st = find_agreement_after(&p);
     if (!st)
         st = pair_members(&r, &p, c, nc, &l, port_covered);
+    if (!st)
+        st = pair_transposed(&r, &p, tp, ntp, &l, port_covered);
     if (!st && structure)
         st = pair_parts(&r, &p, &l, port_covered);
     if (!st && structure)
-        st = pair_gaps(&r, &p, port_names, &l, port_covered);
+        st = pair_gaps(&r, &p, port_names, &chosen, &l, port_covered);
     /* what the rest of a diff needs of the values: each record's first appearance of its value,
      * and for a port record, a reference record of its value */
     for (size_t i = 0; !st && i < r.n; i++)
@@ -880,6 +923,7 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
         res->port_value_ref[j] = rc >= 0 ? r.rec[r.first[rc]] : SIZE_MAX;
     }
     free(c);
+    free(tp);
     side_free(&r);
     side_free(&p);
     if (st) {
@@ -895,6 +939,7 @@ const char *nnp_evidence_name(nnp_evidence e)
 {
     static const char *const names[] = {"name",           "value-exact",       "value",
                                         "value-last-row", "structure",         "structure-last-row",
-                                        "value-part",     "structure-part",    "dataflow"};
+                                        "value-part",     "structure-part",    "dataflow",
+                                        "value-transposed", "structure-transposed"};
     return (unsigned)e < sizeof names / sizeof *names ? names[e] : "?";
 }

@@ -30,4 +30,39 @@ typedef struct {
  * value its counterpart makes. Values may be split on the port's side (p->ncls grows). */
 nnp_status nnp__flow_check(nnp__value_side *r, nnp__value_side *p);
 
+/* ---- values laid out with their axes in another order (value_transposed.c) ---- */
+
+/* A reference value paired with a port value that holds it with its axes permuted. */
+typedef struct nnp__perm_pair {
+    uint32_t rc, pc;
+    nnp__perm perm;    /* read the reference's value through it to get the port's layout */
+    double confidence; /* 1 for equal bytes, 0.9-1 by the estimated distance */
+} nnp__perm_pair;
+
+/* The permutations value evidence chose: where a shape alone allows several (a channels-last
+ * port with square images: [N, C, H, H] read as [N, H, H, C] two ways), structure takes the
+ * one among them that values chose elsewhere in the capture. */
+#define NNP__PERMS_CHOSEN 8
+typedef struct nnp__perm_set {
+    nnp__perm v[NNP__PERMS_CHOSEN];
+    size_t n;
+} nnp__perm_set;
+
+/* After the value chain: each reference value that nothing paired is read through the
+ * permutations that give the shape of unpaired port values near it in execution order (between
+ * the pairs around it), fingerprinted and matched as values are (the same bytes, or an
+ * estimated rel-L2 under 5%). A pair sets partner and how (NNP_EVIDENCE_VALUE_TRANSPOSED) on
+ * both sides; *out (free()) lists them with their permutations, *chosen the permutations. */
+nnp_status nnp__pair_transposed(nnp__value_side *r, nnp__value_side *p, nnp__perm_pair **out,
+                                size_t *nout, nnp__perm_set *chosen);
+
+/* Structure's share, for one gap between paired values: a port item whose shape is, and only
+ * is, a permutation of one shape that the gap's reference items hold, where neither side holds
+ * the other's shape, may stand for that shape: shape[k] is then the reference shape the port
+ * item pk is aligned as, perm[k] the permutation (one the shapes leave no doubt about, or the
+ * one of several that values chose); shape[k] NULL otherwise. */
+nnp_status nnp__gap_perms(const nnp__align_item *ri, size_t nr, const nnp__align_item *pi,
+                          size_t np, const nnp__perm_set *chosen, const uint64_t **shape,
+                          nnp__perm *perm);
+
 #endif
