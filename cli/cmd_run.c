@@ -86,7 +86,6 @@ static const char run_usage[] =
     "  nnparity run --ref 'python ref.py' --port './port model.bin' --out nnparity-run\n"
     "  nnparity run --ref 'python ref.py' --port 'python port.py' --rules port.rules \\\n"
     "      --markdown report.md --plot error.svg\n"
-    "  nnparity run --ref 'python ref.py' --port './port' --json > run.json\n"
     "  nnparity run --ref 'python ref.py' --port 'python port_bf16.py' --baseline bf16\n";
 
 /* How much of a command's stderr is kept for the report: the last TAIL_LINES lines, out of at

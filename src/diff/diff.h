@@ -239,4 +239,11 @@ void nnp__diff_explained_free(nnp_diff *d);
 /* Who makes the first divergence (culprit.c), once it is known. */
 nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port);
 
+/* Pairing by evidence: the estimated rel-L2 under which a record of dtype a and one of dtype b
+ * hold one value (value_align.c says why these), the widest it is for any dtypes, and how sure
+ * a value pair at distance `dist` is (0.9 at the tolerance, 1 at no distance). */
+double nnp__value_tol(nnp_dtype a, nnp_dtype b);
+#define NNP__VALUE_TOL_MAX 0.25
+double nnp__value_confidence(double dist, double tol);
+
 #endif /* NNP_DIFF_H */

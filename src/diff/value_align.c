@@ -7,8 +7,8 @@
  *    and bytes) are one value with several names: a module's output that is the next one's
  *    input, a container that passes data through.
  * 2. Values. A port value and a reference value are the same when their hashes are equal, or
- *    when their sketches put them within VALUE_TOL of each other (estimated rel-L2) over the
- *    same elements: the same element count (a reshape), or the port's whole tensor against the
+ *    when their sketches put them within the value tolerance of each other (estimated rel-L2,
+ *    nnp__value_tol: 5% between float32 values) over the same elements: the same element count (a reshape), or the port's whole tensor against the
  *    last row of the reference's sequence axis (a decoder with a cache against a reference that
  *    re-runs the prefix). Of the candidates, the heaviest chain that runs forward on both sides
  *    is kept (a weighted longest increasing subsequence over the values' first appearances).
@@ -33,10 +33,26 @@
 #include "diff/diff.h"
 #include "diff/value_side.h"
 
-#define VALUE_TOL 0.05 /* estimated rel-L2 under which two records hold one value */
 #define MAX_SCAN 512   /* reference values looked at per port value and table */
 #define MAX_CAND 8     /* candidates kept per port value */
 #define NONE32 UINT32_MAX
+
+/* Two correct computations of one value in float32 differ by far less than 5%; a wrong one
+ * mostly by more. A side that computes in bf16 or f16 carries its compute noise, which grows
+ * through the layers: a bf16 port of ResNet-18 is 6% off its float32 reference by the last block
+ * (tests/pairs/cnn_port.py with NNP_PAIR_DTYPE=bf16), so there two records are one value within
+ * 15%; in an 8-bit float, 25%. The narrower dtype of the two decides. */
+double nnp__value_tol(nnp_dtype a, nnp_dtype b)
+{
+    size_t sa = nnp_dtype_size(a), sb = nnp_dtype_size(b);
+    size_t narrow = sa < sb ? sa : sb;
+    return narrow >= 4 ? 0.05 : narrow == 2 ? 0.15 : NNP__VALUE_TOL_MAX;
+}
+
+double nnp__value_confidence(double dist, double tol)
+{
+    return 0.9 + 0.1 * (1.0 - (dist > tol ? 1.0 : dist / tol));
+}
 
 /* One side: the records taking part, their values and what those are paired with. */
 typedef nnp__value_side side;
@@ -178,9 +194,10 @@ static void keep_best(cand *c, size_t *n, cand x)
 
 /* Reference parts indexed by locality-sensitive keys: a part's element count with the signs of
  * LSH_BITS of its projection's components, LSH_TABLES times over other components. Two parts
- * within VALUE_TOL of each other differ in a component's sign only where that component is
- * about as small as their difference, so a part meets its match in some table with near
- * certainty (a few in a thousand are missed by all), while the tables keep the candidates a
+ * within the value tolerance of each other differ in a component's sign only where that
+ * component is about as small as their difference, so a part meets its match in some table with
+ * near certainty (a few in a thousand are missed by all; at the 15% allowed beside a bf16 side,
+ * under one in a hundred), while the tables keep the candidates a
  * part is compared with to a few hundred out of a capture of 100,000 alike records. */
 #define LSH_TABLES 8
 #define LSH_BITS 16
@@ -316,14 +333,16 @@ static void query_run(const probe_ctx *x, const lsh_query *q, const lsh_slot **r
     *k1 = run[bk + 1];
 }
 
-/* One lookup: the reference parts in q's bucket with q's key that lie within VALUE_TOL of ps. */
+/* One lookup: the reference parts in q's bucket with q's key that lie within the value
+ * tolerance of ps (the pair's dtypes say how wide). */
 static void query_run_all(const probe_ctx *x, const lsh_query *q, const nnp_sketch_part *ps,
                           cand *best, size_t *nb)
 {
     const lsh_slot *row;
     size_t k0, k1;
     query_run(x, q, &row, &k0, &k1);
-    double lo = ps->norm / (1 + VALUE_TOL), hi = ps->norm / (1 - VALUE_TOL);
+    nnp_dtype pd = rec_at(x->p, x->p->first[q->pc])->dtype;
+    double lo = ps->norm / (1 + NNP__VALUE_TOL_MAX), hi = ps->norm / (1 - NNP__VALUE_TOL_MAX);
     for (size_t k = k0, seen = 0; k < k1 && seen < MAX_SCAN; k++) {
         if (row[k].key != q->key)
             continue;
@@ -334,7 +353,8 @@ static void query_run_all(const probe_ctx *x, const lsh_query *q, const nnp_sket
         if (y->part->count != ps->count)
             continue;
         double d;
-        if (!nnp__sketch_distance(ps, y->part, &d, NULL) || !(d <= VALUE_TOL))
+        double tol = nnp__value_tol(pd, rec_at(x->r, x->r->first[y->cls])->dtype);
+        if (!nnp__sketch_distance(ps, y->part, &d, NULL) || !(d <= tol))
             continue;
         keep_best(best, nb, (cand){q->pc, y->cls, y->last ? NNP_EVIDENCE_VALUE_LAST_ROW
                                                           : NNP_EVIDENCE_VALUE,
@@ -549,13 +569,13 @@ static nnp_status push_pair(pair_list *l, nnp__value_pair x)
     return NNP_OK;
 }
 
-static double value_confidence(uint8_t how, double dist)
+static double value_confidence(uint8_t how, double dist, double tol)
 {
     if (how == NNP_EVIDENCE_VALUE_EXACT)
         return 1.0;
     if (how == NNP_EVIDENCE_DATAFLOW)
         return 0.5; /* no value agrees: as sure as structure can be */
-    return 0.9 + 0.1 * (1.0 - (dist > VALUE_TOL ? 1.0 : dist / VALUE_TOL));
+    return nnp__value_confidence(dist, tol);
 }
 
 /* Pairs of records from one pair of values: each reference record with a port record of the
@@ -608,7 +628,11 @@ static nnp_status pair_members(const side *r, const side *p, const cand *c, size
     for (uint32_t rc = 0; rc < r->ncls && !st; rc++)
         if (r->partner[rc] >= 0 && r->how[rc] != NNP_EVIDENCE_VALUE_TRANSPOSED)
             st = pair_class(r, p, rc, (uint32_t)r->partner[rc], r->how[rc],
-                            value_confidence(r->how[rc], dist[rc]), NULL, out, port_covered);
+                            value_confidence(r->how[rc], dist[rc],
+                                             nnp__value_tol(rec_at(r, r->first[rc])->dtype,
+                                                            rec_at(p, p->first[r->partner[rc]])
+                                                                ->dtype)),
+                            NULL, out, port_covered);
     free(dist);
     return st;
 }

@@ -4,7 +4,8 @@
  * and up) against separate ones. The whole values never meet (their shapes differ), so the
  * fused value is cut into its n parts along the last axis and each part is fingerprinted and
  * matched as a whole value would be (value_align.c): the same bytes, or an estimated rel-L2
- * under VALUE_TOL over the same elements, or against the last row of a sequence.
+ * under the value tolerance (nnp__value_tol) over the same elements, or against the last row
+ * of a sequence.
  *
  * Only values that could be parts are read: an unpaired fused value whose last axis is n times
  * (n = 2, 3, 4) another value's with the leading axes equal, that other value made near it in
@@ -27,7 +28,6 @@
 #include "diff/diff.h"
 #include "kernels/kernels.h"
 
-#define VALUE_TOL 0.05  /* as value_align.c: estimated rel-L2 under which two records agree */
 #define MAX_PARTS 4     /* q, k, v (and a fourth, as gate/up pairs come two or four at a time) */
 #define NEAR_SCAN 256   /* values of the other side looked at after the fused value's anchor */
 #define NEAR_KEEP 16    /* shape-compatible values kept of those */
@@ -101,7 +101,7 @@ static nnp_status sketch_parts(nnp_dump *dump, size_t i, uint32_t n, nnp_sketch 
 /* How far a parts-side value is from part k (its fingerprint pk), or -1 when it is not that
  * part. The port's whole tensor meets the reference's part or its last row. */
 static double part_distance(const nnp_sketch *pk, const nnp_sketch *other, int meet,
-                            bool port_is_fused)
+                            bool port_is_fused, double tol)
 {
     if (meet == MEET_SAME && pk->hash == other->hash)
         return 0;
@@ -115,7 +115,7 @@ static double part_distance(const nnp_sketch *pk, const nnp_sketch *other, int m
     }
     double dist;
     if (!b || b->norm <= 0 || a->norm <= 0 || !nnp__sketch_distance(a, b, &dist, NULL) ||
-        !(dist <= VALUE_TOL))
+        !(dist <= tol))
         return -1;
     return dist;
 }
@@ -160,11 +160,11 @@ static nnp_status push(part_list *l, nnp__part_pair x)
 /* As value_align.c's: equal bytes 1, values 0.9-1 by their distance; a member that does not
  * hold its own part is believed as far as its group is: half the share of members holding a
  * part. */
-static double part_confidence(double dist, int any, uint32_t n)
+static double part_confidence(double dist, int any, uint32_t n, double tol)
 {
     if (dist < 0)
         return 0.5 * any / n;
-    return dist == 0 ? 1.0 : 0.9 + 0.1 * (1.0 - dist / VALUE_TOL);
+    return dist == 0 ? 1.0 : nnp__value_confidence(dist, tol);
 }
 
 /* Fused value f of side F against side S: the best group, if any, into l. */
@@ -190,12 +190,15 @@ static nnp_status group_one(const nnp__parts_side *F, const nnp__parts_side *S, 
         nnp_status st = sketch_parts(F->d, F->rec[F->first[f]], n, pk);
         if (st)
             return st;
+        nnp_dtype fd = nnp_dump_record(F->d, F->rec[F->first[f]])->dtype;
         /* dist[j][k]: compatible value j against part k, -1 where it is not that part */
         double dist[NEAR_KEEP][MAX_PARTS];
         for (size_t j = 0; j < m; j++)
             for (uint32_t k = 0; k < n; k++)
-                dist[j][k] = part_distance(&pk[k], &S->sk[S->first[cand[idx[j]]]],
-                                           meet[idx[j]], port_is_fused);
+                dist[j][k] = part_distance(
+                    &pk[k], &S->sk[S->first[cand[idx[j]]]], meet[idx[j]], port_is_fused,
+                    nnp__value_tol(fd, nnp_dump_record(S->d, S->rec[S->first[cand[idx[j]]]])
+                                           ->dtype));
         for (size_t w = 0; w + n <= m; w++) {
             int any = 0, own = 0;
             bool ok = true;
@@ -232,8 +235,12 @@ static nnp_status group_one(const nnp__parts_side *F, const nnp__parts_side *S, 
                                       .ref_fused = !port_is_fused,
                                       .last_row = best_meet[k] == MEET_LAST_ROW,
                                       .by_value = best_dist[k] >= 0,
-                                      .confidence = part_confidence(best_dist[k], best_any,
-                                                                    best_n)});
+                                      .confidence = part_confidence(
+                                          best_dist[k], best_any, best_n,
+                                          nnp__value_tol(
+                                              nnp_dump_record(F->d, F->rec[F->first[f]])->dtype,
+                                              nnp_dump_record(S->d, S->rec[S->first[sc]])
+                                                  ->dtype))});
     }
     if (best_n)
         f_taken[f] = true;

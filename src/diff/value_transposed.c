@@ -5,7 +5,8 @@
  * value holds other bytes in C order than the reference's, so neither its hash nor its sketch
  * meets the reference's (value_align.c): the reference's value is read through the permutation
  * of its axes that gives the port's shape, fingerprinted as records are (kernels/sketch.c), and
- * matched as whole values are: the same bytes, or an estimated rel-L2 under VALUE_TOL.
+ * matched as whole values are: the same bytes, or an estimated rel-L2 under the value tolerance
+ * (nnp__value_tol).
  *
  * Only values that could be permuted are read: an unpaired reference value of 2 to 5 axes
  * whose dims, as a multiset, are those of an unpaired port value made between the value pairs
@@ -27,7 +28,6 @@
 #include "diff/value_side.h"
 #include "kernels/kernels.h"
 
-#define VALUE_TOL 0.05 /* as value_align.c: estimated rel-L2 under which two records agree */
 #define NEAR_SCAN 256  /* port values looked at after the reference value's anchor */
 #define NEAR_KEEP 16   /* ... of those, with a permuted shape, kept */
 #define MAX_PERMS 8    /* permutations a reference value is read through */
@@ -315,8 +315,9 @@ static nnp_status best_match(const side *r, const side *p, uint32_t rc, const ne
             const nnp_sketch *ps = &p->sk[p->first[nv[j].pc]];
             double d = 0;
             bool exact = ps->hash == sk.hash;
+            double tol = nnp__value_tol(q->dtype, rec_at(p, p->first[nv[j].pc])->dtype);
             if (!exact &&
-                (!nnp__sketch_distance(&ps->all, &sk.all, &d, NULL) || !(d <= VALUE_TOL)))
+                (!nnp__sketch_distance(&ps->all, &sk.all, &d, NULL) || !(d <= tol)))
                 continue;
             if (best->dist < 0 || d < best->dist)
                 *best = (match){nv[j].pc, perms[i], d, exact};
@@ -398,9 +399,11 @@ nnp_status nnp__pair_transposed(side *r, side *p, nnp__perm_pair **out, size_t *
         from = rank ? rank[m.pc] : m.pc;
         choose(chosen, &m.perm);
         /* as value_align.c's: equal bytes 1, values 0.9-1 by their distance */
+        double tol = nnp__value_tol(rec_at(r, r->first[rc])->dtype,
+                                    rec_at(p, p->first[m.pc])->dtype);
         st = push(&v, &n, &cap, (nnp__perm_pair){
                                     rc, m.pc, m.perm,
-                                    m.exact ? 1.0 : 0.9 + 0.1 * (1.0 - m.dist / VALUE_TOL)});
+                                    m.exact ? 1.0 : nnp__value_confidence(m.dist, tol)});
     }
     free(pkey);
     free(order);
