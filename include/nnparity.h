@@ -800,11 +800,17 @@ nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_dif
  * rel-L2 and a max-abs each at most NNP_PRECISION_FACTOR times the baseline's at that record in
  * the same scenario: the port differs there no more than the reference computed in that
  * precision does. The summary's first_divergence is then the first record whose standard pair
- * fails and which is not labelled precision. */
+ * fails and which is not labelled precision, and nnp_attribution_culprit says who makes it
+ * (`port`: the port's standard capture, that `std` was made from). */
 #define NNP_PRECISION_FACTOR 4.0
-nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
-                                  const nnp_diff *base_std, const nnp_diff *base_inj,
-                                  nnp_attribution **out);
+nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *std,
+                                  const nnp_diff *inj, const nnp_diff *base_std,
+                                  const nnp_diff *base_inj, nnp_attribution **out);
+/* With a baseline: who makes the first divergence beyond the noise, as nnp_diff_culprit says
+ * for the standard diff's own first divergence, the pairs of records labelled precision
+ * counting as agreeing. NULL without a baseline, or when nothing diverges beyond the noise.
+ * Lives as long as the attribution and the port dump. */
+const nnp_culprit *nnp_attribution_culprit(const nnp_attribution *a);
 /* Rows, one per reference record in execution order (NULL for i >= count), and the summary;
  * pointers into the attribution, valid until it is freed. */
 size_t nnp_attribution_count(const nnp_attribution *a);

@@ -83,6 +83,7 @@ typedef struct run_report {
     char baseline_precision[32];   /* what the baseline computes in ("bf16"); "" without one */
     size_t precision;              /* rows labelled precision: within the baseline's noise */
     size_t beyond_noise;           /* rows labelled own, inherited or unknown */
+    nnp_attribution *attribution;  /* the labels, kept for run_culprit */
     run_row *rows;                 /* one per reference record, in execution order */
     size_t nrows;
     int64_t first_divergence;      /* row of the standard scenario's first divergence; -1 */
@@ -114,6 +115,9 @@ void run_headline(const run_report *r, char *buf, size_t n);
 /* The layer a row belongs to, for people: "block.norm", "block.norm (call 1)", or the record's
  * name when its file has no module path. */
 void run_row_layer(const run_row *row, char *buf, size_t n);
+/* Who makes the first divergence: the standard diff's culprit, or with a baseline the one
+ * beyond its noise (nnp_attribution_culprit); NULL when nothing diverges. */
+const nnp_culprit *run_culprit(const run_report *r);
 /* Whether a side took part in the run (the baseline's only with --baseline). */
 static inline bool run_side_used(const run_side *s)
 {

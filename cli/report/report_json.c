@@ -65,10 +65,10 @@ static json_t *port_record_json(const nnp_dump *port, int64_t i)
     return i < 0 ? json_null() : json_string(nnp_dump_record(port, (size_t)i)->name);
 }
 
-/* Who makes the first divergence (nnp_diff_culprit), or null. */
+/* Who makes the first divergence (run_culprit), or null. */
 static json_t *culprit_json(const run_report *r)
 {
-    const nnp_culprit *c = r->std ? nnp_diff_culprit(r->std) : NULL;
+    const nnp_culprit *c = run_culprit(r);
     if (!c)
         return json_null();
     const nnp_dump *port = r->side[SIDE_PORT].dump;

@@ -219,20 +219,19 @@ static bool run_any_failed(const run_report *r)
     return false;
 }
 
-/* Whether the standard diff's culprit speaks of the report's first divergence: with a baseline,
- * the diff's first failing pair may lie within the noise, and its culprit is then another's. */
-static bool run_culprit_is_first(const run_report *r)
+const nnp_culprit *run_culprit(const run_report *r)
 {
-    int64_t fd = nnp_diff_first_divergence(r->std);
-    return fd >= 0 && (int64_t)nnp_diff_pair_at(r->std, (size_t)fd)->ref == r->first_divergence;
+    if (r->base_std)
+        return nnp_attribution_culprit(r->attribution);
+    return r->std ? nnp_diff_culprit(r->std) : NULL;
 }
 
-/* Who makes the error, as the port's records show it (nnp_diff_culprit). */
+/* Who makes the error, as the port's records show it (run_culprit). */
 static void say_culprit(FILE *o, const run_report *r)
 {
-    const nnp_culprit *c = r->std ? nnp_diff_culprit(r->std) : NULL;
+    const nnp_culprit *c = run_culprit(r);
     const nnp_dump *port = r->side[SIDE_PORT].dump;
-    if (!c || r->first_divergence < 0 || !run_culprit_is_first(r))
+    if (!c)
         return;
     if (c->kind == NNP_CULPRIT_MODULE) {
         /* said only where the port names it otherwise than the reference */
@@ -356,8 +355,8 @@ static int attribute(run_report *r)
     bool measured = !r->injection_known || r->injected > 0;
     nnp_dump *ref = r->side[SIDE_REF].dump;
     const nnp_diff *inj = measured ? r->inj : NULL;
-    nnp_status st = r->base_std ? nnp_attribute_baseline(ref, r->std, inj, r->base_std,
-                                                         r->base_inj, &a)
+    nnp_status st = r->base_std ? nnp_attribute_baseline(ref, r->side[SIDE_PORT].dump, r->std,
+                                                         inj, r->base_std, r->base_inj, &a)
                                 : nnp_attribute(ref, r->std, inj, &a);
     if (st)
         return cli_fail(st);
@@ -380,7 +379,7 @@ static int attribute(run_report *r)
     r->precision = s->precision;
     r->beyond_noise = s->labels[NNP_LABEL_OWN] + s->labels[NNP_LABEL_INHERITED] +
                       s->labels[NNP_LABEL_UNKNOWN];
-    nnp_attribution_free(a);
+    r->attribution = a;
     return EXIT_AGREE;
 }
 
@@ -459,6 +458,7 @@ void run_report_free(run_report *r)
     nnp_diff_free(r->inj);
     nnp_diff_free(r->base_std);
     nnp_diff_free(r->base_inj);
+    nnp_attribution_free(r->attribution);
     nnp_rules_free(r->aligned_rules);
     free(r->aligned_rules_path);
     free(r->not_injected_why);

@@ -16,6 +16,8 @@ struct nnp_attribution {
     nnp_attribution_row *rows;
     size_t n;
     nnp_attribution_summary summary;
+    nnp_culprit culprit; /* with a baseline: who makes the first divergence beyond the noise */
+    char *culprit_module;
 };
 
 const char *nnp_label_name(nnp_label label)
@@ -207,9 +209,31 @@ static nnp_status count_layers(const nnp_dump *ref, nnp_attribution *a)
     return st;
 }
 
-static nnp_status attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
-                            const nnp_diff *base_std, const nnp_diff *base_inj,
-                            nnp_attribution **out)
+/* Who makes the first divergence beyond the noise: the standard diff's culprit, reckoned with
+ * the pairs of precision records as agreeing. */
+static nnp_status culprit_beyond_noise(nnp_attribution *a, const nnp_dump *ref,
+                                       const nnp_dump *port, const nnp_diff *std)
+{
+    a->culprit = (nnp_culprit){NNP_CULPRIT_NONE, NULL, NULL, -1, -1};
+    int64_t fd = a->summary.first_divergence;
+    if (fd < 0 || a->rows[fd].std_pair < 0)
+        return NNP_OK;
+    bool *agrees = malloc((std->npairs ? std->npairs : 1) * sizeof *agrees);
+    if (!agrees)
+        return nnp__nomem();
+    for (size_t i = 0; i < std->npairs; i++) {
+        const nnp_diff_pair *p = &std->pairs[i];
+        agrees[i] = !fails(p) || a->rows[p->ref].label == NNP_LABEL_PRECISION;
+    }
+    nnp_status st = nnp__culprit_of(std, ref, port, (size_t)a->rows[fd].std_pair, agrees,
+                                    &a->culprit, &a->culprit_module);
+    free(agrees);
+    return st;
+}
+
+static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *std,
+                            const nnp_diff *inj, const nnp_diff *base_std,
+                            const nnp_diff *base_inj, nnp_attribution **out)
 {
     if (!out)
         return nnp__fail(NNP_ERR_ARG, "nnp_attribute: no output");
@@ -263,6 +287,8 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_
         s->first_divergence = (int64_t)std->pairs[std->first_divergence].ref;
     if (!st)
         st = count_layers(ref, a);
+    if (!st && base_std && port)
+        st = culprit_beyond_noise(a, ref, port, std);
     if (st) {
         nnp_attribution_free(a);
         return st;
@@ -274,19 +300,25 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_
 nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
                          nnp_attribution **out)
 {
-    return attribute(ref, std, inj, NULL, NULL, out);
+    return attribute(ref, NULL, std, inj, NULL, NULL, out);
 }
 
-nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
-                                  const nnp_diff *base_std, const nnp_diff *base_inj,
-                                  nnp_attribution **out)
+nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *std,
+                                  const nnp_diff *inj, const nnp_diff *base_std,
+                                  const nnp_diff *base_inj, nnp_attribution **out)
 {
-    if (!base_std) {
+    if (!base_std || !port) {
         if (out)
             *out = NULL;
-        return nnp__fail(NNP_ERR_ARG, "nnp_attribute_baseline: no baseline diff");
+        return nnp__fail(NNP_ERR_ARG, "nnp_attribute_baseline: no %s",
+                         base_std ? "port dump" : "baseline diff");
     }
-    return attribute(ref, std, inj, base_std, base_inj, out);
+    return attribute(ref, port, std, inj, base_std, base_inj, out);
+}
+
+const nnp_culprit *nnp_attribution_culprit(const nnp_attribution *a)
+{
+    return a && a->culprit.kind != NNP_CULPRIT_NONE ? &a->culprit : NULL;
 }
 
 size_t nnp_attribution_count(const nnp_attribution *a)
@@ -309,5 +341,6 @@ void nnp_attribution_free(nnp_attribution *a)
     if (!a)
         return;
     free(a->rows);
+    free(a->culprit_module);
     free(a);
 }

@@ -99,11 +99,19 @@ static const span *enclosing(const span *s, size_t n, const span *inner)
     return best;
 }
 
-nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
+/* Whether pair i agrees: by its verdict, or as `agrees` says when given. */
+static bool pair_agrees(const nnp_diff *d, const bool *agrees, size_t i)
 {
-    d->culprit = (nnp_culprit){NNP_CULPRIT_NONE, NULL, NULL, -1, -1};
-    if (d->first_divergence < 0)
-        return NNP_OK;
+    if (agrees)
+        return agrees[i];
+    return d->pairs[i].verdict == NNP_PASS || d->pairs[i].verdict == NNP_WARN;
+}
+
+nnp_status nnp__culprit_of(const nnp_diff *d, const nnp_dump *ref, const nnp_dump *port,
+                           size_t first, const bool *agrees, nnp_culprit *out, char **module)
+{
+    *out = (nnp_culprit){NNP_CULPRIT_NONE, NULL, NULL, -1, -1};
+    *module = NULL;
     size_t nport = nnp_dump_count(port);
     /* what each port record's pairs say: 1 agrees, 2 fails (a failure wins) */
     uint8_t *state = calloc(nport ? nport : 1, 1);
@@ -111,7 +119,7 @@ nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
         return nnp__nomem();
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
-        bool ok = p->verdict == NNP_PASS || p->verdict == NNP_WARN;
+        bool ok = pair_agrees(d, agrees, i);
         for (uint32_t k = 0; k < p->nparts; k++) {
             /* what one name of a value says, every name of it says */
             size_t v = d->port_value_seq ? (size_t)d->port_value_seq[p->parts[k]] : p->parts[k];
@@ -120,14 +128,14 @@ nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
     }
     for (size_t j = 0; d->port_value_seq && j < nport; j++)
         state[j] = state[d->port_value_seq[j]];
-    const nnp_diff_pair *fd = &d->pairs[d->first_divergence];
+    const nnp_diff_pair *fd = &d->pairs[first];
     /* where the port first goes wrong: the earliest made of the values that fail (a value
      * that is wrong under one name was made wrong where it first appears); the port's records
      * are in execution order, so an index is a seq */
     size_t fport = SIZE_MAX;
     for (size_t i = 0; i < d->npairs; i++) {
         const nnp_diff_pair *p = &d->pairs[i];
-        if (p->verdict == NNP_PASS || p->verdict == NNP_WARN)
+        if (pair_agrees(d, agrees, i))
             continue;
         size_t made = d->port_value_seq ? (size_t)d->port_value_seq[p->port] : p->port;
         if (made < fport)
@@ -150,7 +158,7 @@ nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
         return nnp__nomem();
     const span *fs = span_of(spans, nspans, f);
     const span *as = a >= 0 ? span_of(spans, nspans, nnp_dump_record(port, (size_t)a)) : NULL;
-    nnp_culprit *c = &d->culprit;
+    nnp_culprit *c = out;
     c->ref_module = module_of(nnp_dump_record(ref, fd->ref));
     const span *at = NULL; /* the call whose own code errs, NULL: the top level */
     if (b >= 0 || nnp__is_input_role(f->role)) {
@@ -170,13 +178,24 @@ nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
     /* a call that spans the whole capture is the model itself: its code is the top level */
     if (at && at->lo == 0 && at->hi + 1 == nnp_dump_count(port) && c->kind == NNP_CULPRIT_CODE)
         at = NULL;
-    d->culprit_module = strdup(at ? module_of(nnp_dump_record(port, at->rec)) : "");
+    *module = strdup(at ? module_of(nnp_dump_record(port, at->rec)) : "");
     free(spans);
-    if (!d->culprit_module)
+    if (!*module) {
+        *out = (nnp_culprit){NNP_CULPRIT_NONE, NULL, NULL, -1, -1};
         return nnp__nomem();
-    c->port_module = d->culprit_module;
+    }
+    c->port_module = *module;
     c->after = c->kind == NNP_CULPRIT_CODE ? a : -1;
     return NNP_OK;
+}
+
+nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port)
+{
+    d->culprit = (nnp_culprit){NNP_CULPRIT_NONE, NULL, NULL, -1, -1};
+    if (d->first_divergence < 0)
+        return NNP_OK;
+    return nnp__culprit_of(d, ref, port, (size_t)d->first_divergence, NULL, &d->culprit,
+                           &d->culprit_module);
 }
 
 const nnp_culprit *nnp_diff_culprit(const nnp_diff *d)

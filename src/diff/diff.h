@@ -238,6 +238,11 @@ nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int thr
 void nnp__diff_explained_free(nnp_diff *d);
 /* Who makes the first divergence (culprit.c), once it is known. */
 nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port);
+/* Who makes the divergence at pair `first`, the pairs that agree being those `agrees` marks
+ * (NULL: those that pass or warn); *module (the culprit's port_module) is the caller's to
+ * free. */
+nnp_status nnp__culprit_of(const nnp_diff *d, const nnp_dump *ref, const nnp_dump *port,
+                           size_t first, const bool *agrees, nnp_culprit *out, char **module);
 
 /* Pairing by evidence: the estimated rel-L2 under which a record of dtype a and one of dtype b
  * hold one value (value_align.c says why these), the widest it is for any dtypes, and how sure

@@ -146,9 +146,16 @@ typedef struct {
     uint32_t prev; /* the candidate before it in the chain */
 } cand;
 
-static int64_t how_weight(uint8_t how)
+/* A candidate's weight in the chain: first its evidence (equal bytes over values: more pairs
+ * always outweigh fewer), then, below every sum of those, how near it is. Near matters where
+ * a port value is within tolerance of two reference values (x and x plus a small position
+ * embedding, beside a bf16 side's noise): the nearer is the one it computes. */
+static int64_t cand_weight(const cand *c)
 {
-    return how == NNP_EVIDENCE_VALUE_EXACT ? 4 : 3;
+    int64_t near = c->how == NNP_EVIDENCE_VALUE_EXACT || !(c->dist > 0)
+                       ? 1000
+                       : (int64_t)(1000.0 * fmax(0.0, 1.0 - c->dist / NNP__VALUE_TOL_MAX));
+    return (int64_t)(c->how == NNP_EVIDENCE_VALUE_EXACT ? 4 : 3) * ((int64_t)1 << 32) + near;
 }
 
 /* Reference values by hash (open addressing), the hash kept in the slot so that a lookup reads
@@ -485,7 +492,7 @@ static nnp_status chain_values(side *r, side *p, cand *c, size_t nc)
                     b = fw[pos];
                     arg = fa[pos];
                 }
-            c[k].val = b + how_weight(c[k].how);
+            c[k].val = b + cand_weight(&c[k]);
             c[k].prev = arg;
         }
         for (size_t k = i; k < j; k++) {

@@ -167,6 +167,7 @@ static void test_attribution(void **state)
     assert_int_equal(nnp_attribution_row_at(a, 2)->label, NNP_LABEL_UNKNOWN);
     assert_int_equal(nnp_attribution_summary_of(a)->first_own, -1);
     assert_int_equal(nnp_attribution_summary_of(a)->first_divergence, 1);
+    assert_null(nnp_attribution_culprit(a)); /* only with a baseline */
     nnp_attribution_free(a);
 
     /* with a baseline (the reference in the port's precision) an error within 4x its error at
@@ -179,7 +180,7 @@ static void test_attribution(void **state)
     nnp_dump *b;
     assert_int_equal(nnp_dump_open(pb, &b), NNP_OK);
     nnp_diff *based = diff_of(r, b, NULL);
-    assert_int_equal(nnp_attribute_baseline(r, std, injd, based, based, &a), NNP_OK);
+    assert_int_equal(nnp_attribute_baseline(r, p, std, injd, based, based, &a), NNP_OK);
     static const nnp_label noisy[] = {NNP_LABEL_OK,  NNP_LABEL_PRECISION, NNP_LABEL_PRECISION,
                                       NNP_LABEL_OWN, NNP_LABEL_MISSING,   NNP_LABEL_PRECISION};
     for (size_t i = 0; i < 6; i++) {
@@ -196,9 +197,15 @@ static void test_attribution(void **state)
     assert_int_equal(s->first_divergence, 3); /* the first beyond the noise */
     assert_int_equal(s->first_own, 3);
     assert_string_equal(nnp_label_name(NNP_LABEL_PRECISION), "precision");
+    /* who makes it: d, though the standard diff's own first divergence is b's noise */
+    const nnp_culprit *c = nnp_attribution_culprit(a);
+    assert_non_null(c);
+    assert_int_equal(c->kind, NNP_CULPRIT_MODULE);
+    assert_string_equal(c->port_module, "d");
+    assert_string_equal(nnp_diff_culprit(std)->port_module, "b");
     nnp_attribution_free(a);
     a = (nnp_attribution *)1;
-    assert_int_equal(nnp_attribute_baseline(r, std, injd, NULL, NULL, &a), NNP_ERR_ARG);
+    assert_int_equal(nnp_attribute_baseline(r, p, std, injd, NULL, NULL, &a), NNP_ERR_ARG);
     assert_null(a);
     nnp_diff_free(based);
     nnp_dump_close(b);
