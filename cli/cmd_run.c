@@ -623,29 +623,6 @@ static void baseline_precision(run_report *r, const char *spec)
         snprintf(r->baseline_precision, sizeof r->baseline_precision, "the baseline's precision");
 }
 
-/* DIR/baseline_injection.rules: the baseline under injection is given what the port was given
- * (nnp_injection_mirror_rules), so that from each injected point it computes the same layers as
- * the port's module there. Without the port's injected capture, or one that does not say what
- * it was given, the baseline is injected everywhere (a tighter floor) and *abs_path stays NULL. */
-static int write_mirror_rules(run_report *r, const char *abs_dir, char **abs_path)
-{
-    if (!r->side[SIDE_INJ].dump)
-        return EXIT_AGREE;
-    char *text = NULL;
-    nnp_status st = nnp_injection_mirror_rules(r->side[SIDE_INJ].dump, r->side[SIDE_REF].dump,
-                                               &text);
-    if (st == NNP_ERR_NOT_FOUND)
-        return EXIT_AGREE;
-    if (st)
-        return cli_fail(st);
-    char *path = cli_join_path(r->out_dir, "baseline_injection.rules");
-    *abs_path = cli_join_path(abs_dir, "baseline_injection.rules");
-    int rc = path && *abs_path ? cli_write_file(path, text, strlen(text)) : run_nomem();
-    free(path);
-    nnp_free(text);
-    return rc;
-}
-
 /* The standard scenario's diff and, without --rules, the rules its alignment found: what the
  * port's inputs are injected through. */
 static int diff_standard(run_report *r, const run_args *a, const char *abs_dir,
@@ -693,7 +670,7 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
         rc = EXIT_BAD_INPUT;
     }
 
-    char *set[4] = {NULL}, *mirror_rules = NULL;
+    char *set[3] = {NULL};
     nnp_diff_options o;
     nnp_diff_options_init(&o);
     o.rules = rules;
@@ -716,21 +693,18 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
                 break;
             }
         }
-        if (i == SIDE_BASE_INJ && (rc = write_mirror_rules(r, abs_dir, &mirror_rules)))
-            break;
         set[0] = env_pair("NNPARITY_CAPTURE", abs_capture[i]);
         set[1] = injected ? env_pair("NNPARITY_INJECT", abs_ref) : NULL;
         /* the baseline is the reference's own code: it needs no rules to inject */
         set[2] = i == SIDE_INJ ? env_pair("NNPARITY_RULES", abs_rules)
                  : i >= SIDE_BASE && spec ? env_pair("NNPARITY_BASELINE", a->baseline)
                                           : NULL;
-        set[3] = i == SIDE_BASE_INJ ? env_pair("NNPARITY_RULES", mirror_rules) : NULL;
         if (!set[0] || (injected && !set[1]) || (i == SIDE_INJ && abs_rules && !set[2]) ||
-            (i >= SIDE_BASE && spec && !set[2]) || (mirror_rules && i == SIDE_BASE_INJ && !set[3]))
+            (i >= SIDE_BASE && spec && !set[2]))
             rc = run_nomem();
         if (!rc)
-            rc = run_side_of(s, set, 4);
-        for (int k = 0; k < 4; k++)
+            rc = run_side_of(s, set, 3);
+        for (int k = 0; k < 3; k++)
             free(set[k]);
         if (!rc && !s->dump && (i == SIDE_INJ || i == SIDE_BASE_INJ))
             say_nothing_captured(s, i); /* reported, and compared without it */
@@ -745,7 +719,6 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
         free(abs_capture[i]);
     free(abs_rules);
     free(abs_ref);
-    free(mirror_rules);
     if (rc)
         return rc;
 

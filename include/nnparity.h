@@ -274,14 +274,6 @@ const char *nnp_dump_meta_get(const nnp_dump *dump, const char *key);
  * or by an older nnparity); a malformed value is NNP_ERR_FORMAT through nnp_last_error. */
 bool nnp_dump_injection(const nnp_dump *dump, uint64_t *injected, uint64_t *not_injected,
                         char **first_reason);
-/* Rules (docs/rules.md) that make an injection into the reference's own code give exactly the
- * values `injected` (a capture made under injection from `ref`) was given: an `ignore` line for
- * every record of `ref` whose value no input of `injected` took. With them, the reference run
- * again in another precision and injected (`nnparity run --baseline`) computes, from each
- * injected point, the same span of layers as the port's modules do, however the port drew its
- * module boundaries. NNP_ERR_NOT_FOUND when `injected` does not say which records it took (not
- * made under injection, or by nnparity before 0.6). Release *text with nnp_free. */
-nnp_status nnp_injection_mirror_rules(const nnp_dump *injected, nnp_dump *ref, char **text);
 
 /* The metadata key prefix under which the GGUF reader records each quantized tensor's stored
  * type: "gguf.tensor_type.<record name>" = "Q4_K". A GGUF file that uses such keys itself is
@@ -793,17 +785,22 @@ nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_dif
                          nnp_attribution **out);
 /* The same with a noise floor: `base_std` and `base_inj` diff the reference (`ref`) against
  * the baseline, the reference run again in the port's precision (the PyTorch bridge's
- * NNPARITY_BASELINE=bf16), as it is and fed the reference's inputs as the port is under
- * injection (base_inj NULL: base_std stands for both scenarios, a looser floor). A record that
- * nnp_attribute labels own, inherited or unknown is labelled precision instead when each of its
- * failing pairs was compared, introduces no NaN or infinity beyond the baseline's, and has a
- * rel-L2 and a max-abs each at most NNP_PRECISION_FACTOR times the baseline's at that record in
- * the same scenario: the port differs there no more than the reference computed in that
- * precision does. The summary's first_divergence is then the first record whose standard pair
- * fails and which is not labelled precision, and nnp_attribution_culprit says who makes it
- * (`port`: the port's standard capture, that `std` was made from). */
+ * NNPARITY_BASELINE=bf16), as it is and with every module fed the reference's inputs
+ * (base_inj NULL: base_std stands for both scenarios, a looser floor). `port` and `injected`
+ * are the port's captures that `std` and `inj` were made from (`injected` NULL with `inj`).
+ *
+ * A record that nnp_attribute labels own, inherited or unknown is labelled precision instead
+ * when each of its failing pairs was compared, introduces no NaN or infinity beyond the
+ * baseline's, and has a rel-L2 and a max-abs each at most NNP_PRECISION_FACTOR times the
+ * floor's: in the standard scenario the baseline's error at that record, under injection the
+ * largest baseline error over the reference records that the port's module there computes
+ * from its injected inputs (a port module may span several of the reference's: a convolution
+ * with its BatchNorm folded in). The port then differs no more than the reference computed in
+ * that precision does. The summary's first_divergence is the first record whose standard pair
+ * fails and which is not labelled precision, and nnp_attribution_culprit says who makes it. */
 #define NNP_PRECISION_FACTOR 4.0
-nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *std,
+nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_dump *port,
+                                  const nnp_dump *injected, const nnp_diff *std,
                                   const nnp_diff *inj, const nnp_diff *base_std,
                                   const nnp_diff *base_inj, nnp_attribution **out);
 /* With a baseline: who makes the first divergence beyond the noise, as nnp_diff_culprit says

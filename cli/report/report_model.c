@@ -355,9 +355,11 @@ static int attribute(run_report *r)
     bool measured = !r->injection_known || r->injected > 0;
     nnp_dump *ref = r->side[SIDE_REF].dump;
     const nnp_diff *inj = measured ? r->inj : NULL;
-    nnp_status st = r->base_std ? nnp_attribute_baseline(ref, r->side[SIDE_PORT].dump, r->std,
-                                                         inj, r->base_std, r->base_inj, &a)
-                                : nnp_attribute(ref, r->std, inj, &a);
+    nnp_status st = r->base_std
+                        ? nnp_attribute_baseline(ref, r->side[SIDE_PORT].dump,
+                                                 inj ? r->side[SIDE_INJ].dump : NULL, r->std, inj,
+                                                 r->base_std, r->base_inj, &a)
+                        : nnp_attribute(ref, r->std, inj, &a);
     if (st)
         return cli_fail(st);
     for (size_t i = 0; i < r->nrows; i++) {

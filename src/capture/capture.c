@@ -37,7 +37,6 @@ typedef struct session {
     uint64_t injected, not_injected; /* inputs overwritten with the reference's, and not */
     char *reasons[INJECTION_REASONS]; /* why not, for the first few */
     size_t nreasons;
-    bool *ref_used;     /* per reference record: some input was given its value */
 } session;
 
 static nnp_status put_injection_meta(session *s);
@@ -58,7 +57,6 @@ static void session_free(session *s)
     nnp_writer_abort(s->writer);
     nnp_dump_close(s->ref);
     nnp_rules_free(s->rules);
-    free(s->ref_used);
     for (size_t i = 0; i < s->nreasons; i++)
         free(s->reasons[i]);
     for (size_t i = 0; i < s->capcalls; i++)
@@ -203,9 +201,6 @@ static nnp_status session_open(const char *path, const nnp_capture_options *opts
      * and before an output file is created. */
     if (opts && opts->inject_path && *opts->inject_path)
         st = nnp_dump_open(opts->inject_path, &s->ref);
-    if (!st && s->ref &&
-        !(s->ref_used = calloc(nnp_dump_count(s->ref) + 1, sizeof *s->ref_used)))
-        st = nnp__nomem();
     if (!st && opts && opts->rules_path && *opts->rules_path)
         st = nnp_rules_load(opts->rules_path, &s->rules);
     char *file = NULL;
@@ -419,9 +414,7 @@ static void note_injection(session *s, nnp_status st)
 }
 
 /* The metadata that says what injection did: {"injected": N, "not_injected": M, "reasons":
- * [...], "records": [...]}, the first INJECTION_REASONS reasons and the reference records whose
- * values were given to inputs (nnp_injection_mirror_rules injects the same into the reference's
- * own code). */
+ * [...]}, the first INJECTION_REASONS reasons. */
 static nnp_status put_injection_meta(session *s)
 {
     nnp_sbuf b = {0};
@@ -432,14 +425,6 @@ static nnp_status put_injection_meta(session *s)
             nnp__sbuf_puts(&b, ",");
         nnp__sbuf_json_string(&b, s->reasons[k]);
     }
-    nnp__sbuf_puts(&b, "],\"records\":[");
-    bool first = true;
-    for (size_t i = 0; i < nnp_dump_count(s->ref); i++)
-        if (s->ref_used[i]) {
-            nnp__sbuf_puts(&b, first ? "" : ",");
-            nnp__sbuf_json_string(&b, nnp_dump_record(s->ref, i)->name);
-            first = false;
-        }
     nnp__sbuf_puts(&b, "]}");
     nnp_status st = b.failed ? nnp__nomem() : nnp__writer_put_meta(s->writer, NNP_META_INJECTION_KEY, b.s);
     nnp__sbuf_free(&b);
@@ -536,8 +521,6 @@ static nnp_status inject_locked(session *s, const nnp_tap_desc *d, uint64_t call
     nnp__tensor_free(&rt);
     nnp__mappings_free(maps, nmaps);
     nnp__sbuf_free(&name);
-    if (!st)
-        s->ref_used[i] = true;
     note_injection(s, st);
     return st;
 }

@@ -96,30 +96,42 @@ static void label_row(nnp_attribution_row *row, const nnp_diff_pair *std, const 
     }
 }
 
-/* Whether the port's pair `p` differs no more than the baseline's pair `b` does at the same
- * record: both compared, no NaN or infinity the baseline does not also introduce, rel-L2 and
- * max-abs within NNP_PRECISION_FACTOR of the baseline's. Both measures, because a wrong channel
- * among many moves the rel-L2 of the whole tensor little but its max-abs much. */
-static bool within_noise(const nnp_diff_pair *p, const nnp_diff_pair *b)
+/* The floor of a baseline pair itself. */
+static nnp__floor floor_of(const nnp_diff_pair *b)
 {
-    if (!compared(p) || !compared(b))
+    if (!compared(b))
+        return (nnp__floor){0, 0, false};
+    return (nnp__floor){b->metrics.rel_l2, b->metrics.max_abs, true};
+}
+
+/* Whether the port's pair `p` differs no more than the baseline does at the same record: `b`
+ * is the baseline's pair there (its NaN and infinities), `f` the floor. Compared, no NaN or
+ * infinity the baseline does not also introduce, rel-L2 and max-abs within
+ * NNP_PRECISION_FACTOR of the floor's. Both measures, because a wrong channel among many moves
+ * the rel-L2 of the whole tensor little but its max-abs much. */
+static bool within_noise(const nnp_diff_pair *p, const nnp_diff_pair *b, nnp__floor f)
+{
+    if (!compared(p) || !compared(b) || !f.known)
         return false;
     const nnp_metrics *m = &p->metrics, *n = &b->metrics;
     if (m->nan_new > n->nan_new || m->inf_new > n->inf_new)
         return false;
-    return isfinite(m->rel_l2) && isfinite(n->rel_l2) &&
-           m->rel_l2 <= NNP_PRECISION_FACTOR * n->rel_l2 &&
-           m->max_abs <= NNP_PRECISION_FACTOR * n->max_abs;
+    return isfinite(m->rel_l2) && isfinite(f.rel_l2) &&
+           m->rel_l2 <= NNP_PRECISION_FACTOR * f.rel_l2 &&
+           m->max_abs <= NNP_PRECISION_FACTOR * f.max_abs;
 }
 
-/* Own, inherited or unknown, but each failing pair within the baseline's noise. */
+/* Own, inherited or unknown, but each failing pair within the baseline's noise: the standard
+ * one within the baseline's accumulated error there, the injected one within the floor of the
+ * span its port module computes (noise_floor.c). */
 static bool precision_only(const nnp_diff_pair *std, const nnp_diff_pair *inj,
-                           const nnp_diff_pair *base_std, const nnp_diff_pair *base_inj)
+                           const nnp_diff_pair *base_std, const nnp_diff_pair *base_inj,
+                           nnp__floor inj_floor)
 {
     if (!fails(std) && !fails(inj))
         return false;
-    return (!fails(std) || within_noise(std, base_std)) &&
-           (!fails(inj) || within_noise(inj, base_inj));
+    return (!fails(std) || within_noise(std, base_std, floor_of(base_std))) &&
+           (!fails(inj) || within_noise(inj, base_inj, inj_floor));
 }
 
 /* ---- layers: the records of one module call ---- */
@@ -231,8 +243,8 @@ static nnp_status culprit_beyond_noise(nnp_attribution *a, const nnp_dump *ref,
     return st;
 }
 
-static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *std,
-                            const nnp_diff *inj, const nnp_diff *base_std,
+static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp_dump *injected,
+                            const nnp_diff *std, const nnp_diff *inj, const nnp_diff *base_std,
                             const nnp_diff *base_inj, nnp_attribution **out)
 {
     if (!out)
@@ -258,6 +270,14 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp
         st = index_pairs(a, diffs[k], k);
     /* without an injected baseline, the standard one is the floor in both scenarios */
     const nnp_diff *floor_inj = base_inj ? base_inj : base_std;
+    nnp__floor *floors = NULL;
+    if (!st && base_inj && inj && injected) {
+        if (!(floors = malloc((a->n ? a->n : 1) * sizeof *floors)))
+            st = nnp__nomem();
+        else
+            st = nnp__injected_floors(port, std, injected, inj, base_inj, a->rows, a->n,
+                                      floors);
+    }
     nnp_attribution_summary *s = &a->summary;
     s->first_divergence = -1;
     s->first_own = -1;
@@ -266,11 +286,12 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp
         const nnp_diff_pair *sp = pair_of(std, row->std_pair),
                             *ip = inj ? pair_of(inj, row->inj_pair) : NULL;
         label_row(row, sp, ip);
+        const nnp_diff_pair *bi =
+            pair_of(floor_inj, base_inj ? row->base_inj_pair : row->base_std_pair);
         if (base_std && (row->label == NNP_LABEL_OWN || row->label == NNP_LABEL_INHERITED ||
                          row->label == NNP_LABEL_UNKNOWN) &&
-            precision_only(sp, ip, pair_of(base_std, row->base_std_pair),
-                           pair_of(floor_inj, base_inj ? row->base_inj_pair
-                                                       : row->base_std_pair)))
+            precision_only(sp, ip, pair_of(base_std, row->base_std_pair), bi,
+                           floors ? floors[i] : floor_of(bi)))
             row->label = NNP_LABEL_PRECISION;
         if (row->label == NNP_LABEL_PRECISION)
             s->precision++;
@@ -289,6 +310,7 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp
         st = count_layers(ref, a);
     if (!st && base_std && port)
         st = culprit_beyond_noise(a, ref, port, std);
+    free(floors);
     if (st) {
         nnp_attribution_free(a);
         return st;
@@ -300,20 +322,22 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp
 nnp_status nnp_attribute(const nnp_dump *ref, const nnp_diff *std, const nnp_diff *inj,
                          nnp_attribution **out)
 {
-    return attribute(ref, NULL, std, inj, NULL, NULL, out);
+    return attribute(ref, NULL, NULL, std, inj, NULL, NULL, out);
 }
 
-nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_dump *port, const nnp_diff *std,
+nnp_status nnp_attribute_baseline(const nnp_dump *ref, const nnp_dump *port,
+                                  const nnp_dump *injected, const nnp_diff *std,
                                   const nnp_diff *inj, const nnp_diff *base_std,
                                   const nnp_diff *base_inj, nnp_attribution **out)
 {
-    if (!base_std || !port) {
+    const char *missing = !base_std ? "baseline diff" : !port ? "port dump"
+                          : inj && !injected ? "injected dump" : NULL;
+    if (missing) {
         if (out)
             *out = NULL;
-        return nnp__fail(NNP_ERR_ARG, "nnp_attribute_baseline: no %s",
-                         base_std ? "port dump" : "baseline diff");
+        return nnp__fail(NNP_ERR_ARG, "nnp_attribute_baseline: no %s", missing);
     }
-    return attribute(ref, port, std, inj, base_std, base_inj, out);
+    return attribute(ref, port, injected, std, inj, base_std, base_inj, out);
 }
 
 const nnp_culprit *nnp_attribution_culprit(const nnp_attribution *a)

@@ -251,4 +251,16 @@ double nnp__value_tol(nnp_dtype a, nnp_dtype b);
 #define NNP__VALUE_TOL_MAX 0.25
 double nnp__value_confidence(double dist, double tol);
 
+/* noise_floor.c: per reference record (rows[i] its attribution row, n of them), the largest
+ * error the injected baseline makes over the span of reference records that the port's module
+ * there computes from its inputs; known false where the baseline compared none. */
+typedef struct {
+    double rel_l2, max_abs;
+    bool known;
+} nnp__floor;
+nnp_status nnp__injected_floors(const nnp_dump *port, const nnp_diff *std,
+                                const nnp_dump *injected, const nnp_diff *inj,
+                                const nnp_diff *base_inj, const nnp_attribution_row *rows,
+                                size_t n, nnp__floor *out);
+
 #endif /* NNP_DIFF_H */

@@ -73,8 +73,6 @@ def test_correct_bf16_port_agrees_within_noise(correct):
                 assert port["metrics"]["max_abs"] <= 4 * base["metrics"]["max_abs"]
     assert doc["runs"]["baseline"]["records"] == doc["runs"]["reference"]["records"]
     assert doc["runs"]["baseline_injected"]["captured"] is True
-    # the baseline is injected where the port was: here everywhere, as the trees are one
-    assert (out / "baseline_injection.rules").exists()
     html = (out / "report.html").read_text()
     assert "within bf16 compute noise" in html and ">precision<" in html
 

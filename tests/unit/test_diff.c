@@ -180,7 +180,7 @@ static void test_attribution(void **state)
     nnp_dump *b;
     assert_int_equal(nnp_dump_open(pb, &b), NNP_OK);
     nnp_diff *based = diff_of(r, b, NULL);
-    assert_int_equal(nnp_attribute_baseline(r, p, std, injd, based, based, &a), NNP_OK);
+    assert_int_equal(nnp_attribute_baseline(r, p, j, std, injd, based, based, &a), NNP_OK);
     static const nnp_label noisy[] = {NNP_LABEL_OK,  NNP_LABEL_PRECISION, NNP_LABEL_PRECISION,
                                       NNP_LABEL_OWN, NNP_LABEL_MISSING,   NNP_LABEL_PRECISION};
     for (size_t i = 0; i < 6; i++) {
@@ -205,7 +205,7 @@ static void test_attribution(void **state)
     assert_string_equal(nnp_diff_culprit(std)->port_module, "b");
     nnp_attribution_free(a);
     a = (nnp_attribution *)1;
-    assert_int_equal(nnp_attribute_baseline(r, p, std, injd, NULL, NULL, &a), NNP_ERR_ARG);
+    assert_int_equal(nnp_attribute_baseline(r, p, j, std, injd, NULL, NULL, &a), NNP_ERR_ARG);
     assert_null(a);
     nnp_diff_free(based);
     nnp_dump_close(b);
