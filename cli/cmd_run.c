@@ -677,14 +677,23 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
     o.atol = a->atol;
     o.rtol = a->rtol;
     o.threads = a->threads;
-    for (int i = 0; i < NSIDES && cmds[i] && !rc; i++) {
+    /* the baseline (the reference's own code, paired by name, measured, not explained) runs
+     * before the standard scenario is paired: its noise says how near two values must be */
+    nnp_diff_options ob;
+    nnp_diff_options_init(&ob);
+    ob.atol = a->atol;
+    ob.rtol = a->rtol;
+    ob.threads = a->threads;
+    ob.no_explain = true;
+    static const int order[NSIDES] = {SIDE_REF, SIDE_PORT, SIDE_BASE, SIDE_BASE_INJ, SIDE_INJ};
+    nnp_status st = NNP_OK;
+    for (int at = 0; at < NSIDES && !rc; at++) {
+        int i = order[at];
         run_side *s = &r->side[i];
+        if (!cmds[i])
+            continue;
         bool injected = i == SIDE_INJ || i == SIDE_BASE_INJ;
-        if (i == SIDE_INJ) {
-            /* the standard scenario first: without --rules, its alignment is what the port's
-             * inputs are injected through */
-            if ((rc = diff_standard(r, a, abs_dir, &o, &abs_rules)))
-                break;
+        if (injected && !abs_ref) {
             /* inject from what the reference captured, partial or not */
             const char *ref_path = nnp_dump_path(r->side[SIDE_REF].dump);
             const char *base = strrchr(ref_path, '/');
@@ -692,6 +701,19 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
                 rc = run_nomem();
                 break;
             }
+        }
+        if (i == SIDE_INJ) {
+            /* the standard scenario first: without --rules, its alignment is what the port's
+             * inputs are injected through */
+            if (r->side[SIDE_BASE].dump &&
+                (st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_BASE].dump, &ob,
+                                     &r->base_std))) {
+                rc = cli_fail(st);
+                break;
+            }
+            o.noise = r->base_std;
+            if ((rc = diff_standard(r, a, abs_dir, &o, &abs_rules)))
+                break;
         }
         set[0] = env_pair("NNPARITY_CAPTURE", abs_capture[i]);
         set[1] = injected ? env_pair("NNPARITY_INJECT", abs_ref) : NULL;
@@ -706,9 +728,9 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
             rc = run_side_of(s, set, 3);
         for (int k = 0; k < 3; k++)
             free(set[k]);
-        if (!rc && !s->dump && (i == SIDE_INJ || i == SIDE_BASE_INJ))
+        if (!rc && !s->dump && injected)
             say_nothing_captured(s, i); /* reported, and compared without it */
-        if (!rc && !s->dump && i != SIDE_INJ && i != SIDE_BASE_INJ) {
+        if (!rc && !s->dump && !injected) {
             /* nothing to compare without the reference, the port's standard capture or the
              * baseline asked for */
             say_nothing_captured(s, i);
@@ -724,20 +746,10 @@ static int run_all(run_report *r, const run_args *a, const char *abs_dir, nnp_ru
 
     /* the injected capture is paired as the standard one was: the same port records (by
      * name) with the same reference records */
-    nnp_status st = NNP_OK;
     o.like = r->std;
     o.like_port = r->side[SIDE_PORT].dump;
     if (r->side[SIDE_INJ].dump)
         st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_INJ].dump, &o, &r->inj);
-    /* the baseline runs the reference's code: paired by name, measured, not explained */
-    nnp_diff_options ob;
-    nnp_diff_options_init(&ob);
-    ob.atol = a->atol;
-    ob.rtol = a->rtol;
-    ob.threads = a->threads;
-    ob.no_explain = true;
-    if (!st && r->side[SIDE_BASE].dump)
-        st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_BASE].dump, &ob, &r->base_std);
     if (!st && r->side[SIDE_BASE_INJ].dump)
         st = nnp_diff_dumps(r->side[SIDE_REF].dump, r->side[SIDE_BASE_INJ].dump, &ob,
                             &r->base_inj);

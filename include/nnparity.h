@@ -476,6 +476,11 @@ typedef struct nnp_diff_options {
     /* Leave out where each failing pair's error lies and what explains it (nnp_diff_profile,
      * nnp_diff_hint_at): the diff then reads each pair once and no more. */
     bool no_explain;
+    /* The reference's own noise in the port's precision: a diff of the same reference dump
+     * against the reference run in that precision (`nnparity run --baseline`). Pairing by value
+     * then takes two records as one value within twice the rel-L2 the baseline shows at that
+     * reference record (at least 5%), rather than by the dtypes alone. NULL: none. */
+    const nnp_diff *noise;
 } nnp_diff_options;
 
 /* size set, no rules, atol = rtol = -1 (by dtype), threads 0, alignment on, no progress. */

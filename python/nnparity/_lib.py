@@ -238,6 +238,7 @@ class DiffOptions(ctypes.Structure):
         ("like", ctypes.c_void_p),
         ("like_port", ctypes.c_void_p),
         ("no_explain", ctypes.c_bool),
+        ("noise", ctypes.c_void_p),
     ]
 
 

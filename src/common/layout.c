@@ -52,6 +52,7 @@ static const layout_entry layouts[] = {
     FIELD(nnp_diff_options, no_align), FIELD(nnp_diff_options, progress),
     FIELD(nnp_diff_options, progress_ctx), FIELD(nnp_diff_options, like),
     FIELD(nnp_diff_options, like_port), FIELD(nnp_diff_options, no_explain),
+    FIELD(nnp_diff_options, noise),
     SIZE(nnp_diff_pair),
     FIELD(nnp_diff_pair, ref), FIELD(nnp_diff_pair, port), FIELD(nnp_diff_pair, verdict),
     FIELD(nnp_diff_pair, atol), FIELD(nnp_diff_pair, rtol), FIELD(nnp_diff_pair, metrics),

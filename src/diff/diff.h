@@ -221,7 +221,8 @@ typedef struct nnp__value_result {
  * may share a port record when they are one value. */
 nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref, nnp_dump *port,
                              const size_t *port_recs, size_t nport, const char *const *port_names,
-                             int threads, bool structure, nnp__value_result *res);
+                             const double *ref_noise, int threads, bool structure,
+                             nnp__value_result *res);
 /* Rules text that renames each port_names[i] to ref_names[i], generalized where that is safe;
  * it round-trips through nnp_rules_parse and nnp_rules_map. */
 nnp_status nnp__align_rules(const char *const *port_names, const char *const *ref_names, size_t n,

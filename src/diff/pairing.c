@@ -9,6 +9,7 @@
  * mismatches are known up front; the data of an adapted pair is made when it is compared
  * (nnp__pair_tensors), one pair at a time, and freed right after.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -557,6 +558,24 @@ static const nnp_mapping *evidence_mapping(owned *o, const nnp_mapping *base, co
     return m;
 }
 
+/* Per reference record, the rel-L2 the noise diff (the reference against itself in the port's
+ * precision) measured there; NaN where it has no compared pair for it. */
+static double *noise_of(const nnp_diff *noise, size_t nref)
+{
+    double *v = malloc((nref ? nref : 1) * sizeof *v);
+    if (!v)
+        return NULL;
+    for (size_t i = 0; i < nref; i++)
+        v[i] = NAN;
+    for (size_t k = 0; k < noise->npairs; k++) {
+        const nnp_diff_pair *p = &noise->pairs[k];
+        if (p->ref < nref && p->verdict != NNP_SHAPE_MISMATCH &&
+            p->verdict != NNP_DTYPE_MISMATCH && isfinite(p->metrics.rel_l2))
+            v[p->ref] = p->metrics.rel_l2;
+    }
+    return v;
+}
+
 /* Pair what names left unmatched by evidence (value_align.c): values, then structure. Only port
  * records that map to one whole reference record take part. */
 static nnp_status pair_by_alignment(owned *o, nnp_dump *ref, nnp_dump *port, const bool *ref_used,
@@ -594,9 +613,14 @@ static nnp_status pair_by_alignment(owned *o, nnp_dump *ref, nnp_dump *port, con
             pmap[np++] = j;
         }
     }
+    /* the baseline's noise per reference record, where the caller measured it */
+    double *noise = NULL;
+    if (!st && opts->noise && !(noise = noise_of(opts->noise, nref)))
+        st = nnp__nomem();
     if (!st && nr && np)
-        st = nnp__align_values(ref, rmap, nr, port, pmap, np, pnames, opts->threads, structure,
-                               &v);
+        st = nnp__align_values(ref, rmap, nr, port, pmap, np, pnames, noise, opts->threads,
+                               structure, &v);
+    free(noise);
     if (!st)
         st = pairs_room(o, d, v.npairs);
     for (size_t k = 0; !st && k < v.npairs; k++) {

@@ -8,9 +8,10 @@
  *    input, a container that passes data through.
  * 2. Values. A port value and a reference value are the same when their hashes are equal, or
  *    when their sketches put them within the value tolerance of each other (estimated rel-L2,
- *    nnp__value_tol: 5% between float32 values) over the same elements: the same element count (a reshape), or the port's whole tensor against the
- *    last row of the reference's sequence axis (a decoder with a cache against a reference that
- *    re-runs the prefix). Of the candidates, the heaviest chain that runs forward on both sides
+ *    nnp__side_tol: 5% between float32 values, the baseline's noise where one is given) over
+ *    the same elements: the same element count (a reshape), or the port's whole tensor against
+ *    the last row of the reference's sequence axis (a decoder with a cache against a reference
+ *    that re-runs the prefix). Of the candidates, the heaviest chain that runs forward on both sides
  *    is kept (a weighted longest increasing subsequence over the values' first appearances).
  * 3. Structure. Upstream of the first bug every correct value matches by value; downstream none
  *    does, so what is left is aligned gap by gap between the value anchors by execution order,
@@ -47,6 +48,17 @@ double nnp__value_tol(nnp_dtype a, nnp_dtype b)
     size_t sa = nnp_dtype_size(a), sb = nnp_dtype_size(b);
     size_t narrow = sa < sb ? sa : sb;
     return narrow >= 4 ? 0.05 : narrow == 2 ? 0.15 : NNP__VALUE_TOL_MAX;
+}
+
+double nnp__side_tol(const nnp__value_side *r, uint32_t rc, nnp_dtype pd)
+{
+    const nnp_record *q = nnp_dump_record(r->d, r->rec[r->first[rc]]);
+    double tol = nnp__value_tol(q->dtype, pd);
+    double noise = r->noise ? r->noise[r->rec[r->first[rc]]] : NAN;
+    /* measured: twice what the reference itself is off by in the port's precision there */
+    if (isfinite(noise))
+        tol = fmin(NNP__VALUE_TOL_MAX, fmax(0.05, 2 * noise));
+    return tol;
 }
 
 double nnp__value_confidence(double dist, double tol)
@@ -360,7 +372,7 @@ static void query_run_all(const probe_ctx *x, const lsh_query *q, const nnp_sket
         if (y->part->count != ps->count)
             continue;
         double d;
-        double tol = nnp__value_tol(pd, rec_at(x->r, x->r->first[y->cls])->dtype);
+        double tol = nnp__side_tol(x->r, y->cls, pd);
         if (!nnp__sketch_distance(ps, y->part, &d, NULL) || !(d <= tol))
             continue;
         keep_best(best, nb, (cand){q->pc, y->cls, y->last ? NNP_EVIDENCE_VALUE_LAST_ROW
@@ -636,9 +648,9 @@ static nnp_status pair_members(const side *r, const side *p, const cand *c, size
         if (r->partner[rc] >= 0 && r->how[rc] != NNP_EVIDENCE_VALUE_TRANSPOSED)
             st = pair_class(r, p, rc, (uint32_t)r->partner[rc], r->how[rc],
                             value_confidence(r->how[rc], dist[rc],
-                                             nnp__value_tol(rec_at(r, r->first[rc])->dtype,
-                                                            rec_at(p, p->first[r->partner[rc]])
-                                                                ->dtype)),
+                                             nnp__side_tol(r, rc,
+                                                           rec_at(p, p->first[r->partner[rc]])
+                                                               ->dtype)),
                             NULL, out, port_covered);
     free(dist);
     return st;
@@ -905,7 +917,8 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names,
 
 nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref, nnp_dump *port,
                              const size_t *port_recs, size_t nport, const char *const *port_names,
-                             int threads, bool structure, nnp__value_result *res)
+                             const double *ref_noise, int threads, bool structure,
+                             nnp__value_result *res)
 {
     nnp__value_pair **out = &res->pairs;
     size_t *nout = &res->npairs;
@@ -914,7 +927,8 @@ nnp_status nnp__align_values(nnp_dump *ref, const size_t *ref_recs, size_t nref,
     *nout = 0;
     if (nref >= NONE32 || nport >= NONE32)
         return nnp__fail(NNP_ERR_ARG, "nnp__align_values: more than 2^32 - 2 records");
-    side r = {.d = ref, .rec = ref_recs, .n = nref}, p = {.d = port, .rec = port_recs, .n = nport};
+    side r = {.d = ref, .rec = ref_recs, .n = nref, .noise = ref_noise},
+         p = {.d = port, .rec = port_recs, .n = nport};
     cand *c = NULL;
     size_t nc = 0;
     pair_list l = {0};

@@ -22,7 +22,14 @@ typedef struct {
     uint8_t *how;          /* per value: how (NNP_EVIDENCE_*) */
     bool *agrees_after;    /* per value: a module reading it makes a paired value */
     bool *in_part;         /* per value: in a group of parts of a fused value (value_parts.c) */
+    const double *noise;   /* the reference's side: per dump record, its rel-L2 when computed in
+                            * the port's precision (NaN: not known); NULL: no baseline */
 } nnp__value_side;
+
+/* The estimated rel-L2 under which reference value rc and a port value of dtype pd are one
+ * value: nnp__value_tol of their dtypes, or, where the baseline measured the reference's noise
+ * at rc, twice that noise (at least 5%). */
+double nnp__side_tol(const nnp__value_side *r, uint32_t rc, nnp_dtype pd);
 
 /* After the values are chained, before structure fills the gaps (value_flow.c): pairs that the
  * dataflow contradicts are moved to the value the counterpart module reads or makes, and a

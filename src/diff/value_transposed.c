@@ -6,7 +6,7 @@
  * meets the reference's (value_align.c): the reference's value is read through the permutation
  * of its axes that gives the port's shape, fingerprinted as records are (kernels/sketch.c), and
  * matched as whole values are: the same bytes, or an estimated rel-L2 under the value tolerance
- * (nnp__value_tol).
+ * (nnp__side_tol).
  *
  * Only values that could be permuted are read: an unpaired reference value of 2 to 5 axes
  * whose dims, as a multiset, are those of an unpaired port value made between the value pairs
@@ -315,7 +315,7 @@ static nnp_status best_match(const side *r, const side *p, uint32_t rc, const ne
             const nnp_sketch *ps = &p->sk[p->first[nv[j].pc]];
             double d = 0;
             bool exact = ps->hash == sk.hash;
-            double tol = nnp__value_tol(q->dtype, rec_at(p, p->first[nv[j].pc])->dtype);
+            double tol = nnp__side_tol(r, rc, rec_at(p, p->first[nv[j].pc])->dtype);
             if (!exact &&
                 (!nnp__sketch_distance(&ps->all, &sk.all, &d, NULL) || !(d <= tol)))
                 continue;
@@ -399,8 +399,7 @@ nnp_status nnp__pair_transposed(side *r, side *p, nnp__perm_pair **out, size_t *
         from = rank ? rank[m.pc] : m.pc;
         choose(chosen, &m.perm);
         /* as value_align.c's: equal bytes 1, values 0.9-1 by their distance */
-        double tol = nnp__value_tol(rec_at(r, r->first[rc])->dtype,
-                                    rec_at(p, p->first[m.pc])->dtype);
+        double tol = nnp__side_tol(r, rc, rec_at(p, p->first[m.pc])->dtype);
         st = push(&v, &n, &cap, (nnp__perm_pair){
                                     rc, m.pc, m.perm,
                                     m.exact ? 1.0 : nnp__value_confidence(m.dist, tol)});
