@@ -224,7 +224,8 @@ static nnp_status count_layers(const nnp_dump *ref, nnp_attribution *a)
 /* Who makes the first divergence beyond the noise: the standard diff's culprit, reckoned with
  * the pairs of precision records as agreeing. */
 static nnp_status culprit_beyond_noise(nnp_attribution *a, const nnp_dump *ref,
-                                       const nnp_dump *port, const nnp_diff *std)
+                                       const nnp_dump *port, const nnp_diff *std,
+                                       const nnp_diff *base_std)
 {
     a->culprit = (nnp_culprit){NNP_CULPRIT_NONE, NULL, NULL, -1, -1};
     int64_t fd = a->summary.first_divergence;
@@ -233,9 +234,12 @@ static nnp_status culprit_beyond_noise(nnp_attribution *a, const nnp_dump *ref,
     bool *agrees = malloc((std->npairs ? std->npairs : 1) * sizeof *agrees);
     if (!agrees)
         return nnp__nomem();
+    /* pair by pair: one part of a fused record may be noise while another is the bug */
     for (size_t i = 0; i < std->npairs; i++) {
         const nnp_diff_pair *p = &std->pairs[i];
-        agrees[i] = !fails(p) || a->rows[p->ref].label == NNP_LABEL_PRECISION;
+        const nnp_diff_pair *b = pair_of(base_std, a->rows[p->ref].base_std_pair);
+        agrees[i] = !fails(p) || a->rows[p->ref].label == NNP_LABEL_PRECISION ||
+                    within_noise(p, b, floor_of(b));
     }
     nnp_status st = nnp__culprit_of(std, ref, port, (size_t)a->rows[fd].std_pair, agrees,
                                     &a->culprit, &a->culprit_module);
@@ -309,7 +313,7 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp
     if (!st)
         st = count_layers(ref, a);
     if (!st && base_std && port)
-        st = culprit_beyond_noise(a, ref, port, std);
+        st = culprit_beyond_noise(a, ref, port, std, base_std);
     free(floors);
     if (st) {
         nnp_attribution_free(a);

@@ -16,7 +16,6 @@ import torch
 from conftest import BIN, LIB, ROOT
 from test_vit_example import clean_env
 
-pytestmark = pytest.mark.cli
 
 SCRIPT = ROOT / "tests" / "precision" / "vit_bf16.py"
 REF = f"{shlex.quote(sys.executable)} {shlex.quote(str(SCRIPT))}"
@@ -52,6 +51,7 @@ def test_without_baseline_bf16_noise_is_called_own(tmp_path):
     assert "(--baseline bf16 measures the noise layer by layer)" in doc["verdict"]
 
 
+@pytest.mark.cli  # also under the sanitizers: the baseline's path through the CLI
 def test_correct_bf16_port_agrees_within_noise(correct):
     out, p, doc = correct
     assert p.returncode == 0, (p.stdout, p.stderr)
