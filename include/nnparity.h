@@ -499,7 +499,8 @@ typedef enum nnp_join_kind {
 typedef enum nnp_evidence {
     NNP_EVIDENCE_NAME = 0,           /* the names, after the rules */
     NNP_EVIDENCE_VALUE_EXACT,        /* the same bytes, dtype and shape */
-    NNP_EVIDENCE_VALUE,              /* values within 5% rel-L2 over the same elements, as the
+    NNP_EVIDENCE_VALUE,              /* values within 5% rel-L2 (more beside bf16, docs/diff.md)
+                                      * over the same elements, as the
                                       * records' sketches estimate (a reshape is the same) */
     NNP_EVIDENCE_VALUE_LAST_ROW,     /* the port's values are the last row of the reference's
                                       * axis before the last (a decode step with a cache) */
