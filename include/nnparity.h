@@ -768,6 +768,9 @@ typedef struct nnp_attribution_row {
     /* the baseline's pairs of this record (nnp_attribute_baseline), indices into
      * its standard and injected diffs; -1: not paired there, or no baseline */
     int64_t base_std_pair, base_inj_pair;
+    /* the floor of the injected scenario: the largest rel-L2 and max-abs of the injected
+     * baseline over the span the port's module computes; NaN: none */
+    double inj_floor_rel_l2, inj_floor_max_abs;
 } nnp_attribution_row;
 
 typedef struct nnp_attribution_summary {

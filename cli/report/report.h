@@ -50,6 +50,7 @@ typedef struct run_row {
     nnp_component_kind component;   /* nnp_component_kind_of(), with the rules */
     const nnp_diff_pair *std, *inj; /* the pairs in both scenarios; NULL: not captured there */
     const nnp_diff_pair *base_std, *base_inj; /* the baseline's, in both; NULL: none */
+    double inj_floor_rel, inj_floor_abs;      /* the injected scenario's floor; NaN: none */
     nnp_label label;                /* nnp_attribute's, as is its ratio */
     double ratio;                   /* injected rel-L2 / standard rel-L2; NaN when undefined */
     run_hist std_hist, inj_hist;
@@ -118,6 +119,12 @@ void run_row_layer(const run_row *row, char *buf, size_t n);
 /* Who makes the first divergence: the standard diff's culprit, or with a baseline the one
  * beyond its noise (nnp_attribution_culprit); NULL when nothing diverges. */
 const nnp_culprit *run_culprit(const run_report *r);
+/* A row that needs nobody's attention: within tolerance, or within the baseline's noise.
+ * Reports fold these and list the others. */
+static inline bool run_row_quiet(const run_row *row)
+{
+    return row->label == NNP_LABEL_OK || row->label == NNP_LABEL_PRECISION;
+}
 /* Whether a side took part in the run (the baseline's only with --baseline). */
 static inline bool run_side_used(const run_side *s)
 {

@@ -99,7 +99,7 @@ static const char *const script[] = {
     "  var heads = table.tHead.rows[0].cells, ncol = heads.length, det = {};\n"
     "  D.detailed.forEach(function (i) { det[i] = true; });\n"
     "  var blocks = [], at = D.failing;\n"
-    "  if (D.failing) blocks.push({title: D.failing + ' not within tolerance', fail: true,\n"
+    "  if (D.failing) blocks.push({title: D.failing + ' ' + D.words[0], fail: true,\n"
     "    rows: D.order.slice(0, D.failing), open: true});\n"
     "  D.groups.forEach(function (g) {\n"
     "    blocks.push({title: g.prefix, count: g.count, other: g.fail,\n"
@@ -156,7 +156,7 @@ static const char *const script[] = {
     "        '\"><th colspan=\"' + ncol + '\"><button type=\"button\" aria-expanded=\"' + open +\n"
     "        '\">' + (open ? '\\u25BE ' : '\\u25B8 ') + esc(b.title) + '</button>' +\n"
     "        (b.fail ? '' : ': ' + (q ? rows.length + ' of ' : '') + b.count +\n"
-    "        ' within tolerance' + (b.other ? ' (' + b.other + ' more listed above)' : '')) +\n"
+    "        ' ' + D.words[1] + (b.other ? ' (' + b.other + ' more listed above)' : '')) +\n"
     "        '</th></tr>');\n"
     "      if (open) html.push(rows.map(row).join(''));\n"
     "      html.push('</tbody>');\n"
@@ -512,7 +512,7 @@ static int layout_of(const run_report *r, layout *l)
         if (g == l->ngroups)
             l->first[l->ngroups++] = i;
         group[i] = g;
-        if (r->rows[i].label != NNP_LABEL_OK) {
+        if (!run_row_quiet(&r->rows[i])) {
             l->order[l->nfail++] = i;
             l->other[g]++;
         } else {
@@ -533,11 +533,24 @@ static int layout_of(const run_report *r, layout *l)
         at += l->count[g];
     }
     for (size_t i = 0; i < r->nrows; i++)
-        if (r->rows[i].label == NNP_LABEL_OK)
+        if (run_row_quiet(&r->rows[i]))
             l->order[start[group[i]]++] = i;
     free(start);
     free(group);
     return 0;
+}
+
+/* What the folded rows are, and the others: "within tolerance", or with a baseline "within
+ * tolerance or bf16 noise" (the precision name is made of letters and digits). */
+static void quiet_words(const run_report *r, char *fail, size_t nf, char *pass, size_t np)
+{
+    if (r->base_std) {
+        snprintf(fail, nf, "beyond %s compute noise", r->baseline_precision);
+        snprintf(pass, np, "within tolerance or %s noise", r->baseline_precision);
+    } else {
+        snprintf(fail, nf, "not within tolerance");
+        snprintf(pass, np, "within tolerance");
+    }
 }
 
 static void row_data(FILE *o, const run_report *r, const layout *l)
@@ -562,8 +575,10 @@ static void row_data(FILE *o, const run_report *r, const layout *l)
     fputs("],\n\"order\":[", o);
     for (size_t i = 0; i < r->nrows; i++)
         fprintf(o, "%s%zu", i ? "," : "", l->order[i]);
-    fprintf(o, "],\n\"failing\":%zu,\"first\":%lld,\"detailed\":[", l->nfail,
-            (long long)r->first_divergence);
+    char fail_words[64], pass_words[64];
+    quiet_words(r, fail_words, sizeof fail_words, pass_words, sizeof pass_words);
+    fprintf(o, "],\n\"failing\":%zu,\"words\":[\"%s\",\"%s\"],\"first\":%lld,\"detailed\":[",
+            l->nfail, fail_words, pass_words, (long long)r->first_divergence);
     for (size_t k = 0; k < l->nfail && k < HTML_DETAILS_MAX; k++)
         fprintf(o, "%s%zu", k ? "," : "", l->order[k]);
     fputs("],\n\"colors\":{", o);
@@ -589,19 +604,22 @@ static void row_data(FILE *o, const run_report *r, const layout *l)
 
 static void records_table(FILE *o, const run_report *r, const layout *l)
 {
-    fputs("<h2 id=\"records\">Records</h2>\n<p>One row per reference record. Records not within "
-          "tolerance come first, in execution order; the others are folded by module prefix. "
-          "<b>own</b>: the record differs even on the reference's inputs; <b>inherited</b>: it "
+    char fail_words[64], pass_words[64];
+    quiet_words(r, fail_words, sizeof fail_words, pass_words, sizeof pass_words);
+    fprintf(o, "<h2 id=\"records\">Records</h2>\n<p>One row per reference record. Records %s "
+               "come first, in execution order; the others are folded by module prefix. ",
+            fail_words);
+    fputs("<b>own</b>: the record differs even on the reference's inputs; <b>inherited</b>: it "
           "differs only on the port's own upstream outputs. Click a column to sort (within each "
           "block).</p>\n<div class=\"tools\"><input type=\"search\" id=\"filter\" "
           "placeholder=\"filter by name\" aria-label=\"filter records by name\">"
-          "<label><input type=\"checkbox\" id=\"only-bad\"> only records not within tolerance"
+          "<label><input type=\"checkbox\" id=\"only-bad\"> only the records listed first"
           "</label><button type=\"button\" id=\"unfold-all\">unfold all</button>"
           "<button type=\"button\" id=\"fold-all\">fold all</button>"
           "<span id=\"filter-count\"></span></div>\n", o);
-    fprintf(o, "<p>%zu of %zu %s not within tolerance; %zu within, in %zu %s.</p>\n", l->nfail,
-            r->nrows, cli_plural(r->nrows, "record is", "records are"), r->nrows - l->nfail,
-            l->ngroups, cli_plural(l->ngroups, "block", "blocks"));
+    fprintf(o, "<p>%zu of %zu %s %s; %zu %s, in %zu %s.</p>\n", l->nfail, r->nrows,
+            cli_plural(r->nrows, "record is", "records are"), fail_words, r->nrows - l->nfail,
+            pass_words, l->ngroups, cli_plural(l->ngroups, "block", "blocks"));
     fputs("<noscript><p>The table is drawn by the page's script; the per-record details below "
           "and the JSON report (--json-file) hold the same figures.</p></noscript>\n", o);
     fputs("<div id=\"records-wrap\"><table class=\"sortable\" id=\"records-table\">\n<thead><tr>"

@@ -315,7 +315,7 @@ void html_plot(FILE *o, const run_report *r)
             failing = 0;
             for (size_t i = 0; i < r->nrows; i++) {
                 const run_row *row = &r->rows[i];
-                bool fails = row->label != NNP_LABEL_OK;
+                bool fails = !run_row_quiet(row);
                 bool link = fails && failing < HTML_DETAILS_MAX;
                 failing += fails;
                 if (!plot_has(&g, row))

@@ -109,10 +109,12 @@ static json_t *row_json(const run_report *r, const run_row *row)
     if (o && r->base_std)
         json_object_set_new(
             o, "baseline",
-            json_pack("{s:o, s:o}", "standard", pair_json(r->side[SIDE_BASE].dump, row->base_std),
-                      "injected", r->base_inj ? pair_json(r->side[SIDE_BASE_INJ].dump,
-                                                          row->base_inj)
-                                              : json_null()));
+            json_pack("{s:o, s:o, s:{s:o, s:o}}", "standard",
+                      pair_json(r->side[SIDE_BASE].dump, row->base_std), "injected",
+                      r->base_inj ? pair_json(r->side[SIDE_BASE_INJ].dump, row->base_inj)
+                                  : json_null(),
+                      "injected_floor", "rel_l2", json_out_number(row->inj_floor_rel),
+                      "max_abs", json_out_number(row->inj_floor_abs)));
     return o;
 }
 

@@ -82,16 +82,19 @@ void run_report_markdown(FILE *o, const run_report *r)
     }
     size_t bad = 0;
     for (size_t i = 0; i < r->nrows; i++)
-        bad += r->rows[i].label != NNP_LABEL_OK;
+        bad += !run_row_quiet(&r->rows[i]);
     if (!bad)
         return;
-    fprintf(o, "\n<details><summary>%zu of %zu records are not within tolerance</summary>\n\n"
+    char words[64] = "not within tolerance";
+    if (r->base_std)
+        snprintf(words, sizeof words, "beyond %s compute noise", r->baseline_precision);
+    fprintf(o, "\n<details><summary>%zu of %zu records are %s</summary>\n\n"
                "| seq | label | std rel-L2 | inj rel-L2 | name |\n|---:|---|---:|---:|---|\n",
-            bad, r->nrows);
+            bad, r->nrows, words);
     size_t shown = 0;
     for (size_t i = 0; i < r->nrows && shown < 50; i++) {
         const run_row *row = &r->rows[i];
-        if (row->label == NNP_LABEL_OK)
+        if (run_row_quiet(row))
             continue;
         char a[32] = "-", b[32] = "-";
         if (row->std && row->std->verdict <= NNP_FAIL)

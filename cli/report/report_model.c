@@ -366,6 +366,8 @@ static int attribute(run_report *r)
         const nnp_attribution_row *row = nnp_attribution_row_at(a, i);
         r->rows[i].label = row->label;
         r->rows[i].ratio = row->ratio;
+        r->rows[i].inj_floor_rel = row->inj_floor_rel_l2;
+        r->rows[i].inj_floor_abs = row->inj_floor_max_abs;
         if (row->base_std_pair >= 0)
             r->rows[i].base_std = nnp_diff_pair_at(r->base_std, (size_t)row->base_std_pair);
         if (row->base_inj_pair >= 0)

@@ -147,11 +147,12 @@ static void print_table(FILE *o, const run_report *r, bool all)
 {
     fprintf(o, "\n%6s  %-9s  %10s  %10s  %7s  %s\n", "seq", "label", "std rel-L2", "inj rel-L2",
             "inj/std", "name (reference)");
-    size_t hidden_ok = 0, missing = 0, missing_hidden = 0;
+    size_t hidden_ok = 0, hidden_noise = 0, missing = 0, missing_hidden = 0;
     for (size_t i = 0; i < r->nrows; i++) {
         const run_row *row = &r->rows[i];
-        if (row->label == NNP_LABEL_OK && !all) {
-            hidden_ok++;
+        if (run_row_quiet(row) && !all) {
+            hidden_ok += row->label == NNP_LABEL_OK;
+            hidden_noise += row->label == NNP_LABEL_PRECISION;
             continue;
         }
         if (row->label == NNP_LABEL_MISSING && !all && ++missing > MISSING_SHOWN) {
@@ -163,6 +164,10 @@ static void print_table(FILE *o, const run_report *r, bool all)
     if (missing_hidden)
         fprintf(o, "%6s  (%zu more records missing from the port's capture; --all lists them)\n",
                 "", missing_hidden);
+    if (hidden_noise)
+        fprintf(o, "%6s  (%zu %s within %s compute noise; --all lists them)\n", "",
+                hidden_noise, cli_plural(hidden_noise, "record", "records"),
+                r->baseline_precision);
     if (hidden_ok)
         fprintf(o, "%6s  (%zu %s within tolerance in both scenarios; --all lists them)\n", "",
                 hidden_ok, cli_plural(hidden_ok, "record", "records"));
@@ -205,13 +210,14 @@ static void print_floor(FILE *o, const run_report *r, const run_row *row)
     if (!r->base_std)
         return;
     char line[512], a[32], b[32], c[32], d[32];
-    const nnp_diff_pair *s = row->base_std, *i = row->base_inj ? row->base_inj : row->base_std;
+    const nnp_diff_pair *s = row->base_std;
     metric(a, sizeof a, s);
-    metric(c, sizeof c, i);
     run_num(b, sizeof b, s && s->verdict <= NNP_FAIL ? s->metrics.max_abs : NAN);
-    run_num(d, sizeof d, i && i->verdict <= NNP_FAIL ? i->metrics.max_abs : NAN);
+    run_num(c, sizeof c, row->inj_floor_rel);
+    run_num(d, sizeof d, row->inj_floor_abs);
     snprintf(line, sizeof line, "the reference in %s differs by rel-L2 %s, max-abs %s as it "
-             "is, rel-L2 %s, max-abs %s on its own inputs (precision: within %g times both)",
+             "is; fed the reference's inputs, by up to rel-L2 %s, max-abs %s over what the "
+             "port's module computes (precision: within %g times both)",
              r->baseline_precision, a, b, c, d, NNP_PRECISION_FACTOR);
     wrap(o, "  baseline  ", line, 12);
 }

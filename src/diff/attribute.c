@@ -241,6 +241,7 @@ static nnp_status culprit_beyond_noise(nnp_attribution *a, const nnp_dump *ref,
         agrees[i] = !fails(p) || a->rows[p->ref].label == NNP_LABEL_PRECISION ||
                     within_noise(p, b, floor_of(b));
     }
+    agrees[a->rows[fd].std_pair] = false; /* the divergence itself, whatever its pair says */
     nnp_status st = nnp__culprit_of(std, ref, port, (size_t)a->rows[fd].std_pair, agrees,
                                     &a->culprit, &a->culprit_module);
     free(agrees);
@@ -267,7 +268,8 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp
     }
     for (size_t i = 0; i < a->n; i++)
         a->rows[i] = (nnp_attribution_row){.ref = i, .std_pair = -1, .inj_pair = -1,
-                                           .base_std_pair = -1, .base_inj_pair = -1};
+                                           .base_std_pair = -1, .base_inj_pair = -1,
+                                           .inj_floor_rel_l2 = NAN, .inj_floor_max_abs = NAN};
     const nnp_diff *diffs[] = {std, inj, base_std, base_inj};
     nnp_status st = NNP_OK;
     for (int k = 0; k < 4 && !st; k++)
@@ -292,10 +294,14 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp
         label_row(row, sp, ip);
         const nnp_diff_pair *bi =
             pair_of(floor_inj, base_inj ? row->base_inj_pair : row->base_std_pair);
+        nnp__floor fl = floors ? floors[i] : floor_of(bi);
+        if (base_std && fl.known) {
+            row->inj_floor_rel_l2 = fl.rel_l2;
+            row->inj_floor_max_abs = fl.max_abs;
+        }
         if (base_std && (row->label == NNP_LABEL_OWN || row->label == NNP_LABEL_INHERITED ||
                          row->label == NNP_LABEL_UNKNOWN) &&
-            precision_only(sp, ip, pair_of(base_std, row->base_std_pair), bi,
-                           floors ? floors[i] : floor_of(bi)))
+            precision_only(sp, ip, pair_of(base_std, row->base_std_pair), bi, fl))
             row->label = NNP_LABEL_PRECISION;
         if (row->label == NNP_LABEL_PRECISION)
             s->precision++;

@@ -141,6 +141,8 @@ nnp_status nnp__culprit_of(const nnp_diff *d, const nnp_dump *ref, const nnp_dum
         if (made < fport)
             fport = made;
     }
+    if (fport == SIZE_MAX) /* every pair agrees as `agrees` says: the first one's port record */
+        fport = d->port_value_seq ? (size_t)d->port_value_seq[fd->port] : fd->port;
     const nnp_record *f = nnp_dump_record(port, fport);
     int64_t a = -1, b = -1;
     for (int64_t j = (int64_t)fport - 1; j >= 0 && a < 0; j--)

@@ -204,7 +204,8 @@ static void *run_proc(void *arg)
     if (!st)
         st = nnp_dump_open(pr->port, &pr->p);
     st = nnp_comm_agree(&c, st);
-    nnp_diff_options o = {sizeof o, pr->rules, -1, -1, 1, false, NULL, NULL, NULL, NULL, false};
+    nnp_diff_options o = {sizeof o, pr->rules, -1, -1, 1, false, NULL, NULL, NULL, NULL, false,
+                          NULL};
     if (!st)
         st = nnp_diff_dumps_comm(pr->r, pr->p, &o, &c, &pr->diff);
     pr->st = st;
@@ -253,7 +254,7 @@ static void test_distributed_diff_equals_one_process(void **state)
     nnp_diff *one;
     assert_int_equal(nnp_dump_open(ref, &r), NNP_OK);
     assert_int_equal(nnp_dump_open(port, &p), NNP_OK);
-    nnp_diff_options o = {sizeof o, rules, -1, -1, 0, false, NULL, NULL, NULL, NULL, false};
+    nnp_diff_options o = {sizeof o, rules, -1, -1, 0, false, NULL, NULL, NULL, NULL, false, NULL};
     assert_int_equal(nnp_diff_dumps(r, p, &o, &one), NNP_OK);
 
     shared_mem s;
@@ -332,7 +333,7 @@ static void test_gather_beyond_its_limit(void **state)
     assert_int_equal(nnp_rules_parse("gather ^shared/ concat 0\n", "g", &rules), NNP_OK);
     nnp_dump *r, *p;
     assert_int_equal(nnp_dump_open_both(ref, dir, &r, &p), NNP_OK);
-    nnp_diff_options o = {sizeof o, rules, -1, -1, 0, true, NULL, NULL, NULL, NULL, false};
+    nnp_diff_options o = {sizeof o, rules, -1, -1, 0, true, NULL, NULL, NULL, NULL, false, NULL};
     nnp_diff *d;
     assert_int_equal(nnp_diff_dumps(r, p, &o, &d), NNP_OK);
     assert_int_equal(nnp_diff_pair_count(d), 0);
