@@ -18,12 +18,6 @@
 
 #include "diff/diff.h"
 
-/* The module a record belongs to: its module path, or its name when the file has none. */
-static const char *module_of(const nnp_record *r)
-{
-    return *r->module ? r->module : r->name;
-}
-
 /* Where each module call of the port runs: from its first record to its last. Nesting is read
  * from these spans, not from the names: a C engine's "blk.0.attn_kqv" runs inside "blk.0.attn"
  * though no dot says so. */
@@ -33,10 +27,6 @@ typedef struct {
     size_t rec;     /* one of its records, for the module's name */
 } span;
 
-static uint64_t call_key(const nnp_record *r)
-{
-    return nnp__hash_combine(nnp__hash_str(module_of(r)), r->call);
-}
 
 static int span_order(const void *a, const void *b)
 {
@@ -53,7 +43,7 @@ static span *call_spans(const nnp_dump *port, size_t *n)
         return NULL;
     for (size_t i = 0; i < nrec; i++) {
         const nnp_record *r = nnp_dump_record(port, i);
-        s[i] = (span){call_key(r), i, i, i};
+        s[i] = (span){nnp__call_key(r), i, i, i};
     }
     qsort(s, nrec, sizeof *s, span_order);
     for (size_t i = 0; i < nrec;) {
@@ -72,7 +62,7 @@ static span *call_spans(const nnp_dump *port, size_t *n)
 
 static const span *span_of(const span *s, size_t n, const nnp_record *r)
 {
-    uint64_t key = call_key(r);
+    uint64_t key = nnp__call_key(r);
     size_t a = 0, b = n;
     while (a < b) {
         size_t m = a + (b - a) / 2;
@@ -161,7 +151,7 @@ nnp_status nnp__culprit_of(const nnp_diff *d, const nnp_dump *ref, const nnp_dum
     const span *fs = span_of(spans, nspans, f);
     const span *as = a >= 0 ? span_of(spans, nspans, nnp_dump_record(port, (size_t)a)) : NULL;
     nnp_culprit *c = out;
-    c->ref_module = module_of(nnp_dump_record(ref, fd->ref));
+    c->ref_module = nnp__module_of(nnp_dump_record(ref, fd->ref));
     const span *at = NULL; /* the call whose own code errs, NULL: the top level */
     if (b >= 0 || nnp__is_input_role(f->role)) {
         c->kind = NNP_CULPRIT_CODE;
@@ -180,7 +170,7 @@ nnp_status nnp__culprit_of(const nnp_diff *d, const nnp_dump *ref, const nnp_dum
     /* a call that spans the whole capture is the model itself: its code is the top level */
     if (at && at->lo == 0 && at->hi + 1 == nnp_dump_count(port) && c->kind == NNP_CULPRIT_CODE)
         at = NULL;
-    *module = strdup(at ? module_of(nnp_dump_record(port, at->rec)) : "");
+    *module = strdup(at ? nnp__module_of(nnp_dump_record(port, at->rec)) : "");
     free(spans);
     if (!*module) {
         *out = (nnp_culprit){NNP_CULPRIT_NONE, NULL, NULL, -1, -1};

@@ -115,6 +115,16 @@ nnp_status nnp__adapt(nnp_tensor *t, const nnp_op *ops, size_t nops, bool on_ref
 /* Join n parts along axis into a new tensor (shape only when the parts have no data). */
 nnp_status nnp__concat(const nnp_tensor *parts, size_t n, int64_t axis, nnp_tensor *out);
 void nnp__tensor_free(nnp_tensor *t);
+/* The module a record belongs to: its module path, or its name when the file has none. */
+static inline const char *nnp__module_of(const nnp_record *r)
+{
+    return *r->module ? r->module : r->name;
+}
+/* One module call: its module and call index, hashed (culprit.c, noise_floor.c). */
+static inline uint64_t nnp__call_key(const nnp_record *r)
+{
+    return nnp__hash_combine(nnp__hash_str(nnp__module_of(r)), r->call);
+}
 /* A layer input's role: "in0", "in1", ... (not "ids", not "input_scale"). */
 static inline bool nnp__is_input_role(const char *role)
 {

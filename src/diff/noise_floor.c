@@ -27,10 +27,6 @@ static int by_key(const void *a, const void *b)
     return x->key < y->key ? -1 : x->key > y->key ? 1 : x->rec < y->rec ? -1 : x->rec > y->rec;
 }
 
-static uint64_t call_key(const nnp_record *r)
-{
-    return nnp__hash_combine(nnp__hash_str(*r->module ? r->module : r->name), r->call);
-}
 
 static bool compared(const nnp_diff_pair *p)
 {
@@ -56,7 +52,7 @@ nnp_status nnp__injected_floors(const nnp_dump *port, const nnp_diff *std,
     for (size_t i = 0; i < nrec; i++) {
         const nnp_record *r = nnp_dump_record(port, i);
         if (nnp__is_input_role(r->role))
-            in[nin++] = (keyed_input){call_key(r), i};
+            in[nin++] = (keyed_input){nnp__call_key(r), i};
     }
     qsort(in, nin, sizeof *in, by_key);
     /* the earliest reference record of each port value */
@@ -78,7 +74,7 @@ nnp_status nnp__injected_floors(const nnp_dump *port, const nnp_diff *std,
             : rows[row].std_pair >= 0 ? nnp_dump_record(port, std->pairs[rows[row].std_pair].port)
                                       : NULL;
         if (q) {
-            uint64_t key = call_key(q);
+            uint64_t key = nnp__call_key(q);
             size_t a = 0, b = nin;
             while (a < b) {
                 size_t m = a + (b - a) / 2;
