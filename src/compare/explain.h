@@ -5,6 +5,9 @@
 #ifndef NNP_EXPLAIN_H
 #define NNP_EXPLAIN_H
 
+#include <math.h>
+#include <string.h>
+
 #include "compare/compare.h"
 
 #define NNP__X_MAX_DIMS 16
@@ -50,11 +53,53 @@ typedef struct nnp__explained {
     double sample_sq;    /* squared error of the sample's finite elements */
 } nnp__explained;
 
-/* One element of a tensor as a double. */
-double nnp__x_elem(nnp_dtype dtype, const void *data, uint64_t i);
+/* One element of a tensor as a double. Inline, as the next one is: the tests call them per
+ * element of their samples, where a call and a switch cost more than the test itself. */
+static inline double nnp__x_elem(nnp_dtype dtype, const void *data, uint64_t i)
+{
+    const unsigned char *b = data;
+    if (dtype == NNP_F32) {
+        float f;
+        memcpy(&f, b + 4 * i, 4);
+        return f;
+    }
+    if (dtype == NNP_F64) {
+        double d;
+        memcpy(&d, b + 8 * i, 8);
+        return d;
+    }
+    double d;
+    nnp_convert_to_f64(dtype, b + i * nnp_dtype_size(dtype), 1, &d);
+    return d;
+}
+/* Elements [first, first + n) of a tensor as doubles: F32, what captures hold, in a loop
+ * vectorized here (nnp_convert_to_f64's is not, at -O2); other dtypes through it. */
+static inline void nnp__x_elems(nnp_dtype dtype, const void *data, uint64_t first, size_t n,
+                                double *out)
+{
+    if (dtype == NNP_F32) {
+        const unsigned char *b = (const unsigned char *)data + 4 * first;
+#pragma omp simd
+        for (size_t k = 0; k < n; k++) {
+            float f;
+            memcpy(&f, b + 4 * k, 4);
+            out[k] = f;
+        }
+        return;
+    }
+    nnp_convert_to_f64(dtype, (const unsigned char *)data + first * nnp_dtype_size(dtype), n,
+                       out);
+}
 /* Whether an element pair is outside tolerance (a NaN on either side is; the same infinity on
  * both is not). */
-bool nnp__x_fails(double r, double p, double atol, double rtol);
+static inline bool nnp__x_fails(double r, double p, double atol, double rtol)
+{
+    if (isnan(r) || isnan(p))
+        return true;
+    if (isinf(r) || isinf(p))
+        return r != p;
+    return fabs(p - r) > atol + rtol * fabs(r);
+}
 /* "axis 2 (token)" or "axis 2". */
 void nnp__x_axis_label(nnp_sbuf *b, const nnp__explained *x, uint32_t a);
 

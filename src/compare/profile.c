@@ -20,37 +20,6 @@
 /* Share of the error that "lies in" a few indices. */
 #define CONCENTRATED 0.95
 
-double nnp__x_elem(nnp_dtype dtype, const void *data, uint64_t i)
-{
-    const unsigned char *b = data;
-    switch (dtype) {
-    case NNP_F32: {
-        float f;
-        memcpy(&f, b + 4 * i, 4);
-        return f;
-    }
-    case NNP_F64: {
-        double d;
-        memcpy(&d, b + 8 * i, 8);
-        return d;
-    }
-    default: {
-        double d;
-        nnp_convert_to_f64(dtype, b + i * nnp_dtype_size(dtype), 1, &d);
-        return d;
-    }
-    }
-}
-
-bool nnp__x_fails(double r, double p, double atol, double rtol)
-{
-    if (isnan(r) || isnan(p))
-        return true;
-    if (isinf(r) || isinf(p))
-        return r != p;
-    return fabs(p - r) > atol + rtol * fabs(r);
-}
-
 void nnp__x_axis_label(nnp_sbuf *b, const nnp__explained *x, uint32_t a)
 {
     const char *name = x->axes[a].name;
@@ -69,30 +38,87 @@ static uint64_t rng_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* Accumulate one run [start, start + len) into the per-axis arrays. */
+/* Add a stretch of n elements whose differences are all finite to s2/f2 (their indices along
+ * the innermost axis) and to *sum and *nbad, in one loop the compiler vectorizes: the square of each
+ * difference, and whether it exceeds the tolerance, read from the sign of the margin (exact for
+ * finite values: tol - |d| is negative exactly when |d| > tol; + 0.0 makes a -0 margin +0). */
+static void add_finite(const double *rv, const double *pv, uint64_t n, double atol, double rtol,
+                       double *s2, uint64_t *f2, double *sum, uint64_t *nbad)
+{
+    double s = 0;
+    uint64_t nb = 0;
+#pragma omp simd reduction(+ : s, nb)
+    for (uint64_t k = 0; k < n; k++) {
+        double d = pv[k] - rv[k], dd = d * d;
+        double margin = (atol + rtol * fabs(rv[k]) - fabs(d)) + 0.0;
+        uint64_t bits;
+        memcpy(&bits, &margin, sizeof bits);
+        s2[k] += dd;
+        f2[k] += bits >> 63;
+        s += dd;
+        nb += bits >> 63;
+    }
+    *sum = s;
+    *nbad = nb;
+}
+
+/* Accumulate one run [start, start + len) into the per-axis arrays, a stretch of the innermost
+ * axis at a time: each element adds to its innermost index, and the outer axes, whose indices
+ * hold over the stretch, take the stretch's sums. */
 static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, double **sq,
                      uint64_t **fl, uint64_t *fail_total)
 {
-    uint64_t idx[NNP__X_MAX_DIMS], rest = start;
+    double rv[RUN], pv[RUN], none_sq[1] = {0};
+    uint64_t idx[NNP__X_MAX_DIMS] = {0}, rest = start, fail = 0, none_fl[1] = {0};
+    /* a 0-d tensor (its one element) has no axis: its sums go to scratch */
+    uint32_t last = in->ndim ? in->ndim - 1 : 0;
+    uint64_t width = in->ndim ? in->shape[last] : 1;
     for (uint32_t a = in->ndim; a-- > 0;) {
         idx[a] = rest % in->shape[a];
         rest /= in->shape[a];
     }
-    for (uint64_t f = start; f < start + len; f++) {
-        double r = nnp__x_elem(in->rdtype, in->r, f), p = nnp__x_elem(in->pdtype, in->p, f);
-        bool bad = nnp__x_fails(r, p, in->atol, in->rtol);
-        double d = p - r, d2 = isfinite(d) ? d * d : 0;
-        *fail_total += bad;
-        for (uint32_t a = 0; a < in->ndim; a++) {
-            sq[a][idx[a]] += d2;
-            fl[a][idx[a]] += bad;
+    for (uint64_t done = 0; done < len;) {
+        /* the stretch: to the end of the run, of the buffers or of the innermost axis */
+        uint64_t n = len - done < RUN ? len - done : RUN;
+        n = n < width - idx[last] ? n : width - idx[last];
+        nnp__x_elems(in->rdtype, in->r, start + done, (size_t)n, rv);
+        nnp__x_elems(in->pdtype, in->p, start + done, (size_t)n, pv);
+        double *s2 = in->ndim ? sq[last] + idx[last] : none_sq, sum = 0, z = 0;
+        uint64_t *f2 = in->ndim ? fl[last] + idx[last] : none_fl, nbad = 0;
+        /* z is 0 when every difference is finite (both sides finite), else NaN */
+#pragma omp simd reduction(+ : z)
+        for (uint64_t k = 0; k < n; k++)
+            z += (pv[k] - rv[k]) * 0.0;
+        if (z == 0) {
+            add_finite(rv, pv, n, in->atol, in->rtol, s2, f2, &sum, &nbad);
+        } else {
+            for (uint64_t k = 0; k < n; k++) {
+                bool bad = nnp__x_fails(rv[k], pv[k], in->atol, in->rtol);
+                double d = pv[k] - rv[k], d2 = isfinite(d) ? d * d : 0;
+                s2[k] += d2;
+                f2[k] += bad;
+                sum += d2;
+                nbad += bad;
+            }
         }
+        fail += nbad;
+        done += n;
+        if (!in->ndim)
+            continue;
+        for (uint32_t a = 0; a < last; a++) {
+            sq[a][idx[a]] += sum;
+            fl[a][idx[a]] += nbad;
+        }
+        idx[last] += n;
         for (uint32_t a = in->ndim; a-- > 0;) { /* the next index, row-major */
-            if (++idx[a] < in->shape[a])
+            if (idx[a] < in->shape[a])
                 break;
             idx[a] = 0;
+            if (a)
+                idx[a - 1]++;
         }
     }
+    *fail_total += fail;
 }
 
 /* "s" for a plural of a named axis: "heads 2 and 3"; an unnamed one says "indices". */
@@ -118,16 +144,35 @@ static void index_list(nnp_sbuf *b, const nnp__explained *x, uint32_t a)
 static uint32_t concentrate(const double *mass, uint64_t n, double total, uint64_t *out,
                             double *share)
 {
+    /* The indices by mass, largest first and the lower index first among equals, as many as
+     * can be taken: one pass keeping the few largest, where picking the largest left each
+     * time would pass over the axis once per pick. A NaN orders nothing: then picking it is. */
+    uint64_t top[NNP__X_REGION_MAX];
+    uint32_t ntop = 0;
+    bool ordered = true;
+    for (uint64_t i = 0; i < n && ordered; i++) {
+        ordered = !isnan(mass[i]);
+        if (ntop == NNP__X_REGION_MAX && !(mass[i] > mass[top[ntop - 1]]))
+            continue;
+        uint32_t j = ntop < NNP__X_REGION_MAX ? ntop++ : ntop - 1;
+        for (; j > 0 && mass[i] > mass[top[j - 1]]; j--)
+            top[j] = top[j - 1];
+        top[j] = i;
+    }
     uint32_t k = 0;
     double held = 0;
     while (k < NNP__X_REGION_MAX && k * 2 < n && held < CONCENTRATED * total) {
         uint64_t best = UINT64_MAX;
-        for (uint64_t i = 0; i < n; i++) {
-            bool taken = false;
-            for (uint32_t j = 0; j < k; j++)
-                taken |= out[j] == i;
-            if (!taken && (best == UINT64_MAX || mass[i] > mass[best]))
-                best = i;
+        if (ordered) {
+            best = k < ntop ? top[k] : UINT64_MAX;
+        } else {
+            for (uint64_t i = 0; i < n; i++) {
+                bool taken = false;
+                for (uint32_t j = 0; j < k; j++)
+                    taken |= out[j] == i;
+                if (!taken && (best == UINT64_MAX || mass[i] > mass[best]))
+                    best = i;
+            }
         }
         if (best == UINT64_MAX || mass[best] <= 0)
             break;
