@@ -33,7 +33,16 @@ typedef struct nnp__xsample {
     double *r, *p;
     uint64_t *idx;                     /* n x ndim: each element's index along each axis */
     uint64_t stride[NNP__X_MAX_DIMS];  /* of each axis, in elements */
+    void *own;                         /* the block the arrays lie in, when the sample owns it */
 } nnp__xsample;
+
+/* A block one thread lends the samples of the pairs it explains, one after the other: taken
+ * from the heap once and grown when a pair needs more, so that a pair's sample costs no fresh
+ * pages (a new block of that size comes from the kernel, zeroed, one page fault at a time). */
+typedef struct nnp__xscratch {
+    void *mem;
+    size_t size;
+} nnp__xscratch;
 
 /* What one pair's explanation keeps (the public parts point into it). */
 typedef struct nnp__explained {
@@ -105,11 +114,15 @@ void nnp__x_axis_label(nnp_sbuf *b, const nnp__explained *x, uint32_t a);
 
 /* The profile and the where line (profile.c); x zeroed by the caller. */
 nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x);
-/* The hints that fit (hints.c), after the profile: `m` are the pair's metrics. */
-nnp_status nnp__x_hints(const nnp__xinput *in, const nnp_metrics *m, nnp__explained *x);
+/* The hints that fit (hints.c), after the profile: `m` are the pair's metrics. The sample lies
+ * in `scratch` when given (valid until the scratch is used again), else in memory of its own. */
+nnp_status nnp__x_hints(const nnp__xinput *in, const nnp_metrics *m, nnp__explained *x,
+                        nnp__xscratch *scratch);
 /* The share of the sample's squared error explained by `other` (a tensor of the same shape)
- * standing in for the reference; -1 when there is no error to explain. */
-double nnp__x_other_fit(const nnp__explained *x, nnp_dtype dtype, const void *other);
+ * standing in for the reference; -1 when there is no error to explain, or as soon as the share
+ * is sure to fall below `least`. */
+double nnp__x_other_fit(const nnp__explained *x, nnp_dtype dtype, const void *other,
+                        double least);
 /* Add a hint (its text formatted); hints beyond NNP__X_MAX_HINTS are dropped. */
 nnp_status nnp__x_hint_add(nnp__explained *x, nnp_hint_kind kind, double fit, int axis, int axis2,
                            double value, const char *fmt, ...) NNP_PRINTF(7, 8);

@@ -60,7 +60,7 @@ static uint64_t stride_of(const nnp__xinput *in, uint32_t a)
 
 /* The elements of the region (every axis' indices the profile found, or all of it), all or
  * runs of them spread over it. */
-static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x)
+static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xscratch *scratch)
 {
     uint64_t rs[NNP__X_MAX_DIMS], st[NNP__X_MAX_DIMS], total = 1;
     for (uint32_t a = 0; a < in->ndim; a++) {
@@ -70,31 +70,63 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x)
     }
     uint64_t n = total <= HINT_MAX ? total : HINT_MAX;
     nnp__xsample *s = &x->sample;
-    s->flat = malloc(n * sizeof *s->flat);
-    s->r = malloc(n * sizeof *s->r);
-    s->p = malloc(n * sizeof *s->p);
-    s->idx = malloc(n * (in->ndim ? in->ndim : 1) * sizeof *s->idx);
+    /* flat, r, p and idx, one block (8-byte elements each; n is at most HINT_MAX) */
+    size_t size = (size_t)n * (3 + (in->ndim ? in->ndim : 1)) * 8;
+    unsigned char *mem;
+    if (scratch && scratch->size >= size) {
+        mem = scratch->mem;
+    } else if (scratch) {
+        free(scratch->mem);
+        scratch->mem = mem = malloc(size);
+        scratch->size = mem ? size : 0;
+    } else {
+        s->own = mem = malloc(size);
+    }
     memcpy(s->stride, st, sizeof st);
-    if (!s->flat || !s->r || !s->p || !s->idx)
+    if (!mem)
         return nnp__nomem();
+    s->flat = (uint64_t *)(void *)mem;
+    s->r = (double *)(void *)(mem + (size_t)n * 8);
+    s->p = (double *)(void *)(mem + (size_t)n * 16);
+    s->idx = (uint64_t *)(void *)(mem + (size_t)n * 24);
     uint64_t runs = total <= HINT_MAX ? 1 : HINT_MAX / HINT_RUN, len = total <= HINT_MAX ? total
                                                                                        : HINT_RUN;
     uint64_t stratum = total / runs, seed = total * 2654435761u + 1;
+    /* with no axis cut to a region, a run's elements lie next to each other in the tensor */
+    bool whole = true;
+    for (uint32_t a = 0; a < in->ndim; a++)
+        whole &= !x->nreg[a];
     for (uint64_t k = 0; k < runs; k++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
         uint64_t start = runs == 1 ? 0 : k * stratum + (seed >> 17) % (stratum - len + 1);
+        /* the run's first element's place in the region, then one step at a time */
+        uint64_t pos[NNP__X_MAX_DIMS], u = start;
+        for (uint32_t a = in->ndim; a-- > 0;) {
+            pos[a] = u % rs[a];
+            u /= rs[a];
+        }
+        uint64_t first = s->n;
         for (uint64_t j = 0; j < len; j++) {
-            uint64_t u = start + j, flat = 0;
-            for (uint32_t a = in->ndim; a-- > 0;) {
-                uint64_t i = u % rs[a];
-                u /= rs[a];
-                s->idx[s->n * in->ndim + a] = x->nreg[a] ? x->reg[a][i] : i;
-                flat += s->idx[s->n * in->ndim + a] * st[a];
+            uint64_t flat = 0, *idx = s->idx + s->n * in->ndim;
+            for (uint32_t a = 0; a < in->ndim; a++) {
+                idx[a] = x->nreg[a] ? x->reg[a][pos[a]] : pos[a];
+                flat += idx[a] * st[a];
             }
-            s->flat[s->n] = flat;
-            s->r[s->n] = nnp__x_elem(in->rdtype, in->r, flat);
-            s->p[s->n] = nnp__x_elem(in->pdtype, in->p, flat);
-            s->n++;
+            for (uint32_t a = in->ndim; a-- > 0;) {
+                if (++pos[a] < rs[a])
+                    break;
+                pos[a] = 0;
+            }
+            s->flat[s->n++] = flat;
+        }
+        if (whole) {
+            nnp__x_elems(in->rdtype, in->r, s->flat[first], (size_t)len, s->r + first);
+            nnp__x_elems(in->pdtype, in->p, s->flat[first], (size_t)len, s->p + first);
+        } else {
+            for (uint64_t j = first; j < s->n; j++) {
+                s->r[j] = nnp__x_elem(in->rdtype, in->r, s->flat[j]);
+                s->p[j] = nnp__x_elem(in->pdtype, in->p, s->flat[j]);
+            }
         }
     }
     return NNP_OK;
@@ -155,7 +187,17 @@ static base base_of(const nnp__xinput *in, const nnp__xsample *s)
 
 #define FINITE(k) (isfinite(s->r[k]) && isfinite(s->p[k]))
 
-/* The shift k along axis a that explains the most; *fit its fit (0: none). */
+/* Whether a fit 1 - resid / e, its residual still growing, has already fallen below FIT: the
+ * tests below stop reading candidates there, as most (another index' values, another block's)
+ * fall below at once. Exact: a sum of squares only grows, and 1 - resid / e only falls with it,
+ * rounding included, so the fit they would have computed in full is below FIT too, and a fit
+ * below FIT is never offered. */
+static bool below_fit(double resid, double e)
+{
+    return 1 - resid / e < FIT;
+}
+
+/* The shift k along axis a that explains the most; *fit its fit (0: none, or none of FIT). */
 static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, double *fit)
 {
     static const int ks[] = {1, -1, 2, -2};
@@ -165,6 +207,7 @@ static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, 
     for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
         double resid = 0, e = 0;
         uint64_t valid = 0, seen = 0, step = s->n > PERM_MAX ? s->n / PERM_MAX : 1;
+        /* the error to explain first, from the sample alone: the bound above needs it */
         for (uint64_t k = 0; k < s->n; k += step) {
             seen++;
             if (!FINITE(k))
@@ -172,12 +215,23 @@ static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, 
             int64_t i = (int64_t)s->idx[k * in->ndim + a], j = i - ks[t];
             if (j < 0 || j >= (int64_t)in->shape[a])
                 continue;
-            double q = nnp__x_elem(in->rdtype, in->r, s->flat[k] + (uint64_t)(j - i) * st);
-            resid += (s->p[k] - q) * (s->p[k] - q);
             e += (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
             valid++;
         }
-        double f = e > 0 && valid * 2 >= seen ? 1 - resid / e : 0;
+        if (!(e > 0 && valid * 2 >= seen))
+            continue;
+        bool short_of_fit = false;
+        for (uint64_t k = 0, m = 0; k < s->n && !short_of_fit; k += step) {
+            if (!FINITE(k))
+                continue;
+            int64_t i = (int64_t)s->idx[k * in->ndim + a], j = i - ks[t];
+            if (j < 0 || j >= (int64_t)in->shape[a])
+                continue;
+            double q = nnp__x_elem(in->rdtype, in->r, s->flat[k] + (uint64_t)(j - i) * st);
+            resid += (s->p[k] - q) * (s->p[k] - q);
+            short_of_fit = ++m % 8 == 0 && below_fit(resid, e);
+        }
+        double f = short_of_fit ? 0 : 1 - resid / e;
         if (f > *fit) {
             *fit = f;
             best = ks[t];
@@ -188,30 +242,65 @@ static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, 
 
 /* Indices (g blocks of shape[a] / g) permuted along axis a, the port's block i holding the
  * reference's block map[i]; only port indices the sample holds are tested, against every
- * reference index. The fit, 0 when the best map is the identity or takes one block twice. */
+ * reference index. The fit, 0 when the best map is the identity or takes one block twice, or
+ * when it falls below FIT. */
 static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint32_t a,
                               uint64_t g, uint64_t *map, bool *seen_out)
 {
     uint64_t n = in->shape[a], bs = n / g, st = s->stride[a];
-    double *err = calloc(g * g, sizeof *err);
+    /* err[bi][bj]: the squared error of the port's block bi against the reference's block bj;
+     * least[bi], the least of row bi so far */
+    double *err = calloc(g * g + 2 * g, sizeof *err), *least = err + g * g, *diag = least + g;
     bool *seen = seen_out;
     if (!err)
         return -1;
     memset(seen, 0, g * sizeof *seen);
     uint64_t step = s->n > PERM_MAX ? s->n / PERM_MAX : 1;
+    /* The identity's error, the error to explain, comes from the sample alone (the reference
+     * index itself is its own block's): the same sums, in the same order, as below. */
     for (uint64_t k = 0; k < s->n; k += step) {
         if (!FINITE(k))
             continue;
-        uint64_t i = s->idx[k * in->ndim + a], bi = i / bs, o = i % bs;
+        uint64_t bi = s->idx[k * in->ndim + a] / bs;
         seen[bi] = true;
+        diag[bi] += (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
+    }
+    double e = 0;
+    for (uint64_t bi = 0; bi < g; bi++)
+        if (seen[bi])
+            e += diag[bi];
+    if (!(e > 0)) {
+        free(err);
+        return 0;
+    }
+    for (uint64_t k = 0, m = 0; k < s->n; k += step) {
+        if (!FINITE(k))
+            continue;
+        uint64_t i = s->idx[k * in->ndim + a], bi = i / bs, o = i % bs;
+        double *row = err + bi * g;
         for (uint64_t bj = 0; bj < g; bj++) {
             int64_t delta = (int64_t)(bj * bs + o) - (int64_t)i;
             double q = nnp__x_elem(in->rdtype, in->r, s->flat[k] + (uint64_t)delta * st);
-            err[bi * g + bj] += (s->p[k] - q) * (s->p[k] - q);
+            row[bj] += (s->p[k] - q) * (s->p[k] - q);
+        }
+        least[bi] = row[0];
+        for (uint64_t bj = 1; bj < g; bj++)
+            least[bi] = row[bj] < least[bi] ? row[bj] : least[bi];
+        /* every row's least only grows: their sum bounds the best map's residual from below */
+        if (++m % 8 == 0) {
+            double lower = 0;
+            for (uint64_t bk = 0; bk < g; bk++)
+                if (seen[bk])
+                    lower += least[bk];
+            if (below_fit(lower, e)) {
+                free(err);
+                return 0;
+            }
         }
     }
-    double e = 0, resid = 0;
+    double resid = 0;
     bool moved = false, distinct = true;
+    e = 0;
     for (uint64_t bi = 0; bi < g; bi++) {
         map[bi] = bi;
         if (!seen[bi])
@@ -286,14 +375,21 @@ static nnp_status permutation_hints(const nnp__xinput *in, const nnp__xsample *s
     return NNP_OK;
 }
 
-/* Rounding of the reference to a float type with `mant` mantissa bits: the error in its ulps. */
-static double ulp_at(double v, int mant, int emin)
+/* Rounding to a float type with `mant` mantissa bits and least normal exponent `emin`: 1 / its
+ * ulp at v (the type's smallest ulp at 0, below its normal range or past the finite). An ulp is
+ * a power of two, so multiplying by this is dividing by the ulp, exactly; taken from v's
+ * exponent bits, as frexp and ldexp per element cost more than the whole test. */
+static double inv_ulp(double v, int mant, int emin)
 {
-    int e;
-    if (v == 0 || !isfinite(v))
-        return ldexp(1, emin - mant);
-    frexp(v, &e);
-    return ldexp(1, (e - 1 > emin ? e - 1 : emin) - mant);
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    int e = (int)((bits >> 52) & 0x7ff) - 1023; /* floor(log2 |v|) for a normal double */
+    if (e < emin || e > 1023)                   /* 0, subnormal, below the type's normals, inf, NaN */
+        e = emin;
+    bits = (uint64_t)(1023 - (e - mant)) << 52;
+    double inv;
+    memcpy(&inv, &bits, sizeof inv);
+    return inv;
 }
 
 static nnp_status precision_hint(const nnp__xinput *in, const nnp__xsample *s, const base *b,
@@ -311,23 +407,37 @@ static nnp_status precision_hint(const nnp__xinput *in, const nnp__xsample *s, c
     if (fabs(sd / (double)b->fin) > 0.25 * sqrt(b->E / (double)b->fin))
         return NNP_OK;
     for (size_t t = 0; t < 2; t++) {
-        uint64_t within = 0, exact = 0;
+        uint64_t within = 0, missed = 0;
         double su2 = 0;
-        for (uint64_t k = 0; k < s->n; k++) {
+        bool short_of_fit = false;
+        for (uint64_t k = 0; k < s->n && !short_of_fit; k++) {
             if (!FINITE(k))
                 continue;
-            double u = fabs(s->p[k] - s->r[k]) / ulp_at(s->r[k], fmts[t].mant, fmts[t].emin);
+            double u = fabs(s->p[k] - s->r[k]) * inv_ulp(s->r[k], fmts[t].mant, fmts[t].emin);
             su2 += u * u;
-            double q = s->p[k] / ulp_at(s->p[k], fmts[t].mant, fmts[t].emin);
-            exact += q == floor(q);
-            if (nnp__x_fails(s->r[k], s->p[k], in->atol, in->rtol))
+            if (nnp__x_fails(s->r[k], s->p[k], in->atol, in->rtol)) {
                 within += u <= 4;
+                missed += !(u <= 4);
+                /* the fit counts the failing elements within 4 ulps: past as many misses as
+                 * FIT allows, it cannot reach FIT (the same division, on at least as many) */
+                short_of_fit = (double)(b->Ffin - missed) / (double)b->Ffin < FIT;
+            }
         }
+        if (short_of_fit)
+            continue;
         double fit = (double)within / (double)b->Ffin, rms = sqrt(su2 / (double)b->fin);
         /* rounding leaves about 0.3 ulps rms, a few operations in the narrower type about 1:
          * an error of several ulps of one type is the rounding of a narrower one */
         if (fit < FIT || rms < 0.05 || rms > 1)
             continue;
+        /* whether the port's values are all of that type, said only of a hint offered */
+        uint64_t exact = 0;
+        for (uint64_t k = 0; k < s->n; k++) {
+            if (!FINITE(k))
+                continue;
+            double q = s->p[k] * inv_ulp(s->p[k], fmts[t].mant, fmts[t].emin);
+            exact += q == floor(q);
+        }
         const char *name = t == 0 && maxr > 65504 ? "tf32" : fmts[t].name;
         return nnp__x_hint_add(x, NNP_HINT_PRECISION, fit, -1, -1, rms,
                                "within 4 ulps of %s rounding of the reference (%.2g ulps rms%s): "
@@ -343,22 +453,29 @@ static nnp_status clip_hint(const nnp__xsample *s, const nnp__xinput *in, const 
                             nnp__explained *x)
 {
     double hi = -INFINITY, lo = INFINITY;
+    /* comparisons, not fmax and fmin (calls, and free to return either zero of a tie) */
     for (uint64_t k = 0; k < s->n; k++)
         if (FINITE(k)) {
-            hi = fmax(hi, s->p[k]);
-            lo = fmin(lo, s->p[k]);
+            hi = hi > s->p[k] ? hi : s->p[k];
+            lo = lo < s->p[k] ? lo : s->p[k];
         }
     if (!(hi > lo))
         return NNP_OK;
-    uint64_t above = 0, below = 0, inner = 0;
+    uint64_t above = 0, below = 0, inner = 0, missed = 0;
     for (uint64_t k = 0; k < s->n; k++) {
         if (!FINITE(k))
             continue;
         inner += s->p[k] > lo && s->p[k] < hi;
         if (!nnp__x_fails(s->r[k], s->p[k], in->atol, in->rtol))
             continue;
-        above += s->p[k] == hi && s->r[k] > hi;
-        below += s->p[k] == lo && s->r[k] < lo;
+        bool up = s->p[k] == hi && s->r[k] > hi, down = s->p[k] == lo && s->r[k] < lo;
+        above += up;
+        below += down;
+        /* a failing element neither clipped up nor down: past as many as FIT allows, the fit
+         * (the clipped share of the failing elements) cannot reach FIT */
+        missed += !up && !down;
+        if (!up && !down && (double)(b->Ffin - missed) / (double)b->Ffin < FIT)
+            return NNP_OK;
     }
     double fit = (double)(above + below) / (double)b->Ffin;
     /* most values untouched: a tensor made all of one value is zeros or a constant, not a clip */
@@ -464,16 +581,18 @@ static nnp_status structure_hints(const nnp__xinput *in, const nnp__xsample *s, 
                 continue;
             uint64_t sa = s->stride[a], sc = s->stride[c];
             double resid = 0;
-            for (uint64_t k = 0; k < s->n; k++) {
+            bool short_of_fit = false;
+            for (uint64_t k = 0, m = 0; k < s->n && !short_of_fit; k++) {
                 if (!FINITE(k))
                     continue;
                 uint64_t i = s->idx[k * in->ndim + a], j = s->idx[k * in->ndim + c];
                 uint64_t f = s->flat[k] - i * sa - j * sc + j * sa + i * sc;
                 double q = nnp__x_elem(in->rdtype, in->r, f);
                 resid += (s->p[k] - q) * (s->p[k] - q);
+                short_of_fit = ++m % 8 == 0 && below_fit(resid, b->E);
             }
             double fit = 1 - resid / b->E;
-            if (fit < FIT)
+            if (short_of_fit || fit < FIT)
                 continue;
             char ax[96], cx[96];
             label(ax, sizeof ax, x, a);
@@ -499,9 +618,10 @@ static int by_fit(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-nnp_status nnp__x_hints(const nnp__xinput *in, const nnp_metrics *m, nnp__explained *x)
+nnp_status nnp__x_hints(const nnp__xinput *in, const nnp_metrics *m, nnp__explained *x,
+                        nnp__xscratch *scratch)
 {
-    nnp_status st = take_sample(in, x);
+    nnp_status st = take_sample(in, x, scratch);
     if (st)
         return st;
     const nnp__xsample *s = &x->sample;
@@ -566,7 +686,7 @@ done:
     return st;
 }
 
-double nnp__x_other_fit(const nnp__explained *x, nnp_dtype dtype, const void *other)
+double nnp__x_other_fit(const nnp__explained *x, nnp_dtype dtype, const void *other, double least)
 {
     const nnp__xsample *s = &x->sample;
     if (x->sample_sq <= 0)
@@ -577,6 +697,11 @@ double nnp__x_other_fit(const nnp__explained *x, nnp_dtype dtype, const void *ot
             continue;
         double q = nnp__x_elem(dtype, other, s->flat[k]);
         resid += (s->p[k] - q) * (s->p[k] - q);
+        /* the residual only grows, and the fit with it only falls: once below `least` it stays
+         * there, and most candidates (another record's values) get there in a few elements,
+         * so that the rest of their sample is neither read nor mapped */
+        if ((k & 31) == 31 && 1 - resid / x->sample_sq < least)
+            return -1;
     }
     return isfinite(resid) ? 1 - resid / x->sample_sq : -1;
 }

@@ -343,10 +343,7 @@ nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x)
 
 void nnp__x_sample_free(nnp__explained *x)
 {
-    free(x->sample.flat);
-    free(x->sample.r);
-    free(x->sample.p);
-    free(x->sample.idx);
+    free(x->sample.own);
     memset(&x->sample, 0, sizeof x->sample);
 }
 

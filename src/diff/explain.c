@@ -7,6 +7,7 @@
  * Only failing pairs are read again, and each at most a bounded sample, so a diff whose pairs
  * agree costs nothing more, and one whose pairs all fail a fixed amount per pair.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,8 @@
 
 /* Records this many pairs before or after a failing one are the candidates it may hold. */
 #define OTHER_WINDOW 4
+/* The least fit of another record's values that is offered (the hints' own floor). */
+#define MIN_FIT 0.99
 
 static bool has(const char *type, const char *word)
 {
@@ -54,6 +57,8 @@ typedef struct {
     nnp_diff *d;
     nnp_dump *ref, *port;
     nnp_status *status;
+    atomic_size_t next;     /* the next pair to explain */
+    nnp__xscratch *scratch; /* one per lane */
 } ctx;
 
 static bool same_shape(uint32_t n, const uint64_t *a, uint32_t m, const uint64_t *b)
@@ -86,22 +91,22 @@ static nnp_status other_record(const ctx *c, size_t i, nnp__explained *x)
         nnp_status st = nnp_dump_data(c->ref, q->ref, &data);
         if (st)
             return st;
-        double fit = nnp__x_other_fit(x, r->dtype, data);
+        /* a fit under the floor or the best so far cannot be taken: stop reading it there */
+        double fit = nnp__x_other_fit(x, r->dtype, data, best > MIN_FIT ? best : MIN_FIT);
         if (fit > best) {
             best = fit;
             who = q->ref;
         }
     }
-    if (who == SIZE_MAX || best < 0.99)
+    if (who == SIZE_MAX || best < MIN_FIT)
         return NNP_OK;
     return nnp__x_hint_add(x, NNP_HINT_OTHER_RECORD, best, -1, -1, (double)who,
                            "the port holds the reference's %s (records swapped, or wired to the "
                            "wrong input)", nnp_dump_record(c->ref, who)->name);
 }
 
-static void explain_one(void *cv, size_t i)
+static void explain_one(ctx *c, size_t i, nnp__xscratch *scratch)
 {
-    ctx *c = cv;
     nnp_diff *d = c->d;
     const nnp_diff_pair *p = &d->pairs[i];
     bool permuted = p->verdict == NNP_SHAPE_MISMATCH && !p->problem &&
@@ -139,7 +144,7 @@ static void explain_one(void *cv, size_t i)
     } else {
         st = nnp__x_profile(&in, x);
         if (!st)
-            st = nnp__x_hints(&in, &p->metrics, x);
+            st = nnp__x_hints(&in, &p->metrics, x, scratch);
         if (!st && x->nhints == 0)
             st = other_record(c, i, x);
         x->profile.where = x->where;
@@ -162,19 +167,39 @@ out:
         nnp_dump_release(c->port, p->parts[k]);
 }
 
+/* One lane of the pool: the pairs it takes one at a time (the uneven ones balance themselves,
+ * as in nnp__parallel_for), with the lane's own scratch for their samples. What a pair's
+ * explanation says depends on the pair alone, never on the lane. */
+static void explain_lane(void *cv, size_t lane)
+{
+    ctx *c = cv;
+    for (;;) {
+        size_t i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (i >= c->d->npairs)
+            return;
+        explain_one(c, i, &c->scratch[lane]);
+    }
+}
+
 nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads)
 {
-    size_t n = d->npairs;
+    size_t n = d->npairs, lanes = (size_t)nnp__thread_count(threads);
+    lanes = lanes < n ? lanes : n ? n : 1;
     d->explained = calloc(n ? n : 1, sizeof *d->explained);
     nnp_status *status = calloc(n ? n : 1, sizeof *status);
-    if (!d->explained || !status) {
+    nnp__xscratch *scratch = calloc(lanes, sizeof *scratch);
+    if (!d->explained || !status || !scratch) {
         free(status);
+        free(scratch);
         return nnp__nomem();
     }
-    ctx c = {d, ref, port, status};
-    nnp_status st = nnp__parallel_for(n, threads, explain_one, &c);
+    ctx c = {d, ref, port, status, 0, scratch};
+    nnp_status st = nnp__parallel_for(lanes, threads, explain_lane, &c);
     for (size_t i = 0; i < n && !st; i++)
         st = status[i];
+    for (size_t k = 0; k < lanes; k++)
+        free(scratch[k].mem);
+    free(scratch);
     free(status);
     return st;
 }
