@@ -14,6 +14,10 @@
 #define NNP__X_MAX_HINTS 16
 /* Indices of one axis that can still be called "where the error lies". */
 #define NNP__X_REGION_MAX 4
+/* A pair of more elements than the profile reads whole is read in this many runs of this many
+ * elements (profile.c); the hints' sample of such a pair as a whole lies within them. */
+#define NNP__X_PROFILE_RUNS 128u
+#define NNP__X_PROFILE_RUN 512u
 
 /* The pair: both sides in C order with one shape (the reference's, as compared). */
 typedef struct nnp__xinput {
@@ -58,6 +62,7 @@ typedef struct nnp__explained {
     char *region_text; /* "" when the error spreads over every axis */
     nnp_hint hints[NNP__X_MAX_HINTS];
     size_t nhints;
+    uint64_t run[NNP__X_PROFILE_RUNS]; /* where the profile's runs start, when it sampled */
     nnp__xsample sample; /* freed once the hints are taken */
     double sample_sq;    /* squared error of the sample's finite elements */
 } nnp__explained;

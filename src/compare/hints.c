@@ -20,6 +20,8 @@
 
 #define HINT_MAX (1u << 13)
 #define HINT_RUN 128u
+_Static_assert(2 * (HINT_MAX / HINT_RUN) <= NNP__X_PROFILE_RUNS && HINT_RUN <= NNP__X_PROFILE_RUN,
+               "the hints' runs of a whole sampled pair lie in every other run of the profile's");
 #define PERM_MAX 1024u
 #define FIT 0.99
 
@@ -96,9 +98,16 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
     bool whole = true;
     for (uint32_t a = 0; a < in->ndim; a++)
         whole &= !x->nreg[a];
+    /* The whole of a pair the profile sampled: runs within every other run of the profile's,
+     * at a random place in each. As much a stratified sample of the pair as runs of its own,
+     * but of elements just read, whose pages are mapped and in cache: fresh places cost a
+     * page fault each (the comparing pass gave the pages back) and a miss. */
+    bool in_profile = whole && x->profile.sampled && runs > 1;
     for (uint64_t k = 0; k < runs; k++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        uint64_t start = runs == 1 ? 0 : k * stratum + (seed >> 17) % (stratum - len + 1);
+        uint64_t start = runs == 1      ? 0
+                         : in_profile ? x->run[2 * k] + (seed >> 17) % (NNP__X_PROFILE_RUN - len + 1)
+                                      : k * stratum + (seed >> 17) % (stratum - len + 1);
         /* the run's first element's place in the region, then one step at a time */
         uint64_t pos[NNP__X_MAX_DIMS], u = start;
         for (uint32_t a = in->ndim; a-- > 0;) {

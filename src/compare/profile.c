@@ -15,8 +15,8 @@
 
 #include "compare/explain.h"
 
-#define SAMPLE_MAX (1u << 16)
-#define RUN 512u
+#define RUN NNP__X_PROFILE_RUN
+#define SAMPLE_MAX (NNP__X_PROFILE_RUNS * RUN)
 /* Share of the error that "lies in" a few indices. */
 #define CONCENTRATED 0.95
 
@@ -38,33 +38,79 @@ static uint64_t rng_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* Add a stretch of n elements whose differences are all finite to s2/f2 (their indices along
- * the innermost axis) and to *sum and *nbad, in one loop the compiler vectorizes: the square of each
- * difference, and whether it exceeds the tolerance, read from the sign of the margin (exact for
- * finite values: tol - |d| is negative exactly when |d| > tol; + 0.0 makes a -0 margin +0). */
-static void add_finite(const double *rv, const double *pv, uint64_t n, double atol, double rtol,
-                       double *s2, uint64_t *f2, double *sum, uint64_t *nbad)
+/* One element of a stretch: a double of a converted buffer, or an F32 read in place (memcpy:
+ * a record's bytes need not be aligned). */
+static inline double at_f64(const void *v, uint64_t k)
 {
-    double s = 0;
-    uint64_t nb = 0;
-#pragma omp simd reduction(+ : s, nb)
-    for (uint64_t k = 0; k < n; k++) {
-        double d = pv[k] - rv[k], dd = d * d;
-        double margin = (atol + rtol * fabs(rv[k]) - fabs(d)) + 0.0;
-        uint64_t bits;
-        memcpy(&bits, &margin, sizeof bits);
-        s2[k] += dd;
-        f2[k] += bits >> 63;
-        s += dd;
-        nb += bits >> 63;
+    double d;
+    memcpy(&d, (const unsigned char *)v + 8 * k, 8);
+    return d;
+}
+
+static inline double at_f32(const void *v, uint64_t k)
+{
+    float f;
+    memcpy(&f, (const unsigned char *)v + 4 * k, 4);
+    return f;
+}
+
+/* Add a stretch of n elements whose differences are all finite to s2/f2 (their indices along
+ * the innermost axis) and to *sum and *nbad, in one loop the compiler vectorizes: the square of
+ * each difference, and whether it exceeds the tolerance, read from the sign of the margin (exact
+ * for finite values: tol - |d| is negative exactly when |d| > tol; + 0.0 makes a -0 margin +0).
+ * One version per way of reading the elements. */
+#define ADD_FINITE(NAME, AT)                                                                   \
+    static void NAME(const void *rv, const void *pv, uint64_t n, double atol, double rtol,     \
+                     double *s2, uint64_t *f2, double *sum, uint64_t *nbad)                    \
+    {                                                                                          \
+        double s = 0;                                                                          \
+        uint64_t nb = 0;                                                                       \
+        _Pragma("omp simd reduction(+ : s, nb)")                                               \
+        for (uint64_t k = 0; k < n; k++) {                                                     \
+            double r = AT(rv, k), d = AT(pv, k) - r, dd = d * d;                               \
+            double margin = (atol + rtol * fabs(r) - fabs(d)) + 0.0;                           \
+            uint64_t bits;                                                                     \
+            memcpy(&bits, &margin, sizeof bits);                                               \
+            s2[k] += dd;                                                                       \
+            f2[k] += bits >> 63;                                                               \
+            s += dd;                                                                           \
+            nb += bits >> 63;                                                                  \
+        }                                                                                      \
+        *sum = s;                                                                              \
+        *nbad = nb;                                                                            \
     }
-    *sum = s;
-    *nbad = nb;
+ADD_FINITE(add_finite_f64, at_f64)
+ADD_FINITE(add_finite_f32, at_f32)
+
+/* Whether every difference of a stretch is finite (both sides are): a sum of d * 0, which is 0
+ * then and NaN else. F32 in float, four at a time; a difference of finite floats that overflows
+ * a float says "no" too, and takes the exact path. */
+static bool all_finite_f64(const void *rv, const void *pv, uint64_t n)
+{
+    double z = 0;
+#pragma omp simd reduction(+ : z)
+    for (uint64_t k = 0; k < n; k++)
+        z += (at_f64(pv, k) - at_f64(rv, k)) * 0.0;
+    return z == 0;
+}
+
+static bool all_finite_f32(const void *rv, const void *pv, uint64_t n)
+{
+    float z = 0;
+#pragma omp simd reduction(+ : z)
+    for (uint64_t k = 0; k < n; k++) {
+        float r, p;
+        memcpy(&r, (const unsigned char *)rv + 4 * k, 4);
+        memcpy(&p, (const unsigned char *)pv + 4 * k, 4);
+        z += (p - r) * 0.0f;
+    }
+    return z == 0;
 }
 
 /* Accumulate one run [start, start + len) into the per-axis arrays, a stretch of the innermost
  * axis at a time: each element adds to its innermost index, and the outer axes, whose indices
- * hold over the stretch, take the stretch's sums. */
+ * hold over the stretch, take the stretch's sums. Two F32 sides are read in place; others are
+ * converted a stretch at a time. */
 static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, double **sq,
                      uint64_t **fl, uint64_t *fail_total)
 {
@@ -73,6 +119,7 @@ static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, double
     /* a 0-d tensor (its one element) has no axis: its sums go to scratch */
     uint32_t last = in->ndim ? in->ndim - 1 : 0;
     uint64_t width = in->ndim ? in->shape[last] : 1;
+    bool f32 = in->rdtype == NNP_F32 && in->pdtype == NNP_F32;
     for (uint32_t a = in->ndim; a-- > 0;) {
         idx[a] = rest % in->shape[a];
         rest /= in->shape[a];
@@ -81,20 +128,24 @@ static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, double
         /* the stretch: to the end of the run, of the buffers or of the innermost axis */
         uint64_t n = len - done < RUN ? len - done : RUN;
         n = n < width - idx[last] ? n : width - idx[last];
-        nnp__x_elems(in->rdtype, in->r, start + done, (size_t)n, rv);
-        nnp__x_elems(in->pdtype, in->p, start + done, (size_t)n, pv);
-        double *s2 = in->ndim ? sq[last] + idx[last] : none_sq, sum = 0, z = 0;
+        const void *r = rv, *p = pv;
+        if (f32) {
+            r = (const unsigned char *)in->r + 4 * (start + done);
+            p = (const unsigned char *)in->p + 4 * (start + done);
+        } else {
+            nnp__x_elems(in->rdtype, in->r, start + done, (size_t)n, rv);
+            nnp__x_elems(in->pdtype, in->p, start + done, (size_t)n, pv);
+        }
+        double *s2 = in->ndim ? sq[last] + idx[last] : none_sq, sum = 0;
         uint64_t *f2 = in->ndim ? fl[last] + idx[last] : none_fl, nbad = 0;
-        /* z is 0 when every difference is finite (both sides finite), else NaN */
-#pragma omp simd reduction(+ : z)
-        for (uint64_t k = 0; k < n; k++)
-            z += (pv[k] - rv[k]) * 0.0;
-        if (z == 0) {
-            add_finite(rv, pv, n, in->atol, in->rtol, s2, f2, &sum, &nbad);
+        if (f32 ? all_finite_f32(r, p, n) : all_finite_f64(r, p, n)) {
+            (f32 ? add_finite_f32 : add_finite_f64)(r, p, n, in->atol, in->rtol, s2, f2, &sum,
+                                                    &nbad);
         } else {
             for (uint64_t k = 0; k < n; k++) {
-                bool bad = nnp__x_fails(rv[k], pv[k], in->atol, in->rtol);
-                double d = pv[k] - rv[k], d2 = isfinite(d) ? d * d : 0;
+                double rk = f32 ? at_f32(r, k) : rv[k], pk = f32 ? at_f32(p, k) : pv[k];
+                bool bad = nnp__x_fails(rk, pk, in->atol, in->rtol);
+                double d = pk - rk, d2 = isfinite(d) ? d * d : 0;
                 s2[k] += d2;
                 f2[k] += bad;
                 sum += d2;
@@ -323,8 +374,10 @@ nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x)
         x->profile.elements = in->nelem;
     } else {
         uint64_t runs = SAMPLE_MAX / RUN, stratum = in->nelem / runs, seed = in->nelem;
-        for (uint64_t k = 0; k < runs; k++)
-            read_run(in, k * stratum + rng_next(&seed) % (stratum - RUN + 1), RUN, sq, fl, &fail);
+        for (uint64_t k = 0; k < runs; k++) {
+            x->run[k] = k * stratum + rng_next(&seed) % (stratum - RUN + 1);
+            read_run(in, x->run[k], RUN, sq, fl, &fail);
+        }
         x->profile.elements = runs * RUN;
         x->profile.sampled = true;
     }
