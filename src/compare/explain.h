@@ -36,6 +36,8 @@ typedef struct nnp__xsample {
     uint64_t *flat;
     double *r, *p;
     uint64_t *idx;                     /* n x ndim: each element's index along each axis */
+    unsigned char *finite;             /* whether both values are finite, each element */
+    bool all_finite;                   /* whether every element's are */
     uint64_t stride[NNP__X_MAX_DIMS];  /* of each axis, in elements */
     void *own;                         /* the block the arrays lie in, when the sample owns it */
 } nnp__xsample;

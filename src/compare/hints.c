@@ -72,8 +72,9 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
     }
     uint64_t n = total <= HINT_MAX ? total : HINT_MAX;
     nnp__xsample *s = &x->sample;
-    /* flat, r, p and idx, one block (8-byte elements each; n is at most HINT_MAX) */
-    size_t size = (size_t)n * (3 + (in->ndim ? in->ndim : 1)) * 8;
+    /* flat, r, p and idx, one block (8-byte elements each; n is at most HINT_MAX), then the
+     * finite flags */
+    size_t size = (size_t)n * (3 + (in->ndim ? in->ndim : 1)) * 8 + (size_t)n;
     unsigned char *mem;
     if (scratch && scratch->size >= size) {
         mem = scratch->mem;
@@ -91,6 +92,7 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
     s->r = (double *)(void *)(mem + (size_t)n * 8);
     s->p = (double *)(void *)(mem + (size_t)n * 16);
     s->idx = (uint64_t *)(void *)(mem + (size_t)n * 24);
+    s->finite = mem + (size_t)n * (3 + (in->ndim ? in->ndim : 1)) * 8;
     uint64_t runs = total <= HINT_MAX ? 1 : HINT_MAX / HINT_RUN, len = total <= HINT_MAX ? total
                                                                                        : HINT_RUN;
     uint64_t stratum = total / runs, seed = total * 2654435761u + 1;
@@ -115,18 +117,38 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
             u /= rs[a];
         }
         uint64_t first = s->n;
-        for (uint64_t j = 0; j < len; j++) {
-            uint64_t flat = 0, *idx = s->idx + s->n * in->ndim;
-            for (uint32_t a = 0; a < in->ndim; a++) {
-                idx[a] = x->nreg[a] ? x->reg[a][pos[a]] : pos[a];
-                flat += idx[a] * st[a];
+        if (!in->ndim) /* a 0-d tensor: its one element */
+            s->flat[s->n++] = 0;
+        for (uint64_t j = 0; j < len && in->ndim;) {
+            /* along the innermost axis, where only the last index moves (its stride is 1) */
+            uint32_t last = in->ndim - 1;
+            uint64_t outer[NNP__X_MAX_DIMS], base = 0, m = rs[last] - pos[last];
+            m = m < len - j ? m : len - j;
+            for (uint32_t a = 0; a < last; a++) {
+                outer[a] = x->nreg[a] ? x->reg[a][pos[a]] : pos[a];
+                base += outer[a] * st[a];
             }
-            for (uint32_t a = in->ndim; a-- > 0;) {
-                if (++pos[a] < rs[a])
+            /* a column at a time: row by row, the outer indices' copy is a memcpy of a few
+             * words per element */
+            uint64_t n0 = s->n, *idx = s->idx + n0 * in->ndim;
+            for (uint32_t a = 0; a < last; a++)
+                for (uint64_t t = 0; t < m; t++)
+                    idx[t * in->ndim + a] = outer[a];
+            for (uint64_t t = 0; t < m; t++) {
+                uint64_t i = x->nreg[last] ? x->reg[last][pos[last] + t] : pos[last] + t;
+                idx[t * in->ndim + last] = i;
+                s->flat[n0 + t] = base + i;
+            }
+            s->n = n0 + m;
+            j += m;
+            pos[last] += m;
+            for (uint32_t a = in->ndim; a-- > 0;) { /* the next place, row-major */
+                if (pos[a] < rs[a])
                     break;
                 pos[a] = 0;
+                if (a)
+                    pos[a - 1]++;
             }
-            s->flat[s->n++] = flat;
         }
         if (whole) {
             nnp__x_elems(in->rdtype, in->r, s->flat[first], (size_t)len, s->r + first);
@@ -171,30 +193,53 @@ static void scale_words(char *buf, size_t n, double c)
         buf[0] = 0;
 }
 
+/* What the tests start from, in one pass over the sample: each sum in the order the tests took
+ * it in a pass of their own, so that it is the same number. */
 typedef struct {
     double E;          /* squared error of the finite elements */
     uint64_t fin, F, Ffin, newnf;
+    double srr, spr;   /* sums of r^2 and p r (the scale) */
+    uint64_t zeros;    /* failing elements the port holds 0 for */
+    double sd;         /* sum of p - r (the offset, the precision's bias) */
+    double maxr;       /* the largest |r| */
+    double hi, lo;     /* the port's largest and least values (the clip) */
 } base;
 
-static base base_of(const nnp__xinput *in, const nnp__xsample *s)
+static base base_of(const nnp__xinput *in, nnp__xsample *s)
 {
     base b = {0};
+    b.hi = -INFINITY;
+    b.lo = INFINITY;
     for (uint64_t k = 0; k < s->n; k++) {
         double r = s->r[k], p = s->p[k];
-        bool bad = nnp__x_fails(r, p, in->atol, in->rtol);
-        b.F += bad;
-        if (isfinite(r) && isfinite(p)) {
+        /* noted for the tests, which read only the elements finite on both sides */
+        s->finite[k] = isfinite(r) && isfinite(p);
+        if (s->finite[k]) {
+            /* nnp__x_fails of two finite values */
+            bool bad = fabs(p - r) > in->atol + in->rtol * fabs(r);
+            b.F += bad;
             b.E += (p - r) * (p - r);
             b.fin++;
             b.Ffin += bad;
-        } else if (isfinite(r)) {
-            b.newnf++;
+            b.srr += r * r;
+            b.spr += p * r;
+            b.zeros += (p == 0) & (r != 0) & bad;
+            b.sd += p - r;
+            b.maxr = b.maxr > fabs(r) ? b.maxr : fabs(r);
+            /* comparisons, not fmax and fmin (calls, and free to return either zero of a
+             * tie) */
+            b.hi = b.hi > p ? b.hi : p;
+            b.lo = b.lo < p ? b.lo : p;
+        } else {
+            b.F += nnp__x_fails(r, p, in->atol, in->rtol);
+            b.newnf += isfinite(r);
         }
     }
+    s->all_finite = b.fin == s->n;
     return b;
 }
 
-#define FINITE(k) (isfinite(s->r[k]) && isfinite(s->p[k]))
+#define FINITE(k) (s->all_finite || s->finite[k])
 
 /* Whether a fit 1 - resid / e, its residual still growing, has already fallen below FIT: the
  * tests below stop reading candidates there, as most (another index' values, another block's)
@@ -209,26 +254,33 @@ static bool below_fit(double resid, double e)
 /* The shift k along axis a that explains the most; *fit its fit (0: none, or none of FIT). */
 static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, double *fit)
 {
-    static const int ks[] = {1, -1, 2, -2};
-    uint64_t st = s->stride[a];
+    enum { NK = 4 };
+    static const int ks[NK] = {1, -1, 2, -2};
+    uint64_t st = s->stride[a], step = s->n > PERM_MAX ? s->n / PERM_MAX : 1, seen = 0;
+    uint64_t valid[NK] = {0};
+    double e[NK] = {0};
+    /* the error each shift is to explain, from the sample alone (the bound above needs it),
+     * every shift's in one pass */
+    for (uint64_t k = 0; k < s->n; k += step) {
+        seen++;
+        if (!FINITE(k))
+            continue;
+        int64_t i = (int64_t)s->idx[k * in->ndim + a];
+        double d2 = (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
+        for (int t = 0; t < NK; t++) {
+            int64_t j = i - ks[t];
+            if (j >= 0 && j < (int64_t)in->shape[a]) {
+                e[t] += d2;
+                valid[t]++;
+            }
+        }
+    }
     int best = 0;
     *fit = 0;
-    for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
-        double resid = 0, e = 0;
-        uint64_t valid = 0, seen = 0, step = s->n > PERM_MAX ? s->n / PERM_MAX : 1;
-        /* the error to explain first, from the sample alone: the bound above needs it */
-        for (uint64_t k = 0; k < s->n; k += step) {
-            seen++;
-            if (!FINITE(k))
-                continue;
-            int64_t i = (int64_t)s->idx[k * in->ndim + a], j = i - ks[t];
-            if (j < 0 || j >= (int64_t)in->shape[a])
-                continue;
-            e += (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
-            valid++;
-        }
-        if (!(e > 0 && valid * 2 >= seen))
+    for (int t = 0; t < NK; t++) {
+        if (!(e[t] > 0 && valid[t] * 2 >= seen))
             continue;
+        double resid = 0;
         bool short_of_fit = false;
         for (uint64_t k = 0, m = 0; k < s->n && !short_of_fit; k += step) {
             if (!FINITE(k))
@@ -238,9 +290,9 @@ static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, 
                 continue;
             double q = nnp__x_elem(in->rdtype, in->r, s->flat[k] + (uint64_t)(j - i) * st);
             resid += (s->p[k] - q) * (s->p[k] - q);
-            short_of_fit = ++m % 8 == 0 && below_fit(resid, e);
+            short_of_fit = ++m % 8 == 0 && below_fit(resid, e[t]);
         }
-        double f = short_of_fit ? 0 : 1 - resid / e;
+        double f = short_of_fit ? 0 : 1 - resid / e[t];
         if (f > *fit) {
             *fit = f;
             best = ks[t];
@@ -267,13 +319,23 @@ static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint
     uint64_t step = s->n > PERM_MAX ? s->n / PERM_MAX : 1;
     /* The identity's error, the error to explain, comes from the sample alone (the reference
      * index itself is its own block's): the same sums, in the same order, as below. */
+    uint64_t cur = UINT64_MAX;
+    double acc = 0;
     for (uint64_t k = 0; k < s->n; k += step) {
         if (!FINITE(k))
             continue;
         uint64_t bi = s->idx[k * in->ndim + a] / bs;
-        seen[bi] = true;
-        diag[bi] += (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
+        if (bi != cur) { /* in registers while the block holds, as in offset_hint */
+            if (cur != UINT64_MAX)
+                diag[cur] = acc;
+            cur = bi;
+            acc = diag[bi];
+            seen[bi] = true;
+        }
+        acc += (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
     }
+    if (cur != UINT64_MAX)
+        diag[cur] = acc;
     double e = 0;
     for (uint64_t bi = 0; bi < g; bi++)
         if (seen[bi])
@@ -406,12 +468,7 @@ static nnp_status precision_hint(const nnp__xinput *in, const nnp__xsample *s, c
 {
     static const struct { int mant, emin; const char *name; } fmts[] = {
         {10, -126, "f16 or tf32"}, {7, -126, "bf16"}};
-    double maxr = 0, sd = 0;
-    for (uint64_t k = 0; k < s->n; k++)
-        if (FINITE(k)) {
-            maxr = fmax(maxr, fabs(s->r[k]));
-            sd += s->p[k] - s->r[k];
-        }
+    double maxr = b->maxr, sd = b->sd;
     /* rounding errs both ways: a systematic error (an approximated function) is not one */
     if (fabs(sd / (double)b->fin) > 0.25 * sqrt(b->E / (double)b->fin))
         return NNP_OK;
@@ -424,12 +481,14 @@ static nnp_status precision_hint(const nnp__xinput *in, const nnp__xsample *s, c
                 continue;
             double u = fabs(s->p[k] - s->r[k]) * inv_ulp(s->r[k], fmts[t].mant, fmts[t].emin);
             su2 += u * u;
+            /* past 1 ulp rms, the rms can only grow: not this type's rounding */
+            short_of_fit = su2 / (double)b->fin > 1;
             if (nnp__x_fails(s->r[k], s->p[k], in->atol, in->rtol)) {
                 within += u <= 4;
                 missed += !(u <= 4);
                 /* the fit counts the failing elements within 4 ulps: past as many misses as
                  * FIT allows, it cannot reach FIT (the same division, on at least as many) */
-                short_of_fit = (double)(b->Ffin - missed) / (double)b->Ffin < FIT;
+                short_of_fit |= (double)(b->Ffin - missed) / (double)b->Ffin < FIT;
             }
         }
         if (short_of_fit)
@@ -461,13 +520,7 @@ static nnp_status precision_hint(const nnp__xinput *in, const nnp__xsample *s, c
 static nnp_status clip_hint(const nnp__xsample *s, const nnp__xinput *in, const base *b,
                             nnp__explained *x)
 {
-    double hi = -INFINITY, lo = INFINITY;
-    /* comparisons, not fmax and fmin (calls, and free to return either zero of a tie) */
-    for (uint64_t k = 0; k < s->n; k++)
-        if (FINITE(k)) {
-            hi = hi > s->p[k] ? hi : s->p[k];
-            lo = lo < s->p[k] ? lo : s->p[k];
-        }
+    double hi = b->hi, lo = b->lo;
     if (!(hi > lo))
         return NNP_OK;
     uint64_t above = 0, below = 0, inner = 0, missed = 0;
@@ -504,11 +557,7 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
                               nnp__explained *x, bool *fitted)
 {
     char where[512];
-    double sd = 0;
-    for (uint64_t k = 0; k < s->n; k++)
-        if (FINITE(k))
-            sd += s->p[k] - s->r[k];
-    double mean = sd / (double)b->fin, fit = 1 - (b->E - (double)b->fin * mean * mean) / b->E;
+    double mean = b->sd / (double)b->fin, fit = 1 - (b->E - (double)b->fin * mean * mean) / b->E;
     if (fit >= FIT) {
         *fitted = true;
         return nnp__x_hint_add(x, NNP_HINT_OFFSET, fit, -1, -1, fabs(mean),
@@ -528,12 +577,30 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
             free(cnt);
             return nnp__nomem();
         }
-        for (uint64_t k = 0; k < s->n; k++)
-            if (FINITE(k)) {
-                uint64_t i = s->idx[k * in->ndim + a];
-                sum[i] += s->p[k] - s->r[k];
-                cnt[i]++;
+        /* the current index' sums in registers while it holds (along an outer axis, for
+         * runs of elements): adding to memory each time waits on the last store */
+        uint64_t cur = UINT64_MAX, c = 0;
+        double acc = 0;
+        for (uint64_t k = 0; k < s->n; k++) {
+            if (!FINITE(k))
+                continue;
+            uint64_t i = s->idx[k * in->ndim + a];
+            if (i != cur) {
+                if (cur != UINT64_MAX) {
+                    sum[cur] = acc;
+                    cnt[cur] = c;
+                }
+                cur = i;
+                acc = sum[i];
+                c = cnt[i];
             }
+            acc += s->p[k] - s->r[k];
+            c++;
+        }
+        if (cur != UINT64_MAX) {
+            sum[cur] = acc;
+            cnt[cur] = c;
+        }
         double explained = 0, mabs = 0;
         uint64_t used = 0;
         bool enough = true;
@@ -634,7 +701,7 @@ nnp_status nnp__x_hints(const nnp__xinput *in, const nnp_metrics *m, nnp__explai
     if (st)
         return st;
     const nnp__xsample *s = &x->sample;
-    base b = base_of(in, s);
+    base b = base_of(in, &x->sample);
     x->sample_sq = b.E;
     char where[512];
     uint64_t nf = m->nan_new + m->inf_new;
@@ -646,15 +713,8 @@ nnp_status nnp__x_hints(const nnp__xinput *in, const nnp_metrics *m, nnp__explai
                              in_region(x, where, sizeof where));
     if (st || b.E <= 0 || !b.Ffin)
         goto done;
-    uint64_t zeros = 0;
-    double srr = 0, spr = 0;
-    for (uint64_t k = 0; k < s->n; k++)
-        if (FINITE(k)) {
-            srr += s->r[k] * s->r[k];
-            spr += s->p[k] * s->r[k];
-            zeros += s->p[k] == 0 && s->r[k] != 0 &&
-                     nnp__x_fails(s->r[k], s->p[k], in->atol, in->rtol);
-        }
+    uint64_t zeros = b.zeros;
+    double srr = b.srr, spr = b.spr;
     bool fitted = false;
     double zfit = (double)zeros / (double)b.Ffin;
     if (zfit >= FIT) {
