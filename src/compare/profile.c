@@ -55,36 +55,43 @@ static inline double at_f32(const void *v, uint64_t k)
 }
 
 /* Add a stretch of n elements whose differences are all finite to s2/f2 (their indices along
- * the innermost axis) and to *sum and *nbad, in one loop the compiler vectorizes: the square of
- * each difference, and whether it exceeds the tolerance, read from the sign of the margin (exact
- * for finite values: tol - |d| is negative exactly when |d| > tol; + 0.0 makes a -0 margin +0).
- * One version per way of reading the elements. */
-#define ADD_FINITE(NAME, AT)                                                                   \
-    static void NAME(const void *rv, const void *pv, uint64_t n, double atol, double rtol,     \
-                     double *s2, uint64_t *f2, double *sum, uint64_t *nbad)                    \
+ * the innermost axis) and to *sum and *nbad: the square of each difference, and whether it
+ * exceeds the tolerance, read from the sign of the margin (exact for finite values: tol - |d| is
+ * negative exactly when |d| > tol; + 0.0 makes a -0 margin +0). The stretch's sum is kept in 8
+ * partial sums (element k in sum k mod 8) added in a fixed order, so that it is the same number
+ * whatever vector width the compiler gives the 8 (2 or 4 lanes) and whichever version below
+ * runs. One version per way of reading the elements, and for F32 one for AVX2. */
+#define ADD_ONE(AT, K, PART)                                                                   \
+    do {                                                                                       \
+        double r = AT(rv, K), d = AT(pv, K) - r, dd = d * d;                                   \
+        double margin = (atol + rtol * fabs(r) - fabs(d)) + 0.0;                               \
+        uint64_t bits;                                                                         \
+        memcpy(&bits, &margin, sizeof bits);                                                   \
+        s2[K] += dd;                                                                           \
+        f2[K] += bits >> 63;                                                                   \
+        PART += dd;                                                                            \
+        nb += bits >> 63;                                                                      \
+    } while (0)
+#define ADD_FINITE(NAME, AT, ATTR)                                                             \
+    ATTR static void NAME(const void *rv, const void *pv, uint64_t n, double atol, double rtol, \
+                          double *restrict s2, uint64_t *restrict f2, double *sum,             \
+                          uint64_t *nbad)                                                      \
     {                                                                                          \
-        double s = 0;                                                                          \
-        uint64_t nb = 0;                                                                       \
-        _Pragma("omp simd reduction(+ : s, nb)")                                               \
-        for (uint64_t k = 0; k < n; k++) {                                                     \
-            double r = AT(rv, k), d = AT(pv, k) - r, dd = d * d;                               \
-            double margin = (atol + rtol * fabs(r) - fabs(d)) + 0.0;                           \
-            uint64_t bits;                                                                     \
-            memcpy(&bits, &margin, sizeof bits);                                               \
-            s2[k] += dd;                                                                       \
-            f2[k] += bits >> 63;                                                               \
-            s += dd;                                                                           \
-            nb += bits >> 63;                                                                  \
-        }                                                                                      \
-        *sum = s;                                                                              \
+        double part[8] = {0};                                                                  \
+        uint64_t nb = 0, k = 0;                                                                \
+        for (; k + 8 <= n; k += 8)                                                             \
+            for (unsigned j = 0; j < 8; j++)                                                   \
+                ADD_ONE(AT, k + j, part[j]);                                                   \
+        for (; k < n; k++)                                                                     \
+            ADD_ONE(AT, k, part[k & 7]);                                                       \
+        *sum = ((part[0] + part[1]) + (part[2] + part[3])) +                                   \
+               ((part[4] + part[5]) + (part[6] + part[7]));                                    \
         *nbad = nb;                                                                            \
     }
-ADD_FINITE(add_finite_f64, at_f64)
-ADD_FINITE(add_finite_f32, at_f32)
 
 /* Whether every difference of a stretch is finite (both sides are): a sum of d * 0, which is 0
- * then and NaN else. F32 in float, four at a time; a difference of finite floats that overflows
- * a float says "no" too, and takes the exact path. */
+ * then and NaN else, in any order. F32 in float; a difference of finite floats that overflows a
+ * float says "no" too, and takes the exact path. */
 static bool all_finite_f64(const void *rv, const void *pv, uint64_t n)
 {
     double z = 0;
@@ -94,18 +101,52 @@ static bool all_finite_f64(const void *rv, const void *pv, uint64_t n)
     return z == 0;
 }
 
-static bool all_finite_f32(const void *rv, const void *pv, uint64_t n)
-{
-    float z = 0;
-#pragma omp simd reduction(+ : z)
-    for (uint64_t k = 0; k < n; k++) {
-        float r, p;
-        memcpy(&r, (const unsigned char *)rv + 4 * k, 4);
-        memcpy(&p, (const unsigned char *)pv + 4 * k, 4);
-        z += (p - r) * 0.0f;
+#define ALL_FINITE_F32(NAME, ATTR)                                                             \
+    ATTR static bool NAME(const void *rv, const void *pv, uint64_t n)                          \
+    {                                                                                          \
+        float z = 0;                                                                           \
+        _Pragma("omp simd reduction(+ : z)")                                                   \
+        for (uint64_t k = 0; k < n; k++) {                                                     \
+            float r, p;                                                                        \
+            memcpy(&r, (const unsigned char *)rv + 4 * k, 4);                                  \
+            memcpy(&p, (const unsigned char *)pv + 4 * k, 4);                                  \
+            z += (p - r) * 0.0f;                                                               \
+        }                                                                                      \
+        return z == 0;                                                                         \
     }
-    return z == 0;
+
+ADD_FINITE(add_finite_f64, at_f64, )
+ADD_FINITE(add_finite_f32, at_f32, )
+ALL_FINITE_F32(all_finite_f32, )
+
+typedef void (*add_fn)(const void *, const void *, uint64_t, double, double, double *,
+                       uint64_t *, double *, uint64_t *);
+typedef bool (*check_fn)(const void *, const void *, uint64_t);
+
+/* The F32 versions to run, chosen once for the CPU: AVX2 (four doubles a step, the same
+ * arithmetic, no FMA) where it has it. */
+static add_fn add_f32 = add_finite_f32;
+static check_fn check_f32 = all_finite_f32;
+static pthread_once_t f32_once = PTHREAD_ONCE_INIT;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define X_AVX2 __attribute__((target("avx2")))
+ADD_FINITE(add_finite_f32_avx2, at_f32, X_AVX2)
+ALL_FINITE_F32(all_finite_f32_avx2, X_AVX2)
+
+static void choose_f32(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) {
+        add_f32 = add_finite_f32_avx2;
+        check_f32 = all_finite_f32_avx2;
+    }
 }
+#else
+static void choose_f32(void)
+{
+}
+#endif
 
 /* Accumulate one run [start, start + len) into the per-axis arrays, a stretch of the innermost
  * axis at a time: each element adds to its innermost index, and the outer axes, whose indices
@@ -120,6 +161,7 @@ static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, double
     uint32_t last = in->ndim ? in->ndim - 1 : 0;
     uint64_t width = in->ndim ? in->shape[last] : 1;
     bool f32 = in->rdtype == NNP_F32 && in->pdtype == NNP_F32;
+    pthread_once(&f32_once, choose_f32);
     for (uint32_t a = in->ndim; a-- > 0;) {
         idx[a] = rest % in->shape[a];
         rest /= in->shape[a];
@@ -138,9 +180,8 @@ static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, double
         }
         double *s2 = in->ndim ? sq[last] + idx[last] : none_sq, sum = 0;
         uint64_t *f2 = in->ndim ? fl[last] + idx[last] : none_fl, nbad = 0;
-        if (f32 ? all_finite_f32(r, p, n) : all_finite_f64(r, p, n)) {
-            (f32 ? add_finite_f32 : add_finite_f64)(r, p, n, in->atol, in->rtol, s2, f2, &sum,
-                                                    &nbad);
+        if (f32 ? check_f32(r, p, n) : all_finite_f64(r, p, n)) {
+            (f32 ? add_f32 : add_finite_f64)(r, p, n, in->atol, in->rtol, s2, f2, &sum, &nbad);
         } else {
             for (uint64_t k = 0; k < n; k++) {
                 double rk = f32 ? at_f32(r, k) : rv[k], pk = f32 ? at_f32(p, k) : pv[k];
