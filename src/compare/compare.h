@@ -24,6 +24,12 @@ typedef struct nnp_cmp_side {
 /* nnp_compare over two sides that may live in dumps (above). */
 nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
                               const nnp_compare_options *opts, nnp_metrics *out);
+/* The same, copying into `cap` (NULL: none) the elements an explanation of the pair would read
+ * again (explain.h), from each chunk as it is compared. */
+struct nnp__xcapture;
+nnp_status nnp__compare_sides_capture(const nnp_cmp_side *ref, const nnp_cmp_side *port,
+                                      uint64_t n, const nnp_compare_options *opts,
+                                      struct nnp__xcapture *cap, nnp_metrics *out);
 
 /* Compare record `ref_rec` of `ref` with record `port_rec` of `port` (the same number of
  * elements, any dtypes, as nnp_compare), releasing each chunk's mapped pages behind the scan

@@ -151,8 +151,11 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
             }
         }
         if (whole) {
-            nnp__x_elems(in->rdtype, in->r, s->flat[first], (size_t)len, s->r + first);
-            nnp__x_elems(in->pdtype, in->p, s->flat[first], (size_t)len, s->p + first);
+            /* in the profile's run 2k: in a capture of the runs when there is one */
+            const nnp__xcapture *c = in_profile ? in->cap : NULL;
+            uint64_t at = c ? 2 * k * NNP__X_PROFILE_RUN + (start - x->run[2 * k]) : start;
+            nnp__x_elems(in->rdtype, c ? c->r : in->r, at, (size_t)len, s->r + first);
+            nnp__x_elems(in->pdtype, c ? c->p : in->p, at, (size_t)len, s->p + first);
         } else {
             for (uint64_t j = first; j < s->n; j++) {
                 s->r[j] = nnp__x_elem(in->rdtype, in->r, s->flat[j]);

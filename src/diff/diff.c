@@ -8,6 +8,7 @@
  * made into buffers of its own right before it is compared and freed after.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,19 +95,35 @@ void nnp_diff_free(nnp_diff *d)
     free(d->port_value_ref);
     free(d->culprit_module);
     nnp__diff_explained_free(d);
+    nnp__diff_captured_free(d);
     free(d);
 }
 
+/* At most this many bytes of captures alive at once (64 MiB: 128 pairs of F32), so that the
+ * resident size stays bounded whatever the number of failing pairs: the pairs past it are read
+ * again by their explanation, as all were before. */
+#define CAPTURE_BUDGET ((size_t)64 << 20)
+#define CAPTURE_SPARES 8
+
 typedef struct {
     nnp_dump *ref, *port;
-    const nnp_diff *diff;
+    nnp_diff *diff;
     const size_t *todo;
+    size_t ntodo;
+    atomic_size_t next; /* the next of todo a lane takes */
     const void **rdata, **pdata;
     int threads;
     nnp_status *status;
     const nnp_diff_options *opts; /* for the progress callback */
-    pthread_mutex_t lock;         /* one progress call at a time */
+    pthread_mutex_t lock;         /* one progress call at a time; the captures below */
     uint64_t done, total;         /* bytes compared, of all */
+    /* Captures of what explanations read (explain.h): the bytes of those alive (in flight, and
+     * kept for failing pairs), within CAPTURE_BUDGET, and a few spare ones to reuse. */
+    size_t capture_bytes;
+    nnp__xcapture *spare[CAPTURE_SPARES];
+    size_t nspare;
+    bool explain;            /* failing pairs are explained as they are compared */
+    nnp__xscratch *scratch;  /* one per lane of small pairs */
 } cmp_ctx;
 
 /* The bytes a pair reads: its reference record and every port part. */
@@ -128,11 +145,64 @@ static void report_progress(cmp_ctx *ctx, const nnp_diff_pair *p)
     pthread_mutex_unlock(&ctx->lock);
 }
 
-/* Compare one pair: straight from the dumps' data, or, when the rules adapt it, from the
- * buffers the adapters make (freed right after). */
-static void compare_pair(void *c, size_t t)
+/* A capture for a pair of n elements compared straight from the dumps, whose explanation would
+ * sample it (nnp__explained): a spare when one is large enough, else a new one; NULL when
+ * explaining is off, the pair is not sampled, the budget is spent or memory short (the
+ * explanation then reads the dumps again: the same bytes). */
+static nnp__xcapture *capture_for(cmp_ctx *ctx, const nnp_diff_pair *p, uint64_t n)
 {
-    cmp_ctx *ctx = c;
+    if (ctx->opts->no_explain || n <= NNP__X_SAMPLE_MAX ||
+        (nnp_dtype_class_of(p->ref_dtype) != NNP_CLASS_FLOAT &&
+         nnp_dtype_class_of(p->port_dtype) != NNP_CLASS_FLOAT))
+        return NULL;
+    size_t size = (size_t)NNP__X_SAMPLE_MAX * (nnp_dtype_size(p->ref_dtype) +
+                                                nnp_dtype_size(p->port_dtype));
+    nnp__xcapture *c = NULL;
+    pthread_mutex_lock(&ctx->lock);
+    bool room = ctx->capture_bytes + size <= CAPTURE_BUDGET;
+    for (size_t k = 0; room && !c && k < ctx->nspare; k++)
+        if (ctx->spare[k]->size == size) {
+            c = ctx->spare[k];
+            ctx->spare[k] = ctx->spare[--ctx->nspare];
+        }
+    if (room)
+        ctx->capture_bytes += size;
+    pthread_mutex_unlock(&ctx->lock);
+    if (!room)
+        return NULL;
+    if (c)
+        nnp__x_capture_reuse(c, p->ref_dtype, p->port_dtype, n);
+    else
+        c = nnp__x_capture_new(p->ref_dtype, p->port_dtype, n);
+    if (!c) {
+        pthread_mutex_lock(&ctx->lock);
+        ctx->capture_bytes -= size;
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    return c;
+}
+
+/* A capture not kept: a spare for the next pair, or freed. */
+static void capture_done(cmp_ctx *ctx, nnp__xcapture *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&ctx->lock);
+    ctx->capture_bytes -= c->size;
+    if (ctx->nspare < CAPTURE_SPARES) {
+        ctx->spare[ctx->nspare++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    nnp__x_capture_free(c);
+}
+
+/* Compare one pair: straight from the dumps' data, or, when the rules adapt it, from the
+ * buffers the adapters make (freed right after). A failing pair is explained at once when
+ * `scratch` is given (a small pair, its elements still in the cache); a large one's capture is
+ * kept in captured[] for its explanation (explainer_run). */
+static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
+{
     size_t i = ctx->todo[t];
     nnp_diff_pair *p = &ctx->diff->pairs[i];
     nnp_compare_options o = {sizeof o, p->atol, p->rtol, ctx->threads};
@@ -149,20 +219,105 @@ static void compare_pair(void *c, size_t t)
          * the resident size stays a few chunks whatever the dumps' size */
         nnp_cmp_side r = {p->ref_dtype, ctx->rdata[i], ctx->ref, p->ref};
         nnp_cmp_side q = {p->port_dtype, ctx->pdata[i], ctx->port, p->port};
-        st = nnp__compare_sides(&r, &q, nnp_dump_record(ctx->ref, p->ref)->nelem, &o,
-                                &p->metrics);
+        uint64_t n = nnp_dump_record(ctx->ref, p->ref)->nelem;
+        nnp__xcapture *cap = capture_for(ctx, p, n);
+        st = nnp__compare_sides_capture(&r, &q, n, &o, cap, &p->metrics);
+        if (!st)
+            nnp__diff_verdict(p);
+        /* kept for the explanation of a failing pair, else given back */
+        if (!st && cap && p->verdict == NNP_FAIL && ctx->explain)
+            ctx->diff->captured[i] = cap;
+        else
+            capture_done(ctx, cap);
     }
     if (st)
         ctx->status[t] = st;
-    else
+    else if (p->adapters)
         nnp__diff_verdict(p);
+    if (!st && scratch && ctx->explain && p->verdict == NNP_FAIL) {
+        nnp__diff_explain_pair(ctx->diff, ctx->ref, ctx->port, i, scratch);
+        capture_done(ctx, ctx->diff->captured[i]);
+        ctx->diff->captured[i] = NULL;
+    }
     nnp_dump_release(ctx->ref, p->ref);
     for (uint32_t k = 0; k < p->nparts; k++)
         nnp_dump_release(ctx->port, p->parts[k]);
     report_progress(ctx, p);
 }
 
-/* Compare the pairs that need it: small ones many at a time, large ones with every thread. */
+/* One lane of the small pairs: the next one at a time, with the lane's scratch. */
+static void compare_lane(void *c, size_t lane)
+{
+    cmp_ctx *ctx = c;
+    for (;;) {
+        size_t t = atomic_fetch_add_explicit(&ctx->next, 1, memory_order_relaxed);
+        if (t >= ctx->ntodo)
+            return;
+        compare_pair(ctx, t, &ctx->scratch[lane]);
+    }
+}
+
+/* A thread that explains the failing large pairs from their captures, one after the other,
+ * while the next are compared (they take every thread, and their explanation one): so its time
+ * hides in theirs, and the few captures in flight are reused, not fresh memory each. */
+#define EXPLAIN_QUEUE 2
+typedef struct {
+    cmp_ctx *ctx;
+    pthread_t tid;
+    pthread_mutex_t lock;
+    pthread_cond_t moved; /* a pair was queued or taken, or the queue closed */
+    size_t queue[EXPLAIN_QUEUE], head, count;
+    bool closed;
+    nnp__xscratch scratch;
+} explainer;
+
+static void *explainer_run(void *arg)
+{
+    explainer *e = arg;
+    cmp_ctx *ctx = e->ctx;
+    for (;;) {
+        pthread_mutex_lock(&e->lock);
+        while (!e->count && !e->closed)
+            pthread_cond_wait(&e->moved, &e->lock);
+        if (!e->count) {
+            pthread_mutex_unlock(&e->lock);
+            return NULL;
+        }
+        size_t i = e->queue[e->head];
+        e->head = (e->head + 1) % EXPLAIN_QUEUE;
+        e->count--;
+        pthread_cond_signal(&e->moved);
+        pthread_mutex_unlock(&e->lock);
+        nnp__diff_explain_pair(ctx->diff, ctx->ref, ctx->port, i, &e->scratch);
+        capture_done(ctx, ctx->diff->captured[i]);
+        ctx->diff->captured[i] = NULL;
+    }
+}
+
+/* Queue pair i for the explainer, waiting while the queue is full. */
+static void explainer_put(explainer *e, size_t i)
+{
+    pthread_mutex_lock(&e->lock);
+    while (e->count == EXPLAIN_QUEUE)
+        pthread_cond_wait(&e->moved, &e->lock);
+    e->queue[(e->head + e->count) % EXPLAIN_QUEUE] = i;
+    e->count++;
+    pthread_cond_signal(&e->moved);
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void explainer_close(explainer *e)
+{
+    pthread_mutex_lock(&e->lock);
+    e->closed = true;
+    pthread_cond_broadcast(&e->moved);
+    pthread_mutex_unlock(&e->lock);
+    pthread_join(e->tid, NULL);
+    free(e->scratch.mem);
+}
+
+/* Compare the pairs that need it: small ones many at a time, large ones with every thread;
+ * failing ones explained as they go (explain.c), when explaining. */
 static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
                               const nnp_diff_options *opts)
 {
@@ -191,24 +346,45 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
         else
             large[nl++] = i;
     }
+    bool explain = !opts->no_explain;
+    size_t lanes = (size_t)nnp__thread_count(threads);
+    lanes = lanes < ns ? lanes : ns ? ns : 1;
+    nnp__xscratch *scratch = calloc(lanes, sizeof *scratch);
+    if (!st && (!scratch || (explain && (nnp__diff_explain_begin(d) ||
+                                         !(d->captured = calloc(n ? n : 1,
+                                                                sizeof *d->captured))))))
+        st = nnp__nomem();
     if (!st) {
-        cmp_ctx ctx = {ref, port, d, small, rdata, pdata, 1, status, opts,
-                       PTHREAD_MUTEX_INITIALIZER, 0, 0};
+        cmp_ctx ctx = {ref, port, d, small, ns, 0, rdata, pdata, 1, status, opts,
+                       PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, {0}, 0, explain, scratch};
         for (size_t i = 0; i < ns; i++)
             ctx.total += pair_bytes(&ctx, &d->pairs[small[i]]);
         for (size_t i = 0; i < nl; i++)
             ctx.total += pair_bytes(&ctx, &d->pairs[large[i]]);
-        nnp__parallel_for(ns, threads, compare_pair, &ctx);
+        nnp__parallel_for(lanes, threads, compare_lane, &ctx);
         for (size_t i = 0; i < ns && !st; i++)
             st = status[i];
         ctx.todo = large;
         ctx.threads = threads;
+        /* without the explainer (no thread), the captures wait for nnp__diff_explain */
+        explainer e = {.ctx = &ctx, .lock = PTHREAD_MUTEX_INITIALIZER,
+                       .moved = PTHREAD_COND_INITIALIZER};
+        bool helper = explain && nl && pthread_create(&e.tid, NULL, explainer_run, &e) == 0;
         for (size_t i = 0; i < nl && !st; i++) {
             status[0] = NNP_OK;
-            compare_pair(&ctx, i);
+            compare_pair(&ctx, i, NULL);
             st = status[0];
+            if (!st && helper && d->captured[large[i]])
+                explainer_put(&e, large[i]);
         }
+        if (helper)
+            explainer_close(&e);
+        for (size_t k = 0; k < ctx.nspare; k++)
+            nnp__x_capture_free(ctx.spare[k]);
     }
+    for (size_t k = 0; scratch && k < lanes; k++)
+        free(scratch[k].mem);
+    free(scratch);
     free(small);
     free(large);
     free(rdata);

@@ -1,11 +1,16 @@
 /*
- * explain.c - after the comparing pass, where each failing pair's error lies and what explains
- * it (compare/profile.c, compare/hints.c), with the axes named from the reference's module
- * type, and one hint only a diff can give: the port holding another reference record's values
- * (q and k swapped, a layer wired to the wrong input).
+ * explain.c - where each failing pair's error lies and what explains it (compare/profile.c,
+ * compare/hints.c), with the axes named from the reference's module type, and one hint only a
+ * diff can give: the port holding another reference record's values (q and k swapped, a layer
+ * wired to the wrong input).
  *
  * Only failing pairs are read again, and each at most a bounded sample, so a diff whose pairs
- * agree costs nothing more, and one whose pairs all fail a fixed amount per pair.
+ * agree costs nothing more, and one whose pairs all fail a fixed amount per pair. The comparing
+ * pass explains a failing pair as soon as it has compared it (nnp__diff_explain_pair), while its
+ * elements are in the cache, or copied (a capture, explain.h) for a pair too large for that;
+ * nnp__diff_explain then explains the pairs it did not (adapted, not compared, past the
+ * captures' budget). What a pair's explanation says depends on the pair alone, never on when or
+ * on which thread it is made.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -56,7 +61,6 @@ static void axis_names(const char *type, uint32_t ndim, const char **names)
 typedef struct {
     nnp_diff *d;
     nnp_dump *ref, *port;
-    nnp_status *status;
     atomic_size_t next;     /* the next pair to explain */
     nnp__xscratch *scratch; /* one per lane */
 } ctx;
@@ -122,7 +126,7 @@ static void explain_one(ctx *c, size_t i, nnp__xscratch *scratch)
         /* a pair whose data cannot be had again (a view past its cap) has no profile; only
          * running out of memory fails the diff */
         if (st == NNP_ERR_NOMEM)
-            c->status[i] = st;
+            d->explain_status[i] = st;
         return;
     }
     nnp__explained *x = calloc(1, sizeof *x);
@@ -133,7 +137,11 @@ static void explain_one(ctx *c, size_t i, nnp__xscratch *scratch)
         goto out;
     }
     nnp__xinput in = {rt.dtype, pt.dtype, rt.data, pt.data, rt.ndim, rt.shape, rt.nelem,
-                      p->atol, p->rtol, {0}};
+                      p->atol, p->rtol, {0}, NULL};
+    /* what the comparing pass copied of the pair, when it did: the same bytes, at hand */
+    nnp__xcapture *cap = d->captured ? d->captured[i] : NULL;
+    if (cap && cap->rdtype == rt.dtype && cap->pdtype == pt.dtype && cap->nelem == rt.nelem)
+        in.cap = cap;
     axis_names(nnp_dump_record(c->ref, p->ref)->module_type, rt.ndim, in.names);
     if (permuted) {
         if (same_shape(rt.ndim, rt.shape, pt.ndim, pt.shape))
@@ -159,7 +167,7 @@ drop:
 out:
     d->explained[i] = x;
     if (st)
-        c->status[i] = st;
+        d->explain_status[i] = st;
     nnp__tensor_free(&rt);
     nnp__tensor_free(&pt);
     nnp_dump_release(c->ref, p->ref);
@@ -167,17 +175,46 @@ out:
         nnp_dump_release(c->port, p->parts[k]);
 }
 
-/* One lane of the pool: the pairs it takes one at a time (the uneven ones balance themselves,
- * as in nnp__parallel_for), with the lane's own scratch for their samples. What a pair's
- * explanation says depends on the pair alone, never on the lane. */
+nnp_status nnp__diff_explain_begin(nnp_diff *d)
+{
+    size_t n = d->npairs ? d->npairs : 1;
+    if (d->explained)
+        return NNP_OK;
+    d->explained = calloc(n, sizeof *d->explained);
+    d->explain_status = calloc(n, sizeof *d->explain_status);
+    d->explain_done = calloc(n, sizeof *d->explain_done);
+    if (!d->explained || !d->explain_status || !d->explain_done)
+        return nnp__nomem();
+    return NNP_OK;
+}
+
+void nnp__diff_explain_pair(nnp_diff *d, nnp_dump *ref, nnp_dump *port, size_t i,
+                            nnp__xscratch *scratch)
+{
+    ctx c = {d, ref, port, 0, NULL};
+    explain_one(&c, i, scratch);
+    d->explain_done[i] = true;
+}
+
+/* One lane of the pool: the pairs not explained yet, taken one at a time (the uneven ones
+ * balance themselves, as in nnp__parallel_for), with the lane's own scratch for their
+ * samples. */
 static void explain_lane(void *cv, size_t lane)
 {
     ctx *c = cv;
+    nnp_diff *d = c->d;
     for (;;) {
         size_t i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
-        if (i >= c->d->npairs)
+        if (i >= d->npairs)
             return;
+        if (d->explain_done[i])
+            continue;
         explain_one(c, i, &c->scratch[lane]);
+        d->explain_done[i] = true;
+        if (d->captured) {
+            nnp__x_capture_free(d->captured[i]);
+            d->captured[i] = NULL;
+        }
     }
 }
 
@@ -185,27 +222,41 @@ nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int thr
 {
     size_t n = d->npairs, lanes = (size_t)nnp__thread_count(threads);
     lanes = lanes < n ? lanes : n ? n : 1;
-    d->explained = calloc(n ? n : 1, sizeof *d->explained);
-    nnp_status *status = calloc(n ? n : 1, sizeof *status);
-    nnp__xscratch *scratch = calloc(lanes, sizeof *scratch);
-    if (!d->explained || !status || !scratch) {
-        free(status);
-        free(scratch);
-        return nnp__nomem();
+    nnp_status st = nnp__diff_explain_begin(d);
+    nnp__xscratch *scratch = st ? NULL : calloc(lanes, sizeof *scratch);
+    if (!st && !scratch)
+        st = nnp__nomem();
+    if (!st) {
+        ctx c = {d, ref, port, 0, scratch};
+        st = nnp__parallel_for(lanes, threads, explain_lane, &c);
     }
-    ctx c = {d, ref, port, status, 0, scratch};
-    nnp_status st = nnp__parallel_for(lanes, threads, explain_lane, &c);
     for (size_t i = 0; i < n && !st; i++)
-        st = status[i];
-    for (size_t k = 0; k < lanes; k++)
+        st = d->explain_status[i];
+    for (size_t k = 0; scratch && k < lanes; k++)
         free(scratch[k].mem);
     free(scratch);
-    free(status);
+    free(d->explain_status);
+    free(d->explain_done);
+    d->explain_status = NULL;
+    d->explain_done = NULL;
+    nnp__diff_captured_free(d); /* the pairs not explained */
     return st;
+}
+
+void nnp__diff_captured_free(nnp_diff *d)
+{
+    for (size_t i = 0; d->captured && i < d->npairs; i++)
+        nnp__x_capture_free(d->captured[i]);
+    free(d->captured);
+    d->captured = NULL;
 }
 
 void nnp__diff_explained_free(nnp_diff *d)
 {
+    free(d->explain_status);
+    free(d->explain_done);
+    d->explain_status = NULL;
+    d->explain_done = NULL;
     for (size_t i = 0; d->explained && i < d->npairs; i++) {
         nnp__explained_free(d->explained[i]);
         free(d->explained[i]);
