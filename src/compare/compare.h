@@ -25,11 +25,12 @@ typedef struct nnp_cmp_side {
 nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
                               const nnp_compare_options *opts, nnp_metrics *out);
 /* The same, copying into `cap` (NULL: none) the elements an explanation of the pair would read
- * again (explain.h), from each chunk as it is compared. */
+ * again (explain.h), from each chunk as it is compared; with `keep`, the pages compared are left
+ * to the caller to give back (nnp_dump_release), for an explanation that reads them at once. */
 struct nnp__xcapture;
 nnp_status nnp__compare_sides_capture(const nnp_cmp_side *ref, const nnp_cmp_side *port,
                                       uint64_t n, const nnp_compare_options *opts,
-                                      struct nnp__xcapture *cap, nnp_metrics *out);
+                                      struct nnp__xcapture *cap, bool keep, nnp_metrics *out);
 
 /* Compare record `ref_rec` of `ref` with record `port_rec` of `port` (the same number of
  * elements, any dtypes, as nnp_compare), releasing each chunk's mapped pages behind the scan

@@ -630,64 +630,81 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
                                "port = reference + %.6g%s (a constant offset)", mean,
                                in_region(x, where, sizeof where));
     }
+    /* every axis' sums per index in one pass: the axes the region spans whole, of at least 2
+     * indices, each seen 4 times on average */
+    uint32_t axes[NNP__X_MAX_DIMS], na = 0;
+    uint64_t total = 0;
+    for (uint32_t a = 0; a < in->ndim; a++)
+        if (!x->nreg[a] && in->shape[a] >= 2 && in->shape[a] * 4 <= b->fin) {
+            axes[na++] = a;
+            total += in->shape[a];
+        }
+    if (!na)
+        return NNP_OK;
+    double *sums = calloc(total, sizeof *sums);
+    uint64_t *cnts = calloc(total, sizeof *cnts);
+    if (!sums || !cnts) {
+        free(sums);
+        free(cnts);
+        return nnp__nomem();
+    }
+    double *sum[NNP__X_MAX_DIMS], acc[NNP__X_MAX_DIMS];
+    uint64_t *cnt[NNP__X_MAX_DIMS], cur[NNP__X_MAX_DIMS], c[NNP__X_MAX_DIMS];
+    for (uint64_t t = 0, off = 0; t < na; off += in->shape[axes[t]], t++) {
+        sum[t] = sums + off;
+        cnt[t] = cnts + off;
+        cur[t] = UINT64_MAX;
+    }
+    /* an index' sums in registers while it holds (along an outer axis, for runs of
+     * elements): adding to memory each time waits on the last store */
+    for (uint64_t k = 0; k < s->n; k++) {
+        if (!FINITE(k))
+            continue;
+        double d = s->p[k] - s->r[k];
+        const uint64_t *idx = s->idx + k * in->ndim;
+        for (uint32_t t = 0; t < na; t++) {
+            uint64_t i = idx[axes[t]];
+            if (i != cur[t]) {
+                if (cur[t] != UINT64_MAX) {
+                    sum[t][cur[t]] = acc[t];
+                    cnt[t][cur[t]] = c[t];
+                }
+                cur[t] = i;
+                acc[t] = sum[t][i];
+                c[t] = cnt[t][i];
+            }
+            acc[t] += d;
+            c[t]++;
+        }
+    }
     int best = -1;
     double best_fit = 0, best_mean = 0;
-    for (uint32_t a = 0; a < in->ndim; a++) {
-        uint64_t n = in->shape[a];
-        if (x->nreg[a] || n < 2 || n * 4 > b->fin)
-            continue;
-        double *sum = calloc(n, sizeof *sum);
-        uint64_t *cnt = calloc(n, sizeof *cnt);
-        if (!sum || !cnt) {
-            free(sum);
-            free(cnt);
-            return nnp__nomem();
-        }
-        /* the current index' sums in registers while it holds (along an outer axis, for
-         * runs of elements): adding to memory each time waits on the last store */
-        uint64_t cur = UINT64_MAX, c = 0;
-        double acc = 0;
-        for (uint64_t k = 0; k < s->n; k++) {
-            if (!FINITE(k))
-                continue;
-            uint64_t i = s->idx[k * in->ndim + a];
-            if (i != cur) {
-                if (cur != UINT64_MAX) {
-                    sum[cur] = acc;
-                    cnt[cur] = c;
-                }
-                cur = i;
-                acc = sum[i];
-                c = cnt[i];
-            }
-            acc += s->p[k] - s->r[k];
-            c++;
-        }
-        if (cur != UINT64_MAX) {
-            sum[cur] = acc;
-            cnt[cur] = c;
+    for (uint32_t t = 0; t < na; t++) {
+        if (cur[t] != UINT64_MAX) {
+            sum[t][cur[t]] = acc[t];
+            cnt[t][cur[t]] = c[t];
         }
         double explained = 0, mabs = 0;
         uint64_t used = 0;
         bool enough = true;
-        for (uint64_t i = 0; i < n; i++) {
-            if (!cnt[i])
+        for (uint64_t i = 0; i < in->shape[axes[t]]; i++) {
+            if (!cnt[t][i])
                 continue;
             /* a mean of one or two elements explains them whatever they are */
-            enough &= cnt[i] >= 3;
-            explained += sum[i] * sum[i] / (double)cnt[i];
-            mabs += fabs(sum[i] / (double)cnt[i]);
+            enough &= cnt[t][i] >= 3;
+            explained += sum[t][i] * sum[t][i] / (double)cnt[t][i];
+            mabs += fabs(sum[t][i] / (double)cnt[t][i]);
             used++;
         }
-        free(sum);
-        free(cnt);
         double f = explained / b->E;
         if (enough && used >= 2 && f > best_fit) {
             best_fit = f;
-            best = (int)a;
+            best = (int)axes[t];
             best_mean = mabs / (double)used;
         }
     }
+    free(sums);
+    free(cnts);
     if (best < 0 || best_fit < FIT)
         return NNP_OK;
     *fitted = true;

@@ -215,13 +215,16 @@ static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
         nnp__tensor_free(&rt);
         nnp__tensor_free(&pt);
     } else {
-        /* straight from the mappings, releasing each chunk's pages behind the scan, so that
-         * the resident size stays a few chunks whatever the dumps' size */
+        /* straight from the mappings, releasing each chunk's pages behind the scan (a small
+         * pair explained at once: after that), so that the resident size stays a few chunks
+         * whatever the dumps' size */
         nnp_cmp_side r = {p->ref_dtype, ctx->rdata[i], ctx->ref, p->ref};
         nnp_cmp_side q = {p->port_dtype, ctx->pdata[i], ctx->port, p->port};
         uint64_t n = nnp_dump_record(ctx->ref, p->ref)->nelem;
         nnp__xcapture *cap = capture_for(ctx, p, n);
-        st = nnp__compare_sides_capture(&r, &q, n, &o, cap, &p->metrics);
+        /* a small pair explained at once reads its pages again: given back after that */
+        st = nnp__compare_sides_capture(&r, &q, n, &o, cap, scratch && ctx->explain,
+                                        &p->metrics);
         if (!st)
             nnp__diff_verdict(p);
         /* kept for the explanation of a failing pair, else given back */
