@@ -4,11 +4,14 @@
  * permuted indices, the rounding of a narrower float type, clipping, zeros, new NaN/Inf.
  *
  * Every test reads a bounded sample of the region the profile found (at most HINT_MAX elements,
- * the permutation tests fewer), so a hint costs a fixed number of reads whatever the tensor's
- * size. A model's fit is the share of the squared error it explains, or, for the models that
- * say what happened to single elements (zeros, clipping, rounding), the share of the failing
- * elements it accounts for; a hint is kept at FIT or more, so that a model that explains only
- * part of the error is never offered as the explanation.
+ * the permutation tests fewer; for the whole of a pair the profile sampled, runs within its
+ * runs), so a hint costs a fixed number of reads whatever the tensor's size. A model's fit is
+ * the share of the squared error it explains, or, for the models that say what happened to
+ * single elements (zeros, clipping, rounding), the share of the failing elements it accounts
+ * for; a hint is kept at FIT or more, so that a model that explains only part of the error is
+ * never offered as the explanation. A test stops reading a candidate as soon as its fit can no
+ * longer reach FIT (below_fit): most candidates miss at once, and reading them whole was most of
+ * what the hints cost.
  */
 #include <math.h>
 #include <stdarg.h>

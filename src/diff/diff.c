@@ -197,11 +197,32 @@ static void capture_done(cmp_ctx *ctx, nnp__xcapture *c)
     nnp__x_capture_free(c);
 }
 
+/* The explanation of a failing large pair from its capture, run as one more task of the
+ * threads that compare the next large pair (nnp_cmp_extra.side): its time is spread over theirs
+ * instead of making them wait, and the two captures in flight are reused. */
+typedef struct {
+    cmp_ctx *ctx;
+    size_t pair;
+    nnp__xscratch *scratch;
+    bool ran;
+} side_job;
+
+static void explain_side(void *arg)
+{
+    side_job *j = arg;
+    cmp_ctx *ctx = j->ctx;
+    nnp__diff_explain_pair(ctx->diff, ctx->ref, ctx->port, j->pair, j->scratch);
+    capture_done(ctx, ctx->diff->captured[j->pair]);
+    ctx->diff->captured[j->pair] = NULL;
+    j->ran = true;
+}
+
 /* Compare one pair: straight from the dumps' data, or, when the rules adapt it, from the
  * buffers the adapters make (freed right after). A failing pair is explained at once when
  * `scratch` is given (a small pair, its elements still in the cache); a large one's capture is
- * kept in captured[] for its explanation (explainer_run). */
-static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
+ * kept in captured[] for its explanation (explain_side). `side`, when given, runs with the
+ * comparing threads (once, whatever happens). */
+static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch, side_job *side)
 {
     size_t i = ctx->todo[t];
     nnp_diff_pair *p = &ctx->diff->pairs[i];
@@ -223,8 +244,8 @@ static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
         uint64_t n = nnp_dump_record(ctx->ref, p->ref)->nelem;
         nnp__xcapture *cap = capture_for(ctx, p, n);
         /* a small pair explained at once reads its pages again: given back after that */
-        st = nnp__compare_sides_capture(&r, &q, n, &o, cap, scratch && ctx->explain,
-                                        &p->metrics);
+        nnp_cmp_extra extra = {cap, scratch && ctx->explain, side ? explain_side : NULL, side};
+        st = nnp__compare_sides_capture(&r, &q, n, &o, &extra, &p->metrics);
         if (!st)
             nnp__diff_verdict(p);
         /* kept for the explanation of a failing pair, else given back */
@@ -233,6 +254,8 @@ static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
         else
             capture_done(ctx, cap);
     }
+    if (side && !side->ran) /* an adapted pair, or a pass that stopped before its threads */
+        explain_side(side);
     if (st)
         ctx->status[t] = st;
     else if (p->adapters)
@@ -256,67 +279,8 @@ static void compare_lane(void *c, size_t lane)
         size_t t = atomic_fetch_add_explicit(&ctx->next, 1, memory_order_relaxed);
         if (t >= ctx->ntodo)
             return;
-        compare_pair(ctx, t, &ctx->scratch[lane]);
+        compare_pair(ctx, t, &ctx->scratch[lane], NULL);
     }
-}
-
-/* A thread that explains the failing large pairs from their captures, one after the other,
- * while the next are compared (they take every thread, and their explanation one): so its time
- * hides in theirs, and the few captures in flight are reused, not fresh memory each. */
-#define EXPLAIN_QUEUE 2
-typedef struct {
-    cmp_ctx *ctx;
-    pthread_t tid;
-    pthread_mutex_t lock;
-    pthread_cond_t moved; /* a pair was queued or taken, or the queue closed */
-    size_t queue[EXPLAIN_QUEUE], head, count;
-    bool closed;
-    nnp__xscratch scratch;
-} explainer;
-
-static void *explainer_run(void *arg)
-{
-    explainer *e = arg;
-    cmp_ctx *ctx = e->ctx;
-    for (;;) {
-        pthread_mutex_lock(&e->lock);
-        while (!e->count && !e->closed)
-            pthread_cond_wait(&e->moved, &e->lock);
-        if (!e->count) {
-            pthread_mutex_unlock(&e->lock);
-            return NULL;
-        }
-        size_t i = e->queue[e->head];
-        e->head = (e->head + 1) % EXPLAIN_QUEUE;
-        e->count--;
-        pthread_cond_signal(&e->moved);
-        pthread_mutex_unlock(&e->lock);
-        nnp__diff_explain_pair(ctx->diff, ctx->ref, ctx->port, i, &e->scratch);
-        capture_done(ctx, ctx->diff->captured[i]);
-        ctx->diff->captured[i] = NULL;
-    }
-}
-
-/* Queue pair i for the explainer, waiting while the queue is full. */
-static void explainer_put(explainer *e, size_t i)
-{
-    pthread_mutex_lock(&e->lock);
-    while (e->count == EXPLAIN_QUEUE)
-        pthread_cond_wait(&e->moved, &e->lock);
-    e->queue[(e->head + e->count) % EXPLAIN_QUEUE] = i;
-    e->count++;
-    pthread_cond_signal(&e->moved);
-    pthread_mutex_unlock(&e->lock);
-}
-
-static void explainer_close(explainer *e)
-{
-    pthread_mutex_lock(&e->lock);
-    e->closed = true;
-    pthread_cond_broadcast(&e->moved);
-    pthread_mutex_unlock(&e->lock);
-    pthread_join(e->tid, NULL);
-    free(e->scratch.mem);
 }
 
 /* Compare the pairs that need it: small ones many at a time, large ones with every thread;
@@ -369,19 +333,18 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
             st = status[i];
         ctx.todo = large;
         ctx.threads = threads;
-        /* without the explainer (no thread), the captures wait for nnp__diff_explain */
-        explainer e = {.ctx = &ctx, .lock = PTHREAD_MUTEX_INITIALIZER,
-                       .moved = PTHREAD_COND_INITIALIZER};
-        bool helper = explain && nl && pthread_create(&e.tid, NULL, explainer_run, &e) == 0;
+        /* each failing large pair explained with the next one's comparing threads; the last
+         * with every thread by nnp__diff_explain */
+        nnp__xscratch side_scratch = {0};
+        side_job side = {&ctx, 0, &side_scratch, true};
         for (size_t i = 0; i < nl && !st; i++) {
             status[0] = NNP_OK;
-            compare_pair(&ctx, i, NULL);
+            compare_pair(&ctx, i, NULL, side.ran ? NULL : &side);
             st = status[0];
-            if (!st && helper && d->captured[large[i]])
-                explainer_put(&e, large[i]);
+            if (!st && d->captured && d->captured[large[i]])
+                side = (side_job){&ctx, large[i], &side_scratch, false};
         }
-        if (helper)
-            explainer_close(&e);
+        free(side_scratch.mem);
         for (size_t k = 0; k < ctx.nspare; k++)
             nnp__x_capture_free(ctx.spare[k]);
     }
