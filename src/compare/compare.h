@@ -24,21 +24,10 @@ typedef struct nnp_cmp_side {
 /* nnp_compare over two sides that may live in dumps (above). */
 nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
                               const nnp_compare_options *opts, nnp_metrics *out);
-/* What nnp__compare_sides_capture does besides comparing (all optional): copy into `cap` the
- * elements an explanation of the pair would read again (explain.h), from each chunk as it is
- * compared; with `keep`, leave the pages compared to the caller to give back (nnp_dump_release),
- * for an explanation that reads them at once; and run `side(side_arg)` as one more task of the
- * threads that compare the chunks (another pair's explanation, its time spread over theirs). */
-struct nnp__xcapture;
-typedef struct nnp_cmp_extra {
-    struct nnp__xcapture *cap;
-    bool keep;
-    void (*side)(void *arg);
-    void *side_arg;
-} nnp_cmp_extra;
-nnp_status nnp__compare_sides_capture(const nnp_cmp_side *ref, const nnp_cmp_side *port,
-                                      uint64_t n, const nnp_compare_options *opts,
-                                      const nnp_cmp_extra *extra, nnp_metrics *out);
+/* The same, leaving the pages it compares to the caller to give back (nnp_dump_release) when
+ * `keep`: for an explanation that reads them again at once (diff.c). */
+nnp_status nnp__compare_sides_keep(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
+                                   const nnp_compare_options *opts, bool keep, nnp_metrics *out);
 
 /* Compare record `ref_rec` of `ref` with record `port_rec` of `port` (the same number of
  * elements, any dtypes, as nnp_compare), releasing each chunk's mapped pages behind the scan

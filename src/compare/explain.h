@@ -18,20 +18,6 @@
  * elements (profile.c); the hints' sample of such a pair as a whole lies within them. */
 #define NNP__X_PROFILE_RUNS 128u
 #define NNP__X_PROFILE_RUN 512u
-#define NNP__X_SAMPLE_MAX ((uint64_t)NNP__X_PROFILE_RUNS * NNP__X_PROFILE_RUN)
-
-/* The elements the profile samples of a pair too large to read whole, copied by the comparing
- * pass while it has them at hand (nnp__compare_sides_capture): the explanation reads them here
- * instead of from the dumps, whose pages the pass has given back by then (each place read again
- * cost a page fault that maps a whole folio, its unmapping, and a cache miss: most of what a
- * failing pair's explanation cost). The same bytes: what the explanation says is the same. */
-typedef struct nnp__xcapture {
-    nnp_dtype rdtype, pdtype;
-    uint64_t nelem;
-    uint64_t run[NNP__X_PROFILE_RUNS]; /* where each run starts (nnp__x_profile_runs) */
-    unsigned char *r, *p;              /* run k's elements from element k * NNP__X_PROFILE_RUN */
-    size_t size;                       /* bytes of r and p together */
-} nnp__xcapture;
 
 /* The pair: both sides in C order with one shape (the reference's, as compared). */
 typedef struct nnp__xinput {
@@ -42,7 +28,6 @@ typedef struct nnp__xinput {
     uint64_t nelem;
     double atol, rtol;
     const char *names[NNP__X_MAX_DIMS]; /* axis names; NULL: "axis k" */
-    const nnp__xcapture *cap;           /* the profile's runs copied; NULL: read them in r, p */
 } nnp__xinput;
 
 /* Elements of where the error lies, read for the hints: their flat indices and both values. */
@@ -133,18 +118,6 @@ static inline bool nnp__x_fails(double r, double p, double atol, double rtol)
 }
 /* "axis 2 (token)" or "axis 2". */
 void nnp__x_axis_label(nnp_sbuf *b, const nnp__explained *x, uint32_t a);
-
-/* Where the profile's runs of a pair of nelem (> NNP__X_SAMPLE_MAX) elements start. */
-void nnp__x_profile_runs(uint64_t nelem, uint64_t *run);
-/* A capture of the profile's runs of a pair of nelem elements (> NNP__X_SAMPLE_MAX), its data
- * not yet copied; NULL when there is no memory. */
-nnp__xcapture *nnp__x_capture_new(nnp_dtype rdtype, nnp_dtype pdtype, uint64_t nelem);
-/* Copy what lies in elements [first, first + n) of the pair, at r and p, into the capture. */
-void nnp__x_capture_take(nnp__xcapture *c, uint64_t first, uint64_t n, const void *r,
-                         const void *p);
-/* The same capture made ready for another pair whose data is of its size (its own: c->size). */
-void nnp__x_capture_reuse(nnp__xcapture *c, nnp_dtype rdtype, nnp_dtype pdtype, uint64_t nelem);
-void nnp__x_capture_free(nnp__xcapture *c);
 
 /* The profile and the where line (profile.c); x zeroed by the caller. */
 nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x);

@@ -154,11 +154,8 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
             }
         }
         if (whole) {
-            /* in the profile's run 2k: in a capture of the runs when there is one */
-            const nnp__xcapture *c = in_profile ? in->cap : NULL;
-            uint64_t at = c ? 2 * k * NNP__X_PROFILE_RUN + (start - x->run[2 * k]) : start;
-            nnp__x_elems(in->rdtype, c ? c->r : in->r, at, (size_t)len, s->r + first);
-            nnp__x_elems(in->pdtype, c ? c->p : in->p, at, (size_t)len, s->p + first);
+            nnp__x_elems(in->rdtype, in->r, start, (size_t)len, s->r + first);
+            nnp__x_elems(in->pdtype, in->p, start, (size_t)len, s->p + first);
         } else {
             for (uint64_t j = first; j < s->n; j++) {
                 s->r[j] = nnp__x_elem(in->rdtype, in->r, s->flat[j]);
@@ -633,8 +630,8 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
                                "port = reference + %.6g%s (a constant offset)", mean,
                                in_region(x, where, sizeof where));
     }
-    /* every axis' sums per index in one pass: the axes the region spans whole, of at least 2
-     * indices, each seen 4 times on average */
+    /* the sums per index of the axes the region spans whole, of at least 2 indices, each seen
+     * 4 times on average */
     uint32_t axes[NNP__X_MAX_DIMS], na = 0;
     uint64_t total = 0;
     for (uint32_t a = 0; a < in->ndim; a++)
@@ -651,42 +648,49 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
         free(cnts);
         return nnp__nomem();
     }
-    double *sum[NNP__X_MAX_DIMS], acc[NNP__X_MAX_DIMS];
-    uint64_t *cnt[NNP__X_MAX_DIMS], cur[NNP__X_MAX_DIMS], c[NNP__X_MAX_DIMS];
+    double *sum[NNP__X_MAX_DIMS];
+    uint64_t *cnt[NNP__X_MAX_DIMS];
     for (uint64_t t = 0, off = 0; t < na; off += in->shape[axes[t]], t++) {
         sum[t] = sums + off;
         cnt[t] = cnts + off;
-        cur[t] = UINT64_MAX;
-    }
-    /* an index' sums in registers while it holds (along an outer axis, for runs of
-     * elements): adding to memory each time waits on the last store */
-    for (uint64_t k = 0; k < s->n; k++) {
-        if (!FINITE(k))
-            continue;
-        double d = s->p[k] - s->r[k];
-        const uint64_t *idx = s->idx + k * in->ndim;
-        for (uint32_t t = 0; t < na; t++) {
-            uint64_t i = idx[axes[t]];
-            if (i != cur[t]) {
-                if (cur[t] != UINT64_MAX) {
-                    sum[t][cur[t]] = acc[t];
-                    cnt[t][cur[t]] = c[t];
+        uint32_t a = axes[t];
+        if (a + 1 == in->ndim) { /* the innermost: its index moves every element */
+            for (uint64_t k = 0; k < s->n; k++)
+                if (FINITE(k)) {
+                    uint64_t i = s->idx[k * in->ndim + a];
+                    sum[t][i] += s->p[k] - s->r[k];
+                    cnt[t][i]++;
                 }
-                cur[t] = i;
-                acc[t] = sum[t][i];
-                c[t] = cnt[t][i];
+            continue;
+        }
+        /* an outer axis: the index' sums in registers while it holds (for runs of elements):
+         * adding to memory each time waits on the last store */
+        uint64_t cur = UINT64_MAX, c = 0;
+        double acc = 0;
+        for (uint64_t k = 0; k < s->n; k++) {
+            if (!FINITE(k))
+                continue;
+            uint64_t i = s->idx[k * in->ndim + a];
+            if (i != cur) {
+                if (cur != UINT64_MAX) {
+                    sum[t][cur] = acc;
+                    cnt[t][cur] = c;
+                }
+                cur = i;
+                acc = sum[t][i];
+                c = cnt[t][i];
             }
-            acc[t] += d;
-            c[t]++;
+            acc += s->p[k] - s->r[k];
+            c++;
+        }
+        if (cur != UINT64_MAX) {
+            sum[t][cur] = acc;
+            cnt[t][cur] = c;
         }
     }
     int best = -1;
     double best_fit = 0, best_mean = 0;
     for (uint32_t t = 0; t < na; t++) {
-        if (cur[t] != UINT64_MAX) {
-            sum[t][cur[t]] = acc[t];
-            cnt[t][cur[t]] = c[t];
-        }
         double explained = 0, mabs = 0;
         uint64_t used = 0;
         bool enough = true;

@@ -18,8 +18,6 @@
  * pass: each chunk computes the CRC of what it has just compared, a span at a time while the
  * span is still in the cache, and the chunks' CRCs are combined in order at the end
  * (nnp__dump_pass_begin), so a checkpoint's tensors are not read a second time to check them.
- * In the same way, the few elements an explanation of a large pair would read again are copied
- * from each chunk before its pages go back (nnp__compare_sides_capture, explain.h).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -27,7 +25,6 @@
 
 #include "common/crc32.h"
 #include "compare/compare.h"
-#include "compare/explain.h"
 
 #define CMP_CHUNK (1u << 20)
 #define CMP_BLOCK 1024u
@@ -51,7 +48,7 @@ typedef struct {
     acc *parts;
     uint32_t *crc_ref, *crc_port; /* per chunk, for a side whose member check is folded in */
     bool *no_memory; /* per chunk: a gathered side's buffer could not be had */
-    nnp_cmp_extra extra; /* a capture, kept pages, a side task (compare.h) */
+    bool keep;       /* pages left for the caller to give back */
 } cmp_job;
 
 static void acc_merge(acc *a, const acc *b)
@@ -315,27 +312,13 @@ static void run_chunk(void *ctx, size_t t)
         job->crc_ref[t] = crc_ref;
     if (job->crc_port)
         job->crc_port[t] = crc_port;
-    /* before the pages go back: each chunk writes its own elements of the capture */
-    if (job->extra.cap)
-        nnp__x_capture_take(job->extra.cap, first, n, ref, port);
-    if (job->ref.dump && job->ref.data && !job->extra.keep)
+    if (job->ref.dump && job->ref.data && !job->keep)
         nnp__dump_release_range(job->ref.dump, job->ref.rec, first * rs, n * rs);
-    if (job->port.dump && job->port.data && !job->extra.keep)
+    if (job->port.dump && job->port.data && !job->keep)
         nnp__dump_release_range(job->port.dump, job->port.rec, first * ps, n * ps);
     free(gathered[0]);
     free(gathered[1]);
     job->parts[t] = total;
-}
-
-/* Task 0 the side task when there is one (first, so that it does not trail the chunks), the
- * chunks after it. */
-static void run_task(void *ctx, size_t t)
-{
-    cmp_job *job = ctx;
-    if (job->extra.side && t-- == 0)
-        job->extra.side(job->extra.side_arg);
-    else
-        run_chunk(job, t);
 }
 
 static void finish(const acc *a, nnp_metrics *m)
@@ -421,12 +404,11 @@ static nnp_status pass_end(const nnp_cmp_side *side, const uint32_t *crcs, size_
 nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
                               const nnp_compare_options *opts, nnp_metrics *out)
 {
-    return nnp__compare_sides_capture(ref, port, n, opts, NULL, out);
+    return nnp__compare_sides_keep(ref, port, n, opts, false, out);
 }
 
-nnp_status nnp__compare_sides_capture(const nnp_cmp_side *ref, const nnp_cmp_side *port,
-                                      uint64_t n, const nnp_compare_options *opts,
-                                      const nnp_cmp_extra *extra, nnp_metrics *out)
+nnp_status nnp__compare_sides_keep(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
+                                   const nnp_compare_options *opts, bool keep, nnp_metrics *out)
 {
     if (!out || !ref || !port || nnp_dtype_size(ref->dtype) == 0 ||
         nnp_dtype_size(port->dtype) == 0 ||
@@ -456,9 +438,8 @@ nnp_status nnp__compare_sides_capture(const nnp_cmp_side *ref, const nnp_cmp_sid
         return nnp__nomem();
     }
     cmp_job job = {*ref, *port, n, o.atol, o.rtol, parts, fold_ref ? crcs : NULL,
-                   fold_port ? crcs + nchunks : NULL, no_memory,
-                   extra ? *extra : (nnp_cmp_extra){0}};
-    st = nnp__parallel_for(nchunks + (job.extra.side != NULL), o.threads, run_task, &job);
+                   fold_port ? crcs + nchunks : NULL, no_memory, keep};
+    st = nnp__parallel_for(nchunks, o.threads, run_chunk, &job);
     for (size_t t = 0; t < nchunks && !st; t++)
         if (no_memory[t])
             st = nnp__nomem();
@@ -552,7 +533,7 @@ void nnp__compare_chunk(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint6
     bool no_memory = false;
     cmp_job job = {{ref->dtype, (const unsigned char *)ref->data + first * rs, NULL, 0},
                    {port->dtype, (const unsigned char *)port->data + first * ps, NULL, 0},
-                   len, atol, rtol, partial, NULL, NULL, &no_memory, {0}};
+                   len, atol, rtol, partial, NULL, NULL, &no_memory, false};
     run_chunk(&job, 0); /* both sides in place: nothing to allocate */
     acc *a = partial;
     if (a->has_max)

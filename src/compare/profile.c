@@ -6,9 +6,7 @@
  * The pair is read once more, as soon as it is compared: whole when small, else a seeded sample
  * of runs spread over the tensor, so that a failing pair costs at most a fixed number of reads
  * beyond the comparison whatever its size. Runs keep the reads sequential; stratified random
- * starts keep a run from landing on the same index of some axis every time. The comparing pass
- * copies a large pair's runs as it goes (a capture, explain.h): the profile reads them there.
- * Its loops are vectorized, and their sums kept in fixed partial sums, so that a profile is the
+ * starts keep a run from landing on the same index of some axis every time. Its loops are vectorized, and their sums kept in fixed partial sums, so that a profile is the
  * same number whatever the vector width or the version (AVX2 or not) that ran it.
  */
 #include <math.h>
@@ -19,7 +17,7 @@
 #include "compare/explain.h"
 
 #define RUN NNP__X_PROFILE_RUN
-#define SAMPLE_MAX NNP__X_SAMPLE_MAX
+#define SAMPLE_MAX ((uint64_t)NNP__X_PROFILE_RUNS * RUN)
 /* Share of the error that "lies in" a few indices. */
 #define CONCENTRATED 0.95
 
@@ -153,8 +151,8 @@ static void choose_f32(void)
 
 /* Accumulate one run [start, start + len) into the per-axis arrays, a stretch of the innermost
  * axis at a time: each element adds to its innermost index, and the outer axes, whose indices
- * hold over the stretch, take the stretch's sums. The run's elements are at rbase and pbase
- * (in the tensors or a capture). Two F32 sides are read in place; others are converted a
+ * hold over the stretch, take the stretch's sums. The run's elements are at rbase and pbase.
+ * Two F32 sides are read in place; others are converted a
  * stretch at a time. */
 static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, const void *rbase,
                      const void *pbase, double **sq, uint64_t **fl, uint64_t *fail_total)
@@ -389,61 +387,6 @@ static nnp_status describe(nnp__explained *x, bool by_fail, double total)
     return x->region_text ? NNP_OK : nnp__nomem();
 }
 
-void nnp__x_profile_runs(uint64_t nelem, uint64_t *run)
-{
-    uint64_t stratum = nelem / NNP__X_PROFILE_RUNS, seed = nelem;
-    for (uint64_t k = 0; k < NNP__X_PROFILE_RUNS; k++)
-        run[k] = k * stratum + rng_next(&seed) % (stratum - RUN + 1);
-}
-
-nnp__xcapture *nnp__x_capture_new(nnp_dtype rdtype, nnp_dtype pdtype, uint64_t nelem)
-{
-    size_t rs = nnp_dtype_size(rdtype), ps = nnp_dtype_size(pdtype);
-    nnp__xcapture *c = malloc(sizeof *c);
-    unsigned char *data = malloc((size_t)SAMPLE_MAX * (rs + ps));
-    if (!c || !data || nelem <= SAMPLE_MAX) {
-        free(c);
-        free(data);
-        return NULL;
-    }
-    *c = (nnp__xcapture){rdtype, pdtype, nelem, {0}, data, data + (size_t)SAMPLE_MAX * rs,
-                         (size_t)SAMPLE_MAX * (rs + ps)};
-    nnp__x_profile_runs(nelem, c->run);
-    return c;
-}
-
-void nnp__x_capture_take(nnp__xcapture *c, uint64_t first, uint64_t n, const void *r,
-                         const void *p)
-{
-    size_t rs = nnp_dtype_size(c->rdtype), ps = nnp_dtype_size(c->pdtype);
-    /* the runs are in order and do not overlap: those that meet [first, first + n) */
-    for (uint64_t k = 0; k < NNP__X_PROFILE_RUNS; k++) {
-        uint64_t a = c->run[k] > first ? c->run[k] : first;
-        uint64_t e = c->run[k] + RUN < first + n ? c->run[k] + RUN : first + n;
-        if (a >= e)
-            continue;
-        uint64_t at = k * RUN + (a - c->run[k]);
-        memcpy(c->r + at * rs, (const unsigned char *)r + (a - first) * rs, (e - a) * rs);
-        memcpy(c->p + at * ps, (const unsigned char *)p + (a - first) * ps, (e - a) * ps);
-    }
-}
-
-void nnp__x_capture_reuse(nnp__xcapture *c, nnp_dtype rdtype, nnp_dtype pdtype, uint64_t nelem)
-{
-    c->rdtype = rdtype;
-    c->pdtype = pdtype;
-    c->nelem = nelem;
-    c->p = c->r + (size_t)SAMPLE_MAX * nnp_dtype_size(rdtype);
-    nnp__x_profile_runs(nelem, c->run);
-}
-
-void nnp__x_capture_free(nnp__xcapture *c)
-{
-    if (c)
-        free(c->r);
-    free(c);
-}
-
 nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x)
 {
     uint64_t total_idx = 0;
@@ -474,12 +417,11 @@ nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x)
         read_run(in, 0, in->nelem, in->r, in->p, sq, fl, &fail);
         x->profile.elements = in->nelem;
     } else {
-        const nnp__xcapture *c = in->cap;
-        nnp__x_profile_runs(in->nelem, x->run);
+        uint64_t stratum = in->nelem / NNP__X_PROFILE_RUNS, seed = in->nelem;
         for (uint64_t k = 0; k < NNP__X_PROFILE_RUNS; k++) {
-            uint64_t at = c ? k * RUN : x->run[k];
-            read_run(in, x->run[k], RUN, (c ? c->r : (const unsigned char *)in->r) + at * rs,
-                     (c ? c->p : (const unsigned char *)in->p) + at * ps, sq, fl, &fail);
+            x->run[k] = k * stratum + rng_next(&seed) % (stratum - RUN + 1);
+            read_run(in, x->run[k], RUN, (const unsigned char *)in->r + x->run[k] * rs,
+                     (const unsigned char *)in->p + x->run[k] * ps, sq, fl, &fail);
         }
         x->profile.elements = SAMPLE_MAX;
         x->profile.sampled = true;

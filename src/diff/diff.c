@@ -95,15 +95,8 @@ void nnp_diff_free(nnp_diff *d)
     free(d->port_value_ref);
     free(d->culprit_module);
     nnp__diff_explained_free(d);
-    nnp__diff_captured_free(d);
     free(d);
 }
-
-/* At most this many bytes of captures alive at once (64 MiB: 128 pairs of F32), so that the
- * resident size stays bounded whatever the number of failing pairs: the pairs past it are read
- * again by their explanation, as all were before. */
-#define CAPTURE_BUDGET ((size_t)64 << 20)
-#define CAPTURE_SPARES 8
 
 typedef struct {
     nnp_dump *ref, *port;
@@ -115,15 +108,10 @@ typedef struct {
     int threads;
     nnp_status *status;
     const nnp_diff_options *opts; /* for the progress callback */
-    pthread_mutex_t lock;         /* one progress call at a time; the captures below */
+    pthread_mutex_t lock;         /* one progress call at a time */
     uint64_t done, total;         /* bytes compared, of all */
-    /* Captures of what explanations read (explain.h): the bytes of those alive (in flight, and
-     * kept for failing pairs), within CAPTURE_BUDGET, and a few spare ones to reuse. */
-    size_t capture_bytes;
-    nnp__xcapture *spare[CAPTURE_SPARES];
-    size_t nspare;
-    bool explain;            /* failing pairs are explained as they are compared */
-    nnp__xscratch *scratch;  /* one per lane of small pairs */
+    bool explain;                 /* failing small pairs are explained as they are compared */
+    nnp__xscratch *scratch;       /* one per lane of small pairs */
 } cmp_ctx;
 
 /* The bytes a pair reads: its reference record and every port part. */
@@ -145,84 +133,10 @@ static void report_progress(cmp_ctx *ctx, const nnp_diff_pair *p)
     pthread_mutex_unlock(&ctx->lock);
 }
 
-/* A capture for a pair of n elements compared straight from the dumps, whose explanation would
- * sample it (nnp__explained): a spare when one is large enough, else a new one; NULL when
- * explaining is off, the pair is not sampled, the budget is spent or memory short (the
- * explanation then reads the dumps again: the same bytes). */
-static nnp__xcapture *capture_for(cmp_ctx *ctx, const nnp_diff_pair *p, uint64_t n)
-{
-    if (ctx->opts->no_explain || n <= NNP__X_SAMPLE_MAX ||
-        (nnp_dtype_class_of(p->ref_dtype) != NNP_CLASS_FLOAT &&
-         nnp_dtype_class_of(p->port_dtype) != NNP_CLASS_FLOAT))
-        return NULL;
-    size_t size = (size_t)NNP__X_SAMPLE_MAX * (nnp_dtype_size(p->ref_dtype) +
-                                                nnp_dtype_size(p->port_dtype));
-    nnp__xcapture *c = NULL;
-    pthread_mutex_lock(&ctx->lock);
-    bool room = ctx->capture_bytes + size <= CAPTURE_BUDGET;
-    for (size_t k = 0; room && !c && k < ctx->nspare; k++)
-        if (ctx->spare[k]->size == size) {
-            c = ctx->spare[k];
-            ctx->spare[k] = ctx->spare[--ctx->nspare];
-        }
-    if (room)
-        ctx->capture_bytes += size;
-    pthread_mutex_unlock(&ctx->lock);
-    if (!room)
-        return NULL;
-    if (c)
-        nnp__x_capture_reuse(c, p->ref_dtype, p->port_dtype, n);
-    else
-        c = nnp__x_capture_new(p->ref_dtype, p->port_dtype, n);
-    if (!c) {
-        pthread_mutex_lock(&ctx->lock);
-        ctx->capture_bytes -= size;
-        pthread_mutex_unlock(&ctx->lock);
-    }
-    return c;
-}
-
-/* A capture not kept: a spare for the next pair, or freed. */
-static void capture_done(cmp_ctx *ctx, nnp__xcapture *c)
-{
-    if (!c)
-        return;
-    pthread_mutex_lock(&ctx->lock);
-    ctx->capture_bytes -= c->size;
-    if (ctx->nspare < CAPTURE_SPARES) {
-        ctx->spare[ctx->nspare++] = c;
-        c = NULL;
-    }
-    pthread_mutex_unlock(&ctx->lock);
-    nnp__x_capture_free(c);
-}
-
-/* The explanation of a failing large pair from its capture, run as one more task of the
- * threads that compare the next large pair (nnp_cmp_extra.side): its time is spread over theirs
- * instead of making them wait, and the two captures in flight are reused. */
-typedef struct {
-    cmp_ctx *ctx;
-    size_t pair;
-    nnp__xscratch *scratch;
-    bool ran;
-} side_job;
-
-static void explain_side(void *arg)
-{
-    side_job *j = arg;
-    cmp_ctx *ctx = j->ctx;
-    nnp__diff_explain_pair(ctx->diff, ctx->ref, ctx->port, j->pair, j->scratch);
-    capture_done(ctx, ctx->diff->captured[j->pair]);
-    ctx->diff->captured[j->pair] = NULL;
-    j->ran = true;
-}
-
 /* Compare one pair: straight from the dumps' data, or, when the rules adapt it, from the
  * buffers the adapters make (freed right after). A failing pair is explained at once when
- * `scratch` is given (a small pair, its elements still in the cache); a large one's capture is
- * kept in captured[] for its explanation (explain_side). `side`, when given, runs with the
- * comparing threads (once, whatever happens). */
-static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch, side_job *side)
+ * `scratch` is given (a small pair, its elements still in the cache and its pages mapped). */
+static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
 {
     size_t i = ctx->todo[t];
     nnp_diff_pair *p = &ctx->diff->pairs[i];
@@ -242,29 +156,16 @@ static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch, side_jo
         nnp_cmp_side r = {p->ref_dtype, ctx->rdata[i], ctx->ref, p->ref};
         nnp_cmp_side q = {p->port_dtype, ctx->pdata[i], ctx->port, p->port};
         uint64_t n = nnp_dump_record(ctx->ref, p->ref)->nelem;
-        nnp__xcapture *cap = capture_for(ctx, p, n);
-        /* a small pair explained at once reads its pages again: given back after that */
-        nnp_cmp_extra extra = {cap, scratch && ctx->explain, side ? explain_side : NULL, side};
-        st = nnp__compare_sides_capture(&r, &q, n, &o, &extra, &p->metrics);
+        st = nnp__compare_sides_keep(&r, &q, n, &o, scratch && ctx->explain, &p->metrics);
         if (!st)
             nnp__diff_verdict(p);
-        /* kept for the explanation of a failing pair, else given back */
-        if (!st && cap && p->verdict == NNP_FAIL && ctx->explain)
-            ctx->diff->captured[i] = cap;
-        else
-            capture_done(ctx, cap);
     }
-    if (side && !side->ran) /* an adapted pair, or a pass that stopped before its threads */
-        explain_side(side);
     if (st)
         ctx->status[t] = st;
     else if (p->adapters)
         nnp__diff_verdict(p);
-    if (!st && scratch && ctx->explain && p->verdict == NNP_FAIL) {
+    if (!st && scratch && ctx->explain && p->verdict == NNP_FAIL)
         nnp__diff_explain_pair(ctx->diff, ctx->ref, ctx->port, i, scratch);
-        capture_done(ctx, ctx->diff->captured[i]);
-        ctx->diff->captured[i] = NULL;
-    }
     nnp_dump_release(ctx->ref, p->ref);
     for (uint32_t k = 0; k < p->nparts; k++)
         nnp_dump_release(ctx->port, p->parts[k]);
@@ -279,12 +180,15 @@ static void compare_lane(void *c, size_t lane)
         size_t t = atomic_fetch_add_explicit(&ctx->next, 1, memory_order_relaxed);
         if (t >= ctx->ntodo)
             return;
-        compare_pair(ctx, t, &ctx->scratch[lane], NULL);
+        compare_pair(ctx, t, &ctx->scratch[lane]);
     }
 }
 
-/* Compare the pairs that need it: small ones many at a time, large ones with every thread;
- * failing ones explained as they go (explain.c), when explaining. */
+/* Compare the pairs that need it: small ones many at a time, each failing one explained as soon
+ * as it is compared (explain.c), large ones with every thread (explained after, by
+ * nnp__diff_explain, a pair to a thread: a pair's explanation among the few chunks of the next
+ * pair's comparison left threads waiting, and the pages of a large pair go back chunk by
+ * chunk). */
 static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
                               const nnp_diff_options *opts)
 {
@@ -317,13 +221,11 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
     size_t lanes = (size_t)nnp__thread_count(threads);
     lanes = lanes < ns ? lanes : ns ? ns : 1;
     nnp__xscratch *scratch = calloc(lanes, sizeof *scratch);
-    if (!st && (!scratch || (explain && (nnp__diff_explain_begin(d) ||
-                                         !(d->captured = calloc(n ? n : 1,
-                                                                sizeof *d->captured))))))
+    if (!st && (!scratch || (explain && nnp__diff_explain_begin(d))))
         st = nnp__nomem();
     if (!st) {
         cmp_ctx ctx = {ref, port, d, small, ns, 0, rdata, pdata, 1, status, opts,
-                       PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, {0}, 0, explain, scratch};
+                       PTHREAD_MUTEX_INITIALIZER, 0, 0, explain, scratch};
         for (size_t i = 0; i < ns; i++)
             ctx.total += pair_bytes(&ctx, &d->pairs[small[i]]);
         for (size_t i = 0; i < nl; i++)
@@ -333,20 +235,11 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
             st = status[i];
         ctx.todo = large;
         ctx.threads = threads;
-        /* each failing large pair explained with the next one's comparing threads; the last
-         * with every thread by nnp__diff_explain */
-        nnp__xscratch side_scratch = {0};
-        side_job side = {&ctx, 0, &side_scratch, true};
         for (size_t i = 0; i < nl && !st; i++) {
             status[0] = NNP_OK;
-            compare_pair(&ctx, i, NULL, side.ran ? NULL : &side);
+            compare_pair(&ctx, i, NULL);
             st = status[0];
-            if (!st && d->captured && d->captured[large[i]])
-                side = (side_job){&ctx, large[i], &side_scratch, false};
         }
-        free(side_scratch.mem);
-        for (size_t k = 0; k < ctx.nspare; k++)
-            nnp__x_capture_free(ctx.spare[k]);
     }
     for (size_t k = 0; scratch && k < lanes; k++)
         free(scratch[k].mem);

@@ -31,9 +31,6 @@ struct nnp_diff {
     nnp_culprit culprit;      /* culprit.c */
     char *culprit_module;
     nnp__explained **explained; /* per pair: where its error lies and hints (explain.c); NULL */
-    /* per pair: the elements its explanation reads, copied by the comparing pass (a failing
-     * pair's, until it is explained); NULL */
-    nnp__xcapture **captured;
     /* per pair, while explanations are made: its explanation's status, and whether it is made
      * (explain.c); NULL */
     nnp_status *explain_status;
@@ -239,8 +236,6 @@ void nnp__diff_explain_pair(nnp_diff *d, nnp_dump *ref, nnp_dump *port, size_t i
                             nnp__xscratch *scratch);
 nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads);
 void nnp__diff_explained_free(nnp_diff *d);
-/* The captures the comparing pass kept (d->captured) that no explanation has freed. */
-void nnp__diff_captured_free(nnp_diff *d);
 /* Who makes the first divergence (culprit.c), once it is known. */
 nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port);
 

@@ -6,11 +6,10 @@
  *
  * Only failing pairs are read again, and each at most a bounded sample, so a diff whose pairs
  * agree costs nothing more, and one whose pairs all fail a fixed amount per pair. The comparing
- * pass explains a failing pair as soon as it has compared it (nnp__diff_explain_pair), while its
- * elements are in the cache, or copied (a capture, explain.h) for a pair too large for that;
- * nnp__diff_explain then explains the pairs it did not (adapted, not compared, past the
- * captures' budget). What a pair's explanation says depends on the pair alone, never on when or
- * on which thread it is made.
+ * pass explains a failing small pair as soon as it has compared it (nnp__diff_explain_pair),
+ * while its elements are in the cache and its pages mapped; nnp__diff_explain then explains the
+ * others (large, not compared) a pair to a thread. What a pair's explanation says depends on the
+ * pair alone, never on when or on which thread it is made.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -137,11 +136,7 @@ static void explain_one(ctx *c, size_t i, nnp__xscratch *scratch)
         goto out;
     }
     nnp__xinput in = {rt.dtype, pt.dtype, rt.data, pt.data, rt.ndim, rt.shape, rt.nelem,
-                      p->atol, p->rtol, {0}, NULL};
-    /* what the comparing pass copied of the pair, when it did: the same bytes, at hand */
-    nnp__xcapture *cap = d->captured ? d->captured[i] : NULL;
-    if (cap && cap->rdtype == rt.dtype && cap->pdtype == pt.dtype && cap->nelem == rt.nelem)
-        in.cap = cap;
+                      p->atol, p->rtol, {0}};
     axis_names(nnp_dump_record(c->ref, p->ref)->module_type, rt.ndim, in.names);
     if (permuted) {
         if (same_shape(rt.ndim, rt.shape, pt.ndim, pt.shape))
@@ -211,10 +206,6 @@ static void explain_lane(void *cv, size_t lane)
             continue;
         explain_one(c, i, &c->scratch[lane]);
         d->explain_done[i] = true;
-        if (d->captured) {
-            nnp__x_capture_free(d->captured[i]);
-            d->captured[i] = NULL;
-        }
     }
 }
 
@@ -239,16 +230,7 @@ nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int thr
     free(d->explain_done);
     d->explain_status = NULL;
     d->explain_done = NULL;
-    nnp__diff_captured_free(d); /* the pairs not explained */
     return st;
-}
-
-void nnp__diff_captured_free(nnp_diff *d)
-{
-    for (size_t i = 0; d->captured && i < d->npairs; i++)
-        nnp__x_capture_free(d->captured[i]);
-    free(d->captured);
-    d->captured = NULL;
 }
 
 void nnp__diff_explained_free(nnp_diff *d)
