@@ -35,7 +35,8 @@ typedef struct nnp__xsample {
     uint64_t n;
     uint64_t *flat;
     double *r, *p;
-    uint64_t *idx;                     /* n x ndim: each element's index along each axis */
+    uint64_t *idx;                     /* each element's index along axis a at a * cap + k */
+    uint64_t cap;                      /* the elements there is room for */
     unsigned char *finite;             /* whether both values are finite, each element */
     bool all_finite;                   /* whether every element's are */
     uint64_t stride[NNP__X_MAX_DIMS];  /* of each axis, in elements */
@@ -88,7 +89,7 @@ static inline double nnp__x_elem(nnp_dtype dtype, const void *data, uint64_t i)
     nnp_convert_to_f64(dtype, b + i * nnp_dtype_size(dtype), 1, &d);
     return d;
 }
-/* Elements [first, first + n) of a tensor as doubles: F32, what captures hold, in a loop
+/* Elements [first, first + n) of a tensor as doubles: F32, what most dumps hold, in a loop
  * vectorized here (nnp_convert_to_f64's is not, at -O2); other dtypes through it. */
 static inline void nnp__x_elems(nnp_dtype dtype, const void *data, uint64_t first, size_t n,
                                 double *out)

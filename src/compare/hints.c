@@ -95,6 +95,7 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
     s->r = (double *)(void *)(mem + (size_t)n * 8);
     s->p = (double *)(void *)(mem + (size_t)n * 16);
     s->idx = (uint64_t *)(void *)(mem + (size_t)n * 24);
+    s->cap = n;
     s->finite = mem + (size_t)n * (3 + (in->ndim ? in->ndim : 1)) * 8;
     uint64_t runs = total <= HINT_MAX ? 1 : HINT_MAX / HINT_RUN, len = total <= HINT_MAX ? total
                                                                                        : HINT_RUN;
@@ -131,15 +132,15 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
                 outer[a] = x->nreg[a] ? x->reg[a][pos[a]] : pos[a];
                 base += outer[a] * st[a];
             }
-            /* a column at a time: row by row, the outer indices' copy is a memcpy of a few
-             * words per element */
-            uint64_t n0 = s->n, *idx = s->idx + n0 * in->ndim;
+            /* each axis' indices lie in a column of their own (the tests read an axis at a
+             * time) */
+            uint64_t n0 = s->n;
             for (uint32_t a = 0; a < last; a++)
                 for (uint64_t t = 0; t < m; t++)
-                    idx[t * in->ndim + a] = outer[a];
+                    s->idx[a * n + n0 + t] = outer[a];
             for (uint64_t t = 0; t < m; t++) {
                 uint64_t i = x->nreg[last] ? x->reg[last][pos[last] + t] : pos[last] + t;
-                idx[t * in->ndim + last] = i;
+                s->idx[last * n + n0 + t] = i;
                 s->flat[n0 + t] = base + i;
             }
             s->n = n0 + m;
@@ -317,26 +318,80 @@ static bool below_fit(double resid, double e)
     return 1 - resid / e < FIT;
 }
 
+/* Every step-th element of the sample (the PERM_MAX the shift and permutation tests read),
+ * gathered once: how many there are, and of the finite ones, in order, where each lies in the
+ * sample, its squared error and its index along each axis. Read from the sample, each took a
+ * cache line of its own, for every axis and candidate. */
+typedef struct {
+    uint64_t all, n, cap;
+    uint64_t *k;
+    double *d2;
+    uint64_t *idx; /* along axis a at a * cap + m */
+} stepset;
+
+static nnp_status stepset_of(const nnp__xinput *in, const nnp__xsample *s, stepset *t)
+{
+    uint64_t step = s->n > PERM_MAX ? s->n / PERM_MAX : 1, most = s->n / step + 1;
+    uint32_t nd = in->ndim ? in->ndim : 1;
+    t->all = t->n = 0;
+    t->cap = most;
+    t->k = malloc(most * sizeof *t->k);
+    t->d2 = malloc(most * sizeof *t->d2);
+    t->idx = malloc(most * nd * sizeof *t->idx);
+    if (!t->k || !t->d2 || !t->idx)
+        return nnp__nomem();
+    for (uint64_t k = 0; k < s->n; k += step) {
+        t->all++;
+        if (!FINITE(k))
+            continue;
+        t->k[t->n] = k;
+        t->d2[t->n] = (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
+        for (uint32_t a = 0; a < in->ndim; a++)
+            t->idx[a * most + t->n] = s->idx[a * s->cap + k];
+        t->n++;
+    }
+    return NNP_OK;
+}
+
+static void stepset_free(stepset *t)
+{
+    free(t->k);
+    free(t->d2);
+    free(t->idx);
+}
+
+/* floor(i / d), by the reciprocal inv = 1 / d and a correction (a division each element cost
+ * more than the rest of the loop); exact while i < 2^52, past which it divides. */
+static inline uint64_t div_by(uint64_t i, uint64_t d, double inv)
+{
+    if (i >= (1ull << 52))
+        return i / d;
+    /* (through int64_t: x86 converts signed integers in one instruction, unsigned in several) */
+    uint64_t q = (uint64_t)(int64_t)((double)(int64_t)i * inv);
+    if (q * d > i)
+        q--;
+    else if ((q + 1) * d <= i)
+        q++;
+    return q;
+}
+
 /* The shift k along axis a that explains the most; *fit its fit (0: none, or none of FIT). */
-static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, double *fit)
+static int best_shift(const nnp__xinput *in, const nnp__xsample *s, const stepset *ss,
+                      uint32_t a, double *fit)
 {
     enum { NK = 4 };
     static const int ks[NK] = {1, -1, 2, -2};
-    uint64_t st = s->stride[a], step = s->n > PERM_MAX ? s->n / PERM_MAX : 1, seen = 0;
-    uint64_t valid[NK] = {0};
+    uint64_t st = s->stride[a], valid[NK] = {0};
+    int64_t n = (int64_t)in->shape[a];
     double e[NK] = {0};
     /* the error each shift is to explain, from the sample alone (the bound above needs it),
      * every shift's in one pass */
-    for (uint64_t k = 0; k < s->n; k += step) {
-        seen++;
-        if (!FINITE(k))
-            continue;
-        int64_t i = (int64_t)s->idx[k * in->ndim + a];
-        double d2 = (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
+    for (uint64_t m = 0; m < ss->n; m++) {
+        int64_t i = (int64_t)ss->idx[a * ss->cap + m];
         for (int t = 0; t < NK; t++) {
             int64_t j = i - ks[t];
-            if (j >= 0 && j < (int64_t)in->shape[a]) {
-                e[t] += d2;
+            if (j >= 0 && j < n) {
+                e[t] += ss->d2[m];
                 valid[t]++;
             }
         }
@@ -344,19 +399,18 @@ static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, 
     int best = 0;
     *fit = 0;
     for (int t = 0; t < NK; t++) {
-        if (!(e[t] > 0 && valid[t] * 2 >= seen))
+        if (!(e[t] > 0 && valid[t] * 2 >= ss->all))
             continue;
         double resid = 0;
         bool short_of_fit = false;
-        for (uint64_t k = 0, m = 0; k < s->n && !short_of_fit; k += step) {
-            if (!FINITE(k))
+        for (uint64_t m = 0, used = 0; m < ss->n && !short_of_fit; m++) {
+            int64_t i = (int64_t)ss->idx[a * ss->cap + m], j = i - ks[t];
+            if (j < 0 || j >= n)
                 continue;
-            int64_t i = (int64_t)s->idx[k * in->ndim + a], j = i - ks[t];
-            if (j < 0 || j >= (int64_t)in->shape[a])
-                continue;
+            uint64_t k = ss->k[m];
             double q = nnp__x_elem(in->rdtype, in->r, s->flat[k] + (uint64_t)(j - i) * st);
             resid += (s->p[k] - q) * (s->p[k] - q);
-            short_of_fit = ++m % 8 == 0 && below_fit(resid, e[t]);
+            short_of_fit = ++used % 8 == 0 && below_fit(resid, e[t]);
         }
         double f = short_of_fit ? 0 : 1 - resid / e[t];
         if (f > *fit) {
@@ -371,10 +425,11 @@ static int best_shift(const nnp__xinput *in, const nnp__xsample *s, uint32_t a, 
  * reference's block map[i]; only port indices the sample holds are tested, against every
  * reference index. The fit, 0 when the best map is the identity or takes one block twice, or
  * when it falls below FIT. */
-static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint32_t a,
-                              uint64_t g, uint64_t *map, bool *seen_out)
+static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, const stepset *ss,
+                              uint32_t a, uint64_t g, uint64_t *map, bool *seen_out)
 {
     uint64_t n = in->shape[a], bs = n / g, st = s->stride[a];
+    double inv = 1.0 / (double)bs;
     /* err[bi][bj]: the squared error of the port's block bi against the reference's block bj;
      * least[bi], the least of row bi so far */
     double *err = calloc(g * g + 2 * g, sizeof *err), *least = err + g * g, *diag = least + g;
@@ -382,15 +437,12 @@ static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint
     if (!err)
         return -1;
     memset(seen, 0, g * sizeof *seen);
-    uint64_t step = s->n > PERM_MAX ? s->n / PERM_MAX : 1;
     /* The identity's error, the error to explain, comes from the sample alone (the reference
      * index itself is its own block's): the same sums, in the same order, as below. */
     uint64_t cur = UINT64_MAX;
     double acc = 0;
-    for (uint64_t k = 0; k < s->n; k += step) {
-        if (!FINITE(k))
-            continue;
-        uint64_t bi = s->idx[k * in->ndim + a] / bs;
+    for (uint64_t m = 0; m < ss->n; m++) {
+        uint64_t bi = div_by(ss->idx[a * ss->cap + m], bs, inv);
         if (bi != cur) { /* in registers while the block holds, as in offset_hint */
             if (cur != UINT64_MAX)
                 diag[cur] = acc;
@@ -398,7 +450,7 @@ static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint
             acc = diag[bi];
             seen[bi] = true;
         }
-        acc += (s->p[k] - s->r[k]) * (s->p[k] - s->r[k]);
+        acc += ss->d2[m];
     }
     if (cur != UINT64_MAX)
         diag[cur] = acc;
@@ -410,10 +462,9 @@ static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint
         free(err);
         return 0;
     }
-    for (uint64_t k = 0, m = 0; k < s->n; k += step) {
-        if (!FINITE(k))
-            continue;
-        uint64_t i = s->idx[k * in->ndim + a], bi = i / bs, o = i % bs;
+    for (uint64_t m = 0; m < ss->n; m++) {
+        uint64_t k = ss->k[m], i = ss->idx[a * ss->cap + m], bi = div_by(i, bs, inv);
+        uint64_t o = i - bi * bs;
         double *row = err + bi * g;
         for (uint64_t bj = 0; bj < g; bj++) {
             int64_t delta = (int64_t)(bj * bs + o) - (int64_t)i;
@@ -424,7 +475,7 @@ static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint
         for (uint64_t bj = 1; bj < g; bj++)
             least[bi] = row[bj] < least[bi] ? row[bj] : least[bi];
         /* every row's least only grows: their sum bounds the best map's residual from below */
-        if (++m % 8 == 0) {
+        if ((m + 1) % 8 == 0) {
             double lower = 0;
             for (uint64_t bk = 0; bk < g; bk++)
                 if (seen[bk])
@@ -456,7 +507,7 @@ static double permutation_fit(const nnp__xinput *in, const nnp__xsample *s, uint
 }
 
 static nnp_status permutation_hints(const nnp__xinput *in, const nnp__xsample *s,
-                                    nnp__explained *x, uint32_t a)
+                                    const stepset *ss, nnp__explained *x, uint32_t a)
 {
     static const uint64_t blocks[] = {2, 3, 4, 8};
     uint64_t n = in->shape[a], cand[16];
@@ -475,7 +526,7 @@ static nnp_status permutation_hints(const nnp__xinput *in, const nnp__xsample *s
         uint64_t g = cand[t];
         uint64_t *map = malloc(g * sizeof *map);
         bool *seen = malloc(g * sizeof *seen);
-        double fit = map && seen ? permutation_fit(in, s, a, g, map, seen) : -1;
+        double fit = map && seen ? permutation_fit(in, s, ss, a, g, map, seen) : -1;
         if (fit < 0) {
             free(map);
             free(seen);
@@ -657,7 +708,7 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
         if (a + 1 == in->ndim) { /* the innermost: its index moves every element */
             for (uint64_t k = 0; k < s->n; k++)
                 if (FINITE(k)) {
-                    uint64_t i = s->idx[k * in->ndim + a];
+                    uint64_t i = s->idx[a * s->cap + k];
                     sum[t][i] += s->p[k] - s->r[k];
                     cnt[t][i]++;
                 }
@@ -670,7 +721,7 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
         for (uint64_t k = 0; k < s->n; k++) {
             if (!FINITE(k))
                 continue;
-            uint64_t i = s->idx[k * in->ndim + a];
+            uint64_t i = s->idx[a * s->cap + k];
             if (i != cur) {
                 if (cur != UINT64_MAX) {
                     sum[t][cur] = acc;
@@ -725,13 +776,14 @@ static nnp_status offset_hint(const nnp__xinput *in, const nnp__xsample *s, cons
 static nnp_status structure_hints(const nnp__xinput *in, const nnp__xsample *s, const base *b,
                                   nnp__explained *x, bool *fitted)
 {
-    nnp_status st = NNP_OK;
+    stepset ss;
+    nnp_status st = stepset_of(in, s, &ss);
     bool shifted[NNP__X_MAX_DIMS] = {0};
     for (uint32_t a = 0; a < in->ndim && !st; a++) {
         if (x->nreg[a] || in->shape[a] < 3)
             continue;
         double fit;
-        int k = best_shift(in, s, a, &fit);
+        int k = best_shift(in, s, &ss, a, &fit);
         if (fit < FIT)
             continue;
         char ax[96];
@@ -751,7 +803,7 @@ static nnp_status structure_hints(const nnp__xinput *in, const nnp__xsample *s, 
             for (uint64_t k = 0, m = 0; k < s->n && !short_of_fit; k++) {
                 if (!FINITE(k))
                     continue;
-                uint64_t i = s->idx[k * in->ndim + a], j = s->idx[k * in->ndim + c];
+                uint64_t i = s->idx[a * s->cap + k], j = s->idx[c * s->cap + k];
                 uint64_t f = s->flat[k] - i * sa - j * sc + j * sa + i * sc;
                 double q = nnp__x_elem(in->rdtype, in->r, f);
                 resid += (s->p[k] - q) * (s->p[k] - q);
@@ -772,9 +824,10 @@ static nnp_status structure_hints(const nnp__xinput *in, const nnp__xsample *s, 
         if (shifted[a] || in->shape[a] < 2)
             continue;
         size_t before = x->nhints;
-        st = permutation_hints(in, s, x, a);
+        st = permutation_hints(in, s, &ss, x, a);
         *fitted |= x->nhints > before;
     }
+    stepset_free(&ss);
     return st;
 }
 
