@@ -111,9 +111,13 @@ static nnp_status take_sample(const nnp__xinput *in, nnp__explained *x, nnp__xsc
     bool in_profile = whole && x->profile.sampled && runs > 1;
     for (uint64_t k = 0; k < runs; k++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        uint64_t start = runs == 1      ? 0
-                         : in_profile ? x->run[2 * k] + (seed >> 17) % (NNP__X_PROFILE_RUN - len + 1)
-                                      : k * stratum + (seed >> 17) % (stratum - len + 1);
+        uint64_t start;
+        if (runs == 1)
+            start = 0;
+        else if (in_profile)
+            start = x->run[2 * k] + (seed >> 17) % (NNP__X_PROFILE_RUN - len + 1);
+        else
+            start = k * stratum + (seed >> 17) % (stratum - len + 1);
         /* the run's first element's place in the region, then one step at a time */
         uint64_t pos[NNP__X_MAX_DIMS], u = start;
         for (uint32_t a = in->ndim; a-- > 0;) {
@@ -572,7 +576,7 @@ static double inv_ulp(double v, int mant, int emin)
     uint64_t bits;
     memcpy(&bits, &v, sizeof bits);
     int e = (int)((bits >> 52) & 0x7ff) - 1023; /* floor(log2 |v|) for a normal double */
-    if (e < emin || e > 1023)                   /* 0, subnormal, below the type's normals, inf, NaN */
+    if (e < emin || e > 1023) /* 0, subnormal, below the type's normals, inf, NaN */
         e = emin;
     bits = (uint64_t)(1023 - (e - mant)) << 52;
     double inv;

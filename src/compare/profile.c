@@ -3,11 +3,12 @@
  * error and its count of elements outside tolerance, and one line that says it to the person who
  * must fix the port ("all 784 failing elements lie in axis 1 index 7 (channel 7)").
  *
- * The pair is read once more, as soon as it is compared: whole when small, else a seeded sample
+ * The pair is read once more (diff/explain.c says when): whole when small, else a seeded sample
  * of runs spread over the tensor, so that a failing pair costs at most a fixed number of reads
  * beyond the comparison whatever its size. Runs keep the reads sequential; stratified random
- * starts keep a run from landing on the same index of some axis every time. Its loops are vectorized, and their sums kept in fixed partial sums, so that a profile is the
- * same number whatever the vector width or the version (AVX2 or not) that ran it.
+ * starts keep a run from landing on the same index of some axis every time. Its loops are
+ * vectorized, and their sums kept in fixed partial sums, so that a profile is the same number
+ * whatever the vector width or the version (AVX2 or not) that ran it.
  */
 #include <math.h>
 #include <stdio.h>
