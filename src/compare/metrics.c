@@ -48,6 +48,7 @@ typedef struct {
     acc *parts;
     uint32_t *crc_ref, *crc_port; /* per chunk, for a side whose member check is folded in */
     bool *no_memory; /* per chunk: a gathered side's buffer could not be had */
+    bool keep;       /* pages left for the caller to give back */
 } cmp_job;
 
 static void acc_merge(acc *a, const acc *b)
@@ -311,9 +312,9 @@ static void run_chunk(void *ctx, size_t t)
         job->crc_ref[t] = crc_ref;
     if (job->crc_port)
         job->crc_port[t] = crc_port;
-    if (job->ref.dump && job->ref.data)
+    if (job->ref.dump && job->ref.data && !job->keep)
         nnp__dump_release_range(job->ref.dump, job->ref.rec, first * rs, n * rs);
-    if (job->port.dump && job->port.data)
+    if (job->port.dump && job->port.data && !job->keep)
         nnp__dump_release_range(job->port.dump, job->port.rec, first * ps, n * ps);
     free(gathered[0]);
     free(gathered[1]);
@@ -403,6 +404,12 @@ static nnp_status pass_end(const nnp_cmp_side *side, const uint32_t *crcs, size_
 nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
                               const nnp_compare_options *opts, nnp_metrics *out)
 {
+    return nnp__compare_sides_keep(ref, port, n, opts, false, out);
+}
+
+nnp_status nnp__compare_sides_keep(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
+                                   const nnp_compare_options *opts, bool keep, nnp_metrics *out)
+{
     if (!out || !ref || !port || nnp_dtype_size(ref->dtype) == 0 ||
         nnp_dtype_size(port->dtype) == 0 ||
         (n && ((!ref->data && !ref->dump) || (!port->data && !port->dump))))
@@ -431,7 +438,7 @@ nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port,
         return nnp__nomem();
     }
     cmp_job job = {*ref, *port, n, o.atol, o.rtol, parts, fold_ref ? crcs : NULL,
-                   fold_port ? crcs + nchunks : NULL, no_memory};
+                   fold_port ? crcs + nchunks : NULL, no_memory, keep};
     st = nnp__parallel_for(nchunks, o.threads, run_chunk, &job);
     for (size_t t = 0; t < nchunks && !st; t++)
         if (no_memory[t])
@@ -526,7 +533,7 @@ void nnp__compare_chunk(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint6
     bool no_memory = false;
     cmp_job job = {{ref->dtype, (const unsigned char *)ref->data + first * rs, NULL, 0},
                    {port->dtype, (const unsigned char *)port->data + first * ps, NULL, 0},
-                   len, atol, rtol, partial, NULL, NULL, &no_memory};
+                   len, atol, rtol, partial, NULL, NULL, &no_memory, false};
     run_chunk(&job, 0); /* both sides in place: nothing to allocate */
     acc *a = partial;
     if (a->has_max)

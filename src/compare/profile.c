@@ -3,10 +3,12 @@
  * error and its count of elements outside tolerance, and one line that says it to the person who
  * must fix the port ("all 784 failing elements lie in axis 1 index 7 (channel 7)").
  *
- * The pair is read once more, after the comparing pass: whole when small, else a seeded sample
+ * The pair is read once more (diff/explain.c says when): whole when small, else a seeded sample
  * of runs spread over the tensor, so that a failing pair costs at most a fixed number of reads
  * beyond the comparison whatever its size. Runs keep the reads sequential; stratified random
- * starts keep a run from landing on the same index of some axis every time.
+ * starts keep a run from landing on the same index of some axis every time. Its loops are
+ * vectorized, and their sums kept in fixed partial sums, so that a profile is the same number
+ * whatever the vector width or the version (AVX2 or not) that ran it.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,41 +17,10 @@
 
 #include "compare/explain.h"
 
-#define SAMPLE_MAX (1u << 16)
-#define RUN 512u
+#define RUN NNP__X_PROFILE_RUN
+#define SAMPLE_MAX ((uint64_t)NNP__X_PROFILE_RUNS * RUN)
 /* Share of the error that "lies in" a few indices. */
 #define CONCENTRATED 0.95
-
-double nnp__x_elem(nnp_dtype dtype, const void *data, uint64_t i)
-{
-    const unsigned char *b = data;
-    switch (dtype) {
-    case NNP_F32: {
-        float f;
-        memcpy(&f, b + 4 * i, 4);
-        return f;
-    }
-    case NNP_F64: {
-        double d;
-        memcpy(&d, b + 8 * i, 8);
-        return d;
-    }
-    default: {
-        double d;
-        nnp_convert_to_f64(dtype, b + i * nnp_dtype_size(dtype), 1, &d);
-        return d;
-    }
-    }
-}
-
-bool nnp__x_fails(double r, double p, double atol, double rtol)
-{
-    if (isnan(r) || isnan(p))
-        return true;
-    if (isinf(r) || isinf(p))
-        return r != p;
-    return fabs(p - r) > atol + rtol * fabs(r);
-}
 
 void nnp__x_axis_label(nnp_sbuf *b, const nnp__explained *x, uint32_t a)
 {
@@ -69,30 +40,180 @@ static uint64_t rng_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* Accumulate one run [start, start + len) into the per-axis arrays. */
-static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, double **sq,
-                     uint64_t **fl, uint64_t *fail_total)
+/* One element of a stretch: a double of a converted buffer, or an F32 read in place (memcpy:
+ * a record's bytes need not be aligned). */
+static inline double at_f64(const void *v, uint64_t k)
 {
-    uint64_t idx[NNP__X_MAX_DIMS], rest = start;
+    double d;
+    memcpy(&d, (const unsigned char *)v + 8 * k, 8);
+    return d;
+}
+
+static inline double at_f32(const void *v, uint64_t k)
+{
+    float f;
+    memcpy(&f, (const unsigned char *)v + 4 * k, 4);
+    return f;
+}
+
+/* Add a stretch of n elements whose differences are all finite to s2/f2 (their indices along
+ * the innermost axis) and to *sum and *nbad: the square of each difference, and whether it
+ * exceeds the tolerance, read from the sign of the margin (exact for finite values: tol - |d| is
+ * negative exactly when |d| > tol; + 0.0 makes a -0 margin +0). The stretch's sum is kept in 8
+ * partial sums (element k in sum k mod 8) added in a fixed order, so that it is the same number
+ * whatever vector width the compiler gives the 8 (2 or 4 lanes) and whichever version below
+ * runs. One version per way of reading the elements, and for F32 one for AVX2. */
+#define ADD_ONE(AT, K, PART)                                                                   \
+    do {                                                                                       \
+        double r = AT(rv, K), d = AT(pv, K) - r, dd = d * d;                                   \
+        double margin = (atol + rtol * fabs(r) - fabs(d)) + 0.0;                               \
+        uint64_t bits;                                                                         \
+        memcpy(&bits, &margin, sizeof bits);                                                   \
+        s2[K] += dd;                                                                           \
+        f2[K] += bits >> 63;                                                                   \
+        PART += dd;                                                                            \
+        nb += bits >> 63;                                                                      \
+    } while (0)
+#define ADD_FINITE(NAME, AT, ATTR)                                                             \
+    ATTR static void NAME(const void *rv, const void *pv, uint64_t n, double atol, double rtol, \
+                          double *restrict s2, uint64_t *restrict f2, double *sum,             \
+                          uint64_t *nbad)                                                      \
+    {                                                                                          \
+        double part[8] = {0};                                                                  \
+        uint64_t nb = 0, k = 0;                                                                \
+        for (; k + 8 <= n; k += 8)                                                             \
+            for (unsigned j = 0; j < 8; j++)                                                   \
+                ADD_ONE(AT, k + j, part[j]);                                                   \
+        for (; k < n; k++)                                                                     \
+            ADD_ONE(AT, k, part[k & 7]);                                                       \
+        *sum = ((part[0] + part[1]) + (part[2] + part[3])) +                                   \
+               ((part[4] + part[5]) + (part[6] + part[7]));                                    \
+        *nbad = nb;                                                                            \
+    }
+
+/* Whether every difference of a stretch is finite (both sides are): a sum of d * 0, which is 0
+ * then and NaN else, in any order. F32 in float; a difference of finite floats that overflows a
+ * float says "no" too, and takes the exact path. */
+static bool all_finite_f64(const void *rv, const void *pv, uint64_t n)
+{
+    double z = 0;
+#pragma omp simd reduction(+ : z)
+    for (uint64_t k = 0; k < n; k++)
+        z += (at_f64(pv, k) - at_f64(rv, k)) * 0.0;
+    return z == 0;
+}
+
+#define ALL_FINITE_F32(NAME, ATTR)                                                             \
+    ATTR static bool NAME(const void *rv, const void *pv, uint64_t n)                          \
+    {                                                                                          \
+        float z = 0;                                                                           \
+        _Pragma("omp simd reduction(+ : z)")                                                   \
+        for (uint64_t k = 0; k < n; k++) {                                                     \
+            float r, p;                                                                        \
+            memcpy(&r, (const unsigned char *)rv + 4 * k, 4);                                  \
+            memcpy(&p, (const unsigned char *)pv + 4 * k, 4);                                  \
+            z += (p - r) * 0.0f;                                                               \
+        }                                                                                      \
+        return z == 0;                                                                         \
+    }
+
+ADD_FINITE(add_finite_f64, at_f64, )
+ADD_FINITE(add_finite_f32, at_f32, )
+ALL_FINITE_F32(all_finite_f32, )
+
+typedef void (*add_fn)(const void *, const void *, uint64_t, double, double, double *,
+                       uint64_t *, double *, uint64_t *);
+typedef bool (*check_fn)(const void *, const void *, uint64_t);
+
+/* The F32 versions to run, chosen once for the CPU: AVX2 (four doubles a step, the same
+ * arithmetic, no FMA) where it has it. */
+static add_fn add_f32 = add_finite_f32;
+static check_fn check_f32 = all_finite_f32;
+static pthread_once_t f32_once = PTHREAD_ONCE_INIT;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define X_AVX2 __attribute__((target("avx2")))
+ADD_FINITE(add_finite_f32_avx2, at_f32, X_AVX2)
+ALL_FINITE_F32(all_finite_f32_avx2, X_AVX2)
+
+static void choose_f32(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) {
+        add_f32 = add_finite_f32_avx2;
+        check_f32 = all_finite_f32_avx2;
+    }
+}
+#else
+static void choose_f32(void)
+{
+}
+#endif
+
+/* Accumulate one run [start, start + len) into the per-axis arrays, a stretch of the innermost
+ * axis at a time: each element adds to its innermost index, and the outer axes, whose indices
+ * hold over the stretch, take the stretch's sums. The run's elements are at rbase and pbase.
+ * Two F32 sides are read in place; others are converted a
+ * stretch at a time. */
+static void read_run(const nnp__xinput *in, uint64_t start, uint64_t len, const void *rbase,
+                     const void *pbase, double **sq, uint64_t **fl, uint64_t *fail_total)
+{
+    double rv[RUN], pv[RUN], none_sq[1] = {0};
+    uint64_t idx[NNP__X_MAX_DIMS] = {0}, rest = start, fail = 0, none_fl[1] = {0};
+    /* a 0-d tensor (its one element) has no axis: its sums go to scratch */
+    uint32_t last = in->ndim ? in->ndim - 1 : 0;
+    uint64_t width = in->ndim ? in->shape[last] : 1;
+    bool f32 = in->rdtype == NNP_F32 && in->pdtype == NNP_F32;
+    pthread_once(&f32_once, choose_f32);
     for (uint32_t a = in->ndim; a-- > 0;) {
         idx[a] = rest % in->shape[a];
         rest /= in->shape[a];
     }
-    for (uint64_t f = start; f < start + len; f++) {
-        double r = nnp__x_elem(in->rdtype, in->r, f), p = nnp__x_elem(in->pdtype, in->p, f);
-        bool bad = nnp__x_fails(r, p, in->atol, in->rtol);
-        double d = p - r, d2 = isfinite(d) ? d * d : 0;
-        *fail_total += bad;
-        for (uint32_t a = 0; a < in->ndim; a++) {
-            sq[a][idx[a]] += d2;
-            fl[a][idx[a]] += bad;
+    for (uint64_t done = 0; done < len;) {
+        /* the stretch: to the end of the run, of the buffers or of the innermost axis */
+        uint64_t n = len - done < RUN ? len - done : RUN;
+        n = n < width - idx[last] ? n : width - idx[last];
+        const void *r = rv, *p = pv;
+        if (f32) {
+            r = (const unsigned char *)rbase + 4 * done;
+            p = (const unsigned char *)pbase + 4 * done;
+        } else {
+            nnp__x_elems(in->rdtype, rbase, done, (size_t)n, rv);
+            nnp__x_elems(in->pdtype, pbase, done, (size_t)n, pv);
         }
+        double *s2 = in->ndim ? sq[last] + idx[last] : none_sq, sum = 0;
+        uint64_t *f2 = in->ndim ? fl[last] + idx[last] : none_fl, nbad = 0;
+        if (f32 ? check_f32(r, p, n) : all_finite_f64(r, p, n)) {
+            (f32 ? add_f32 : add_finite_f64)(r, p, n, in->atol, in->rtol, s2, f2, &sum, &nbad);
+        } else {
+            for (uint64_t k = 0; k < n; k++) {
+                double rk = f32 ? at_f32(r, k) : rv[k], pk = f32 ? at_f32(p, k) : pv[k];
+                bool bad = nnp__x_fails(rk, pk, in->atol, in->rtol);
+                double d = pk - rk, d2 = isfinite(d) ? d * d : 0;
+                s2[k] += d2;
+                f2[k] += bad;
+                sum += d2;
+                nbad += bad;
+            }
+        }
+        fail += nbad;
+        done += n;
+        if (!in->ndim)
+            continue;
+        for (uint32_t a = 0; a < last; a++) {
+            sq[a][idx[a]] += sum;
+            fl[a][idx[a]] += nbad;
+        }
+        idx[last] += n;
         for (uint32_t a = in->ndim; a-- > 0;) { /* the next index, row-major */
-            if (++idx[a] < in->shape[a])
+            if (idx[a] < in->shape[a])
                 break;
             idx[a] = 0;
+            if (a)
+                idx[a - 1]++;
         }
     }
+    *fail_total += fail;
 }
 
 /* "s" for a plural of a named axis: "heads 2 and 3"; an unnamed one says "indices". */
@@ -118,16 +239,35 @@ static void index_list(nnp_sbuf *b, const nnp__explained *x, uint32_t a)
 static uint32_t concentrate(const double *mass, uint64_t n, double total, uint64_t *out,
                             double *share)
 {
+    /* The indices by mass, largest first and the lower index first among equals, as many as
+     * can be taken: one pass keeping the few largest, where picking the largest left each
+     * time would pass over the axis once per pick. A NaN orders nothing: then picking it is. */
+    uint64_t top[NNP__X_REGION_MAX];
+    uint32_t ntop = 0;
+    bool ordered = true;
+    for (uint64_t i = 0; i < n && ordered; i++) {
+        ordered = !isnan(mass[i]);
+        if (ntop == NNP__X_REGION_MAX && !(mass[i] > mass[top[ntop - 1]]))
+            continue;
+        uint32_t j = ntop < NNP__X_REGION_MAX ? ntop++ : ntop - 1;
+        for (; j > 0 && mass[i] > mass[top[j - 1]]; j--)
+            top[j] = top[j - 1];
+        top[j] = i;
+    }
     uint32_t k = 0;
     double held = 0;
     while (k < NNP__X_REGION_MAX && k * 2 < n && held < CONCENTRATED * total) {
         uint64_t best = UINT64_MAX;
-        for (uint64_t i = 0; i < n; i++) {
-            bool taken = false;
-            for (uint32_t j = 0; j < k; j++)
-                taken |= out[j] == i;
-            if (!taken && (best == UINT64_MAX || mass[i] > mass[best]))
-                best = i;
+        if (ordered) {
+            best = k < ntop ? top[k] : UINT64_MAX;
+        } else {
+            for (uint64_t i = 0; i < n; i++) {
+                bool taken = false;
+                for (uint32_t j = 0; j < k; j++)
+                    taken |= out[j] == i;
+                if (!taken && (best == UINT64_MAX || mass[i] > mass[best]))
+                    best = i;
+            }
         }
         if (best == UINT64_MAX || mass[best] <= 0)
             break;
@@ -273,14 +413,18 @@ nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x)
     x->profile.ndim = in->ndim;
     x->profile.axes = x->axes;
     uint64_t fail = 0;
+    size_t rs = nnp_dtype_size(in->rdtype), ps = nnp_dtype_size(in->pdtype);
     if (in->nelem <= SAMPLE_MAX) {
-        read_run(in, 0, in->nelem, sq, fl, &fail);
+        read_run(in, 0, in->nelem, in->r, in->p, sq, fl, &fail);
         x->profile.elements = in->nelem;
     } else {
-        uint64_t runs = SAMPLE_MAX / RUN, stratum = in->nelem / runs, seed = in->nelem;
-        for (uint64_t k = 0; k < runs; k++)
-            read_run(in, k * stratum + rng_next(&seed) % (stratum - RUN + 1), RUN, sq, fl, &fail);
-        x->profile.elements = runs * RUN;
+        uint64_t stratum = in->nelem / NNP__X_PROFILE_RUNS, seed = in->nelem;
+        for (uint64_t k = 0; k < NNP__X_PROFILE_RUNS; k++) {
+            x->run[k] = k * stratum + rng_next(&seed) % (stratum - RUN + 1);
+            read_run(in, x->run[k], RUN, (const unsigned char *)in->r + x->run[k] * rs,
+                     (const unsigned char *)in->p + x->run[k] * ps, sq, fl, &fail);
+        }
+        x->profile.elements = SAMPLE_MAX;
         x->profile.sampled = true;
     }
     x->profile.fail = fail;
@@ -298,10 +442,7 @@ nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x)
 
 void nnp__x_sample_free(nnp__explained *x)
 {
-    free(x->sample.flat);
-    free(x->sample.r);
-    free(x->sample.p);
-    free(x->sample.idx);
+    free(x->sample.own);
     memset(&x->sample, 0, sizeof x->sample);
 }
 

@@ -8,6 +8,7 @@
  * made into buffers of its own right before it is compared and freed after.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,14 +100,18 @@ void nnp_diff_free(nnp_diff *d)
 
 typedef struct {
     nnp_dump *ref, *port;
-    const nnp_diff *diff;
+    nnp_diff *diff;
     const size_t *todo;
+    size_t ntodo;
+    atomic_size_t next; /* the next of todo a lane takes */
     const void **rdata, **pdata;
     int threads;
     nnp_status *status;
     const nnp_diff_options *opts; /* for the progress callback */
     pthread_mutex_t lock;         /* one progress call at a time */
     uint64_t done, total;         /* bytes compared, of all */
+    bool explain;                 /* failing small pairs are explained as they are compared */
+    nnp__xscratch *scratch;       /* one per lane of small pairs */
 } cmp_ctx;
 
 /* The bytes a pair reads: its reference record and every port part. */
@@ -129,10 +134,10 @@ static void report_progress(cmp_ctx *ctx, const nnp_diff_pair *p)
 }
 
 /* Compare one pair: straight from the dumps' data, or, when the rules adapt it, from the
- * buffers the adapters make (freed right after). */
-static void compare_pair(void *c, size_t t)
+ * buffers the adapters make (freed right after). A failing pair is explained at once when
+ * `scratch` is given (a small pair, its elements still in the cache and its pages mapped). */
+static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
 {
-    cmp_ctx *ctx = c;
     size_t i = ctx->todo[t];
     nnp_diff_pair *p = &ctx->diff->pairs[i];
     nnp_compare_options o = {sizeof o, p->atol, p->rtol, ctx->threads};
@@ -145,24 +150,45 @@ static void compare_pair(void *c, size_t t)
         nnp__tensor_free(&rt);
         nnp__tensor_free(&pt);
     } else {
-        /* straight from the mappings, releasing each chunk's pages behind the scan, so that
-         * the resident size stays a few chunks whatever the dumps' size */
+        /* straight from the mappings, releasing each chunk's pages behind the scan (a small
+         * pair explained at once: after that), so that the resident size stays a few chunks
+         * whatever the dumps' size */
         nnp_cmp_side r = {p->ref_dtype, ctx->rdata[i], ctx->ref, p->ref};
         nnp_cmp_side q = {p->port_dtype, ctx->pdata[i], ctx->port, p->port};
-        st = nnp__compare_sides(&r, &q, nnp_dump_record(ctx->ref, p->ref)->nelem, &o,
-                                &p->metrics);
+        uint64_t n = nnp_dump_record(ctx->ref, p->ref)->nelem;
+        st = nnp__compare_sides_keep(&r, &q, n, &o, scratch && ctx->explain, &p->metrics);
+        if (!st)
+            nnp__diff_verdict(p);
     }
     if (st)
         ctx->status[t] = st;
-    else
+    else if (p->adapters)
         nnp__diff_verdict(p);
+    if (!st && scratch && ctx->explain && p->verdict == NNP_FAIL)
+        nnp__diff_explain_pair(ctx->diff, ctx->ref, ctx->port, i, scratch);
     nnp_dump_release(ctx->ref, p->ref);
     for (uint32_t k = 0; k < p->nparts; k++)
         nnp_dump_release(ctx->port, p->parts[k]);
     report_progress(ctx, p);
 }
 
-/* Compare the pairs that need it: small ones many at a time, large ones with every thread. */
+/* One lane of the small pairs: the next one at a time, with the lane's scratch. */
+static void compare_lane(void *c, size_t lane)
+{
+    cmp_ctx *ctx = c;
+    for (;;) {
+        size_t t = atomic_fetch_add_explicit(&ctx->next, 1, memory_order_relaxed);
+        if (t >= ctx->ntodo)
+            return;
+        compare_pair(ctx, t, &ctx->scratch[lane]);
+    }
+}
+
+/* Compare the pairs that need it: small ones many at a time, each failing one explained as soon
+ * as it is compared (explain.c), large ones with every thread (explained after, by
+ * nnp__diff_explain, a pair to a thread: a pair's explanation among the few chunks of the next
+ * pair's comparison left threads waiting, and the pages of a large pair go back chunk by
+ * chunk). */
 static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
                               const nnp_diff_options *opts)
 {
@@ -191,24 +217,33 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
         else
             large[nl++] = i;
     }
+    bool explain = !opts->no_explain;
+    size_t lanes = (size_t)nnp__thread_count(threads);
+    lanes = lanes < ns ? lanes : ns ? ns : 1;
+    nnp__xscratch *scratch = calloc(lanes, sizeof *scratch);
+    if (!st && (!scratch || (explain && nnp__diff_explain_begin(d))))
+        st = nnp__nomem();
     if (!st) {
-        cmp_ctx ctx = {ref, port, d, small, rdata, pdata, 1, status, opts,
-                       PTHREAD_MUTEX_INITIALIZER, 0, 0};
+        cmp_ctx ctx = {ref, port, d, small, ns, 0, rdata, pdata, 1, status, opts,
+                       PTHREAD_MUTEX_INITIALIZER, 0, 0, explain, scratch};
         for (size_t i = 0; i < ns; i++)
             ctx.total += pair_bytes(&ctx, &d->pairs[small[i]]);
         for (size_t i = 0; i < nl; i++)
             ctx.total += pair_bytes(&ctx, &d->pairs[large[i]]);
-        nnp__parallel_for(ns, threads, compare_pair, &ctx);
+        nnp__parallel_for(lanes, threads, compare_lane, &ctx);
         for (size_t i = 0; i < ns && !st; i++)
             st = status[i];
         ctx.todo = large;
         ctx.threads = threads;
         for (size_t i = 0; i < nl && !st; i++) {
             status[0] = NNP_OK;
-            compare_pair(&ctx, i);
+            compare_pair(&ctx, i, NULL);
             st = status[0];
         }
     }
+    for (size_t k = 0; scratch && k < lanes; k++)
+        free(scratch[k].mem);
+    free(scratch);
     free(small);
     free(large);
     free(rdata);

@@ -31,6 +31,10 @@ struct nnp_diff {
     nnp_culprit culprit;      /* culprit.c */
     char *culprit_module;
     nnp__explained **explained; /* per pair: where its error lies and hints (explain.c); NULL */
+    /* per pair, while explanations are made: its explanation's status, and whether it is made
+     * (explain.c); NULL */
+    nnp_status *explain_status;
+    bool *explain_done;
 };
 
 /* ---- rules: what a name maps to (rules.c) and the adapters that bring layouts together
@@ -244,7 +248,13 @@ nnp_status nnp__align_rules(const char *const *port_names, const char *const *re
 void nnp__diff_verdict(nnp_diff_pair *p);
 /* Once every pair is compared: the first divergence, the order check, where NaN/Inf start. */
 nnp_status nnp__diff_conclude(nnp_diff *d, nnp_dump *port);
-/* Where each failing pair's error lies and what explains it (explain.c), once compared. */
+/* Where each failing pair's error lies and what explains it (explain.c): the arrays the
+ * explanations go to, before any is made; one pair's explanation, once it is compared, with a
+ * scratch of the calling thread's (its status kept for nnp__diff_explain); and, once every pair
+ * is compared, the explanations not made yet and the first error of any. */
+nnp_status nnp__diff_explain_begin(nnp_diff *d);
+void nnp__diff_explain_pair(nnp_diff *d, nnp_dump *ref, nnp_dump *port, size_t i,
+                            nnp__xscratch *scratch);
 nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads);
 void nnp__diff_explained_free(nnp_diff *d);
 /* Who makes the first divergence (culprit.c), once it is known. */

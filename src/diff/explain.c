@@ -1,12 +1,17 @@
 /*
- * explain.c - after the comparing pass, where each failing pair's error lies and what explains
- * it (compare/profile.c, compare/hints.c), with the axes named from the reference's module
- * type, and one hint only a diff can give: the port holding another reference record's values
- * (q and k swapped, a layer wired to the wrong input).
+ * explain.c - where each failing pair's error lies and what explains it (compare/profile.c,
+ * compare/hints.c), with the axes named from the reference's module type, and one hint only a
+ * diff can give: the port holding another reference record's values (q and k swapped, a layer
+ * wired to the wrong input).
  *
  * Only failing pairs are read again, and each at most a bounded sample, so a diff whose pairs
- * agree costs nothing more, and one whose pairs all fail a fixed amount per pair.
+ * agree costs nothing more, and one whose pairs all fail a fixed amount per pair. The comparing
+ * pass explains a failing small pair as soon as it has compared it (nnp__diff_explain_pair),
+ * while its elements are in the cache and its pages mapped; nnp__diff_explain then explains the
+ * others (large, not compared) a pair to a thread. What a pair's explanation says depends on the
+ * pair alone, never on when or on which thread it is made.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +19,8 @@
 
 /* Records this many pairs before or after a failing one are the candidates it may hold. */
 #define OTHER_WINDOW 4
+/* The least fit of another record's values that is offered (the hints' own floor). */
+#define MIN_FIT 0.99
 
 static bool has(const char *type, const char *word)
 {
@@ -53,7 +60,8 @@ static void axis_names(const char *type, uint32_t ndim, const char **names)
 typedef struct {
     nnp_diff *d;
     nnp_dump *ref, *port;
-    nnp_status *status;
+    atomic_size_t next;     /* the next pair to explain */
+    nnp__xscratch *scratch; /* one per lane */
 } ctx;
 
 static bool same_shape(uint32_t n, const uint64_t *a, uint32_t m, const uint64_t *b)
@@ -86,22 +94,22 @@ static nnp_status other_record(const ctx *c, size_t i, nnp__explained *x)
         nnp_status st = nnp_dump_data(c->ref, q->ref, &data);
         if (st)
             return st;
-        double fit = nnp__x_other_fit(x, r->dtype, data);
+        /* a fit under the floor or the best so far cannot be taken: stop reading it there */
+        double fit = nnp__x_other_fit(x, r->dtype, data, best > MIN_FIT ? best : MIN_FIT);
         if (fit > best) {
             best = fit;
             who = q->ref;
         }
     }
-    if (who == SIZE_MAX || best < 0.99)
+    if (who == SIZE_MAX || best < MIN_FIT)
         return NNP_OK;
     return nnp__x_hint_add(x, NNP_HINT_OTHER_RECORD, best, -1, -1, (double)who,
                            "the port holds the reference's %s (records swapped, or wired to the "
                            "wrong input)", nnp_dump_record(c->ref, who)->name);
 }
 
-static void explain_one(void *cv, size_t i)
+static void explain_one(ctx *c, size_t i, nnp__xscratch *scratch)
 {
-    ctx *c = cv;
     nnp_diff *d = c->d;
     const nnp_diff_pair *p = &d->pairs[i];
     bool permuted = p->verdict == NNP_SHAPE_MISMATCH && !p->problem &&
@@ -117,7 +125,7 @@ static void explain_one(void *cv, size_t i)
         /* a pair whose data cannot be had again (a view past its cap) has no profile; only
          * running out of memory fails the diff */
         if (st == NNP_ERR_NOMEM)
-            c->status[i] = st;
+            d->explain_status[i] = st;
         return;
     }
     nnp__explained *x = calloc(1, sizeof *x);
@@ -139,7 +147,7 @@ static void explain_one(void *cv, size_t i)
     } else {
         st = nnp__x_profile(&in, x);
         if (!st)
-            st = nnp__x_hints(&in, &p->metrics, x);
+            st = nnp__x_hints(&in, &p->metrics, x, scratch);
         if (!st && x->nhints == 0)
             st = other_record(c, i, x);
         x->profile.where = x->where;
@@ -154,7 +162,7 @@ drop:
 out:
     d->explained[i] = x;
     if (st)
-        c->status[i] = st;
+        d->explain_status[i] = st;
     nnp__tensor_free(&rt);
     nnp__tensor_free(&pt);
     nnp_dump_release(c->ref, p->ref);
@@ -162,25 +170,75 @@ out:
         nnp_dump_release(c->port, p->parts[k]);
 }
 
+nnp_status nnp__diff_explain_begin(nnp_diff *d)
+{
+    size_t n = d->npairs ? d->npairs : 1;
+    if (d->explained)
+        return NNP_OK;
+    d->explained = calloc(n, sizeof *d->explained);
+    d->explain_status = calloc(n, sizeof *d->explain_status);
+    d->explain_done = calloc(n, sizeof *d->explain_done);
+    if (!d->explained || !d->explain_status || !d->explain_done)
+        return nnp__nomem();
+    return NNP_OK;
+}
+
+void nnp__diff_explain_pair(nnp_diff *d, nnp_dump *ref, nnp_dump *port, size_t i,
+                            nnp__xscratch *scratch)
+{
+    ctx c = {d, ref, port, 0, NULL};
+    explain_one(&c, i, scratch);
+    d->explain_done[i] = true;
+}
+
+/* One lane of the pool: the pairs not explained yet, taken one at a time (the uneven ones
+ * balance themselves, as in nnp__parallel_for), with the lane's own scratch for their
+ * samples. */
+static void explain_lane(void *cv, size_t lane)
+{
+    ctx *c = cv;
+    nnp_diff *d = c->d;
+    for (;;) {
+        size_t i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (i >= d->npairs)
+            return;
+        if (d->explain_done[i])
+            continue;
+        explain_one(c, i, &c->scratch[lane]);
+        d->explain_done[i] = true;
+    }
+}
+
 nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads)
 {
-    size_t n = d->npairs;
-    d->explained = calloc(n ? n : 1, sizeof *d->explained);
-    nnp_status *status = calloc(n ? n : 1, sizeof *status);
-    if (!d->explained || !status) {
-        free(status);
-        return nnp__nomem();
+    size_t n = d->npairs, lanes = (size_t)nnp__thread_count(threads);
+    lanes = lanes < n ? lanes : n ? n : 1;
+    nnp_status st = nnp__diff_explain_begin(d);
+    nnp__xscratch *scratch = st ? NULL : calloc(lanes, sizeof *scratch);
+    if (!st && !scratch)
+        st = nnp__nomem();
+    if (!st) {
+        ctx c = {d, ref, port, 0, scratch};
+        st = nnp__parallel_for(lanes, threads, explain_lane, &c);
     }
-    ctx c = {d, ref, port, status};
-    nnp_status st = nnp__parallel_for(n, threads, explain_one, &c);
     for (size_t i = 0; i < n && !st; i++)
-        st = status[i];
-    free(status);
+        st = d->explain_status[i];
+    for (size_t k = 0; scratch && k < lanes; k++)
+        free(scratch[k].mem);
+    free(scratch);
+    free(d->explain_status);
+    free(d->explain_done);
+    d->explain_status = NULL;
+    d->explain_done = NULL;
     return st;
 }
 
 void nnp__diff_explained_free(nnp_diff *d)
 {
+    free(d->explain_status);
+    free(d->explain_done);
+    d->explain_status = NULL;
+    d->explain_done = NULL;
     for (size_t i = 0; d->explained && i < d->npairs; i++) {
         nnp__explained_free(d->explained[i]);
         free(d->explained[i]);
