@@ -67,6 +67,10 @@ static inline uint64_t nnp__hash_combine(uint64_t h, uint64_t v)
 /* FNV-1a of a NUL-terminated string, for the name indexes. */
 uint64_t nnp__hash_str(const char *s);
 
+/* The first of n elements of `stride` bytes, sorted by a uint64_t key at their start, whose key
+ * is not below `key` (n when none). */
+size_t nnp__first_key_from(const void *base, size_t n, size_t stride, uint64_t key);
+
 /* An index of strings kept elsewhere (record names, metadata keys): open addressing over slots
  * that hold 1 + a string's number, the strings found through key(ctx, number). A capture or a
  * header may hold millions of names, and a search per name would make reading it quadratic. */

@@ -107,6 +107,21 @@ bool nnp__grow(void **arr, size_t *cap, size_t need, size_t elem)
     return true;
 }
 
+size_t nnp__first_key_from(const void *base, size_t n, size_t stride, uint64_t key)
+{
+    size_t a = 0, b = n;
+    while (a < b) {
+        size_t m = a + (b - a) / 2;
+        uint64_t k;
+        memcpy(&k, (const unsigned char *)base + m * stride, sizeof k);
+        if (k < key)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a;
+}
+
 uint64_t nnp__hash_str(const char *s)
 {
     uint64_t h = 1469598103934665603ull;

@@ -31,17 +31,6 @@ const char *nnp_label_name(nnp_label label)
     return (unsigned)label < NNP_LABEL_COUNT ? names[label] : "?";
 }
 
-/* Compared: neither a shape nor a dtype mismatch. */
-static bool compared(const nnp_diff_pair *p)
-{
-    return p && p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH;
-}
-
-static bool fails(const nnp_diff_pair *p)
-{
-    return p && p->verdict != NNP_PASS && p->verdict != NNP_WARN;
-}
-
 static const nnp_diff_pair *pair_of(const nnp_diff *d, int64_t i)
 {
     return i < 0 ? NULL : &d->pairs[i];
@@ -75,7 +64,7 @@ static nnp_status index_pairs(nnp_attribution *a, const nnp_diff *d, int scenari
         int64_t *at = row_pair(row, scenario);
         /* a record paired several times (the parts of a fused one) is as wrong as its first
          * failing pair */
-        if (*at < 0 || (!fails(&d->pairs[*at]) && fails(&d->pairs[i])))
+        if (*at < 0 || (!nnp__pair_fails(&d->pairs[*at]) && nnp__pair_fails(&d->pairs[i])))
             *at = (int64_t)i;
     }
     return NNP_OK;
@@ -84,13 +73,13 @@ static nnp_status index_pairs(nnp_attribution *a, const nnp_diff *d, int scenari
 static void label_row(nnp_attribution_row *row, const nnp_diff_pair *std, const nnp_diff_pair *inj)
 {
     /* an error that stays on the reference's inputs is the layer's own */
-    row->label = fails(inj)    ? NNP_LABEL_OWN
-                 : !std        ? NNP_LABEL_MISSING
-                 : !fails(std) ? NNP_LABEL_OK
-                 : inj         ? NNP_LABEL_INHERITED
-                               : NNP_LABEL_UNKNOWN;
+    row->label = nnp__pair_fails(inj)    ? NNP_LABEL_OWN
+                 : !std                  ? NNP_LABEL_MISSING
+                 : !nnp__pair_fails(std) ? NNP_LABEL_OK
+                 : inj                   ? NNP_LABEL_INHERITED
+                                         : NNP_LABEL_UNKNOWN;
     row->ratio = NAN;
-    if (compared(std) && compared(inj)) {
+    if (nnp__pair_compared(std) && nnp__pair_compared(inj)) {
         double s = std->metrics.rel_l2, j = inj->metrics.rel_l2;
         row->ratio = s > 0 ? j / s : j > 0 ? INFINITY : NAN;
     }
@@ -99,7 +88,7 @@ static void label_row(nnp_attribution_row *row, const nnp_diff_pair *std, const 
 /* The floor of a baseline pair itself. */
 static nnp__floor floor_of(const nnp_diff_pair *b)
 {
-    if (!compared(b))
+    if (!nnp__pair_compared(b))
         return (nnp__floor){0, 0, false};
     return (nnp__floor){b->metrics.rel_l2, b->metrics.max_abs, true};
 }
@@ -111,7 +100,7 @@ static nnp__floor floor_of(const nnp_diff_pair *b)
  * the rel-L2 of the whole tensor little but its max-abs much. */
 static bool within_noise(const nnp_diff_pair *p, const nnp_diff_pair *b, nnp__floor f)
 {
-    if (!compared(p) || !compared(b) || !f.known)
+    if (!nnp__pair_compared(p) || !nnp__pair_compared(b) || !f.known)
         return false;
     const nnp_metrics *m = &p->metrics, *n = &b->metrics;
     if (m->nan_new > n->nan_new || m->inf_new > n->inf_new)
@@ -128,10 +117,10 @@ static bool precision_only(const nnp_diff_pair *std, const nnp_diff_pair *inj,
                            const nnp_diff_pair *base_std, const nnp_diff_pair *base_inj,
                            nnp__floor inj_floor)
 {
-    if (!fails(std) && !fails(inj))
+    if (!nnp__pair_fails(std) && !nnp__pair_fails(inj))
         return false;
-    return (!fails(std) || within_noise(std, base_std, floor_of(base_std))) &&
-           (!fails(inj) || within_noise(inj, base_inj, inj_floor));
+    return (!nnp__pair_fails(std) || within_noise(std, base_std, floor_of(base_std))) &&
+           (!nnp__pair_fails(inj) || within_noise(inj, base_inj, inj_floor));
 }
 
 /* ---- layers: the records of one module call ---- */
@@ -238,7 +227,7 @@ static nnp_status culprit_beyond_noise(nnp_attribution *a, const nnp_dump *ref,
     for (size_t i = 0; i < std->npairs; i++) {
         const nnp_diff_pair *p = &std->pairs[i];
         const nnp_diff_pair *b = pair_of(base_std, a->rows[p->ref].base_std_pair);
-        agrees[i] = !fails(p) || a->rows[p->ref].label == NNP_LABEL_PRECISION ||
+        agrees[i] = !nnp__pair_fails(p) || a->rows[p->ref].label == NNP_LABEL_PRECISION ||
                     within_noise(p, b, floor_of(b));
     }
     agrees[a->rows[fd].std_pair] = false; /* the divergence itself, whatever its pair says */
@@ -310,7 +299,7 @@ static nnp_status attribute(const nnp_dump *ref, const nnp_dump *port, const nnp
         if (row->label == NNP_LABEL_OWN && s->first_own < 0)
             s->first_own = (int64_t)i;
         /* with a baseline, the first divergence is the first beyond its noise */
-        if (base_std && s->first_divergence < 0 && fails(sp) &&
+        if (base_std && s->first_divergence < 0 && nnp__pair_fails(sp) &&
             row->label != NNP_LABEL_PRECISION)
             s->first_divergence = (int64_t)i;
     }

@@ -63,14 +63,7 @@ static span *call_spans(const nnp_dump *port, size_t *n)
 static const span *span_of(const span *s, size_t n, const nnp_record *r)
 {
     uint64_t key = nnp__call_key(r);
-    size_t a = 0, b = n;
-    while (a < b) {
-        size_t m = a + (b - a) / 2;
-        if (s[m].key < key)
-            a = m + 1;
-        else
-            b = m;
-    }
+    size_t a = nnp__first_key_from(s, n, sizeof *s, key);
     return a < n && s[a].key == key ? &s[a] : NULL;
 }
 
@@ -92,9 +85,7 @@ static const span *enclosing(const span *s, size_t n, const span *inner)
 /* Whether pair i agrees: by its verdict, or as `agrees` says when given. */
 static bool pair_agrees(const nnp_diff *d, const bool *agrees, size_t i)
 {
-    if (agrees)
-        return agrees[i];
-    return d->pairs[i].verdict == NNP_PASS || d->pairs[i].verdict == NNP_WARN;
+    return agrees ? agrees[i] : !nnp__pair_fails(&d->pairs[i]);
 }
 
 nnp_status nnp__culprit_of(const nnp_diff *d, const nnp_dump *ref, const nnp_dump *port,

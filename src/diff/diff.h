@@ -119,6 +119,16 @@ nnp_status nnp__adapt(nnp_tensor *t, const nnp_op *ops, size_t nops, bool on_ref
 /* Join n parts along axis into a new tensor (shape only when the parts have no data). */
 nnp_status nnp__concat(const nnp_tensor *parts, size_t n, int64_t axis, nnp_tensor *out);
 void nnp__tensor_free(nnp_tensor *t);
+/* A pair compared element for element: neither a shape nor a dtype mismatch (NULL: not). */
+static inline bool nnp__pair_compared(const nnp_diff_pair *p)
+{
+    return p && p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH;
+}
+/* A pair that fails: verdict fail, shape or dtype (NULL: not). */
+static inline bool nnp__pair_fails(const nnp_diff_pair *p)
+{
+    return p && p->verdict != NNP_PASS && p->verdict != NNP_WARN;
+}
 /* The module a record belongs to: its module path, or its name when the file has none. */
 static inline const char *nnp__module_of(const nnp_record *r)
 {

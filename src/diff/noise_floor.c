@@ -28,11 +28,6 @@ static int by_key(const void *a, const void *b)
 }
 
 
-static bool compared(const nnp_diff_pair *p)
-{
-    return p && p->verdict != NNP_SHAPE_MISMATCH && p->verdict != NNP_DTYPE_MISMATCH;
-}
-
 nnp_status nnp__injected_floors(const nnp_dump *port, const nnp_diff *std,
                                 const nnp_dump *injected, const nnp_diff *inj,
                                 const nnp_diff *base_inj, const nnp_attribution_row *rows,
@@ -75,14 +70,7 @@ nnp_status nnp__injected_floors(const nnp_dump *port, const nnp_diff *std,
                                       : NULL;
         if (q) {
             uint64_t key = nnp__call_key(q);
-            size_t a = 0, b = nin;
-            while (a < b) {
-                size_t m = a + (b - a) / 2;
-                if (in[m].key < key)
-                    a = m + 1;
-                else
-                    b = m;
-            }
+            size_t a = nnp__first_key_from(in, nin, sizeof *in, key);
             for (; a < nin && in[a].key == key; a++) {
                 size_t v = vseq ? (size_t)vseq[in[a].rec] : in[a].rec;
                 if (value_ref[v] >= 0 && value_ref[v] < lo)
@@ -93,7 +81,7 @@ nnp_status nnp__injected_floors(const nnp_dump *port, const nnp_diff *std,
             const nnp_diff_pair *b = rows[k].base_inj_pair >= 0
                                          ? &base_inj->pairs[rows[k].base_inj_pair]
                                          : NULL;
-            if (!compared(b))
+            if (!nnp__pair_compared(b))
                 continue;
             out[row].known = true;
             if (b->metrics.rel_l2 > out[row].rel_l2)

@@ -569,8 +569,7 @@ static double *noise_of(const nnp_diff *noise, size_t nref)
         v[i] = NAN;
     for (size_t k = 0; k < noise->npairs; k++) {
         const nnp_diff_pair *p = &noise->pairs[k];
-        if (p->ref < nref && p->verdict != NNP_SHAPE_MISMATCH &&
-            p->verdict != NNP_DTYPE_MISMATCH && isfinite(p->metrics.rel_l2))
+        if (p->ref < nref && nnp__pair_compared(p) && isfinite(p->metrics.rel_l2))
             v[p->ref] = p->metrics.rel_l2;
     }
     return v;
