@@ -769,10 +769,7 @@ static int first_order(const void *a, const void *b)
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
-/* The port's values in the order they were made: the dataflow check appends the values it
- * splits off (value_flow.c), so an index no longer says where a value stands. Returns the
- * rank of each value (rank[c]) and the value of each rank (order[k]). */
-static nnp_status made_order(const side *p, uint32_t **rank, uint32_t **order)
+nnp_status nnp__made_order(const nnp__value_side *p, uint32_t **rank, uint32_t **order)
 {
     size_t n = p->ncls ? p->ncls : 1;
     uint32_t *pairs = malloc(2 * n * sizeof *pairs);
@@ -816,7 +813,7 @@ static nnp_status pair_gaps(side *r, side *p, const char *const *port_names,
     nnp__perm *perm = malloc((p->ncls ? p->ncls : 1) * sizeof *perm);
     uint32_t *prank = NULL, *porder = NULL;
     nnp_status st = ar && ap && ri && pi && rcls && pcls && to && score && shapes && last &&
-                    pshape && perm ? made_order(p, &prank, &porder) : nnp__nomem();
+                    pshape && perm ? nnp__made_order(p, &prank, &porder) : nnp__nomem();
     for (uint32_t rc = 0; !st && rc < r->ncls; rc++)
         if (r->partner[rc] >= 0) {
             ar[na] = rc;

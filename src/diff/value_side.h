@@ -26,6 +26,12 @@ typedef struct {
                             * the port's precision (NaN: not known); NULL: no baseline */
 } nnp__value_side;
 
+/* The port's values in the order they were made: the dataflow check appends the values it
+ * splits off (value_flow.c), so an index no longer says where a value stands. Makes the rank
+ * of each value (rank[c]) and the value of each rank (order[k]); the caller frees both, also
+ * on failure. */
+nnp_status nnp__made_order(const nnp__value_side *p, uint32_t **rank, uint32_t **order);
+
 /* The estimated rel-L2 under which reference value rc and a port value of dtype pd are one
  * value: nnp__value_tol of their dtypes, or, where the baseline measured the reference's noise
  * at rc, twice that noise (at least 5%). */

@@ -182,12 +182,6 @@ static bool candidate_value(const side *s, uint32_t c)
     return permutable(q->ndim, q->dtype) && s->sk[s->first[c]].all.norm > 0;
 }
 
-static int by_first(const void *a, const void *b)
-{
-    const uint32_t *x = a, *y = b;
-    return x[0] < y[0] ? -1 : x[0] > y[0];
-}
-
 /* The port's values in the order they were made. The dataflow check appends the values it
  * splits off (value_flow.c): only then does an index not say it, and *order and *rank are made
  * (NULL while the indices are the order). */
@@ -197,29 +191,7 @@ static nnp_status made_order(const side *p, uint32_t **order, uint32_t **rank)
     bool sorted = true;
     for (uint32_t c = 1; c < p->ncls && sorted; c++)
         sorted = p->first[c - 1] < p->first[c];
-    if (sorted)
-        return NNP_OK;
-    uint32_t *pairs = malloc(2 * p->ncls * sizeof *pairs);
-    *order = malloc(p->ncls * sizeof **order);
-    *rank = malloc(p->ncls * sizeof **rank);
-    if (!pairs || !*order || !*rank) {
-        free(pairs);
-        free(*order);
-        free(*rank);
-        *order = *rank = NULL;
-        return nnp__nomem();
-    }
-    for (uint32_t c = 0; c < p->ncls; c++) {
-        pairs[2 * c] = p->first[c];
-        pairs[2 * c + 1] = c;
-    }
-    qsort(pairs, p->ncls, 2 * sizeof *pairs, by_first);
-    for (uint32_t k = 0; k < p->ncls; k++) {
-        (*order)[k] = pairs[2 * k + 1];
-        (*rank)[pairs[2 * k + 1]] = k;
-    }
-    free(pairs);
-    return NNP_OK;
+    return sorted ? NNP_OK : nnp__made_order(p, rank, order);
 }
 
 typedef struct {
