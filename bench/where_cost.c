@@ -63,10 +63,12 @@ static double one(nnp_dump *r, nnp_dump *p, bool explain)
         exit(1);
     }
     t = now() - t;
-    if (explain && !nnp_diff_profile(d, 0)) {
-        fprintf(stderr, "where_cost: no profile: the pairs do not fail\n");
-        exit(1);
-    }
+    /* every pair explained, whichever batch it was explained in */
+    for (size_t i = 0; explain && i < nnp_diff_pair_count(d); i++)
+        if (!nnp_diff_profile(d, i)) {
+            fprintf(stderr, "where_cost: pair %zu has no profile\n", i);
+            exit(1);
+        }
     nnp_diff_free(d);
     return t;
 }

@@ -25,7 +25,7 @@ typedef struct nnp_cmp_side {
 nnp_status nnp__compare_sides(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
                               const nnp_compare_options *opts, nnp_metrics *out);
 /* The same, leaving the pages it compares to the caller to give back (nnp_dump_release) when
- * `keep`: for an explanation that reads them again at once (diff.c). */
+ * `keep`: for an explanation that reads them again soon (diff.c). */
 nnp_status nnp__compare_sides_keep(const nnp_cmp_side *ref, const nnp_cmp_side *port, uint64_t n,
                                    const nnp_compare_options *opts, bool keep, nnp_metrics *out);
 

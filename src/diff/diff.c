@@ -114,6 +114,13 @@ typedef struct {
     nnp__xscratch *scratch;       /* one per lane of small pairs */
 } cmp_ctx;
 
+/* The most bytes of large failing pairs whose pages stay mapped until they are explained, a
+ * batch at a time (compare_all): each is then given back whole, once, and its explanation
+ * reads pages still mapped. Given back by chunks as compared and mapped again for the
+ * explanation, the pages cost more than the explanation's own work (bench/README.md, "Profiles
+ * and hints"). A larger pair goes back by chunks, and its explanation maps what it reads. */
+#define HELD_MAX ((uint64_t)256 << 20)
+
 /* The bytes a pair reads: its reference record and every port part. */
 static uint64_t pair_bytes(const cmp_ctx *ctx, const nnp_diff_pair *p)
 {
@@ -135,8 +142,10 @@ static void report_progress(cmp_ctx *ctx, const nnp_diff_pair *p)
 
 /* Compare one pair: straight from the dumps' data, or, when the rules adapt it, from the
  * buffers the adapters make (freed right after). A failing pair is explained at once when
- * `scratch` is given (a small pair, its elements still in the cache and its pages mapped). */
-static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
+ * `scratch` is given (a small pair, its elements still in the cache and its pages mapped); when
+ * `hold` is, a failing pair read in place keeps its pages mapped for an explanation to come,
+ * which gives them back, and the call says true. */
+static bool compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch, bool hold)
 {
     size_t i = ctx->todo[t];
     nnp_diff_pair *p = &ctx->diff->pairs[i];
@@ -150,15 +159,20 @@ static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
         nnp__tensor_free(&rt);
         nnp__tensor_free(&pt);
     } else {
-        /* straight from the mappings, releasing each chunk's pages behind the scan (a small
-         * pair explained at once: after that), so that the resident size stays a few chunks
-         * whatever the dumps' size */
+        /* straight from the mappings, releasing each chunk's pages behind the scan (a failing
+         * pair explained at once, or held for its batch: once explained), so that the resident
+         * size stays a few chunks (and HELD_MAX) whatever the dumps' size */
         nnp_cmp_side r = {p->ref_dtype, ctx->rdata[i], ctx->ref, p->ref};
         nnp_cmp_side q = {p->port_dtype, ctx->pdata[i], ctx->port, p->port};
         uint64_t n = nnp_dump_record(ctx->ref, p->ref)->nelem;
-        st = nnp__compare_sides_keep(&r, &q, n, &o, scratch && ctx->explain, &p->metrics);
+        bool keep = ctx->explain && (scratch || hold);
+        st = nnp__compare_sides_keep(&r, &q, n, &o, keep, &p->metrics);
         if (!st)
             nnp__diff_verdict(p);
+        if (!st && keep && !scratch && p->verdict == NNP_FAIL) {
+            report_progress(ctx, p);
+            return true;
+        }
     }
     if (st)
         ctx->status[t] = st;
@@ -170,6 +184,7 @@ static void compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch)
     for (uint32_t k = 0; k < p->nparts; k++)
         nnp_dump_release(ctx->port, p->parts[k]);
     report_progress(ctx, p);
+    return false;
 }
 
 /* One lane of the small pairs: the next one at a time, with the lane's scratch. */
@@ -180,15 +195,14 @@ static void compare_lane(void *c, size_t lane)
         size_t t = atomic_fetch_add_explicit(&ctx->next, 1, memory_order_relaxed);
         if (t >= ctx->ntodo)
             return;
-        compare_pair(ctx, t, &ctx->scratch[lane]);
+        compare_pair(ctx, t, &ctx->scratch[lane], false);
     }
 }
 
 /* Compare the pairs that need it: small ones many at a time, each failing one explained as soon
- * as it is compared (explain.c), large ones with every thread (explained after, by
- * nnp__diff_explain, a pair to a thread: a pair's explanation among the few chunks of the next
- * pair's comparison left threads waiting, and the pages of a large pair go back chunk by
- * chunk). */
+ * as it is compared (explain.c), large ones with every thread, the failing ones explained a
+ * batch at a time (HELD_MAX), a pair to a thread (a pair's explanation among the few chunks of
+ * the next pair's comparison left threads waiting). */
 static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
                               const nnp_diff_options *opts)
 {
@@ -235,11 +249,24 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
             st = status[i];
         ctx.todo = large;
         ctx.threads = threads;
+        size_t nheld = 0; /* the first of `small`, done with, holds the batch */
+        uint64_t held = 0;
         for (size_t i = 0; i < nl && !st; i++) {
+            uint64_t bytes = pair_bytes(&ctx, &d->pairs[large[i]]);
+            if (nheld && held + bytes > HELD_MAX) {
+                st = nnp__diff_explain_some(d, ref, port, threads, small, nheld);
+                nheld = 0;
+                held = 0;
+            }
             status[0] = NNP_OK;
-            compare_pair(&ctx, i, NULL);
-            st = status[0];
+            if (!st && compare_pair(&ctx, i, NULL, bytes <= HELD_MAX)) {
+                small[nheld++] = large[i];
+                held += bytes;
+            }
+            st = st ? st : status[0];
         }
+        if (!st && nheld)
+            st = nnp__diff_explain_some(d, ref, port, threads, small, nheld);
     }
     for (size_t k = 0; scratch && k < lanes; k++)
         free(scratch[k].mem);

@@ -266,6 +266,9 @@ nnp_status nnp__diff_explain_begin(nnp_diff *d);
 void nnp__diff_explain_pair(nnp_diff *d, nnp_dump *ref, nnp_dump *port, size_t i,
                             nnp__xscratch *scratch);
 nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads);
+/* The same for pairs `which` (n of them), compared already. */
+nnp_status nnp__diff_explain_some(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads,
+                                  const size_t *which, size_t n);
 void nnp__diff_explained_free(nnp_diff *d);
 /* Who makes the first divergence (culprit.c), once it is known. */
 nnp_status nnp__diff_culprit(nnp_diff *d, nnp_dump *ref, nnp_dump *port);

@@ -60,8 +60,10 @@ static void axis_names(const char *type, uint32_t ndim, const char **names)
 typedef struct {
     nnp_diff *d;
     nnp_dump *ref, *port;
-    atomic_size_t next;     /* the next pair to explain */
+    atomic_size_t next;     /* the next of the pairs to explain */
     nnp__xscratch *scratch; /* one per lane */
+    const size_t *which;    /* the pairs to explain; NULL: every pair */
+    size_t n;               /* how many */
 } ctx;
 
 static bool same_shape(uint32_t n, const uint64_t *a, uint32_t m, const uint64_t *b)
@@ -108,7 +110,7 @@ static nnp_status other_record(const ctx *c, size_t i, nnp__explained *x)
                            "wrong input)", nnp_dump_record(c->ref, who)->name);
 }
 
-static void explain_one(ctx *c, size_t i, nnp__xscratch *scratch)
+static void explain_data(ctx *c, size_t i, nnp__xscratch *scratch)
 {
     nnp_diff *d = c->d;
     const nnp_diff_pair *p = &d->pairs[i];
@@ -165,6 +167,14 @@ out:
         d->explain_status[i] = st;
     nnp__tensor_free(&rt);
     nnp__tensor_free(&pt);
+}
+
+/* Explain pair i, then give back the pages it read, and those the comparing pass left mapped
+ * for it (diff.c), whether or not it could be explained. */
+static void explain_one(ctx *c, size_t i, nnp__xscratch *scratch)
+{
+    const nnp_diff_pair *p = &c->d->pairs[i];
+    explain_data(c, i, scratch);
     nnp_dump_release(c->ref, p->ref);
     for (uint32_t k = 0; k < p->nparts; k++)
         nnp_dump_release(c->port, p->parts[k]);
@@ -186,7 +196,7 @@ nnp_status nnp__diff_explain_begin(nnp_diff *d)
 void nnp__diff_explain_pair(nnp_diff *d, nnp_dump *ref, nnp_dump *port, size_t i,
                             nnp__xscratch *scratch)
 {
-    ctx c = {d, ref, port, 0, NULL};
+    ctx c = {d, ref, port, 0, NULL, NULL, 0};
     explain_one(&c, i, scratch);
     d->explain_done[i] = true;
 }
@@ -199,9 +209,10 @@ static void explain_lane(void *cv, size_t lane)
     ctx *c = cv;
     nnp_diff *d = c->d;
     for (;;) {
-        size_t i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
-        if (i >= d->npairs)
+        size_t t = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (t >= c->n)
             return;
+        size_t i = c->which ? c->which[t] : t;
         if (d->explain_done[i])
             continue;
         explain_one(c, i, &c->scratch[lane]);
@@ -209,23 +220,38 @@ static void explain_lane(void *cv, size_t lane)
     }
 }
 
-nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads)
+/* Explain pairs `which` (n; NULL: every pair not explained yet) a pair to a lane. */
+static nnp_status explain_lanes(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads,
+                                const size_t *which, size_t n)
 {
-    size_t n = d->npairs, lanes = (size_t)nnp__thread_count(threads);
+    size_t lanes = (size_t)nnp__thread_count(threads);
     lanes = lanes < n ? lanes : n ? n : 1;
-    nnp_status st = nnp__diff_explain_begin(d);
-    nnp__xscratch *scratch = st ? NULL : calloc(lanes, sizeof *scratch);
-    if (!st && !scratch)
-        st = nnp__nomem();
-    if (!st) {
-        ctx c = {d, ref, port, 0, scratch};
-        st = nnp__parallel_for(lanes, threads, explain_lane, &c);
-    }
-    for (size_t i = 0; i < n && !st; i++)
-        st = d->explain_status[i];
-    for (size_t k = 0; scratch && k < lanes; k++)
+    nnp__xscratch *scratch = calloc(lanes, sizeof *scratch);
+    if (!scratch)
+        return nnp__nomem();
+    ctx c = {d, ref, port, 0, scratch, which, n};
+    nnp_status st = nnp__parallel_for(lanes, threads, explain_lane, &c);
+    for (size_t k = 0; k < lanes; k++)
         free(scratch[k].mem);
     free(scratch);
+    return st;
+}
+
+nnp_status nnp__diff_explain_some(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads,
+                                  const size_t *which, size_t n)
+{
+    nnp_status st = nnp__diff_explain_begin(d);
+    return st ? st : explain_lanes(d, ref, port, threads, which, n);
+}
+
+nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads)
+{
+    size_t n = d->npairs;
+    nnp_status st = nnp__diff_explain_begin(d);
+    if (!st)
+        st = explain_lanes(d, ref, port, threads, NULL, n);
+    for (size_t i = 0; i < n && !st; i++)
+        st = d->explain_status[i];
     free(d->explain_status);
     free(d->explain_done);
     d->explain_status = NULL;
