@@ -28,6 +28,8 @@ typedef struct nnp__xinput {
     uint64_t nelem;
     double atol, rtol;
     const char *names[NNP__X_MAX_DIMS]; /* axis names; NULL: "axis k" */
+    uint64_t failing; /* elements outside tolerance in the whole pair, as compared (0: none or
+                       * not known): what a sample that holds none of them must say */
 } nnp__xinput;
 
 /* Elements of where the error lies, read for the hints: their flat indices and both values. */

@@ -286,58 +286,229 @@ static uint32_t concentrate(const double *mass, uint64_t n, double total, uint64
     return k;
 }
 
-/* Along an axis the error is absent before some index and present from it on, or grows along
- * the whole axis: the index (0 for the whole axis) and whether it grows; false when neither. */
-static bool onset(const double *mass, uint64_t n, double total, uint64_t *from, bool *grows)
+/* Add v to `len` indices of an axis of n from `from` on, wrapping past its end to its start
+ * (whole turns to *all), as differences: diff[i] - diff[i - 1] is what index i gains. */
+static void add_wrapped(int64_t *diff, uint64_t n, uint64_t from, uint64_t len, uint64_t v,
+                        uint64_t *all)
 {
-    if (n < 4 || total <= 0)
+    *all += len / n * v;
+    len %= n;
+    if (!len)
+        return;
+    diff[from] += (int64_t)v;
+    if (from + len <= n) {
+        diff[from + len] -= (int64_t)v;
+    } else {
+        diff[0] += (int64_t)v;
+        diff[from + len - n] -= (int64_t)v;
+    }
+}
+
+/* The elements a sampled profile read at each index of axis a (count; diff: n + 1 of scratch).
+ * A run is consecutive elements, so the indices of the axis it crosses are consecutive too
+ * (wrapping at the axis' end): a few range additions a run, whatever the run's length. */
+static void sampled_counts(const nnp__explained *x, uint32_t a, uint64_t *count, int64_t *diff)
+{
+    uint64_t n = x->axes[a].size, st = 1, all = 0;
+    for (uint32_t b = a + 1; b < x->profile.ndim; b++)
+        st *= x->axes[b].size;
+    memset(diff, 0, (n + 1) * sizeof *diff);
+    for (uint32_t k = 0; k < NNP__X_PROFILE_RUNS; k++) {
+        uint64_t s = x->run[k], e = s + RUN, q0 = s / st, q1 = (e - 1) / st;
+        if (q0 == q1) {
+            add_wrapped(diff, n, q0 % n, 1, RUN, &all);
+            continue;
+        }
+        add_wrapped(diff, n, q0 % n, 1, (q0 + 1) * st - s, &all);
+        add_wrapped(diff, n, q1 % n, 1, e - q1 * st, &all);
+        if (q1 - q0 > 1)
+            add_wrapped(diff, n, (q0 + 1) % n, q1 - q0 - 1, st, &all);
+    }
+    int64_t at = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        at += diff[i];
+        count[i] = all + (uint64_t)at;
+    }
+}
+
+/* The least share of the elements read that must lie before an onset. An error spread evenly
+ * would put as big a share of itself there, ten times the 1e-3 an onset allows: without it,
+ * any error over an axis of a thousand indices or more "lay from index 4 on". */
+#define ONSET_PREFIX 0.01
+/* Of a few failing elements scattered at random (a NaN every 997 elements), none may land in
+ * the first indices by chance. Of F failing elements among the N read, the chance that none
+ * lies among the P read before an onset, were they spread at random, is C(N - P, F) / C(N, F);
+ * an onset is claimed when that is below e^-7 (about 1e-3). */
+#define ONSET_LOG_CHANCE (-7.0)
+
+static bool none_before_by_chance(double reads, double before, double events)
+{
+    if (reads - before < events)
+        return false; /* they could not all lie after it */
+    double log_chance = lgamma(reads - before + 1) - lgamma(reads - before - events + 1) -
+                        lgamma(reads + 1) + lgamma(reads - events + 1);
+    return log_chance > ONSET_LOG_CHANCE;
+}
+
+/* Along an axis the error is absent before some index and present from it on, or grows along
+ * the whole axis: the index (0 for the whole axis) and whether it grows; false when neither.
+ * `count` is the elements read at each index (NULL: as many at each, the pair read whole):
+ * only indices read take part, each by its error per element read, and *clean_to is one past
+ * the last index read before the onset (the onset lies between it and *from). `events`: the
+ * failing elements `mass` counts (0: it is squared error). */
+static bool onset(const double *mass, const uint64_t *count, uint64_t n, uint64_t events,
+                  uint64_t *from, uint64_t *clean_to, bool *grows)
+{
+    double total = 0;
+    uint64_t reads = 0, nread = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t c = count ? count[i] : 1;
+        if (c) {
+            total += mass[i] / (double)c;
+            reads += c;
+            nread++;
+        }
+    }
+    if (nread < 4 || !(total > 0))
         return false;
-    uint64_t k = 0;
+    uint64_t k = 0, before_reads = 0, clean = 0;
     double before = 0;
-    while (k < n && before + mass[k] <= 1e-3 * total)
-        before += mass[k++];
-    /* the trend of the rest: the correlation of the index with the mass */
-    double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, m = (double)(n - k);
-    for (uint64_t i = k; i < n; i++) {
-        double xi = (double)i, yi = mass[i];
+    for (; k < n; k++) {
+        uint64_t c = count ? count[k] : 1;
+        if (!c)
+            continue;
+        double dk = mass[k] / (double)c;
+        if (before + dk > 1e-3 * total)
+            break;
+        before += dk;
+        before_reads += c;
+        clean = k + 1;
+    }
+    double frac = (double)before_reads / (double)reads;
+    bool prefix = k > 0 && frac >= ONSET_PREFIX &&
+                  (!events || !none_before_by_chance((double)reads, (double)before_reads,
+                                                     (double)events));
+    uint64_t start = prefix ? k : 0;
+    /* the trend of the rest: the correlation of the index with the error per element */
+    double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, first = 0, last = 0;
+    uint64_t m = 0;
+    for (uint64_t i = start; i < n; i++) {
+        uint64_t c = count ? count[i] : 1;
+        if (!c)
+            continue;
+        double xi = (double)i, yi = mass[i] / (double)c;
+        first = m ? first : yi;
+        last = yi;
+        m++;
         sx += xi;
         sy += yi;
         sxx += xi * xi;
         syy += yi * yi;
         sxy += xi * yi;
     }
-    double vx = sxx - sx * sx / m, vy = syy - sy * sy / m, c = sxy - sx * sy / m;
-    double corr = vx > 0 && vy > 0 ? c / sqrt(vx * vy) : 0;
-    *from = k;
-    *grows = n - k >= 4 && corr > 0.9 && mass[n - 1] > 2 * mass[k];
-    return (k > 0 && k + 2 <= n) || (k == 0 && *grows);
+    double md = (double)m, vx = sxx - sx * sx / md, vy = syy - sy * sy / md;
+    double c = sxy - sx * sy / md, corr = vx > 0 && vy > 0 ? c / sqrt(vx * vy) : 0;
+    *from = start;
+    *clean_to = prefix ? clean : start;
+    *grows = m >= 4 && corr > 0.9 && last > 2 * first;
+    return (prefix && m >= 2) || (!prefix && *grows);
 }
 
-static nnp_status describe(nnp__explained *x, bool by_fail, double total)
+/* Whether the indices of a sample's region on axis a are borne out: some element read lies in
+ * the region on every other axis that has one, and outside it on axis a. Without one, the
+ * sample never looked elsewhere along a where the error is (one run that crossed channel 1 in
+ * batch 6 says nothing of channel 1 in the other batches). */
+static bool region_shown(const nnp__explained *x, uint32_t a)
+{
+    uint32_t ndim = x->profile.ndim;
+    uint64_t st[NNP__X_MAX_DIMS], size = 1;
+    for (uint32_t b = ndim; b-- > 0;) {
+        st[b] = size;
+        size *= x->axes[b].size;
+    }
+    for (uint32_t k = 0; k < NNP__X_PROFILE_RUNS; k++)
+        for (uint64_t f = x->run[k], e = f + RUN; f < e;) {
+            /* the element's indices; the next element at which one of them changes */
+            bool in_others = true, in_a = false;
+            uint64_t next = e;
+            for (uint32_t b = 0; b < ndim; b++) {
+                if (!x->nreg[b])
+                    continue;
+                uint64_t i = f / st[b] % x->axes[b].size, end = (f / st[b] + 1) * st[b];
+                bool in = false;
+                for (uint32_t j = 0; j < x->nreg[b]; j++)
+                    in |= x->reg[b][j] == i;
+                if (b == a)
+                    in_a = in;
+                else
+                    in_others &= in;
+                next = end < next ? end : next;
+            }
+            if (in_others && !in_a)
+                return true;
+            f = next;
+        }
+    return false;
+}
+
+static nnp_status describe(nnp__explained *x, bool by_fail, uint64_t failing)
 {
     nnp_sbuf w = {0}, reg = {0};
     uint32_t ndim = x->profile.ndim;
     double *mass = NULL;
-    uint64_t biggest = 1;
+    uint64_t biggest = 1, *count = NULL;
+    int64_t *diff = NULL;
     for (uint32_t a = 0; a < ndim; a++)
         biggest = x->axes[a].size > biggest ? x->axes[a].size : biggest;
     mass = malloc(biggest * sizeof *mass);
-    if (!mass)
+    if (x->profile.sampled) {
+        count = malloc(biggest * sizeof *count);
+        diff = malloc((biggest + 1) * sizeof *diff);
+    }
+    if (!mass || (x->profile.sampled && (!count || !diff))) {
+        free(mass);
+        free(count);
+        free(diff);
         return nnp__nomem();
-    double least_share = 1;
+    }
+    if (x->profile.sampled && !by_fail && failing) {
+        /* the pair's failing elements all lie where the sample did not read: what little
+         * error it read says nothing of theirs */
+        uint64_t nelem = 1;
+        for (uint32_t a = 0; a < ndim; a++)
+            nelem *= x->axes[a].size;
+        nnp__sbuf_printf(&w, "the sample read (%llu of %llu elements) holds none of the %llu "
+                         "failing elements", (unsigned long long)x->profile.elements,
+                         (unsigned long long)nelem, (unsigned long long)failing);
+        ndim = 0;
+    }
+    double least_share = 1, share[NNP__X_MAX_DIMS] = {0};
     bool any = false;
     for (uint32_t a = 0; a < ndim; a++) {
         const nnp_axis_profile *ax = &x->axes[a];
         for (uint64_t i = 0; i < ax->size; i++)
             mass[i] = by_fail ? (double)ax->fail[i] : ax->sq_share[i];
-        double share = 0;
         x->nreg[a] = ax->size > 1 ? concentrate(mass, ax->size, by_fail ? (double)x->profile.fail
                                                                         : 1.0,
-                                                x->reg[a], &share)
+                                                x->reg[a], &share[a])
                                   : 0;
+    }
+    /* a sample's region on several axes keeps the axes along which it is borne out (all of
+     * them when none is: then it is all there is to say) */
+    uint32_t nregions = 0, shown = 0;
+    bool keep[NNP__X_MAX_DIMS];
+    for (uint32_t a = 0; a < ndim; a++) {
+        keep[a] = x->nreg[a] && (!x->profile.sampled || region_shown(x, a));
+        nregions += x->nreg[a] != 0;
+        shown += keep[a];
+    }
+    for (uint32_t a = 0; a < ndim && nregions > 1 && shown; a++)
+        if (!keep[a])
+            x->nreg[a] = 0;
+    for (uint32_t a = 0; a < ndim; a++) {
         if (!x->nreg[a])
             continue;
-        least_share = share < least_share ? share : least_share;
+        least_share = share[a] < least_share ? share[a] : least_share;
         if (any)
             nnp__sbuf_puts(&reg, ", ");
         index_list(&reg, x, a);
@@ -365,19 +536,28 @@ static nnp_status describe(nnp__explained *x, bool by_fail, double total)
             continue;
         for (uint64_t i = 0; i < ax->size; i++)
             mass[i] = by_fail ? (double)ax->fail[i] : ax->sq_share[i];
-        uint64_t from;
+        uint64_t from, clean_to;
         bool grows;
-        if (!onset(mass, ax->size, total, &from, &grows))
+        if (count)
+            sampled_counts(x, a, count, diff);
+        if (!onset(mass, count, ax->size, by_fail ? x->profile.fail : 0, &from, &clean_to,
+                   &grows))
             continue;
         nnp__sbuf_puts(&w, w.len ? "; " : "");
         nnp__sbuf_printf(&w, "the error %s along ", grows ? "grows" : "lies");
         nnp__x_axis_label(&w, x, a);
-        if (from)
+        if (from && clean_to < from)
+            nnp__sbuf_printf(&w, " from an index between %llu and %llu on (the sample read "
+                             "none between)", (unsigned long long)clean_to,
+                             (unsigned long long)from);
+        else if (from)
             nnp__sbuf_printf(&w, " from index %llu on", (unsigned long long)from);
     }
     if (!w.len)
         nnp__sbuf_puts(&w, "the error is spread over every axis");
     free(mass);
+    free(count);
+    free(diff);
     if (w.failed || reg.failed) {
         nnp__sbuf_free(&w);
         nnp__sbuf_free(&reg);
@@ -437,7 +617,7 @@ nnp_status nnp__x_profile(const nnp__xinput *in, nnp__explained *x)
             sq[a][i] /= total;
     /* failing elements say where a NaN or a small count lies; the squared error says it when
      * every element read passes (a sample that missed them) */
-    return describe(x, fail > 0, fail > 0 ? (double)fail : 1.0);
+    return describe(x, fail > 0, in->failing);
 }
 
 void nnp__x_sample_free(nnp__explained *x)

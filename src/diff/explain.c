@@ -138,7 +138,7 @@ static void explain_data(ctx *c, size_t i, nnp__xscratch *scratch)
         goto out;
     }
     nnp__xinput in = {rt.dtype, pt.dtype, rt.data, pt.data, rt.ndim, rt.shape, rt.nelem,
-                      p->atol, p->rtol, {0}};
+                      p->atol, p->rtol, {0}, p->metrics.allclose_fail};
     axis_names(nnp_dump_record(c->ref, p->ref)->module_type, rt.ndim, in.names);
     if (permuted) {
         if (same_shape(rt.ndim, rt.shape, pt.ndim, pt.shape))

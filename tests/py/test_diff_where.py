@@ -198,3 +198,63 @@ def test_the_profile_of_a_large_pair_is_a_sample(nnp, tmp_path):
     assert x["profile"]["where"].startswith("all ")
     assert x["profile"]["where"].endswith("of a sample lie in axis 1 index 11 (channel 11)")
     assert kinds(x) == ["sign"]
+
+
+def where_of(nnp, tmp_path, r, p, kind="Custom"):
+    pairs, _ = diff(nnp, tmp_path, [("m/out0", kind, r, p)])
+    return pairs["m/out0"]["profile"]
+
+
+def test_an_error_everywhere_has_no_onset_along_a_long_axis(nnp, tmp_path):
+    # noise everywhere: no index of an axis of thousands is "where the error starts", whether the
+    # pair is read whole or sampled (the first indices a sample reads, or the first few whose
+    # share is under 1e-3 of the total, used to be called the onset)
+    for shape in [(2, 16384), (4, 1024, 1024)]:
+        r = RNG.standard_normal(shape).astype(np.float32)
+        p = r + 1e-3 * RNG.standard_normal(shape).astype(np.float32)
+        prof = where_of(nnp, tmp_path, r, p)
+        assert prof["sampled"] == (r.size > 1 << 16)
+        assert prof["where"] == "the error is spread over every axis", shape
+
+
+def test_scattered_failing_elements_have_no_onset(nnp, tmp_path):
+    # a NaN every 997 elements: in a sample, none may lie before some index by chance
+    r = RNG.standard_normal((2, 512, 1024)).astype(np.float32)
+    p = r.copy()
+    p.reshape(-1)[::997] = np.nan
+    assert where_of(nnp, tmp_path, r, p)["where"] == "the error is spread over every axis"
+
+
+def test_an_onset_in_a_sample_says_what_the_sample_did_not_read(nnp, tmp_path):
+    r = RNG.standard_normal((4, 1024, 1024)).astype(np.float32)
+    p = r.copy()
+    p[:, 512:] += 0.01
+    where = where_of(nnp, tmp_path, r, p)["where"]
+    # the onset lies between the last index read before it and the first one read after it
+    prefix = "the error lies along axis 1 from an index between "
+    assert where.startswith(prefix) and where.endswith(" on (the sample read none between)")
+    lo, hi = (int(v) for v in where[len(prefix):].split(" on")[0].split(" and "))
+    assert lo <= 512 <= hi and hi - lo < 32
+
+
+def test_a_sample_that_misses_the_failing_elements_says_so(nnp, tmp_path):
+    # one channel of 1024 scaled: 128 runs of 512 elements seldom cross it, and what they read
+    # agrees exactly; "spread over every axis" would be false
+    r = RNG.standard_normal((4, 1024, 1024)).astype(np.float32)
+    p = r.copy()
+    p[:, 1] *= 1.3
+    prof = where_of(nnp, tmp_path, r, p)
+    assert prof["sampled"] and prof["fail"] == 0
+    assert prof["where"] == ("the sample read (65536 of 4194304 elements) holds none of the "
+                             "4096 failing elements")
+
+
+def test_a_sample_region_keeps_only_the_axes_it_shows(nnp, tmp_path):
+    # channel 1 of every batch scaled; the sample crosses channel 1 in one batch only, so it
+    # shows the channel, not the batch
+    r = RNG.standard_normal((8, 256, 2048)).astype(np.float32)
+    p = r.copy()
+    p[:, 1] *= 1.3
+    prof = where_of(nnp, tmp_path, r, p)
+    assert prof["sampled"] and prof["fail"] > 0
+    assert prof["where"].endswith("of a sample lie in axis 1 index 1"), prof["where"]
