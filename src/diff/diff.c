@@ -119,7 +119,7 @@ typedef struct {
  * reads pages still mapped. Given back by chunks as compared and mapped again for the
  * explanation, the pages cost more than the explanation's own work (bench/README.md, "Profiles
  * and hints"). A larger pair goes back by chunks, and its explanation maps what it reads. */
-#define HELD_MAX ((uint64_t)256 << 20)
+#define HELD_MAX ((uint64_t)128 << 20)
 
 /* The bytes a pair reads: its reference record and every port part. */
 static uint64_t pair_bytes(const cmp_ctx *ctx, const nnp_diff_pair *p)
