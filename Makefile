@@ -150,12 +150,16 @@ check-clang:
 check-layers:
 	@bash scripts/check_layers.sh $(LAYERS)
 
+# `make check` as the README gives it (no -j) builds its four builds with a job a core; a -j of
+# the caller's is kept.
+CHECK_JOBS = $(if $(filter -j%,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))
+
 test check: setup
 	@$(MAKE) --no-print-directory check-layers
-	@$(MAKE) --no-print-directory all unit
-	@$(MAKE) --no-print-directory unit-asan
-	@$(MAKE) --no-print-directory unit-tsan
-	@$(MAKE) --no-print-directory check-clang
+	@$(MAKE) --no-print-directory $(CHECK_JOBS) all unit
+	@$(MAKE) --no-print-directory $(CHECK_JOBS) unit-asan
+	@$(MAKE) --no-print-directory $(CHECK_JOBS) unit-tsan
+	@$(MAKE) --no-print-directory $(CHECK_JOBS) check-clang
 	@PYTHON=$(PYTHON) BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) TSAN_BUILD=$(TSAN_BUILD) \
 		bash tests/run_tests.sh
 
