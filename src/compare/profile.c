@@ -352,17 +352,17 @@ static bool none_before_by_chance(double reads, double before, double events)
 
 /* Along an axis the error is absent before some index and present from it on, or grows along
  * the whole axis: the index (0 for the whole axis) and whether it grows; false when neither.
- * `count` is the elements read at each index (NULL: as many at each, the pair read whole):
- * only indices read take part, each by its error per element read, and *clean_to is one past
- * the last index read before the onset (the onset lies between it and *from). `events`: the
+ * `count` is the elements read at each index (NULL: `per` at each, the pair read whole): only
+ * indices read take part, each by its error per element read, and *clean_to is one past the
+ * last index read before the onset (the onset lies between it and *from). `events`: the
  * failing elements `mass` counts (0: it is squared error). */
-static bool onset(const double *mass, const uint64_t *count, uint64_t n, uint64_t events,
-                  uint64_t *from, uint64_t *clean_to, bool *grows)
+static bool onset(const double *mass, const uint64_t *count, uint64_t per, uint64_t n,
+                  uint64_t events, uint64_t *from, uint64_t *clean_to, bool *grows)
 {
     double total = 0;
     uint64_t reads = 0, nread = 0;
     for (uint64_t i = 0; i < n; i++) {
-        uint64_t c = count ? count[i] : 1;
+        uint64_t c = count ? count[i] : per;
         if (c) {
             total += mass[i] / (double)c;
             reads += c;
@@ -374,7 +374,7 @@ static bool onset(const double *mass, const uint64_t *count, uint64_t n, uint64_
     uint64_t k = 0, before_reads = 0, clean = 0;
     double before = 0;
     for (; k < n; k++) {
-        uint64_t c = count ? count[k] : 1;
+        uint64_t c = count ? count[k] : per;
         if (!c)
             continue;
         double dk = mass[k] / (double)c;
@@ -393,7 +393,7 @@ static bool onset(const double *mass, const uint64_t *count, uint64_t n, uint64_
     double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, first = 0, last = 0;
     uint64_t m = 0;
     for (uint64_t i = start; i < n; i++) {
-        uint64_t c = count ? count[i] : 1;
+        uint64_t c = count ? count[i] : per;
         if (!c)
             continue;
         double xi = (double)i, yi = mass[i] / (double)c;
@@ -540,8 +540,9 @@ static nnp_status describe(nnp__explained *x, bool by_fail, uint64_t failing)
         bool grows;
         if (count)
             sampled_counts(x, a, count, diff);
-        if (!onset(mass, count, ax->size, by_fail ? x->profile.fail : 0, &from, &clean_to,
-                   &grows))
+        uint64_t per = ax->size ? x->profile.elements / ax->size : 0;
+        if (!onset(mass, count, per ? per : 1, ax->size, by_fail ? x->profile.fail : 0, &from,
+                   &clean_to, &grows))
             continue;
         nnp__sbuf_puts(&w, w.len ? "; " : "");
         nnp__sbuf_printf(&w, "the error %s along ", grows ? "grows" : "lies");
