@@ -18,7 +18,7 @@ if [ ! -f "$build/libnnparity.a" ]; then
 fi
 mkdir -p "$build/bench"
 # -O2 without -march, as the library's default build
-"${CC:-cc}" -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" -I"$here/../src" \
-    "$here/align_100k.c" "$build/libnnparity.a" -o "$build/bench/align_100k" \
+"${CC:-cc}" -std=c11 -O2 -g -fopenmp-simd -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" \
+    -I"$here/../src" "$here/align_100k.c" "$build/libnnparity.a" -o "$build/bench/align_100k" \
     -ljansson -lz -lpthread -lm
 "$build/bench/align_100k" "$records" "$runs"

@@ -22,8 +22,8 @@ threads=${THREADS:-$(nproc)}
 mkdir -p "$build/bench" "$data"
 isal=()
 [ -f /usr/include/isa-l/crc.h ] && isal=(-DWITH_ISAL -lisal) # a peer where it is installed
-"${CC:-cc}" -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" -I"$here/../src" \
-    "$here/crc_speed.c" "$build/libnnparity.a" -o "$build/bench/crc_speed" \
+"${CC:-cc}" -std=c11 -O2 -g -fopenmp-simd -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" \
+    -I"$here/../src" "$here/crc_speed.c" "$build/libnnparity.a" -o "$build/bench/crc_speed" \
     -ljansson -lz -lpcre2-8 -lpthread -lm "${isal[@]}"
 "${CC:-cc}" -std=c11 -O2 -g -Wall -Wextra -I"$here/../include" "$here/crc_diff.c" \
     "$build/libnnparity.a" -o "$build/bench/crc_diff" -ljansson -lz -lpcre2-8 -lpthread -lm

@@ -34,8 +34,8 @@ if [ $((mib * 8 % 1024)) -eq 0 ]; then size="$((mib * 8 / 1024))g"; else size="$
 python=/usr/bin/python3
 mkdir -p "$build/bench"
 # -O2 without -march, as the library's default build; internal.h for nnp__cmp_block
-"${CC:-cc}" -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" -I"$here/../src" \
-    "$here/kernel_cached.c" "$build/libnnparity.a" -o "$build/bench/kernel_cached" \
+"${CC:-cc}" -std=c11 -O2 -g -fopenmp-simd -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" \
+    -I"$here/../src" "$here/kernel_cached.c" "$build/libnnparity.a" -o "$build/bench/kernel_cached" \
     -ljansson -lz -lpthread -lm
 
 # Peak resident size (MiB) of a command, from the kernel's own count for its children.

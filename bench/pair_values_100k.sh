@@ -15,7 +15,7 @@ if [ ! -f "$build/libnnparity.a" ]; then
     exit 1
 fi
 mkdir -p "$build/bench" "$dir"
-"${CC:-cc}" -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" -I"$here/../src" \
-    "$here/pair_values_100k.c" "$build/libnnparity.a" -o "$build/bench/pair_values_100k" \
+"${CC:-cc}" -std=c11 -O2 -g -fopenmp-simd -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" \
+    -I"$here/../src" "$here/pair_values_100k.c" "$build/libnnparity.a" -o "$build/bench/pair_values_100k" \
     -ljansson -lz -lpcre2-8 -lpthread -lm
 "$build/bench/pair_values_100k" "$dir" "${RECORDS:-100000}" "${RUNS:-5}"

@@ -18,8 +18,8 @@ if [ ! -f "$build/libnnparity.a" ]; then
 fi
 mkdir -p "$build/bench" "$data"
 # -O2 without -march, as the library's default build
-"${CC:-cc}" -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" -I"$here/../src" \
-    "$here/sketch_cost.c" "$build/libnnparity.a" -o "$build/bench/sketch_cost" \
+"${CC:-cc}" -std=c11 -O2 -g -fopenmp-simd -Wall -Wextra -D_GNU_SOURCE -I"$here/../include" \
+    -I"$here/../src" "$here/sketch_cost.c" "$build/libnnparity.a" -o "$build/bench/sketch_cost" \
     -ljansson -lz -lpcre2-8 -lpthread -lm
 "${CC:-cc}" -std=c11 -O2 -g -Wall -Wextra -I"$here/../include" "$here/gen_dump.c" \
     "$build/libnnparity.a" -o "$build/bench/gen_dump" -ljansson -lz -lpcre2-8 -lpthread -lm
