@@ -64,7 +64,8 @@ $(BUILD)/obj/%.o: %.c
 # A failing pair's hints (compare/hints.c) run some thirty short loops over a sample, which -O2's
 # cost model leaves scalar: -O3 takes the hints a quarter less time (bench/README.md, "Profiles
 # and hints"), with the same results (ISO C: no contraction, no reassociation of sums).
-$(BUILD)/obj/src/compare/hints.o: CFLAGS_ALL += $(if $(filter -O2,$(OPT)),-O3)
+# (An OPT or CFLAGS given on the command line still decides.)
+$(BUILD)/obj/src/compare/hints.o: OPT = -O3
 # The CLI includes its own headers by their path under cli/ ("cli.h", "report/report.h"),
 # from any of its directories.
 $(CLI_OBJ): CPPFLAGS_ALL += -Icli

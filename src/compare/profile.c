@@ -345,8 +345,11 @@ static bool none_before_by_chance(double reads, double before, double events)
 {
     if (reads - before < events)
         return false; /* they could not all lie after it */
-    double log_chance = lgamma(reads - before + 1) - lgamma(reads - before - events + 1) -
-                        lgamma(reads + 1) + lgamma(reads - events + 1);
+    /* lgamma_r: lgamma sets the global signgam, and profiles are made on several threads */
+    int sign;
+    double log_chance = lgamma_r(reads - before + 1, &sign) -
+                        lgamma_r(reads - before - events + 1, &sign) -
+                        lgamma_r(reads + 1, &sign) + lgamma_r(reads - events + 1, &sign);
     return log_chance > ONSET_LOG_CHANCE;
 }
 

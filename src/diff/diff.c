@@ -252,21 +252,32 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
         size_t nheld = 0; /* the first of `small`, done with, holds the batch */
         uint64_t held = 0;
         for (size_t i = 0; i < nl && !st; i++) {
-            uint64_t bytes = pair_bytes(&ctx, &d->pairs[large[i]]);
+            const nnp_diff_pair *p = &d->pairs[large[i]];
+            uint64_t bytes = pair_bytes(&ctx, p);
             if (nheld && held + bytes > HELD_MAX) {
                 st = nnp__diff_explain_some(d, ref, port, threads, small, nheld);
+                if (st)
+                    break;
                 nheld = 0;
                 held = 0;
             }
-            status[0] = NNP_OK;
-            if (!st && compare_pair(&ctx, i, NULL, bytes <= HELD_MAX)) {
+            /* only a pair there is something to explain in is held (explain.c) */
+            bool hold = bytes <= HELD_MAX && (nnp_dtype_class_of(p->ref_dtype) == NNP_CLASS_FLOAT ||
+                                              nnp_dtype_class_of(p->port_dtype) == NNP_CLASS_FLOAT);
+            status[i] = NNP_OK;
+            if (compare_pair(&ctx, i, NULL, hold)) {
                 small[nheld++] = large[i];
                 held += bytes;
             }
-            st = st ? st : status[0];
+            st = status[i];
         }
         if (!st && nheld)
             st = nnp__diff_explain_some(d, ref, port, threads, small, nheld);
+        /* a diff that stops gives back what it held (a pair released twice loses nothing) */
+        for (size_t k = 0; st && k < nheld; k++) {
+            nnp_dump_release(ref, d->pairs[small[k]].ref);
+            nnp_dump_release(port, d->pairs[small[k]].port);
+        }
     }
     for (size_t k = 0; scratch && k < lanes; k++)
         free(scratch[k].mem);

@@ -103,3 +103,24 @@ def test_conformance_files_still_read(nnp, conformance):
             read += 1
             nnp("diff", path, path, check=0)
     assert read >= 3
+
+
+def test_flip_in_a_later_large_record_is_refused(nnp, tmp_path):
+    # pairs of 2^20 elements or more are compared one after the other with every thread: a
+    # mismatch found while comparing the second must stop the diff as one in the first does,
+    # even when the flipped bit (the last of a mantissa) leaves the pair within tolerance, so
+    # that no later read of the pair finds it
+    n = 1_100_000
+    a, b = values(n), values(n) + 1
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(good, a=a, b=b)
+    np.savez(bad, a=a, b=b)
+    raw = bytearray(bad.read_bytes())
+    start = raw.find(b.tobytes())
+    assert start > 0
+    raw[start + 4 * (n // 2)] ^= 0x01
+    bad.write_bytes(bytes(raw))
+    for args in (["diff", good, bad], ["diff", "-j", "1", good, bad],
+                 ["diff", "--json", good, bad]):
+        msg = one_line_error(nnp(*args), bad)
+        assert "member 'b.npy'" in msg and "CRC-32 mismatch" in msg, (args, msg)
