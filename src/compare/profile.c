@@ -353,14 +353,34 @@ static bool none_before_by_chance(double reads, double before, double events)
     return log_chance > ONSET_LOG_CHANCE;
 }
 
-/* Along an axis the error is absent before some index and present from it on, or grows along
- * the whole axis: the index (0 for the whole axis) and whether it grows; false when neither.
- * `count` is the elements read at each index (NULL: `per` at each, the pair read whole): only
- * indices read take part, each by its error per element read, and *clean_to is one past the
- * last index read before the onset (the onset lies between it and *from). `events`: the
- * failing elements `mass` counts (0: it is squared error). */
-static bool onset(const double *mass, const uint64_t *count, uint64_t per, uint64_t n,
-                  uint64_t events, uint64_t *from, uint64_t *clean_to, bool *grows)
+/* Where the error lies along an axis (stretch() below). */
+typedef struct {
+    bool before;         /* absent before `from` */
+    bool after;          /* absent after `to` */
+    bool grows;          /* grows from `from` on (claimed without `after` only) */
+    uint64_t from, to;   /* the first and last index read that hold error */
+    uint64_t clean_to;   /* one past the last index read before `from`: it starts in between */
+    uint64_t clean_from; /* the first index read after `to`: it ends before that */
+} stretch_t;
+
+/* Whether one side of a stretch, holding `side` of the `reads` elements read, is clean: it
+ * holds ONSET_PREFIX of them and, for failing elements (`events`), none lying there by chance
+ * has odds under e^-7. */
+static bool side_clean(uint64_t side, uint64_t reads, uint64_t events)
+{
+    double frac = (double)side / (double)reads;
+    return frac >= ONSET_PREFIX &&
+           (!events || !none_before_by_chance((double)reads, (double)side, (double)events));
+}
+
+/* Along an axis the error is absent before some index and present from it on, or present up
+ * to some index and absent after it, or both (a stretch of indices: a slice zeroed, a tail of
+ * tokens), or grows along the axis; false when none of these. `count` is the elements read at
+ * each index (NULL: `per` at each, the pair read whole): only indices read take part, each by
+ * its error per element read. `events`: the failing elements `mass` counts (0: it is squared
+ * error). Each clean side holds at most 1e-3 of the error. */
+static bool stretch(const double *mass, const uint64_t *count, uint64_t per, uint64_t n,
+                    uint64_t events, stretch_t *out)
 {
     double total = 0;
     uint64_t reads = 0, nread = 0;
@@ -374,24 +394,38 @@ static bool onset(const double *mass, const uint64_t *count, uint64_t per, uint6
     }
     if (nread < 4 || !(total > 0))
         return false;
+    /* the clean prefix: k is the first index read past it, clean one past its last */
     uint64_t k = 0, before_reads = 0, clean = 0;
-    double before = 0;
+    double acc = 0;
     for (; k < n; k++) {
         uint64_t c = count ? count[k] : per;
         if (!c)
             continue;
         double dk = mass[k] / (double)c;
-        if (before + dk > 1e-3 * total)
+        if (acc + dk > 1e-3 * total)
             break;
-        before += dk;
+        acc += dk;
         before_reads += c;
         clean = k + 1;
     }
-    double frac = (double)before_reads / (double)reads;
-    bool prefix = k > 0 && frac >= ONSET_PREFIX &&
-                  (!events || !none_before_by_chance((double)reads, (double)before_reads,
-                                                     (double)events));
-    uint64_t start = prefix ? k : 0;
+    /* the clean suffix, the same from the end: e the last index read before it */
+    uint64_t e = n, after_reads = 0, clean_after = n;
+    acc = 0;
+    while (e-- > 0) {
+        uint64_t c = count ? count[e] : per;
+        if (!c)
+            continue;
+        double de = mass[e] / (double)c;
+        if (acc + de > 1e-3 * total)
+            break;
+        acc += de;
+        after_reads += c;
+        clean_after = e;
+    }
+    *out = (stretch_t){0};
+    out->before = k > 0 && side_clean(before_reads, reads, events);
+    out->after = clean_after < n && side_clean(after_reads, reads, events);
+    uint64_t start = out->before ? k : 0;
     /* the trend of the rest: the correlation of the index with the error per element */
     double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, first = 0, last = 0;
     uint64_t m = 0;
@@ -411,10 +445,46 @@ static bool onset(const double *mass, const uint64_t *count, uint64_t per, uint6
     }
     double md = (double)m, vx = sxx - sx * sx / md, vy = syy - sy * sy / md;
     double c = sxy - sx * sy / md, corr = vx > 0 && vy > 0 ? c / sqrt(vx * vy) : 0;
-    *from = start;
-    *clean_to = prefix ? clean : start;
-    *grows = m >= 4 && corr > 0.9 && last > 2 * first;
-    return (prefix && m >= 2) || (!prefix && *grows);
+    out->from = start;
+    out->to = out->after ? e : n - 1;
+    out->clean_to = out->before ? clean : start;
+    out->clean_from = out->after ? clean_after : n;
+    out->grows = !out->after && m >= 4 && corr > 0.9 && last > 2 * first;
+    return (out->before && m >= 2) || out->after || (!out->before && out->grows);
+}
+
+/* "index 12" or, where the sample read none of the indices lo to hi, "an index between lo and
+ * hi". */
+static void index_or_between(nnp_sbuf *w, uint64_t lo, uint64_t hi)
+{
+    if (lo == hi)
+        nnp__sbuf_printf(w, "index %llu", (unsigned long long)hi);
+    else
+        nnp__sbuf_printf(w, "an index between %llu and %llu", (unsigned long long)lo,
+                         (unsigned long long)hi);
+}
+
+/* The words for a stretch along an axis, after "the error lies along axis 1 (token)". */
+static void stretch_words(nnp_sbuf *w, const stretch_t *s)
+{
+    bool exact = s->clean_to == s->from && s->clean_from == s->to + 1;
+    if (s->before && s->after && exact) {
+        nnp__sbuf_printf(w, " in indices %llu to %llu", (unsigned long long)s->from,
+                         (unsigned long long)s->to);
+        return;
+    }
+    if (s->before) {
+        nnp__sbuf_puts(w, " from ");
+        index_or_between(w, s->clean_to, s->from);
+    }
+    if (s->after) {
+        nnp__sbuf_puts(w, " up to ");
+        index_or_between(w, s->to, s->clean_from - 1);
+    } else if (s->before) {
+        nnp__sbuf_puts(w, " on");
+    }
+    if (!exact)
+        nnp__sbuf_puts(w, " (the sample read none between)");
 }
 
 /* Whether the indices of a sample's region on axis a are borne out: some element read lies in
@@ -539,23 +609,16 @@ static nnp_status describe(nnp__explained *x, bool by_fail, uint64_t failing)
             continue;
         for (uint64_t i = 0; i < ax->size; i++)
             mass[i] = by_fail ? (double)ax->fail[i] : ax->sq_share[i];
-        uint64_t from, clean_to;
-        bool grows;
         if (count)
             sampled_counts(x, a, count, diff);
         uint64_t per = ax->size ? x->profile.elements / ax->size : 0;
-        if (!onset(mass, count, per ? per : 1, ax->size, by_fail ? x->profile.fail : 0, &from,
-                   &clean_to, &grows))
+        stretch_t st;
+        if (!stretch(mass, count, per ? per : 1, ax->size, by_fail ? x->profile.fail : 0, &st))
             continue;
         nnp__sbuf_puts(&w, w.len ? "; " : "");
-        nnp__sbuf_printf(&w, "the error %s along ", grows ? "grows" : "lies");
+        nnp__sbuf_printf(&w, "the error %s along ", st.grows ? "grows" : "lies");
         nnp__x_axis_label(&w, x, a);
-        if (from && clean_to < from)
-            nnp__sbuf_printf(&w, " from an index between %llu and %llu on (the sample read "
-                             "none between)", (unsigned long long)clean_to,
-                             (unsigned long long)from);
-        else if (from)
-            nnp__sbuf_printf(&w, " from index %llu on", (unsigned long long)from);
+        stretch_words(&w, &st);
     }
     if (!w.len)
         nnp__sbuf_puts(&w, "the error is spread over every axis");

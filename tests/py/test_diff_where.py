@@ -258,3 +258,21 @@ def test_a_sample_region_keeps_only_the_axes_it_shows(nnp, tmp_path):
     prof = where_of(nnp, tmp_path, r, p)
     assert prof["sampled"] and prof["fail"] > 0
     assert prof["where"].endswith("of a sample lie in axis 1 index 1"), prof["where"]
+
+
+def test_a_stretch_of_indices_is_named_by_its_ends(nnp, tmp_path):
+    # tokens 20 to 39 zeroed: the error starts and ends along the token axis
+    r = RNG.standard_normal((1, 64, 32)).astype(np.float32)
+    p = r.copy()
+    p[:, 20:40] = 0
+    prof = where_of(nnp, tmp_path, r, p)
+    assert prof["where"] == "the error lies along axis 1 in indices 20 to 39"
+    # the first quarter zeroed: it ends, and a sample says between which indices it read
+    r = RNG.standard_normal((4, 1024, 1024)).astype(np.float32)
+    p = r.copy()
+    p[:, :256] = 0
+    where = where_of(nnp, tmp_path, r, p)["where"]
+    prefix = "the error lies along axis 1 up to an index between "
+    assert where.startswith(prefix) and where.endswith(" (the sample read none between)"), where
+    lo, hi = (int(v) for v in where[len(prefix):].split(" (")[0].split(" and "))
+    assert lo <= 255 <= hi and hi - lo < 32
