@@ -7,9 +7,10 @@
  * Only failing pairs are read again, and each at most a bounded sample, so a diff whose pairs
  * agree costs nothing more, and one whose pairs all fail a fixed amount per pair. The comparing
  * pass explains a failing small pair as soon as it has compared it (nnp__diff_explain_pair),
- * while its elements are in the cache and its pages mapped; nnp__diff_explain then explains the
- * others (large, not compared) a pair to a thread. What a pair's explanation says depends on the
- * pair alone, never on when or on which thread it is made.
+ * while its elements are in the cache and its pages mapped; failing large pairs, their pages
+ * still mapped, a batch at a time (nnp__diff_explain_some), a pair to a thread; and
+ * nnp__diff_explain the others at the end. What a pair's explanation says depends on the pair
+ * alone, never on when or on which thread it is made.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
