@@ -373,6 +373,30 @@ static bool side_clean(uint64_t side, uint64_t reads, uint64_t events)
            (!events || !none_before_by_chance((double)reads, (double)side, (double)events));
 }
 
+/* From one end of an axis (the last index first when `from_end`), the indices read whose error
+ * per element adds up to at most 1e-3 of `total`: *stop the first index read past them, *side
+ * the elements read in them, *edge the one of them nearest *stop (n: none). */
+static void clean_end(const double *mass, const uint64_t *count, uint64_t per, uint64_t n,
+                      double total, bool from_end, uint64_t *stop, uint64_t *side, uint64_t *edge)
+{
+    double acc = 0;
+    *stop = *edge = n;
+    *side = 0;
+    for (uint64_t j = 0; j < n; j++) {
+        uint64_t i = from_end ? n - 1 - j : j, c = count ? count[i] : per;
+        if (!c)
+            continue;
+        double d = mass[i] / (double)c;
+        if (acc + d > 1e-3 * total) {
+            *stop = i;
+            return;
+        }
+        acc += d;
+        *side += c;
+        *edge = i;
+    }
+}
+
 /* Along an axis the error is absent before some index and present from it on, or present up
  * to some index and absent after it, or both (a stretch of indices: a slice zeroed, a tail of
  * tokens), or grows along the axis; false when none of these. `count` is the elements read at
@@ -394,34 +418,12 @@ static bool stretch(const double *mass, const uint64_t *count, uint64_t per, uin
     }
     if (nread < 4 || !(total > 0))
         return false;
-    /* the clean prefix: k is the first index read past it, clean one past its last */
-    uint64_t k = 0, before_reads = 0, clean = 0;
-    double acc = 0;
-    for (; k < n; k++) {
-        uint64_t c = count ? count[k] : per;
-        if (!c)
-            continue;
-        double dk = mass[k] / (double)c;
-        if (acc + dk > 1e-3 * total)
-            break;
-        acc += dk;
-        before_reads += c;
-        clean = k + 1;
-    }
-    /* the clean suffix, the same from the end: e the last index read before it */
-    uint64_t e = n, after_reads = 0, clean_after = n;
-    acc = 0;
-    while (e-- > 0) {
-        uint64_t c = count ? count[e] : per;
-        if (!c)
-            continue;
-        double de = mass[e] / (double)c;
-        if (acc + de > 1e-3 * total)
-            break;
-        acc += de;
-        after_reads += c;
-        clean_after = e;
-    }
+    /* the clean prefix: k the first index read past it, clean one past its last; the clean
+     * suffix: e the last index read before it, clean_after its first */
+    uint64_t k, before_reads, last_clean, e, after_reads, clean_after;
+    clean_end(mass, count, per, n, total, false, &k, &before_reads, &last_clean);
+    clean_end(mass, count, per, n, total, true, &e, &after_reads, &clean_after);
+    uint64_t clean = last_clean < n ? last_clean + 1 : 0;
     *out = (stretch_t){0};
     out->before = k > 0 && side_clean(before_reads, reads, events);
     out->after = clean_after < n && side_clean(after_reads, reads, events);
