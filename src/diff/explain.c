@@ -253,6 +253,8 @@ nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int thr
         st = explain_lanes(d, ref, port, threads, NULL, n);
     for (size_t i = 0; i < n && !st; i++)
         st = d->explain_status[i];
+    if (st == NNP_ERR_NOMEM) /* the only status a lane keeps; its message was its thread's */
+        st = nnp__nomem();
     free(d->explain_status);
     free(d->explain_done);
     d->explain_status = NULL;

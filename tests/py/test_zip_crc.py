@@ -124,3 +124,21 @@ def test_flip_in_a_later_large_record_is_refused(nnp, tmp_path):
                  ["diff", "--json", good, bad]):
         msg = one_line_error(nnp(*args), bad)
         assert "member 'b.npy'" in msg and "CRC-32 mismatch" in msg, (args, msg)
+
+
+def test_a_mismatch_found_on_another_thread_is_said(nnp, tmp_path):
+    # pairs under 2^20 elements are compared several at a time, one a thread: the mismatch's
+    # message was that thread's and the diff printed "nnparity: " and nothing else, unless the
+    # calling thread happened to take the pair
+    n = 400_000
+    arrays = {f"a{k}": values(n) - k for k in range(8)}
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(good, **arrays)
+    np.savez(bad, **arrays)
+    raw = bytearray(bad.read_bytes())
+    start = raw.find(arrays["a6"].tobytes())
+    raw[start + 4 * (n // 2) + 1] ^= 0x04
+    bad.write_bytes(bytes(raw))
+    for _ in range(6):
+        msg = one_line_error(nnp("diff", "-j", "2", bad, good), bad)
+        assert "member 'a6.npy'" in msg and "CRC-32 mismatch" in msg, msg
