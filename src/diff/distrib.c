@@ -83,6 +83,11 @@ typedef struct {
     unsigned char *results;      /* one slot per unit */
     size_t slot;
     nnp_status *status;          /* per unit */
+    /* the message of the first unit that failed: messages are per thread, and the caller's
+     * thread reports it */
+    pthread_mutex_t lock;
+    size_t failed_t;
+    char message[1024];
 } work;
 
 static uint64_t pair_bytes(nnp_dump *ref, nnp_dump *port, const nnp_diff_pair *p)
@@ -117,6 +122,14 @@ static void run_unit(void *ctx, size_t t)
     for (uint32_t k = 0; k < p->nparts; k++)
         nnp_dump_release(w->port, p->parts[k]);
     w->status[t] = st;
+    if (st) {
+        pthread_mutex_lock(&w->lock);
+        if (t < w->failed_t) {
+            w->failed_t = t;
+            snprintf(w->message, sizeof w->message, "%s", nnp_last_error());
+        }
+        pthread_mutex_unlock(&w->lock);
+    }
 }
 
 /* The units of the pairs that are compared, in pair order, chunks in order. */
@@ -187,12 +200,14 @@ static nnp_status run_units(nnp_dump *ref, nnp_dump *port, const nnp_diff *d, co
             !(st = nnp_dump_data(ref, p->ref, &rdata[u[i].pair])))
             st = nnp_dump_data(port, p->port, &pdata[u[i].pair]);
     }
-    if (!st) {
-        work w = {ref, port, d, u, rdata, pdata, results, slot, status};
+    work w = {ref, port, d, u, rdata, pdata, results, slot, status, PTHREAD_MUTEX_INITIALIZER,
+              SIZE_MAX, ""};
+    if (!st)
         st = nnp__parallel_for(n, threads, run_unit, &w);
-    }
     for (size_t i = 0; i < n && !st; i++)
         st = status[i];
+    if (st && w.failed_t != SIZE_MAX) /* said on this thread: a unit's message is its own */
+        st = nnp__fail(st, "%s", w.message);
     free(rdata);
     free(pdata);
     free(status);
