@@ -160,5 +160,18 @@ int nnp__thread_count(int requested);
  * Tasks are independent; each writes its result by task index. */
 nnp_status nnp__parallel_for(size_t ntasks, int threads, void (*fn)(void *ctx, size_t task),
                              void *ctx);
+/* The first failure among such tasks (the lowest task number, so that which one is said does
+ * not depend on the threads), with its message: messages are per thread, and the caller's
+ * thread must say it. _note records task `task`'s status `st` with this thread's message;
+ * _say returns the first one noted (NNP_OK: none) with its message set on this thread. */
+typedef struct nnp__first_failure {
+    pthread_mutex_t lock;
+    size_t task; /* SIZE_MAX: none */
+    nnp_status status;
+    char message[1024];
+} nnp__first_failure;
+#define NNP__FIRST_FAILURE_INIT {PTHREAD_MUTEX_INITIALIZER, SIZE_MAX, NNP_OK, ""}
+void nnp__first_failure_note(nnp__first_failure *f, size_t task, nnp_status st);
+nnp_status nnp__first_failure_say(const nnp__first_failure *f);
 
 #endif /* NNP_COMMON_H */

@@ -5,6 +5,7 @@
  * they do not depend on the number of threads.
  */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -53,4 +54,22 @@ nnp_status nnp__parallel_for(size_t ntasks, int threads, void (*fn)(void *ctx, s
     for (int i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     return NNP_OK;
+}
+
+void nnp__first_failure_note(nnp__first_failure *f, size_t task, nnp_status st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&f->lock);
+    if (task < f->task) {
+        f->task = task;
+        f->status = st;
+        snprintf(f->message, sizeof f->message, "%s", nnp_last_error());
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+nnp_status nnp__first_failure_say(const nnp__first_failure *f)
+{
+    return f->status ? nnp__fail(f->status, "%s", f->message) : NNP_OK;
 }

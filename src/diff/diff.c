@@ -112,10 +112,7 @@ typedef struct {
     uint64_t done, total;         /* bytes compared, of all */
     bool explain;                 /* failing small pairs are explained as they are compared */
     nnp__xscratch *scratch;       /* one per lane of small pairs */
-    /* the message of the first pair (in todo's order) that could not be compared: messages are
-     * per thread, and the caller's thread reports it */
-    size_t failed_t;
-    char message[1024];
+    nnp__first_failure failure;   /* of a small pair that could not be compared */
 } cmp_ctx;
 
 /* The most bytes of large failing pairs whose pages stay mapped until they are explained, a
@@ -180,12 +177,8 @@ static bool compare_pair(cmp_ctx *ctx, size_t t, nnp__xscratch *scratch, bool ho
     }
     if (st) {
         ctx->status[t] = st;
-        pthread_mutex_lock(&ctx->lock);
-        if (t < ctx->failed_t) {
-            ctx->failed_t = t;
-            snprintf(ctx->message, sizeof ctx->message, "%s", nnp_last_error());
-        }
-        pthread_mutex_unlock(&ctx->lock);
+        if (scratch) /* a lane's: said again on the caller's thread */
+            nnp__first_failure_note(&ctx->failure, t, st);
     } else if (p->adapters) {
         nnp__diff_verdict(p);
     }
@@ -250,16 +243,14 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
         st = nnp__nomem();
     if (!st) {
         cmp_ctx ctx = {ref, port, d, small, ns, 0, rdata, pdata, 1, status, opts,
-                       PTHREAD_MUTEX_INITIALIZER, 0, 0, explain, scratch, SIZE_MAX, ""};
+                       PTHREAD_MUTEX_INITIALIZER, 0, 0, explain, scratch,
+                       NNP__FIRST_FAILURE_INIT};
         for (size_t i = 0; i < ns; i++)
             ctx.total += pair_bytes(&ctx, &d->pairs[small[i]]);
         for (size_t i = 0; i < nl; i++)
             ctx.total += pair_bytes(&ctx, &d->pairs[large[i]]);
         nnp__parallel_for(lanes, threads, compare_lane, &ctx);
-        for (size_t i = 0; i < ns && !st; i++)
-            st = status[i];
-        if (st) /* said on this thread: a lane's message is its own */
-            st = nnp__fail(st, "%s", ctx.message);
+        st = nnp__first_failure_say(&ctx.failure);
         ctx.todo = large;
         ctx.threads = threads;
         size_t nheld = 0; /* the first of `small`, done with, holds the batch */

@@ -82,12 +82,7 @@ typedef struct {
     const void **rdata, **pdata; /* per pair, for pairs compared from the mappings */
     unsigned char *results;      /* one slot per unit */
     size_t slot;
-    nnp_status *status;          /* per unit */
-    /* the message of the first unit that failed: messages are per thread, and the caller's
-     * thread reports it */
-    pthread_mutex_t lock;
-    size_t failed_t;
-    char message[1024];
+    nnp__first_failure failure;  /* of a unit that could not be compared */
 } work;
 
 static uint64_t pair_bytes(nnp_dump *ref, nnp_dump *port, const nnp_diff_pair *p)
@@ -121,15 +116,7 @@ static void run_unit(void *ctx, size_t t)
     nnp_dump_release(w->ref, p->ref);
     for (uint32_t k = 0; k < p->nparts; k++)
         nnp_dump_release(w->port, p->parts[k]);
-    w->status[t] = st;
-    if (st) {
-        pthread_mutex_lock(&w->lock);
-        if (t < w->failed_t) {
-            w->failed_t = t;
-            snprintf(w->message, sizeof w->message, "%s", nnp_last_error());
-        }
-        pthread_mutex_unlock(&w->lock);
-    }
+    nnp__first_failure_note(&w->failure, t, st);
 }
 
 /* The units of the pairs that are compared, in pair order, chunks in order. */
@@ -190,8 +177,7 @@ static nnp_status run_units(nnp_dump *ref, nnp_dump *port, const nnp_diff *d, co
 {
     const void **rdata = calloc(d->npairs ? d->npairs : 1, sizeof *rdata);
     const void **pdata = calloc(d->npairs ? d->npairs : 1, sizeof *pdata);
-    nnp_status *status = calloc(n ? n : 1, sizeof *status);
-    nnp_status st = rdata && pdata && status ? NNP_OK : nnp__nomem();
+    nnp_status st = rdata && pdata ? NNP_OK : nnp__nomem();
     /* the data of the pairs compared from the mappings, once each (a range may start or end
      * inside a pair); adapted pairs fetch theirs when they are compared */
     for (size_t i = 0; i < n && !st; i++) {
@@ -200,17 +186,13 @@ static nnp_status run_units(nnp_dump *ref, nnp_dump *port, const nnp_diff *d, co
             !(st = nnp_dump_data(ref, p->ref, &rdata[u[i].pair])))
             st = nnp_dump_data(port, p->port, &pdata[u[i].pair]);
     }
-    work w = {ref, port, d, u, rdata, pdata, results, slot, status, PTHREAD_MUTEX_INITIALIZER,
-              SIZE_MAX, ""};
+    work w = {ref, port, d, u, rdata, pdata, results, slot, NNP__FIRST_FAILURE_INIT};
     if (!st)
         st = nnp__parallel_for(n, threads, run_unit, &w);
-    for (size_t i = 0; i < n && !st; i++)
-        st = status[i];
-    if (st && w.failed_t != SIZE_MAX) /* said on this thread: a unit's message is its own */
-        st = nnp__fail(st, "%s", w.message);
+    if (!st)
+        st = nnp__first_failure_say(&w.failure);
     free(rdata);
     free(pdata);
-    free(status);
     return st;
 }
 

@@ -118,12 +118,7 @@ typedef struct {
     const size_t *idx; /* the records to compute, as indices into the caller's idx */
     const size_t *rec;
     nnp_sketch *out;
-    /* the first failing task's status and message: messages are per thread, and the
-     * caller's thread reports it */
-    pthread_mutex_t lock;
-    size_t failed_task;
-    nnp_status failed;
-    char message[1024];
+    nnp__first_failure failure; /* of a record whose data could not be had */
 } sketch_ctx;
 
 static void sketch_one(void *c, size_t t)
@@ -134,13 +129,7 @@ static void sketch_one(void *c, size_t t)
     const void *data = NULL;
     nnp_status st = r->nbytes ? nnp_dump_data(ctx->d, i, &data) : NNP_OK;
     if (st) {
-        pthread_mutex_lock(&ctx->lock);
-        if (!ctx->failed || t < ctx->failed_task) {
-            ctx->failed = st;
-            ctx->failed_task = t;
-            snprintf(ctx->message, sizeof ctx->message, "%s", nnp_last_error());
-        }
-        pthread_mutex_unlock(&ctx->lock);
+        nnp__first_failure_note(&ctx->failure, t, st);
         return;
     }
     nnp__sketch_tensor(r->dtype, r->ndim, r->shape, data, r->nelem, &ctx->out[j]);
@@ -165,12 +154,10 @@ nnp_status nnp__dump_sketches(nnp_dump *d, const size_t *idx, size_t n, int thre
             todo[ntodo++] = t;
     }
     if (!st && ntodo) {
-        sketch_ctx ctx = {.d = d, .idx = todo, .rec = idx, .out = out};
-        pthread_mutex_init(&ctx.lock, NULL);
+        sketch_ctx ctx = {d, todo, idx, out, NNP__FIRST_FAILURE_INIT};
         st = nnp__parallel_for(ntodo, nnp__thread_count(threads), sketch_one, &ctx);
-        if (!st && ctx.failed)
-            st = nnp__fail(ctx.failed, "%s", ctx.message);
-        pthread_mutex_destroy(&ctx.lock);
+        if (!st)
+            st = nnp__first_failure_say(&ctx.failure);
     }
     free(todo);
     return st;
