@@ -361,7 +361,7 @@ typedef struct {
     uint64_t from, to;   /* the first and last index read that hold error */
     uint64_t clean_to;   /* one past the last index read before `from`: it starts in between */
     uint64_t clean_from; /* the first index read after `to`: it ends before that */
-} stretch_t;
+} axis_stretch;
 
 /* Whether one side of a stretch, holding `side` of the `reads` elements read, is clean: it
  * holds ONSET_PREFIX of them and, for failing elements (`events`), none lying there by chance
@@ -404,7 +404,7 @@ static void clean_end(const double *mass, const uint64_t *count, uint64_t per, u
  * its error per element read. `events`: the failing elements `mass` counts (0: it is squared
  * error). Each clean side holds at most 1e-3 of the error. */
 static bool stretch(const double *mass, const uint64_t *count, uint64_t per, uint64_t n,
-                    uint64_t events, stretch_t *out)
+                    uint64_t events, axis_stretch *out)
 {
     double total = 0;
     uint64_t reads = 0, nread = 0;
@@ -424,7 +424,7 @@ static bool stretch(const double *mass, const uint64_t *count, uint64_t per, uin
     clean_end(mass, count, per, n, total, false, &k, &before_reads, &last_clean);
     clean_end(mass, count, per, n, total, true, &e, &after_reads, &clean_after);
     uint64_t clean = last_clean < n ? last_clean + 1 : 0;
-    *out = (stretch_t){0};
+    *out = (axis_stretch){0};
     out->before = k > 0 && side_clean(before_reads, reads, events);
     out->after = clean_after < n && side_clean(after_reads, reads, events);
     uint64_t start = out->before ? k : 0;
@@ -467,7 +467,7 @@ static void index_or_between(nnp_sbuf *w, uint64_t lo, uint64_t hi)
 }
 
 /* The words for a stretch along an axis, after "the error lies along axis 1 (token)". */
-static void stretch_words(nnp_sbuf *w, const stretch_t *s)
+static void stretch_words(nnp_sbuf *w, const axis_stretch *s)
 {
     bool exact = s->clean_to == s->from && s->clean_from == s->to + 1;
     if (s->before && s->after && exact) {
@@ -614,7 +614,7 @@ static nnp_status describe(nnp__explained *x, bool by_fail, uint64_t failing)
         if (count)
             sampled_counts(x, a, count, diff);
         uint64_t per = ax->size ? x->profile.elements / ax->size : 0;
-        stretch_t st;
+        axis_stretch st;
         if (!stretch(mass, count, per ? per : 1, ax->size, by_fail ? x->profile.fail : 0, &st))
             continue;
         nnp__sbuf_puts(&w, w.len ? "; " : "");
