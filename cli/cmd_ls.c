@@ -19,8 +19,9 @@ static const char ls_usage[] =
     "it). size is what a record presents (nelem times its dtype's size); when a record takes\n"
     "another number of bytes in the file, a \"stored\" column says how many: a PyTorch view\n"
     "that repeats elements (torch.zeros(1).expand(1000) stores one float), a deflated npz\n"
-    "member, a quantized GGUF tensor. The JSON gives both for every record (nbytes,\n"
-    "stored_bytes).\n"
+    "member, a quantized GGUF tensor, and 0 B for a capture's record whose tensor an earlier\n"
+    "record stores (the same tensor given again). The JSON gives both for every record\n"
+    "(nbytes, stored_bytes), and \"same_as\", the earlier record's name, for the latter.\n"
     "\n"
     "  --json       one JSON document on stdout (schema nnparity.ls/1)\n"
     "  --meta       also print each file's metadata\n"
@@ -168,16 +169,21 @@ static void print_text(const nnp_dump *d, bool meta, const nnp_sketch *sk)
 }
 
 /* Each record of a dump's JSON gains "stored_bytes" (nnp_record_stored_bytes), after the
- * fields every record has. NULL stays NULL. */
+ * fields every record has, and "same_as" where it has one (nnp_record_same_as). NULL stays
+ * NULL. */
 static json_t *with_stored_bytes(const nnp_dump *d, json_t *o)
 {
     json_t *recs = o ? json_object_get(o, "records") : NULL;
-    for (size_t i = 0; i < json_array_size(recs); i++)
-        if (json_object_set_new(json_array_get(recs, i), "stored_bytes",
-                                json_integer((json_int_t)nnp_record_stored_bytes(d, i))) != 0) {
+    for (size_t i = 0; i < json_array_size(recs); i++) {
+        json_t *r = json_array_get(recs, i);
+        const char *same = nnp_record_same_as(d, i);
+        if (json_object_set_new(r, "stored_bytes",
+                                json_integer((json_int_t)nnp_record_stored_bytes(d, i))) != 0 ||
+            (same && json_object_set_new(r, "same_as", json_string(same)) != 0)) {
             json_decref(o);
             return NULL;
         }
+    }
     return o;
 }
 

@@ -63,9 +63,9 @@ extern "C" {
  * library allocates or that carry their own size) raises the minor number. CHANGELOG.md says
  * what each version changed. */
 #define NNP_VERSION_MAJOR 0
-#define NNP_VERSION_MINOR 6
-#define NNP_VERSION_PATCH 1
-#define NNP_VERSION_STRING "0.6.1"
+#define NNP_VERSION_MINOR 7
+#define NNP_VERSION_PATCH 0
+#define NNP_VERSION_STRING "0.7.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for `#if NNP_VERSION_NUMBER >= 200` */
 #define NNP_VERSION_NUMBER (NNP_VERSION_MAJOR * 10000 + NNP_VERSION_MINOR * 100 + NNP_VERSION_PATCH)
 
@@ -250,6 +250,11 @@ nnp_status nnp_dump_data(nnp_dump *dump, size_t i, const void **data);
  * at most (the span from its first to its last, and no more than the product of the sizes it
  * steps along). 0 for no such record. */
 uint64_t nnp_record_stored_bytes(const nnp_dump *dump, size_t i);
+
+/* The name of the record whose stored tensor record i is, when the file stores that tensor once
+ * for both (a capture given the same tensor again: nnp_tap_record_same; its stored bytes are
+ * then 0); NULL otherwise and for no such record. */
+const char *nnp_record_same_as(const nnp_dump *dump, size_t i);
 
 /* Checking an archive member's CRC-32 reads all its bytes once more before they are used.
  * nnp_diff_dumps and nnp_stats_compute read every byte of what they compare anyway, and can
@@ -937,6 +942,20 @@ typedef struct nnp_tap_desc {
 
 /* Record `data` (little-endian, C-contiguous; may be NULL when the shape holds no element). */
 nnp_status nnp_tap_record(const nnp_tap_desc *desc, const void *data);
+
+/* nnp_tap_record, and *number (when not NULL) gets the record's number in this capture, for
+ * nnp_tap_record_same; UINT64_MAX when nothing was recorded (no session, or one that only
+ * injects). */
+nnp_status nnp_tap_record_numbered(const nnp_tap_desc *desc, const void *data, uint64_t *number);
+
+/* Record a tensor that is the tensor of record `number` (from nnp_tap_record_numbered) of this
+ * capture: the same buffer, unchanged since (a layer's output that is the next layer's input).
+ * It becomes a record of its own, whose data is that record's; its bytes are not written or
+ * fingerprinted again, and the dump stores the tensor once (docs/dump-format.md, "same_as").
+ * The caller vouches that the values are unchanged: nothing is read to check it. desc's dtype
+ * and shape must be that record's (NNP_ERR_ARG otherwise, and for a number not yet recorded).
+ * The PyTorch bridge does this for a tensor object given again at the same version. */
+nnp_status nnp_tap_record_same(const nnp_tap_desc *desc, uint64_t number);
 
 /* A layer input: when injecting, first overwrite `data` in place with the reference record of the
  * same name, role and call (after the rules), converted to desc->dtype (any dtype converts to

@@ -139,6 +139,9 @@ class TapPacker(threading.local):
     def __init__(self):
         self.buf = ctypes.create_string_buffer(self.DESC.size + 8 * self.MAX_DIMS)
         self.addr = ctypes.addressof(self.buf)
+        # where nnp_tap_record_numbered puts a record's number
+        self.number = ctypes.c_uint64()
+        self.number_addr = ctypes.addressof(self.number)
 
     def pack(self, name_b, role_b, type_b, code, shape):
         """The address of the packed descriptor, valid until this thread packs another; None
@@ -334,6 +337,9 @@ _SIGNATURES = {
     "nnp_capture_close": (_c_int, []),
     "nnp_capture_active": (_c_int, []),
     "nnp_tap_record": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p]),
+    "nnp_tap_record_numbered": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p,
+                                         ctypes.POINTER(ctypes.c_uint64)]),
+    "nnp_tap_record_same": (_c_int, [ctypes.POINTER(TapDesc), ctypes.c_uint64]),
     "nnp_tap_inject": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p]),
     "nnp_capture_set_meta": (_c_int, [_c_char_p, _c_char_p]),
     "nnp_convert": (_c_int, [_c_int, _c_void_p, ctypes.c_size_t, _c_int, _c_void_p]),
@@ -381,6 +387,8 @@ _SIGNATURES = {
 # a descriptor TapPacker packed.
 _AT_SIGNATURES = {
     "nnp_tap_record": (_c_int, [_c_void_p, _c_void_p]),
+    "nnp_tap_record_numbered": (_c_int, [_c_void_p, _c_void_p, _c_void_p]),
+    "nnp_tap_record_same": (_c_int, [_c_void_p, ctypes.c_uint64]),
     "nnp_tap_inject": (_c_int, [_c_void_p, _c_void_p]),
 }
 

@@ -34,6 +34,7 @@ import json
 import os
 import threading
 import warnings
+import weakref
 
 import torch
 
@@ -146,18 +147,51 @@ def tap_call(fn, fn_at, name_b, role_b, type_b, code, shape, data):
     return fn(ctypes.byref(make_desc(name_b, role_b, type_b, code, shape)), data)
 
 
+_NOT_RECORDED = (1 << 64) - 1  # the number nnp_tap_record_numbered gives when it records nothing
+
+
 def record_tensor(name_b, role_b, type_b, t):
-    """Record t; False (nothing recorded) when host_view() refuses it."""
+    """Record t: (its record's number in the capture, None when the session recorded nothing;
+    its nnp dtype; its shape), or None (nothing recorded) when host_view() refuses it."""
     hv = host_view(t)
     if hv is None:
-        return False
+        return None
     h, code = hv
     L = _lib.lib()
-    status = tap_call(L.nnp_tap_record, L.nnp_tap_record_at, name_b, role_b, type_b, code,
-                      h.shape, h.data_ptr() or _EMPTY_ADDR)
+    data = h.data_ptr() or _EMPTY_ADDR
+    addr = _packer.pack(name_b, role_b, type_b, code, h.shape)
+    if addr is not None:
+        status = L.nnp_tap_record_numbered_at(addr, data, _packer.number_addr)
+    else:
+        status = L.nnp_tap_record_numbered(
+            ctypes.byref(make_desc(name_b, role_b, type_b, code, h.shape)), data,
+            ctypes.byref(_packer.number))
     if status != NNP_OK:
         raise _lib.error(status, f"recording {name_b.decode()}/{role_b.decode()}")
-    return True
+    number = _packer.number.value
+    return (None if number == _NOT_RECORDED else number), code, h.shape
+
+
+def record_same(name_b, role_b, type_b, code, shape, number):
+    """Record (name, role) as the tensor of record `number`, written before."""
+    L = _lib.lib()
+    addr = _packer.pack(name_b, role_b, type_b, code, shape)
+    if addr is not None:
+        status = L.nnp_tap_record_same_at(addr, number)
+    else:
+        status = L.nnp_tap_record_same(
+            ctypes.byref(make_desc(name_b, role_b, type_b, code, shape)), number)
+    if status != NNP_OK:
+        raise _lib.error(status, f"recording {name_b.decode()}/{role_b.decode()}")
+
+
+def tensor_version(t):
+    """t's version counter, which every in-place change of its memory bumps (through any view of
+    it); None for a tensor that keeps none (one made under torch.inference_mode())."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 class Unrecordable(Exception):
@@ -364,6 +398,9 @@ class Session:
         # warning and the metadata at the end. Filled only off the common path.
         self._skipped = {}
         self._not_injected = {}
+        # The tensors recorded, by id(): (weak reference, version, address, (record number,
+        # nnp dtype, shape)), for _record_again().
+        self._recorded = {}
         # Calls of each (name, role) recorded through dense_form(), which numbers the metadata
         # keys of those records (the library's call index, as long as a (name, role) is either
         # always or never such a tensor, as one module's tensors are).
@@ -415,14 +452,37 @@ class Session:
 
     def _record(self, name_b, role_b, type_b, t):
         try:
-            if not record_tensor(name_b, role_b, type_b, t):
+            if self._record_again(name_b, role_b, type_b, t):
+                return
+            done = record_tensor(name_b, role_b, type_b, t)
+            if done is None:
                 self._record_dense(name_b, role_b, type_b, t)
+            elif done[0] is not None:
+                version = tensor_version(t)
+                if version is not None:
+                    self._recorded[id(t)] = (weakref.ref(t), version, t.data_ptr(), done)
         except NnparityError:
             raise
         except Unrecordable as e:
             self._skip(self._skipped, name_b, role_b, str(e))
         except Exception as e:
             self._skip(self._skipped, name_b, role_b, f"{type(e).__name__}: {e}")
+
+    def _record_again(self, name_b, role_b, type_b, t):
+        """Record t as the tensor of an earlier record when it is the same tensor object, at the
+        same version and address: a module's output that the next module takes as its input, a
+        container's input that its first child takes. Its bytes are then written and
+        fingerprinted once. False when it is not such a tensor."""
+        seen = self._recorded.get(id(t))
+        if seen is None:
+            return False
+        ref, version, address, (number, code, shape) = seen
+        # The weak reference tells a tensor that died, and whose id a new one reuses, from the
+        # one recorded; the version, a change made in place since (an in-place ReLU).
+        if ref() is not t or tensor_version(t) != version or t.data_ptr() != address:
+            return False
+        record_same(name_b, role_b, type_b, code, shape, number)
+        return True
 
     def _record_dense(self, name_b, role_b, type_b, t):
         dense, notes = dense_form(t)

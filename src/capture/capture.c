@@ -334,8 +334,15 @@ int nnp_capture_active(void)
     return mode;
 }
 
+/* What a tap records: its data, or the number of an earlier record whose tensor it is. */
+typedef struct tap_source {
+    const void *data;
+    const uint64_t *same_as; /* NULL: data */
+    uint64_t *number;        /* where the record's number goes (NULL: nowhere) */
+} tap_source;
+
 /* Record under the session lock. */
-static nnp_status record_locked(session *s, const nnp_tap_desc *d, uint64_t call, const void *data)
+static nnp_status record_locked(session *s, const nnp_tap_desc *d, uint64_t call, tap_source src)
 {
     if (!s->writer)
         return NNP_OK;
@@ -343,7 +350,17 @@ static nnp_status record_locked(session *s, const nnp_tap_desc *d, uint64_t call
         return nnp__fail(s->failed, "%s", s->failure);
     nnp_record_desc rd = {.module = d->name, .role = d->role, .module_type = d->module_type,
                           .call = call, .dtype = d->dtype, .ndim = d->ndim, .shape = d->shape};
-    nnp_status st = nnp_writer_add(s->writer, &rd, data);
+    size_t number = nnp__writer_count(s->writer);
+    nnp_status st = NNP_OK;
+    if (!src.same_as)
+        st = nnp_writer_add(s->writer, &rd, src.data);
+    else if (*src.same_as >= number)
+        st = nnp__fail(NNP_ERR_ARG, "tap '%s/%s': the same as record %llu, but %zu are recorded",
+                       d->name, d->role, (unsigned long long)*src.same_as, number);
+    else
+        st = nnp__writer_add_same(s->writer, &rd, (size_t)*src.same_as);
+    if (!st && src.number)
+        *src.number = number;
     if (st == NNP_ERR_IO) {
         /* A full disk does not get better: keep what was written, refuse the rest clearly. */
         s->failed = st;
@@ -372,15 +389,17 @@ static nnp_status check_desc(const nnp_tap_desc *d, const void *data)
 
 /* Record d in the session s, held by the caller; with first_only, only the first time the
  * session sees its name and role (later ones still count calls). */
-static nnp_status tap_record_in(session *s, const nnp_tap_desc *d, const void *data,
+static nnp_status tap_record_in(session *s, const nnp_tap_desc *d, tap_source src,
                                 bool first_only)
 {
-    nnp_status st = check_desc(d, data);
+    /* a record of an earlier one's tensor has no data of its own: its shape is checked alone */
+    static const unsigned char no_data;
+    nnp_status st = check_desc(d, src.same_as ? &no_data : src.data);
     if (!st) {
         pthread_mutex_lock(&s->lock);
         uint64_t call;
         if (!(st = next_call(s, d->name, d->role, &call)) && (!first_only || call == 0))
-            st = record_locked(s, d, call, data);
+            st = record_locked(s, d, call, src);
         pthread_mutex_unlock(&s->lock);
     }
     return st;
@@ -391,7 +410,29 @@ nnp_status nnp_tap_record(const nnp_tap_desc *d, const void *data)
     session *s = current();
     if (!s)
         return NNP_OK;
-    nnp_status st = tap_record_in(s, d, data, false);
+    nnp_status st = tap_record_in(s, d, (tap_source){data, NULL, NULL}, false);
+    done();
+    return st;
+}
+
+nnp_status nnp_tap_record_numbered(const nnp_tap_desc *d, const void *data, uint64_t *number)
+{
+    if (number)
+        *number = UINT64_MAX;
+    session *s = current();
+    if (!s)
+        return NNP_OK;
+    nnp_status st = tap_record_in(s, d, (tap_source){data, NULL, number}, false);
+    done();
+    return st;
+}
+
+nnp_status nnp_tap_record_same(const nnp_tap_desc *d, uint64_t number)
+{
+    session *s = current();
+    if (!s)
+        return NNP_OK;
+    nnp_status st = tap_record_in(s, d, (tap_source){NULL, &number, NULL}, false);
     done();
     return st;
 }
@@ -540,7 +581,7 @@ static nnp_status tap_inject_in(session *s, const nnp_tap_desc *d, void *data)
         snprintf(inj_msg, sizeof inj_msg, "%s", nnp_last_error());
     /* A shape mismatch leaves data as it was; a missing reference record is still recorded. */
     if (!st && inj != NNP_ERR_ARG && inj != NNP_ERR_NOMEM)
-        st = record_locked(s, d, call, data);
+        st = record_locked(s, d, call, (tap_source){data, NULL, NULL});
     pthread_mutex_unlock(&s->lock);
     if (!st && inj)
         return nnp__fail(inj, "%s", inj_msg);
@@ -589,7 +630,7 @@ nnp_status nnp_tap_param(const char *name, const char *param, nnp_dtype dtype, u
         memcpy(role + 6, param, n + 1);
         nnp_tap_desc d = {name, role, NULL, dtype, ndim, shape};
         /* a layer's weights are one value however often it runs: only the first is kept */
-        st = tap_record_in(s, &d, data, true);
+        st = tap_record_in(s, &d, (tap_source){data, NULL, NULL}, true);
     }
     if (role != stack)
         free(role);
@@ -632,7 +673,7 @@ static nnp_status vtapf(const char *who, bool inject, const nnp_tap_desc *desc, 
         nnp_tap_desc d = *desc;
         st = format_name(who, &d, name, fmt, args);
         if (!st)
-            st = inject ? tap_inject_in(s, &d, data) : tap_record_in(s, &d, in, false);
+            st = inject ? tap_inject_in(s, &d, data) : tap_record_in(s, &d, (tap_source){in, NULL, NULL}, false);
     }
     done();
     return st;

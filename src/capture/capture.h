@@ -12,6 +12,12 @@
  * records must not pass for a finished dump. Returns the partial file's path (valid until the
  * next call on this thread). */
 const char *nnp__writer_abandon(nnp_writer *w);
+/* Add a record whose tensor is that of the writer's record number `earlier` (in adding order),
+ * unchanged since: listed as a record of its own, with no bytes of its own (docs/dump-format.md,
+ * "same_as"). Its dtype and shape must be that record's. */
+nnp_status nnp__writer_add_same(nnp_writer *w, const nnp_record_desc *desc, size_t earlier);
+/* How many records the writer holds: the next one added is number nnp__writer_count(w). */
+size_t nnp__writer_count(const nnp_writer *w);
 /* nnp_writer_set_meta without the check for reserved keys: for nnparity's own facts. */
 nnp_status nnp__writer_put_meta(nnp_writer *w, const char *key, const char *value);
 /* A record's sketch taken beside its write (sketch_job.c): start it before writing the data,

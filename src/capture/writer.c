@@ -32,6 +32,8 @@ typedef struct w_rec {
     uint32_t ndim;
     uint64_t *shape;
     uint64_t begin, end;
+    int64_t same_as; /* the earlier record whose stored tensor this one is (no bytes of its
+                      * own), or -1 */
     bool sketched; /* false for a record resumed from a journal: its data is not at hand */
     unsigned char sketch[NNP_SKETCH_ENTRY_BYTES]; /* its fingerprint, stored at close */
 } w_rec;
@@ -415,20 +417,22 @@ static nnp_status push_rec(nnp_writer *w, w_rec *r)
 
 /* One journal line: the record's provenance and its safetensors entry. It is appended only once
  * the data is written, so every journalled record is complete on disk. */
-static nnp_status journal_record(nnp_writer *w, const nnp_record_desc *desc, const char *name,
-                                 uint64_t begin, uint64_t end)
+static nnp_status journal_record(nnp_writer *w, const w_rec *r)
 {
     nnp_sbuf line = {0};
-    nnp__provenance_entry(&line, true, name, desc->module ? desc->module : "",
-                          desc->role ? desc->role : "", desc->module_type ? desc->module_type : "",
-                          desc->call, w->nrecs);
-    if (!line.failed)
-        line.len--; /* reopen the object the entry closed */
-    nnp__sbuf_printf(&line, ",\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(desc->dtype));
-    for (uint32_t k = 0; k < desc->ndim; k++)
-        nnp__sbuf_printf(&line, k ? ",%llu" : "%llu", (unsigned long long)desc->shape[k]);
-    nnp__sbuf_printf(&line, "],\"data_offsets\":[%llu,%llu]}\n", (unsigned long long)begin,
-                     (unsigned long long)end);
+    nnp__provenance_entry(&line, true, r->name, r->module, r->role, r->module_type, r->call,
+                          w->nrecs, r->same_as >= 0 ? w->recs[r->same_as].name : NULL);
+    if (r->same_as >= 0) {
+        nnp__sbuf_puts(&line, "\n");
+    } else {
+        if (!line.failed)
+            line.len--; /* reopen the object the entry closed */
+        nnp__sbuf_printf(&line, ",\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(r->dtype));
+        for (uint32_t k = 0; k < r->ndim; k++)
+            nnp__sbuf_printf(&line, k ? ",%llu" : "%llu", (unsigned long long)r->shape[k]);
+        nnp__sbuf_printf(&line, "],\"data_offsets\":[%llu,%llu]}\n",
+                         (unsigned long long)r->begin, (unsigned long long)r->end);
+    }
     nnp_status st = journal_append(w, &line);
     nnp__sbuf_free(&line);
     return st;
@@ -440,7 +444,10 @@ static bool utf8_ok(const char *s)
     return !s || nnp__utf8_valid((const unsigned char *)s, strlen(s), &bad);
 }
 
-nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void *data)
+/* Check desc (data: the bytes it describes; NULL with has_data unset, for a record with no bytes
+ * of its own) and make its record in r, not yet added: names copied, shape and call set. */
+static nnp_status rec_from_desc(nnp_writer *w, const nnp_record_desc *desc, const void *data,
+                                bool has_data, uint64_t *nbytes, w_rec *r)
 {
     if (!w || !desc)
         return nnp__fail(NNP_ERR_ARG, "nnp_writer_add: no writer or description");
@@ -454,85 +461,143 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     if (!utf8_ok(desc->name) || !utf8_ok(desc->module) || !utf8_ok(desc->role) ||
         !utf8_ok(desc->module_type))
         return nnp__fail(NNP_ERR_ARG, "%s: a name is not valid UTF-8", w->path);
-    uint64_t nelem, nbytes, end;
+    uint64_t nelem, end;
     if (!nnp__shape_nelem(desc->ndim, desc->shape, &nelem) ||
-        !nnp__mul_u64(nelem, nnp_dtype_size(desc->dtype), &nbytes) ||
-        !nnp__add_u64(w->data_len, nbytes, &end))
+        !nnp__mul_u64(nelem, nnp_dtype_size(desc->dtype), nbytes) ||
+        !nnp__add_u64(w->data_len, *nbytes, &end))
         return nnp__fail(NNP_ERR_ARG, "%s: shape's size overflows 64 bits", w->path);
-    if (nbytes && !data)
+    if (has_data && *nbytes && !data)
         return nnp__fail(NNP_ERR_ARG, "%s: no data for a tensor of %llu bytes", w->path,
-                         (unsigned long long)nbytes);
+                         (unsigned long long)*nbytes);
 
-    w_rec r = {0};
-    r.name = desc->name && *desc->name ? strdup(desc->name) : default_name(desc);
-    r.module = dup_or_empty(desc->module);
-    r.role = dup_or_empty(desc->role);
-    r.module_type = dup_or_empty(desc->module_type);
-    r.shape = malloc((desc->ndim ? desc->ndim : 1) * sizeof *r.shape);
-    if (!r.name || !r.module || !r.role || !r.module_type || !r.shape) {
-        free_rec(&r);
+    memset(r, 0, sizeof *r);
+    r->name = desc->name && *desc->name ? strdup(desc->name) : default_name(desc);
+    r->module = dup_or_empty(desc->module);
+    r->role = dup_or_empty(desc->role);
+    r->module_type = dup_or_empty(desc->module_type);
+    r->shape = malloc((desc->ndim ? desc->ndim : 1) * sizeof *r->shape);
+    if (!r->name || !r->module || !r->role || !r->module_type || !r->shape) {
+        free_rec(r);
         return nnp__nomem();
     }
-    if (strcmp(r.name, "__metadata__") == 0) {
-        free_rec(&r);
+    if (strcmp(r->name, "__metadata__") == 0) {
+        free_rec(r);
         return nnp__fail(NNP_ERR_ARG, "%s: '__metadata__' cannot name a tensor", w->path);
     }
-    if (nnp__strindex_find(&w->names, r.name) >= 0) {
-        nnp_status st = nnp__fail(NNP_ERR_ARG, "%s: tensor '%s' added twice", w->path, r.name);
-        free_rec(&r);
+    if (nnp__strindex_find(&w->names, r->name) >= 0) {
+        nnp_status st = nnp__fail(NNP_ERR_ARG, "%s: tensor '%s' added twice", w->path, r->name);
+        free_rec(r);
         return st;
     }
+    if (desc->ndim)
+        memcpy(r->shape, desc->shape, desc->ndim * sizeof *r->shape);
+    r->call = desc->call;
+    r->dtype = desc->dtype;
+    r->ndim = desc->ndim;
+    r->same_as = -1;
+    return NNP_OK;
+}
+
+/* A journal line failed: stop here. A torn journal line must stay the journal's last, and what
+ * was written before stays recoverable. */
+static nnp_status stop_writing(nnp_writer *w, nnp_status st, w_rec *r)
+{
+    w->failed = st;
+    snprintf(w->failure, sizeof w->failure, "%s", nnp_last_error());
+    free_rec(r);
+    return st;
+}
+
+nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void *data)
+{
+    w_rec r;
+    uint64_t nbytes;
+    nnp_status st = rec_from_desc(w, desc, data, true, &nbytes, &r);
+    if (st)
+        return st;
+    r.begin = w->data_len;
+    r.end = w->data_len + nbytes;
     /* the whole tensor is at hand now, and never again without reading the file back */
     nnp_sketch_job job;
     if (w->sketch)
-        nnp__sketch_job_start(&job, desc->dtype, desc->ndim, desc->shape, data, nelem, r.sketch);
-    nnp_status st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
+        nnp__sketch_job_start(&job, desc->dtype, desc->ndim, desc->shape, data,
+                              nbytes / nnp_dtype_size(desc->dtype), r.sketch);
+    st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
     if (!st)
-        st = journal_record(w, desc, r.name, w->data_len, end);
+        st = journal_record(w, &r);
     if (w->sketch) {
         nnp__sketch_job_finish(&job);
         r.sketched = true;
     }
-    if (st) {
-        /* Stop here: a torn journal line must stay the journal's last, and what was written
-         * before stays recoverable. */
-        w->failed = st;
-        snprintf(w->failure, sizeof w->failure, "%s", nnp_last_error());
+    if (st)
+        return stop_writing(w, st, &r);
+    if ((st = push_rec(w, &r)))
+        return st;
+    w->data_len = r.end;
+    return NNP_OK;
+}
+
+size_t nnp__writer_count(const nnp_writer *w)
+{
+    return w->nrecs;
+}
+
+nnp_status nnp__writer_add_same(nnp_writer *w, const nnp_record_desc *desc, size_t earlier)
+{
+    w_rec r;
+    uint64_t nbytes;
+    nnp_status st = rec_from_desc(w, desc, NULL, false, &nbytes, &r);
+    if (st)
+        return st;
+    if (earlier >= w->nrecs) {
+        st = nnp__fail(NNP_ERR_ARG, "%s: tensor '%s' is said to be the same as record %zu, but "
+                       "%zu are written", w->path, r.name, earlier, w->nrecs);
         free_rec(&r);
         return st;
     }
-    if (desc->ndim)
-        memcpy(r.shape, desc->shape, desc->ndim * sizeof *r.shape);
-    r.call = desc->call;
-    r.dtype = desc->dtype;
-    r.ndim = desc->ndim;
-    r.begin = w->data_len;
-    r.end = end;
-    if ((st = push_rec(w, &r)))
+    /* the record that stores the bytes, however many names came between */
+    size_t src = w->recs[earlier].same_as >= 0 ? (size_t)w->recs[earlier].same_as : earlier;
+    const w_rec *s = &w->recs[src];
+    if (s->dtype != r.dtype || s->ndim != r.ndim ||
+        (r.ndim && memcmp(s->shape, r.shape, r.ndim * sizeof *r.shape) != 0)) {
+        st = nnp__fail(NNP_ERR_ARG, "%s: tensor '%s' is said to be the same as '%s', whose dtype "
+                       "or shape differs", w->path, r.name, s->name);
+        free_rec(&r);
         return st;
-    w->data_len = end;
-    return NNP_OK;
+    }
+    r.same_as = (int64_t)src;
+    r.sketched = s->sketched;
+    memcpy(r.sketch, s->sketch, sizeof r.sketch);
+    if ((st = journal_record(w, &r)))
+        return stop_writing(w, st, &r);
+    return push_rec(w, &r);
 }
 
 /* The records' fingerprints, when every record has one: a resumed capture's are not stored
  * (readers compute them from the data). */
 static void put_sketches(nnp_writer *w, nnp_sbuf *h)
 {
-    if (!w->nrecs)
-        return;
-    for (size_t i = 0; i < w->nrecs; i++)
+    size_t n = 0;
+    for (size_t i = 0; i < w->nrecs; i++) {
         if (!w->recs[i].sketched)
             return;
-    unsigned char *all = malloc(w->nrecs * sizeof w->recs->sketch);
+        n += w->recs[i].same_as < 0;
+    }
+    if (!n)
+        return;
+    unsigned char *all = malloc(n * sizeof w->recs->sketch);
     if (!all) {
         h->failed = true;
         return;
     }
+    /* one entry a stored tensor: a record stored under another's name has that one's */
+    n = 0;
     for (size_t i = 0; i < w->nrecs; i++)
-        memcpy(all + i * sizeof w->recs->sketch, w->recs[i].sketch, sizeof w->recs->sketch);
+        if (w->recs[i].same_as < 0)
+            memcpy(all + n++ * sizeof w->recs->sketch, w->recs[i].sketch, sizeof w->recs->sketch);
     /* base64 needs no JSON escaping */
     nnp__sbuf_puts(h, ",\"" NNP_META_SKETCHES_KEY "\":\"");
-    nnp__sketch_value(h, all, w->nrecs);
+    nnp__sketch_value(h, all, n);
     nnp__sbuf_puts(h, "\"");
     free(all);
 }
@@ -541,11 +606,13 @@ static void put_sketches(nnp_writer *w, nnp_sbuf *h)
 static char *build_header(nnp_writer *w, size_t *len, bool sketches)
 {
     nnp_sbuf prov = {0}, h = {0};
+    bool same = false;
     nnp__sbuf_puts(&prov, "[");
     for (size_t i = 0; i < w->nrecs; i++) {
         w_rec *r = &w->recs[i];
         nnp__provenance_entry(&prov, i == 0, r->name, r->module, r->role, r->module_type, r->call,
-                              i);
+                              i, r->same_as >= 0 ? w->recs[r->same_as].name : NULL);
+        same = same || r->same_as >= 0;
     }
     nnp__sbuf_puts(&prov, "]");
 
@@ -556,7 +623,8 @@ static char *build_header(nnp_writer *w, size_t *len, bool sketches)
         nnp__sbuf_json_string(&h, w->meta[2 * i + 1]);
         nnp__sbuf_puts(&h, ",");
     }
-    nnp__sbuf_puts(&h, "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE "\",");
+    nnp__sbuf_puts(&h, same ? "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE_SAME "\","
+                            : "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE "\",");
     nnp__sbuf_puts(&h, "\"" NNP_META_RECORDS_KEY "\":");
     nnp__sbuf_json_string(&h, prov.failed ? "" : prov.s);
     if (sketches)
@@ -564,6 +632,8 @@ static char *build_header(nnp_writer *w, size_t *len, bool sketches)
     nnp__sbuf_puts(&h, "}");
     for (size_t i = 0; i < w->nrecs; i++) {
         w_rec *r = &w->recs[i];
+        if (r->same_as >= 0)
+            continue; /* listed in the records only: its tensor is stored once */
         nnp__sbuf_puts(&h, ",");
         nnp__sbuf_json_string(&h, r->name);
         nnp__sbuf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(r->dtype));
@@ -751,10 +821,18 @@ const char *nnp__writer_abandon(nnp_writer *w)
     return kept;
 }
 
-/* Append a copy of dump record r (its data already in the partial file) to the writer's list. */
-static nnp_status resume_record(nnp_writer *w, const nnp_record *r)
+/* Append a copy of dump record r (its data already in the partial file, or, with same_as, that
+ * of the earlier record so named) to the writer's list. */
+static nnp_status resume_record(nnp_writer *w, const nnp_record *r, const char *same_as)
 {
-    w_rec x = {0};
+    w_rec x = {.same_as = -1};
+    if (same_as) {
+        int64_t src = nnp__strindex_find(&w->names, same_as);
+        if (src < 0) /* journal.c added it after its source, and resumes in that order */
+            return nnp__fail(NNP_ERR_INTERNAL, "%s: '%s' is resumed before '%s'", w->tmp_path,
+                             r->name, same_as);
+        x.same_as = src;
+    }
     x.name = strdup(r->name);
     x.module = strdup(r->module);
     x.role = strdup(r->role);
@@ -771,7 +849,7 @@ static nnp_status resume_record(nnp_writer *w, const nnp_record *r)
     x.call = r->call;
     /* journalled records are contiguous in execution order (journal.c checks) */
     x.begin = w->data_len;
-    x.end = w->data_len + r->nbytes;
+    x.end = w->data_len + (same_as ? 0 : r->nbytes);
     nnp_status st = push_rec(w, &x);
     if (!st)
         w->data_len = x.end;
@@ -812,8 +890,10 @@ static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t
         if (strncmp(k, "nnparity.", 9) != 0)
             st = nnp_writer_set_meta(w, k, v);
     }
-    for (size_t i = 0; i < nnp_dump_count(d) && !st; i++)
-        st = resume_record(w, nnp_dump_record(d, i));
+    size_t n;
+    const nnp_rec *recs = nnp__dump_recs(d, &n);
+    for (size_t i = 0; i < n && !st; i++)
+        st = resume_record(w, &recs[i].pub, recs[i].same_as);
     if (st)
         goto fail;
     w->room = nnp__dump_header_room(d);

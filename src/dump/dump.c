@@ -346,6 +346,40 @@ static nnp_status dump_add(nnp_dump *d, const char *file, const char *name, nnp_
     return NNP_OK;
 }
 
+nnp_status nnp__dump_add_same(nnp_dump *d, const char *file, const char *name, const char *source,
+                              nnp_rec **out)
+{
+    char *tmp;
+    const char *stored = stored_name(d, source, &tmp);
+    if (!stored)
+        return nnp__nomem();
+    int64_t s = nnp_dump_find(d, stored);
+    free(tmp);
+    if (s < 0 || strcmp(d->recs[s].pub.file, file) != 0)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is the same as '%s', which the file "
+                         "does not hold before it", file, name, source);
+    /* the source's shape and file name are arena strings that live as long as the dump */
+    nnp_rec src = d->recs[s];
+    nnp_status st = nnp__dump_add(d, file, name, src.pub.dtype, src.pub.ndim, src.pub.shape, out);
+    if (st)
+        return st;
+    nnp_rec *r = *out;
+    r->raw = src.raw;
+    r->layout = src.layout;
+    r->load = src.load;
+    r->load_range = src.load_range;
+    r->load_ctx = src.load_ctx;
+    r->view_stored = src.view_stored;
+    r->check = src.check;
+    r->check_off = src.check_off;
+    r->stored = 0; /* its bytes are the source's */
+    r->stored_set = true;
+    r->sketch_store = src.sketch_store;
+    r->sketch_at = src.sketch_at;
+    r->same_as = src.same_as ? src.same_as : src.pub.name;
+    return NNP_OK;
+}
+
 /* The index of metadata key `key`, or -1. */
 static int64_t meta_find(const nnp_dump *d, const char *key)
 {
@@ -854,6 +888,11 @@ uint64_t nnp_record_stored_bytes(const nnp_dump *d, size_t i)
     if (!d || i >= d->nrecs)
         return 0;
     return d->recs[i].stored_set ? d->recs[i].stored : d->recs[i].pub.nbytes;
+}
+
+const char *nnp_record_same_as(const nnp_dump *d, size_t i)
+{
+    return d && i < d->nrecs ? d->recs[i].same_as : NULL;
 }
 
 nnp_status nnp_dump_data(nnp_dump *d, size_t i, const void **data)

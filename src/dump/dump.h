@@ -48,6 +48,8 @@ typedef struct nnp_rec {
     uint64_t sort_key[3];     /* set when the dump is complete */
     uint32_t sketch_store;    /* 1 + which stored sketches hold its fingerprint; 0: none */
     uint64_t sketch_at;       /* ... and which entry of them */
+    const char *same_as;      /* a record stored once under an earlier record's name (a capture
+                               * given one tensor twice): that record's name; NULL otherwise */
 } nnp_rec;
 
 /* What the gathered views of one dump may hold in total: NNP_VIEW_CAP_FACTOR times the size of
@@ -135,6 +137,11 @@ void nnp__dump_set_rank(nnp_dump *d, int32_t rank, uint32_t world);
  * rename them (arena strings) and set their meta_seq: the dump is indexed and ordered after. */
 nnp_rec *nnp__dump_recs(nnp_dump *d, size_t *n);
 
+/* Add record `name` of `file` as the same tensor as record `source` of that file, added before
+ * ("same_as" in nnparity metadata): its data, dtype, shape and fingerprint are the source's, and
+ * it takes no bytes of its own. A source the file does not hold is a format error naming both. */
+nnp_status nnp__dump_add_same(nnp_dump *d, const char *file, const char *name, const char *source,
+                              nnp_rec **out);
 /* Record `name`'s provenance from nnparity metadata (module, role, type copied; position `seq` in
  * execution order). Unknown names are a format error naming `file`. */
 nnp_status nnp__dump_annotate(nnp_dump *d, const char *file, const char *name, const char *module,
@@ -149,6 +156,9 @@ void nnp__dump_prefetch_range(nnp_dump *d, size_t i, uint64_t off, uint64_t len)
 /* nnparity's own facts in a safetensors __metadata__ (docs/dump-format.md) */
 #define NNP_META_FORMAT_KEY "nnparity.format"
 #define NNP_META_FORMAT_VALUE "dump/1"
+/* ... and of a dump that stores some tensor once for several records ("same_as" entries), which
+ * a reader of dump/1 alone would refuse */
+#define NNP_META_FORMAT_VALUE_SAME "dump/2"
 #define NNP_META_RECORDS_KEY "nnparity.records"
 /* In a capture made under injection: what injection did, {"injected": N, "not_injected": M,
  * "reasons": [...]} (capture/capture.c). */

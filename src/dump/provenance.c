@@ -1,7 +1,9 @@
 /*
  * provenance.c - reads and writes the "nnparity.records" metadata: a JSON array, in execution
- * order, of {"tensor", "module", "role", "call", "type", "seq"} objects (see docs/dump-format.md).
- * Only "tensor" is required; "seq" defaults to the entry's position in the array.
+ * order, of {"tensor", "module", "role", "call", "type", "seq", "same_as"} objects (see
+ * docs/dump-format.md). Only "tensor" is required; "seq" defaults to the entry's position in the
+ * array. An entry with "same_as" is a record of its own whose tensor the file stores once, under
+ * the name "same_as" gives.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,7 @@ static nnp_status syntax(const char *file, const nnp_json *j)
 
 /* One entry's fields: its strings at offsets into a buffer that every entry reuses (a capture
  * lists 100k entries; four allocations each showed up in opening one). NONE: absent. */
-enum { TENSOR, MODULE, ROLE, TYPE, NFIELDS };
+enum { TENSOR, MODULE, ROLE, TYPE, SAME_AS, NFIELDS };
 #define NONE SIZE_MAX
 
 typedef struct {
@@ -33,7 +35,8 @@ typedef struct {
     bool has_seq;
 } prov_entry;
 
-/* One {"tensor", "module", "role", "type", "call", "seq"} object; unknown fields are skipped. */
+/* One {"tensor", "module", "role", "type", "call", "seq", "same_as"} object; unknown fields are
+ * skipped. */
 static nnp_status parse_entry(nnp_json *j, const char *file, size_t i, nnp_sbuf *text,
                               prov_entry *e)
 {
@@ -50,14 +53,15 @@ static nnp_status parse_entry(nnp_json *j, const char *file, size_t i, nnp_sbuf 
                     : nnp__json_text_is(j, "module") ? MODULE
                     : nnp__json_text_is(j, "role")   ? ROLE
                     : nnp__json_text_is(j, "type")   ? TYPE
+                    : nnp__json_text_is(j, "same_as") ? SAME_AS
                                                       : -1;
         bool is_call = nnp__json_text_is(j, "call"), is_seq = nnp__json_text_is(j, "seq");
         if (field >= 0) {
             if (e->at[field] != NONE)
                 return bad(file, i, "a field appears twice");
             if (nnp__json_peek(j) != '"' || !nnp__json_string(j))
-                return bad(file, i, "\"tensor\", \"module\", \"role\" and \"type\" must be "
-                                    "strings");
+                return bad(file, i, "\"tensor\", \"module\", \"role\", \"type\" and "
+                                    "\"same_as\" must be strings");
             e->at[field] = text->len;
             nnp__sbuf_put(text, j->text.s, j->text.len + 1);
             if (text->failed)
@@ -89,13 +93,16 @@ nnp_status nnp__provenance_apply(nnp_dump *d, const char *file, const char *json
         j.p++;
     } else {
         do {
-            prov_entry e = {{NONE, NONE, NONE, NONE}, 0, 0, false};
+            prov_entry e = {{NONE, NONE, NONE, NONE, NONE}, 0, 0, false};
             text.len = 0;
             st = parse_entry(&j, file, i, &text, &e);
             /* after a failure text.s may still be NULL: no field is read then */
             const char *f[NFIELDS];
             for (int k = 0; !st && k < NFIELDS; k++)
                 f[k] = e.at[k] != NONE ? text.s + e.at[k] : "";
+            nnp_rec *same;
+            if (!st && e.at[SAME_AS] != NONE)
+                st = nnp__dump_add_same(d, file, f[TENSOR], f[SAME_AS], &same);
             if (!st)
                 st = nnp__dump_annotate(d, file, f[TENSOR], f[MODULE], f[ROLE], f[TYPE], e.call,
                                         e.has_seq ? e.seq : i);
@@ -120,7 +127,7 @@ void nnp__record_name(nnp_sbuf *b, const char *module, const char *role, uint64_
 
 void nnp__provenance_entry(nnp_sbuf *b, bool first, const char *tensor, const char *module,
                            const char *role, const char *module_type, uint64_t call,
-                           uint64_t seq)
+                           uint64_t seq, const char *same_as)
 {
     nnp__sbuf_puts(b, first ? "{\"tensor\":" : ",{\"tensor\":");
     nnp__sbuf_json_string(b, tensor);
@@ -135,6 +142,10 @@ void nnp__provenance_entry(nnp_sbuf *b, bool first, const char *tensor, const ch
     if (*module_type) {
         nnp__sbuf_puts(b, ",\"type\":");
         nnp__sbuf_json_string(b, module_type);
+    }
+    if (same_as) {
+        nnp__sbuf_puts(b, ",\"same_as\":");
+        nnp__sbuf_json_string(b, same_as);
     }
     nnp__sbuf_printf(b, ",\"call\":%llu,\"seq\":%llu}", (unsigned long long)call,
                      (unsigned long long)seq);

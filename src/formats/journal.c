@@ -5,6 +5,7 @@
  *     {"nnparity.journal":1,"room":N}                                  first line
  *     {"tensor":..,"module":..,"role":..,"type":..,"call":..,"seq":..,
  *      "dtype":..,"shape":[..],"data_offsets":[b,e]}                   one per record
+ *     {"tensor":..,...,"seq":..,"same_as":..}        a record whose tensor an earlier one stored
  *     {"meta":["key","value"]}                                        metadata set on the way
  * A last line without its newline was cut short by the kill and is ignored, and so is a record
  * whose data lies past the end of the file as mapped (a capture still being written). Records
@@ -27,6 +28,37 @@ static bool get_u64(json_t *v, uint64_t *out)
         return false;
     *out = (uint64_t)json_integer_value(v);
     return true;
+}
+
+/* The provenance of the record line e adds (its "tensor" checked to be a string). */
+static nnp_status annotate(nnp_dump *d, const char *path, json_t *e, uint64_t call, uint64_t seq)
+{
+    json_t *m = json_object_get(e, "module"), *ro = json_object_get(e, "role"),
+           *ty = json_object_get(e, "type");
+    return nnp__dump_annotate(d, path, json_string_value(json_object_get(e, "tensor")),
+                              m ? json_string_value(m) : "", ro ? json_string_value(ro) : "",
+                              ty ? json_string_value(ty) : "", call, seq);
+}
+
+/* Add one line of a record stored under an earlier record's name ("same_as"): it has no bytes
+ * of its own. */
+static nnp_status add_same(nnp_dump *d, const char *path, const char *jpath, size_t line,
+                           json_t *e, uint64_t *count)
+{
+    json_t *jt = json_object_get(e, "tensor"), *js = json_object_get(e, "same_as");
+    uint64_t call = 0, seq = 0;
+    if (!json_is_string(jt) || !json_is_string(js) ||
+        (json_object_get(e, "call") && !get_u64(json_object_get(e, "call"), &call)) ||
+        !get_u64(json_object_get(e, "seq"), &seq))
+        return bad_line(jpath, line, "not a record entry");
+    if (seq != *count)
+        return bad_line(jpath, line, "records are not in execution order");
+    nnp_rec *r;
+    nnp_status st = nnp__dump_add_same(d, path, json_string_value(jt), json_string_value(js), &r);
+    if (st)
+        return st;
+    (*count)++;
+    return annotate(d, path, e, call, seq);
 }
 
 /* Add one record line. *stop is set (and nothing added) when its data lies past the end of the
@@ -79,11 +111,7 @@ static nnp_status add_record(nnp_dump *d, const char *path, const char *jpath, s
     r->raw = data + begin;
     *expect = end;
     (*count)++;
-    json_t *m = json_object_get(e, "module"), *ro = json_object_get(e, "role"),
-           *ty = json_object_get(e, "type");
-    return nnp__dump_annotate(d, path, json_string_value(jt), m ? json_string_value(m) : "",
-                              ro ? json_string_value(ro) : "", ty ? json_string_value(ty) : "",
-                              call, seq);
+    return annotate(d, path, e, call, seq);
 }
 
 /* The first line: {"nnparity.journal":1,"room":N}, with N the header room of the partial file. */
@@ -147,6 +175,8 @@ nnp_status nnp__journal_load(nnp_dump *d, const char *path, const nnp_map *m, ui
             else /* set again later in the run: the last value is the one a close would write */
                 st = nnp__dump_set_meta(d, json_string_value(json_array_get(kv, 0)),
                                         json_string_value(json_array_get(kv, 1)));
+        } else if (json_object_get(e, "same_as")) {
+            st = add_same(d, path, jp.s, line, e, &count);
         } else {
             st = add_record(d, path, jp.s, line, e, data, data_size, &expect, &count, &stop);
         }

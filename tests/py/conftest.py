@@ -50,7 +50,10 @@ def write_safetensors(path, tensors, metadata=None):
 
 
 def read_safetensors(path):
-    """A strict reader following the reference rules, for checking nnparity's own output."""
+    """A strict reader following the reference rules, for checking nnparity's own output. A
+    capture's record stored under an earlier record's name ("same_as" in nnparity.records) is
+    given that record's tensor, as docs/dump-format.md says a reader of nnparity's metadata
+    presents it."""
     raw = Path(path).read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     assert n <= 100_000_000 and 8 + n <= len(raw)
@@ -70,6 +73,10 @@ def read_safetensors(path):
         out[k] = (info["dtype"], info["shape"], raw[8 + n + b:8 + n + e])
         pos = e
     assert 8 + n + pos == len(raw)
+    for entry in json.loads((meta or {}).get("nnparity.records", "[]")):
+        if "same_as" in entry:
+            assert entry["tensor"] not in out and entry["same_as"] in out, entry
+            out[entry["tensor"]] = out[entry["same_as"]]
     return meta, out
 
 

@@ -133,8 +133,8 @@ SAFETENSORS += [
     ("st_records_field_twice", st(REC % '"[{\\"tensor\\":\\"x\\",\\"tensor\\":\\"x\\"}]"', b"\0"),
      ["metadata 'nnparity.records' entry 0: a field appears twice"]),
     ("st_records_not_string", st(REC % '"[{\\"tensor\\":1}]"', b"\0"),
-     ["metadata 'nnparity.records' entry 0: \"tensor\", \"module\", \"role\" and \"type\" must "
-      "be strings"]),
+     ["metadata 'nnparity.records' entry 0: \"tensor\", \"module\", \"role\", \"type\" and "
+      "\"same_as\" must be strings"]),
     ("st_records_negative_call", st(REC % '"[{\\"tensor\\":\\"x\\",\\"call\\":-1}]"', b"\0"),
      ["metadata 'nnparity.records' entry 0: \"call\" and \"seq\" must be non-negative integers"]),
 ]

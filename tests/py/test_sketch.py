@@ -37,9 +37,13 @@ def stored_value(path):
     return json.loads(raw[8:8 + n])["__metadata__"].get(KEY)
 
 
-def sketches(nnp, path):
+def listed(nnp, path):
     p = nnp("ls", "--json", "--sketch", path, check=0)
-    return [r["sketch"] for r in json.loads(p.stdout)["files"][0]["records"]]
+    return json.loads(p.stdout)["files"][0]["records"]
+
+
+def sketches(nnp, path):
+    return [r["sketch"] for r in listed(nnp, path)]
 
 
 def assert_same(stored, computed):
@@ -56,8 +60,10 @@ def assert_same(stored, computed):
 def check_capture(nnp, path, tmp_path):
     value = stored_value(path)
     assert value.startswith("sketch/1:")
-    stored = sketches(nnp, path)
-    assert len(value) == len("sketch/1:") + 256 * len(stored)
+    records = listed(nnp, path)
+    stored = [r["sketch"] for r in records]
+    # an entry a stored tensor: a record of an earlier record's tensor (same_as) has its entry
+    assert len(value) == len("sketch/1:") + 256 * sum("same_as" not in r for r in records)
     plain = rewrite_meta(path, tmp_path / "plain.safetensors", KEY, None)
     assert_same(stored, sketches(nnp, plain))
     return stored
@@ -86,8 +92,10 @@ def test_bridge_capture_stores_what_its_data_gives(nnp, tmp_path, monkeypatch):
     stored = check_capture(nnp, out, tmp_path)
     # [2, 9, D] records carry the sketch of their last rows
     assert all(s["last"]["count"] == 2 * s["count"] // 18 for s in stored)
-    # the model's input and the first Linear's input are one value under two names
+    # the model's input and the first Linear's input are one tensor under two names, stored once
     assert stored[0]["hash"] == stored[1]["hash"]
+    records = listed(nnp, out)
+    assert records[1]["same_as"] == records[0]["name"] and records[1]["stored_bytes"] == 0
     check_capture(nnp, tmp_path / "bf16.safetensors", tmp_path)
 
 
