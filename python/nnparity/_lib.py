@@ -134,6 +134,7 @@ class TapPacker(threading.local):
     against the library's."""
     DESC = struct.Struct("@PPPiIP")
     MAX_DIMS = 64
+    KEEP_MAX = 4096  # descriptors packed() keeps a thread
     SHAPES = [struct.Struct(f"@{n}Q") for n in range(MAX_DIMS + 1)]
 
     def __init__(self):
@@ -142,6 +143,31 @@ class TapPacker(threading.local):
         # where nnp_tap_record_numbered puts a record's number
         self.number = ctypes.c_uint64()
         self.number_addr = ctypes.addressof(self.number)
+        # packed(): descriptors by their fields, and the buffers that hold them
+        self.kept = {}
+        self.bufs = []
+
+    def packed(self, name_b, role_b, type_b, code, shape):
+        """The address of a descriptor of these fields packed once and kept: a module's records
+        have the same names, dtype and shape capture after capture. None as pack() says."""
+        key = (name_b, role_b, type_b, code, shape)
+        addr = self.kept.get(key)
+        if addr is None:
+            n = len(shape)
+            if n > self.MAX_DIMS:
+                return None
+            if len(self.kept) >= self.KEEP_MAX:  # a loop of ever new shapes: start again
+                self.kept.clear()
+                self.bufs.clear()
+            buf = ctypes.create_string_buffer(self.DESC.size + 8 * max(n, 1))
+            addr = ctypes.addressof(buf)
+            # the key keeps the names alive as long as the descriptor
+            self.DESC.pack_into(buf, 0, _address(name_b), _address(role_b), _address(type_b),
+                                code, n, addr + self.DESC.size)
+            self.SHAPES[n].pack_into(buf, self.DESC.size, *shape)
+            self.bufs.append(buf)
+            self.kept[key] = addr
+        return addr
 
     def pack(self, name_b, role_b, type_b, code, shape):
         """The address of the packed descriptor, valid until this thread packs another; None

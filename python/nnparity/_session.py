@@ -159,7 +159,7 @@ def record_tensor(name_b, role_b, type_b, t):
     h, code = hv
     L = _lib.lib()
     data = h.data_ptr() or _EMPTY_ADDR
-    addr = _packer.pack(name_b, role_b, type_b, code, h.shape)
+    addr = _packer.packed(name_b, role_b, type_b, code, h.shape)
     if addr is not None:
         status = L.nnp_tap_record_numbered_at(addr, data, _packer.number_addr)
     else:
@@ -175,7 +175,7 @@ def record_tensor(name_b, role_b, type_b, t):
 def record_same(name_b, role_b, type_b, code, shape, number):
     """Record (name, role) as the tensor of record `number`, written before."""
     L = _lib.lib()
-    addr = _packer.pack(name_b, role_b, type_b, code, shape)
+    addr = _packer.packed(name_b, role_b, type_b, code, shape)
     if addr is not None:
         status = L.nnp_tap_record_same_at(addr, number)
     else:
@@ -333,16 +333,26 @@ class _Mod:
     def __init__(self, name, module, rec_in, rec_out, grads, inject, params=False):
         self.name = name
         # CStr: the library is handed them record after record
-        self.name_b = _lib.CStr(name.encode())
-        self.type_b = _lib.CStr(type(module).__name__.encode())
+        self.name_b = cstr(name)
+        self.type_b = cstr(type(module).__name__)
         self.rec_in, self.rec_out, self.grads, self.inject = rec_in, rec_out, grads, inject
         self.called = False  # its hooks ran at least once
         self.params = params  # its parameters and buffers are still to be recorded
 
 
 _ROLE_CACHE = {}
+# Module names and types as CStr, made once a process: a capture of the same model again (a
+# loop over inputs) would otherwise make a pair for every module each time it opens.
+_CSTR_CACHE = {}
 # Modules whose parameters the library's environment session has recorded, by record name.
 _ENV_PARAMS_DONE = set()
+
+
+def cstr(s):
+    b = _CSTR_CACHE.get(s)
+    if b is None:
+        b = _CSTR_CACHE[s] = _lib.CStr(s.encode())
+    return b
 
 
 def role_bytes(prefix, i):
@@ -416,13 +426,13 @@ class Session:
                         and not (self.exclude and _matches(name, self.exclude))
                         and not (self.leaves_only and next(module.children(), None) is not None))
             inject = self.injecting and (self.only is None or _matches(name, self.only))
-            has_params = next(module.parameters(recurse=False), None) is not None or \
-                next(module.buffers(recurse=False), None) is not None
+            params = (selected and self.params and self.recording
+                      and (next(module.parameters(recurse=False), None) is not None
+                           or next(module.buffers(recurse=False), None) is not None))
             out.append((module, _Mod(name, module, selected and self.inputs and self.recording,
                                      selected and self.outputs and self.recording,
                                      selected and self.grads and self.recording, inject,
-                                     selected and self.params and self.recording
-                                     and has_params)))
+                                     params)))
         return out
 
     # -- the module stack ---------------------------------------------------------------------

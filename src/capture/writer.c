@@ -42,6 +42,8 @@ struct nnp_writer {
     char *path, *tmp_path, *journal_path;
     int fd, jfd;          /* the partial file and the journal (-1 when closed) */
     uint64_t room;     /* bytes kept for the header after the 8-byte length */
+    uint64_t room_used; /* how much of the room may hold other bytes than spaces */
+    uint64_t jlen;     /* the journal's length */
     uint64_t data_len; /* tensor bytes written so far */
     w_rec *recs;
     size_t nrecs, caprecs;
@@ -155,8 +157,7 @@ static nnp_status journal_append(nnp_writer *w, nnp_sbuf *line)
     const char *p = line->s;
     size_t n = line->len;
     while (n) {
-        struct stat sb;
-        size_t chunk = fstat(w->jfd, &sb) == 0 ? under_size_limit((uint64_t)sb.st_size, n) : n;
+        size_t chunk = under_size_limit(w->jlen, n);
         errno = EFBIG;
         ssize_t k = chunk ? write(w->jfd, p, chunk) : -1;
         if (k < 0 && errno == EINTR)
@@ -166,11 +167,13 @@ static nnp_status journal_append(nnp_writer *w, nnp_sbuf *line)
                              k < 0 ? strerror(errno) : "no progress");
         p += k;
         n -= (size_t)k;
+        w->jlen += (uint64_t)k;
     }
     return NNP_OK;
 }
 
-static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room);
+static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room,
+                             uint64_t used);
 
 /* The header a partial file carries until close: it names the journal that lists its records. */
 static nnp_status write_placeholder(nnp_writer *w)
@@ -189,9 +192,11 @@ static nnp_status write_placeholder(nnp_writer *w)
     if (h.len > w->room) /* a very long file name */
         w->room = (h.len + 7) / 8 * 8;
     nnp__sbuf_printf(&j, "{\"nnparity.journal\":1,\"room\":%llu}\n", (unsigned long long)w->room);
-    nnp_status st = put_header(w, w->fd, h.s, h.len, w->room);
-    if (!st)
+    nnp_status st = put_header(w, w->fd, h.s, h.len, w->room, w->room);
+    if (!st) {
+        w->room_used = h.len;
         st = journal_append(w, &j);
+    }
     nnp__sbuf_free(&h);
     nnp__sbuf_free(&j);
     return st;
@@ -654,20 +659,28 @@ static char *build_header(nnp_writer *w, size_t *len, bool sketches)
 }
 
 /* Write the 8-byte length and the header padded with spaces to `room` bytes at the start of fd. */
-static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room)
+/* Write the 8-byte length and the header padded with spaces to `room` bytes at the start of fd,
+ * of whose room only the first `used` bytes may hold anything but spaces: the rest is not written
+ * again (a placeholder's room is mostly spaces, sized for every record a capture may make). */
+static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room,
+                             uint64_t used)
 {
     unsigned char prefix[8];
     for (int i = 0; i < 8; i++)
         prefix[i] = (unsigned char)(room >> (8 * i));
-    char *padded = malloc((size_t)room);
-    if (!padded)
-        return nnp__nomem();
-    memcpy(padded, hdr, len);
-    memset(padded + len, ' ', (size_t)(room - len));
     nnp_status st = write_all(w, fd, prefix, 8, 0);
     if (!st)
-        st = write_all(w, fd, padded, room, 8);
-    free(padded);
+        st = write_all(w, fd, hdr, len, 8);
+    if (st || used <= len)
+        return st;
+    enum { PAD = 65536 };
+    char *spaces = malloc(PAD);
+    if (!spaces)
+        return nnp__nomem();
+    memset(spaces, ' ', PAD);
+    for (uint64_t at = len; !st && at < used; at += PAD)
+        st = write_all(w, fd, spaces, used - at < PAD ? used - at : PAD, 8 + at);
+    free(spaces);
     return st;
 }
 
@@ -694,7 +707,7 @@ static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t 
         tmp2 = NULL;
         goto out;
     }
-    if ((st = put_header(w, out, hdr, len, room)))
+    if ((st = put_header(w, out, hdr, len, room, room)))
         goto out;
     off_t src = (off_t)(8 + w->room), dst = (off_t)(8 + room);
     uint64_t left = w->data_len;
@@ -756,7 +769,7 @@ nnp_status nnp_writer_close(nnp_writer *w)
     if (!st && ftruncate(w->fd, (off_t)(8 + w->room + w->data_len)) != 0)
         st = nnp__fail(NNP_ERR_IO, "%s: cannot truncate: %s", w->tmp_path, strerror(errno));
     if (!st && len <= w->room) {
-        st = put_header(w, w->fd, hdr, len, w->room);
+        st = put_header(w, w->fd, hdr, len, w->room, w->room_used);
     } else if (!st) {
         st = relocate(w, hdr, len, (len + 7) / 8 * 8);
     }
@@ -897,6 +910,7 @@ static nnp_status writer_resume(const char *final_path, nnp_writer **out, size_t
     if (st)
         goto fail;
     w->room = nnp__dump_header_room(d);
+    w->room_used = w->room; /* a placeholder, or a header torn or written whole by a close */
     *nrecs = nnp_dump_count(d);
     nnp_dump_close(d);
     d = NULL;
