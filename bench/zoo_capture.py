@@ -13,10 +13,11 @@ listed as skipped.
 
 Prints one row per model: plain ms and capture ms (medians of --runs runs; more for a fast
 model, until each side had about 3 s, up to 4 times --runs; 3 for a model slower than 1 s, and
-one run for a model slower than 5 s, whose ratio is close to 1 anyway), their ratio, the floor, and the records and MB the dump holds. The floor is (plain + write) /
-plain, where write is the time to write the same bytes with one plain write() a record into a
-new file, timed in the same runs: no capture that writes its records as the forward runs can
-have a lower ratio. The ratios are the figures to compare; absolute times drift on a shared
+one run for a model slower than 5 s, whose ratio is close to 1 anyway), their ratio, the floor,
+the records the dump holds and the MB it stores (a tensor recorded under several names is
+stored once). The floor is (plain + write) / plain, where write is the time to write the same
+bytes with one plain write() a stored tensor into a new file, timed in the same runs: no
+capture that writes its records as the forward runs can have a lower ratio. The ratios are the figures to compare; absolute times drift on a shared
 machine.
 
 Each capture writes a new file: the previous one is deleted before the clock starts. Replacing
@@ -111,13 +112,16 @@ def load_peer(tree):
 
 
 def record_sizes(path):
-    """The byte size of each record of a finished dump, read from its header only."""
+    """(records, the bytes each stored tensor of a finished dump takes), read from its header
+    only: a record of a tensor recorded before (same_as, docs/dump-format.md) writes none."""
     L = _lib.lib()
+    stored = L.dll.nnp_record_stored_bytes
+    stored.restype, stored.argtypes = ctypes.c_uint64, [ctypes.c_void_p, ctypes.c_size_t]
     handle = ctypes.c_void_p()
     _lib.check(L.nnp_dump_open(os.fsencode(str(path)), ctypes.byref(handle)))
     try:
-        return [L.nnp_dump_record(handle, i).contents.nbytes
-                for i in range(L.nnp_dump_count(handle))]
+        n = L.nnp_dump_count(handle)
+        return n, [b for b in (stored(handle, i) for i in range(n)) if b]
     finally:
         L.nnp_dump_close(handle)
 
@@ -168,6 +172,7 @@ def measure(group, name, runs, workdir, bridges):
     captures = [capture_with(b) for b in reversed(bridges)]
     times = [[] for _ in range(2 + len(captures))]  # plain, write, captures
     sizes = None
+    records = 0
     with torch.no_grad(), warnings.catch_warnings():
         # the bridge's warnings (skipped tensors) are not what is measured here
         warnings.simplefilter("ignore")
@@ -180,19 +185,20 @@ def measure(group, name, runs, workdir, bridges):
         else:
             for side in captures:
                 timed(side)
-            sizes = record_sizes(path)
+            records, sizes = record_sizes(path)
             n = 3 if first > 1.0 else max(runs, min(4 * runs, int(3.0 / max(first, 1e-3))))
         for _ in range(n):
             times[0].append(timed(plain))
             for side, t in zip(captures, reversed(times[2:])):
                 t.append(timed(side))
-            sizes = sizes or record_sizes(path)
+            if sizes is None:
+                records, sizes = record_sizes(path)
             times[1].append(timed(plain_writes(raw, sizes)))
     for p in (path, raw):
         if p.exists():
             p.unlink()
     medians = [statistics.median(t) for t in times]
-    return medians[0], medians[1], medians[2:], len(sizes), sum(sizes) / 1e6
+    return medians[0], medians[1], medians[2:], records, sum(sizes) / 1e6
 
 
 def main():
