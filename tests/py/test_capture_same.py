@@ -12,6 +12,7 @@ import pytest
 from conftest import LIB, one_line_error, write_safetensors
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.cli
 
 
 @pytest.fixture
