@@ -468,9 +468,7 @@ class Session:
             if done is None:
                 self._record_dense(name_b, role_b, type_b, t)
             elif done[0] is not None:
-                version = tensor_version(t)
-                if version is not None:
-                    self._recorded[id(t)] = (weakref.ref(t), version, t.data_ptr(), done)
+                self._remember(t, done)
         except NnparityError:
             raise
         except Unrecordable as e:
@@ -488,11 +486,27 @@ class Session:
             return False
         ref, version, address, (number, code, shape) = seen
         # The weak reference tells a tensor that died, and whose id a new one reuses, from the
-        # one recorded; the version, a change made in place since (an in-place ReLU).
-        if ref() is not t or tensor_version(t) != version or t.data_ptr() != address:
+        # one recorded; the version, a change made in place since (an in-place ReLU, a
+        # transpose_); the shape, a resize_, which leaves the version as it was.
+        if ref() is not t or tensor_version(t) != version or t.data_ptr() != address or \
+                t.shape != shape:
             return False
         record_same(name_b, role_b, type_b, code, shape, number)
         return True
+
+    def _remember(self, t, done):
+        """Keep what _record_again needs of t, recorded as `done` (record number, nnp dtype,
+        shape), until t dies: a capture of many steps keeps only its live tensors'."""
+        version = tensor_version(t)
+        if version is None:
+            return
+        recorded, key = self._recorded, id(t)
+
+        def forget(ref):
+            entry = recorded.get(key)
+            if entry is not None and entry[0] is ref:
+                del recorded[key]
+        recorded[key] = (weakref.ref(t, forget), version, t.data_ptr(), done)
 
     def _record_dense(self, name_b, role_b, type_b, t):
         dense, notes = dense_form(t)
@@ -843,6 +857,7 @@ class Session:
         finally:
             _active = None
             self._local = threading.local()
+            self._recorded.clear()
             if not self.env:
                 status = _lib.lib().nnp_capture_close()
                 if status != NNP_OK and exc_type is None:

@@ -36,6 +36,13 @@ class AddInPlace(torch.nn.Module):
         return x
 
 
+class ResizeInPlace(torch.nn.Module):
+    """Gives its input another shape in place: resize_ changes no version and no address."""
+
+    def forward(self, x):
+        return x.resize_(x.shape[1], x.shape[0])
+
+
 def reference_records(model, x):
     """What each module saw and made, cloned at the time, with plain hooks."""
     out = {}
@@ -85,6 +92,29 @@ def test_bridge_stores_a_tensor_given_again_once_and_a_changed_one_again(nnparit
     for name, t in want.items():
         assert torch.equal(dump[name], t), name
     assert not torch.equal(dump["0/out0"], dump["1/out0"])  # ReLU changed it in place
+
+
+def test_a_tensor_given_another_shape_in_place_is_stored_again(nnparity, tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), ResizeInPlace())
+    path = tmp_path / "cap.safetensors"
+    with torch.no_grad(), nnparity.capture(model, path):
+        y = model(torch.randn(4, 6))
+    dump = nnparity.load(path)
+    assert dump["1/in0"].shape == (4, 8) and dump["1/out0"].shape == (8, 4)
+    assert torch.equal(dump["1/out0"], y) and torch.equal(dump["1/in0"].flatten(), y.flatten())
+    same = {r["tensor"]: r.get("same_as")
+            for r in json.loads(header(path)["__metadata__"]["nnparity.records"])}
+    assert same["1/in0"] == "0/out0" and same["1/out0"] is None
+
+
+def test_the_bridge_forgets_tensors_that_died(nnparity, tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh())
+    with torch.no_grad(), nnparity.capture(model, tmp_path / "cap.safetensors") as session:
+        for _ in range(50):
+            model(torch.randn(4, 6))
+        # the last step's three tensors, at most, are still alive (the result was dropped)
+        assert len(session._recorded) <= 3
 
 
 def test_a_dump_with_same_as_reads_alike_in_every_command(nnparity, nnp, tmp_path):
