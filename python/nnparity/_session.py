@@ -375,7 +375,7 @@ class Session:
     def __init__(self, model, path=None, *, inject_path=None, rules=None, only=None, grads=False,
                  include=None, exclude=None, leaves_only=False, inputs=True, outputs=True,
                  root="model", env=False, rank=None, world_size=None, params=False,
-                 baseline=None):
+                 baseline=None, same_as=True):
         if (rank is None) != (world_size is None):
             raise NnparityError(NNP_ERR_ARG, "give rank and world_size together, or neither")
         if world_size is not None and not 0 <= int(rank) < int(world_size):
@@ -393,6 +393,7 @@ class Session:
         self.inputs = bool(inputs)
         self.outputs = bool(outputs)
         self.params = bool(params)
+        self.same_as = bool(same_as)
         self.root = root
         self.env = env
         # the reference in a port's precision (precision.py): None, "bf16", "autocast-bf16", ...
@@ -464,11 +465,13 @@ class Session:
         try:
             if self._record_again(name_b, role_b, type_b, t):
                 return
+            # read before the record: a change made after it (on another thread) then counts
+            version = tensor_version(t)
             done = record_tensor(name_b, role_b, type_b, t)
             if done is None:
                 self._record_dense(name_b, role_b, type_b, t)
-            elif done[0] is not None:
-                self._remember(t, done)
+            elif done[0] is not None and version is not None and self.same_as:
+                self._remember(t, version, done)
         except NnparityError:
             raise
         except Unrecordable as e:
@@ -494,18 +497,15 @@ class Session:
         record_same(name_b, role_b, type_b, code, shape, number)
         return True
 
-    def _remember(self, t, done):
-        """Keep what _record_again needs of t, recorded as `done` (record number, nnp dtype,
-        shape), until t dies: a capture of many steps keeps only its live tensors'."""
-        version = tensor_version(t)
-        if version is None:
-            return
+    def _remember(self, t, version, done):
+        """Keep what _record_again needs of t, recorded at `version` as `done` (record number,
+        nnp dtype, shape), until t dies: a capture of many steps keeps only its live tensors'."""
         recorded, key = self._recorded, id(t)
 
         def forget(ref):
             entry = recorded.get(key)
             if entry is not None and entry[0] is ref:
-                del recorded[key]
+                recorded.pop(key, None)
         recorded[key] = (weakref.ref(t, forget), version, t.data_ptr(), done)
 
     def _record_dense(self, name_b, role_b, type_b, t):

@@ -11,7 +11,8 @@ from ._session import Session
 
 
 def capture(model, path, grads=False, include=None, exclude=None, leaves_only=False,
-            inputs=True, outputs=True, root="model", rank=None, world_size=None, params=False):
+            inputs=True, outputs=True, root="model", rank=None, world_size=None, params=False,
+            same_as=True):
     """A context manager that records `model` into the dump at `path` (model None: only
     nnparity.tap() records).
 
@@ -30,9 +31,13 @@ def capture(model, path, grads=False, include=None, exclude=None, leaves_only=Fa
     rank, world_size  this process's place in a distributed run (default: torch.distributed's
                  when initialized, else the launcher's environment); with several ranks `path`
                  names a directory and this rank records rank-RRRRR-of-NNNNN.safetensors in it
+    same_as      store a tensor object given again at the same version (torch's count of its
+                 in-place changes), address and shape once, the later records `same_as` the
+                 first; False writes every record's bytes, for code that changes a tensor
+                 where torch does not count it (t.data, a NumPy view, a raw-pointer kernel)
 
     Modules left out are still tracked, so nnparity.tap() inside them names its records after
     them. The model computes exactly what it computes without capture."""
     return Session(model, path, grads=grads, include=include, exclude=exclude,
                    leaves_only=leaves_only, inputs=inputs, outputs=outputs, root=root,
-                   rank=rank, world_size=world_size, params=params)
+                   rank=rank, world_size=world_size, params=params, same_as=same_as)

@@ -20,10 +20,16 @@ nnp_status nnp__writer_add_same(nnp_writer *w, const nnp_record_desc *desc, size
 size_t nnp__writer_count(const nnp_writer *w);
 /* nnp_writer_set_meta without the check for reserved keys: for nnparity's own facts. */
 nnp_status nnp__writer_put_meta(nnp_writer *w, const char *key, const char *value);
-/* A record's sketch taken beside its write (sketch_job.c): start it before writing the data,
- * finish it after (always, even when the write failed: until then a thread may read the
- * data); `entry` (NNP_SKETCH_ENTRY_BYTES) then holds the packed sketch. The shape and the
- * data must stay until the job is finished. */
+/* A record's sketch taken beside its write (sketch_job.c). A writer's sketcher is a helper
+ * thread that sketches a record while the writer writes it; NULL when none could start (then
+ * records are sketched on the writer's thread). nnp__sketcher_stop(NULL) does nothing. */
+typedef struct nnp_sketcher nnp_sketcher;
+nnp_sketcher *nnp__sketcher_start(void);
+void nnp__sketcher_stop(nnp_sketcher *s);
+/* Start a record's sketch before writing its data (by the sketcher s, or NULL: none), finish it
+ * after (always, even when the write failed: until then another thread may read the data);
+ * `entry` (NNP_SKETCH_ENTRY_BYTES) then holds the packed sketch. The shape and the data must
+ * stay until the job is finished; one job a sketcher at a time. */
 typedef struct nnp_sketch_job {
     nnp_dtype dtype;
     uint32_t ndim;
@@ -31,10 +37,9 @@ typedef struct nnp_sketch_job {
     const void *data;
     uint64_t nelem;
     unsigned char *entry;
-    pthread_t thread;
-    bool threaded;
+    nnp_sketcher *by;
 } nnp_sketch_job;
-void nnp__sketch_job_start(nnp_sketch_job *j, nnp_dtype dtype, uint32_t ndim,
+void nnp__sketch_job_start(nnp_sketch_job *j, nnp_sketcher *s, nnp_dtype dtype, uint32_t ndim,
                            const uint64_t *shape, const void *data, uint64_t nelem,
                            unsigned char *entry);
 void nnp__sketch_job_finish(nnp_sketch_job *j);

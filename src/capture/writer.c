@@ -51,6 +51,8 @@ struct nnp_writer {
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
     bool sketch;       /* records are sketched as they are added (NNPARITY_SKETCH=0: not) */
+    nnp_sketcher *sketcher; /* the helper that sketches them, started with the first record */
+    bool sketcher_tried;
     nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
     char failure[512];
 };
@@ -103,6 +105,7 @@ static void free_rec(w_rec *r)
 
 static void writer_free(nnp_writer *w)
 {
+    nnp__sketcher_stop(w->sketcher);
     for (size_t i = 0; i < w->nrecs; i++)
         free_rec(&w->recs[i]);
     for (size_t i = 0; i < w->nmeta * 2; i++)
@@ -407,11 +410,19 @@ static char *default_name(const nnp_record_desc *desc)
     return b.s;
 }
 
-/* Take ownership of r as the next record (its name known to be new); r is freed on failure. */
+/* Room for one more record: called before its journal line is written, so that a record
+ * journalled is always kept (a journal whose lines repeat a seq cannot be read back). */
+static bool room_for_rec(nnp_writer *w)
+{
+    return nnp__strindex_reserve(&w->names, w->nrecs) &&
+           nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs);
+}
+
+/* Take ownership of r as the next record (its name known to be new); r is freed on failure,
+ * which room_for_rec() rules out. */
 static nnp_status push_rec(nnp_writer *w, w_rec *r)
 {
-    if (!nnp__strindex_reserve(&w->names, w->nrecs) ||
-        !nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs)) {
+    if (!room_for_rec(w)) {
         free_rec(r);
         return nnp__nomem();
     }
@@ -520,12 +531,20 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     nnp_status st = rec_from_desc(w, desc, data, true, &nbytes, &r);
     if (st)
         return st;
+    if (!room_for_rec(w)) {
+        free_rec(&r);
+        return nnp__nomem();
+    }
     r.begin = w->data_len;
     r.end = w->data_len + nbytes;
     /* the whole tensor is at hand now, and never again without reading the file back */
     nnp_sketch_job job;
+    if (w->sketch && !w->sketcher_tried) {
+        w->sketcher = nnp__sketcher_start();
+        w->sketcher_tried = true;
+    }
     if (w->sketch)
-        nnp__sketch_job_start(&job, desc->dtype, desc->ndim, desc->shape, data,
+        nnp__sketch_job_start(&job, w->sketcher, desc->dtype, desc->ndim, desc->shape, data,
                               nbytes / nnp_dtype_size(desc->dtype), r.sketch);
     st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
     if (!st)
@@ -573,6 +592,10 @@ nnp_status nnp__writer_add_same(nnp_writer *w, const nnp_record_desc *desc, size
     r.same_as = (int64_t)src;
     r.sketched = s->sketched;
     memcpy(r.sketch, s->sketch, sizeof r.sketch);
+    if (!room_for_rec(w)) {
+        free_rec(&r);
+        return nnp__nomem();
+    }
     if ((st = journal_record(w, &r)))
         return stop_writing(w, st, &r);
     return push_rec(w, &r);

@@ -355,9 +355,12 @@ nnp_status nnp__dump_add_same(nnp_dump *d, const char *file, const char *name, c
         return nnp__nomem();
     int64_t s = nnp_dump_find(d, stored);
     free(tmp);
-    if (s < 0 || strcmp(d->recs[s].pub.file, file) != 0)
+    /* the source is listed before (annotated), as a writer lists records in execution order */
+    if (s < 0 || strcmp(d->recs[s].pub.file, file) != 0 || !d->recs[s].has_meta_seq)
         return nnp__fail(NNP_ERR_FORMAT, "%s: tensor '%s' is the same as '%s', which the file "
                          "does not hold before it", file, name, source);
+    if (strcmp(name, "__metadata__") == 0)
+        return nnp__fail(NNP_ERR_FORMAT, "%s: '__metadata__' cannot name a tensor", file);
     /* the source's shape and file name are arena strings that live as long as the dump */
     nnp_rec src = d->recs[s];
     nnp_status st = nnp__dump_add(d, file, name, src.pub.dtype, src.pub.ndim, src.pub.shape, out);

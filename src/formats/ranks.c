@@ -103,14 +103,48 @@ static int suffixless(const char *stored, int32_t rank)
     return (int)(strlen(stored) - (size_t)k);
 }
 
+typedef struct {
+    const char *name; /* a record's name before settling (the string, by address) */
+    size_t rec;
+} old_name;
+
+static int by_address(const void *pa, const void *pb)
+{
+    uintptr_t a = (uintptr_t)((const old_name *)pa)->name;
+    uintptr_t b = (uintptr_t)((const old_name *)pb)->name;
+    return a < b ? -1 : a > b;
+}
+
+/* A record stored as another's tensor (same_as) names that record by the string of its name
+ * (dump.c); once settling renamed it, point same_as at the new name. old[i] is record i's name
+ * before settling; it is sorted here. */
+static void rename_same_as(nnp_rec *recs, size_t n, old_name *old)
+{
+    qsort(old, n, sizeof *old, by_address);
+    for (size_t i = 0; i < n; i++) {
+        if (!recs[i].same_as)
+            continue;
+        old_name key = {recs[i].same_as, 0};
+        const old_name *src = bsearch(&key, old, n, sizeof *old, by_address);
+        if (src)
+            recs[i].same_as = recs[src->rec].pub.name;
+    }
+}
+
 /* A name that one rank alone holds loses its "@rank<R>". */
 static nnp_status settle_names(nnp_dump *d)
 {
     size_t n;
     nnp_rec *recs = nnp__dump_recs(d, &n);
     base_name *b = malloc((n ? n : 1) * sizeof *b);
-    if (!b)
+    old_name *old = malloc((n ? n : 1) * sizeof *old);
+    if (!b || !old) {
+        free(b);
+        free(old);
         return nnp__nomem();
+    }
+    for (size_t i = 0; i < n; i++)
+        old[i] = (old_name){recs[i].pub.name, i};
     for (size_t i = 0; i < n; i++) {
         char suffix[24];
         int k = snprintf(suffix, sizeof suffix, "@rank%d", (int)recs[i].pub.rank);
@@ -126,13 +160,16 @@ static nnp_status settle_names(nnp_dump *d)
             char *plain = nnp__dump_strndup(d, b[i].name, b[i].len);
             if (!plain) {
                 free(b);
+                free(old);
                 return nnp__nomem();
             }
             recs[b[i].rec].pub.name = plain;
         }
         i = j;
     }
+    rename_same_as(recs, n, old);
     free(b);
+    free(old);
     return NNP_OK;
 }
 

@@ -108,6 +108,36 @@ def test_a_tensor_given_another_shape_in_place_is_stored_again(nnparity, tmp_pat
     assert same["1/in0"] == "0/out0" and same["1/out0"] is None
 
 
+def test_same_as_false_writes_every_record(nnparity, tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh())
+    path = tmp_path / "cap.safetensors"
+    with torch.no_grad(), nnparity.capture(model, path, same_as=False):
+        model(torch.randn(4, 6))
+    h = header(path)
+    entries = json.loads(h["__metadata__"]["nnparity.records"])
+    assert h["__metadata__"]["nnparity.format"] == "dump/1"
+    assert not any("same_as" in e for e in entries)
+    assert {k for k in h if k != "__metadata__"} == {e["tensor"] for e in entries}
+
+
+def test_a_rank_capture_names_the_record_it_is_the_same_as(nnparity, nnp, tmp_path):
+    # pipeline parallel: each rank runs other layers, so its names lose "@rank<R>" on reading
+    torch.manual_seed(0)
+    stages = [torch.nn.Sequential(torch.nn.Linear(6, 8)), torch.nn.Sequential(torch.nn.Tanh())]
+    x = torch.randn(4, 6)
+    for rank, stage in enumerate(stages):
+        with torch.no_grad(), nnparity.capture(stage, tmp_path / "run", rank=rank, world_size=2,
+                                               root=f"stage{rank}"):
+            x = stage(x)
+    records = json.loads(nnp("ls", "--json", tmp_path / "run").stdout)["files"][0]["records"]
+    names = {r["name"] for r in records}
+    same = {r["name"]: r["same_as"] for r in records if "same_as" in r}
+    # "0/..." is on both ranks and keeps its suffix; "stage0/..." and "stage1/..." lose theirs
+    assert same == {"0/in0@rank0": "stage0/in0", "stage0/out0": "0/out0@rank0",
+                    "0/in0@rank1": "stage1/in0", "stage1/out0": "0/out0@rank1"}
+    assert set(same.values()) <= names
+
+
 def test_the_bridge_forgets_tensors_that_died(nnparity, tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh())
     with torch.no_grad(), nnparity.capture(model, tmp_path / "cap.safetensors") as session:
@@ -179,11 +209,13 @@ def test_c_api_records_the_same_tensor_and_refuses_what_does_not_fit(nnparity, t
 @pytest.mark.parametrize("same_as, why", [
     ("missing/out0", "tensor 'b/in0' is the same as 'missing/out0', which the file does not "
                      "hold before it"),
+    ("c/out0", "tensor 'b/in0' is the same as 'c/out0', which the file does not hold before it"),
     (7, "\"same_as\" must be strings"),
 ])
-def test_a_same_as_that_names_no_tensor_is_refused(nnp, tmp_path, same_as, why):
-    records = [{"tensor": "a/out0", "seq": 0}, {"tensor": "b/in0", "same_as": same_as, "seq": 1}]
+def test_a_same_as_that_names_no_earlier_tensor_is_refused(nnp, tmp_path, same_as, why):
+    records = [{"tensor": "a/out0", "seq": 0}, {"tensor": "b/in0", "same_as": same_as, "seq": 1},
+               {"tensor": "c/out0", "seq": 2}]
     path = tmp_path / "bad.safetensors"
-    write_safetensors(path, {"a/out0": np.zeros(3, np.float32)},
+    write_safetensors(path, {"a/out0": np.zeros(3, np.float32), "c/out0": np.ones(3, np.float32)},
                       {"nnparity.format": "dump/2", "nnparity.records": json.dumps(records)})
     assert why in one_line_error(nnp("ls", path, check=2), path)
