@@ -407,12 +407,7 @@ static nnp_status tap_record_in(session *s, const nnp_tap_desc *d, tap_source sr
 
 nnp_status nnp_tap_record(const nnp_tap_desc *d, const void *data)
 {
-    session *s = current();
-    if (!s)
-        return NNP_OK;
-    nnp_status st = tap_record_in(s, d, (tap_source){data, NULL, NULL}, false);
-    done();
-    return st;
+    return nnp_tap_record_numbered(d, data, NULL);
 }
 
 nnp_status nnp_tap_record_numbered(const nnp_tap_desc *d, const void *data, uint64_t *number)
