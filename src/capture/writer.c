@@ -514,8 +514,8 @@ static nnp_status rec_from_desc(nnp_writer *w, const nnp_record_desc *desc, cons
     return NNP_OK;
 }
 
-/* A journal line failed: stop here. A torn journal line must stay the journal's last, and what
- * was written before stays recoverable. */
+/* Writing r's data or its journal line failed: stop here. A torn journal line must stay the
+ * journal's last, and what was written before stays recoverable. */
 static nnp_status stop_writing(nnp_writer *w, nnp_status st, w_rec *r)
 {
     w->failed = st;
