@@ -6,7 +6,8 @@
  * be passed around; it is opened explicitly or from the environment on the first tap. Taps are
  * serialized by one mutex, which gives a single global record order however many threads tap;
  * the data is written straight from the caller's buffer. With no session, a tap costs one
- * pthread_once check and one atomic load.
+ * pthread_once check and one atomic load. A child forked while a session is open does not use
+ * it: its taps record nothing, and its exit leaves the parent's files to the parent.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "capture/capture.h"
 
@@ -37,6 +39,8 @@ typedef struct session {
     uint64_t injected, not_injected; /* inputs overwritten with the reference's, and not */
     char *reasons[INJECTION_REASONS]; /* why not, for the first few */
     size_t nreasons;
+    pid_t pid; /* the process that opened it: a child forked since neither records into it
+                * nor finishes it */
 } session;
 
 static nnp_status put_injection_meta(session *s);
@@ -196,6 +200,7 @@ static nnp_status session_open(const char *path, const nnp_capture_options *opts
         free(s);
         return nnp__fail(NNP_ERR_INTERNAL, "cannot create a mutex");
     }
+    s->pid = getpid();
     nnp_status st = NNP_OK;
     /* The reference and the rules are read first: a bad one is reported before any layer runs
      * and before an output file is created. */
@@ -261,7 +266,13 @@ nnp_status nnp_capture_close(void)
     pthread_rwlock_wrlock(&use_lock);
     pthread_rwlock_unlock(&use_lock);
     nnp_status st = NNP_OK;
-    if (s) {
+    if (s && s->pid != getpid()) {
+        /* a forked child's copy (its exit runs the parent's atexit handler too): the files are
+         * the parent's, which goes on writing them */
+        nnp__writer_abandon(s->writer);
+        s->writer = NULL;
+        session_free(s);
+    } else if (s) {
         if (s->writer && s->failed) {
             char why[1024];
             snprintf(why, sizeof why, "%s", s->failure);
@@ -315,6 +326,8 @@ static session *current(void)
     /* Loaded again under the lock: a close may have cleared it in between, and a session seen
      * here cannot be freed until the lock is released. */
     session *s = atomic_load_explicit(&active, memory_order_acquire);
+    if (s && s->pid != getpid())
+        s = NULL; /* a child forked while it was open: its taps would write the parent's file */
     if (!s)
         pthread_rwlock_unlock(&use_lock);
     return s;

@@ -65,6 +65,43 @@ static void test_session_from_environment(void **state)
     nnp_dump_close(d);
 }
 
+/* A process that forks while its environment session is open, and whose child taps and exits
+ * with exit(): the child's taps record nothing and its exit does not finish the parent's dump,
+ * which gets the parent's records and only those. In a child, as the test above. */
+static void test_a_forked_child_leaves_the_session_alone(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "forked.safetensors");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("NNPARITY_CAPTURE", p, 1);
+        float x[2] = {1, 2};
+        uint64_t two = 2;
+        int ok = nnp_tap("before", "out0", NNP_F32, 1, &two, x) == NNP_OK;
+        pid_t child = fork();
+        if (child == 0) {
+            int quiet = nnp_capture_active() == 0 &&
+                        nnp_tap("child", "out0", NNP_F32, 1, &two, x) == NNP_OK;
+            exit(quiet ? 0 : 1); /* runs the atexit handler it inherited */
+        }
+        int status;
+        ok = ok && child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
+             WEXITSTATUS(status) == 0;
+        ok = ok && nnp_tap("after", "out0", NNP_F32, 1, &two, x) == NNP_OK;
+        exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    nnp_dump *d = open_ok(p);
+    assert_int_equal(nnp_dump_count(d), 2);
+    assert_string_equal(nnp_dump_record(d, 0)->name, "before/out0");
+    assert_string_equal(nnp_dump_record(d, 1)->name, "after/out0");
+    nnp_dump_close(d);
+}
+
 /* In a child, so this process's one-time look at the environment stays unspent: an explicit
  * session takes the environment's place instead of clashing with it. */
 static void test_explicit_session_overrides_environment(void **state)
@@ -808,6 +845,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_session_from_environment),
         cmocka_unit_test(test_explicit_session_overrides_environment),
+        cmocka_unit_test(test_a_forked_child_leaves_the_session_alone),
         cmocka_unit_test(test_no_session_is_a_no_op),
         cmocka_unit_test(test_records_and_call_indices),
         cmocka_unit_test(test_many_threads),
