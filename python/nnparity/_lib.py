@@ -127,29 +127,27 @@ def _address(b):
 
 
 class TapPacker(threading.local):
-    """A struct nnp_tap_desc and its shape, packed with the struct module into a buffer of the
-    calling thread: building a TapDesc (and its shape array) through ctypes for each record
-    costs more than the library takes to record a small tensor. The layout is the compiler's
-    ("@": native sizes and alignment); _Lib checks it against TapDesc, whose layout it checks
-    against the library's."""
+    """Structs nnp_tap_desc and their shapes, packed with the struct module into buffers of the
+    calling thread and kept by their fields: building a TapDesc (and its shape array) through
+    ctypes for each record costs more than the library takes to record a small tensor, and a
+    module's records have the same names, dtype and shape capture after capture. The layout is
+    the compiler's ("@": native sizes and alignment); _Lib checks it against TapDesc, whose
+    layout it checks against the library's."""
     DESC = struct.Struct("@PPPiIP")
     MAX_DIMS = 64
-    KEEP_MAX = 4096  # descriptors packed() keeps a thread
+    KEEP_MAX = 4096  # descriptors kept a thread
     SHAPES = [struct.Struct(f"@{n}Q") for n in range(MAX_DIMS + 1)]
 
     def __init__(self):
-        self.buf = ctypes.create_string_buffer(self.DESC.size + 8 * self.MAX_DIMS)
-        self.addr = ctypes.addressof(self.buf)
         # where nnp_tap_record_numbered puts a record's number
         self.number = ctypes.c_uint64()
         self.number_addr = ctypes.addressof(self.number)
-        # packed(): descriptors by their fields, and the buffers that hold them
-        self.kept = {}
-        self.bufs = []
+        self.kept = {}  # descriptor addresses by their fields
+        self.bufs = []  # the buffers that hold them
 
     def packed(self, name_b, role_b, type_b, code, shape):
-        """The address of a descriptor of these fields packed once and kept: a module's records
-        have the same names, dtype and shape capture after capture. None as pack() says."""
+        """The address of a descriptor of these fields, packed on first use and kept; None when
+        the shape has more dimensions than a descriptor here holds (build a TapDesc then)."""
         key = (name_b, role_b, type_b, code, shape)
         addr = self.kept.get(key)
         if addr is None:
@@ -168,18 +166,6 @@ class TapPacker(threading.local):
             self.bufs.append(buf)
             self.kept[key] = addr
         return addr
-
-    def pack(self, name_b, role_b, type_b, code, shape):
-        """The address of the packed descriptor, valid until this thread packs another; None
-        when the shape has more dimensions than the buffer holds (build a TapDesc then). The
-        names must stay alive until the descriptor is used."""
-        n = len(shape)
-        if n > self.MAX_DIMS:
-            return None
-        self.DESC.pack_into(self.buf, 0, _address(name_b), _address(role_b), _address(type_b),
-                            code, n, self.addr + self.DESC.size)
-        self.SHAPES[n].pack_into(self.buf, self.DESC.size, *shape)
-        return self.addr
 
 
 def check_packer():
@@ -363,8 +349,7 @@ _SIGNATURES = {
     "nnp_capture_close": (_c_int, []),
     "nnp_capture_active": (_c_int, []),
     "nnp_tap_record": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p]),
-    "nnp_tap_record_numbered": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p,
-                                         ctypes.POINTER(ctypes.c_uint64)]),
+    "nnp_tap_record_numbered": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p, _c_void_p]),
     "nnp_tap_record_same": (_c_int, [ctypes.POINTER(TapDesc), ctypes.c_uint64]),
     "nnp_tap_inject": (_c_int, [ctypes.POINTER(TapDesc), _c_void_p]),
     "nnp_capture_set_meta": (_c_int, [_c_char_p, _c_char_p]),

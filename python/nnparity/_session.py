@@ -134,17 +134,25 @@ def make_desc(name_b, role_b, type_b, code, shape):
     return desc
 
 
-# Descriptors for the library, packed in a buffer of the calling thread.
+# Descriptors for the library, packed in buffers of the calling thread.
 _packer = _lib.TapPacker()
 
 
-def tap_call(fn, fn_at, name_b, role_b, type_b, code, shape, data):
-    """fn (nnp_tap_record or nnp_tap_inject) on a descriptor of the given fields; fn_at is the
-    same function given a packed one, used whenever the shape fits the packer."""
-    addr = _packer.pack(name_b, role_b, type_b, code, shape)
+def tap_call(fn, fn_at, name_b, role_b, type_b, code, shape, *args):
+    """fn (nnp_tap_record_numbered, nnp_tap_record_same, nnp_tap_inject) on a descriptor of the
+    given fields and args, and its status; fn_at is the same function given a packed one, used
+    whenever the shape fits the packer."""
+    addr = _packer.packed(name_b, role_b, type_b, code, shape)
     if addr is not None:
-        return fn_at(addr, data)
-    return fn(ctypes.byref(make_desc(name_b, role_b, type_b, code, shape)), data)
+        return fn_at(addr, *args)
+    return fn(ctypes.byref(make_desc(name_b, role_b, type_b, code, shape)), *args)
+
+
+def tap_record(fn, fn_at, name_b, role_b, type_b, code, shape, *args):
+    """tap_call() for a record: a status other than NNP_OK is raised."""
+    status = tap_call(fn, fn_at, name_b, role_b, type_b, code, shape, *args)
+    if status != NNP_OK:
+        raise _lib.error(status, f"recording {name_b.decode()}/{role_b.decode()}")
 
 
 _NOT_RECORDED = (1 << 64) - 1  # the number nnp_tap_record_numbered gives when it records nothing
@@ -158,16 +166,8 @@ def record_tensor(name_b, role_b, type_b, t):
         return None
     h, code = hv
     L = _lib.lib()
-    data = h.data_ptr() or _EMPTY_ADDR
-    addr = _packer.packed(name_b, role_b, type_b, code, h.shape)
-    if addr is not None:
-        status = L.nnp_tap_record_numbered_at(addr, data, _packer.number_addr)
-    else:
-        status = L.nnp_tap_record_numbered(
-            ctypes.byref(make_desc(name_b, role_b, type_b, code, h.shape)), data,
-            ctypes.byref(_packer.number))
-    if status != NNP_OK:
-        raise _lib.error(status, f"recording {name_b.decode()}/{role_b.decode()}")
+    tap_record(L.nnp_tap_record_numbered, L.nnp_tap_record_numbered_at, name_b, role_b, type_b,
+               code, h.shape, h.data_ptr() or _EMPTY_ADDR, _packer.number_addr)
     number = _packer.number.value
     return (None if number == _NOT_RECORDED else number), code, h.shape
 
@@ -175,14 +175,8 @@ def record_tensor(name_b, role_b, type_b, t):
 def record_same(name_b, role_b, type_b, code, shape, number):
     """Record (name, role) as the tensor of record `number`, written before."""
     L = _lib.lib()
-    addr = _packer.packed(name_b, role_b, type_b, code, shape)
-    if addr is not None:
-        status = L.nnp_tap_record_same_at(addr, number)
-    else:
-        status = L.nnp_tap_record_same(
-            ctypes.byref(make_desc(name_b, role_b, type_b, code, shape)), number)
-    if status != NNP_OK:
-        raise _lib.error(status, f"recording {name_b.decode()}/{role_b.decode()}")
+    tap_record(L.nnp_tap_record_same, L.nnp_tap_record_same_at, name_b, role_b, type_b, code,
+               shape, number)
 
 
 def tensor_version(t):

@@ -681,7 +681,8 @@ static nnp_status vtapf(const char *who, bool inject, const nnp_tap_desc *desc, 
         nnp_tap_desc d = *desc;
         st = format_name(who, &d, name, fmt, args);
         if (!st)
-            st = inject ? tap_inject_in(s, &d, data) : tap_record_in(s, &d, (tap_source){in, NULL, NULL}, false);
+            st = inject ? tap_inject_in(s, &d, data)
+                        : tap_record_in(s, &d, (tap_source){in, NULL, NULL}, false);
     }
     done();
     return st;

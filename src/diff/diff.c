@@ -265,9 +265,8 @@ static nnp_status compare_all(nnp_diff *d, nnp_dump *ref, nnp_dump *port,
                 nheld = 0;
                 held = 0;
             }
-            /* only a pair there is something to explain in is held (explain.c) */
-            bool hold = bytes <= HELD_MAX && (nnp_dtype_class_of(p->ref_dtype) == NNP_CLASS_FLOAT ||
-                                              nnp_dtype_class_of(p->port_dtype) == NNP_CLASS_FLOAT);
+            /* only a pair there is something to explain in is held */
+            bool hold = bytes <= HELD_MAX && nnp__diff_pair_explainable(p);
             status[i] = NNP_OK;
             if (compare_pair(&ctx, i, NULL, hold)) {
                 small[nheld++] = large[i];

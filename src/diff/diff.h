@@ -266,6 +266,8 @@ nnp_status nnp__diff_explain_begin(nnp_diff *d);
 void nnp__diff_explain_pair(nnp_diff *d, nnp_dump *ref, nnp_dump *port, size_t i,
                             nnp__xscratch *scratch);
 nnp_status nnp__diff_explain(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads);
+/* Whether pair p has values an explanation reads (either side is of a float dtype). */
+bool nnp__diff_pair_explainable(const nnp_diff_pair *p);
 /* The same for pairs `which` (n of them), compared already. */
 nnp_status nnp__diff_explain_some(nnp_diff *d, nnp_dump *ref, nnp_dump *port, int threads,
                                   const size_t *which, size_t n);

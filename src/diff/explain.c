@@ -111,6 +111,12 @@ static nnp_status other_record(const ctx *c, size_t i, nnp__explained *x)
                            "wrong input)", nnp_dump_record(c->ref, who)->name);
 }
 
+bool nnp__diff_pair_explainable(const nnp_diff_pair *p)
+{
+    return nnp_dtype_class_of(p->ref_dtype) == NNP_CLASS_FLOAT ||
+           nnp_dtype_class_of(p->port_dtype) == NNP_CLASS_FLOAT;
+}
+
 static void explain_data(ctx *c, size_t i, nnp__xscratch *scratch)
 {
     nnp_diff *d = c->d;
@@ -119,8 +125,7 @@ static void explain_data(ctx *c, size_t i, nnp__xscratch *scratch)
                     p->ref_ndim == p->port_ndim && p->ref_ndim >= 2;
     if (p->verdict != NNP_FAIL && !permuted)
         return;
-    if (nnp_dtype_class_of(p->ref_dtype) != NNP_CLASS_FLOAT &&
-        nnp_dtype_class_of(p->port_dtype) != NNP_CLASS_FLOAT)
+    if (!nnp__diff_pair_explainable(p))
         return;
     nnp_tensor rt, pt;
     nnp_status st = nnp__pair_tensors(d, i, c->ref, c->port, &rt, &pt);

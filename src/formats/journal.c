@@ -30,6 +30,16 @@ static bool get_u64(json_t *v, uint64_t *out)
     return true;
 }
 
+/* A record line's "tensor" (a string), "call" (0 when absent) and "seq": false when one is not
+ * what it must be. */
+static bool record_head(json_t *e, uint64_t *call, uint64_t *seq)
+{
+    json_t *jc = json_object_get(e, "call");
+    *call = 0;
+    return json_is_string(json_object_get(e, "tensor")) && (!jc || get_u64(jc, call)) &&
+           get_u64(json_object_get(e, "seq"), seq);
+}
+
 /* The provenance of the record line e adds (its "tensor" checked to be a string). */
 static nnp_status annotate(nnp_dump *d, const char *path, json_t *e, uint64_t call, uint64_t seq)
 {
@@ -46,10 +56,8 @@ static nnp_status add_same(nnp_dump *d, const char *path, const char *jpath, siz
                            json_t *e, uint64_t *count)
 {
     json_t *jt = json_object_get(e, "tensor"), *js = json_object_get(e, "same_as");
-    uint64_t call = 0, seq = 0;
-    if (!json_is_string(jt) || !json_is_string(js) ||
-        (json_object_get(e, "call") && !get_u64(json_object_get(e, "call"), &call)) ||
-        !get_u64(json_object_get(e, "seq"), &seq))
+    uint64_t call, seq;
+    if (!record_head(e, &call, &seq) || !json_is_string(js))
         return bad_line(jpath, line, "not a record entry");
     if (seq != *count)
         return bad_line(jpath, line, "records are not in execution order");
@@ -69,12 +77,10 @@ static nnp_status add_record(nnp_dump *d, const char *path, const char *jpath, s
 {
     json_t *jt = json_object_get(e, "tensor"), *jd = json_object_get(e, "dtype"),
            *js = json_object_get(e, "shape"), *jo = json_object_get(e, "data_offsets");
-    uint64_t begin, end, call = 0, seq = 0;
-    if (!json_is_string(jt) || !json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) ||
-        json_array_size(jo) != 2 || !get_u64(json_array_get(jo, 0), &begin) ||
-        !get_u64(json_array_get(jo, 1), &end) ||
-        (json_object_get(e, "call") && !get_u64(json_object_get(e, "call"), &call)) ||
-        !get_u64(json_object_get(e, "seq"), &seq))
+    uint64_t begin, end, call, seq;
+    if (!record_head(e, &call, &seq) || !json_is_string(jd) || !json_is_array(js) ||
+        !json_is_array(jo) || json_array_size(jo) != 2 ||
+        !get_u64(json_array_get(jo, 0), &begin) || !get_u64(json_array_get(jo, 1), &end))
         return bad_line(jpath, line, "not a record entry");
     /* The writer journals records in execution order, each right after the one before: recovery
      * relies on line order, seq order and offset order being one order. */
