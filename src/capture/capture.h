@@ -28,7 +28,7 @@ nnp_sketcher *nnp__sketcher_start(void);
 void nnp__sketcher_stop(nnp_sketcher *s);
 /* Start a record's sketch before writing its data (by the sketcher s, or NULL: none), finish it
  * after (always, even when the write failed: until then another thread may read the data);
- * `entry` (NNP_SKETCH_ENTRY_BYTES) then holds the packed sketch. The shape and the data must
+ * `text` (NNP_SKETCH_ENTRY_CHARS) then holds the entry as stored. The shape and the data must
  * stay until the job is finished; one job a sketcher at a time. */
 typedef struct nnp_sketch_job {
     nnp_dtype dtype;
@@ -36,12 +36,11 @@ typedef struct nnp_sketch_job {
     const uint64_t *shape;
     const void *data;
     uint64_t nelem;
-    unsigned char *entry;
+    char *text;
     nnp_sketcher *by;
 } nnp_sketch_job;
 void nnp__sketch_job_start(nnp_sketch_job *j, nnp_sketcher *s, nnp_dtype dtype, uint32_t ndim,
-                           const uint64_t *shape, const void *data, uint64_t nelem,
-                           unsigned char *entry);
+                           const uint64_t *shape, const void *data, uint64_t nelem, char *text);
 void nnp__sketch_job_finish(nnp_sketch_job *j);
 
 #endif /* NNP_CAPTURE_H */

@@ -47,8 +47,10 @@ static nnp_sketch_job busy_mark;
 static void run(nnp_sketch_job *j)
 {
     nnp_sketch k;
+    unsigned char entry[NNP_SKETCH_ENTRY_BYTES];
     nnp__sketch_tensor(j->dtype, j->ndim, j->shape, j->data, j->nelem, &k);
-    nnp__sketch_pack(&k, j->entry);
+    nnp__sketch_pack(&k, entry);
+    nnp__sketch_entry_text(entry, j->text);
 }
 
 static uint64_t now_ns(void)
@@ -139,11 +141,10 @@ void nnp__sketcher_stop(nnp_sketcher *s)
 }
 
 void nnp__sketch_job_start(nnp_sketch_job *j, nnp_sketcher *s, nnp_dtype dtype, uint32_t ndim,
-                           const uint64_t *shape, const void *data, uint64_t nelem,
-                           unsigned char *entry)
+                           const uint64_t *shape, const void *data, uint64_t nelem, char *text)
 {
     *j = (nnp_sketch_job){.dtype = dtype, .ndim = ndim, .shape = shape, .data = data,
-                          .nelem = nelem, .entry = entry, .by = s};
+                          .nelem = nelem, .text = text, .by = s};
     if (!s)
         return;
     atomic_store(&s->slot, j);

@@ -35,7 +35,6 @@ typedef struct w_rec {
     int64_t same_as; /* the earlier record whose stored tensor this one is (no bytes of its
                       * own), or -1 */
     bool sketched; /* false for a record resumed from a journal: its data is not at hand */
-    unsigned char sketch[NNP_SKETCH_ENTRY_BYTES]; /* its fingerprint, stored at close */
 } w_rec;
 
 struct nnp_writer {
@@ -47,6 +46,11 @@ struct nnp_writer {
     uint64_t data_len; /* tensor bytes written so far */
     w_rec *recs;
     size_t nrecs, caprecs;
+    /* The stored records' fingerprints as the header stores them (NNP_SKETCH_ENTRY_CHARS each,
+     * in adding order, one a record with bytes of its own), one after the other: the header's
+     * value is then written from here, not copied into it (for 10^5 records, 25 MB). */
+    char *texts;
+    size_t ntexts, captexts;
     nnp_strindex names; /* the records by name */
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
@@ -111,6 +115,7 @@ static void writer_free(nnp_writer *w)
     for (size_t i = 0; i < w->nmeta * 2; i++)
         free(w->meta[i]);
     free(w->recs);
+    free(w->texts);
     nnp__strindex_free(&w->names);
     free(w->meta);
     free(w->path);
@@ -175,7 +180,17 @@ static nnp_status journal_append(nnp_writer *w, nnp_sbuf *line)
     return NNP_OK;
 }
 
-static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room,
+/* The header JSON, unpadded, in three parts written one after the other: `head`, then the
+ * fingerprints' text straight from the writer's array (none when a record has none: a resumed
+ * capture's are not stored, and readers compute them from the data), then `tail`. */
+typedef struct header_text {
+    nnp_sbuf head, tail;
+    const char *texts;
+    size_t ntexts;
+    size_t len; /* of the three */
+} header_text;
+
+static nnp_status put_header(nnp_writer *w, int fd, const header_text *t, uint64_t room,
                              uint64_t used);
 
 /* The header a partial file carries until close: it names the journal that lists its records. */
@@ -195,7 +210,8 @@ static nnp_status write_placeholder(nnp_writer *w)
     if (h.len > w->room) /* a very long file name */
         w->room = (h.len + 7) / 8 * 8;
     nnp__sbuf_printf(&j, "{\"nnparity.journal\":1,\"room\":%llu}\n", (unsigned long long)w->room);
-    nnp_status st = put_header(w, w->fd, h.s, h.len, w->room, w->room);
+    header_text t = {.head = h, .len = h.len};
+    nnp_status st = put_header(w, w->fd, &t, w->room, w->room);
     if (!st) {
         w->room_used = h.len;
         st = journal_append(w, &j);
@@ -415,7 +431,9 @@ static char *default_name(const nnp_record_desc *desc)
 static bool room_for_rec(nnp_writer *w)
 {
     return nnp__strindex_reserve(&w->names, w->nrecs) &&
-           nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs);
+           nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs) &&
+           (!w->sketch ||
+            nnp__grow((void **)&w->texts, &w->captexts, w->ntexts + 1, NNP_SKETCH_ENTRY_CHARS));
 }
 
 /* Take ownership of r as the next record (its name known to be new); r is freed on failure,
@@ -428,7 +446,27 @@ static nnp_status push_rec(nnp_writer *w, w_rec *r)
     }
     w->recs[w->nrecs] = *r;
     w->names.slots[nnp__strindex_slot(&w->names, r->name)] = (uint32_t)(++w->nrecs);
+    w->ntexts += w->sketch && r->same_as < 0; /* its slot, filled by its sketch or never read */
     return NNP_OK;
+}
+
+/* A stored record's safetensors entry inside its braces: "dtype":..,"shape":[..],"data_offsets":[..]
+ * (the header's entry and the journal line's tail). */
+static void put_entry_fields(nnp_sbuf *b, const w_rec *r)
+{
+    nnp__sbuf_puts(b, "\"dtype\":\"");
+    nnp__sbuf_puts(b, nnp_dtype_name(r->dtype));
+    nnp__sbuf_puts(b, "\",\"shape\":[");
+    for (uint32_t k = 0; k < r->ndim; k++) {
+        if (k)
+            nnp__sbuf_puts(b, ",");
+        nnp__sbuf_u64(b, r->shape[k]);
+    }
+    nnp__sbuf_puts(b, "],\"data_offsets\":[");
+    nnp__sbuf_u64(b, r->begin);
+    nnp__sbuf_puts(b, ",");
+    nnp__sbuf_u64(b, r->end);
+    nnp__sbuf_puts(b, "]");
 }
 
 /* One journal line: the record's provenance and its safetensors entry. It is appended only once
@@ -443,11 +481,9 @@ static nnp_status journal_record(nnp_writer *w, const w_rec *r)
     } else {
         if (!line.failed)
             line.len--; /* reopen the object the entry closed */
-        nnp__sbuf_printf(&line, ",\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(r->dtype));
-        for (uint32_t k = 0; k < r->ndim; k++)
-            nnp__sbuf_printf(&line, k ? ",%llu" : "%llu", (unsigned long long)r->shape[k]);
-        nnp__sbuf_printf(&line, "],\"data_offsets\":[%llu,%llu]}\n",
-                         (unsigned long long)r->begin, (unsigned long long)r->end);
+        nnp__sbuf_puts(&line, ",");
+        put_entry_fields(&line, r);
+        nnp__sbuf_puts(&line, "}\n");
     }
     nnp_status st = journal_append(w, &line);
     nnp__sbuf_free(&line);
@@ -545,7 +581,8 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     }
     if (w->sketch)
         nnp__sketch_job_start(&job, w->sketcher, desc->dtype, desc->ndim, desc->shape, data,
-                              nbytes / nnp_dtype_size(desc->dtype), r.sketch);
+                              nbytes / nnp_dtype_size(desc->dtype),
+                              w->texts + w->ntexts * NNP_SKETCH_ENTRY_CHARS);
     st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
     if (!st)
         st = journal_record(w, &r);
@@ -590,8 +627,6 @@ nnp_status nnp__writer_add_same(nnp_writer *w, const nnp_record_desc *desc, size
         return st;
     }
     r.same_as = (int64_t)src;
-    r.sketched = s->sketched;
-    memcpy(r.sketch, s->sketch, sizeof r.sketch);
     if (!room_for_rec(w)) {
         free_rec(&r);
         return nnp__nomem();
@@ -601,99 +636,102 @@ nnp_status nnp__writer_add_same(nnp_writer *w, const nnp_record_desc *desc, size
     return push_rec(w, &r);
 }
 
-/* The records' fingerprints, when every record has one: a resumed capture's are not stored
- * (readers compute them from the data). */
-static void put_sketches(nnp_writer *w, nnp_sbuf *h)
+static void header_free(header_text *t)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < w->nrecs; i++) {
-        if (!w->recs[i].sketched)
-            return;
-        n += w->recs[i].same_as < 0;
-    }
-    if (!n)
-        return;
-    unsigned char *all = malloc(n * sizeof w->recs->sketch);
-    if (!all) {
-        h->failed = true;
-        return;
-    }
-    /* one entry a stored tensor: a record stored under another's name has that one's */
-    n = 0;
-    for (size_t i = 0; i < w->nrecs; i++)
-        if (w->recs[i].same_as < 0)
-            memcpy(all + n++ * sizeof w->recs->sketch, w->recs[i].sketch, sizeof w->recs->sketch);
-    /* base64 needs no JSON escaping */
-    nnp__sbuf_puts(h, ",\"" NNP_META_SKETCHES_KEY "\":\"");
-    nnp__sketch_value(h, all, n);
-    nnp__sbuf_puts(h, "\"");
-    free(all);
+    nnp__sbuf_free(&t->head);
+    nnp__sbuf_free(&t->tail);
 }
 
-/* The whole header JSON, unpadded; with the records' fingerprints when `sketches` is set. */
-static char *build_header(nnp_writer *w, size_t *len, bool sketches)
+/* Whether every stored record has its fingerprint. */
+static bool all_sketched(const nnp_writer *w)
 {
-    nnp_sbuf prov = {0}, h = {0};
+    for (size_t i = 0; i < w->nrecs; i++)
+        if (w->recs[i].same_as < 0 && !w->recs[i].sketched)
+            return false;
+    return w->ntexts > 0;
+}
+
+/* The header of the records so far; with their fingerprints when `sketches` is set and each has
+ * one. False when out of memory. */
+static bool build_header(nnp_writer *w, bool sketches, header_text *t)
+{
+    nnp_sbuf prov = {0};
+    memset(t, 0, sizeof *t);
     bool same = false;
+    size_t entries = 0; /* about what the stored records' entries take */
     nnp__sbuf_puts(&prov, "[");
     for (size_t i = 0; i < w->nrecs; i++) {
         w_rec *r = &w->recs[i];
         nnp__provenance_entry(&prov, i == 0, r->name, r->module, r->role, r->module_type, r->call,
                               i, r->same_as >= 0 ? w->recs[r->same_as].name : NULL);
         same = same || r->same_as >= 0;
+        if (r->same_as < 0)
+            entries += strlen(r->name) + 96 + 21 * r->ndim;
     }
     nnp__sbuf_puts(&prov, "]");
 
-    nnp__sbuf_puts(&h, "{\"__metadata__\":{");
+    nnp_sbuf *h = &t->head;
+    /* the room at once, not by doublings that copy what is written so far */
+    nnp__sbuf_room(h, prov.len + prov.len / 4 + 4096);
+    nnp__sbuf_puts(h, "{\"__metadata__\":{");
     for (size_t i = 0; i < w->nmeta; i++) {
-        nnp__sbuf_json_string(&h, w->meta[2 * i]);
-        nnp__sbuf_puts(&h, ":");
-        nnp__sbuf_json_string(&h, w->meta[2 * i + 1]);
-        nnp__sbuf_puts(&h, ",");
+        nnp__sbuf_json_string(h, w->meta[2 * i]);
+        nnp__sbuf_puts(h, ":");
+        nnp__sbuf_json_string(h, w->meta[2 * i + 1]);
+        nnp__sbuf_puts(h, ",");
     }
-    nnp__sbuf_puts(&h, same ? "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE_SAME "\","
-                            : "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE "\",");
-    nnp__sbuf_puts(&h, "\"" NNP_META_RECORDS_KEY "\":");
-    nnp__sbuf_json_string(&h, prov.failed ? "" : prov.s);
-    if (sketches)
-        put_sketches(w, &h);
-    nnp__sbuf_puts(&h, "}");
+    nnp__sbuf_puts(h, same ? "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE_SAME "\","
+                           : "\"" NNP_META_FORMAT_KEY "\":\"" NNP_META_FORMAT_VALUE "\",");
+    nnp__sbuf_puts(h, "\"" NNP_META_RECORDS_KEY "\":");
+    nnp__sbuf_json_string(h, prov.failed ? "" : prov.s);
+    nnp_sbuf *tail = &t->tail;
+    if (sketches && all_sketched(w)) {
+        /* base64 needs no JSON escaping */
+        nnp__sbuf_puts(h, ",\"" NNP_META_SKETCHES_KEY "\":\"" NNP_SKETCH_VALUE_PREFIX);
+        t->texts = w->texts;
+        t->ntexts = w->ntexts;
+        nnp__sbuf_puts(tail, "\"");
+    }
+    nnp__sbuf_room(tail, entries + 16);
+    nnp__sbuf_puts(tail, "}");
     for (size_t i = 0; i < w->nrecs; i++) {
         w_rec *r = &w->recs[i];
         if (r->same_as >= 0)
             continue; /* listed in the records only: its tensor is stored once */
-        nnp__sbuf_puts(&h, ",");
-        nnp__sbuf_json_string(&h, r->name);
-        nnp__sbuf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", nnp_dtype_name(r->dtype));
-        for (uint32_t k = 0; k < r->ndim; k++)
-            nnp__sbuf_printf(&h, k ? ",%llu" : "%llu", (unsigned long long)r->shape[k]);
-        nnp__sbuf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)r->begin,
-                         (unsigned long long)r->end);
+        nnp__sbuf_puts(tail, ",");
+        nnp__sbuf_json_string(tail, r->name);
+        nnp__sbuf_puts(tail, ":{");
+        put_entry_fields(tail, r);
+        nnp__sbuf_puts(tail, "}");
     }
-    nnp__sbuf_puts(&h, "}");
-    bool failed = prov.failed || h.failed;
+    nnp__sbuf_puts(tail, "}");
+    bool failed = prov.failed || h->failed || tail->failed;
     nnp__sbuf_free(&prov);
     if (failed) {
-        nnp__sbuf_free(&h);
-        return NULL;
+        header_free(t);
+        return false;
     }
-    *len = h.len;
-    return h.s;
+    t->len = h->len + t->ntexts * NNP_SKETCH_ENTRY_CHARS + tail->len;
+    return true;
 }
 
-/* Write the 8-byte length and the header padded with spaces to `room` bytes at the start of fd. */
 /* Write the 8-byte length and the header padded with spaces to `room` bytes at the start of fd,
  * of whose room only the first `used` bytes may hold anything but spaces: the rest is not written
  * again (a placeholder's room is mostly spaces, sized for every record a capture may make). */
-static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len, uint64_t room,
+static nnp_status put_header(nnp_writer *w, int fd, const header_text *t, uint64_t room,
                              uint64_t used)
 {
     unsigned char prefix[8];
     for (int i = 0; i < 8; i++)
         prefix[i] = (unsigned char)(room >> (8 * i));
+    uint64_t len = t->len, texts = t->ntexts * NNP_SKETCH_ENTRY_CHARS;
     nnp_status st = write_all(w, fd, prefix, 8, 0);
     if (!st)
-        st = write_all(w, fd, hdr, len, 8);
+        st = write_all(w, fd, t->head.s, t->head.len, 8);
+    if (!st && texts)
+        st = write_all(w, fd, t->texts, texts, 8 + t->head.len);
+    if (!st)
+        st = write_all(w, fd, t->tail.s, t->tail.len, 8 + t->head.len + texts);
     if (st || used <= len)
         return st;
     enum { PAD = 65536 };
@@ -709,7 +747,7 @@ static nnp_status put_header(nnp_writer *w, int fd, const char *hdr, size_t len,
 
 /* The header outgrew its room: build "<path>.partial2" with a header of the right size and the
  * data copied behind it (copy_file_range copies inside the kernel), then make it the partial. */
-static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t room)
+static nnp_status relocate(nnp_writer *w, const header_text *t, uint64_t room)
 {
     size_t n = strlen(w->path);
     char *tmp2 = malloc(n + sizeof ".partial2");
@@ -730,7 +768,7 @@ static nnp_status relocate(nnp_writer *w, const char *hdr, size_t len, uint64_t 
         tmp2 = NULL;
         goto out;
     }
-    if ((st = put_header(w, out, hdr, len, room, room)))
+    if ((st = put_header(w, out, t, room, room)))
         goto out;
     off_t src = (off_t)(8 + w->room), dst = (off_t)(8 + room);
     uint64_t left = w->data_len;
@@ -775,28 +813,29 @@ nnp_status nnp_writer_close(nnp_writer *w)
     nnp_status st = w->failed ? nnp__fail(w->failed, "%s: a write failed: %s", w->path,
                                           w->failure)
                               : NNP_OK;
-    size_t len = 0;
-    char *hdr = st ? NULL : build_header(w, &len, true);
-    if (hdr && len > 100000000u) {
+    header_text t = {0};
+    bool built = !st && build_header(w, true, &t);
+    if (built && t.len > 100000000u) {
         /* the fingerprints are what makes it too long: a dump without them is still whole,
          * and readers compute them from the data */
-        free(hdr);
-        hdr = build_header(w, &len, false);
+        header_free(&t);
+        built = build_header(w, false, &t);
     }
-    if (!st && !hdr)
+    if (!st && !built)
         st = nnp__nomem();
-    if (!st && len > 100000000u)
+    if (!st && t.len > 100000000u)
         st = nnp__fail(NNP_ERR_ARG, "%s: header of %zu bytes is over safetensors' 100,000,000 "
-                       "byte limit (too many records)", w->path, len);
+                       "byte limit (too many records)", w->path, t.len);
     /* A resumed writer's file may end in the torn bytes of a record that was never journalled. */
     if (!st && ftruncate(w->fd, (off_t)(8 + w->room + w->data_len)) != 0)
         st = nnp__fail(NNP_ERR_IO, "%s: cannot truncate: %s", w->tmp_path, strerror(errno));
-    if (!st && len <= w->room) {
-        st = put_header(w, w->fd, hdr, len, w->room, w->room_used);
+    if (!st && t.len <= w->room) {
+        st = put_header(w, w->fd, &t, w->room, w->room_used);
     } else if (!st) {
-        st = relocate(w, hdr, len, (len + 7) / 8 * 8);
+        st = relocate(w, &t, (t.len + 7) / 8 * 8);
     }
-    free(hdr);
+    if (built)
+        header_free(&t);
     if (w->fd >= 0) {
         /* No fsync: the journal makes a dump safe against the process dying, and forcing every
          * capture to the platters would cost more than the capture (a dump is reproducible).

@@ -121,6 +121,9 @@ bool nnp__sbuf_room(nnp_sbuf *b, size_t n);
 void nnp__sbuf_put(nnp_sbuf *b, const char *s, size_t n);
 void nnp__sbuf_puts(nnp_sbuf *b, const char *s);
 void nnp__sbuf_printf(nnp_sbuf *b, const char *fmt, ...) NNP_PRINTF(2, 3);
+/* Append v in decimal: what a writer's every record and header entry holds several of, where a
+ * printf costs as much as the rest of the line. */
+void nnp__sbuf_u64(nnp_sbuf *b, uint64_t v);
 /* Append s as a JSON string literal, quotes included (s must be valid UTF-8). */
 void nnp__sbuf_json_string(nnp_sbuf *b, const char *s);
 void nnp__sbuf_free(nnp_sbuf *b);

@@ -335,25 +335,44 @@ void nnp__sbuf_printf(nnp_sbuf *b, const char *fmt, ...)
     free(big);
 }
 
+void nnp__sbuf_u64(nnp_sbuf *b, uint64_t v)
+{
+    char digits[20], *p = digits + sizeof digits;
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    nnp__sbuf_put(b, p, (size_t)(digits + sizeof digits - p));
+}
+
+/* Measured, then escaped into room reserved once: a string full of quotes, as a JSON document
+ * kept in a JSON string is, then costs no call a quote. */
 void nnp__sbuf_json_string(nnp_sbuf *b, const char *s)
 {
-    nnp__sbuf_put(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        nnp__sbuf_put(b, run, (size_t)(s - run));
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            nnp__sbuf_put(b, esc, 2);
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0, out = 2;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++)
+        out += *p >= 0x20 && *p != '"' && *p != '\\' ? 1 : *p >= 0x20 ? 2 : 6;
+    if (!nnp__sbuf_room(b, out))
+        return;
+    char *o = b->s + b->len;
+    *o++ = '"';
+    for (const unsigned char *p = (const unsigned char *)s, *end = p + n; p < end; p++) {
+        unsigned char c = *p;
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+        } else if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
         } else {
-            nnp__sbuf_printf(b, "\\u%04x", c);
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[c >> 4];
+            o[5] = hex[c & 15];
+            o += 6;
         }
-        run = s + 1;
     }
-    nnp__sbuf_put(b, run, (size_t)(s - run));
-    nnp__sbuf_put(b, "\"", 1);
+    *o++ = '"';
+    *o = 0;
+    b->len = (size_t)(o - b->s);
 }
 
 void nnp__sbuf_free(nnp_sbuf *b)

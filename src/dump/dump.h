@@ -181,6 +181,10 @@ nnp_status nnp__dump_sketches(nnp_dump *d, const size_t *idx, size_t n, int thre
 /* The metadata key under which a capture stores its records' sketches, and an entry's size. */
 #define NNP_META_SKETCHES_KEY "nnparity.sketches"
 #define NNP_SKETCH_ENTRY_BYTES 192
+/* The stored value is this version, then the entries' text one after the other, in data offset
+ * order: each entry's base64, without padding. */
+#define NNP_SKETCH_VALUE_PREFIX "sketch/1:"
+#define NNP_SKETCH_ENTRY_CHARS (NNP_SKETCH_ENTRY_BYTES / 3 * 4)
 
 /* One file's stored sketches: its NNP_META_SKETCHES_KEY value (owned by the dump) for its
  * `count` records in data offset order, decoded into `decoded` on first use. */
@@ -200,8 +204,9 @@ nnp_sketch_store *nnp__dump_sketch_store(nnp_dump *d, uint32_t id);
 
 /* The entry of sketch s (NNP_SKETCH_ENTRY_BYTES bytes). */
 void nnp__sketch_pack(const nnp_sketch *s, unsigned char *entry);
-/* The metadata value of n entries (record order) appended to b. */
-void nnp__sketch_value(nnp_sbuf *b, const unsigned char *entries, size_t n);
+/* An entry's text (NNP_SKETCH_ENTRY_CHARS characters, no terminator): a writer encodes each
+ * record's as it sketches it, and writes them as they are when it closes. */
+void nnp__sketch_entry_text(const unsigned char *entry, char *text);
 /* Whether `value` (len bytes) is a value this reader knows with entries for n records: a format
  * error naming `file` and the key otherwise. */
 nnp_status nnp__sketch_value_check(const char *file, const char *value, size_t len, size_t n);

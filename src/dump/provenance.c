@@ -147,6 +147,9 @@ void nnp__provenance_entry(nnp_sbuf *b, bool first, const char *tensor, const ch
         nnp__sbuf_puts(b, ",\"same_as\":");
         nnp__sbuf_json_string(b, same_as);
     }
-    nnp__sbuf_printf(b, ",\"call\":%llu,\"seq\":%llu}", (unsigned long long)call,
-                     (unsigned long long)seq);
+    nnp__sbuf_puts(b, ",\"call\":");
+    nnp__sbuf_u64(b, call);
+    nnp__sbuf_puts(b, ",\"seq\":");
+    nnp__sbuf_u64(b, seq);
+    nnp__sbuf_puts(b, "}");
 }

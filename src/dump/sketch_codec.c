@@ -19,10 +19,10 @@
 #include "dump/dump.h"
 #include "kernels/kernels.h"
 
-#define PREFIX "sketch/1:"
+#define PREFIX NNP_SKETCH_VALUE_PREFIX
 #define PREFIX_LEN (sizeof PREFIX - 1)
 #define ENTRY NNP_SKETCH_ENTRY_BYTES
-#define ENTRY_CHARS (ENTRY / 3 * 4)
+#define ENTRY_CHARS NNP_SKETCH_ENTRY_CHARS
 #define PART 88
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -84,21 +84,15 @@ static void pairs_init(void)
     }
 }
 
-void nnp__sketch_value(nnp_sbuf *b, const unsigned char *entries, size_t n)
+void nnp__sketch_entry_text(const unsigned char *entry, char *text)
 {
-    if (n > (SIZE_MAX - PREFIX_LEN) / ENTRY_CHARS || !nnp__sbuf_room(b, PREFIX_LEN + n * ENTRY_CHARS))
-        return;
-    nnp__sbuf_put(b, PREFIX, PREFIX_LEN);
     pthread_once(&pairs_once, pairs_init);
-    char *o = b->s + b->len;
-    const unsigned char *p = entries;
-    for (size_t k = 0; k < n * (ENTRY / 3); k++, p += 3, o += 4) {
+    const unsigned char *p = entry;
+    for (size_t k = 0; k < ENTRY / 3; k++, p += 3, text += 4) {
         uint32_t v = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
-        memcpy(o, b64_pairs[v >> 12], 2);
-        memcpy(o + 2, b64_pairs[v & 4095], 2);
+        memcpy(text, b64_pairs[v >> 12], 2);
+        memcpy(text + 2, b64_pairs[v & 4095], 2);
     }
-    b->len += n * ENTRY_CHARS;
-    b->s[b->len] = 0;
 }
 
 nnp_status nnp__sketch_value_check(const char *file, const char *value, size_t len, size_t n)

@@ -2,7 +2,7 @@
  * test_writer.c - the streaming safetensors writer: round trips of data and provenance, the
  * header layout the reference reader expects, header growth past its reserved room, and
  * failures (duplicates, reserved keys, unwritable paths, a file-size limit) that leave nothing
- * behind at the destination.
+ * behind at the destination; the JSON text (escapes, numbers) headers and journals are made of.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 static bool exists(const char *p)
@@ -81,6 +82,30 @@ static void test_round_trip(void **state)
     assert_string_equal(nnp_dump_meta_get(d, "model"), "vit_tiny");
     assert_string_equal(nnp_dump_meta_get(d, "nnparity.format"), "dump/1");
     nnp_dump_close(d);
+}
+
+/* The text the header and the journal are made of: JSON string escapes for every kind of
+ * character, a JSON document inside a JSON string, and decimal numbers at their extremes. */
+static void test_json_text(void **state)
+{
+    (void)state;
+    nnp_sbuf b = {0};
+    nnp__sbuf_json_string(&b, "a\"b\\c\n\x01\x1f \x7f\xc3\xa9");
+    assert_string_equal(b.s, "\"a\\\"b\\\\c\\u000a\\u0001\\u001f \x7f\xc3\xa9\"");
+    nnp__sbuf_free(&b);
+    nnp__sbuf_json_string(&b, "");
+    nnp__sbuf_puts(&b, ",");
+    nnp__sbuf_json_string(&b, "{\"tensor\":\"x\\\"y\"}");
+    assert_string_equal(b.s, "\"\",\"{\\\"tensor\\\":\\\"x\\\\\\\"y\\\"}\"");
+    nnp__sbuf_free(&b);
+    nnp__sbuf_u64(&b, 0);
+    nnp__sbuf_puts(&b, " ");
+    nnp__sbuf_u64(&b, 10);
+    nnp__sbuf_puts(&b, " ");
+    nnp__sbuf_u64(&b, UINT64_MAX);
+    assert_string_equal(b.s, "0 10 18446744073709551615");
+    assert_false(b.failed);
+    nnp__sbuf_free(&b);
 }
 
 /* The header fills exactly its room with trailing spaces, and data starts 8-aligned. */
@@ -282,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_write_failure),
         cmocka_unit_test(test_room_is_capped),
         cmocka_unit_test(test_scalars_only),
+        cmocka_unit_test(test_json_text),
     };
     return cmocka_run_group_tests_name("writer", tests, NULL, NULL);
 }
