@@ -54,6 +54,29 @@ static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 /* Set by an explicit nnp_capture_open: the environment is then not consulted. */
 static atomic_bool env_overridden;
 
+/* The process's id, which every tap compares with its session's: getpid() is a system call each
+ * time (glibc keeps no copy), so it is kept here, and a child's fork() handler puts the child's
+ * in its place. Registered before any session records its opener's. */
+static atomic_int own_pid;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void forked_child(void)
+{
+    atomic_store(&own_pid, (int)getpid());
+}
+
+static void watch_forks(void)
+{
+    atomic_store(&own_pid, (int)getpid());
+    pthread_atfork(NULL, NULL, forked_child);
+}
+
+static pid_t this_process(void)
+{
+    pthread_once(&fork_once, watch_forks);
+    return (pid_t)atomic_load_explicit(&own_pid, memory_order_relaxed);
+}
+
 static void session_free(session *s)
 {
     if (!s)
@@ -200,7 +223,7 @@ static nnp_status session_open(const char *path, const nnp_capture_options *opts
         free(s);
         return nnp__fail(NNP_ERR_INTERNAL, "cannot create a mutex");
     }
-    s->pid = getpid();
+    s->pid = this_process();
     nnp_status st = NNP_OK;
     /* The reference and the rules are read first: a bad one is reported before any layer runs
      * and before an output file is created. */
@@ -266,7 +289,7 @@ nnp_status nnp_capture_close(void)
     pthread_rwlock_wrlock(&use_lock);
     pthread_rwlock_unlock(&use_lock);
     nnp_status st = NNP_OK;
-    if (s && s->pid != getpid()) {
+    if (s && s->pid != this_process()) {
         /* a forked child's copy (its exit runs the parent's atexit handler too): the files are
          * the parent's, which goes on writing them */
         nnp__writer_abandon(s->writer);
@@ -326,7 +349,7 @@ static session *current(void)
     /* Loaded again under the lock: a close may have cleared it in between, and a session seen
      * here cannot be freed until the lock is released. */
     session *s = atomic_load_explicit(&active, memory_order_acquire);
-    if (s && s->pid != getpid())
+    if (s && s->pid != this_process())
         s = NULL; /* a child forked while it was open: its taps would write the parent's file */
     if (!s)
         pthread_rwlock_unlock(&use_lock);

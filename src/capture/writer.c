@@ -57,6 +57,7 @@ struct nnp_writer {
     bool sketch;       /* records are sketched as they are added (NNPARITY_SKETCH=0: not) */
     nnp_sketcher *sketcher; /* the helper that sketches them, started with the first record */
     bool sketcher_tried;
+    uint64_t size_limit; /* RLIMIT_FSIZE as last read (UINT64_MAX: none) */
     nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
     char failure[512];
 };
@@ -66,16 +67,25 @@ static const char *name_at(const void *w, size_t i)
     return ((const nnp_writer *)w)->recs[i].name;
 }
 
+static uint64_t size_limit_now(void)
+{
+    struct rlimit r;
+    return getrlimit(RLIMIT_FSIZE, &r) != 0 || r.rlim_cur == RLIM_INFINITY ? UINT64_MAX
+                                                                           : (uint64_t)r.rlim_cur;
+}
+
 /* How many of n bytes may be written at offset off. A write that starts at or past the
  * RLIMIT_FSIZE limit raises SIGXFSZ, whose default action kills the process; a host running
  * under such a limit (a batch scheduler's ulimit -f) would lose its run mid-capture. Stopping at
- * the limit gives the EFBIG error instead, which is handled like a full disk. */
-static size_t under_size_limit(uint64_t off, size_t n)
+ * the limit gives the EFBIG error instead, which is handled like a full disk. The limit is read
+ * when the writer starts and again when a write would reach it, which honours a limit raised
+ * since (one lowered since is not seen): reading it for every write costs a system call a
+ * record, as much as a small record's write. */
+static size_t under_size_limit(nnp_writer *w, uint64_t off, size_t n)
 {
-    struct rlimit r;
-    if (getrlimit(RLIMIT_FSIZE, &r) != 0 || r.rlim_cur == RLIM_INFINITY)
+    if (w->size_limit == UINT64_MAX || (off < w->size_limit && w->size_limit - off >= n))
         return n;
-    uint64_t lim = (uint64_t)r.rlim_cur;
+    uint64_t lim = w->size_limit = size_limit_now();
     return off >= lim ? 0 : lim - off < n ? (size_t)(lim - off) : n;
 }
 
@@ -83,7 +93,7 @@ static nnp_status write_all(nnp_writer *w, int fd, const void *buf, uint64_t n, 
 {
     const unsigned char *p = buf;
     while (n) {
-        size_t chunk = under_size_limit(off, n > (1u << 30) ? (1u << 30) : (size_t)n);
+        size_t chunk = under_size_limit(w, off, n > (1u << 30) ? (1u << 30) : (size_t)n);
         errno = EFBIG;
         ssize_t k = chunk ? pwrite(fd, p, chunk, (off_t)off) : -1;
         if (k < 0 && errno == EINTR)
@@ -142,6 +152,7 @@ static nnp_status writer_new(const char *path, nnp_writer **out)
     if (!w)
         return nnp__nomem();
     w->fd = w->jfd = -1;
+    w->size_limit = size_limit_now();
     /* the fingerprints' cost can be left out of a capture (docs/sketch.md); readers then
      * compute them from the data */
     const char *env = getenv("NNPARITY_SKETCH");
@@ -165,7 +176,7 @@ static nnp_status journal_append(nnp_writer *w, nnp_sbuf *line)
     const char *p = line->s;
     size_t n = line->len;
     while (n) {
-        size_t chunk = under_size_limit(w->jlen, n);
+        size_t chunk = under_size_limit(w, w->jlen, n);
         errno = EFBIG;
         ssize_t k = chunk ? write(w->jfd, p, chunk) : -1;
         if (k < 0 && errno == EINTR)
@@ -773,7 +784,7 @@ static nnp_status relocate(nnp_writer *w, const header_text *t, uint64_t room)
     off_t src = (off_t)(8 + w->room), dst = (off_t)(8 + room);
     uint64_t left = w->data_len;
     while (left) {
-        size_t chunk = under_size_limit((uint64_t)dst, left > (1u << 30) ? (1u << 30)
+        size_t chunk = under_size_limit(w, (uint64_t)dst, left > (1u << 30) ? (1u << 30)
                                                                         : (size_t)left);
         errno = EFBIG;
         ssize_t k = chunk ? copy_file_range(in, &src, out, &dst, chunk, 0) : -1;

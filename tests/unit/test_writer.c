@@ -252,6 +252,37 @@ static void test_write_failure(void **state)
     assert_false(exists(part));
 }
 
+/* The file-size limit is read when the writer opens, not at every write: one raised since is
+ * still honoured (the writer reads it again before stopping at the old one). */
+static void test_raised_limit(void **state)
+{
+    (void)state;
+    char p[512];
+    scratch(p, sizeof p, "raised.safetensors");
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    if (old.rlim_max != RLIM_INFINITY && old.rlim_max < (4u << 20))
+        skip(); /* nothing to raise it to */
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = 1 << 20;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    nnp_writer *w;
+    nnp_status opened = nnp_writer_open(p, 0, &w);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(opened, NNP_OK);
+    static float big[1 << 19]; /* 2 MiB: past the limit the writer opened under */
+    uint64_t n = 1 << 19;
+    nnp_record_desc desc = {.name = "big", .dtype = NNP_F32, .ndim = 1, .shape = &n};
+    assert_int_equal(nnp_writer_add(w, &desc, big), NNP_OK);
+    assert_int_equal(nnp_writer_close(w), NNP_OK);
+    nnp_dump *d;
+    assert_int_equal(nnp_dump_open(p, &d), NNP_OK);
+    assert_int_equal(nnp_dump_count(d), 1);
+    nnp_dump_close(d);
+}
+
 /* More records announced than a header may hold: the room stops at safetensors' limit. */
 static void test_room_is_capped(void **state)
 {
@@ -305,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),           cmocka_unit_test(test_header_layout),
         cmocka_unit_test(test_header_outgrows_room), cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_write_failure),
+        cmocka_unit_test(test_raised_limit),
         cmocka_unit_test(test_room_is_capped),
         cmocka_unit_test(test_scalars_only),
         cmocka_unit_test(test_json_text),
