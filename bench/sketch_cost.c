@@ -7,9 +7,11 @@
  *
  *   sketch_cost capture OUT COUNT ELEMS RUNS
  *       COUNT float32 records of ELEMS elements through nnp_tap into OUT, RUNS times with
- *       sketches and RUNS times without, alternately; prints the medians and the share of
- *       the capture's time that the sketches take, (with - without) / with, in wall-clock
- *       and in CPU time (all threads).
+ *       sketches and RUNS times without, alternately (which goes first swaps from run to run);
+ *       prints the medians and the share of the capture's time that the sketches take, (with
+ *       - without) / with, in wall-clock and in CPU time (all threads), then the median of
+ *       that share taken in each run's pair: two captures a few tenths of a second apart see
+ *       the same machine, where the medians of each side may come from different minutes.
  *   sketch_cost decode A B RUNS
  *       opens A and B with nnp_dump_open_both, then times nnp_dump_sketches over every record
  *       of both (the stored sketches decoded and checked), RUNS times on fresh opens; prints
@@ -83,7 +85,8 @@ static double capture(const char *out, int count, uint64_t elems, const float *x
 static int run_capture(const char *out, int count, uint64_t elems, int runs)
 {
     float *x = malloc(elems * sizeof *x);
-    double *t = malloc(4 * (size_t)runs * sizeof *t); /* wall with, wall without, cpu, cpu */
+    /* wall with, wall without, cpu, cpu; then each pair's share of wall time */
+    double *t = malloc(5 * (size_t)runs * sizeof *t);
     if (!x || !t || count <= 0 || runs <= 0)
         return 2;
     for (uint64_t i = 0; i < elems; i++)
@@ -91,15 +94,22 @@ static int run_capture(const char *out, int count, uint64_t elems, int runs)
     double c;
     capture(out, count, elems, x, &c); /* warm the page cache and the file system */
     for (int r = 0; r < runs; r++) {
-        unsetenv("NNPARITY_SKETCH");
-        t[r] = capture(out, count, elems, x, &t[2 * runs + r]);
-        setenv("NNPARITY_SKETCH", "0", 1);
-        t[runs + r] = capture(out, count, elems, x, &t[3 * runs + r]);
-        if (t[r] < 0 || t[runs + r] < 0)
-            return fail("capture");
+        for (int k = 0; k < 2; k++) {
+            bool with = (k + r) % 2 == 0;
+            if (with)
+                unsetenv("NNPARITY_SKETCH");
+            else
+                setenv("NNPARITY_SKETCH", "0", 1);
+            int at = with ? r : runs + r;
+            t[at] = capture(out, count, elems, x, &t[2 * runs + at]);
+            if (t[at] < 0)
+                return fail("capture");
+        }
+        t[4 * runs + r] = (t[r] - t[runs + r]) / t[r];
     }
     unsetenv("NNPARITY_SKETCH");
     remove(out);
+    double paired = median(t + 4 * runs, runs);
     double w = median(t, runs), wo = median(t + runs, runs);
     double cw = median(t + 2 * runs, runs), cwo = median(t + 3 * runs, runs);
     printf("sketch_cost capture: %d x %llu float32 (%.1f MiB), median of %d\n", count,
@@ -108,6 +118,7 @@ static int run_capture(const char *out, int count, uint64_t elems, int runs)
     printf("  without sketches  %.4f s wall, %.4f s CPU\n", wo, cwo);
     printf("  sketch share of capture time = %.1f%% wall, %.1f%% CPU  (target < 5%%)\n",
            100 * (w - wo) / w, 100 * (cw - cwo) / cw);
+    printf("  median of each run's pair = %.1f%% wall\n", 100 * paired);
     free(x);
     free(t);
     return 0;

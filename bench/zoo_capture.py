@@ -142,6 +142,18 @@ def plain_writes(path, sizes):
     return write
 
 
+def timed_fresh(fn, *paths):
+    """fn's wall-clock seconds, with each of paths removed before (a capture writes a new file:
+    replacing one would add the old one's deletion) and the garbage collected."""
+    for p in paths:
+        if p.exists():
+            p.unlink()
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def measure(group, name, runs, workdir, bridges):
     """(plain s, write s, [capture s per bridge], records, MB)"""
     model = build(group, name)
@@ -159,13 +171,7 @@ def measure(group, name, runs, workdir, bridges):
         return captured
 
     def timed(fn):
-        for p in (path, raw):
-            if p.exists():
-                p.unlink()
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
+        return timed_fresh(fn, path, raw)
 
     # each round: the plain forward, the captures (this tree's last: its dump gives the sizes
     # the plain writes copy), the plain writes

@@ -461,8 +461,8 @@ static nnp_status push_rec(nnp_writer *w, w_rec *r)
     return NNP_OK;
 }
 
-/* A stored record's safetensors entry inside its braces: "dtype":..,"shape":[..],"data_offsets":[..]
- * (the header's entry and the journal line's tail). */
+/* A stored record's safetensors entry inside its braces, "dtype":..,"shape":[..],
+ * "data_offsets":[..]: the header's entry, and the journal line's tail. */
 static void put_entry_fields(nnp_sbuf *b, const w_rec *r)
 {
     nnp__sbuf_puts(b, "\"dtype\":\"");
