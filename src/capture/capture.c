@@ -67,8 +67,9 @@ static void forked_child(void)
 
 static void watch_forks(void)
 {
-    atomic_store(&own_pid, (int)getpid());
+    /* the handler first: a fork between the two then still leaves the child its own id */
     pthread_atfork(NULL, NULL, forked_child);
+    atomic_store(&own_pid, (int)getpid());
 }
 
 static pid_t this_process(void)
