@@ -17,8 +17,8 @@ one run for a model slower than 5 s, whose ratio is close to 1 anyway), their ra
 the records the dump holds and the MB it stores (a tensor recorded under several names is
 stored once). The floor is (plain + write) / plain, where write is the time to write the same
 bytes with one plain write() a stored tensor into a new file, timed in the same runs: no
-capture that writes its records as the forward runs can have a lower ratio. The ratios are the figures to compare; absolute times drift on a shared
-machine.
+capture that writes its records as the forward runs can have a lower ratio. The ratios are the
+figures to compare; absolute times drift on a shared machine.
 
 Each capture writes a new file: the previous one is deleted before the clock starts. Replacing
 an existing dump also frees the old one's blocks, which costs what deleting it costs (on a file

@@ -54,9 +54,9 @@ static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 /* Set by an explicit nnp_capture_open: the environment is then not consulted. */
 static atomic_bool env_overridden;
 
-/* The process's id, which every tap compares with its session's: getpid() is a system call each
- * time (glibc keeps no copy), so it is kept here, and a child's fork() handler puts the child's
- * in its place. Registered before any session records its opener's. */
+/* The process's id (nnp__this_process), which every tap compares with its session's: getpid()
+ * is a system call each time (glibc keeps no copy), so it is kept here, and a child's fork()
+ * handler puts the child's in its place. */
 static atomic_int own_pid;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
@@ -72,7 +72,7 @@ static void watch_forks(void)
     atomic_store(&own_pid, (int)getpid());
 }
 
-static pid_t this_process(void)
+pid_t nnp__this_process(void)
 {
     pthread_once(&fork_once, watch_forks);
     return (pid_t)atomic_load_explicit(&own_pid, memory_order_relaxed);
@@ -224,7 +224,7 @@ static nnp_status session_open(const char *path, const nnp_capture_options *opts
         free(s);
         return nnp__fail(NNP_ERR_INTERNAL, "cannot create a mutex");
     }
-    s->pid = this_process();
+    s->pid = nnp__this_process();
     nnp_status st = NNP_OK;
     /* The reference and the rules are read first: a bad one is reported before any layer runs
      * and before an output file is created. */
@@ -290,7 +290,7 @@ nnp_status nnp_capture_close(void)
     pthread_rwlock_wrlock(&use_lock);
     pthread_rwlock_unlock(&use_lock);
     nnp_status st = NNP_OK;
-    if (s && s->pid != this_process()) {
+    if (s && s->pid != nnp__this_process()) {
         /* a forked child's copy (its exit runs the parent's atexit handler too): the files are
          * the parent's, which goes on writing them */
         nnp__writer_abandon(s->writer);
@@ -350,7 +350,7 @@ static session *current(void)
     /* Loaded again under the lock: a close may have cleared it in between, and a session seen
      * here cannot be freed until the lock is released. */
     session *s = atomic_load_explicit(&active, memory_order_acquire);
-    if (s && s->pid != this_process())
+    if (s && s->pid != nnp__this_process())
         s = NULL; /* a child forked while it was open: its taps would write the parent's file */
     if (!s)
         pthread_rwlock_unlock(&use_lock);

@@ -4,9 +4,10 @@
 #ifndef NNP_CAPTURE_H
 #define NNP_CAPTURE_H
 
+#include <sys/types.h>
+
 #include "diff/diff.h"
 #include "formats/formats.h"
-
 
 /* Stop writing but keep "<path>.partial" and its journal for nnp_recover: a capture that lost
  * records must not pass for a finished dump. Returns the partial file's path (valid until the
@@ -18,6 +19,9 @@ const char *nnp__writer_abandon(nnp_writer *w);
 nnp_status nnp__writer_add_same(nnp_writer *w, const nnp_record_desc *desc, size_t earlier);
 /* How many records the writer holds: the next one added is number nnp__writer_count(w). */
 size_t nnp__writer_count(const nnp_writer *w);
+/* The calling process's id, kept (getpid() is a system call) and put right in a forked child:
+ * what a session and a writer's helper compare with the process that made them. */
+pid_t nnp__this_process(void);
 /* nnp_writer_set_meta without the check for reserved keys: for nnparity's own facts. */
 nnp_status nnp__writer_put_meta(nnp_writer *w, const char *key, const char *value);
 /* A record's sketch taken beside its write (sketch_job.c). A writer's sketcher is a helper

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "capture/capture.h"
 #include "kernels/kernels.h"
@@ -112,7 +111,7 @@ nnp_sketcher *nnp__sketcher_start(void)
         free(s);
         return NULL;
     }
-    s->pid = getpid();
+    s->pid = nnp__this_process();
     if (pthread_create(&s->thread, NULL, helper, s) != 0) {
         pthread_cond_destroy(&s->wake);
         pthread_mutex_destroy(&s->lock);
@@ -127,7 +126,7 @@ void nnp__sketcher_stop(nnp_sketcher *s)
 {
     if (!s)
         return;
-    if (s->pid != getpid()) {
+    if (s->pid != nnp__this_process()) {
         free(s); /* a forked child's copy: its helper is the parent's */
         return;
     }

@@ -669,21 +669,16 @@ static bool build_header(nnp_writer *w, bool sketches, header_text *t)
     nnp_sbuf prov = {0};
     memset(t, 0, sizeof *t);
     bool same = false;
-    size_t entries = 0; /* about what the stored records' entries take */
     nnp__sbuf_puts(&prov, "[");
     for (size_t i = 0; i < w->nrecs; i++) {
         w_rec *r = &w->recs[i];
         nnp__provenance_entry(&prov, i == 0, r->name, r->module, r->role, r->module_type, r->call,
                               i, r->same_as >= 0 ? w->recs[r->same_as].name : NULL);
         same = same || r->same_as >= 0;
-        if (r->same_as < 0)
-            entries += strlen(r->name) + 96 + 21 * r->ndim;
     }
     nnp__sbuf_puts(&prov, "]");
 
     nnp_sbuf *h = &t->head;
-    /* the room at once, not by doublings that copy what is written so far */
-    nnp__sbuf_room(h, prov.len + prov.len / 4 + 4096);
     nnp__sbuf_puts(h, "{\"__metadata__\":{");
     for (size_t i = 0; i < w->nmeta; i++) {
         nnp__sbuf_json_string(h, w->meta[2 * i]);
@@ -703,7 +698,6 @@ static bool build_header(nnp_writer *w, bool sketches, header_text *t)
         t->ntexts = w->ntexts;
         nnp__sbuf_puts(tail, "\"");
     }
-    nnp__sbuf_room(tail, entries + 16);
     nnp__sbuf_puts(tail, "}");
     for (size_t i = 0; i < w->nrecs; i++) {
         w_rec *r = &w->recs[i];

@@ -38,6 +38,33 @@ static void fill(float *x, size_t n, unsigned k)
         x[i] = (float)k * 1000.0f + (float)i;
 }
 
+/* Run body in a child whose environment names `path` as the capture, and check that the child
+ * exited with 0 (body true); exit() runs the library's handler that closes the session. */
+static void in_env_child(const char *path, bool (*body)(void))
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("NNPARITY_CAPTURE", path, 1);
+        exit(body() ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static nnp_status tap_two(const char *name)
+{
+    float x[2] = {1, 2};
+    uint64_t two = 2;
+    return nnp_tap(name, "out0", NNP_F32, 1, &two, x);
+}
+
+static bool taps_layer_twice(void)
+{
+    return nnp_capture_active() == 1 && tap_two("layer") == NNP_OK && tap_two("layer") == NNP_OK;
+}
+
 /* Runs first, before this process taps anything: the environment opens a session in a child,
  * which finishes the dump when it exits. */
 static void test_session_from_environment(void **state)
@@ -45,24 +72,25 @@ static void test_session_from_environment(void **state)
     (void)state;
     char p[512];
     scratch(p, sizeof p, "env.safetensors");
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        setenv("NNPARITY_CAPTURE", p, 1);
-        float x[2] = {1, 2};
-        uint64_t two = 2;
-        int ok = nnp_capture_active() == 1 &&
-                 nnp_tap("layer", "out0", NNP_F32, 1, &two, x) == NNP_OK &&
-                 nnp_tap("layer", "out0", NNP_F32, 1, &two, x) == NNP_OK;
-        exit(ok ? 0 : 1); /* exit() runs the library's handler that closes the session */
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    in_env_child(p, taps_layer_twice);
     nnp_dump *d = open_ok(p);
     assert_int_equal(nnp_dump_count(d), 2);
     assert_string_equal(nnp_dump_record(d, 1)->name, "layer/out0#1");
     nnp_dump_close(d);
+}
+
+/* Taps, forks a child that taps and exits with exit() (running the atexit handler it
+ * inherited), then taps again. */
+static bool taps_around_a_fork(void)
+{
+    bool ok = tap_two("before") == NNP_OK;
+    pid_t child = fork();
+    if (child == 0)
+        exit(nnp_capture_active() == 0 && tap_two("child") == NNP_OK ? 0 : 1);
+    int status;
+    ok = ok && child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
+         WEXITSTATUS(status) == 0;
+    return ok && tap_two("after") == NNP_OK;
 }
 
 /* A process that forks while its environment session is open, and whose child taps and exits
@@ -73,28 +101,7 @@ static void test_a_forked_child_leaves_the_session_alone(void **state)
     (void)state;
     char p[512];
     scratch(p, sizeof p, "forked.safetensors");
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        setenv("NNPARITY_CAPTURE", p, 1);
-        float x[2] = {1, 2};
-        uint64_t two = 2;
-        int ok = nnp_tap("before", "out0", NNP_F32, 1, &two, x) == NNP_OK;
-        pid_t child = fork();
-        if (child == 0) {
-            int quiet = nnp_capture_active() == 0 &&
-                        nnp_tap("child", "out0", NNP_F32, 1, &two, x) == NNP_OK;
-            exit(quiet ? 0 : 1); /* runs the atexit handler it inherited */
-        }
-        int status;
-        ok = ok && child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
-             WEXITSTATUS(status) == 0;
-        ok = ok && nnp_tap("after", "out0", NNP_F32, 1, &two, x) == NNP_OK;
-        exit(ok ? 0 : 1);
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    in_env_child(p, taps_around_a_fork);
     nnp_dump *d = open_ok(p);
     assert_int_equal(nnp_dump_count(d), 2);
     assert_string_equal(nnp_dump_record(d, 0)->name, "before/out0");
