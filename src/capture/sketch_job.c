@@ -3,8 +3,10 @@
  *
  * The writer must sketch a record while the caller's buffer is at hand, and writing it to the
  * page cache and sketching it each read every byte: one after the other, the sketch adds a
- * quarter to a record's cost. So each writer keeps a helper thread (a sketcher) to which it
- * hands a record's sketch before writing the record, and takes the sketch back after.
+ * quarter to a record's cost. So a writer that is given large records keeps a helper thread (a
+ * sketcher) to which it hands a record's sketch before writing the record, and takes the sketch
+ * back after (writer.c decides which records: handing over a small one costs about what
+ * sketching it does).
  *
  * The writer never waits for the helper to wake up: a job the helper has not taken by the time
  * the write is done is taken back and sketched on the writer's thread, as without a helper.

@@ -55,12 +55,20 @@ struct nnp_writer {
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
     bool sketch;       /* records are sketched as they are added (NNPARITY_SKETCH=0: not) */
-    nnp_sketcher *sketcher; /* the helper that sketches them, started with the first record */
+    nnp_sketcher *sketcher; /* the helper that sketches large ones, started with the first */
     bool sketcher_tried;
     uint64_t size_limit; /* RLIMIT_FSIZE as last read (UINT64_MAX: none) */
     nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
     char failure[512];
 };
+
+/* Records of at least this many bytes are sketched by the writer's helper while the writer
+ * writes them; smaller ones by the writer after their write. A record of 1 MiB takes a few
+ * hundred microseconds to sketch, which the helper hides behind the write; handing a small one
+ * over costs about what sketching it does (the job's cache lines cross between the cores, and
+ * the helper's looking for work takes the core the page cache's write-back wants), and a
+ * process with no large records never starts the thread. bench/README.md has the figures. */
+#define HELPED_MIN_BYTES (1u << 20)
 
 static const char *name_at(const void *w, size_t i)
 {
@@ -586,12 +594,13 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     r.end = w->data_len + nbytes;
     /* the whole tensor is at hand now, and never again without reading the file back */
     nnp_sketch_job job;
-    if (w->sketch && !w->sketcher_tried) {
+    bool helped = w->sketch && nbytes >= HELPED_MIN_BYTES;
+    if (helped && !w->sketcher_tried) {
         w->sketcher = nnp__sketcher_start();
         w->sketcher_tried = true;
     }
     if (w->sketch)
-        nnp__sketch_job_start(&job, w->sketcher, desc->dtype, desc->ndim, desc->shape, data,
+        nnp__sketch_job_start(&job, helped ? w->sketcher : NULL, desc->dtype, desc->ndim, desc->shape, data,
                               nbytes / nnp_dtype_size(desc->dtype),
                               w->texts + w->ntexts * NNP_SKETCH_ENTRY_CHARS);
     st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);

@@ -524,7 +524,8 @@ static void test_capture_stores_sketches(void **state)
     uint64_t shape[3] = {2, 3, 64};
     assert_int_equal(nnp_tap("block", "out0", NNP_F32, 3, shape, x), NNP_OK);
     assert_int_equal(nnp_tap("block", "out0", NNP_F32, 2, shape + 1, x), NNP_OK);
-    /* a record large enough to be sketched beside its write, on a thread of its own */
+    /* a record large enough (1 MiB or more) to be sketched beside its write, on a thread of
+     * its own */
     uint64_t big[2] = {3, 100000};
     float *y = malloc(3 * 100000 * sizeof *y);
     for (int i = 0; i < 3 * 100000; i++)
