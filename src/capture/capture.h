@@ -30,7 +30,8 @@ nnp_status nnp__writer_put_meta(nnp_writer *w, const char *key, const char *valu
 typedef struct nnp_sketcher nnp_sketcher;
 nnp_sketcher *nnp__sketcher_start(void);
 void nnp__sketcher_stop(nnp_sketcher *s);
-/* Start a record's sketch before writing its data (by the sketcher s, or NULL: none), finish it
+/* Start a record's sketch before writing its data (by the sketcher s, or NULL: none; a sketcher
+ * that sleeps is woken only when `wake` is set, else the writer sketches it), finish it
  * after (always, even when the write failed: until then another thread may read the data);
  * `text` (NNP_SKETCH_ENTRY_CHARS) then holds the entry as stored. The shape and the data must
  * stay until the job is finished; one job a sketcher at a time. */
@@ -43,8 +44,11 @@ typedef struct nnp_sketch_job {
     char *text;
     nnp_sketcher *by;
 } nnp_sketch_job;
-void nnp__sketch_job_start(nnp_sketch_job *j, nnp_sketcher *s, nnp_dtype dtype, uint32_t ndim,
-                           const uint64_t *shape, const void *data, uint64_t nelem, char *text);
+void nnp__sketch_job_start(nnp_sketch_job *j, nnp_sketcher *s, bool wake, nnp_dtype dtype,
+                           uint32_t ndim, const uint64_t *shape, const void *data, uint64_t nelem,
+                           char *text);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t nnp__monotonic_ns(void);
 void nnp__sketch_job_finish(nnp_sketch_job *j);
 
 #endif /* NNP_CAPTURE_H */

@@ -9,7 +9,10 @@
  * sketching it does).
  *
  * The writer never waits for the helper to wake up: a job the helper has not taken by the time
- * the write is done is taken back and sketched on the writer's thread, as without a helper.
+ * the write is done is taken back and sketched on the writer's thread, as without a helper. Nor
+ * does it wake a sleeping helper for a job unless asked to (writer.c asks for large records, and
+ * for records added back to back): waking it is a system call, and in a virtual machine the
+ * other core's wake-up costs more than sketching a small record.
  * Only a job the helper is running is waited for, and it is already under way. The helper keeps
  * looking for work for a short while after each job (records come every few tens of
  * microseconds during a forward pass), then sleeps until the next one. The result is the same
@@ -54,7 +57,7 @@ static void run(nnp_sketch_job *j)
     nnp__sketch_entry_text(entry, j->text);
 }
 
-static uint64_t now_ns(void)
+uint64_t nnp__monotonic_ns(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -76,9 +79,9 @@ static void *helper(void *arg)
 {
     nnp_sketcher *s = arg;
     while (!atomic_load(&s->stop)) {
-        uint64_t until = now_ns() + SPIN_NS;
+        uint64_t until = nnp__monotonic_ns() + SPIN_NS;
         bool worked = false;
-        while (!atomic_load(&s->stop) && !(worked = take(s)) && now_ns() < until)
+        while (!atomic_load(&s->stop) && !(worked = take(s)) && nnp__monotonic_ns() < until)
             ;
         if (worked || atomic_load(&s->stop))
             continue;
@@ -142,15 +145,19 @@ void nnp__sketcher_stop(nnp_sketcher *s)
     free(s);
 }
 
-void nnp__sketch_job_start(nnp_sketch_job *j, nnp_sketcher *s, nnp_dtype dtype, uint32_t ndim,
-                           const uint64_t *shape, const void *data, uint64_t nelem, char *text)
+void nnp__sketch_job_start(nnp_sketch_job *j, nnp_sketcher *s, bool wake, nnp_dtype dtype,
+                           uint32_t ndim, const uint64_t *shape, const void *data, uint64_t nelem,
+                           char *text)
 {
     *j = (nnp_sketch_job){.dtype = dtype, .ndim = ndim, .shape = shape, .data = data,
-                          .nelem = nelem, .text = text, .by = s};
-    if (!s)
+                          .nelem = nelem, .text = text};
+    /* a helper asleep is left so unless asked: the writer sketches the record itself */
+    if (!s || (!wake && atomic_load(&s->sleeping)))
         return;
+    j->by = s;
     atomic_store(&s->slot, j);
-    if (atomic_load(&s->sleeping)) {
+    /* one that fell asleep since is not woken either: the writer takes the job back */
+    if (wake && atomic_load(&s->sleeping)) {
         pthread_mutex_lock(&s->lock);
         pthread_cond_signal(&s->wake);
         pthread_mutex_unlock(&s->lock);

@@ -55,20 +55,25 @@ struct nnp_writer {
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
     bool sketch;       /* records are sketched as they are added (NNPARITY_SKETCH=0: not) */
-    nnp_sketcher *sketcher; /* the helper that sketches large ones, started with the first */
+    nnp_sketcher *sketcher; /* the helper, started with the first record it is woken for */
     bool sketcher_tried;
+    uint64_t added_at; /* when the last record was added (nnp__monotonic_ns) */
     uint64_t size_limit; /* RLIMIT_FSIZE as last read (UINT64_MAX: none) */
     nnp_status failed; /* a write failed: the partial file is kept, nothing more is added */
     char failure[512];
 };
 
-/* Records of at least this many bytes are sketched by the writer's helper while the writer
- * writes them; smaller ones by the writer after their write. A record of 1 MiB takes a few
- * hundred microseconds to sketch, which the helper hides behind the write; handing a small one
- * over costs about what sketching it does (the job's cache lines cross between the cores, and
- * the helper's looking for work takes the core the page cache's write-back wants), and a
- * process with no large records never starts the thread. bench/README.md has the figures. */
+/* Which records the writer's helper sketches while the writer writes them (sketch_job.c). A
+ * record of at least HELPED_MIN_BYTES takes a few hundred microseconds to sketch, which the
+ * helper hides behind the write. A smaller one goes to the helper only when it is awake (looking
+ * for work after its last job), or when records come back to back (the previous one added less
+ * than BACK_TO_BACK_NS before: the caller does nothing between them, as a loop of taps): waking a
+ * sleeping helper costs more than sketching a small record, which is what a forward pass that
+ * records a layer's output every few tens of microseconds would do at every record. A process
+ * that never adds a large record nor records back to back never starts the thread.
+ * bench/README.md has the figures. */
 #define HELPED_MIN_BYTES (1u << 20)
+#define BACK_TO_BACK_NS 5000u
 
 static const char *name_at(const void *w, size_t i)
 {
@@ -594,13 +599,14 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     r.end = w->data_len + nbytes;
     /* the whole tensor is at hand now, and never again without reading the file back */
     nnp_sketch_job job;
-    bool helped = w->sketch && nbytes >= HELPED_MIN_BYTES;
-    if (helped && !w->sketcher_tried) {
+    bool wake = w->sketch && (nbytes >= HELPED_MIN_BYTES ||
+                              nnp__monotonic_ns() - w->added_at < BACK_TO_BACK_NS);
+    if (wake && !w->sketcher_tried) {
         w->sketcher = nnp__sketcher_start();
         w->sketcher_tried = true;
     }
     if (w->sketch)
-        nnp__sketch_job_start(&job, helped ? w->sketcher : NULL, desc->dtype, desc->ndim, desc->shape, data,
+        nnp__sketch_job_start(&job, w->sketcher, wake, desc->dtype, desc->ndim, desc->shape, data,
                               nbytes / nnp_dtype_size(desc->dtype),
                               w->texts + w->ntexts * NNP_SKETCH_ENTRY_CHARS);
     st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
@@ -609,6 +615,7 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     if (w->sketch) {
         nnp__sketch_job_finish(&job);
         r.sketched = true;
+        w->added_at = nnp__monotonic_ns();
     }
     if (st)
         return stop_writing(w, st, &r);
