@@ -135,10 +135,10 @@ $(BUILD)/tests/test_cpp_header: tests/unit/test_cpp_header.cpp include/nnparity.
 unit-asan:
 	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples pairs
 
-# The threaded unit tests (capture sessions, the thread pool of compare and stats, two dumps
-# opened at once), rebuilt with ThreadSanitizer: no data race under many tapping threads.
+# The threaded unit tests (capture sessions and their sketching helper, the thread pool of
+# compare and stats, two dumps opened at once), rebuilt with ThreadSanitizer: no data race under many tapping threads.
 TSAN_BUILD = $(BUILD)/tsan
-TSAN_TESTS = test_capture_threads test_capture test_metrics test_stats test_safetensors
+TSAN_TESTS = test_capture_threads test_capture test_sketch test_metrics test_stats test_safetensors
 unit-tsan:
 	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 CFLAGS="-fsanitize=thread $(CFLAGS)" \
 		$(TSAN_TESTS:%=$(TSAN_BUILD)/tests/%)

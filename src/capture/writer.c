@@ -47,15 +47,17 @@ struct nnp_writer {
     w_rec *recs;
     size_t nrecs, caprecs;
     /* The stored records' fingerprints as the header stores them (NNP_SKETCH_ENTRY_CHARS each,
-     * in adding order, one a record with bytes of its own), one after the other: the header's
-     * value is then written from here, not copied into it (for 10^5 records, 25 MB). */
-    char *texts;
-    size_t ntexts, captexts;
+     * in adding order, one a record with bytes of its own), one after the other in blocks of
+     * TEXT_BLOCK: the header's value is then written from here, not copied into it (for 10^5
+     * records, 25 MB). Blocks, not one array: the helper fills entries while more records
+     * come, and an entry must not move under it. */
+    char **texts;
+    size_t ntexts, nblocks, capblocks;
     nnp_strindex names; /* the records by name */
     char **meta;       /* key, value, key, value, ... */
     size_t nmeta, capmeta;
     bool sketch;       /* records are sketched as they are added (NNPARITY_SKETCH=0: not) */
-    nnp_sketcher *sketcher; /* the helper, started with the first record it is woken for */
+    nnp_sketcher *sketcher; /* the helper that sketches them, started with the first record */
     bool sketcher_tried;
     uint64_t added_at; /* when the last record was added (nnp__monotonic_ns) */
     uint64_t size_limit; /* RLIMIT_FSIZE as last read (UINT64_MAX: none) */
@@ -63,21 +65,27 @@ struct nnp_writer {
     char failure[512];
 };
 
-/* Which records the writer's helper sketches while the writer writes them (sketch_job.c). A
- * record of at least HELPED_MIN_BYTES takes a few hundred microseconds to sketch, which the
- * helper hides behind the write. A smaller one goes to the helper only when it is awake (looking
- * for work after its last job), or when records come back to back (the previous one added less
- * than BACK_TO_BACK_NS before: the caller does nothing between them, as a loop of taps): waking a
- * sleeping helper costs more than sketching a small record, which is what a forward pass that
- * records a layer's output every few tens of microseconds would do at every record. A process
- * that never adds a large record nor records back to back never starts the thread.
- * bench/README.md has the figures. */
-#define HELPED_MIN_BYTES (1u << 20)
+/* How the writer's helper sketches a record (sketch_job.c). Beside its write, from the caller's
+ * buffer: a record of at least BESIDE_MIN_BYTES, whose sketch (a few hundred microseconds) the
+ * write hides, and a record added back to back with the one before (less than BACK_TO_BACK_NS
+ * after it returned: the caller does nothing between them, as a loop of taps, and the helper is
+ * awake). Else behind the writer, read back from the file while the caller computes, in batches:
+ * a forward pass records a layer's output every few tens of microseconds, and waking the helper
+ * for each would cost more than sketching it. bench/README.md has the figures. */
+#define BESIDE_MIN_BYTES (1u << 20)
 #define BACK_TO_BACK_NS 5000u
+/* Fingerprint entries a block of the writer's texts (256 KiB). */
+#define TEXT_BLOCK 1024
 
 static const char *name_at(const void *w, size_t i)
 {
     return ((const nnp_writer *)w)->recs[i].name;
+}
+
+/* Where the fingerprint entry of stored record number i (in adding order) goes. */
+static char *text_at(const nnp_writer *w, size_t i)
+{
+    return w->texts[i / TEXT_BLOCK] + (i % TEXT_BLOCK) * NNP_SKETCH_ENTRY_CHARS;
 }
 
 static uint64_t size_limit_now(void)
@@ -138,6 +146,8 @@ static void writer_free(nnp_writer *w)
     for (size_t i = 0; i < w->nmeta * 2; i++)
         free(w->meta[i]);
     free(w->recs);
+    for (size_t i = 0; i < w->nblocks; i++)
+        free(w->texts[i]);
     free(w->texts);
     nnp__strindex_free(&w->names);
     free(w->meta);
@@ -209,7 +219,7 @@ static nnp_status journal_append(nnp_writer *w, nnp_sbuf *line)
  * capture's are not stored, and readers compute them from the data), then `tail`. */
 typedef struct header_text {
     nnp_sbuf head, tail;
-    const char *texts;
+    char *const *texts; /* the writer's blocks */
     size_t ntexts;
     size_t len; /* of the three */
 } header_text;
@@ -361,7 +371,7 @@ nnp_status nnp_writer_open(const char *path, size_t expected_records, nnp_writer
         room = expected_records > (limit - 4096) / per ? limit
                                                        : 4096 + (uint64_t)expected_records * per;
     w->room = (room + 7) / 8 * 8;
-    if ((st = check_final(path)) || (st = open_own(w->tmp_path, O_WRONLY, true, &w->fd))) {
+    if ((st = check_final(path)) || (st = open_own(w->tmp_path, O_RDWR, true, &w->fd))) {
         writer_free(w);
         return st;
     }
@@ -454,10 +464,15 @@ static char *default_name(const nnp_record_desc *desc)
  * journalled is always kept (a journal whose lines repeat a seq cannot be read back). */
 static bool room_for_rec(nnp_writer *w)
 {
-    return nnp__strindex_reserve(&w->names, w->nrecs) &&
-           nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs) &&
-           (!w->sketch ||
-            nnp__grow((void **)&w->texts, &w->captexts, w->ntexts + 1, NNP_SKETCH_ENTRY_CHARS));
+    if (!nnp__strindex_reserve(&w->names, w->nrecs) ||
+        !nnp__grow((void **)&w->recs, &w->caprecs, w->nrecs + 1, sizeof *w->recs))
+        return false;
+    if (!w->sketch || w->ntexts < w->nblocks * TEXT_BLOCK)
+        return true;
+    if (!nnp__grow((void **)&w->texts, &w->capblocks, w->nblocks + 1, sizeof *w->texts))
+        return false;
+    w->texts[w->nblocks] = malloc((size_t)TEXT_BLOCK * NNP_SKETCH_ENTRY_CHARS);
+    return w->texts[w->nblocks] && ++w->nblocks;
 }
 
 /* Take ownership of r as the next record (its name known to be new); r is freed on failure,
@@ -584,6 +599,29 @@ static nnp_status stop_writing(nnp_writer *w, nnp_status st, w_rec *r)
     return st;
 }
 
+/* Fingerprint stored record r, whose bytes (`data`, the caller's) were written at `at` in the
+ * partial file, into its entry `text`, behind the writer: from the file by the helper, or here
+ * from `data` when the helper cannot take it. */
+static void sketch_behind(nnp_writer *w, const w_rec *r, uint64_t at, const void *data,
+                          char *text)
+{
+    nnp_sketch_task t = {.offset = at, .nbytes = r->end - r->begin, .shape = r->shape,
+                         .ndim = r->ndim, .dtype = r->dtype, .text = text};
+    if (!w->sketcher || !nnp__sketcher_post(w->sketcher, &t))
+        nnp__sketch_text(r->dtype, r->ndim, r->shape, data, t.nbytes / nnp_dtype_size(r->dtype),
+                         text);
+}
+
+/* Finish the fingerprints of every record when `wanted`, and stop the helper (whose reads must
+ * end before the partial file closes): whether each is there to be stored. */
+static bool finish_sketches(nnp_writer *w, bool wanted)
+{
+    bool ok = wanted && (!w->sketcher || nnp__sketcher_finish(w->sketcher));
+    nnp__sketcher_stop(w->sketcher);
+    w->sketcher = NULL;
+    return ok;
+}
+
 nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void *data)
 {
     w_rec r;
@@ -597,31 +635,34 @@ nnp_status nnp_writer_add(nnp_writer *w, const nnp_record_desc *desc, const void
     }
     r.begin = w->data_len;
     r.end = w->data_len + nbytes;
-    /* the whole tensor is at hand now, and never again without reading the file back */
-    nnp_sketch_job job;
-    bool wake = w->sketch && (nbytes >= HELPED_MIN_BYTES ||
-                              nnp__monotonic_ns() - w->added_at < BACK_TO_BACK_NS);
-    if (wake && !w->sketcher_tried) {
-        w->sketcher = nnp__sketcher_start();
+    r.sketched = w->sketch;
+    uint64_t at = 8 + w->room + w->data_len;
+    char *text = w->sketch ? text_at(w, w->ntexts) : NULL;
+    if (w->sketch && !w->sketcher_tried) {
+        w->sketcher = nnp__sketcher_start(w->fd);
         w->sketcher_tried = true;
     }
-    if (w->sketch)
-        nnp__sketch_job_start(&job, w->sketcher, wake, desc->dtype, desc->ndim, desc->shape, data,
-                              nbytes / nnp_dtype_size(desc->dtype),
-                              w->texts + w->ntexts * NNP_SKETCH_ENTRY_CHARS);
-    st = write_all(w, w->fd, data, nbytes, 8 + w->room + w->data_len);
+    /* the whole tensor is at hand now, and never again without reading the file back */
+    bool beside = w->sketch && (nbytes >= BESIDE_MIN_BYTES ||
+                                nnp__monotonic_ns() - w->added_at < BACK_TO_BACK_NS);
+    nnp_sketch_job job;
+    if (beside)
+        nnp__sketch_job_start(&job, w->sketcher, desc->dtype, desc->ndim, desc->shape, data,
+                              nbytes / nnp_dtype_size(desc->dtype), text);
+    st = write_all(w, w->fd, data, nbytes, at);
     if (!st)
         st = journal_record(w, &r);
-    if (w->sketch) {
+    if (beside)
         nnp__sketch_job_finish(&job);
-        r.sketched = true;
-        w->added_at = nnp__monotonic_ns();
-    }
     if (st)
         return stop_writing(w, st, &r);
     if ((st = push_rec(w, &r)))
         return st;
     w->data_len = r.end;
+    if (w->sketch && !beside)
+        sketch_behind(w, &w->recs[w->nrecs - 1], at, data, text);
+    if (w->sketch)
+        w->added_at = nnp__monotonic_ns();
     return NNP_OK;
 }
 
@@ -749,8 +790,12 @@ static nnp_status put_header(nnp_writer *w, int fd, const header_text *t, uint64
     nnp_status st = write_all(w, fd, prefix, 8, 0);
     if (!st)
         st = write_all(w, fd, t->head.s, t->head.len, 8);
-    if (!st && texts)
-        st = write_all(w, fd, t->texts, texts, 8 + t->head.len);
+    for (size_t b = 0, done = 0; !st && done < t->ntexts; b++) {
+        size_t n = t->ntexts - done < TEXT_BLOCK ? t->ntexts - done : TEXT_BLOCK;
+        st = write_all(w, fd, t->texts[b], n * NNP_SKETCH_ENTRY_CHARS,
+                       8 + t->head.len + done * NNP_SKETCH_ENTRY_CHARS);
+        done += n;
+    }
     if (!st)
         st = write_all(w, fd, t->tail.s, t->tail.len, 8 + t->head.len + texts);
     if (st || used <= len)
@@ -834,8 +879,9 @@ nnp_status nnp_writer_close(nnp_writer *w)
     nnp_status st = w->failed ? nnp__fail(w->failed, "%s: a write failed: %s", w->path,
                                           w->failure)
                               : NNP_OK;
+    bool sketched = finish_sketches(w, !st);
     header_text t = {0};
-    bool built = !st && build_header(w, true, &t);
+    bool built = !st && build_header(w, sketched, &t);
     if (built && t.len > 100000000u) {
         /* the fingerprints are what makes it too long: a dump without them is still whole,
          * and readers compute them from the data */
@@ -890,6 +936,8 @@ void nnp_writer_abort(nnp_writer *w)
 {
     if (!w)
         return;
+    nnp__sketcher_stop(w->sketcher); /* before the file it reads closes */
+    w->sketcher = NULL;
     /* only the files this writer opened: a name it refused belongs to someone else */
     if (w->fd >= 0) {
         close(w->fd);
@@ -908,6 +956,8 @@ const char *nnp__writer_abandon(nnp_writer *w)
     kept[0] = 0;
     if (!w)
         return kept;
+    nnp__sketcher_stop(w->sketcher); /* before the file it reads closes */
+    w->sketcher = NULL;
     if (w->fd >= 0)
         close(w->fd);
     if (w->jfd >= 0)

@@ -10,6 +10,7 @@
  */
 #include <math.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "internal.h"
 #include "testutil.h"
@@ -532,6 +533,19 @@ static void test_capture_stores_sketches(void **state)
         y[i] = (float)(i % 977) - 400;
     assert_int_equal(nnp_tap("block", "out1", NNP_F32, 2, big, y), NNP_OK);
     free(y);
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+    check_dump_sketches(p, true);
+    /* records that come apart, as a forward pass's layers make them: sketched behind the
+     * writer, read back from the file in batches (more records than a batch holds) */
+    scratch(p, sizeof p, "spaced.safetensors");
+    assert_int_equal(nnp_capture_open(p, &o), NNP_OK);
+    char name[32];
+    for (int k = 0; k < 200; k++) {
+        uint64_t s2[2] = {3, 40 + (uint64_t)(k % 7)};
+        snprintf(name, sizeof name, "layer.%d", k);
+        assert_int_equal(nnp_tap(name, "out0", NNP_F32, 2, s2, x + k % 50), NNP_OK);
+        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+    }
     assert_int_equal(nnp_capture_close(), NNP_OK);
     check_dump_sketches(p, true);
 }
