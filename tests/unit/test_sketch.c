@@ -11,6 +11,7 @@
 #include <math.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "testutil.h"
@@ -550,6 +551,41 @@ static void test_capture_stores_sketches(void **state)
     check_dump_sketches(p, true);
 }
 
+/* A record the writer cannot read back from its partial file (its bytes gone under it) leaves
+ * the dump without stored fingerprints, not with a wrong one: readers then compute them. */
+static void test_unreadable_records_store_none(void **state)
+{
+    (void)state;
+    char p[512], partial[600];
+    scratch(p, sizeof p, "gone.safetensors");
+    snprintf(partial, sizeof partial, "%s.partial", p);
+    nnp_capture_options o;
+    nnp_capture_options_init(&o);
+    assert_int_equal(nnp_capture_open(p, &o), NNP_OK);
+    float x[64];
+    for (int i = 0; i < 64; i++)
+        x[i] = (float)i;
+    uint64_t shape[1] = {64};
+    char name[32];
+    for (int k = 0; k < 10; k++) { /* apart: sketched behind the writer, from the file */
+        snprintf(name, sizeof name, "layer.%d", k);
+        assert_int_equal(nnp_tap(name, "out0", NNP_F32, 1, shape, x), NNP_OK);
+        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+    }
+    /* the data cut off behind the header room the partial file's first 8 bytes give */
+    FILE *f = fopen(partial, "rb");
+    unsigned char len[8];
+    assert_non_null(f);
+    assert_int_equal(fread(len, 1, 8, f), 8);
+    fclose(f);
+    uint64_t room = 0;
+    for (int i = 7; i >= 0; i--)
+        room = room << 8 | len[i];
+    assert_int_equal(truncate(partial, (off_t)(8 + room)), 0);
+    assert_int_equal(nnp_capture_close(), NNP_OK);
+    check_dump_sketches(p, false);
+}
+
 static void test_shards_keep_their_own(void **state)
 {
     (void)state;
@@ -700,6 +736,7 @@ int main(void)
         cmocka_unit_test(test_entry_round_trip),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_capture_stores_sketches),
+        cmocka_unit_test(test_unreadable_records_store_none),
         cmocka_unit_test(test_shards_keep_their_own),
         cmocka_unit_test(test_recovered_capture_computes),
         cmocka_unit_test(test_hostile_stored_values),
