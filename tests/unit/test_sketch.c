@@ -508,6 +508,20 @@ static void write_capture(const char *path, const char *prefix)
     assert_int_equal(nnp_writer_close(w), NNP_OK);
 }
 
+/* count records "layer.K"/out0 of a few shapes from x (TAP_APART_FLOATS floats), 20 us apart,
+ * as a forward pass's layers make them: the writer sketches them behind it, from the file. */
+#define TAP_APART_FLOATS 384
+static void tap_apart(int count, const float *x)
+{
+    char name[32];
+    for (int k = 0; k < count; k++) {
+        uint64_t shape[2] = {3, 40 + (uint64_t)(k % 7)};
+        snprintf(name, sizeof name, "layer.%d", k);
+        assert_int_equal(nnp_tap(name, "out0", NNP_F32, 2, shape, x + k % 50), NNP_OK);
+        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+    }
+}
+
 static void test_capture_stores_sketches(void **state)
 {
     (void)state;
@@ -540,13 +554,7 @@ static void test_capture_stores_sketches(void **state)
      * writer, read back from the file in batches (more records than a batch holds) */
     scratch(p, sizeof p, "spaced.safetensors");
     assert_int_equal(nnp_capture_open(p, &o), NNP_OK);
-    char name[32];
-    for (int k = 0; k < 200; k++) {
-        uint64_t s2[2] = {3, 40 + (uint64_t)(k % 7)};
-        snprintf(name, sizeof name, "layer.%d", k);
-        assert_int_equal(nnp_tap(name, "out0", NNP_F32, 2, s2, x + k % 50), NNP_OK);
-        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
-    }
+    tap_apart(200, x);
     assert_int_equal(nnp_capture_close(), NNP_OK);
     check_dump_sketches(p, true);
 }
@@ -562,16 +570,10 @@ static void test_unreadable_records_store_none(void **state)
     nnp_capture_options o;
     nnp_capture_options_init(&o);
     assert_int_equal(nnp_capture_open(p, &o), NNP_OK);
-    float x[64];
-    for (int i = 0; i < 64; i++)
+    float x[TAP_APART_FLOATS];
+    for (int i = 0; i < TAP_APART_FLOATS; i++)
         x[i] = (float)i;
-    uint64_t shape[1] = {64};
-    char name[32];
-    for (int k = 0; k < 10; k++) { /* apart: sketched behind the writer, from the file */
-        snprintf(name, sizeof name, "layer.%d", k);
-        assert_int_equal(nnp_tap(name, "out0", NNP_F32, 1, shape, x), NNP_OK);
-        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
-    }
+    tap_apart(10, x); /* fewer than a batch: all read back at close */
     /* the data cut off behind the header room the partial file's first 8 bytes give */
     FILE *f = fopen(partial, "rb");
     unsigned char len[8];
