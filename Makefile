@@ -136,7 +136,8 @@ unit-asan:
 	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 CFLAGS="$(ASAN_FLAGS) $(CFLAGS)" unit cli examples pairs
 
 # The threaded unit tests (capture sessions and their sketching helper, the thread pool of
-# compare and stats, two dumps opened at once), rebuilt with ThreadSanitizer: no data race under many tapping threads.
+# compare and stats, two dumps opened at once), rebuilt with ThreadSanitizer: no data race
+# under many tapping threads.
 TSAN_BUILD = $(BUILD)/tsan
 TSAN_TESTS = test_capture_threads test_capture test_sketch test_metrics test_stats test_safetensors
 unit-tsan:

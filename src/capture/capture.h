@@ -33,15 +33,15 @@ uint64_t nnp__monotonic_ns(void);
 /* Records' fingerprints taken on a writer's helper thread (sketch_job.c), beside the write from
  * the caller's buffer or behind the writer from the partial file `fd` (open for reading). NULL
  * when no helper could start (then records are sketched on the writer's thread).
- * nnp__sketcher_stop(NULL) does nothing; it drops what is still queued. */
+ * nnp__sketcher_stop stops the helper, drops what is still queued and frees s (NULL: nothing). */
 typedef struct nnp_sketcher nnp_sketcher;
 nnp_sketcher *nnp__sketcher_start(int fd);
 void nnp__sketcher_stop(nnp_sketcher *s);
 
 /* Beside the write: start a record's sketch before writing its data (by the sketcher s, or NULL:
- * none), finish it after (always, even when the write failed: until then another thread may read the
- * data); `text` (NNP_SKETCH_ENTRY_CHARS) then holds the entry as stored. The shape and the data
- * must stay until the job is finished; one job a sketcher at a time. */
+ * none), finish it after (always, even when the write failed: until then another thread may
+ * read the data); `text` (NNP_SKETCH_ENTRY_CHARS) then holds the entry as stored. The shape and
+ * the data must stay until the job is finished; one job a sketcher at a time. */
 typedef struct nnp_sketch_job {
     nnp_dtype dtype;
     uint32_t ndim;

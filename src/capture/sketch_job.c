@@ -254,9 +254,9 @@ void nnp__sketcher_stop(nnp_sketcher *s)
 {
     if (!s)
         return;
+    /* A forked child's copy has no helper to join, and its lock may have been held by the
+     * parent's helper at the fork: only its memory is freed. */
     if (s->pid == nnp__this_process()) {
-        /* a forked child's copy has no helper to join, and its lock may have been held by the
-         * parent's helper at the fork: it is left alone */
         pthread_mutex_lock(&s->lock);
         atomic_store(&s->stop, true);
         pthread_cond_signal(&s->wake);
