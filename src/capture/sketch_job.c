@@ -59,12 +59,12 @@ struct nnp_sketcher {
     int fd; /* the partial file, open for reading */
     _Atomic(nnp_sketch_job *) slot;
     atomic_bool sleeping, stop;
-    atomic_size_t queued; /* nqueue, for the helper's look without the lock */
     pthread_mutex_t lock;
     pthread_cond_t wake, idle;
     /* under `lock` */
     nnp_sketch_task *queue; /* handed over, not yet taken by the helper */
-    size_t nqueue, capqueue;
+    atomic_size_t nqueue;   /* changed under `lock`; read without it to look for work */
+    size_t capqueue;
     bool busy;   /* the helper runs a batch it took */
     bool failed; /* a record could not be read back: the sketches are not to be stored */
     /* the writer's own */
@@ -159,13 +159,12 @@ static void run_queue(nnp_sketcher *s)
 {
     pthread_mutex_lock(&s->lock);
     nnp_sketch_task *b = s->batch;
-    size_t cap = s->capbatch, n = s->nqueue;
+    size_t cap = s->capbatch, n = atomic_load(&s->nqueue);
     s->batch = s->queue; /* the writer's next hand-over fills the other array */
     s->capbatch = s->capqueue;
     s->queue = b;
     s->capqueue = cap;
-    s->nqueue = 0;
-    atomic_store(&s->queued, 0);
+    atomic_store(&s->nqueue, 0);
     s->busy = true;
     pthread_mutex_unlock(&s->lock);
     bool ok = true;
@@ -183,7 +182,7 @@ static void run_queue(nnp_sketcher *s)
 static bool has_work(nnp_sketcher *s)
 {
     nnp_sketch_job *j = atomic_load(&s->slot);
-    return (j && j != BUSY) || atomic_load(&s->queued) > 0;
+    return (j && j != BUSY) || atomic_load(&s->nqueue) > 0;
 }
 
 static void *helper(void *arg)
@@ -194,7 +193,7 @@ static void *helper(void *arg)
         bool worked = false;
         while (!atomic_load(&s->stop) && !worked && nnp__monotonic_ns() < until) {
             worked = take(s);
-            if (!worked && atomic_load(&s->queued) > 0) {
+            if (!worked && atomic_load(&s->nqueue) > 0) {
                 run_queue(s);
                 worked = true;
             }
@@ -222,7 +221,7 @@ nnp_sketcher *nnp__sketcher_start(int fd)
     atomic_init(&s->slot, NULL);
     atomic_init(&s->sleeping, false);
     atomic_init(&s->stop, false);
-    atomic_init(&s->queued, 0);
+    atomic_init(&s->nqueue, 0);
     if (pthread_mutex_init(&s->lock, NULL) != 0) {
         free(s);
         return NULL;
@@ -312,10 +311,10 @@ void nnp__sketch_job_finish(nnp_sketch_job *j)
 static void hand_over(nnp_sketcher *s)
 {
     pthread_mutex_lock(&s->lock);
-    if (nnp__grow((void **)&s->queue, &s->capqueue, s->nqueue + s->npending, sizeof *s->queue)) {
-        memcpy(s->queue + s->nqueue, s->pending, s->npending * sizeof *s->pending);
-        s->nqueue += s->npending;
-        atomic_store(&s->queued, s->nqueue);
+    size_t n = atomic_load(&s->nqueue);
+    if (nnp__grow((void **)&s->queue, &s->capqueue, n + s->npending, sizeof *s->queue)) {
+        memcpy(s->queue + n, s->pending, s->npending * sizeof *s->pending);
+        atomic_store(&s->nqueue, n + s->npending);
         s->npending = 0;
         s->pending_bytes = 0;
         if (atomic_load(&s->sleeping))
@@ -326,7 +325,7 @@ static void hand_over(nnp_sketcher *s)
 
 bool nnp__sketcher_post(nnp_sketcher *s, const nnp_sketch_task *t)
 {
-    if (atomic_load(&s->queued) + s->npending >= BEHIND_RECORDS ||
+    if (atomic_load(&s->nqueue) + s->npending >= BEHIND_RECORDS ||
         !nnp__grow((void **)&s->pending, &s->cappending, s->npending + 1, sizeof *s->pending))
         return false;
     s->pending[s->npending++] = *t;
@@ -343,10 +342,10 @@ bool nnp__sketcher_finish(nnp_sketcher *s)
     /* what the helper has not taken yet, the writer takes, and sketches beside it */
     pthread_mutex_lock(&s->lock);
     nnp_sketch_task *queued = s->queue;
-    size_t nqueued = s->nqueue;
+    size_t nqueued = atomic_load(&s->nqueue);
     s->queue = NULL;
-    s->nqueue = s->capqueue = 0;
-    atomic_store(&s->queued, 0);
+    s->capqueue = 0;
+    atomic_store(&s->nqueue, 0);
     pthread_mutex_unlock(&s->lock);
     bool ok = true;
     for (size_t i = 0; i < nqueued; i++)

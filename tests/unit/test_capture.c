@@ -80,9 +80,9 @@ static void test_session_from_environment(void **state)
 }
 
 /* Taps, forks a child that taps and closes the session as the atexit handler it inherited
- * does, then taps again and closes. The child leaves with _exit(): a sanitizer's leak check at exit() locks
- * its allocator, whose lock the parent's other thread (the writer's helper) may have held at the
- * fork, and would then wait for ever. */
+ * does, then taps again and closes. The child leaves with _exit(): a sanitizer's leak check at
+ * exit() locks its allocator, whose lock the parent's other thread (the writer's helper) may
+ * have held at the fork, and would then wait for ever. */
 static bool taps_around_a_fork(void)
 {
     bool ok = tap_two("before") == NNP_OK;
